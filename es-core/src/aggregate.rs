@@ -1,0 +1,105 @@
+//! Aggregates and the commands they decide.
+
+use std::fmt::{Debug, Display};
+use std::hash::Hash;
+
+use crate::codec::{Codec, CodecError};
+use crate::event::Event;
+
+/// An aggregate id: any type that is cheap to clone, hashable and displayable.
+/// Its `Display` form is the stored stream id, so it must be stable.
+pub trait AggregateId: Clone + Eq + Hash + Display + Debug + Send + Sync + 'static {}
+
+impl<T: Clone + Eq + Hash + Display + Debug + Send + Sync + 'static> AggregateId for T {}
+
+/// A consistency boundary: state rebuilt from its own events, deciding
+/// commands against that state.
+///
+/// Derive it with `#[derive(Aggregate)]` and
+/// `#[aggregate(name = "..", id = .., event = .., error = ..)]`; the state
+/// starts as `Default` and evolves only through [`Aggregate::apply`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an aggregate",
+    label = "`{Self}` does not implement `Aggregate`",
+    note = "add `#[derive(Aggregate)]` and `#[aggregate(id = .., event = .., error = ..)]` to `{Self}`"
+)]
+pub trait Aggregate: Default + Send + Sync + 'static {
+    /// The stored aggregate type: the first half of every stream id. Never
+    /// change it once events are stored.
+    const NAME: &'static str;
+
+    /// The id type; its `Display` form is the second half of the stream id.
+    type Id: AggregateId;
+
+    /// The aggregate's events: usually an enum deriving [`Event`].
+    type Event: Event;
+
+    /// Why a command is refused.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Dependencies handlers may read (a clock, exchange rates, ...); `()`
+    /// when there are none.
+    type Services: Send + Sync + 'static;
+
+    /// Store a snapshot every this many events; 0 (the default) never does.
+    const SNAPSHOT_EVERY: u64 = 0;
+
+    /// The schema version of the snapshot form. Snapshots stored with
+    /// another version are ignored and the state is replayed from events.
+    const SNAPSHOT_VERSION: u32 = 1;
+
+    /// Evolves the state on one of its events.
+    fn apply(&mut self, event: &Self::Event);
+
+    /// Encodes the state as a snapshot; `None` when snapshots are off.
+    #[inline]
+    fn encode_snapshot<C: Codec>(&self, codec: &C) -> Option<Result<Vec<u8>, CodecError>> {
+        let _ = codec;
+        None
+    }
+
+    /// Decodes a snapshot written by [`Aggregate::encode_snapshot`].
+    #[inline]
+    fn decode_snapshot<C: Codec>(codec: &C, bytes: &[u8]) -> Option<Result<Self, CodecError>> {
+        let _ = (codec, bytes);
+        None
+    }
+}
+
+/// "This aggregate decides command `C`."
+///
+/// A `#[handle]` method in an `#[es_core::handlers]` block implements it. By
+/// hand:
+///
+/// ```
+/// # use es_core::prelude::*;
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+/// # pub struct Incremented { by: u32 }
+/// # #[derive(Debug, Clone, Command)]
+/// # #[command(aggregate = Counter)]
+/// # pub struct Increment { #[aggregate_id] id: String, by: u32 }
+/// # #[derive(Debug, thiserror::Error)] #[error("too big")] pub struct TooBig;
+/// # #[derive(Debug, Default, Aggregate)]
+/// # #[aggregate(id = String, event = Incremented, error = TooBig)]
+/// # pub struct Counter { n: u32 }
+/// # impl Apply<Incremented> for Counter { fn apply(&mut self, e: &Incremented) { self.n += e.by } }
+/// impl Handle<Increment> for Counter {
+///     fn handle(&self, cmd: Increment, _: &()) -> Result<Vec<Incremented>, TooBig> {
+///         if cmd.by > 100 {
+///             return Err(TooBig);
+///         }
+///         Ok(vec![Incremented { by: cmd.by }])
+///     }
+/// }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no `#[handle]` handler for command `{C}`",
+    label = "`{Self}` cannot handle `{C}`",
+    note = "add `#[handle] fn on_command(&self, command: {C}) -> Result<.., ..> {{ .. }}` to the `#[es_core::handlers] impl {Self}` block"
+)]
+pub trait Handle<C>: Aggregate {
+    /// Decides `command` against the current state: the events to append, or
+    /// why not. Never mutates; only [`Aggregate::apply`] does.
+    fn handle(&self, command: C, services: &Self::Services) -> Result<Vec<Self::Event>, Self::Error>;
+}

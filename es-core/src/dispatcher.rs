@@ -1,0 +1,626 @@
+//! The dispatcher: load, decide, append, apply.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::ControlFlow;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use crate::aggregate::{Aggregate, Handle};
+use crate::cache::{Cache, Slot};
+use crate::codec::{Codec, Json};
+use crate::command::{Command, Dispatchable};
+use crate::envelope::{Envelope, EventId, Metadata, StreamId, Timestamp};
+use crate::error::{AppendError, DecodeError, DispatchError, StoreError};
+use crate::event::Event;
+use crate::store::{AppendOutcome, AppendRequest, CommandRecord, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Snapshot};
+
+/// What one command committed.
+pub struct Committed<A: Aggregate> {
+    /// The aggregate's stream.
+    pub stream: StreamId,
+    /// The stream's version after the command.
+    pub version: u64,
+    /// The global position of the last event, `None` if the command produced
+    /// no events.
+    pub position: Option<u64>,
+    /// The committed events, in order.
+    pub events: Vec<Envelope<A::Event>>,
+    /// Whether the command id had been committed before and this is the
+    /// earlier outcome, read back from the store.
+    pub deduplicated: bool,
+}
+
+impl<A: Aggregate> fmt::Debug for Committed<A>
+where
+    A::Event: fmt::Debug,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Committed")
+            .field("stream", &self.stream)
+            .field("version", &self.version)
+            .field("position", &self.position)
+            .field("events", &self.events)
+            .field("deduplicated", &self.deduplicated)
+            .finish()
+    }
+}
+
+impl<A: Aggregate> Clone for Committed<A>
+where
+    A::Event: Clone,
+{
+    fn clone(&self) -> Self {
+        Committed {
+            stream: self.stream.clone(),
+            version: self.version,
+            position: self.position,
+            events: self.events.clone(),
+            deduplicated: self.deduplicated,
+        }
+    }
+}
+
+impl<A: Aggregate> Committed<A> {
+    /// The committed events without their envelopes.
+    pub fn payloads(&self) -> impl Iterator<Item = &A::Event> {
+        self.events.iter().map(|e| &e.payload)
+    }
+}
+
+/// What a routed command (a variant of a command enum) committed, without
+/// the aggregate's types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The aggregate's stream.
+    pub stream: StreamId,
+    /// The stream's version after the command.
+    pub version: u64,
+    /// The global position of the last event, if any.
+    pub position: Option<u64>,
+    /// The stored names of the committed events, in order.
+    pub events: Vec<&'static str>,
+    /// Whether this is an earlier outcome of the same command id.
+    pub deduplicated: bool,
+}
+
+impl<A: Aggregate> From<Committed<A>> for Receipt {
+    fn from(c: Committed<A>) -> Self {
+        Receipt {
+            events: c.events.iter().map(|e| e.payload.name()).collect(),
+            stream: c.stream,
+            version: c.version,
+            position: c.position,
+            deduplicated: c.deduplicated,
+        }
+    }
+}
+
+/// Why an aggregate could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A stored event could not be decoded.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl<E> From<LoadError> for DispatchError<E> {
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::Decode(e) => DispatchError::Decode(e),
+            LoadError::Store(e) => DispatchError::Store(e),
+        }
+    }
+}
+
+/// Configures a [`Dispatcher`].
+pub struct DispatcherBuilder<S, C = Json> {
+    store: S,
+    codec: C,
+    services: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    cache_capacity: usize,
+    max_attempts: u32,
+}
+
+impl<S: EventStore, C: Codec> DispatcherBuilder<S, C> {
+    /// Encodes events and snapshots with `codec` instead.
+    pub fn codec<C2: Codec>(self, codec: C2) -> DispatcherBuilder<S, C2> {
+        DispatcherBuilder {
+            store: self.store,
+            codec,
+            services: self.services,
+            cache_capacity: self.cache_capacity,
+            max_attempts: self.max_attempts,
+        }
+    }
+
+    /// Gives aggregate `A`'s handlers their services.
+    pub fn services<A: Aggregate>(mut self, services: A::Services) -> Self {
+        self.services.insert(TypeId::of::<A>(), Box::new(services));
+        self
+    }
+
+    /// Keeps at most `capacity` recently used instances of each aggregate
+    /// type in memory (default 10,000); 0 loads from the store every time.
+    pub fn cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache_capacity = capacity;
+        self
+    }
+
+    /// Decides a command at most `attempts` times when other writers keep
+    /// winning the append (default 5).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Builds the dispatcher.
+    pub fn build(self) -> Dispatcher<S, C> {
+        Dispatcher {
+            inner: Arc::new(Inner {
+                store: self.store,
+                codec: self.codec,
+                services: self.services,
+                caches: RwLock::new(HashMap::new()),
+                cache_capacity: self.cache_capacity,
+                max_attempts: self.max_attempts,
+            }),
+        }
+    }
+}
+
+/// Routes commands to aggregates and commits their events.
+///
+/// For each command: find the aggregate (in its in-memory cache, or load it
+/// from snapshot and events), decide with its handler, append the events with
+/// the loaded version as the expected version, and apply them. When another
+/// writer appended first, it reads what it missed and decides again, a
+/// bounded number of times. Clones share the store and the caches.
+pub struct Dispatcher<S, C = Json> {
+    inner: Arc<Inner<S, C>>,
+}
+
+struct Inner<S, C> {
+    store: S,
+    codec: C,
+    services: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    caches: RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+    cache_capacity: usize,
+    max_attempts: u32,
+}
+
+impl<S, C> Clone for Dispatcher<S, C> {
+    fn clone(&self) -> Self {
+        Dispatcher {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, C: Codec> fmt::Debug for Dispatcher<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("store", &self.inner.store)
+            .field("codec", &C::NAME)
+            .field("cache_capacity", &self.inner.cache_capacity)
+            .field("max_attempts", &self.inner.max_attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: EventStore> Dispatcher<S, Json> {
+    /// A dispatcher over `store` with the JSON codec and default settings.
+    pub fn new(store: S) -> Self {
+        Self::builder(store).build()
+    }
+
+    /// Starts configuring a dispatcher over `store`.
+    pub fn builder(store: S) -> DispatcherBuilder<S, Json> {
+        DispatcherBuilder {
+            store,
+            codec: Json,
+            services: HashMap::new(),
+            cache_capacity: 10_000,
+            max_attempts: 5,
+        }
+    }
+}
+
+impl<S: EventStore, C: Codec> Dispatcher<S, C> {
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    /// The codec.
+    pub fn codec(&self) -> &C {
+        &self.inner.codec
+    }
+
+    /// Dispatches a command (or a command enum) with no metadata.
+    pub async fn dispatch<D: Dispatchable>(&self, command: D) -> Result<D::Output, DispatchError<D::Rejection>> {
+        command.dispatch_on(self, Metadata::new()).await
+    }
+
+    /// Dispatches a command with metadata, which is stored with every event
+    /// it produces. A command id in the metadata makes the command
+    /// idempotent: dispatching the same id again returns the first outcome.
+    pub async fn dispatch_with<D: Dispatchable>(
+        &self,
+        command: D,
+        metadata: Metadata,
+    ) -> Result<D::Output, DispatchError<D::Rejection>> {
+        command.dispatch_on(self, metadata).await
+    }
+
+    /// The current state of aggregate `A` with id `id` (the default state if
+    /// it has no events). Reads whatever the store has beyond the cache.
+    pub async fn load<A: Aggregate + Clone>(&self, id: &A::Id) -> Result<A, LoadError> {
+        let stream = StreamId::of::<A>(id);
+        let cell = self.slot::<A>(id);
+        let mut slot = cell.lock().await;
+        self.refresh(&stream, &mut slot).await?;
+        Ok(slot.state.clone())
+    }
+
+    /// The state of aggregate `A` as of stream version `version` (the state
+    /// after its first `version` events).
+    pub async fn load_at_version<A: Aggregate>(&self, id: &A::Id, version: u64) -> Result<(A, u64), LoadError> {
+        self.replay::<A>(id, |e| e.version <= version).await
+    }
+
+    /// The state of aggregate `A` as of time `at`: every event recorded at or
+    /// before `at`. Returns the state and its version.
+    pub async fn load_as_of<A: Aggregate>(&self, id: &A::Id, at: Timestamp) -> Result<(A, u64), LoadError> {
+        self.replay::<A>(id, |e| e.recorded_at <= at).await
+    }
+
+    async fn replay<A: Aggregate>(
+        &self,
+        id: &A::Id,
+        keep: impl Fn(&RecordedEvent<'_>) -> bool + Send + Sync,
+    ) -> Result<(A, u64), LoadError> {
+        let stream = StreamId::of::<A>(id);
+        let mut slot = Slot::<A>::empty();
+        self.read_into(&stream, &mut slot, &keep).await?;
+        Ok((slot.state, slot.version))
+    }
+
+    /// Runs one command: the typed core of [`Dispatcher::dispatch`].
+    pub async fn execute<Cmd: Command>(
+        &self,
+        command: Cmd,
+        metadata: Metadata,
+    ) -> Result<Committed<Cmd::Aggregate>, DispatchError<<Cmd::Aggregate as Aggregate>::Error>> {
+        let inner = &*self.inner;
+        let id = command.aggregate_id();
+        let stream = StreamId::of::<Cmd::Aggregate>(id);
+        let services = self.services::<Cmd::Aggregate>()?;
+        if let Some(command_id) = &metadata.command_id {
+            if let Some(record) = inner.store.find_command(command_id).await? {
+                return Ok(self.earlier_outcome(record, metadata).await?);
+            }
+        }
+        let encoded_metadata = metadata.encode();
+        let metadata = Arc::new(metadata);
+        let cell = self.slot::<Cmd::Aggregate>(id);
+        let mut slot = cell.lock().await;
+        if !slot.fresh {
+            self.refresh(&stream, &mut slot).await?;
+        }
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let events = match slot.state.handle(command.clone(), services) {
+                Ok(events) => events,
+                Err(error) => {
+                    return Err(DispatchError::Rejected {
+                        command: Cmd::NAME,
+                        stream,
+                        error,
+                    });
+                }
+            };
+            if events.is_empty() {
+                return Ok(Committed {
+                    stream,
+                    version: slot.version,
+                    position: None,
+                    events: Vec::new(),
+                    deduplicated: false,
+                });
+            }
+            let recorded_at = Timestamp::now();
+            let mut ids = Vec::with_capacity(events.len());
+            let mut batch = Vec::with_capacity(events.len());
+            for event in &events {
+                let payload = event.encode(&inner.codec).map_err(|source| DispatchError::Encode {
+                    stream: stream.clone(),
+                    event_name: event.name(),
+                    source,
+                })?;
+                let event_id = EventId::at(recorded_at);
+                ids.push(event_id);
+                batch.push(NewEvent {
+                    event_id,
+                    name: event.name().into(),
+                    schema_version: event.version(),
+                    payload,
+                });
+            }
+            let request = AppendRequest {
+                stream: &stream,
+                expected: ExpectedVersion::Exact(slot.version),
+                events: batch,
+                metadata: &encoded_metadata,
+                command_id: metadata.command_id.as_deref(),
+                recorded_at,
+            };
+            match inner.store.append(request).await {
+                Ok(AppendOutcome::Committed(appended)) => {
+                    let before = slot.version;
+                    // If an `apply` panics half-way, the next command reloads.
+                    slot.fresh = false;
+                    let mut envelopes = Vec::with_capacity(events.len());
+                    for ((i, event), event_id) in events.into_iter().enumerate().zip(ids) {
+                        slot.state.apply(&event);
+                        envelopes.push(Envelope {
+                            event_id,
+                            stream: stream.clone(),
+                            version: appended.first_version + i as u64,
+                            position: appended.positions.get(i).copied().unwrap_or_default(),
+                            recorded_at,
+                            metadata: metadata.clone(),
+                            payload: event,
+                        });
+                    }
+                    slot.version = appended.last_version;
+                    slot.fresh = true;
+                    self.maybe_snapshot(&stream, &slot, before).await;
+                    return Ok(Committed {
+                        stream,
+                        version: appended.last_version,
+                        position: appended.positions.last().copied(),
+                        events: envelopes,
+                        deduplicated: false,
+                    });
+                }
+                Ok(AppendOutcome::Duplicate(record)) => {
+                    drop(slot);
+                    return Ok(self.earlier_outcome(record, Arc::unwrap_or_clone(metadata)).await?);
+                }
+                Err(AppendError::Conflict(conflict)) => {
+                    tracing::debug!(%stream, attempts, %conflict, "version conflict, deciding again");
+                    if attempts >= inner.max_attempts {
+                        return Err(DispatchError::Conflict {
+                            command: Cmd::NAME,
+                            attempts,
+                            conflict,
+                        });
+                    }
+                    self.refresh(&stream, &mut slot).await?;
+                }
+                Err(AppendError::Store(e)) => {
+                    // The batch may or may not have committed; reload next time.
+                    slot.fresh = false;
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+
+    fn services<A: Aggregate>(&self) -> Result<&A::Services, DispatchError<A::Error>> {
+        if let Some(unit) = (&() as &dyn Any).downcast_ref::<A::Services>() {
+            return Ok(unit);
+        }
+        self.inner
+            .services
+            .get(&TypeId::of::<A>())
+            .and_then(|s| s.downcast_ref::<A::Services>())
+            .ok_or(DispatchError::MissingServices {
+                aggregate: A::NAME,
+                services: std::any::type_name::<A::Services>(),
+            })
+    }
+
+    fn slot<A: Aggregate>(&self, id: &A::Id) -> Arc<tokio::sync::Mutex<Slot<A>>> {
+        let capacity = self.inner.cache_capacity;
+        if capacity == 0 {
+            return Arc::new(tokio::sync::Mutex::new(Slot::empty()));
+        }
+        let key = TypeId::of::<A>();
+        {
+            let caches = self.inner.caches.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(cache) = caches.get(&key).and_then(|c| c.downcast_ref::<Cache<A>>()) {
+                return cache.slot(id);
+            }
+        }
+        let mut caches = self.inner.caches.write().unwrap_or_else(PoisonError::into_inner);
+        let cache = caches
+            .entry(key)
+            .or_insert_with(|| Arc::new(Cache::<A>::new(capacity)) as Arc<dyn Any + Send + Sync>);
+        match cache.downcast_ref::<Cache<A>>() {
+            Some(cache) => cache.slot(id),
+            None => Arc::new(tokio::sync::Mutex::new(Slot::empty())),
+        }
+    }
+
+    /// Brings `slot` up to date: a full load if it is not fresh (snapshot,
+    /// then events), otherwise only the events after its version.
+    async fn refresh<A: Aggregate>(&self, stream: &StreamId, slot: &mut Slot<A>) -> Result<(), LoadError> {
+        if !slot.fresh {
+            *slot = Slot::empty();
+            if A::SNAPSHOT_EVERY > 0 {
+                self.restore_snapshot(stream, slot).await?;
+            }
+        }
+        self.read_into(stream, slot, &|_| true).await?;
+        slot.fresh = true;
+        Ok(())
+    }
+
+    async fn restore_snapshot<A: Aggregate>(&self, stream: &StreamId, slot: &mut Slot<A>) -> Result<(), LoadError> {
+        let Some(snapshot) = self.inner.store.load_snapshot(stream).await? else {
+            return Ok(());
+        };
+        if snapshot.schema_version != A::SNAPSHOT_VERSION {
+            return Ok(());
+        }
+        match A::decode_snapshot(&self.inner.codec, &snapshot.payload) {
+            Some(Ok(state)) => {
+                slot.state = state;
+                slot.version = snapshot.version;
+            }
+            Some(Err(error)) => {
+                tracing::warn!(%stream, version = snapshot.version, %error, "ignoring a snapshot that does not decode; replaying events");
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Applies the stream's events after `slot.version` while `keep` holds.
+    async fn read_into<A: Aggregate>(
+        &self,
+        stream: &StreamId,
+        slot: &mut Slot<A>,
+        keep: &(dyn Fn(&RecordedEvent<'_>) -> bool + Send + Sync),
+    ) -> Result<(), LoadError> {
+        let codec = &self.inner.codec;
+        let mut failure: Option<LoadError> = None;
+        let from = slot.version + 1;
+        let Slot { state, version, .. } = slot;
+        let mut visit = |e: &RecordedEvent<'_>| {
+            if !keep(e) {
+                return ControlFlow::Break(());
+            }
+            if e.version != *version + 1 {
+                failure = Some(LoadError::Store(StoreError::Corrupt {
+                    store: "?",
+                    detail: format!(
+                        "stream `{stream}` returned version {} after version {}",
+                        e.version, *version
+                    ),
+                }));
+                return ControlFlow::Break(());
+            }
+            match A::Event::decode(codec, e.name, e.schema_version, e.payload) {
+                Ok(event) => {
+                    state.apply(&event);
+                    *version = e.version;
+                    ControlFlow::Continue(())
+                }
+                Err(source) => {
+                    failure = Some(LoadError::Decode(DecodeError {
+                        stream: stream.clone(),
+                        stream_version: e.version,
+                        event_name: e.name.to_owned(),
+                        schema_version: e.schema_version,
+                        source,
+                    }));
+                    ControlFlow::Break(())
+                }
+            }
+        };
+        self.inner.store.read_stream(stream, from, &mut visit).await?;
+        match failure {
+            Some(e) => {
+                slot.fresh = false;
+                Err(e)
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn maybe_snapshot<A: Aggregate>(&self, stream: &StreamId, slot: &Slot<A>, before: u64) {
+        let every = A::SNAPSHOT_EVERY;
+        if every == 0 || slot.version / every == before / every {
+            return;
+        }
+        match slot.state.encode_snapshot(&self.inner.codec) {
+            Some(Ok(payload)) => {
+                let snapshot = Snapshot {
+                    version: slot.version,
+                    schema_version: A::SNAPSHOT_VERSION,
+                    payload,
+                };
+                if let Err(error) = self.inner.store.save_snapshot(stream, snapshot).await {
+                    tracing::warn!(%stream, %error, "could not save a snapshot");
+                }
+            }
+            Some(Err(error)) => tracing::warn!(%stream, %error, "could not encode a snapshot"),
+            None => {}
+        }
+    }
+
+    /// What an earlier command with the same id committed, read back.
+    async fn earlier_outcome<A: Aggregate>(
+        &self,
+        record: CommandRecord,
+        metadata: Metadata,
+    ) -> Result<Committed<A>, LoadError> {
+        let codec = &self.inner.codec;
+        let mut events = Vec::new();
+        let mut failure = None;
+        let stream = record.stream.clone();
+        let metadata = Arc::new(metadata);
+        let mut visit = |e: &RecordedEvent<'_>| {
+            if e.version > record.last_version {
+                return ControlFlow::Break(());
+            }
+            match A::Event::decode(codec, e.name, e.schema_version, e.payload) {
+                Ok(payload) => {
+                    let stored = Metadata::decode(e.metadata).map(Arc::new).unwrap_or_else(|_| metadata.clone());
+                    events.push(Envelope {
+                        event_id: e.event_id,
+                        stream: stream.clone(),
+                        version: e.version,
+                        position: e.position,
+                        recorded_at: e.recorded_at,
+                        metadata: stored,
+                        payload,
+                    });
+                    ControlFlow::Continue(())
+                }
+                Err(source) => {
+                    failure = Some(DecodeError {
+                        stream: stream.clone(),
+                        stream_version: e.version,
+                        event_name: e.name.to_owned(),
+                        schema_version: e.schema_version,
+                        source,
+                    });
+                    ControlFlow::Break(())
+                }
+            }
+        };
+        self.inner.store.read_stream(&record.stream, record.first_version, &mut visit).await?;
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
+        Ok(Committed {
+            position: events.last().map(|e| e.position),
+            stream: record.stream,
+            version: record.last_version,
+            events,
+            deduplicated: true,
+        })
+    }
+}
+
+/// Dispatches a command enum's variant: the code `#[derive(Command)]` on an
+/// enum generates for each variant.
+#[doc(hidden)]
+pub async fn route<D: Dispatchable, S: EventStore, C: Codec>(
+    command: D,
+    dispatcher: &Dispatcher<S, C>,
+    metadata: Metadata,
+) -> Result<Receipt, DispatchError> {
+    match command.dispatch_on(dispatcher, metadata).await {
+        Ok(out) => Ok(out.into()),
+        Err(e) => Err(e.map_rejection(Into::into)),
+    }
+}

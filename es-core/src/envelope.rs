@@ -1,0 +1,345 @@
+//! What is stored around an event: its stream, position, time and metadata.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Identifies one stream: an aggregate type and the id of one instance.
+///
+/// The aggregate type is the stored name from `#[aggregate(name = "..")]`,
+/// the id is the aggregate id's `Display` form.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId {
+    aggregate_type: Cow<'static, str>,
+    aggregate_id: String,
+}
+
+impl StreamId {
+    /// A stream of aggregate type `aggregate_type` with id `aggregate_id`.
+    pub fn new(aggregate_type: impl Into<Cow<'static, str>>, aggregate_id: impl Into<String>) -> Self {
+        StreamId {
+            aggregate_type: aggregate_type.into(),
+            aggregate_id: aggregate_id.into(),
+        }
+    }
+
+    /// The stream of aggregate `A` with id `id`.
+    pub fn of<A: crate::Aggregate>(id: &A::Id) -> Self {
+        StreamId {
+            aggregate_type: Cow::Borrowed(A::NAME),
+            aggregate_id: id.to_string(),
+        }
+    }
+
+    /// The stored aggregate type name.
+    pub fn aggregate_type(&self) -> &str {
+        &self.aggregate_type
+    }
+
+    /// The aggregate id, as text.
+    pub fn aggregate_id(&self) -> &str {
+        &self.aggregate_id
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.aggregate_type, self.aggregate_id)
+    }
+}
+
+/// A point in time, in microseconds since the Unix epoch (UTC).
+///
+/// Displays as RFC 3339 (`2026-11-23T18:04:05.123456Z`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    /// The current time.
+    pub fn now() -> Self {
+        Self::from(SystemTime::now())
+    }
+
+    /// The time `micros` microseconds after the Unix epoch.
+    pub const fn from_micros(micros: i64) -> Self {
+        Timestamp(micros)
+    }
+
+    /// Microseconds since the Unix epoch.
+    pub const fn as_micros(self) -> i64 {
+        self.0
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub const fn as_millis(self) -> i64 {
+        self.0.div_euclid(1000)
+    }
+}
+
+impl From<SystemTime> for Timestamp {
+    fn from(t: SystemTime) -> Self {
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Timestamp(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+            Err(e) => Timestamp(-i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX)),
+        }
+    }
+}
+
+impl From<Timestamp> for SystemTime {
+    fn from(t: Timestamp) -> Self {
+        if t.0 >= 0 {
+            UNIX_EPOCH + Duration::from_micros(t.0 as u64)
+        } else {
+            UNIX_EPOCH - Duration::from_micros(t.0.unsigned_abs())
+        }
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.0.div_euclid(1_000_000);
+        let micros = self.0.rem_euclid(1_000_000);
+        let days = secs.div_euclid(86_400);
+        let rem = secs.rem_euclid(86_400);
+        let (y, m, d) = civil_from_days(days);
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        )
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
+/// calendar (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// The unique id of one stored event: a UUID version 7, so ids sort by
+/// creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EventId(uuid::Uuid);
+
+impl EventId {
+    /// A new id from the current time and 74 random bits.
+    pub fn new() -> Self {
+        Self::at(Timestamp::now())
+    }
+
+    /// A new id for an event recorded at `at`.
+    pub fn at(at: Timestamp) -> Self {
+        let random = crate::util::random_u128().to_le_bytes();
+        let mut bytes = [0u8; 10];
+        bytes.copy_from_slice(&random[..10]);
+        let millis = u64::try_from(at.as_millis()).unwrap_or(0);
+        EventId(uuid::Builder::from_unix_timestamp_millis(millis, &bytes).into_uuid())
+    }
+
+    /// The id as a UUID.
+    pub const fn as_uuid(&self) -> &uuid::Uuid {
+        &self.0
+    }
+}
+
+impl Default for EventId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl From<uuid::Uuid> for EventId {
+    fn from(u: uuid::Uuid) -> Self {
+        EventId(u)
+    }
+}
+
+impl From<EventId> for uuid::Uuid {
+    fn from(id: EventId) -> Self {
+        id.0
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// Data about a command that travels into every event it produced.
+///
+/// Stored as JSON beside each event, whatever the event codec.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// Groups every command and event of one business transaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// The message (usually an event id) that caused this command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<String>,
+    /// The command's own id. The dispatcher answers a command id it has
+    /// already committed with the earlier outcome instead of appending again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<String>,
+    /// Free key/values (user, tenant, request id, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub values: BTreeMap<String, String>,
+}
+
+impl Metadata {
+    /// Empty metadata.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the correlation id.
+    pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
+    }
+
+    /// Sets the causation id.
+    pub fn causation_id(mut self, id: impl Into<String>) -> Self {
+        self.causation_id = Some(id.into());
+        self
+    }
+
+    /// Sets the command id, which makes the command idempotent.
+    pub fn command_id(mut self, id: impl Into<String>) -> Self {
+        self.command_id = Some(id.into());
+        self
+    }
+
+    /// Adds a free key/value.
+    pub fn with(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.values.insert(key.into(), value.into());
+        self
+    }
+
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        self.correlation_id.is_none() && self.causation_id.is_none() && self.command_id.is_none() && self.values.is_empty()
+    }
+
+    /// The stored form: empty bytes for empty metadata, JSON otherwise.
+    pub fn encode(&self) -> Vec<u8> {
+        if self.is_empty() {
+            Vec::new()
+        } else {
+            // A struct of strings always serializes.
+            serde_json::to_vec(self).unwrap_or_default()
+        }
+    }
+
+    /// Reads the stored form written by [`Metadata::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        if bytes.is_empty() {
+            Ok(Metadata::default())
+        } else {
+            serde_json::from_slice(bytes)
+        }
+    }
+}
+
+/// One stored event with everything known about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope<E> {
+    /// The event's unique id.
+    pub event_id: EventId,
+    /// The stream (aggregate type and id) it belongs to.
+    pub stream: StreamId,
+    /// Its version in the stream: 1 for the first event.
+    pub version: u64,
+    /// Its position in the store's global log.
+    pub position: u64,
+    /// When it was committed.
+    pub recorded_at: Timestamp,
+    /// The metadata of the command that produced it.
+    pub metadata: Arc<Metadata>,
+    /// The event.
+    pub payload: E,
+}
+
+impl<E> Envelope<E> {
+    /// Replaces the payload, keeping everything else.
+    pub fn map<F>(self, f: impl FnOnce(E) -> F) -> Envelope<F> {
+        Envelope {
+            event_id: self.event_id,
+            stream: self.stream,
+            version: self.version,
+            position: self.position,
+            recorded_at: self.recorded_at,
+            metadata: self.metadata,
+            payload: f(self.payload),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_display_as_rfc3339() {
+        assert_eq!(Timestamp::from_micros(0).to_string(), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            Timestamp::from_micros(1_795_440_245_123_456).to_string(),
+            "2026-11-23T13:24:05.123456Z"
+        );
+        assert_eq!(Timestamp::from_micros(951_782_400_000_000).to_string(), "2000-02-29T00:00:00.000000Z");
+        assert_eq!(Timestamp::from_micros(-1).to_string(), "1969-12-31T23:59:59.999999Z");
+    }
+
+    #[test]
+    fn timestamps_round_trip_through_system_time() {
+        for micros in [0, 1, -1, 1_795_363_445_123_456, -86_400_000_001] {
+            let t = Timestamp::from_micros(micros);
+            assert_eq!(Timestamp::from(SystemTime::from(t)), t);
+        }
+    }
+
+    #[test]
+    fn event_ids_are_version_7_and_unique() {
+        let at = Timestamp::from_micros(1_795_363_445_123_456);
+        let a = EventId::at(at);
+        let b = EventId::at(at);
+        assert_ne!(a, b);
+        assert_eq!(a.as_uuid().get_version_num(), 7);
+        let (secs, nanos) = a.as_uuid().get_timestamp().unwrap().to_unix();
+        assert_eq!((secs, nanos / 1_000_000), (1_795_363_445, 123));
+    }
+
+    #[test]
+    fn metadata_encodes_empty_as_nothing() {
+        assert!(Metadata::new().encode().is_empty());
+        assert_eq!(Metadata::decode(b"").unwrap(), Metadata::new());
+        let m = Metadata::new().correlation_id("c-1").with("user", "ann");
+        assert_eq!(
+            std::str::from_utf8(&m.encode()).unwrap(),
+            r#"{"correlation_id":"c-1","values":{"user":"ann"}}"#
+        );
+        assert_eq!(Metadata::decode(&m.encode()).unwrap(), m);
+    }
+
+    #[test]
+    fn stream_ids_display_type_and_id() {
+        assert_eq!(StreamId::new("bank_account", "42").to_string(), "bank_account/42");
+    }
+}

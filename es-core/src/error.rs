@@ -1,0 +1,244 @@
+//! Errors, one type per layer: codec, decoding, store, dispatch.
+//!
+//! Each names what failed and where: a stored event that cannot be decoded
+//! carries its stream, stream version, event name and stored schema version;
+//! a conflict carries the versions that disagreed.
+
+use crate::codec::CodecError;
+use crate::envelope::StreamId;
+use crate::store::ExpectedVersion;
+
+/// A boxed error that can cross threads.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why stored bytes could not become a value of an event type.
+///
+/// [`Event::decode`](crate::Event::decode) returns this; the repository adds
+/// the stream and version and returns a [`DecodeError`].
+#[derive(Debug, thiserror::Error)]
+pub enum EventDecodeError {
+    /// The stored name is none of the names the type knows.
+    #[error("`{type_name}` has no event named `{name}` (known names: {known:?})")]
+    UnknownName {
+        /// The stored name.
+        name: String,
+        /// The Rust type that was asked to decode it.
+        type_name: &'static str,
+        /// The names that type knows.
+        known: &'static [&'static str],
+    },
+    /// The event was written by newer code than this one.
+    #[error(
+        "`{name}` was stored with schema version {stored}, newer than version {supported} that this code knows; deploy the newer code or add an upcast"
+    )]
+    NewerVersion {
+        /// The stored name.
+        name: &'static str,
+        /// The version in the store.
+        stored: u32,
+        /// The newest version this code decodes.
+        supported: u32,
+    },
+    /// The codec rejected the bytes.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+/// A stored event that could not be decoded, with where it is stored.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot decode event `{event_name}` (schema version {schema_version}) at version {stream_version} of stream `{stream}`: {source}"
+)]
+pub struct DecodeError {
+    /// The stream holding the event.
+    pub stream: StreamId,
+    /// The event's version in that stream (1 for the first event).
+    pub stream_version: u64,
+    /// The stored event name.
+    pub event_name: String,
+    /// The stored schema version of the event.
+    pub schema_version: u32,
+    /// Why decoding failed.
+    #[source]
+    pub source: EventDecodeError,
+}
+
+/// A failure of the storage engine itself.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The engine reported an error while doing `operation`.
+    #[error("{store} store: {operation} failed: {source}")]
+    Backend {
+        /// Which store (`"memory"`, `"sqlite"`, `"postgres"`).
+        store: &'static str,
+        /// What the store was doing.
+        operation: &'static str,
+        /// What the engine reported.
+        #[source]
+        source: BoxError,
+    },
+    /// The engine cannot be reached (connection refused, pool closed, file gone).
+    /// Retrying later may succeed.
+    #[error("{store} store is unavailable while doing {operation}: {source}")]
+    Unavailable {
+        /// Which store.
+        store: &'static str,
+        /// What the store was doing.
+        operation: &'static str,
+        /// What the engine reported.
+        #[source]
+        source: BoxError,
+    },
+    /// The store holds data this code cannot read (a schema from a newer
+    /// release, a corrupt row).
+    #[error("{store} store holds data it cannot read: {detail}")]
+    Corrupt {
+        /// Which store.
+        store: &'static str,
+        /// What is wrong and where.
+        detail: String,
+    },
+}
+
+/// An append whose expected version did not match the stream.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("stream `{stream}` is at version {actual}, but the append expected {expected}")]
+pub struct Conflict {
+    /// The stream appended to.
+    pub stream: StreamId,
+    /// What the writer expected.
+    pub expected: ExpectedVersion,
+    /// The stream's version when the append was refused.
+    pub actual: u64,
+}
+
+/// Why an append did not happen. Nothing of the batch was written.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Another writer got there first.
+    #[error(transparent)]
+    Conflict(#[from] Conflict),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a command did not commit.
+///
+/// `E` is the aggregate's error type for [`dispatch`](crate::Dispatcher::dispatch)
+/// of one command, and [`BoxError`] for a routed command enum.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError<E = BoxError> {
+    /// The aggregate's handler refused the command. Nothing was written.
+    #[error("command `{command}` rejected by `{stream}`: {error}")]
+    Rejected {
+        /// The command's type name.
+        command: &'static str,
+        /// The aggregate's stream.
+        stream: StreamId,
+        /// The handler's error.
+        #[source]
+        error: E,
+    },
+    /// Other writers kept appending to the stream; the command was decided
+    /// `attempts` times and every append lost the race.
+    #[error("command `{command}` gave up after {attempts} attempts: {conflict}")]
+    Conflict {
+        /// The command's type name.
+        command: &'static str,
+        /// How many times it was decided.
+        attempts: u32,
+        /// The last conflict.
+        #[source]
+        conflict: Conflict,
+    },
+    /// A stored event of the aggregate could not be decoded.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// An event produced by the handler could not be encoded. Nothing was written.
+    #[error("cannot encode event `{event_name}` for stream `{stream}`: {source}")]
+    Encode {
+        /// The aggregate's stream.
+        stream: StreamId,
+        /// The event's stored name.
+        event_name: &'static str,
+        /// What the codec reported.
+        #[source]
+        source: CodecError,
+    },
+    /// The aggregate declares services that were never given to the dispatcher.
+    #[error(
+        "aggregate `{aggregate}` needs services of type `{services}`; give them with `Dispatcher::with_services::<{aggregate}>(..)`"
+    )]
+    MissingServices {
+        /// The aggregate's type name.
+        aggregate: &'static str,
+        /// The services type.
+        services: &'static str,
+    },
+    /// The store failed; whether the command committed is unknown only if
+    /// this happened during the append (a retry with the same command id is
+    /// safe either way).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl<E> DispatchError<E> {
+    /// The handler's error, if the command was rejected.
+    pub fn rejection(&self) -> Option<&E> {
+        match self {
+            DispatchError::Rejected { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
+    /// Turns the rejection into another type, keeping every other variant.
+    pub fn map_rejection<F>(self, f: impl FnOnce(E) -> F) -> DispatchError<F> {
+        match self {
+            DispatchError::Rejected {
+                command,
+                stream,
+                error,
+            } => DispatchError::Rejected {
+                command,
+                stream,
+                error: f(error),
+            },
+            DispatchError::Conflict {
+                command,
+                attempts,
+                conflict,
+            } => DispatchError::Conflict {
+                command,
+                attempts,
+                conflict,
+            },
+            DispatchError::Decode(e) => DispatchError::Decode(e),
+            DispatchError::Encode {
+                stream,
+                event_name,
+                source,
+            } => DispatchError::Encode {
+                stream,
+                event_name,
+                source,
+            },
+            DispatchError::MissingServices {
+                aggregate,
+                services,
+            } => DispatchError::MissingServices {
+                aggregate,
+                services,
+            },
+            DispatchError::Store(e) => DispatchError::Store(e),
+        }
+    }
+
+    /// Boxes the rejection, for code that handles commands of many aggregates.
+    pub fn boxed(self) -> DispatchError<BoxError>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        self.map_rejection(|e| Box::new(e) as BoxError)
+    }
+}

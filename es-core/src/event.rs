@@ -1,0 +1,148 @@
+//! Events, and how aggregates and read models evolve on them.
+
+use crate::codec::{Codec, CodecError};
+use crate::error::EventDecodeError;
+
+/// Something that can be stored as an event: one event struct, or an
+/// aggregate's enum of events.
+///
+/// Derive it: `#[derive(Event)]` on a struct stores it under its type name
+/// (or `#[event(name = "..")]`) with schema version 1 (or
+/// `#[event(version = N)]`); on an enum of one-field tuple variants it
+/// dispatches each variant to its payload.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event",
+    label = "`{Self}` does not implement `Event`",
+    note = "add `#[derive(Event)]` to `{Self}`: on a struct for one event, on an enum of one-field variants for an aggregate's events"
+)]
+pub trait Event: Sized + Send + Sync + 'static {
+    /// Every stored name this type encodes to and decodes from: one for an
+    /// event struct, one per variant for an enum.
+    const NAMES: &'static [&'static str];
+
+    /// The stored name of this value.
+    fn name(&self) -> &'static str;
+
+    /// The schema version this value is written with.
+    fn version(&self) -> u32;
+
+    /// Encodes the value (without its name) with `codec`.
+    fn encode<C: Codec>(&self, codec: &C) -> Result<Vec<u8>, CodecError>;
+
+    /// Decodes a stored event written under `name` with schema `version`.
+    fn decode<C: Codec>(codec: &C, name: &str, version: u32, payload: &[u8]) -> Result<Self, EventDecodeError>;
+
+    /// Whether `name` is one of [`Event::NAMES`].
+    #[inline]
+    fn knows(name: &str) -> bool {
+        Self::NAMES.contains(&name)
+    }
+}
+
+/// "This aggregate (or read model) knows how to evolve on event `E`."
+///
+/// `#[apply]` methods in an `#[es_core::handlers]` block implement it; it can
+/// also be written by hand.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no `#[apply]` handler for event `{E}`",
+    label = "`{Self}` cannot apply `{E}`",
+    note = "add `#[apply] fn on_event(&mut self, event: &{E}) {{ .. }}` to the `#[es_core::handlers] impl {Self}` block"
+)]
+pub trait Apply<E> {
+    /// Changes `self` to reflect that `event` happened. Never fails: the
+    /// event is a fact; rules belong in the command handler.
+    fn apply(&mut self, event: &E);
+}
+
+/// Applies an event (or an enum of events) to a target by dispatching to the
+/// target's [`Apply`] implementations.
+///
+/// `#[derive(Event)]` implements it: for a struct as `target.apply(self)`,
+/// for an enum as a `match` over its variants. It is what makes a missing
+/// `#[apply]` handler a compile error at the aggregate.
+pub trait ApplyTo<T: ?Sized> {
+    /// Applies `self` to `target`.
+    fn apply_to(&self, target: &mut T);
+}
+
+/// What a `#[handle]` handler may return in its `Ok`: one event, an `Option`
+/// or `Vec` or array of events, a tuple of events, or `()` for none.
+///
+/// `#[derive(Event)]` implements it for each event type toward the enums
+/// that contain it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be returned as events of `{E}`",
+    label = "not an event of `{E}`",
+    note = "a `#[handle]` handler returns `Result<X, Error>` where X is an event of `{E}`, an `Option`, `Vec` or tuple of them, or `()`"
+)]
+pub trait IntoEvents<E> {
+    /// Pushes the events onto `out`, in order.
+    fn into_events(self, out: &mut Vec<E>);
+}
+
+impl<E> IntoEvents<E> for () {
+    #[inline]
+    fn into_events(self, _: &mut Vec<E>) {}
+}
+
+impl<E, T: IntoEvents<E>> IntoEvents<E> for Option<T> {
+    #[inline]
+    fn into_events(self, out: &mut Vec<E>) {
+        if let Some(t) = self {
+            t.into_events(out);
+        }
+    }
+}
+
+impl<E, T: IntoEvents<E>> IntoEvents<E> for Vec<T> {
+    #[inline]
+    fn into_events(self, out: &mut Vec<E>) {
+        out.reserve(self.len());
+        for t in self {
+            t.into_events(out);
+        }
+    }
+}
+
+impl<E, T: IntoEvents<E>, const N: usize> IntoEvents<E> for [T; N] {
+    #[inline]
+    fn into_events(self, out: &mut Vec<E>) {
+        out.reserve(N);
+        for t in self {
+            t.into_events(out);
+        }
+    }
+}
+
+macro_rules! tuple_into_events {
+    ($($t:ident)+) => {
+        impl<E, $($t: IntoEvents<E>),+> IntoEvents<E> for ($($t,)+) {
+            #[inline]
+            #[allow(non_snake_case)]
+            fn into_events(self, out: &mut Vec<E>) {
+                let ($($t,)+) = self;
+                $($t.into_events(out);)+
+            }
+        }
+    };
+}
+
+tuple_into_events!(A);
+tuple_into_events!(A B);
+tuple_into_events!(A B C);
+tuple_into_events!(A B C D);
+tuple_into_events!(A B C D F);
+tuple_into_events!(A B C D F G);
+tuple_into_events!(A B C D F G H);
+tuple_into_events!(A B C D F G H I);
+tuple_into_events!(A B C D F G H I J);
+tuple_into_events!(A B C D F G H I J K);
+tuple_into_events!(A B C D F G H I J K L);
+tuple_into_events!(A B C D F G H I J K L M);
+
+/// Collects anything [`IntoEvents`] into a `Vec`.
+pub fn events_of<E>(events: impl IntoEvents<E>) -> Vec<E> {
+    let mut out = Vec::new();
+    events.into_events(&mut out);
+    out
+}

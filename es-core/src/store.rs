@@ -1,0 +1,355 @@
+//! The storage contract, and the in-memory store.
+//!
+//! A store keeps streams of encoded events under names and versions, and one
+//! global log across all streams. It knows no domain types. Every store in
+//! the workspace passes the same conformance suite (`tests/src/conformance.rs`).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::ops::ControlFlow;
+
+use crate::envelope::{EventId, StreamId, Timestamp};
+use crate::error::{AppendError, StoreError};
+
+mod memory;
+
+pub use memory::InMemoryStore;
+
+/// What the writer believes the stream's version is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExpectedVersion {
+    /// Append whatever the version.
+    Any,
+    /// The stream must not exist yet (version 0).
+    NoStream,
+    /// The stream must be at exactly this version (0 for a new stream).
+    Exact(u64),
+}
+
+impl ExpectedVersion {
+    /// Whether a stream at `actual` satisfies the expectation.
+    pub fn matches(self, actual: u64) -> bool {
+        match self {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => actual == 0,
+            ExpectedVersion::Exact(v) => actual == v,
+        }
+    }
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any version"),
+            ExpectedVersion::NoStream => f.write_str("no stream"),
+            ExpectedVersion::Exact(v) => write!(f, "version {v}"),
+        }
+    }
+}
+
+/// One event to append, already encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// Its unique id.
+    pub event_id: EventId,
+    /// Its stored name.
+    pub name: Cow<'static, str>,
+    /// Its schema version.
+    pub schema_version: u32,
+    /// The encoded event.
+    pub payload: Vec<u8>,
+}
+
+/// A batch to append to one stream: all of it or nothing.
+#[derive(Debug, Clone)]
+pub struct AppendRequest<'a> {
+    /// The stream to append to.
+    pub stream: &'a StreamId,
+    /// The version the writer loaded.
+    pub expected: ExpectedVersion,
+    /// The events, in order; the first gets version `current + 1`.
+    pub events: Vec<NewEvent>,
+    /// Encoded [`Metadata`](crate::Metadata), stored with every event.
+    pub metadata: &'a [u8],
+    /// The command's id: a store records it with the batch, atomically, and
+    /// answers a second batch with the same id with the first one's record.
+    pub command_id: Option<&'a str>,
+    /// The commit time recorded with every event.
+    pub recorded_at: Timestamp,
+}
+
+/// Where an appended batch landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The version of the first event of the batch.
+    pub first_version: u64,
+    /// The stream's version after the batch.
+    pub last_version: u64,
+    /// The global position of each event, in order.
+    pub positions: Vec<u64>,
+}
+
+/// What an earlier command with the same id committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRecord {
+    /// The command id.
+    pub command_id: String,
+    /// The stream it appended to.
+    pub stream: StreamId,
+    /// The version of its first event.
+    pub first_version: u64,
+    /// The version of its last event.
+    pub last_version: u64,
+}
+
+/// The result of an append that did not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// The batch is committed.
+    Committed(Appended),
+    /// A batch with the same command id was committed earlier; nothing was
+    /// appended now.
+    Duplicate(CommandRecord),
+}
+
+/// A stored event, borrowed from the store while it is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordedEvent<'a> {
+    /// Its unique id.
+    pub event_id: EventId,
+    /// The stored aggregate type of its stream.
+    pub aggregate_type: &'a str,
+    /// The aggregate id of its stream.
+    pub aggregate_id: &'a str,
+    /// Its version in the stream.
+    pub version: u64,
+    /// Its position in the global log.
+    pub position: u64,
+    /// Its stored name.
+    pub name: &'a str,
+    /// Its schema version.
+    pub schema_version: u32,
+    /// The encoded event.
+    pub payload: &'a [u8],
+    /// The encoded metadata (empty when there was none).
+    pub metadata: &'a [u8],
+    /// When it was committed.
+    pub recorded_at: Timestamp,
+}
+
+impl RecordedEvent<'_> {
+    /// The stream it belongs to.
+    pub fn stream(&self) -> StreamId {
+        StreamId::new(self.aggregate_type.to_owned(), self.aggregate_id)
+    }
+
+    /// An owned copy.
+    pub fn to_owned(&self) -> StoredEvent {
+        StoredEvent {
+            event_id: self.event_id,
+            stream: self.stream(),
+            version: self.version,
+            position: self.position,
+            name: self.name.to_owned(),
+            schema_version: self.schema_version,
+            payload: self.payload.to_vec(),
+            metadata: self.metadata.to_vec(),
+            recorded_at: self.recorded_at,
+        }
+    }
+}
+
+/// An owned stored event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Its unique id.
+    pub event_id: EventId,
+    /// Its stream.
+    pub stream: StreamId,
+    /// Its version in the stream.
+    pub version: u64,
+    /// Its position in the global log.
+    pub position: u64,
+    /// Its stored name.
+    pub name: String,
+    /// Its schema version.
+    pub schema_version: u32,
+    /// The encoded event.
+    pub payload: Vec<u8>,
+    /// The encoded metadata.
+    pub metadata: Vec<u8>,
+    /// When it was committed.
+    pub recorded_at: Timestamp,
+}
+
+impl StoredEvent {
+    /// A borrowed view.
+    pub fn as_recorded(&self) -> RecordedEvent<'_> {
+        RecordedEvent {
+            event_id: self.event_id,
+            aggregate_type: self.stream.aggregate_type(),
+            aggregate_id: self.stream.aggregate_id(),
+            version: self.version,
+            position: self.position,
+            name: &self.name,
+            schema_version: self.schema_version,
+            payload: &self.payload,
+            metadata: &self.metadata,
+            recorded_at: self.recorded_at,
+        }
+    }
+}
+
+/// A stored snapshot of an aggregate's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The stream version the state reflects.
+    pub version: u64,
+    /// [`Aggregate::SNAPSHOT_VERSION`](crate::Aggregate::SNAPSHOT_VERSION) when it was written.
+    pub schema_version: u32,
+    /// The encoded state.
+    pub payload: Vec<u8>,
+}
+
+/// Called with each event read; return `ControlFlow::Break(())` to stop early.
+pub type Visitor<'v> = dyn FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send + 'v;
+
+/// An event store: streams with optimistic concurrency and one global log.
+///
+/// Reads hand each event to a visitor while it is still borrowed from the
+/// store, so loading an aggregate decodes straight from the store's buffers.
+/// [`EventStoreExt`] has owned, collecting versions.
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends a batch to one stream if its version matches
+    /// `request.expected`: the whole batch or nothing.
+    fn append(&self, request: AppendRequest<'_>) -> impl Future<Output = Result<AppendOutcome, AppendError>> + Send;
+
+    /// Visits the events of `stream` with version `>= from_version`, in
+    /// version order. A stream that does not exist has no events.
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        from_version: u64,
+        visit: &'a mut Visitor<'_>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
+
+    /// Visits up to `limit` events of the global log with position `> after`,
+    /// in position order. Never skips an event that commits later with a
+    /// smaller position than one already returned.
+    fn read_all<'a>(
+        &'a self,
+        after: u64,
+        limit: usize,
+        visit: &'a mut Visitor<'_>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
+
+    /// The version of `stream` (0 if it has no events).
+    fn stream_version(&self, stream: &StreamId) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The position of the last event in the global log (0 if empty).
+    fn last_position(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// What an earlier batch with `command_id` committed, if any.
+    fn find_command(&self, command_id: &str) -> impl Future<Output = Result<Option<CommandRecord>, StoreError>> + Send;
+
+    /// The latest snapshot of `stream`, if any.
+    fn load_snapshot(&self, stream: &StreamId) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send;
+
+    /// Stores a snapshot of `stream`, replacing an older one.
+    fn save_snapshot(&self, stream: &StreamId, snapshot: Snapshot) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The saved checkpoint (a global position) of a named reader.
+    fn load_checkpoint(&self, name: &str) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+
+    /// Saves the checkpoint of a named reader.
+    fn save_checkpoint(&self, name: &str, position: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Owned reads for tests, tools and code where convenience beats speed.
+pub trait EventStoreExt: EventStore {
+    /// The events of `stream` from `from_version`, collected.
+    fn read_stream_vec(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send {
+        async move {
+            let mut out = Vec::new();
+            self.read_stream(stream, from_version, &mut |e: &RecordedEvent<'_>| {
+                out.push(e.to_owned());
+                ControlFlow::Continue(())
+            })
+            .await?;
+            Ok(out)
+        }
+    }
+
+    /// Up to `limit` events of the global log after `after`, collected.
+    fn read_all_vec(&self, after: u64, limit: usize) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send {
+        async move {
+            let mut out = Vec::new();
+            self.read_all(after, limit, &mut |e: &RecordedEvent<'_>| {
+                out.push(e.to_owned());
+                ControlFlow::Continue(())
+            })
+            .await?;
+            Ok(out)
+        }
+    }
+}
+
+impl<S: EventStore> EventStoreExt for S {}
+
+/// A shared store is a store: one `Arc` can feed a dispatcher and projections.
+impl<S: EventStore> EventStore for std::sync::Arc<S> {
+    fn append(&self, request: AppendRequest<'_>) -> impl Future<Output = Result<AppendOutcome, AppendError>> + Send {
+        (**self).append(request)
+    }
+
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        from_version: u64,
+        visit: &'a mut Visitor<'_>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+        (**self).read_stream(stream, from_version, visit)
+    }
+
+    fn read_all<'a>(
+        &'a self,
+        after: u64,
+        limit: usize,
+        visit: &'a mut Visitor<'_>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+        (**self).read_all(after, limit, visit)
+    }
+
+    fn stream_version(&self, stream: &StreamId) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        (**self).stream_version(stream)
+    }
+
+    fn last_position(&self) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        (**self).last_position()
+    }
+
+    fn find_command(&self, command_id: &str) -> impl Future<Output = Result<Option<CommandRecord>, StoreError>> + Send {
+        (**self).find_command(command_id)
+    }
+
+    fn load_snapshot(&self, stream: &StreamId) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send {
+        (**self).load_snapshot(stream)
+    }
+
+    fn save_snapshot(&self, stream: &StreamId, snapshot: Snapshot) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).save_snapshot(stream, snapshot)
+    }
+
+    fn load_checkpoint(&self, name: &str) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send {
+        (**self).load_checkpoint(name)
+    }
+
+    fn save_checkpoint(&self, name: &str, position: u64) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).save_checkpoint(name, position)
+    }
+}

@@ -1,0 +1,331 @@
+//! A store in process memory, for tests and single-process tools.
+
+use std::collections::HashMap;
+use std::future::{Future, ready};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use tokio::sync::watch;
+
+use super::{
+    AppendOutcome, AppendRequest, Appended, CommandRecord, EventStore, RecordedEvent, Snapshot, Visitor,
+};
+use crate::envelope::{EventId, StreamId, Timestamp};
+use crate::error::{AppendError, Conflict, StoreError};
+
+/// An [`EventStore`] in process memory.
+///
+/// It holds encoded events, like a durable store, so the codec runs on every
+/// append and load. Clones share the same data. Everything is lost when the
+/// last clone is dropped.
+#[derive(Clone)]
+pub struct InMemoryStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: RwLock<State>,
+    head: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The global log; position `p` is at index `p - 1`.
+    log: Vec<Entry>,
+    streams: HashMap<StreamId, StreamEntries>,
+    commands: HashMap<String, CommandRecord>,
+    snapshots: HashMap<StreamId, Snapshot>,
+    checkpoints: HashMap<String, u64>,
+}
+
+struct StreamEntries {
+    id: Arc<StreamId>,
+    /// Indexes into the log; version `v` is at index `v - 1`.
+    entries: Vec<usize>,
+}
+
+struct Entry {
+    event_id: EventId,
+    stream: Arc<StreamId>,
+    version: u64,
+    name: std::borrow::Cow<'static, str>,
+    schema_version: u32,
+    payload: Box<[u8]>,
+    metadata: Arc<[u8]>,
+    recorded_at: Timestamp,
+}
+
+impl Entry {
+    fn recorded(&self, position: u64) -> RecordedEvent<'_> {
+        RecordedEvent {
+            event_id: self.event_id,
+            aggregate_type: self.stream.aggregate_type(),
+            aggregate_id: self.stream.aggregate_id(),
+            version: self.version,
+            position,
+            name: &self.name,
+            schema_version: self.schema_version,
+            payload: &self.payload,
+            metadata: &self.metadata,
+            recorded_at: self.recorded_at,
+        }
+    }
+}
+
+impl Default for InMemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for InMemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InMemoryStore")
+            .field("events", &self.shared.read().log.len())
+            .finish()
+    }
+}
+
+impl Shared {
+    // A panic while holding the lock cannot leave a half-written batch:
+    // appends validate first and then only push, so the data stays usable.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl InMemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        InMemoryStore {
+            shared: Arc::new(Shared {
+                state: RwLock::new(State::default()),
+                head: watch::channel(0).0,
+            }),
+        }
+    }
+
+    /// Watches the position of the last committed event.
+    pub fn watch_head(&self) -> watch::Receiver<u64> {
+        self.shared.head.subscribe()
+    }
+
+    fn append_now(&self, request: AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
+        let mut state = self.shared.write();
+        let state = &mut *state;
+        if let Some(id) = request.command_id {
+            if let Some(record) = state.commands.get(id) {
+                return Ok(AppendOutcome::Duplicate(record.clone()));
+            }
+        }
+        let actual = state.streams.get(request.stream).map_or(0, |s| s.entries.len() as u64);
+        if !request.expected.matches(actual) {
+            return Err(Conflict {
+                stream: request.stream.clone(),
+                expected: request.expected,
+                actual,
+            }
+            .into());
+        }
+        let count = request.events.len() as u64;
+        if count == 0 {
+            return Ok(AppendOutcome::Committed(Appended {
+                first_version: actual + 1,
+                last_version: actual,
+                positions: Vec::new(),
+            }));
+        }
+        let stream = match state.streams.get_mut(request.stream) {
+            Some(s) => s,
+            None => state
+                .streams
+                .entry(request.stream.clone())
+                .or_insert_with(|| StreamEntries {
+                    id: Arc::new(request.stream.clone()),
+                    entries: Vec::new(),
+                }),
+        };
+        let metadata: Arc<[u8]> = Arc::from(request.metadata);
+        let mut positions = Vec::with_capacity(request.events.len());
+        stream.entries.reserve(request.events.len());
+        state.log.reserve(request.events.len());
+        for (i, event) in request.events.into_iter().enumerate() {
+            let index = state.log.len();
+            state.log.push(Entry {
+                event_id: event.event_id,
+                stream: stream.id.clone(),
+                version: actual + 1 + i as u64,
+                name: event.name,
+                schema_version: event.schema_version,
+                payload: event.payload.into_boxed_slice(),
+                metadata: metadata.clone(),
+                recorded_at: request.recorded_at,
+            });
+            stream.entries.push(index);
+            positions.push(index as u64 + 1);
+        }
+        let appended = Appended {
+            first_version: actual + 1,
+            last_version: actual + count,
+            positions,
+        };
+        if let Some(id) = request.command_id {
+            state.commands.insert(
+                id.to_owned(),
+                CommandRecord {
+                    command_id: id.to_owned(),
+                    stream: request.stream.clone(),
+                    first_version: appended.first_version,
+                    last_version: appended.last_version,
+                },
+            );
+        }
+        let head = state.log.len() as u64;
+        self.shared.head.send_replace(head);
+        Ok(AppendOutcome::Committed(appended))
+    }
+
+    fn read_stream_now(&self, stream: &StreamId, from_version: u64, visit: &mut Visitor<'_>) {
+        let state = self.shared.read();
+        let Some(entries) = state.streams.get(stream) else {
+            return;
+        };
+        let skip = from_version.saturating_sub(1).min(entries.entries.len() as u64) as usize;
+        for &index in &entries.entries[skip..] {
+            if visit(&state.log[index].recorded(index as u64 + 1)).is_break() {
+                return;
+            }
+        }
+    }
+
+    fn read_all_now(&self, after: u64, limit: usize, visit: &mut Visitor<'_>) {
+        let state = self.shared.read();
+        let start = usize::try_from(after).unwrap_or(usize::MAX).min(state.log.len());
+        let end = start.saturating_add(limit).min(state.log.len());
+        for (i, entry) in state.log[start..end].iter().enumerate() {
+            if visit(&entry.recorded((start + i) as u64 + 1)).is_break() {
+                return;
+            }
+        }
+    }
+}
+
+impl EventStore for InMemoryStore {
+    fn append(&self, request: AppendRequest<'_>) -> impl Future<Output = Result<AppendOutcome, AppendError>> + Send {
+        ready(self.append_now(request))
+    }
+
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        from_version: u64,
+        visit: &'a mut Visitor<'_>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+        self.read_stream_now(stream, from_version, visit);
+        ready(Ok(()))
+    }
+
+    fn read_all<'a>(
+        &'a self,
+        after: u64,
+        limit: usize,
+        visit: &'a mut Visitor<'_>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+        self.read_all_now(after, limit, visit);
+        ready(Ok(()))
+    }
+
+    fn stream_version(&self, stream: &StreamId) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        let state = self.shared.read();
+        ready(Ok(state.streams.get(stream).map_or(0, |s| s.entries.len() as u64)))
+    }
+
+    fn last_position(&self) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        ready(Ok(self.shared.read().log.len() as u64))
+    }
+
+    fn find_command(&self, command_id: &str) -> impl Future<Output = Result<Option<CommandRecord>, StoreError>> + Send {
+        ready(Ok(self.shared.read().commands.get(command_id).cloned()))
+    }
+
+    fn load_snapshot(&self, stream: &StreamId) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send {
+        ready(Ok(self.shared.read().snapshots.get(stream).cloned()))
+    }
+
+    fn save_snapshot(&self, stream: &StreamId, snapshot: Snapshot) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let mut state = self.shared.write();
+        match state.snapshots.get(stream) {
+            Some(old) if old.version >= snapshot.version && old.schema_version == snapshot.schema_version => {}
+            _ => {
+                state.snapshots.insert(stream.clone(), snapshot);
+            }
+        }
+        ready(Ok(()))
+    }
+
+    fn load_checkpoint(&self, name: &str) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send {
+        ready(Ok(self.shared.read().checkpoints.get(name).copied()))
+    }
+
+    fn save_checkpoint(&self, name: &str, position: u64) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.shared.write().checkpoints.insert(name.to_owned(), position);
+        ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{EventStoreExt, ExpectedVersion, NewEvent};
+
+    fn event(name: &'static str, payload: &str) -> NewEvent {
+        NewEvent {
+            event_id: EventId::new(),
+            name: name.into(),
+            schema_version: 1,
+            payload: payload.as_bytes().to_vec(),
+        }
+    }
+
+    fn request(stream: &StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> AppendRequest<'_> {
+        AppendRequest {
+            stream,
+            expected,
+            events,
+            metadata: b"",
+            command_id: None,
+            recorded_at: Timestamp::from_micros(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn append_read_and_conflict() {
+        let store = InMemoryStore::new();
+        let s = StreamId::new("t", "1");
+        let out = store
+            .append(request(&s, ExpectedVersion::NoStream, vec![event("a", "1"), event("b", "2")]))
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            AppendOutcome::Committed(Appended {
+                first_version: 1,
+                last_version: 2,
+                positions: vec![1, 2]
+            })
+        );
+        let err = store
+            .append(request(&s, ExpectedVersion::Exact(1), vec![event("c", "3")]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "stream `t/1` is at version 2, but the append expected version 1");
+        let read = store.read_stream_vec(&s, 2).await.unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!((read[0].name.as_str(), read[0].version, read[0].position), ("b", 2, 2));
+        assert_eq!(store.stream_version(&s).await.unwrap(), 2);
+        assert_eq!(*store.watch_head().borrow(), 2);
+    }
+}

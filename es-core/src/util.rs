@@ -1,0 +1,105 @@
+//! Small helpers with no better home.
+
+use std::cell::Cell;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+
+thread_local! {
+    // Seeded from the OS-keyed `RandomState`, so two processes (or threads)
+    // draw independent sequences; ids need uniqueness, not secrecy.
+    static RNG: Cell<(u64, u64)> = Cell::new(seed());
+}
+
+fn seed() -> (u64, u64) {
+    let a = RandomState::new().build_hasher().finish();
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(a);
+    (a | 1, h.finish() | 1)
+}
+
+/// 128 pseudo-random bits from a per-thread xorshift128+ generator.
+pub(crate) fn random_u128() -> u128 {
+    RNG.with(|cell| {
+        let (mut s0, mut s1) = cell.get();
+        let mut next = || {
+            let mut x = s0;
+            let y = s1;
+            s0 = y;
+            x ^= x << 23;
+            s1 = x ^ y ^ (x >> 17) ^ (y >> 26);
+            s1.wrapping_add(y)
+        };
+        let hi = next();
+        let lo = next();
+        cell.set((s0, s1));
+        (u128::from(hi) << 64) | u128::from(lo)
+    })
+}
+
+/// Whether two string slices share an element; usable in constants, so the
+/// `Event` derive can refuse two variants with one stored name at compile time.
+pub const fn names_overlap(a: &[&str], b: &[&str]) -> bool {
+    let mut i = 0;
+    while i < a.len() {
+        let mut j = 0;
+        while j < b.len() {
+            if str_eq(a[i], b[j]) {
+                return true;
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    false
+}
+
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The index of the first of `earlier` that shares a name with `names`.
+pub const fn first_overlap(earlier: &[&[&str]], names: &[&str]) -> Option<usize> {
+    let mut i = 0;
+    while i < earlier.len() {
+        if names_overlap(earlier[i], names) {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_bits_differ() {
+        let a = random_u128();
+        let b = random_u128();
+        assert_ne!(a, b);
+        assert_ne!(a >> 64, a & u128::from(u64::MAX));
+    }
+
+    #[test]
+    fn overlap_is_exact_string_equality() {
+        const A: &[&str] = &["x.opened", "x.closed"];
+        assert!(names_overlap(A, &["x.closed"]));
+        assert!(!names_overlap(A, &["x.close", "X.opened"]));
+        assert_eq!(first_overlap(&[&["a"], &["b"]], &["c", "b"]), Some(1));
+        assert_eq!(first_overlap(&[&["a"], &["b"]], &["c"]), None);
+        const FOUND: Option<usize> = first_overlap(&[A], &["x.opened"]);
+        assert_eq!(FOUND, Some(0));
+    }
+}

@@ -1,0 +1,316 @@
+//! The model of an `#[es_core::handlers]` impl block.
+//!
+//! Each `#[apply]` and `#[handle]` method is read into an [`ApplyFn`] or
+//! [`HandleFn`], its marker attribute removed. A method with the wrong shape
+//! is reported and marked `broken`, so the expansion emits a stub impl for it
+//! and the mistake gives one error instead of a second "missing handler" one.
+
+use syn::{FnArg, Ident, ImplItem, ImplItemFn, ItemImpl, Path, ReturnType, Type};
+
+use crate::attr::{self, suggest};
+use crate::ctxt::Ctxt;
+
+pub(crate) struct HandlersInput {
+    /// The impl block with the marker attributes removed.
+    pub(crate) item: ItemImpl,
+    pub(crate) applies: Vec<ApplyFn>,
+    pub(crate) handles: Vec<HandleFn>,
+    pub(crate) krate: Path,
+}
+
+/// `#[apply] fn method(&mut self, event: &Event)`.
+pub(crate) struct ApplyFn {
+    pub(crate) method: Ident,
+    pub(crate) event: Type,
+    /// Whether the method takes the event by reference and `&mut self`, so
+    /// the generated impl can call it.
+    pub(crate) callable: bool,
+}
+
+/// `#[handle] fn method(&self, command: Command[, services: &Services]) -> Result<..>`.
+pub(crate) struct HandleFn {
+    pub(crate) method: Ident,
+    pub(crate) command: Type,
+    /// Whether the command arrives by reference (an error, but still callable).
+    pub(crate) command_by_ref: bool,
+    pub(crate) services: Option<Type>,
+    pub(crate) output: Option<Type>,
+    pub(crate) callable: bool,
+}
+
+enum Marker {
+    Apply,
+    Handle,
+}
+
+const MARKERS: &[&str] = &["apply", "handle"];
+
+/// Removes our marker attributes from `f`, reporting misuse and likely typos
+/// (`#[aply]`), and says which marker it had.
+fn take_marker(cx: &Ctxt, f: &mut ImplItemFn) -> Option<Marker> {
+    let mut found: Option<Marker> = None;
+    let mut keep = Vec::with_capacity(f.attrs.len());
+    for a in f.attrs.drain(..) {
+        let Some(ident) = a.path().get_ident().map(ToString::to_string) else {
+            keep.push(a);
+            continue;
+        };
+        let marker = match ident.as_str() {
+            "apply" => Marker::Apply,
+            "handle" => Marker::Handle,
+            other => {
+                if let Some(m) = suggest(other, MARKERS).filter(|_| other.len() > 3) {
+                    cx.error_spanned_by(
+                        a.path(),
+                        format!("unknown attribute `#[{other}]` on a handler; did you mean `#[{m}]`?"),
+                    );
+                } else {
+                    keep.push(a);
+                }
+                continue;
+            }
+        };
+        if !matches!(a.meta, syn::Meta::Path(_)) {
+            cx.error_spanned_by(&a, format!("`#[{ident}]` takes no arguments"));
+        }
+        if found.is_some() {
+            cx.error_spanned_by(
+                &a,
+                "a method is either `#[apply]` (evolve on an event) or `#[handle]` (decide a command), not both",
+            );
+            continue;
+        }
+        found = Some(marker);
+    }
+    f.attrs = keep;
+    found
+}
+
+fn receiver(f: &ImplItemFn) -> Option<&syn::Receiver> {
+    match f.sig.inputs.first() {
+        Some(FnArg::Receiver(r)) => Some(r),
+        _ => None,
+    }
+}
+
+/// The typed (non-receiver) arguments.
+fn typed_args(f: &ImplItemFn) -> Vec<&syn::PatType> {
+    f.sig
+        .inputs
+        .iter()
+        .filter_map(|a| match a {
+            FnArg::Typed(t) => Some(t),
+            FnArg::Receiver(_) => None,
+        })
+        .collect()
+}
+
+fn common_checks(cx: &Ctxt, f: &ImplItemFn, kind: &str) -> bool {
+    let mut ok = true;
+    if let Some(a) = &f.sig.asyncness {
+        cx.error_spanned_by(
+            a,
+            format!(
+                "`#[{kind}]` handlers are synchronous and pure: do I/O in the dispatcher, a store or a process manager, and pass what a handler needs in the command or its services"
+            ),
+        );
+        ok = false;
+    }
+    if !f.sig.generics.params.is_empty() {
+        cx.error_spanned_by(&f.sig.generics, format!("`#[{kind}]` handlers cannot be generic"));
+        ok = false;
+    }
+    ok
+}
+
+fn read_apply(cx: &Ctxt, f: &ImplItemFn) -> Option<ApplyFn> {
+    let mut callable = common_checks(cx, f, "apply");
+    let name = &f.sig.ident;
+    match receiver(f) {
+        Some(r) if r.reference.is_some() && r.mutability.is_some() => {}
+        Some(r) if r.reference.is_some() => {
+            // `&self` can still be called from the generated `&mut self` impl.
+            cx.error_spanned_by(
+                r,
+                "`#[apply]` handlers take `&mut self`: applying an event is the one place state changes",
+            );
+        }
+        other => {
+            let at: &dyn quote::ToTokens = match other {
+                Some(r) => r,
+                None => &f.sig,
+            };
+            cx.error_spanned_by(
+                at,
+                "`#[apply]` handlers take `&mut self`: applying an event is the one place state changes",
+            );
+            callable = false;
+        }
+    }
+    let args = typed_args(f);
+    let event = match args.as_slice() {
+        [arg] => match &*arg.ty {
+            Type::Reference(r) if r.mutability.is_none() => (*r.elem).clone(),
+            Type::Reference(r) => {
+                cx.error_spanned_by(
+                    r,
+                    format!(
+                        "take the event by shared reference: `event: &{}`",
+                        crate::ast::type_name(&r.elem)
+                    ),
+                );
+                callable = false;
+                (*r.elem).clone()
+            }
+            ty => {
+                cx.error_spanned_by(
+                    ty,
+                    format!(
+                        "`#[apply]` handlers take the event by reference: `event: &{}`",
+                        crate::ast::type_name(ty)
+                    ),
+                );
+                callable = false;
+                ty.clone()
+            }
+        },
+        [] => {
+            cx.error_spanned_by(
+                &f.sig,
+                format!("`#[apply]` handler `{name}` needs the event it applies: `fn {name}(&mut self, event: &EventType)`"),
+            );
+            return None;
+        }
+        [_, extra, ..] => {
+            cx.error_spanned_by(
+                extra,
+                "`#[apply]` handlers take only `&mut self` and the event: applying must not depend on anything else",
+            );
+            callable = false;
+            match &*args[0].ty {
+                Type::Reference(r) => (*r.elem).clone(),
+                ty => ty.clone(),
+            }
+        }
+    };
+    if let ReturnType::Type(_, ty) = &f.sig.output {
+        let unit = matches!(&**ty, Type::Tuple(t) if t.elems.is_empty());
+        if !unit {
+            cx.error_spanned_by(
+                ty,
+                "`#[apply]` handlers return nothing: an event is a fact, and applying it cannot fail",
+            );
+            callable = false;
+        }
+    }
+    Some(ApplyFn {
+        method: name.clone(),
+        event,
+        callable,
+    })
+}
+
+fn read_handle(cx: &Ctxt, f: &ImplItemFn) -> Option<HandleFn> {
+    let mut callable = common_checks(cx, f, "handle");
+    let name = &f.sig.ident;
+    let takes_ref_self = matches!(receiver(f), Some(r) if r.reference.is_some() && r.mutability.is_none());
+    if !takes_ref_self {
+        let message = "`#[handle]` handlers take `&self`: deciding never mutates; state changes in `#[apply]` handlers";
+        match receiver(f) {
+            Some(r) => cx.error_spanned_by(r, message),
+            None => cx.error_spanned_by(&f.sig, message),
+        }
+        callable = false;
+    }
+    let args = typed_args(f);
+    let Some(command_arg) = args.first() else {
+        cx.error_spanned_by(
+            &f.sig,
+            format!("`#[handle]` handler `{name}` needs the command it decides: `fn {name}(&self, command: CommandType)`"),
+        );
+        return None;
+    };
+    let (command, command_by_ref) = match &*command_arg.ty {
+        Type::Reference(r) => {
+            cx.error_spanned_by(
+                r,
+                format!(
+                    "`#[handle]` handlers take the command by value: `command: {}`",
+                    crate::ast::type_name(&r.elem)
+                ),
+            );
+            ((*r.elem).clone(), true)
+        }
+        ty => (ty.clone(), false),
+    };
+    let services = match args.get(1) {
+        None => None,
+        Some(arg) => match &*arg.ty {
+            Type::Reference(r) if r.mutability.is_none() => Some((*r.elem).clone()),
+            ty => {
+                cx.error_spanned_by(
+                    ty,
+                    "the third argument of a `#[handle]` handler is the aggregate's services, by shared reference: `services: &Services`",
+                );
+                callable = false;
+                None
+            }
+        },
+    };
+    if let Some(extra) = args.get(2) {
+        cx.error_spanned_by(
+            extra,
+            "`#[handle]` handlers take `&self`, the command and optionally `&Services`; put anything else in the services",
+        );
+        callable = false;
+    }
+    let output = match &f.sig.output {
+        ReturnType::Type(_, ty) => Some((**ty).clone()),
+        ReturnType::Default => {
+            cx.error_spanned_by(
+                &f.sig,
+                format!(
+                    "`#[handle]` handler `{name}` must return `Result<events, error>`, such as `-> Result<MoneyDeposited, AccountError>`"
+                ),
+            );
+            callable = false;
+            None
+        }
+    };
+    Some(HandleFn {
+        method: name.clone(),
+        command,
+        command_by_ref,
+        services,
+        output,
+        callable,
+    })
+}
+
+impl HandlersInput {
+    pub(crate) fn from_syn(cx: &Ctxt, args: proc_macro2::TokenStream, mut item: ItemImpl) -> Self {
+        let krate = attr::crate_path(attr::handlers_args(cx, args).krate);
+        if let Some((_, trait_path, _)) = &item.trait_ {
+            cx.error_spanned_by(
+                trait_path,
+                "`#[es_core::handlers]` goes on an inherent `impl` block (`impl Account { .. }`), not on a trait impl",
+            );
+        }
+        let mut applies = Vec::new();
+        let mut handles = Vec::new();
+        for it in &mut item.items {
+            let ImplItem::Fn(f) = it else { continue };
+            match take_marker(cx, f) {
+                Some(Marker::Apply) => applies.extend(read_apply(cx, f)),
+                Some(Marker::Handle) => handles.extend(read_handle(cx, f)),
+                None => {}
+            }
+        }
+        HandlersInput {
+            item,
+            applies,
+            handles,
+            krate,
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! From syn's syntax tree to our model of each macro input.
+//!
+//! Shape errors (a variant that is not a one-field tuple, a command without
+//! an `#[aggregate_id]` field, a missing required key) are reported here;
+//! cross-checks between items live in `valid.rs`.
+
+use proc_macro2::Span;
+use syn::spanned::Spanned;
+use syn::{Attribute, Data, DeriveInput, Fields, Generics, Ident, LitInt, LitStr, Member, Path, Type};
+
+use crate::attr::{self, Given};
+
+pub(crate) mod handlers;
+use crate::ctxt::Ctxt;
+
+/// One variant of an event or command enum: `Name(Payload)`.
+pub(crate) struct Variant<'a> {
+    pub(crate) ident: &'a Ident,
+    pub(crate) ty: &'a Type,
+}
+
+/// The input of `#[derive(Event)]`.
+pub(crate) enum EventInput<'a> {
+    Struct(EventStruct<'a>),
+    Enum(EventEnum<'a>),
+}
+
+pub(crate) struct EventStruct<'a> {
+    pub(crate) ident: &'a Ident,
+    pub(crate) generics: &'a Generics,
+    pub(crate) name: String,
+    pub(crate) name_span: Span,
+    pub(crate) version: u32,
+    pub(crate) krate: Path,
+}
+
+pub(crate) struct EventEnum<'a> {
+    pub(crate) ident: &'a Ident,
+    pub(crate) generics: &'a Generics,
+    pub(crate) variants: Vec<Variant<'a>>,
+    pub(crate) krate: Path,
+}
+
+/// The input of `#[derive(Aggregate)]`.
+pub(crate) struct AggregateInput<'a> {
+    pub(crate) ident: &'a Ident,
+    pub(crate) generics: &'a Generics,
+    pub(crate) name: String,
+    pub(crate) id: Option<Type>,
+    pub(crate) event: Option<Type>,
+    pub(crate) error: Option<Type>,
+    pub(crate) services: Option<Type>,
+    pub(crate) snapshot_every: Option<LitInt>,
+    pub(crate) snapshot_version: Option<LitInt>,
+    pub(crate) krate: Path,
+}
+
+/// The input of `#[derive(Command)]`.
+pub(crate) enum CommandInput<'a> {
+    Struct(CommandStruct<'a>),
+    Enum(CommandEnum<'a>),
+}
+
+pub(crate) struct CommandStruct<'a> {
+    pub(crate) ident: &'a Ident,
+    pub(crate) generics: &'a Generics,
+    pub(crate) aggregate: Option<Type>,
+    /// The `#[aggregate_id]` field, if exactly one was found.
+    pub(crate) id_field: Option<Member>,
+    pub(crate) krate: Path,
+}
+
+pub(crate) struct CommandEnum<'a> {
+    pub(crate) ident: &'a Ident,
+    pub(crate) generics: &'a Generics,
+    pub(crate) variants: Vec<Variant<'a>>,
+    pub(crate) krate: Path,
+}
+
+fn no_unions(cx: &Ctxt, input: &DeriveInput, derive: &str) -> bool {
+    if let Data::Union(u) = &input.data {
+        cx.error_spanned_by(u.union_token, format!("`#[derive({derive})]` works on structs and enums, not unions"));
+        return false;
+    }
+    true
+}
+
+/// Reads `V(T)` variants, reporting every other shape.
+fn tuple_variants<'a>(cx: &Ctxt, data: &'a syn::DataEnum, what: &str, example: &str) -> Vec<Variant<'a>> {
+    let mut out = Vec::new();
+    for v in &data.variants {
+        match &v.fields {
+            Fields::Unnamed(f) if f.unnamed.len() == 1 => out.push(Variant {
+                ident: &v.ident,
+                ty: &f.unnamed[0].ty,
+            }),
+            _ => cx.error_spanned_by(
+                v,
+                format!(
+                    "variant `{}` must hold exactly one {what}, as a one-field tuple: `{}({example})`",
+                    v.ident, v.ident
+                ),
+            ),
+        }
+        if let Some(d) = &v.discriminant {
+            cx.error_spanned_by(&d.1, "variants of this enum cannot have discriminants");
+        }
+    }
+    out
+}
+
+/// Refuses `#[name(..)]` on places where it has no meaning.
+fn refuse_attr(cx: &Ctxt, attrs: &[Attribute], name: &str, why: impl Fn() -> String) {
+    for a in attrs.iter().filter(|a| a.path().is_ident(name)) {
+        cx.error_spanned_by(a, why());
+    }
+}
+
+impl<'a> EventInput<'a> {
+    pub(crate) fn from_syn(cx: &Ctxt, input: &'a DeriveInput) -> Option<Self> {
+        if !no_unions(cx, input, "Event") {
+            return None;
+        }
+        let attrs = attr::event_attrs(cx, &input.attrs);
+        let krate = attr::crate_path(attrs.krate);
+        match &input.data {
+            Data::Struct(_) => {
+                let (name, name_span) = match attrs.name {
+                    Some(Given { value, .. }) => (value.value(), value.span()),
+                    None => (input.ident.to_string(), input.ident.span()),
+                };
+                let version = attrs
+                    .version
+                    .and_then(|v| v.value.base10_parse::<u32>().ok())
+                    .unwrap_or(1);
+                Some(EventInput::Struct(EventStruct {
+                    ident: &input.ident,
+                    generics: &input.generics,
+                    name,
+                    name_span,
+                    version,
+                    krate,
+                }))
+            }
+            Data::Enum(data) => {
+                for given in [attrs.name.map(|g| g.key), attrs.version.map(|g| g.key)].into_iter().flatten() {
+                    let key = given.get_ident().map(ToString::to_string).unwrap_or_default();
+                    cx.error_spanned_by(
+                        &given,
+                        format!(
+                            "`{key}` belongs on each event struct, not on the enum `{}`: each variant's payload carries its own stored {key}",
+                            input.ident
+                        ),
+                    );
+                }
+                if data.variants.is_empty() {
+                    cx.error_spanned_by(
+                        &input.ident,
+                        format!(
+                            "`{}` has no variants; add one per event, such as `Opened(AccountOpened)`",
+                            input.ident
+                        ),
+                    );
+                }
+                for v in &data.variants {
+                    refuse_attr(cx, &v.attrs, "event", || {
+                        format!("put `#[event(..)]` on the payload struct of `{}`, not on the variant", v.ident)
+                    });
+                }
+                let variants = tuple_variants(cx, data, "event", "EventStruct");
+                Some(EventInput::Enum(EventEnum {
+                    ident: &input.ident,
+                    generics: &input.generics,
+                    variants,
+                    krate,
+                }))
+            }
+            Data::Union(_) => None,
+        }
+    }
+}
+
+impl<'a> AggregateInput<'a> {
+    pub(crate) fn from_syn(cx: &Ctxt, input: &'a DeriveInput) -> Option<Self> {
+        if !no_unions(cx, input, "Aggregate") {
+            return None;
+        }
+        let attrs = attr::aggregate_attrs(cx, &input.attrs);
+        let ident = &input.ident;
+        let anchor = input
+            .attrs
+            .iter()
+            .find(|a| a.path().is_ident("aggregate"))
+            .map_or_else(|| ident.span(), Spanned::span);
+        let mut missing = Vec::new();
+        if attrs.id.is_none() {
+            missing.push("`id = ..` (the type of its id)");
+        }
+        if attrs.event.is_none() {
+            missing.push("`event = ..` (the enum or struct of its events)");
+        }
+        if attrs.error.is_none() {
+            missing.push("`error = ..` (the error its handlers return)");
+        }
+        if !missing.is_empty() {
+            cx.syn_error(syn::Error::new(
+                anchor,
+                format!(
+                    "aggregate `{ident}` needs {} in `#[aggregate(..)]`",
+                    join_and(&missing)
+                ),
+            ));
+        }
+        Some(AggregateInput {
+            ident,
+            generics: &input.generics,
+            name: attrs
+                .name
+                .map_or_else(|| ident.to_string(), |g| g.value.value()),
+            id: attrs.id.map(|g| g.value),
+            event: attrs.event.map(|g| g.value),
+            error: attrs.error.map(|g| g.value),
+            services: attrs.services.map(|g| g.value),
+            snapshot_every: attrs.snapshot_every.map(|g| g.value),
+            snapshot_version: attrs.snapshot_version.map(|g| g.value),
+            krate: attr::crate_path(attrs.krate),
+        })
+    }
+}
+
+fn join_and(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+fn is_id_attr(a: &Attribute) -> bool {
+    a.path().is_ident("aggregate_id")
+}
+
+impl<'a> CommandInput<'a> {
+    pub(crate) fn from_syn(cx: &Ctxt, input: &'a DeriveInput) -> Option<Self> {
+        if !no_unions(cx, input, "Command") {
+            return None;
+        }
+        let attrs = attr::command_attrs(cx, &input.attrs);
+        let ident = &input.ident;
+        let krate = attr::crate_path(attrs.krate);
+        match &input.data {
+            Data::Struct(data) => {
+                if attrs.aggregate.is_none() {
+                    cx.error_spanned_by(
+                        ident,
+                        format!("command `{ident}` needs `#[command(aggregate = ..)]`: the aggregate that handles it"),
+                    );
+                }
+                let mut id_field: Option<(Member, &syn::Field)> = None;
+                for (i, field) in data.fields.iter().enumerate() {
+                    for a in field.attrs.iter().filter(|a| is_id_attr(a)) {
+                        if !matches!(a.meta, syn::Meta::Path(_)) {
+                            cx.error_spanned_by(a, "`#[aggregate_id]` takes no arguments");
+                        }
+                    }
+                    if !field.attrs.iter().any(is_id_attr) {
+                        continue;
+                    }
+                    let member = match &field.ident {
+                        Some(name) => Member::Named(name.clone()),
+                        None => Member::Unnamed(i.into()),
+                    };
+                    match &id_field {
+                        Some((first, _)) => cx.error_spanned_by(
+                            field,
+                            format!(
+                                "command `{ident}` has two `#[aggregate_id]` fields; keep it on one (`{}` has it already)",
+                                member_name(first)
+                            ),
+                        ),
+                        None => id_field = Some((member, field)),
+                    }
+                }
+                if id_field.is_none() {
+                    let what = attrs
+                        .aggregate
+                        .as_ref()
+                        .map_or_else(|| "aggregate".to_owned(), |g| type_name(&g.value));
+                    cx.error_spanned_by(
+                        ident,
+                        format!(
+                            "command `{ident}` needs one field marked `#[aggregate_id]`: the id of the `{what}` it targets"
+                        ),
+                    );
+                }
+                Some(CommandInput::Struct(CommandStruct {
+                    ident,
+                    generics: &input.generics,
+                    aggregate: attrs.aggregate.map(|g| g.value),
+                    id_field: id_field.map(|(m, _)| m),
+                    krate,
+                }))
+            }
+            Data::Enum(data) => {
+                if let Some(g) = attrs.aggregate {
+                    cx.error_spanned_by(
+                        &g.key,
+                        format!(
+                            "a command enum routes each variant to its own command's aggregate; remove `aggregate` from `{ident}`"
+                        ),
+                    );
+                }
+                if data.variants.is_empty() {
+                    cx.error_spanned_by(ident, format!("`{ident}` has no variants; add one per command, such as `Deposit(Deposit)`"));
+                }
+                for v in &data.variants {
+                    for f in &v.fields {
+                        refuse_attr(cx, &f.attrs, "aggregate_id", || {
+                            format!(
+                                "mark the id in the command struct held by `{}`, not in the enum variant",
+                                v.ident
+                            )
+                        });
+                    }
+                }
+                let variants = tuple_variants(cx, data, "command", "CommandStruct");
+                Some(CommandInput::Enum(CommandEnum {
+                    ident,
+                    generics: &input.generics,
+                    variants,
+                    krate,
+                }))
+            }
+            Data::Union(_) => None,
+        }
+    }
+}
+
+fn member_name(m: &Member) -> String {
+    match m {
+        Member::Named(i) => i.to_string(),
+        Member::Unnamed(i) => i.index.to_string(),
+    }
+}
+
+/// A type as the user wrote it, for messages.
+pub(crate) fn type_name(ty: &Type) -> String {
+    let s = quote::quote!(#ty).to_string();
+    // `quote` puts spaces around `<`, `::` and `,`; messages read better without.
+    s.replace(" :: ", "::")
+        .replace(":: ", "::")
+        .replace(" < ", "<")
+        .replace("< ", "<")
+        .replace(" >", ">")
+        .replace(" ,", ",")
+        .replace("& ", "&")
+}
+
+/// A string literal in generated code, spanned at the user's token.
+pub(crate) fn lit_str(value: &str, span: Span) -> LitStr {
+    LitStr::new(value, span)
+}

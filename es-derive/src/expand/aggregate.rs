@@ -1,0 +1,91 @@
+//! `#[derive(Aggregate)]`.
+//!
+//! ```ignore
+//! impl Aggregate for BankAccount {
+//!     const NAME: &str = "bank_account";
+//!     type Id = AccountId;
+//!     type Event = AccountEvent;
+//!     type Error = AccountError;
+//!     type Services = ();
+//!     fn apply(&mut self, event: &AccountEvent) {
+//!         // spanned at `event = AccountEvent`: a missing `#[apply]` is
+//!         // reported there, naming the aggregate and the event
+//!         <AccountEvent as ApplyTo<Self>>::apply_to(event, self)
+//!     }
+//!     // with `snapshot_every = N`: SNAPSHOT_EVERY, SNAPSHOT_VERSION and
+//!     // encode_snapshot / decode_snapshot through the codec
+//! }
+//! ```
+
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+
+use super::wrap;
+use crate::ast::{AggregateInput, lit_str};
+
+pub(crate) fn expand(input: &AggregateInput<'_>) -> TokenStream {
+    let AggregateInput {
+        ident,
+        generics,
+        name,
+        id,
+        event,
+        error,
+        services,
+        snapshot_every,
+        snapshot_version,
+        krate,
+    } = input;
+    let (Some(id), Some(event), Some(error)) = (id, event, error) else {
+        // A required key is missing and was reported; without its type
+        // there is no impl to emit.
+        return TokenStream::new();
+    };
+    let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
+    let name = lit_str(name, ident.span());
+    let services = services.clone().unwrap_or_else(|| syn::parse_quote!(()));
+    let apply_to = quote_spanned!(event.span()=> <#event as #krate::ApplyTo<Self>>::apply_to);
+    let snapshots = snapshot_every.as_ref().map(|every| {
+        let version = snapshot_version
+            .as_ref()
+            .map_or_else(|| quote!(1), |v| quote!(#v));
+        let encode = quote_spanned!(ident.span()=> #krate::Codec::encode(codec, self));
+        let decode = quote_spanned!(ident.span()=> #krate::Codec::decode::<Self>(codec, bytes));
+        quote! {
+            const SNAPSHOT_EVERY: u64 = #every;
+            const SNAPSHOT_VERSION: u32 = #version;
+
+            fn encode_snapshot<__C: #krate::Codec>(
+                &self,
+                codec: &__C,
+            ) -> ::core::option::Option<::core::result::Result<::std::vec::Vec<u8>, #krate::CodecError>> {
+                ::core::option::Option::Some(#encode)
+            }
+
+            fn decode_snapshot<__C: #krate::Codec>(
+                codec: &__C,
+                bytes: &[u8],
+            ) -> ::core::option::Option<::core::result::Result<Self, #krate::CodecError>> {
+                ::core::option::Option::Some(#decode)
+            }
+        }
+    });
+    wrap(quote! {
+        #[automatically_derived]
+        impl #impl_generics #krate::Aggregate for #ident #ty_generics #where_clause {
+            const NAME: &'static str = #name;
+            type Id = #id;
+            type Event = #event;
+            type Error = #error;
+            type Services = #services;
+
+            #snapshots
+
+            #[inline]
+            fn apply(&mut self, event: &Self::Event) {
+                #apply_to(event, self)
+            }
+        }
+    })
+}

@@ -1,0 +1,76 @@
+//! `#[derive(Command)]` on an enum: commands of different aggregates, each
+//! variant routed to its own aggregate (for commands that arrive as JSON over
+//! HTTP or a queue).
+//!
+//! ```ignore
+//! impl Dispatchable for BankCommand {
+//!     type Output = Receipt;
+//!     type Rejection = BoxError;
+//!     fn dispatch_on(self, dispatcher, metadata) -> impl Future<..> {
+//!         async move {
+//!             match self {
+//!                 Self::Open(c) => route(c, dispatcher, metadata).await,
+//!                 ..
+//!             }
+//!         }
+//!     }
+//! }
+//! impl From<OpenAccount> for BankCommand { .. }
+//! ```
+
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+
+use super::wrap;
+use crate::ast::CommandEnum;
+
+pub(crate) fn expand(input: &CommandEnum<'_>) -> TokenStream {
+    let CommandEnum {
+        ident,
+        generics,
+        variants,
+        krate,
+    } = input;
+    let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
+    let arms = variants.iter().map(|v| {
+        let (variant, ty) = (v.ident, v.ty);
+        let route = quote_spanned!(ty.span()=> #krate::__private::route::<#ty, __S, __C>);
+        quote!(Self::#variant(command) => #route(command, dispatcher, metadata).await,)
+    });
+    let conversions = variants.iter().map(|v| {
+        let (variant, ty) = (v.ident, v.ty);
+        quote! {
+            #[automatically_derived]
+            impl #impl_generics ::core::convert::From<#ty> for #ident #ty_generics #where_clause {
+                #[inline]
+                fn from(command: #ty) -> Self {
+                    Self::#variant(command)
+                }
+            }
+        }
+    });
+    wrap(quote! {
+        #[automatically_derived]
+        impl #impl_generics #krate::Dispatchable for #ident #ty_generics #where_clause {
+            type Output = #krate::Receipt;
+            type Rejection = #krate::BoxError;
+
+            fn dispatch_on<__S: #krate::EventStore, __C: #krate::Codec>(
+                self,
+                dispatcher: &#krate::Dispatcher<__S, __C>,
+                metadata: #krate::Metadata,
+            ) -> impl ::core::future::Future<
+                Output = ::core::result::Result<#krate::Receipt, #krate::DispatchError<#krate::BoxError>>,
+            > + ::core::marker::Send + '_ {
+                async move {
+                    match self {
+                        #(#arms)*
+                    }
+                }
+            }
+        }
+
+        #(#conversions)*
+    })
+}

@@ -1,0 +1,213 @@
+//! `#[derive(Event)]` on an enum: an aggregate's set of events.
+//!
+//! ```ignore
+//! impl Event for AccountEvent {
+//!     const NAMES: &[&str] = &[<AccountOpened as Event>::NAMES[0], ..];
+//!     fn name(&self) -> &'static str { match self { Self::Opened(e) => e.name(), .. } }
+//!     fn encode(..) { match self { Self::Opened(e) => e.encode(codec), .. } }
+//!     fn decode(..) {
+//!         if <AccountOpened as Event>::knows(name) { return AccountOpened::decode(..).map(Self::Opened) }
+//!         ..
+//!         Err(unknown name)
+//!     }
+//! }
+//! impl From<AccountOpened> for AccountEvent { .. }
+//! impl TryFrom<AccountEvent> for AccountOpened { type Error = AccountEvent; .. }
+//! impl IntoEvents<AccountEvent> for AccountOpened { .. }   // and for AccountEvent itself
+//! impl<T: Apply<AccountOpened> + Apply<..> + ?Sized> ApplyTo<T> for AccountEvent { match .. }
+//! // compile-time checks (non-generic enums): each payload has one stored
+//! // name, and no two payloads share one.
+//! const _: () = match first_overlap(&[<AccountOpened as Event>::NAMES], <MoneyDeposited as Event>::NAMES) {
+//!     Some(0) => panic!("..`Opened` and `Deposited` have the same stored name.."),
+//!     _ => {}
+//! };
+//! ```
+
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+
+use super::{target_param, with_param, wrap};
+use crate::ast::EventEnum;
+
+pub(crate) fn expand(input: &EventEnum<'_>) -> TokenStream {
+    let EventEnum {
+        ident,
+        generics,
+        variants,
+        krate,
+    } = input;
+    let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
+    let names: Vec<_> = variants.iter().map(|v| v.ident).collect();
+    let tys: Vec<_> = variants.iter().map(|v| v.ty).collect();
+    // Each use of a payload as an `Event` is spanned at the payload type, so
+    // "`X` is not an event" points at the variant.
+    let as_event: Vec<_> = tys
+        .iter()
+        .map(|ty| quote_spanned!(ty.span()=> <#ty as #krate::Event>))
+        .collect();
+
+    let with_target = with_param(generics, target_param());
+    let (target_impl_generics, _, _) = with_target.split_for_impl();
+    let mut target_where = generics.where_clause.clone().unwrap_or_else(|| syn::parse_quote!(where));
+    target_where
+        .predicates
+        .push(syn::parse_quote!(__EsTarget: #(#krate::Apply<#tys>)+*));
+
+    let conversions = variants.iter().map(|v| {
+        let (variant, ty) = (v.ident, v.ty);
+        quote! {
+            #[automatically_derived]
+            impl #impl_generics ::core::convert::From<#ty> for #ident #ty_generics #where_clause {
+                #[inline]
+                fn from(event: #ty) -> Self {
+                    Self::#variant(event)
+                }
+            }
+
+            #[automatically_derived]
+            impl #impl_generics ::core::convert::TryFrom<#ident #ty_generics> for #ty #where_clause {
+                type Error = #ident #ty_generics;
+
+                #[inline]
+                #[allow(unreachable_patterns)]
+                fn try_from(event: #ident #ty_generics) -> ::core::result::Result<Self, Self::Error> {
+                    match event {
+                        #ident::#variant(e) => ::core::result::Result::Ok(e),
+                        other => ::core::result::Result::Err(other),
+                    }
+                }
+            }
+
+            #[automatically_derived]
+            impl #impl_generics #krate::IntoEvents<#ident #ty_generics> for #ty #where_clause {
+                #[inline]
+                fn into_events(self, out: &mut ::std::vec::Vec<#ident #ty_generics>) {
+                    out.push(#ident::#variant(self))
+                }
+            }
+        }
+    });
+
+    let checks = if generics.params.is_empty() {
+        compile_time_checks(input)
+    } else {
+        // Constants cannot name the enum's type parameters; a generic event
+        // enum relies on the decoder's first-match order instead.
+        TokenStream::new()
+    };
+
+    wrap(quote! {
+        #[automatically_derived]
+        impl #impl_generics #krate::Event for #ident #ty_generics #where_clause {
+            const NAMES: &'static [&'static str] = &[#(#as_event::NAMES[0]),*];
+
+            #[inline]
+            fn name(&self) -> &'static str {
+                match self {
+                    #(Self::#names(e) => #as_event::name(e),)*
+                }
+            }
+
+            #[inline]
+            fn version(&self) -> u32 {
+                match self {
+                    #(Self::#names(e) => #as_event::version(e),)*
+                }
+            }
+
+            #[inline]
+            fn encode<__C: #krate::Codec>(
+                &self,
+                codec: &__C,
+            ) -> ::core::result::Result<::std::vec::Vec<u8>, #krate::CodecError> {
+                match self {
+                    #(Self::#names(e) => #as_event::encode(e, codec),)*
+                }
+            }
+
+            #[inline]
+            fn decode<__C: #krate::Codec>(
+                codec: &__C,
+                name: &str,
+                version: u32,
+                payload: &[u8],
+            ) -> ::core::result::Result<Self, #krate::EventDecodeError> {
+                #(
+                    if #as_event::knows(name) {
+                        return match #as_event::decode(codec, name, version, payload) {
+                            ::core::result::Result::Ok(e) => ::core::result::Result::Ok(Self::#names(e)),
+                            ::core::result::Result::Err(e) => ::core::result::Result::Err(e),
+                        };
+                    }
+                )*
+                ::core::result::Result::Err(#krate::__private::unknown_name::<Self>(name, <Self as #krate::Event>::NAMES))
+            }
+        }
+
+        #[automatically_derived]
+        impl #impl_generics #krate::IntoEvents<#ident #ty_generics> for #ident #ty_generics #where_clause {
+            #[inline]
+            fn into_events(self, out: &mut ::std::vec::Vec<Self>) {
+                out.push(self)
+            }
+        }
+
+        #[automatically_derived]
+        impl #target_impl_generics #krate::ApplyTo<__EsTarget> for #ident #ty_generics #target_where {
+            #[inline]
+            fn apply_to(&self, target: &mut __EsTarget) {
+                match self {
+                    #(Self::#names(e) => #krate::Apply::<#tys>::apply(target, e),)*
+                }
+            }
+        }
+
+        #(#conversions)*
+
+        #checks
+    })
+}
+
+/// Each payload must be one event struct, and no two payloads may share a
+/// stored name: decoding goes by name, so the second could never be read.
+fn compile_time_checks(input: &EventEnum<'_>) -> TokenStream {
+    let EventEnum {
+        ident,
+        variants,
+        krate,
+        ..
+    } = input;
+    let mut out = TokenStream::new();
+    for (i, v) in variants.iter().enumerate() {
+        let ty = v.ty;
+        let single = format!(
+            "the payload of `{ident}::{}` must be one event struct (`#[derive(Event)]` on a struct), not a set of events",
+            v.ident
+        );
+        out.extend(quote_spanned! {ty.span()=>
+            const _: () = ::core::assert!(<#ty as #krate::Event>::NAMES.len() == 1, #single);
+        });
+        if i == 0 {
+            continue;
+        }
+        let earlier = variants[..i].iter().map(|e| e.ty);
+        let arms = variants[..i].iter().enumerate().map(|(j, e)| {
+            let message = format!(
+                "`{ident}::{}` and `{ident}::{}` have the same stored event name, so the second could never be decoded; give one payload struct another `#[event(name = \"..\")]`",
+                e.ident, v.ident
+            );
+            quote!(::core::option::Option::Some(#j) => ::core::panic!(#message),)
+        });
+        out.extend(quote_spanned! {ty.span()=>
+            const _: () = match #krate::__private::first_overlap(
+                &[#(<#earlier as #krate::Event>::NAMES),*],
+                <#ty as #krate::Event>::NAMES,
+            ) {
+                #(#arms)*
+                _ => {}
+            };
+        });
+    }
+    out
+}

@@ -1,0 +1,121 @@
+//! `#[es_core::handlers]` on an inherent impl block.
+//!
+//! ```ignore
+//! impl BankAccount { /* the methods, marker attributes removed */ }
+//! const _: () = {
+//!     impl Apply<MoneyDeposited> for BankAccount {
+//!         fn apply(&mut self, event: &MoneyDeposited) { BankAccount::deposited(self, event) }
+//!     }
+//!     impl Handle<Deposit> for BankAccount {
+//!         fn handle(&self, command: Deposit, services: &Self::Services)
+//!             -> Result<Vec<Self::Event>, Self::Error>
+//!         {
+//!             // spanned at the method's return type
+//!             Decision::<Self>::into_decision(BankAccount::deposit(self, command))
+//!         }
+//!     }
+//! };
+//! ```
+
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+
+use super::wrap;
+use crate::ast::handlers::{ApplyFn, HandleFn, HandlersInput};
+
+pub(crate) fn expand(input: &HandlersInput) -> TokenStream {
+    let item = &input.item;
+    let impls: TokenStream = input
+        .applies
+        .iter()
+        .map(|a| apply_impl(input, a))
+        .chain(input.handles.iter().map(|h| handle_impl(input, h)))
+        .collect();
+    let generated = if impls.is_empty() { TokenStream::new() } else { wrap(impls) };
+    quote! {
+        #item
+        #generated
+    }
+}
+
+fn apply_impl(input: &HandlersInput, a: &ApplyFn) -> TokenStream {
+    let krate = &input.krate;
+    let self_ty = &input.item.self_ty;
+    let (impl_generics, _, where_clause) = input.item.generics.split_for_impl();
+    let ApplyFn {
+        method,
+        event,
+        callable,
+    } = a;
+    let body = if *callable {
+        quote!(<#self_ty>::#method(self, event))
+    } else {
+        // The method's shape was reported; this stub keeps the aggregate
+        // complete so the mistake gives one error, not a second "missing
+        // `#[apply]`" one.
+        quote!({
+            let _ = (event, <#self_ty>::#method);
+        })
+    };
+    quote! {
+        #[automatically_derived]
+        impl #impl_generics #krate::Apply<#event> for #self_ty #where_clause {
+            #[inline]
+            fn apply(&mut self, event: &#event) {
+                #body
+            }
+        }
+    }
+}
+
+fn handle_impl(input: &HandlersInput, h: &HandleFn) -> TokenStream {
+    let krate = &input.krate;
+    let self_ty = &input.item.self_ty;
+    let (impl_generics, _, where_clause) = input.item.generics.split_for_impl();
+    let HandleFn {
+        method,
+        command,
+        command_by_ref,
+        services,
+        output,
+        callable,
+    } = h;
+    let command_arg = if *command_by_ref { quote!(&command) } else { quote!(command) };
+    let call = match services {
+        Some(ty) => {
+            let services = quote_spanned!(ty.span()=> services);
+            quote!(<#self_ty>::#method(self, #command_arg, #services))
+        }
+        None => quote!({
+            let _ = services;
+            <#self_ty>::#method(self, #command_arg)
+        }),
+    };
+    let body = match (callable, output) {
+        (true, Some(output)) => {
+            let decide = quote_spanned!(output.span()=> #krate::__private::Decision::<Self>::into_decision);
+            quote!(#decide(#call))
+        }
+        _ => quote!({
+            let _ = (command, services, <#self_ty>::#method);
+            ::core::unreachable!()
+        }),
+    };
+    quote! {
+        #[automatically_derived]
+        impl #impl_generics #krate::Handle<#command> for #self_ty #where_clause {
+            #[inline]
+            fn handle(
+                &self,
+                command: #command,
+                services: &<Self as #krate::Aggregate>::Services,
+            ) -> ::core::result::Result<
+                ::std::vec::Vec<<Self as #krate::Aggregate>::Event>,
+                <Self as #krate::Aggregate>::Error,
+            > {
+                #body
+            }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Code generation, one file per generated shape. Every output sits inside
+//! `const _: () = { .. };` and names everything by absolute path.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::{GenericParam, Generics, parse_quote};
+
+pub(crate) mod aggregate;
+pub(crate) mod command;
+pub(crate) mod command_enum;
+pub(crate) mod event;
+pub(crate) mod event_enum;
+pub(crate) mod handlers;
+
+/// `generics` with one more type parameter (for `impl<__T> ApplyTo<__T> for ..`).
+pub(crate) fn with_param(generics: &Generics, param: GenericParam) -> Generics {
+    let mut g = generics.clone();
+    g.params.push(param);
+    g
+}
+
+/// A fresh type parameter `__T: ?Sized`.
+pub(crate) fn target_param() -> GenericParam {
+    parse_quote!(__EsTarget: ?::core::marker::Sized)
+}
+
+/// Wraps generated items so their helper names never leak.
+pub(crate) fn wrap(items: TokenStream) -> TokenStream {
+    quote! {
+        #[doc(hidden)]
+        #[allow(non_upper_case_globals, unused_qualifications, clippy::all)]
+        const _: () = {
+            #items
+        };
+    }
+}
+
+use syn::DeriveInput;
+
+use crate::ast::handlers::HandlersInput;
+use crate::ast::{AggregateInput, CommandInput, EventInput};
+use crate::ctxt::Ctxt;
+use crate::valid;
+
+/// The expansion, with every recorded error appended to it. `Err` only when
+/// there is nothing to emit but the errors.
+fn finish(cx: Ctxt, tokens: TokenStream) -> syn::Result<TokenStream> {
+    match cx.check() {
+        Ok(()) => Ok(tokens),
+        Err(e) if tokens.is_empty() => Err(e),
+        Err(e) => {
+            let errors = e.into_compile_error();
+            Ok(quote!(#tokens #errors))
+        }
+    }
+}
+
+pub(crate) fn derive_event(input: &DeriveInput) -> syn::Result<TokenStream> {
+    let cx = Ctxt::new();
+    let tokens = match EventInput::from_syn(&cx, input) {
+        Some(EventInput::Struct(s)) => event::expand(&s),
+        Some(EventInput::Enum(mut e)) => {
+            valid::unique_payloads(&cx, e.ident, &mut e.variants, "event");
+            event_enum::expand(&e)
+        }
+        None => TokenStream::new(),
+    };
+    finish(cx, tokens)
+}
+
+pub(crate) fn derive_aggregate(input: &DeriveInput) -> syn::Result<TokenStream> {
+    let cx = Ctxt::new();
+    let tokens = AggregateInput::from_syn(&cx, input).map_or_else(TokenStream::new, |a| aggregate::expand(&a));
+    finish(cx, tokens)
+}
+
+pub(crate) fn derive_command(input: &DeriveInput) -> syn::Result<TokenStream> {
+    let cx = Ctxt::new();
+    let tokens = match CommandInput::from_syn(&cx, input) {
+        Some(CommandInput::Struct(s)) => command::expand(&s),
+        Some(CommandInput::Enum(mut e)) => {
+            valid::unique_payloads(&cx, e.ident, &mut e.variants, "command");
+            command_enum::expand(&e)
+        }
+        None => TokenStream::new(),
+    };
+    finish(cx, tokens)
+}
+
+pub(crate) fn handlers(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
+    let item: syn::ItemImpl = syn::parse2(item).map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            format!("`#[es_core::handlers]` goes on an `impl` block: {e}"),
+        )
+    })?;
+    let cx = Ctxt::new();
+    let mut input = HandlersInput::from_syn(&cx, args, item);
+    valid::unique_handlers(&cx, &mut input);
+    finish(cx, handlers::expand(&input))
+}

@@ -1,0 +1,47 @@
+//! Derive macros for [es-core](https://docs.rs/es-core).
+//!
+//! Use them through `es-core`, which re-exports each under the name of its
+//! trait and documents them. Each entry point parses, expands and turns
+//! errors into `compile_error!`; the stages live in `ast` (syn to our
+//! model), `attr` (attribute parsing), `valid` (cross-checks), `expand`
+//! (code generation) and `fallback` (stubs beside errors).
+
+mod ast;
+mod attr;
+mod ctxt;
+mod expand;
+mod fallback;
+mod valid;
+
+use proc_macro::TokenStream;
+use syn::{DeriveInput, parse_macro_input};
+
+/// Derives `es_core::Event` for an event struct or an enum of events.
+#[proc_macro_derive(Event, attributes(event))]
+pub fn derive_event(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    expand::derive_event(&input).unwrap_or_else(syn::Error::into_compile_error).into()
+}
+
+/// Derives `es_core::Aggregate`.
+#[proc_macro_derive(Aggregate, attributes(aggregate))]
+pub fn derive_aggregate(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    expand::derive_aggregate(&input).unwrap_or_else(syn::Error::into_compile_error).into()
+}
+
+/// Derives `es_core::Command` for a command struct, or `es_core::Dispatchable`
+/// for an enum of commands.
+#[proc_macro_derive(Command, attributes(command, aggregate_id))]
+pub fn derive_command(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    expand::derive_command(&input).unwrap_or_else(syn::Error::into_compile_error).into()
+}
+
+/// Turns `#[apply]` and `#[handle]` methods of an impl block into
+/// `es_core::Apply` and `es_core::Handle` impls.
+#[proc_macro_attribute]
+pub fn handlers(args: TokenStream, item: TokenStream) -> TokenStream {
+    let (args, item) = (args.into(), proc_macro2::TokenStream::from(item));
+    expand::handlers(args, item.clone()).unwrap_or_else(|e| fallback::handlers_unparsed(item, e)).into()
+}

@@ -1,0 +1,1 @@
+//! SQLite event store (work in progress).
