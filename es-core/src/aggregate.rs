@@ -21,7 +21,7 @@ impl<T: Clone + Eq + Hash + Display + Debug + Send + Sync + 'static> AggregateId
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an aggregate",
     label = "`{Self}` does not implement `Aggregate`",
-    note = "add `#[derive(Aggregate)]` and `#[aggregate(id = .., event = .., error = ..)]` to `{Self}`"
+    note = "add `#[derive(Aggregate)]` and `#[aggregate(id = .., event = .., error = ..)]` to `{Self}` (if it has them, fix the error reported at its `#[aggregate(..)]` first)"
 )]
 pub trait Aggregate: Default + Send + Sync + 'static {
     /// The stored aggregate type: the first half of every stream id. Never

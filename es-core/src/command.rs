@@ -6,7 +6,7 @@ use crate::aggregate::{Aggregate, Handle};
 use crate::codec::Codec;
 use crate::dispatcher::{Committed, Dispatcher, Receipt};
 use crate::envelope::Metadata;
-use crate::error::{BoxError, DispatchError};
+use crate::error::DispatchError;
 use crate::store::EventStore;
 
 /// A request to change one aggregate: `Self::Aggregate`, at the id in the
@@ -46,7 +46,7 @@ pub trait Dispatchable: Sized + Send + 'static {
     type Output: Into<Receipt> + Send;
 
     /// The handler's error type.
-    type Rejection: Into<BoxError> + Send;
+    type Rejection: std::error::Error + Send + Sync + 'static;
 
     /// Dispatches `self` through `dispatcher`.
     fn dispatch_on<S: EventStore, C: Codec>(

@@ -614,13 +614,15 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
 /// Dispatches a command enum's variant: the code `#[derive(Command)]` on an
 /// enum generates for each variant.
 #[doc(hidden)]
-pub async fn route<D: Dispatchable, S: EventStore, C: Codec>(
+pub fn route<D: Dispatchable, S: EventStore, C: Codec>(
     command: D,
     dispatcher: &Dispatcher<S, C>,
     metadata: Metadata,
-) -> Result<Receipt, DispatchError> {
-    match command.dispatch_on(dispatcher, metadata).await {
-        Ok(out) => Ok(out.into()),
-        Err(e) => Err(e.map_rejection(Into::into)),
-    }
+) -> crate::__private::RouteFuture<'_> {
+    Box::pin(async move {
+        match command.dispatch_on(dispatcher, metadata).await {
+            Ok(out) => Ok(out.into()),
+            Err(e) => Err(e.erased()),
+        }
+    })
 }

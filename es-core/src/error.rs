@@ -123,12 +123,54 @@ pub enum AppendError {
     Store(#[from] StoreError),
 }
 
+/// Any aggregate's error, for code that dispatches commands of many
+/// aggregates (a command enum); downcast it to the aggregate's error type.
+#[derive(Debug)]
+pub struct Rejection(BoxError);
+
+impl Rejection {
+    /// Wraps an aggregate's error (a `Rejection` is not wrapped twice).
+    pub fn new(error: impl Into<BoxError>) -> Self {
+        match error.into().downcast::<Rejection>() {
+            Ok(rejection) => *rejection,
+            Err(other) => Rejection(other),
+        }
+    }
+
+    /// The aggregate's error, if it is an `E`.
+    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        self.0.downcast_ref()
+    }
+
+    /// Whether the aggregate's error is an `E`.
+    pub fn is<E: std::error::Error + 'static>(&self) -> bool {
+        self.0.is::<E>()
+    }
+
+    /// The boxed error.
+    pub fn into_inner(self) -> BoxError {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for Rejection {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
 /// Why a command did not commit.
 ///
 /// `E` is the aggregate's error type for [`dispatch`](crate::Dispatcher::dispatch)
-/// of one command, and [`BoxError`] for a routed command enum.
+/// of one command, and [`Rejection`] for a routed command enum.
 #[derive(Debug, thiserror::Error)]
-pub enum DispatchError<E = BoxError> {
+pub enum DispatchError<E = Rejection> {
     /// The aggregate's handler refused the command. Nothing was written.
     #[error("command `{command}` rejected by `{stream}`: {error}")]
     Rejected {
@@ -234,11 +276,12 @@ impl<E> DispatchError<E> {
         }
     }
 
-    /// Boxes the rejection, for code that handles commands of many aggregates.
-    pub fn boxed(self) -> DispatchError<BoxError>
+    /// Erases the rejection's type, for code that handles commands of many
+    /// aggregates.
+    pub fn erased(self) -> DispatchError<Rejection>
     where
         E: std::error::Error + Send + Sync + 'static,
     {
-        self.map_rejection(|e| Box::new(e) as BoxError)
+        self.map_rejection(Rejection::new)
     }
 }

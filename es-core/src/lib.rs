@@ -25,7 +25,7 @@ pub use crate::command::{Command, Dispatchable};
 pub use crate::dispatcher::{Committed, Dispatcher, DispatcherBuilder, LoadError, Receipt};
 pub use crate::envelope::{Envelope, EventId, Metadata, StreamId, Timestamp};
 pub use crate::error::{
-    AppendError, BoxError, Conflict, DecodeError, DispatchError, EventDecodeError, StoreError,
+    AppendError, BoxError, Conflict, DecodeError, DispatchError, EventDecodeError, Rejection, StoreError,
 };
 pub use crate::event::{Apply, ApplyTo, Event, IntoEvents, events_of};
 pub use crate::store::{EventStore, EventStoreExt, ExpectedVersion, InMemoryStore};
@@ -48,6 +48,11 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::dispatcher::route;
+
+    /// The future of a routed command.
+    pub type RouteFuture<'a> = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<crate::Receipt, crate::DispatchError>> + Send + 'a>,
+    >;
     pub use serde;
     pub use crate::util::{first_overlap, names_overlap};
 
@@ -82,6 +87,89 @@ pub mod __private {
                 }
                 Err(e) => Err(e.into()),
             }
+        }
+    }
+
+    /// What an event struct needs to be stored: serde's two traits. The
+    /// generated `encode` and `decode` both go through this one trait, so a
+    /// missing serde derive gives one error, with a message naming the fix.
+    #[diagnostic::on_unimplemented(
+        message = "event `{Self}` must implement serde's `Serialize` and `Deserialize`",
+        label = "`{Self}` cannot be stored",
+        note = "add `#[derive(serde::Serialize, serde::Deserialize)]` to `{Self}`: events are stored through a serde codec"
+    )]
+    pub trait Storable: Sized {
+        /// Encodes `self` with `codec`.
+        fn encode_with<C: crate::Codec>(&self, codec: &C) -> Result<Vec<u8>, crate::CodecError>;
+        /// Decodes a value with `codec`.
+        fn decode_with<C: crate::Codec>(codec: &C, payload: &[u8]) -> Result<Self, crate::EventDecodeError>;
+    }
+
+    #[diagnostic::do_not_recommend]
+    impl<T: serde::Serialize + serde::de::DeserializeOwned> Storable for T {
+        #[inline]
+        fn encode_with<C: crate::Codec>(&self, codec: &C) -> Result<Vec<u8>, crate::CodecError> {
+            codec.encode(self)
+        }
+
+        #[inline]
+        fn decode_with<C: crate::Codec>(codec: &C, payload: &[u8]) -> Result<Self, crate::EventDecodeError> {
+            match codec.decode(payload) {
+                Ok(event) => Ok(event),
+                Err(e) => Err(crate::EventDecodeError::Codec(e)),
+            }
+        }
+    }
+
+    /// The `#[aggregate_id]` field of a command, which must have the type of
+    /// its aggregate's id.
+    #[diagnostic::on_unimplemented(
+        message = "the `#[aggregate_id]` field has type `{Self}`, but the aggregate's id is `{Id}`",
+        label = "expected `{Id}`",
+        note = "change the field's type to `{Id}`, or the aggregate's `#[aggregate(id = ..)]`"
+    )]
+    pub trait IdField<Id> {
+        /// The field as the aggregate's id.
+        fn id_field(&self) -> &Id;
+    }
+
+    impl<T> IdField<T> for T {
+        #[inline]
+        fn id_field(&self) -> &T {
+            self
+        }
+    }
+
+    /// The event type of an aggregate whose `#[aggregate(..)]` lacks
+    /// `event = ..`: the derive reports that, and implements the aggregate
+    /// with this uninhabited type so its handlers still type-check and the
+    /// mistake gives one error. Every event derive makes its type
+    /// `IntoEvents<MissingEvents>` for the same reason.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum MissingEvents {}
+
+    impl crate::Event for MissingEvents {
+        const NAMES: &'static [&'static str] = &[];
+
+        fn name(&self) -> &'static str {
+            match *self {}
+        }
+
+        fn version(&self) -> u32 {
+            match *self {}
+        }
+
+        fn encode<C: crate::Codec>(&self, _: &C) -> Result<Vec<u8>, crate::CodecError> {
+            match *self {}
+        }
+
+        fn decode<C: crate::Codec>(
+            _: &C,
+            name: &str,
+            _: u32,
+            _: &[u8],
+        ) -> Result<Self, crate::EventDecodeError> {
+            Err(unknown_name::<Self>(name, Self::NAMES))
         }
     }
 

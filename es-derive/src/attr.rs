@@ -110,14 +110,17 @@ fn parse_positive(meta: &ParseNestedMeta<'_>, what: &str) -> syn::Result<LitInt>
     }
 }
 
-fn parse_type(meta: &ParseNestedMeta<'_>, key: &str) -> syn::Result<Type> {
+/// A type; a type written as a string is reported and still read, so the
+/// rest of the expansion goes on with it.
+fn parse_type(cx: &Ctxt, meta: &ParseNestedMeta<'_>, key: &str) -> syn::Result<Type> {
     let value = meta.value()?;
     if value.peek(LitStr) {
         let lit: LitStr = value.parse()?;
-        return Err(syn::Error::new(
+        cx.syn_error(syn::Error::new(
             lit.span(),
             format!("`{key}` takes a type, not a string: write `{key} = {}`", lit.value()),
         ));
+        return lit.parse();
     }
     value.parse()
 }
@@ -203,16 +206,16 @@ pub(crate) fn aggregate_attrs(cx: &Ctxt, attrs: &[Attribute]) -> AggregateAttrs 
             let v = parse_name(meta)?;
             set(cx, &mut out.name, meta, v, "aggregate");
         } else if p.is_ident("id") {
-            let v = parse_type(meta, "id")?;
+            let v = parse_type(cx, meta, "id")?;
             set(cx, &mut out.id, meta, v, "aggregate");
         } else if p.is_ident("event") {
-            let v = parse_type(meta, "event")?;
+            let v = parse_type(cx, meta, "event")?;
             set(cx, &mut out.event, meta, v, "aggregate");
         } else if p.is_ident("error") {
-            let v = parse_type(meta, "error")?;
+            let v = parse_type(cx, meta, "error")?;
             set(cx, &mut out.error, meta, v, "aggregate");
         } else if p.is_ident("services") {
-            let v = parse_type(meta, "services")?;
+            let v = parse_type(cx, meta, "services")?;
             set(cx, &mut out.services, meta, v, "aggregate");
         } else if p.is_ident("snapshot_every") {
             let v = parse_positive(meta, "snapshot_every")?;
@@ -244,7 +247,7 @@ pub(crate) fn command_attrs(cx: &Ctxt, attrs: &[Attribute]) -> CommandAttrs {
     let mut out = CommandAttrs::default();
     each_key(cx, attrs, "command", |meta| {
         if meta.path.is_ident("aggregate") {
-            let v = parse_type(meta, "aggregate")?;
+            let v = parse_type(cx, meta, "aggregate")?;
             set(cx, &mut out.aggregate, meta, v, "command");
         } else if meta.path.is_ident("crate") {
             let v = parse_crate(meta)?;
@@ -315,10 +318,12 @@ mod tests {
     fn a_string_where_a_type_belongs_says_how_to_write_it() {
         let cx = Ctxt::new();
         let attrs: Vec<Attribute> = vec![syn::parse_quote!(#[command(aggregate = "Account")])];
-        let _ = command_attrs(&cx, &attrs);
+        let a = command_attrs(&cx, &attrs);
+        assert!(a.aggregate.is_some());
         assert_eq!(
             cx.check().unwrap_err().to_string(),
             "`aggregate` takes a type, not a string: write `aggregate = Account`"
         );
+        // ...and the type is still read.
     }
 }

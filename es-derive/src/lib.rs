@@ -45,3 +45,4 @@ pub fn handlers(args: TokenStream, item: TokenStream) -> TokenStream {
     let (args, item) = (args.into(), proc_macro2::TokenStream::from(item));
     expand::handlers(args, item.clone()).unwrap_or_else(|e| fallback::handlers_unparsed(item, e)).into()
 }
+

@@ -15,7 +15,13 @@ use crate::ctxt::Ctxt;
 
 /// Reports a payload type held by two variants, and drops the later one so
 /// the expansion does not add "conflicting implementations" errors.
-pub(crate) fn unique_payloads<'a>(cx: &Ctxt, enum_ident: &Ident, variants: &mut Vec<Variant<'a>>, what: &str) {
+pub(crate) fn unique_payloads<'a>(
+    cx: &Ctxt,
+    enum_ident: &Ident,
+    variants: &mut Vec<Variant<'a>>,
+    skipped: &mut Vec<&'a Ident>,
+    what: &str,
+) {
     let mut seen: HashMap<String, &'a Ident> = HashMap::new();
     variants.retain(|v| {
         let key = type_name(v.ty);
@@ -27,6 +33,7 @@ pub(crate) fn unique_payloads<'a>(cx: &Ctxt, enum_ident: &Ident, variants: &mut 
                         "`{key}` is already the {what} of variant `{enum_ident}::{first}`; each {what} type appears once in `{enum_ident}`"
                     ),
                 );
+                skipped.push(v.ident);
                 false
             }
             None => {

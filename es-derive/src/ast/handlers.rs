@@ -58,17 +58,21 @@ fn take_marker(cx: &Ctxt, f: &mut ImplItemFn) -> Option<Marker> {
         let marker = match ident.as_str() {
             "apply" => Marker::Apply,
             "handle" => Marker::Handle,
-            other => {
-                if let Some(m) = suggest(other, MARKERS).filter(|_| other.len() > 3) {
+            other => match suggest(other, MARKERS).filter(|_| other.len() > 3) {
+                // Reported, then read as the marker it is close to, so the
+                // typo does not also cost a "missing handler" error.
+                Some(m) => {
                     cx.error_spanned_by(
                         a.path(),
                         format!("unknown attribute `#[{other}]` on a handler; did you mean `#[{m}]`?"),
                     );
-                } else {
-                    keep.push(a);
+                    if m == "apply" { Marker::Apply } else { Marker::Handle }
                 }
-                continue;
-            }
+                None => {
+                    keep.push(a);
+                    continue;
+                }
+            },
         };
         if !matches!(a.meta, syn::Meta::Path(_)) {
             cx.error_spanned_by(&a, format!("`#[{ident}]` takes no arguments"));

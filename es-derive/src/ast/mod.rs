@@ -38,6 +38,9 @@ pub(crate) struct EventEnum<'a> {
     pub(crate) ident: &'a Ident,
     pub(crate) generics: &'a Generics,
     pub(crate) variants: Vec<Variant<'a>>,
+    /// Variants already reported as wrong; matches cover them with
+    /// `unreachable!()` so they cause no second error.
+    pub(crate) skipped: Vec<&'a Ident>,
     pub(crate) krate: Path,
 }
 
@@ -65,8 +68,8 @@ pub(crate) struct CommandStruct<'a> {
     pub(crate) ident: &'a Ident,
     pub(crate) generics: &'a Generics,
     pub(crate) aggregate: Option<Type>,
-    /// The `#[aggregate_id]` field, if exactly one was found.
-    pub(crate) id_field: Option<Member>,
+    /// The `#[aggregate_id]` field and its type, if exactly one was found.
+    pub(crate) id_field: Option<(Member, &'a Type)>,
     pub(crate) krate: Path,
 }
 
@@ -74,6 +77,8 @@ pub(crate) struct CommandEnum<'a> {
     pub(crate) ident: &'a Ident,
     pub(crate) generics: &'a Generics,
     pub(crate) variants: Vec<Variant<'a>>,
+    /// Variants already reported as wrong.
+    pub(crate) skipped: Vec<&'a Ident>,
     pub(crate) krate: Path,
 }
 
@@ -85,8 +90,15 @@ fn no_unions(cx: &Ctxt, input: &DeriveInput, derive: &str) -> bool {
     true
 }
 
-/// Reads `V(T)` variants, reporting every other shape.
-fn tuple_variants<'a>(cx: &Ctxt, data: &'a syn::DataEnum, what: &str, example: &str) -> Vec<Variant<'a>> {
+/// Reads `V(T)` variants, reporting every other shape and listing it in
+/// `skipped`.
+fn tuple_variants<'a>(
+    cx: &Ctxt,
+    data: &'a syn::DataEnum,
+    what: &str,
+    example: &str,
+    skipped: &mut Vec<&'a Ident>,
+) -> Vec<Variant<'a>> {
     let mut out = Vec::new();
     for v in &data.variants {
         match &v.fields {
@@ -94,13 +106,16 @@ fn tuple_variants<'a>(cx: &Ctxt, data: &'a syn::DataEnum, what: &str, example: &
                 ident: &v.ident,
                 ty: &f.unnamed[0].ty,
             }),
-            _ => cx.error_spanned_by(
-                v,
-                format!(
-                    "variant `{}` must hold exactly one {what}, as a one-field tuple: `{}({example})`",
-                    v.ident, v.ident
-                ),
-            ),
+            _ => {
+                cx.error_spanned_by(
+                    v,
+                    format!(
+                        "variant `{}` must hold exactly one {what}, as a one-field tuple: `{}({example})`",
+                        v.ident, v.ident
+                    ),
+                );
+                skipped.push(&v.ident);
+            }
         }
         if let Some(d) = &v.discriminant {
             cx.error_spanned_by(&d.1, "variants of this enum cannot have discriminants");
@@ -167,11 +182,13 @@ impl<'a> EventInput<'a> {
                         format!("put `#[event(..)]` on the payload struct of `{}`, not on the variant", v.ident)
                     });
                 }
-                let variants = tuple_variants(cx, data, "event", "EventStruct");
+                let mut skipped = Vec::new();
+                let variants = tuple_variants(cx, data, "event", "EventStruct", &mut skipped);
                 Some(EventInput::Enum(EventEnum {
                     ident: &input.ident,
                     generics: &input.generics,
                     variants,
+                    skipped,
                     krate,
                 }))
             }
@@ -297,7 +314,7 @@ impl<'a> CommandInput<'a> {
                     ident,
                     generics: &input.generics,
                     aggregate: attrs.aggregate.map(|g| g.value),
-                    id_field: id_field.map(|(m, _)| m),
+                    id_field: id_field.map(|(m, f)| (m, &f.ty)),
                     krate,
                 }))
             }
@@ -323,11 +340,13 @@ impl<'a> CommandInput<'a> {
                         });
                     }
                 }
-                let variants = tuple_variants(cx, data, "command", "CommandStruct");
+                let mut skipped = Vec::new();
+                let variants = tuple_variants(cx, data, "command", "CommandStruct", &mut skipped);
                 Some(CommandInput::Enum(CommandEnum {
                     ident,
                     generics: &input.generics,
                     variants,
+                    skipped,
                     krate,
                 }))
             }

@@ -37,7 +37,7 @@ pub(crate) fn expand(input: &AggregateInput<'_>) -> TokenStream {
         snapshot_version,
         krate,
     } = input;
-    let (Some(id), Some(event), Some(error)) = (id, event, error) else {
+    let (Some(id), Some(error)) = (id, error) else {
         // A required key is missing and was reported; without its type
         // there is no impl to emit.
         return TokenStream::new();
@@ -45,7 +45,15 @@ pub(crate) fn expand(input: &AggregateInput<'_>) -> TokenStream {
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
     let name = lit_str(name, ident.span());
     let services = services.clone().unwrap_or_else(|| syn::parse_quote!(()));
-    let apply_to = quote_spanned!(event.span()=> <#event as #krate::ApplyTo<Self>>::apply_to);
+    let (event, apply) = match event {
+        Some(event) => {
+            let apply_to = quote_spanned!(event.span()=> <#event as #krate::ApplyTo<Self>>::apply_to);
+            (quote!(#event), quote!(#apply_to(event, self)))
+        }
+        // `event = ..` is missing and was reported: an uninhabited stand-in
+        // keeps the handlers type-checking, so that is the only error.
+        None => (quote!(#krate::__private::MissingEvents), quote!(match *event {})),
+    };
     let snapshots = snapshot_every.as_ref().map(|every| {
         let version = snapshot_version
             .as_ref()
@@ -84,7 +92,7 @@ pub(crate) fn expand(input: &AggregateInput<'_>) -> TokenStream {
 
             #[inline]
             fn apply(&mut self, event: &Self::Event) {
-                #apply_to(event, self)
+                #apply
             }
         }
     })

@@ -33,7 +33,12 @@ pub(crate) fn expand(input: &CommandStruct<'_>) -> TokenStream {
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
     let name = lit_str(&ident.to_string(), ident.span());
     let id = match id_field {
-        Some(member) => quote!(&self.#member),
+        Some((member, ty)) => {
+            // Spanned at the field's type, where a wrong id type is reported.
+            quote_spanned!(ty.span()=>
+                #krate::__private::IdField::<<#aggregate as #krate::Aggregate>::Id>::id_field(&self.#member)
+            )
+        }
         // Reported; the stub keeps the rest of the program checking.
         None => quote!(::core::unreachable!()),
     };

@@ -5,14 +5,13 @@
 //! ```ignore
 //! impl Dispatchable for BankCommand {
 //!     type Output = Receipt;
-//!     type Rejection = BoxError;
+//!     type Rejection = Rejection;
 //!     fn dispatch_on(self, dispatcher, metadata) -> impl Future<..> {
-//!         async move {
-//!             match self {
-//!                 Self::Open(c) => route(c, dispatcher, metadata).await,
-//!                 ..
-//!             }
-//!         }
+//!         let future: Pin<Box<dyn Future<..> + Send>> = match self {
+//!             Self::Open(c) => route(c, dispatcher, metadata), // boxes
+//!             ..
+//!         };
+//!         future
 //!     }
 //! }
 //! impl From<OpenAccount> for BankCommand { .. }
@@ -30,13 +29,17 @@ pub(crate) fn expand(input: &CommandEnum<'_>) -> TokenStream {
         ident,
         generics,
         variants,
+        skipped,
         krate,
     } = input;
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
     let arms = variants.iter().map(|v| {
         let (variant, ty) = (v.ident, v.ty);
-        let route = quote_spanned!(ty.span()=> #krate::__private::route::<#ty, __S, __C>);
-        quote!(Self::#variant(command) => #route(command, dispatcher, metadata).await,)
+        // Spanned at the payload so "`X` cannot be dispatched" points at it.
+        // Spanned at the payload, so "`X` cannot be dispatched" points at it.
+        quote_spanned!(ty.span()=>
+            Self::#variant(command) => #krate::__private::route::<#ty, __S, __C>(command, dispatcher, metadata),
+        )
     });
     let conversions = variants.iter().map(|v| {
         let (variant, ty) = (v.ident, v.ty);
@@ -54,20 +57,20 @@ pub(crate) fn expand(input: &CommandEnum<'_>) -> TokenStream {
         #[automatically_derived]
         impl #impl_generics #krate::Dispatchable for #ident #ty_generics #where_clause {
             type Output = #krate::Receipt;
-            type Rejection = #krate::BoxError;
+            type Rejection = #krate::Rejection;
 
             fn dispatch_on<__S: #krate::EventStore, __C: #krate::Codec>(
                 self,
                 dispatcher: &#krate::Dispatcher<__S, __C>,
                 metadata: #krate::Metadata,
             ) -> impl ::core::future::Future<
-                Output = ::core::result::Result<#krate::Receipt, #krate::DispatchError<#krate::BoxError>>,
+                Output = ::core::result::Result<#krate::Receipt, #krate::DispatchError<#krate::Rejection>>,
             > + ::core::marker::Send + '_ {
-                async move {
-                    match self {
-                        #(#arms)*
-                    }
-                }
+                let future: #krate::__private::RouteFuture<'_> = match self {
+                    #(#arms)*
+                    #(Self::#skipped { .. } => ::core::unreachable!(),)*
+                };
+                future
             }
         }
 

@@ -31,20 +31,39 @@ pub(crate) fn expand(input: &EventStruct<'_>) -> TokenStream {
     } = input;
     let name = lit_str(name, *name_span);
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
-    let mut bounded = generics.where_clause.clone().unwrap_or_else(|| syn::parse_quote!(where));
-    bounded.predicates.push(syn::parse_quote!(
-        Self: #krate::__private::serde::Serialize + #krate::__private::serde::de::DeserializeOwned
-    ));
-    let with_target = with_param(generics, target_param());
+    // Generic events need the serde bounds on the impl; for the others the
+    // bodies check them, once, with a message that names the fix.
+    let storable = if generics.params.is_empty() {
+        where_clause.cloned()
+    } else {
+        let mut w = generics.where_clause.clone().unwrap_or_else(|| syn::parse_quote!(where));
+        w.predicates.push(syn::parse_quote!(Self: #krate::__private::Storable));
+        Some(w)
+    };
+    let with_target = with_param(generics, target_param(ident.span()));
     let (target_impl_generics, _, _) = with_target.split_for_impl();
-    let mut target_where = generics.where_clause.clone().unwrap_or_else(|| syn::parse_quote!(where));
+    let mut target_where = generics
+        .where_clause
+        .clone()
+        .unwrap_or_else(|| syn::parse_quote_spanned!(ident.span()=> where));
     target_where
         .predicates
-        .push(syn::parse_quote!(__EsTarget: #krate::Apply<#ident #ty_generics>));
-    let encode = quote_spanned!(ident.span()=> #krate::Codec::encode(codec, self));
+        .push(syn::parse_quote_spanned!(ident.span()=> __EsTarget: #krate::Apply<#ident #ty_generics>));
+    let encode = quote_spanned!(ident.span()=> <Self as #krate::__private::Storable>::encode_with::<__C>);
+    let decode = quote_spanned!(ident.span()=> <Self as #krate::__private::Storable>::decode_with::<__C>);
+    // Spanned at the user's type, so a missing `Apply` is reported there.
+    let apply_to = quote_spanned! {ident.span()=>
+        #[automatically_derived]
+        impl #target_impl_generics #krate::ApplyTo<__EsTarget> for #ident #ty_generics #target_where {
+            #[inline]
+            fn apply_to(&self, target: &mut __EsTarget) {
+                #krate::Apply::<#ident #ty_generics>::apply(target, self)
+            }
+        }
+    };
     wrap(quote! {
         #[automatically_derived]
-        impl #impl_generics #krate::Event for #ident #ty_generics #bounded {
+        impl #impl_generics #krate::Event for #ident #ty_generics #storable {
             const NAMES: &'static [&'static str] = &[#name];
 
             #[inline]
@@ -62,7 +81,7 @@ pub(crate) fn expand(input: &EventStruct<'_>) -> TokenStream {
                 &self,
                 codec: &__C,
             ) -> ::core::result::Result<::std::vec::Vec<u8>, #krate::CodecError> {
-                #encode
+                #encode(self, codec)
             }
 
             #[inline]
@@ -80,20 +99,11 @@ pub(crate) fn expand(input: &EventStruct<'_>) -> TokenStream {
                 if version > #version {
                     return ::core::result::Result::Err(#krate::__private::newer_version(#name, version, #version));
                 }
-                match #krate::Codec::decode::<Self>(codec, payload) {
-                    ::core::result::Result::Ok(event) => ::core::result::Result::Ok(event),
-                    ::core::result::Result::Err(e) => ::core::result::Result::Err(#krate::EventDecodeError::Codec(e)),
-                }
+                #decode(codec, payload)
             }
         }
 
-        #[automatically_derived]
-        impl #target_impl_generics #krate::ApplyTo<__EsTarget> for #ident #ty_generics #target_where {
-            #[inline]
-            fn apply_to(&self, target: &mut __EsTarget) {
-                #krate::Apply::<#ident #ty_generics>::apply(target, self)
-            }
-        }
+        #apply_to
 
         #[automatically_derived]
         impl #impl_generics #krate::IntoEvents<#ident #ty_generics> for #ident #ty_generics #where_clause {
@@ -101,6 +111,12 @@ pub(crate) fn expand(input: &EventStruct<'_>) -> TokenStream {
             fn into_events(self, out: &mut ::std::vec::Vec<Self>) {
                 out.push(self)
             }
+        }
+
+        #[automatically_derived]
+        impl #impl_generics #krate::IntoEvents<#krate::__private::MissingEvents> for #ident #ty_generics #where_clause {
+            #[inline]
+            fn into_events(self, _: &mut ::std::vec::Vec<#krate::__private::MissingEvents>) {}
         }
     })
 }

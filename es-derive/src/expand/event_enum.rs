@@ -28,15 +28,17 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 
 use super::{target_param, with_param, wrap};
-use crate::ast::EventEnum;
+use crate::ast::{EventEnum, type_name};
 
 pub(crate) fn expand(input: &EventEnum<'_>) -> TokenStream {
     let EventEnum {
         ident,
         generics,
         variants,
+        skipped,
         krate,
     } = input;
+    let unreachable = quote!(#(Self::#skipped { .. } => ::core::unreachable!(),)*);
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
     let names: Vec<_> = variants.iter().map(|v| v.ident).collect();
     let tys: Vec<_> = variants.iter().map(|v| v.ty).collect();
@@ -47,12 +49,15 @@ pub(crate) fn expand(input: &EventEnum<'_>) -> TokenStream {
         .map(|ty| quote_spanned!(ty.span()=> <#ty as #krate::Event>))
         .collect();
 
-    let with_target = with_param(generics, target_param());
+    let with_target = with_param(generics, target_param(ident.span()));
     let (target_impl_generics, _, _) = with_target.split_for_impl();
-    let mut target_where = generics.where_clause.clone().unwrap_or_else(|| syn::parse_quote!(where));
+    let mut target_where = generics
+        .where_clause
+        .clone()
+        .unwrap_or_else(|| syn::parse_quote_spanned!(ident.span()=> where));
     target_where
         .predicates
-        .push(syn::parse_quote!(__EsTarget: #(#krate::Apply<#tys>)+*));
+        .push(syn::parse_quote_spanned!(ident.span()=> __EsTarget: #(#krate::Apply<#tys>)+*));
 
     let conversions = variants.iter().map(|v| {
         let (variant, ty) = (v.ident, v.ty);
@@ -97,6 +102,19 @@ pub(crate) fn expand(input: &EventEnum<'_>) -> TokenStream {
         TokenStream::new()
     };
 
+    // Spanned at the user's type, so a missing `Apply` is reported there.
+    let apply_to = quote_spanned! {ident.span()=>
+        #[automatically_derived]
+        impl #target_impl_generics #krate::ApplyTo<__EsTarget> for #ident #ty_generics #target_where {
+            #[inline]
+            fn apply_to(&self, target: &mut __EsTarget) {
+                match self {
+                    #(Self::#names(e) => #krate::Apply::<#tys>::apply(target, e),)*
+                    #unreachable
+                }
+            }
+        }
+    };
     wrap(quote! {
         #[automatically_derived]
         impl #impl_generics #krate::Event for #ident #ty_generics #where_clause {
@@ -106,6 +124,7 @@ pub(crate) fn expand(input: &EventEnum<'_>) -> TokenStream {
             fn name(&self) -> &'static str {
                 match self {
                     #(Self::#names(e) => #as_event::name(e),)*
+                    #unreachable
                 }
             }
 
@@ -113,6 +132,7 @@ pub(crate) fn expand(input: &EventEnum<'_>) -> TokenStream {
             fn version(&self) -> u32 {
                 match self {
                     #(Self::#names(e) => #as_event::version(e),)*
+                    #unreachable
                 }
             }
 
@@ -123,6 +143,7 @@ pub(crate) fn expand(input: &EventEnum<'_>) -> TokenStream {
             ) -> ::core::result::Result<::std::vec::Vec<u8>, #krate::CodecError> {
                 match self {
                     #(Self::#names(e) => #as_event::encode(e, codec),)*
+                    #unreachable
                 }
             }
 
@@ -154,14 +175,12 @@ pub(crate) fn expand(input: &EventEnum<'_>) -> TokenStream {
         }
 
         #[automatically_derived]
-        impl #target_impl_generics #krate::ApplyTo<__EsTarget> for #ident #ty_generics #target_where {
+        impl #impl_generics #krate::IntoEvents<#krate::__private::MissingEvents> for #ident #ty_generics #where_clause {
             #[inline]
-            fn apply_to(&self, target: &mut __EsTarget) {
-                match self {
-                    #(Self::#names(e) => #krate::Apply::<#tys>::apply(target, e),)*
-                }
-            }
+            fn into_events(self, _: &mut ::std::vec::Vec<#krate::__private::MissingEvents>) {}
         }
+
+        #apply_to
 
         #(#conversions)*
 
@@ -194,10 +213,13 @@ fn compile_time_checks(input: &EventEnum<'_>) -> TokenStream {
         let earlier = variants[..i].iter().map(|e| e.ty);
         let arms = variants[..i].iter().enumerate().map(|(j, e)| {
             let message = format!(
-                "`{ident}::{}` and `{ident}::{}` have the same stored event name, so the second could never be decoded; give one payload struct another `#[event(name = \"..\")]`",
-                e.ident, v.ident
+                "event enum `{ident}`: the payloads of `{}` (`{}`) and `{}` (`{}`) have the same stored event name, so the second could never be decoded; give one of them another `#[event(name = \"..\")]`",
+                e.ident,
+                type_name(e.ty),
+                v.ident,
+                type_name(ty)
             );
-            quote!(::core::option::Option::Some(#j) => ::core::panic!(#message),)
+            quote_spanned!(ty.span()=> ::core::option::Option::Some(#j) => ::core::panic!(#message),)
         });
         out.extend(quote_spanned! {ty.span()=>
             const _: () = match #krate::__private::first_overlap(

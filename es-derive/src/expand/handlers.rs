@@ -94,8 +94,15 @@ fn handle_impl(input: &HandlersInput, h: &HandleFn) -> TokenStream {
     };
     let body = match (callable, output) {
         (true, Some(output)) => {
-            let decide = quote_spanned!(output.span()=> #krate::__private::Decision::<Self>::into_decision);
-            quote!(#decide(#call))
+            // Both the call and its argument are spanned at the return type,
+            // so a wrong return type is reported there.
+            let decide = quote_spanned!(output.span()=>
+                #krate::__private::Decision::<Self>::into_decision(decision)
+            );
+            quote!({
+                let decision = #call;
+                #decide
+            })
         }
         _ => quote!({
             let _ = (command, services, <#self_ty>::#method);

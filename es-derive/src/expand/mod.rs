@@ -3,7 +3,7 @@
 
 use proc_macro2::TokenStream;
 use quote::quote;
-use syn::{GenericParam, Generics, parse_quote};
+use syn::{GenericParam, Generics};
 
 pub(crate) mod aggregate;
 pub(crate) mod command;
@@ -19,9 +19,10 @@ pub(crate) fn with_param(generics: &Generics, param: GenericParam) -> Generics {
     g
 }
 
-/// A fresh type parameter `__T: ?Sized`.
-pub(crate) fn target_param() -> GenericParam {
-    parse_quote!(__EsTarget: ?::core::marker::Sized)
+/// A fresh type parameter `__EsTarget: ?Sized`, spanned at the user's type
+/// (a parameter spanned at the derive makes rustc blame the derive's bounds).
+pub(crate) fn target_param(span: proc_macro2::Span) -> GenericParam {
+    syn::parse_quote_spanned!(span=> __EsTarget: ?::core::marker::Sized)
 }
 
 /// Wraps generated items so their helper names never leak.
@@ -60,7 +61,7 @@ pub(crate) fn derive_event(input: &DeriveInput) -> syn::Result<TokenStream> {
     let tokens = match EventInput::from_syn(&cx, input) {
         Some(EventInput::Struct(s)) => event::expand(&s),
         Some(EventInput::Enum(mut e)) => {
-            valid::unique_payloads(&cx, e.ident, &mut e.variants, "event");
+            valid::unique_payloads(&cx, e.ident, &mut e.variants, &mut e.skipped, "event");
             event_enum::expand(&e)
         }
         None => TokenStream::new(),
@@ -79,7 +80,7 @@ pub(crate) fn derive_command(input: &DeriveInput) -> syn::Result<TokenStream> {
     let tokens = match CommandInput::from_syn(&cx, input) {
         Some(CommandInput::Struct(s)) => command::expand(&s),
         Some(CommandInput::Enum(mut e)) => {
-            valid::unique_payloads(&cx, e.ident, &mut e.variants, "command");
+            valid::unique_payloads(&cx, e.ident, &mut e.variants, &mut e.skipped, "command");
             command_enum::expand(&e)
         }
         None => TokenStream::new(),

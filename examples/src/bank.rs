@@ -1,0 +1,310 @@
+//! A bank account: open, deposit, withdraw (never below zero), close.
+
+use std::fmt;
+
+use es_core::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// An account number.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AccountId(pub String);
+
+impl AccountId {
+    /// An account id from text.
+    pub fn new(id: impl Into<String>) -> Self {
+        AccountId(id.into())
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The account was opened for `owner`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Event)]
+#[event(name = "account.opened")]
+pub struct AccountOpened {
+    /// Who owns it.
+    pub owner: String,
+}
+
+/// Money came in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Event)]
+#[event(name = "account.deposited")]
+pub struct MoneyDeposited {
+    /// In cents.
+    pub amount: u64,
+}
+
+/// Money went out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Event)]
+#[event(name = "account.withdrawn")]
+pub struct MoneyWithdrawn {
+    /// In cents.
+    pub amount: u64,
+}
+
+/// The account was closed; it accepts nothing more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Event)]
+#[event(name = "account.closed")]
+pub struct AccountClosed {}
+
+/// Everything that can happen to an account.
+#[derive(Debug, Clone, PartialEq, Eq, Event)]
+pub enum AccountEvent {
+    /// See [`AccountOpened`].
+    Opened(AccountOpened),
+    /// See [`MoneyDeposited`].
+    Deposited(MoneyDeposited),
+    /// See [`MoneyWithdrawn`].
+    Withdrawn(MoneyWithdrawn),
+    /// See [`AccountClosed`].
+    Closed(AccountClosed),
+}
+
+/// Open a new account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Command)]
+#[command(aggregate = BankAccount)]
+pub struct OpenAccount {
+    /// The new account's number.
+    #[aggregate_id]
+    pub account: AccountId,
+    /// Its owner.
+    pub owner: String,
+}
+
+/// Put money in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Command)]
+#[command(aggregate = BankAccount)]
+pub struct Deposit {
+    /// The account.
+    #[aggregate_id]
+    pub account: AccountId,
+    /// In cents.
+    pub amount: u64,
+}
+
+/// Take money out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Command)]
+#[command(aggregate = BankAccount)]
+pub struct Withdraw {
+    /// The account.
+    #[aggregate_id]
+    pub account: AccountId,
+    /// In cents.
+    pub amount: u64,
+}
+
+/// Close the account; its balance must be zero.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Command)]
+#[command(aggregate = BankAccount)]
+pub struct CloseAccount {
+    /// The account.
+    #[aggregate_id]
+    pub account: AccountId,
+}
+
+/// Any command for an account, as it arrives over HTTP or a queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Command)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BankCommand {
+    /// See [`OpenAccount`].
+    Open(OpenAccount),
+    /// See [`Deposit`].
+    Deposit(Deposit),
+    /// See [`Withdraw`].
+    Withdraw(Withdraw),
+    /// See [`CloseAccount`].
+    Close(CloseAccount),
+}
+
+/// Why an account refuses a command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccountError {
+    /// Opening an account that exists.
+    #[error("the account is already open")]
+    AlreadyOpen,
+    /// Using an account that was never opened.
+    #[error("the account is not open")]
+    NotOpen,
+    /// Using a closed account.
+    #[error("the account is closed")]
+    Closed,
+    /// Depositing or withdrawing nothing.
+    #[error("the amount must be more than zero")]
+    ZeroAmount,
+    /// Withdrawing more than the balance.
+    #[error("insufficient funds: the balance is {balance}, {requested} was requested")]
+    InsufficientFunds {
+        /// The balance, in cents.
+        balance: u64,
+        /// The amount asked for, in cents.
+        requested: u64,
+    },
+    /// Closing an account that still holds money.
+    #[error("the balance is {0}; withdraw it before closing")]
+    NotEmpty(u64),
+}
+
+/// The account's state, rebuilt from its events.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize, Aggregate)]
+#[aggregate(name = "bank_account", id = AccountId, event = AccountEvent, error = AccountError)]
+pub struct BankAccount {
+    /// Who owns it.
+    pub owner: String,
+    /// In cents.
+    pub balance: u64,
+    /// Opened and not closed.
+    pub open: bool,
+    /// Closed for good.
+    pub closed: bool,
+}
+
+impl BankAccount {
+    fn usable(&self) -> Result<(), AccountError> {
+        if self.closed {
+            Err(AccountError::Closed)
+        } else if !self.open {
+            Err(AccountError::NotOpen)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[es_core::handlers]
+impl BankAccount {
+    #[handle]
+    fn open(&self, cmd: OpenAccount) -> Result<AccountOpened, AccountError> {
+        if self.open || self.closed {
+            return Err(AccountError::AlreadyOpen);
+        }
+        Ok(AccountOpened { owner: cmd.owner })
+    }
+
+    #[handle]
+    fn deposit(&self, cmd: Deposit) -> Result<MoneyDeposited, AccountError> {
+        self.usable()?;
+        if cmd.amount == 0 {
+            return Err(AccountError::ZeroAmount);
+        }
+        Ok(MoneyDeposited { amount: cmd.amount })
+    }
+
+    #[handle]
+    fn withdraw(&self, cmd: Withdraw) -> Result<MoneyWithdrawn, AccountError> {
+        self.usable()?;
+        if cmd.amount == 0 {
+            return Err(AccountError::ZeroAmount);
+        }
+        if cmd.amount > self.balance {
+            return Err(AccountError::InsufficientFunds {
+                balance: self.balance,
+                requested: cmd.amount,
+            });
+        }
+        Ok(MoneyWithdrawn { amount: cmd.amount })
+    }
+
+    #[handle]
+    fn close(&self, _: CloseAccount) -> Result<AccountClosed, AccountError> {
+        self.usable()?;
+        if self.balance > 0 {
+            return Err(AccountError::NotEmpty(self.balance));
+        }
+        Ok(AccountClosed {})
+    }
+
+    #[apply]
+    fn opened(&mut self, e: &AccountOpened) {
+        self.owner.clone_from(&e.owner);
+        self.open = true;
+    }
+
+    #[apply]
+    fn deposited(&mut self, e: &MoneyDeposited) {
+        self.balance += e.amount;
+    }
+
+    #[apply]
+    fn withdrawn(&mut self, e: &MoneyWithdrawn) {
+        self.balance -= e.amount;
+    }
+
+    #[apply]
+    fn closed(&mut self, _: &AccountClosed) {
+        self.open = false;
+        self.closed = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use es_core::testing::AggregateTest;
+
+    use super::*;
+
+    fn id() -> AccountId {
+        AccountId::new("acc-1")
+    }
+
+    fn opened() -> AccountOpened {
+        AccountOpened { owner: "Ada".into() }
+    }
+
+    #[test]
+    fn opening_twice_is_refused() {
+        AggregateTest::<BankAccount>::given(opened())
+            .when(OpenAccount {
+                account: id(),
+                owner: "Bob".into(),
+            })
+            .then_error(AccountError::AlreadyOpen);
+    }
+
+    #[test]
+    fn deposits_add_up() {
+        let state = AggregateTest::<BankAccount>::given((opened(), MoneyDeposited { amount: 30 }))
+            .when(Deposit {
+                account: id(),
+                amount: 12,
+            })
+            .then_expect(MoneyDeposited { amount: 12 });
+        assert_eq!(state.balance, 42);
+    }
+
+    #[test]
+    fn withdrawing_more_than_the_balance_is_refused() {
+        AggregateTest::<BankAccount>::given((opened(), MoneyDeposited { amount: 30 }))
+            .when(Withdraw {
+                account: id(),
+                amount: 31,
+            })
+            .then_error(AccountError::InsufficientFunds {
+                balance: 30,
+                requested: 31,
+            });
+    }
+
+    #[test]
+    fn a_closed_account_takes_nothing() {
+        AggregateTest::<BankAccount>::given((opened(), AccountClosed {}))
+            .when(Deposit {
+                account: id(),
+                amount: 1,
+            })
+            .then_error(AccountError::Closed);
+    }
+
+    #[test]
+    fn closing_needs_an_empty_account() {
+        AggregateTest::<BankAccount>::given((opened(), MoneyDeposited { amount: 5 }))
+            .when(CloseAccount { account: id() })
+            .then_error(AccountError::NotEmpty(5));
+        AggregateTest::<BankAccount>::given(opened())
+            .when(CloseAccount { account: id() })
+            .then_expect(AccountClosed {});
+    }
+}

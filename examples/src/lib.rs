@@ -1,0 +1,5 @@
+//! Example domains for es, used by the runnable examples, the tests and the
+//! benchmarks.
+
+pub mod bank;
+pub mod cart;
