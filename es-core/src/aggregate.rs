@@ -83,7 +83,7 @@ pub trait Aggregate: Default + Send + Sync + 'static {
 /// # #[derive(Debug, Default, Aggregate)]
 /// # #[aggregate(id = String, event = Incremented, error = TooBig)]
 /// # pub struct Counter { n: u32 }
-/// # impl Apply<Incremented> for Counter { fn apply(&mut self, e: &Incremented) { self.n += e.by } }
+/// # impl es_core::Apply<Incremented> for Counter { fn apply(&mut self, e: &Incremented) { self.n += e.by } }
 /// impl Handle<Increment> for Counter {
 ///     fn handle(&self, cmd: Increment, _: &()) -> Result<Vec<Incremented>, TooBig> {
 ///         if cmd.by > 100 {

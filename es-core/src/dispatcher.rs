@@ -308,13 +308,30 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         let metadata = Arc::new(metadata);
         let cell = self.slot::<Cmd::Aggregate>(id);
         let mut slot = cell.lock().await;
+        // Whether the state was read from the store during this command. A
+        // cached state may be stale: an append finds out through its
+        // expected version, but a rejection or a decision with no events
+        // appends nothing, so those are checked against the store first.
+        let mut current = false;
         if !slot.fresh {
             self.refresh(&stream, &mut slot).await?;
+            current = true;
         }
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let events = match slot.state.handle(command.clone(), services) {
+            let decision = slot.state.handle(command.clone(), services);
+            let accepted = matches!(&decision, Ok(events) if !events.is_empty());
+            if !accepted && !current {
+                let seen = slot.version;
+                self.refresh(&stream, &mut slot).await?;
+                current = true;
+                if slot.version != seen {
+                    tracing::debug!(%stream, seen, now = slot.version, "cached state was stale, deciding again");
+                    continue;
+                }
+            }
+            let events = match decision {
                 Ok(events) => events,
                 Err(error) => {
                     return Err(DispatchError::Rejected {
@@ -394,14 +411,19 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                 }
                 Err(AppendError::Conflict(conflict)) => {
                     tracing::debug!(%stream, attempts, %conflict, "version conflict, deciding again");
-                    if attempts >= inner.max_attempts {
+                    // Let the winner's task run on before racing it again.
+                    tokio::task::yield_now().await;
+                    // Catch up either way, so the next command starts fresh.
+                    let caught_up = self.refresh(&stream, &mut slot).await;
+                    current = true;
+                    if attempts >= inner.max_attempts || caught_up.is_err() {
+                        caught_up?;
                         return Err(DispatchError::Conflict {
                             command: Cmd::NAME,
                             attempts,
                             conflict,
                         });
                     }
-                    self.refresh(&stream, &mut slot).await?;
                 }
                 Err(AppendError::Store(e)) => {
                     // The batch may or may not have committed; reload next time.

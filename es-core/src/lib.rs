@@ -35,12 +35,16 @@ pub use crate::store::{EventStore, EventStoreExt, ExpectedVersion, InMemoryStore
 pub use es_derive::{Aggregate, Command, Event, handlers};
 
 /// Everything a domain module needs: `use es_core::prelude::*;`.
+///
+/// [`Apply`] is left out on purpose: with both it and [`Aggregate`] in
+/// scope, `state.apply(&event)` would be ambiguous. Import it where you
+/// write an `Apply` impl by hand.
 pub mod prelude {
     #[cfg(feature = "derive")]
     pub use crate::handlers;
     pub use crate::{
-        Aggregate, Apply, Command, Committed, DispatchError, Dispatcher, Envelope, Event, EventStore, Handle,
-        InMemoryStore, IntoEvents, Metadata, StreamId,
+        Aggregate, Command, Committed, DispatchError, Dispatcher, Envelope, Event, EventStore, Handle, InMemoryStore,
+        IntoEvents, Metadata, StreamId,
     };
 }
 

@@ -1,4 +1,5 @@
 //! Hand-written `Apply` and `Handle` impls work like generated ones.
+use es_core::Apply;
 use es_core::prelude::*;
 use es_core::testing::AggregateTest;
 use serde::{Deserialize, Serialize};

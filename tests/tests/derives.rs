@@ -1,0 +1,118 @@
+//! What the derives generate, observed from outside: stored names and
+//! versions, encoding, routing between an enum and its payloads, and the
+//! shapes a handler may return.
+
+use es_core::prelude::*;
+use es_core::{Binary, Codec, EventDecodeError, Json, events_of};
+use examples::bank::{
+    AccountClosed, AccountEvent, AccountId, AccountOpened, Deposit, MoneyDeposited, MoneyWithdrawn, OpenAccount,
+};
+use serde::{Deserialize, Serialize};
+
+/// Version 2 of an event, stored under its own name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+#[event(name = "renamed.in.rust", version = 2)]
+pub struct SomeRustName {
+    /// Added in version 2; version 1 events decode with the default.
+    #[serde(default)]
+    pub added: u32,
+}
+
+#[test]
+fn event_structs_know_their_stored_name_and_version() {
+    assert_eq!(<MoneyDeposited as Event>::NAMES, &["account.deposited"]);
+    assert_eq!(MoneyDeposited { amount: 1 }.name(), "account.deposited");
+    assert_eq!(MoneyDeposited { amount: 1 }.version(), 1);
+    assert_eq!(<SomeRustName as Event>::NAMES, &["renamed.in.rust"]);
+    assert_eq!(SomeRustName { added: 0 }.version(), 2);
+}
+
+#[test]
+fn event_structs_encode_without_their_name_and_decode_older_versions() {
+    let bytes = SomeRustName { added: 3 }.encode(&Json).unwrap();
+    assert_eq!(bytes, br#"{"added":3}"#);
+    let v1 = SomeRustName::decode(&Json, "renamed.in.rust", 1, b"{}").unwrap();
+    assert_eq!(v1, SomeRustName { added: 0 });
+    match SomeRustName::decode(&Json, "renamed.in.rust", 3, b"{}") {
+        Err(EventDecodeError::NewerVersion {
+            name,
+            stored,
+            supported,
+        }) => assert_eq!((name, stored, supported), ("renamed.in.rust", 3, 2)),
+        other => panic!("expected a newer-version error, got {other:?}"),
+    }
+    match SomeRustName::decode(&Json, "SomeRustName", 2, b"{}") {
+        Err(EventDecodeError::UnknownName { name, known, .. }) => {
+            assert_eq!((name.as_str(), known), ("SomeRustName", &["renamed.in.rust"][..]))
+        }
+        other => panic!("expected an unknown-name error, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_event_enum_routes_names_to_variants() {
+    assert_eq!(
+        <AccountEvent as Event>::NAMES,
+        &["account.opened", "account.deposited", "account.withdrawn", "account.closed"]
+    );
+    let e = AccountEvent::from(MoneyWithdrawn { amount: 4 });
+    assert_eq!((e.name(), e.version()), ("account.withdrawn", 1));
+    for codec_bytes in [e.encode(&Json).unwrap(), e.encode(&Binary).unwrap()] {
+        assert!(!codec_bytes.is_empty());
+    }
+    let bytes = e.encode(&Json).unwrap();
+    assert_eq!(AccountEvent::decode(&Json, "account.withdrawn", 1, &bytes).unwrap(), e);
+    assert!(AccountEvent::knows("account.closed"));
+    assert!(!AccountEvent::knows("account.reopened"));
+    let err = AccountEvent::decode(&Json, "account.reopened", 1, b"{}").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "`examples::bank::AccountEvent` has no event named `account.reopened` (known names: [\"account.opened\", \"account.deposited\", \"account.withdrawn\", \"account.closed\"])"
+    );
+    assert_eq!(MoneyWithdrawn::try_from(e.clone()), Ok(MoneyWithdrawn { amount: 4 }));
+    assert_eq!(AccountClosed::try_from(e.clone()), Err(e));
+}
+
+#[test]
+fn binary_codec_round_trips_every_event() {
+    let events = vec![
+        AccountEvent::from(AccountOpened { owner: "Zoë 🐝".into() }),
+        MoneyDeposited { amount: u64::MAX }.into(),
+        MoneyWithdrawn { amount: 0 }.into(),
+        AccountClosed {}.into(),
+    ];
+    for e in events {
+        let bytes = e.encode(&Binary).unwrap();
+        assert_eq!(AccountEvent::decode(&Binary, e.name(), e.version(), &bytes).unwrap(), e);
+        assert_eq!(Binary.decode::<u8>(&[7]).unwrap(), 7);
+    }
+}
+
+#[test]
+fn handlers_may_return_every_shape() {
+    let one: Vec<AccountEvent> = events_of(MoneyDeposited { amount: 1 });
+    assert_eq!(one.len(), 1);
+    let none: Vec<AccountEvent> = events_of(Option::<MoneyDeposited>::None);
+    assert!(none.is_empty());
+    let tuple: Vec<AccountEvent> = events_of((MoneyDeposited { amount: 1 }, Some(AccountClosed {}), ()));
+    assert_eq!(
+        tuple,
+        [
+            AccountEvent::from(MoneyDeposited { amount: 1 }),
+            AccountEvent::from(AccountClosed {})
+        ]
+    );
+    let many: Vec<AccountEvent> = events_of(vec![[MoneyWithdrawn { amount: 1 }, MoneyWithdrawn { amount: 2 }]]);
+    assert_eq!(many.len(), 2);
+}
+
+#[test]
+fn commands_know_their_aggregate_and_id() {
+    let cmd = Deposit {
+        account: AccountId::new("x"),
+        amount: 1,
+    };
+    assert_eq!(cmd.aggregate_id(), &AccountId::new("x"));
+    assert_eq!(<Deposit as Command>::NAME, "Deposit");
+    assert_eq!(<<OpenAccount as Command>::Aggregate as Aggregate>::NAME, "bank_account");
+}

@@ -1,0 +1,529 @@
+//! The dispatcher against the in-memory store: commits, rejections,
+//! conflicts with other writers, idempotent command ids, metadata, decoding
+//! failures, services, snapshots and temporal loads.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use es_core::store::{AppendRequest, EventStoreExt, NewEvent};
+use es_core::{
+    DispatchError, Dispatcher, EventId, EventStore, ExpectedVersion, InMemoryStore, Metadata, StreamId,
+    Timestamp,
+};
+use examples::bank::{
+    AccountError, AccountEvent, AccountId, AccountOpened, BankAccount, BankCommand, Deposit, MoneyDeposited,
+    OpenAccount, Withdraw,
+};
+use examples::cart::{AddItem, Cart};
+use tests::CountingStore;
+
+fn acc(id: &str) -> AccountId {
+    AccountId::new(id)
+}
+
+fn open(id: &str) -> OpenAccount {
+    OpenAccount {
+        account: acc(id),
+        owner: format!("owner of {id}"),
+    }
+}
+
+fn deposit(id: &str, amount: u64) -> Deposit {
+    Deposit {
+        account: acc(id),
+        amount,
+    }
+}
+
+fn stream(id: &str) -> StreamId {
+    StreamId::new("bank_account", id)
+}
+
+#[tokio::test]
+async fn a_command_commits_its_events_and_the_state_follows() {
+    let store = InMemoryStore::new();
+    let app = Dispatcher::new(store.clone());
+    let opened = app.dispatch(open("a")).await.unwrap();
+    assert_eq!(opened.version, 1);
+    assert_eq!(opened.position, Some(1));
+    assert_eq!(opened.events.len(), 1);
+    assert_eq!(opened.events[0].stream, stream("a"));
+    assert_eq!(
+        opened.events[0].payload,
+        AccountEvent::Opened(AccountOpened {
+            owner: "owner of a".into()
+        })
+    );
+    let deposited = app.dispatch(deposit("a", 70)).await.unwrap();
+    assert_eq!((deposited.version, deposited.position), (2, Some(2)));
+    assert_eq!(deposited.events[0].version, 2);
+    assert!(!deposited.deduplicated);
+
+    let state: BankAccount = app.load(&acc("a")).await.unwrap();
+    assert_eq!((state.balance, state.open), (70, true));
+
+    let stored = store.read_stream_vec(&stream("a"), 1).await.unwrap();
+    let names: Vec<_> = stored.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["account.opened", "account.deposited"]);
+    assert_eq!(std::str::from_utf8(&stored[1].payload).unwrap(), r#"{"amount":70}"#);
+    assert_eq!(stored[1].event_id, deposited.events[0].event_id);
+}
+
+#[tokio::test]
+async fn a_rejected_command_writes_nothing() {
+    let store = InMemoryStore::new();
+    let app = Dispatcher::new(store.clone());
+    app.dispatch(open("a")).await.unwrap();
+    app.dispatch(deposit("a", 10)).await.unwrap();
+    let err = app
+        .dispatch(Withdraw {
+            account: acc("a"),
+            amount: 11,
+        })
+        .await
+        .unwrap_err();
+    match &err {
+        DispatchError::Rejected { command, stream: s, error } => {
+            assert_eq!(*command, "Withdraw");
+            assert_eq!(s, &stream("a"));
+            assert_eq!(
+                error,
+                &AccountError::InsufficientFunds {
+                    balance: 10,
+                    requested: 11
+                }
+            );
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        "command `Withdraw` rejected by `bank_account/a`: insufficient funds: the balance is 10, 11 was requested"
+    );
+    assert_eq!(store.stream_version(&stream("a")).await.unwrap(), 2);
+    assert_eq!(store.last_position().await.unwrap(), 2);
+    // The cached state is untouched too.
+    assert_eq!(app.load::<BankAccount>(&acc("a")).await.unwrap().balance, 10);
+}
+
+#[tokio::test]
+async fn another_writer_in_between_is_caught_up_and_the_command_decided_again() {
+    let store = InMemoryStore::new();
+    let first = Dispatcher::new(store.clone());
+    let second = Dispatcher::new(store.clone());
+    first.dispatch(open("a")).await.unwrap();
+    first.dispatch(deposit("a", 100)).await.unwrap();
+    // `second` appends behind `first`'s back: `first`'s cache is stale.
+    second
+        .dispatch(Withdraw {
+            account: acc("a"),
+            amount: 60,
+        })
+        .await
+        .unwrap();
+    // Deciding on the stale state (balance 100) would allow this; after
+    // catching up (balance 40) it must be refused.
+    let err = first
+        .dispatch(Withdraw {
+            account: acc("a"),
+            amount: 50,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.rejection(),
+        Some(&AccountError::InsufficientFunds {
+            balance: 40,
+            requested: 50
+        })
+    );
+    let ok = first
+        .dispatch(Withdraw {
+            account: acc("a"),
+            amount: 40,
+        })
+        .await
+        .unwrap();
+    assert_eq!(ok.version, 4);
+    assert_eq!(first.load::<BankAccount>(&acc("a")).await.unwrap().balance, 0);
+    assert_eq!(second.load::<BankAccount>(&acc("a")).await.unwrap().balance, 0);
+}
+
+#[tokio::test]
+async fn a_stale_cache_never_rejects_on_its_own() {
+    let store = InMemoryStore::new();
+    let first = Dispatcher::new(store.clone());
+    // `first` caches the account as not open...
+    assert!(first.dispatch(deposit("s", 5)).await.is_err());
+    // ...then another process opens it...
+    Dispatcher::new(store.clone()).dispatch(open("s")).await.unwrap();
+    // ...so `first` must not refuse the deposit on its stale state.
+    assert_eq!(first.dispatch(deposit("s", 5)).await.unwrap().version, 2);
+}
+
+#[tokio::test]
+async fn conflicts_give_up_after_the_configured_attempts() {
+    let store = InMemoryStore::new();
+    let app = Dispatcher::builder(store.clone()).max_attempts(1).build();
+    app.dispatch(open("a")).await.unwrap();
+    Dispatcher::new(store.clone()).dispatch(deposit("a", 1)).await.unwrap();
+    match app.dispatch(deposit("a", 2)).await.unwrap_err() {
+        DispatchError::Conflict {
+            command,
+            attempts,
+            conflict,
+        } => {
+            assert_eq!((command, attempts), ("Deposit", 1));
+            assert_eq!(conflict.expected, ExpectedVersion::Exact(1));
+            assert_eq!(conflict.actual, 2);
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    // The failed attempt caught the dispatcher up: the next one commits.
+    assert_eq!(app.dispatch(deposit("a", 2)).await.unwrap().version, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_commands_lose_nothing() {
+    let store = InMemoryStore::new();
+    let shared = Dispatcher::builder(store.clone()).max_attempts(100).build();
+    shared.dispatch(open("a")).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..16u64 {
+        // Half share one dispatcher (serialized by its cache), half each have
+        // their own (racing through version conflicts).
+        let app = if i % 2 == 0 {
+            shared.clone()
+        } else {
+            Dispatcher::builder(store.clone()).max_attempts(100).build()
+        };
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..25 {
+                app.dispatch(deposit("a", i + 1)).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let expected: u64 = (1..=16).map(|i| i * 25).sum();
+    assert_eq!(shared.load::<BankAccount>(&acc("a")).await.unwrap().balance, expected);
+    let events = store.read_stream_vec(&stream("a"), 1).await.unwrap();
+    assert_eq!(events.len(), 1 + 16 * 25);
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.version, i as u64 + 1);
+    }
+}
+
+#[tokio::test]
+async fn metadata_travels_into_every_event() {
+    let store = InMemoryStore::new();
+    let app = Dispatcher::new(store.clone());
+    let metadata = Metadata::new()
+        .correlation_id("corr-1")
+        .causation_id("cause-9")
+        .command_id("cmd-1")
+        .with("user", "ada");
+    let committed = app.dispatch_with(open("a"), metadata.clone()).await.unwrap();
+    assert_eq!(*committed.events[0].metadata, metadata);
+    let stored = store.read_stream_vec(&stream("a"), 1).await.unwrap();
+    assert_eq!(Metadata::decode(&stored[0].metadata).unwrap(), metadata);
+    // No metadata stores nothing.
+    app.dispatch(deposit("a", 1)).await.unwrap();
+    let stored = store.read_stream_vec(&stream("a"), 2).await.unwrap();
+    assert!(stored[0].metadata.is_empty());
+}
+
+#[tokio::test]
+async fn a_command_id_already_committed_returns_the_earlier_outcome() {
+    let store = InMemoryStore::new();
+    let app = Dispatcher::new(store.clone());
+    app.dispatch(open("a")).await.unwrap();
+    let once = app
+        .dispatch_with(
+            Withdraw {
+                account: acc("a"),
+                amount: 0,
+            },
+            Metadata::new().command_id("w-0"),
+        )
+        .await;
+    assert!(once.is_err(), "a rejection is not recorded");
+    let first = app
+        .dispatch_with(deposit("a", 30), Metadata::new().command_id("d-1"))
+        .await
+        .unwrap();
+    // The same id again, even from another dispatcher, with another amount:
+    // nothing is appended and the first outcome comes back.
+    let other = Dispatcher::new(store.clone());
+    let again = other
+        .dispatch_with(deposit("a", 999), Metadata::new().command_id("d-1"))
+        .await
+        .unwrap();
+    assert!(again.deduplicated);
+    assert_eq!(again.version, first.version);
+    assert_eq!(again.position, first.position);
+    assert_eq!(again.events.len(), 1);
+    assert_eq!(again.events[0].event_id, first.events[0].event_id);
+    assert_eq!(again.events[0].payload, first.events[0].payload);
+    assert_eq!(store.stream_version(&stream("a")).await.unwrap(), 2);
+    assert_eq!(other.load::<BankAccount>(&acc("a")).await.unwrap().balance, 30);
+}
+
+#[tokio::test]
+async fn a_command_enum_routes_each_variant_to_its_aggregate() {
+    let app = Dispatcher::new(InMemoryStore::new());
+    let commands: Vec<BankCommand> = serde_json::from_str(
+        r#"[{"type": "open", "account": "r", "owner": "Ann"},
+            {"type": "deposit", "account": "r", "amount": 5},
+            {"type": "withdraw", "account": "r", "amount": 9}]"#,
+    )
+    .unwrap();
+    let mut commands = commands.into_iter();
+    let receipt = app.dispatch(commands.next().unwrap()).await.unwrap();
+    assert_eq!(receipt.events, ["account.opened"]);
+    let receipt = app.dispatch(commands.next().unwrap()).await.unwrap();
+    assert_eq!((receipt.stream, receipt.version), (stream("r"), 2));
+    let err = app.dispatch(commands.next().unwrap()).await.unwrap_err();
+    let rejection = err.rejection().expect("a rejection");
+    assert_eq!(
+        rejection.downcast_ref::<AccountError>(),
+        Some(&AccountError::InsufficientFunds {
+            balance: 5,
+            requested: 9
+        })
+    );
+}
+
+async fn append_raw(store: &InMemoryStore, stream: &StreamId, name: &'static str, version: u32, payload: &str) {
+    let current = store.stream_version(stream).await.unwrap();
+    store
+        .append(AppendRequest {
+            stream,
+            expected: ExpectedVersion::Exact(current),
+            events: vec![NewEvent {
+                event_id: EventId::new(),
+                name: name.into(),
+                schema_version: version,
+                payload: payload.as_bytes().to_vec(),
+            }],
+            metadata: b"",
+            command_id: None,
+            recorded_at: Timestamp::now(),
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_undecodable_event_names_its_stream_version_and_name_and_spares_other_streams() {
+    let store = InMemoryStore::new();
+    let app = Dispatcher::new(store.clone());
+    app.dispatch(open("good")).await.unwrap();
+    append_raw(&store, &stream("bad"), "account.opened", 1, r#"{"owner":"x"}"#).await;
+    append_raw(&store, &stream("bad"), "account.deposited", 1, r#"{"amount":"ten"}"#).await;
+    let err = app.load::<BankAccount>(&acc("bad")).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with(
+            "cannot decode event `account.deposited` (schema version 1) at version 2 of stream `bank_account/bad`: json codec could not decode"
+        ),
+        "{text}"
+    );
+    match err {
+        es_core::LoadError::Decode(d) => {
+            assert_eq!((d.stream, d.stream_version, d.event_name.as_str(), d.schema_version), (stream("bad"), 2, "account.deposited", 1));
+        }
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    // Commands to the broken stream fail the same way; other streams work.
+    assert!(matches!(app.dispatch(deposit("bad", 1)).await, Err(DispatchError::Decode(_))));
+    app.dispatch(deposit("good", 1)).await.unwrap();
+}
+
+#[tokio::test]
+async fn aggregates_refuse_unknown_and_newer_events() {
+    let store = InMemoryStore::new();
+    let app = Dispatcher::new(store.clone());
+    append_raw(&store, &stream("u"), "account.renamed", 1, "{}").await;
+    let err = app.load::<BankAccount>(&acc("u")).await.unwrap_err().to_string();
+    assert!(err.contains("has no event named `account.renamed`"), "{err}");
+    append_raw(&store, &stream("n"), "account.opened", 2, r#"{"owner":"x"}"#).await;
+    let err = app.load::<BankAccount>(&acc("n")).await.unwrap_err().to_string();
+    assert!(
+        err.ends_with("`account.opened` was stored with schema version 2, newer than version 1 that this code knows; deploy the newer code or add an upcast"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn handlers_get_their_services_and_missing_ones_are_reported() {
+    let bare = Dispatcher::new(InMemoryStore::new());
+    let add = AddItem {
+        cart: "c".into(),
+        sku: "apple".into(),
+        quantity: 2,
+    };
+    match bare.dispatch(add.clone()).await.unwrap_err() {
+        DispatchError::MissingServices { aggregate, services } => {
+            assert_eq!(aggregate, "cart");
+            assert_eq!(services, "examples::cart::PriceList");
+        }
+        other => panic!("expected missing services, got {other:?}"),
+    }
+    let app = Dispatcher::builder(InMemoryStore::new())
+        .services::<Cart>(examples::cart::PriceList::new([("apple", 50)]))
+        .build();
+    app.dispatch(add).await.unwrap();
+    assert_eq!(app.load::<Cart>(&"c".to_owned()).await.unwrap().subtotal(), 100);
+}
+
+#[tokio::test]
+async fn without_a_cache_every_command_loads_from_the_store() {
+    let store = CountingStore::new(InMemoryStore::new());
+    let app = Dispatcher::builder(store.clone()).cache_capacity(0).build();
+    app.dispatch(open("a")).await.unwrap();
+    for _ in 0..9 {
+        app.dispatch(deposit("a", 1)).await.unwrap();
+    }
+    assert_eq!(store.stream_reads(), 10);
+    assert_eq!(store.events_read(), (0..10).sum::<u64>());
+
+    // With the cache, one cold load, then nothing more is read.
+    let store = CountingStore::new(InMemoryStore::new());
+    let app = Dispatcher::new(store.clone());
+    app.dispatch(open("a")).await.unwrap();
+    for _ in 0..9 {
+        app.dispatch(deposit("a", 1)).await.unwrap();
+    }
+    assert_eq!((store.stream_reads(), store.events_read()), (1, 0));
+    assert_eq!(app.load::<BankAccount>(&acc("a")).await.unwrap().balance, 9);
+}
+
+#[tokio::test]
+async fn temporal_loads_by_version_and_time() {
+    let store = InMemoryStore::new();
+    let app = Dispatcher::new(store.clone());
+    app.dispatch(open("t")).await.unwrap();
+    let mut times = Vec::new();
+    for amount in [10, 20, 30] {
+        let c = app.dispatch(deposit("t", amount)).await.unwrap();
+        times.push(c.events[0].recorded_at);
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let (state, version) = app.load_at_version::<BankAccount>(&acc("t"), 3).await.unwrap();
+    assert_eq!((state.balance, version), (30, 3));
+    let (state, version) = app.load_as_of::<BankAccount>(&acc("t"), times[0]).await.unwrap();
+    assert_eq!((state.balance, version), (10, 2));
+    let (state, version) = app.load_as_of::<BankAccount>(&acc("t"), Timestamp::from_micros(0)).await.unwrap();
+    assert_eq!((state.balance, version), (0, 0));
+}
+
+mod snapshots {
+    use es_core::prelude::*;
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+    pub(crate) struct Bumped;
+
+    #[derive(Debug, Clone, Command)]
+    #[command(aggregate = Counter)]
+    pub(crate) struct Bump {
+        #[aggregate_id]
+        pub(crate) id: u32,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("never")]
+    pub(crate) struct Never;
+
+    #[derive(Debug, Default, Clone, Serialize, Deserialize, Aggregate)]
+    #[aggregate(id = u32, event = Bumped, error = Never, snapshot_every = 10)]
+    pub(crate) struct Counter {
+        pub(crate) n: u64,
+    }
+
+    #[es_core::handlers]
+    impl Counter {
+        #[handle]
+        fn bump(&self, _: Bump) -> Result<Bumped, Never> {
+            Ok(Bumped)
+        }
+
+        #[apply]
+        fn bumped(&mut self, _: &Bumped) {
+            self.n += 1;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_is_stored_every_n_events_and_loads_skip_to_it() {
+        let store = CountingStore::new(InMemoryStore::new());
+        let app = Dispatcher::new(store.clone());
+        for _ in 0..25 {
+            app.dispatch(Bump { id: 1 }).await.unwrap();
+        }
+        let s = StreamId::new("Counter", "1");
+        let snapshot = store.inner().load_snapshot(&s).await.unwrap().expect("a snapshot");
+        assert_eq!((snapshot.version, snapshot.schema_version), (20, 1));
+        assert_eq!(std::str::from_utf8(&snapshot.payload).unwrap(), r#"{"n":20}"#);
+
+        let fresh = Dispatcher::new(store.clone());
+        let before = store.events_read();
+        assert_eq!(fresh.load::<Counter>(&1).await.unwrap().n, 25);
+        assert_eq!(store.events_read() - before, 5, "only the tail after the snapshot is read");
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_that_does_not_decode_is_ignored() {
+        let store = InMemoryStore::new();
+        let app = Dispatcher::new(store.clone());
+        for _ in 0..12 {
+            app.dispatch(Bump { id: 2 }).await.unwrap();
+        }
+        let s = StreamId::new("Counter", "2");
+        store
+            .save_snapshot(
+                &s,
+                es_core::store::Snapshot {
+                    version: 30,
+                    schema_version: 1,
+                    payload: b"not json".to_vec(),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(Dispatcher::new(store.clone()).load::<Counter>(&2).await.unwrap().n, 12);
+    }
+
+    #[test]
+    fn the_counter_is_an_aggregate() {
+        assert_eq!(<Counter as Aggregate>::SNAPSHOT_EVERY, 10);
+    }
+}
+
+#[tokio::test]
+async fn many_accounts_stay_independent_in_a_small_cache() {
+    let store = InMemoryStore::new();
+    let app = Dispatcher::builder(store.clone()).cache_capacity(8).build();
+    let total = Arc::new(AtomicU64::new(0));
+    for i in 0..50 {
+        app.dispatch(open(&format!("m{i}"))).await.unwrap();
+    }
+    for round in 0..5u64 {
+        for i in 0..50u64 {
+            app.dispatch(deposit(&format!("m{i}"), round + i + 1)).await.unwrap();
+            total.fetch_add(round + i + 1, Ordering::Relaxed);
+        }
+    }
+    let mut sum = 0;
+    for i in 0..50u64 {
+        let state = app.load::<BankAccount>(&acc(&format!("m{i}"))).await.unwrap();
+        assert_eq!(state.balance, (0..5).map(|r| r + i + 1).sum::<u64>());
+        sum += state.balance;
+    }
+    assert_eq!(sum, total.load(Ordering::Relaxed));
+    let _ = MoneyDeposited { amount: 0 };
+}
