@@ -126,7 +126,10 @@ mod tests {
         assert_eq!(Json.decode::<Sample>(&bytes).unwrap(), value);
         let err = Json.decode::<Sample>(b"{").unwrap_err();
         assert_eq!(err.operation, "decode");
-        assert!(err.to_string().starts_with("json codec could not decode `es_core::codec::tests::Sample`"));
+        assert!(
+            err.to_string()
+                .starts_with("json codec could not decode `es_core::codec::tests::Sample`")
+        );
     }
 
     #[cfg(feature = "binary")]

@@ -13,7 +13,9 @@ use crate::command::{Command, Dispatchable};
 use crate::envelope::{Envelope, EventId, Metadata, StreamId, Timestamp};
 use crate::error::{AppendError, DecodeError, DispatchError, StoreError};
 use crate::event::Event;
-use crate::store::{AppendOutcome, AppendRequest, CommandRecord, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Snapshot};
+use crate::store::{
+    AppendOutcome, AppendRequest, CommandRecord, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Snapshot,
+};
 
 /// What one command committed.
 pub struct Committed<A: Aggregate> {
@@ -99,12 +101,18 @@ impl<A: Aggregate> From<Committed<A>> for Receipt {
 /// Why an aggregate could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    /// A stored event could not be decoded.
+    /// A stored event could not be decoded (boxed: it is rare and large).
     #[error(transparent)]
-    Decode(#[from] DecodeError),
+    Decode(Box<DecodeError>),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<DecodeError> for LoadError {
+    fn from(e: DecodeError) -> Self {
+        LoadError::Decode(Box::new(e))
+    }
 }
 
 impl<E> From<LoadError> for DispatchError<E> {
@@ -299,10 +307,10 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         let id = command.aggregate_id();
         let stream = StreamId::of::<Cmd::Aggregate>(id);
         let services = self.services::<Cmd::Aggregate>()?;
-        if let Some(command_id) = &metadata.command_id {
-            if let Some(record) = inner.store.find_command(command_id).await? {
-                return Ok(self.earlier_outcome(record, metadata).await?);
-            }
+        if let Some(command_id) = &metadata.command_id
+            && let Some(record) = inner.store.find_command(command_id).await?
+        {
+            return Ok(self.earlier_outcome(record, metadata).await?);
         }
         let encoded_metadata = metadata.encode();
         let metadata = Arc::new(metadata);
@@ -357,7 +365,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                 let payload = event.encode(&inner.codec).map_err(|source| DispatchError::Encode {
                     stream: stream.clone(),
                     event_name: event.name(),
-                    source,
+                    source: Box::new(source),
                 })?;
                 let event_id = EventId::at(recorded_at);
                 ids.push(event_id);
@@ -536,7 +544,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                     ControlFlow::Continue(())
                 }
                 Err(source) => {
-                    failure = Some(LoadError::Decode(DecodeError {
+                    failure = Some(LoadError::from(DecodeError {
                         stream: stream.clone(),
                         stream_version: e.version,
                         event_name: e.name.to_owned(),
@@ -595,7 +603,9 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             }
             match A::Event::decode(codec, e.name, e.schema_version, e.payload) {
                 Ok(payload) => {
-                    let stored = Metadata::decode(e.metadata).map(Arc::new).unwrap_or_else(|_| metadata.clone());
+                    let stored = Metadata::decode(e.metadata)
+                        .map(Arc::new)
+                        .unwrap_or_else(|_| metadata.clone());
                     events.push(Envelope {
                         event_id: e.event_id,
                         stream: stream.clone(),
@@ -619,7 +629,10 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                 }
             }
         };
-        self.inner.store.read_stream(&record.stream, record.first_version, &mut visit).await?;
+        self.inner
+            .store
+            .read_stream(&record.stream, record.first_version, &mut visit)
+            .await?;
         if let Some(e) = failure {
             return Err(e.into());
         }

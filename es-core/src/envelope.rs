@@ -235,7 +235,10 @@ impl Metadata {
 
     /// Whether nothing is set.
     pub fn is_empty(&self) -> bool {
-        self.correlation_id.is_none() && self.causation_id.is_none() && self.command_id.is_none() && self.values.is_empty()
+        self.correlation_id.is_none()
+            && self.causation_id.is_none()
+            && self.command_id.is_none()
+            && self.values.is_empty()
     }
 
     /// The stored form: empty bytes for empty metadata, JSON otherwise.
@@ -303,7 +306,10 @@ mod tests {
             Timestamp::from_micros(1_795_440_245_123_456).to_string(),
             "2026-11-23T13:24:05.123456Z"
         );
-        assert_eq!(Timestamp::from_micros(951_782_400_000_000).to_string(), "2000-02-29T00:00:00.000000Z");
+        assert_eq!(
+            Timestamp::from_micros(951_782_400_000_000).to_string(),
+            "2000-02-29T00:00:00.000000Z"
+        );
         assert_eq!(Timestamp::from_micros(-1).to_string(), "1969-12-31T23:59:59.999999Z");
     }
 

@@ -194,9 +194,10 @@ pub enum DispatchError<E = Rejection> {
         #[source]
         conflict: Conflict,
     },
-    /// A stored event of the aggregate could not be decoded.
+    /// A stored event of the aggregate could not be decoded (boxed: it is
+    /// rare and large).
     #[error(transparent)]
-    Decode(#[from] DecodeError),
+    Decode(Box<DecodeError>),
     /// An event produced by the handler could not be encoded. Nothing was written.
     #[error("cannot encode event `{event_name}` for stream `{stream}`: {source}")]
     Encode {
@@ -206,7 +207,7 @@ pub enum DispatchError<E = Rejection> {
         event_name: &'static str,
         /// What the codec reported.
         #[source]
-        source: CodecError,
+        source: Box<CodecError>,
     },
     /// The aggregate declares services that were never given to the dispatcher.
     #[error(
@@ -237,11 +238,7 @@ impl<E> DispatchError<E> {
     /// Turns the rejection into another type, keeping every other variant.
     pub fn map_rejection<F>(self, f: impl FnOnce(E) -> F) -> DispatchError<F> {
         match self {
-            DispatchError::Rejected {
-                command,
-                stream,
-                error,
-            } => DispatchError::Rejected {
+            DispatchError::Rejected { command, stream, error } => DispatchError::Rejected {
                 command,
                 stream,
                 error: f(error),
@@ -265,13 +262,9 @@ impl<E> DispatchError<E> {
                 event_name,
                 source,
             },
-            DispatchError::MissingServices {
-                aggregate,
-                services,
-            } => DispatchError::MissingServices {
-                aggregate,
-                services,
-            },
+            DispatchError::MissingServices { aggregate, services } => {
+                DispatchError::MissingServices { aggregate, services }
+            }
             DispatchError::Store(e) => DispatchError::Store(e),
         }
     }
@@ -283,5 +276,11 @@ impl<E> DispatchError<E> {
         E: std::error::Error + Send + Sync + 'static,
     {
         self.map_rejection(Rejection::new)
+    }
+}
+
+impl<E> From<DecodeError> for DispatchError<E> {
+    fn from(e: DecodeError) -> Self {
+        DispatchError::Decode(Box::new(e))
     }
 }

@@ -54,11 +54,10 @@ pub mod __private {
     pub use crate::dispatcher::route;
 
     /// The future of a routed command.
-    pub type RouteFuture<'a> = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<crate::Receipt, crate::DispatchError>> + Send + 'a>,
-    >;
-    pub use serde;
+    pub type RouteFuture<'a> =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<crate::Receipt, crate::DispatchError>> + Send + 'a>>;
     pub use crate::util::{first_overlap, names_overlap};
+    pub use serde;
 
     use crate::aggregate::Aggregate;
     use crate::event::IntoEvents;
@@ -167,12 +166,7 @@ pub mod __private {
             match *self {}
         }
 
-        fn decode<C: crate::Codec>(
-            _: &C,
-            name: &str,
-            _: u32,
-            _: &[u8],
-        ) -> Result<Self, crate::EventDecodeError> {
+        fn decode<C: crate::Codec>(_: &C, name: &str, _: u32, _: &[u8]) -> Result<Self, crate::EventDecodeError> {
             Err(unknown_name::<Self>(name, Self::NAMES))
         }
     }

@@ -257,7 +257,11 @@ pub trait EventStore: Send + Sync + 'static {
     fn load_snapshot(&self, stream: &StreamId) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send;
 
     /// Stores a snapshot of `stream`, replacing an older one.
-    fn save_snapshot(&self, stream: &StreamId, snapshot: Snapshot) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn save_snapshot(
+        &self,
+        stream: &StreamId,
+        snapshot: Snapshot,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The saved checkpoint (a global position) of a named reader.
     fn load_checkpoint(&self, name: &str) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
@@ -286,7 +290,11 @@ pub trait EventStoreExt: EventStore {
     }
 
     /// Up to `limit` events of the global log after `after`, collected.
-    fn read_all_vec(&self, after: u64, limit: usize) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send {
+    fn read_all_vec(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send {
         async move {
             let mut out = Vec::new();
             self.read_all(after, limit, &mut |e: &RecordedEvent<'_>| {
@@ -341,7 +349,11 @@ impl<S: EventStore> EventStore for std::sync::Arc<S> {
         (**self).load_snapshot(stream)
     }
 
-    fn save_snapshot(&self, stream: &StreamId, snapshot: Snapshot) -> impl Future<Output = Result<(), StoreError>> + Send {
+    fn save_snapshot(
+        &self,
+        stream: &StreamId,
+        snapshot: Snapshot,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).save_snapshot(stream, snapshot)
     }
 

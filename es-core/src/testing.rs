@@ -251,7 +251,12 @@ where
 /// later load does, must give the state the dispatcher holds after applying
 /// the produced events to the given state.
 #[track_caller]
-fn check_replay<A: Aggregate + Debug>(state: A, produced: &[A::Event], decoded: Vec<A::Event>, caller: &Location<'_>) -> A {
+fn check_replay<A: Aggregate + Debug>(
+    state: A,
+    produced: &[A::Event],
+    decoded: Vec<A::Event>,
+    caller: &Location<'_>,
+) -> A {
     let mut incremental = state;
     for event in produced {
         incremental.apply(event);

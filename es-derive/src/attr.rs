@@ -20,7 +20,10 @@ pub(crate) struct Given<T> {
 /// Records `value` under `slot`, refusing a second one.
 fn set<T>(cx: &Ctxt, slot: &mut Option<Given<T>>, meta: &ParseNestedMeta<'_>, value: T, attr: &str) {
     if slot.is_some() {
-        cx.error_spanned_by(&meta.path, format!("duplicate `{}` in `#[{attr}(..)]`", key_name(&meta.path)));
+        cx.error_spanned_by(
+            &meta.path,
+            format!("duplicate `{}` in `#[{attr}(..)]`", key_name(&meta.path)),
+        );
     } else {
         *slot = Some(Given {
             key: meta.path.clone(),
@@ -30,7 +33,8 @@ fn set<T>(cx: &Ctxt, slot: &mut Option<Given<T>>, meta: &ParseNestedMeta<'_>, va
 }
 
 fn key_name(path: &Path) -> String {
-    path.get_ident().map_or_else(|| quote::quote!(#path).to_string(), ToString::to_string)
+    path.get_ident()
+        .map_or_else(|| quote::quote!(#path).to_string(), ToString::to_string)
 }
 
 /// The closest of `known` to `given`, if it is close enough to be a typo.
@@ -51,7 +55,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
             let cur = row[j + 1];
-            row[j + 1] = if ca == *cb { prev } else { 1 + prev.min(row[j]).min(row[j + 1]) };
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(row[j]).min(row[j + 1])
+            };
             prev = cur;
         }
     }
@@ -87,8 +95,12 @@ fn unknown_key(cx: &Ctxt, meta: &ParseNestedMeta<'_>, attr: &str, known: &[&str]
 
 fn parse_crate(meta: &ParseNestedMeta<'_>) -> syn::Result<Path> {
     let lit: LitStr = meta.value()?.parse()?;
-    lit.parse::<Path>()
-        .map_err(|_| syn::Error::new(lit.span(), "`crate` takes a path in a string, such as `crate = \"::es_core\"`"))
+    lit.parse::<Path>().map_err(|_| {
+        syn::Error::new(
+            lit.span(),
+            "`crate` takes a path in a string, such as `crate = \"::es_core\"`",
+        )
+    })
 }
 
 fn parse_name(meta: &ParseNestedMeta<'_>) -> syn::Result<LitStr> {
@@ -127,12 +139,7 @@ fn parse_type(cx: &Ctxt, meta: &ParseNestedMeta<'_>, key: &str) -> syn::Result<T
 
 /// Runs `f` on each `#[name(..)]` attribute's keys; a bare `#[name]` or
 /// `#[name = ..]` is an error.
-fn each_key(
-    cx: &Ctxt,
-    attrs: &[Attribute],
-    name: &str,
-    mut f: impl FnMut(&ParseNestedMeta<'_>) -> syn::Result<()>,
-) {
+fn each_key(cx: &Ctxt, attrs: &[Attribute], name: &str, mut f: impl FnMut(&ParseNestedMeta<'_>) -> syn::Result<()>) {
     for attr in attrs.iter().filter(|a| a.path().is_ident(name)) {
         if let syn::Meta::Path(_) = attr.meta {
             cx.error_spanned_by(attr, format!("expected `#[{name}(key = value, ..)]`"));
@@ -311,7 +318,10 @@ mod tests {
         assert_eq!(a.name.unwrap().value.value(), "acc");
         assert!(a.id.is_some() && a.event.is_some() && a.error.is_none());
         let err = cx.check().unwrap_err().to_string();
-        assert!(err.starts_with("unknown key `evnt` in `#[aggregate(..)]`; did you mean `event`?"), "{err}");
+        assert!(
+            err.starts_with("unknown key `evnt` in `#[aggregate(..)]`; did you mean `event`?"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -20,14 +20,18 @@ use syn::{DeriveInput, parse_macro_input};
 #[proc_macro_derive(Event, attributes(event))]
 pub fn derive_event(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    expand::derive_event(&input).unwrap_or_else(syn::Error::into_compile_error).into()
+    expand::derive_event(&input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
 }
 
 /// Derives `es_core::Aggregate`.
 #[proc_macro_derive(Aggregate, attributes(aggregate))]
 pub fn derive_aggregate(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    expand::derive_aggregate(&input).unwrap_or_else(syn::Error::into_compile_error).into()
+    expand::derive_aggregate(&input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
 }
 
 /// Derives `es_core::Command` for a command struct, or `es_core::Dispatchable`
@@ -35,7 +39,9 @@ pub fn derive_aggregate(input: TokenStream) -> TokenStream {
 #[proc_macro_derive(Command, attributes(command, aggregate_id))]
 pub fn derive_command(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    expand::derive_command(&input).unwrap_or_else(syn::Error::into_compile_error).into()
+    expand::derive_command(&input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
 }
 
 /// Turns `#[apply]` and `#[handle]` methods of an impl block into
@@ -43,6 +49,7 @@ pub fn derive_command(input: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn handlers(args: TokenStream, item: TokenStream) -> TokenStream {
     let (args, item) = (args.into(), proc_macro2::TokenStream::from(item));
-    expand::handlers(args, item.clone()).unwrap_or_else(|e| fallback::handlers_unparsed(item, e)).into()
+    expand::handlers(args, item.clone())
+        .unwrap_or_else(|e| fallback::handlers_unparsed(item, e))
+        .into()
 }
-

@@ -54,9 +54,17 @@ pub(crate) fn unique_handlers(cx: &Ctxt, input: &mut HandlersInput) {
         .applies
         .retain(|a| first(cx, &mut applies, &a.event, &a.method, &self_ty, "#[apply]", "event"));
     let mut handles: HashMap<String, Ident> = HashMap::new();
-    input
-        .handles
-        .retain(|h| first(cx, &mut handles, &h.command, &h.method, &self_ty, "#[handle]", "command"));
+    input.handles.retain(|h| {
+        first(
+            cx,
+            &mut handles,
+            &h.command,
+            &h.method,
+            &self_ty,
+            "#[handle]",
+            "command",
+        )
+    });
 }
 
 fn first(

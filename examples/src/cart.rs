@@ -152,7 +152,11 @@ impl Cart {
     }
 
     fn open(&self) -> Result<(), CartError> {
-        if self.checked_out { Err(CartError::CheckedOut) } else { Ok(()) }
+        if self.checked_out {
+            Err(CartError::CheckedOut)
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -164,7 +168,9 @@ impl Cart {
         if cmd.quantity == 0 {
             return Err(CartError::ZeroQuantity);
         }
-        let unit_price = prices.price(&cmd.sku).ok_or_else(|| CartError::UnknownSku(cmd.sku.clone()))?;
+        let unit_price = prices
+            .price(&cmd.sku)
+            .ok_or_else(|| CartError::UnknownSku(cmd.sku.clone()))?;
         Ok(ItemAdded {
             sku: cmd.sku,
             quantity: cmd.quantity,
@@ -176,7 +182,10 @@ impl Cart {
     #[handle]
     fn remove(&self, cmd: RemoveItem) -> Result<Option<ItemRemoved>, CartError> {
         self.open()?;
-        Ok(self.items.contains_key(&cmd.sku).then_some(ItemRemoved { sku: cmd.sku }))
+        Ok(self
+            .items
+            .contains_key(&cmd.sku)
+            .then_some(ItemRemoved { sku: cmd.sku }))
     }
 
     #[handle]
@@ -192,7 +201,7 @@ impl Cart {
             return Err(CartError::Empty);
         }
         let subtotal = self.subtotal();
-        let discount = (subtotal >= 10_000).then(|| DiscountGranted { amount: subtotal / 20 });
+        let discount = (subtotal >= 10_000).then_some(DiscountGranted { amount: subtotal / 20 });
         let total = subtotal - discount.as_ref().map_or(0, |d| d.amount);
         Ok((discount, CheckedOut { total }))
     }

@@ -8,6 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use es_core::store::{AppendOutcome, AppendRequest, CommandRecord, RecordedEvent, Snapshot, Visitor};
 use es_core::{AppendError, EventStore, StoreError, StreamId};
 
+/// The README's code blocks, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 /// Wraps a store and counts stream reads and the events they visit, to
 /// check what the dispatcher reads.
 #[derive(Clone)]
@@ -48,21 +53,19 @@ impl<S: EventStore> EventStore for CountingStore<S> {
         self.inner.append(request)
     }
 
-    fn read_stream<'a>(
+    async fn read_stream<'a>(
         &'a self,
         stream: &'a StreamId,
         from_version: u64,
         visit: &'a mut Visitor<'_>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
-        async move {
-            self.stream_reads.fetch_add(1, Ordering::Relaxed);
-            let counter = &self.events_read;
-            let mut counting = |e: &RecordedEvent<'_>| {
-                counter.fetch_add(1, Ordering::Relaxed);
-                visit(e)
-            };
-            self.inner.read_stream(stream, from_version, &mut counting).await
-        }
+    ) -> Result<(), StoreError> {
+        self.stream_reads.fetch_add(1, Ordering::Relaxed);
+        let counter = &self.events_read;
+        let mut counting = |e: &RecordedEvent<'_>| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            visit(e)
+        };
+        self.inner.read_stream(stream, from_version, &mut counting).await
     }
 
     fn read_all<'a>(
@@ -90,7 +93,11 @@ impl<S: EventStore> EventStore for CountingStore<S> {
         self.inner.load_snapshot(stream)
     }
 
-    fn save_snapshot(&self, stream: &StreamId, snapshot: Snapshot) -> impl Future<Output = Result<(), StoreError>> + Send {
+    fn save_snapshot(
+        &self,
+        stream: &StreamId,
+        snapshot: Snapshot,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
         self.inner.save_snapshot(stream, snapshot)
     }
 

@@ -53,7 +53,12 @@ fn event_structs_encode_without_their_name_and_decode_older_versions() {
 fn an_event_enum_routes_names_to_variants() {
     assert_eq!(
         <AccountEvent as Event>::NAMES,
-        &["account.opened", "account.deposited", "account.withdrawn", "account.closed"]
+        &[
+            "account.opened",
+            "account.deposited",
+            "account.withdrawn",
+            "account.closed"
+        ]
     );
     let e = AccountEvent::from(MoneyWithdrawn { amount: 4 });
     assert_eq!((e.name(), e.version()), ("account.withdrawn", 1));
@@ -76,7 +81,9 @@ fn an_event_enum_routes_names_to_variants() {
 #[test]
 fn binary_codec_round_trips_every_event() {
     let events = vec![
-        AccountEvent::from(AccountOpened { owner: "Zoë 🐝".into() }),
+        AccountEvent::from(AccountOpened {
+            owner: "Zoë 🐝".into()
+        }),
         MoneyDeposited { amount: u64::MAX }.into(),
         MoneyWithdrawn { amount: 0 }.into(),
         AccountClosed {}.into(),

@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use es_core::store::{AppendRequest, EventStoreExt, NewEvent};
 use es_core::{
-    DispatchError, Dispatcher, EventId, EventStore, ExpectedVersion, InMemoryStore, Metadata, StreamId,
-    Timestamp,
+    DispatchError, Dispatcher, EventId, EventStore, ExpectedVersion, InMemoryStore, Metadata, StreamId, Timestamp,
 };
 use examples::bank::{
     AccountError, AccountEvent, AccountId, AccountOpened, BankAccount, BankCommand, Deposit, MoneyDeposited,
@@ -83,7 +82,11 @@ async fn a_rejected_command_writes_nothing() {
         .await
         .unwrap_err();
     match &err {
-        DispatchError::Rejected { command, stream: s, error } => {
+        DispatchError::Rejected {
+            command,
+            stream: s,
+            error,
+        } => {
             assert_eq!(*command, "Withdraw");
             assert_eq!(s, &stream("a"));
             assert_eq!(
@@ -332,12 +335,18 @@ async fn an_undecodable_event_names_its_stream_version_and_name_and_spares_other
     );
     match err {
         es_core::LoadError::Decode(d) => {
-            assert_eq!((d.stream, d.stream_version, d.event_name.as_str(), d.schema_version), (stream("bad"), 2, "account.deposited", 1));
+            assert_eq!(
+                (d.stream, d.stream_version, d.event_name.as_str(), d.schema_version),
+                (stream("bad"), 2, "account.deposited", 1)
+            );
         }
         other => panic!("expected a decode error, got {other:?}"),
     }
     // Commands to the broken stream fail the same way; other streams work.
-    assert!(matches!(app.dispatch(deposit("bad", 1)).await, Err(DispatchError::Decode(_))));
+    assert!(matches!(
+        app.dispatch(deposit("bad", 1)).await,
+        Err(DispatchError::Decode(_))
+    ));
     app.dispatch(deposit("good", 1)).await.unwrap();
 }
 
@@ -415,7 +424,10 @@ async fn temporal_loads_by_version_and_time() {
     assert_eq!((state.balance, version), (30, 3));
     let (state, version) = app.load_as_of::<BankAccount>(&acc("t"), times[0]).await.unwrap();
     assert_eq!((state.balance, version), (10, 2));
-    let (state, version) = app.load_as_of::<BankAccount>(&acc("t"), Timestamp::from_micros(0)).await.unwrap();
+    let (state, version) = app
+        .load_as_of::<BankAccount>(&acc("t"), Timestamp::from_micros(0))
+        .await
+        .unwrap();
     assert_eq!((state.balance, version), (0, 0));
 }
 
@@ -473,7 +485,11 @@ mod snapshots {
         let fresh = Dispatcher::new(store.clone());
         let before = store.events_read();
         assert_eq!(fresh.load::<Counter>(&1).await.unwrap().n, 25);
-        assert_eq!(store.events_read() - before, 5, "only the tail after the snapshot is read");
+        assert_eq!(
+            store.events_read() - before,
+            5,
+            "only the tail after the snapshot is read"
+        );
     }
 
     #[tokio::test]

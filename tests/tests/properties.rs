@@ -66,9 +66,36 @@ fn id(a: u8) -> AccountId {
 /// The same decision as the dispatcher, without it: `handle` then `apply`.
 fn decide_directly(model: &mut [BankAccount; 3], cmd: &Cmd) -> bool {
     let (a, result) = match cmd {
-        Cmd::Open(a) => (*a, model[*a as usize].handle(OpenAccount { account: id(*a), owner: "o".into() }, &())),
-        Cmd::Deposit(a, n) => (*a, model[*a as usize].handle(Deposit { account: id(*a), amount: *n }, &())),
-        Cmd::Withdraw(a, n) => (*a, model[*a as usize].handle(Withdraw { account: id(*a), amount: *n }, &())),
+        Cmd::Open(a) => (
+            *a,
+            model[*a as usize].handle(
+                OpenAccount {
+                    account: id(*a),
+                    owner: "o".into(),
+                },
+                &(),
+            ),
+        ),
+        Cmd::Deposit(a, n) => (
+            *a,
+            model[*a as usize].handle(
+                Deposit {
+                    account: id(*a),
+                    amount: *n,
+                },
+                &(),
+            ),
+        ),
+        Cmd::Withdraw(a, n) => (
+            *a,
+            model[*a as usize].handle(
+                Withdraw {
+                    account: id(*a),
+                    amount: *n,
+                },
+                &(),
+            ),
+        ),
         Cmd::Close(a) => (*a, model[*a as usize].handle(CloseAccount { account: id(*a) }, &())),
     };
     match result {

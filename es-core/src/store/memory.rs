@@ -6,9 +6,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use tokio::sync::watch;
 
-use super::{
-    AppendOutcome, AppendRequest, Appended, CommandRecord, EventStore, RecordedEvent, Snapshot, Visitor,
-};
+use super::{AppendOutcome, AppendRequest, Appended, CommandRecord, EventStore, RecordedEvent, Snapshot, Visitor};
 use crate::envelope::{EventId, StreamId, Timestamp};
 use crate::error::{AppendError, Conflict, StoreError};
 
@@ -116,10 +114,10 @@ impl InMemoryStore {
     fn append_now(&self, request: AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
         let mut state = self.shared.write();
         let state = &mut *state;
-        if let Some(id) = request.command_id {
-            if let Some(record) = state.commands.get(id) {
-                return Ok(AppendOutcome::Duplicate(record.clone()));
-            }
+        if let Some(id) = request.command_id
+            && let Some(record) = state.commands.get(id)
+        {
+            return Ok(AppendOutcome::Duplicate(record.clone()));
         }
         let actual = state.streams.get(request.stream).map_or(0, |s| s.entries.len() as u64);
         if !request.expected.matches(actual) {
@@ -255,7 +253,11 @@ impl EventStore for InMemoryStore {
         ready(Ok(self.shared.read().snapshots.get(stream).cloned()))
     }
 
-    fn save_snapshot(&self, stream: &StreamId, snapshot: Snapshot) -> impl Future<Output = Result<(), StoreError>> + Send {
+    fn save_snapshot(
+        &self,
+        stream: &StreamId,
+        snapshot: Snapshot,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
         let mut state = self.shared.write();
         match state.snapshots.get(stream) {
             Some(old) if old.version >= snapshot.version && old.schema_version == snapshot.schema_version => {}
@@ -306,7 +308,11 @@ mod tests {
         let store = InMemoryStore::new();
         let s = StreamId::new("t", "1");
         let out = store
-            .append(request(&s, ExpectedVersion::NoStream, vec![event("a", "1"), event("b", "2")]))
+            .append(request(
+                &s,
+                ExpectedVersion::NoStream,
+                vec![event("a", "1"), event("b", "2")],
+            ))
             .await
             .unwrap();
         assert_eq!(
@@ -321,7 +327,10 @@ mod tests {
             .append(request(&s, ExpectedVersion::Exact(1), vec![event("c", "3")]))
             .await
             .unwrap_err();
-        assert_eq!(err.to_string(), "stream `t/1` is at version 2, but the append expected version 1");
+        assert_eq!(
+            err.to_string(),
+            "stream `t/1` is at version 2, but the append expected version 1"
+        );
         let read = store.read_stream_vec(&s, 2).await.unwrap();
         assert_eq!(read.len(), 1);
         assert_eq!((read[0].name.as_str(), read[0].version, read[0].position), ("b", 2, 2));

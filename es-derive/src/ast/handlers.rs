@@ -181,7 +181,9 @@ fn read_apply(cx: &Ctxt, f: &ImplItemFn) -> Option<ApplyFn> {
         [] => {
             cx.error_spanned_by(
                 &f.sig,
-                format!("`#[apply]` handler `{name}` needs the event it applies: `fn {name}(&mut self, event: &EventType)`"),
+                format!(
+                    "`#[apply]` handler `{name}` needs the event it applies: `fn {name}(&mut self, event: &EventType)`"
+                ),
             );
             return None;
         }
@@ -230,7 +232,9 @@ fn read_handle(cx: &Ctxt, f: &ImplItemFn) -> Option<HandleFn> {
     let Some(command_arg) = args.first() else {
         cx.error_spanned_by(
             &f.sig,
-            format!("`#[handle]` handler `{name}` needs the command it decides: `fn {name}(&self, command: CommandType)`"),
+            format!(
+                "`#[handle]` handler `{name}` needs the command it decides: `fn {name}(&self, command: CommandType)`"
+            ),
         );
         return None;
     };

@@ -59,6 +59,7 @@ pub(crate) struct AggregateInput<'a> {
 }
 
 /// The input of `#[derive(Command)]`.
+#[allow(clippy::large_enum_variant)] // built once per macro call
 pub(crate) enum CommandInput<'a> {
     Struct(CommandStruct<'a>),
     Enum(CommandEnum<'a>),
@@ -84,7 +85,10 @@ pub(crate) struct CommandEnum<'a> {
 
 fn no_unions(cx: &Ctxt, input: &DeriveInput, derive: &str) -> bool {
     if let Data::Union(u) = &input.data {
-        cx.error_spanned_by(u.union_token, format!("`#[derive({derive})]` works on structs and enums, not unions"));
+        cx.error_spanned_by(
+            u.union_token,
+            format!("`#[derive({derive})]` works on structs and enums, not unions"),
+        );
         return false;
     }
     true
@@ -158,7 +162,10 @@ impl<'a> EventInput<'a> {
                 }))
             }
             Data::Enum(data) => {
-                for given in [attrs.name.map(|g| g.key), attrs.version.map(|g| g.key)].into_iter().flatten() {
+                for given in [attrs.name.map(|g| g.key), attrs.version.map(|g| g.key)]
+                    .into_iter()
+                    .flatten()
+                {
                     let key = given.get_ident().map(ToString::to_string).unwrap_or_default();
                     cx.error_spanned_by(
                         &given,
@@ -179,7 +186,10 @@ impl<'a> EventInput<'a> {
                 }
                 for v in &data.variants {
                     refuse_attr(cx, &v.attrs, "event", || {
-                        format!("put `#[event(..)]` on the payload struct of `{}`, not on the variant", v.ident)
+                        format!(
+                            "put `#[event(..)]` on the payload struct of `{}`, not on the variant",
+                            v.ident
+                        )
                     });
                 }
                 let mut skipped = Vec::new();
@@ -222,18 +232,13 @@ impl<'a> AggregateInput<'a> {
         if !missing.is_empty() {
             cx.syn_error(syn::Error::new(
                 anchor,
-                format!(
-                    "aggregate `{ident}` needs {} in `#[aggregate(..)]`",
-                    join_and(&missing)
-                ),
+                format!("aggregate `{ident}` needs {} in `#[aggregate(..)]`", join_and(&missing)),
             ));
         }
         Some(AggregateInput {
             ident,
             generics: &input.generics,
-            name: attrs
-                .name
-                .map_or_else(|| ident.to_string(), |g| g.value.value()),
+            name: attrs.name.map_or_else(|| ident.to_string(), |g| g.value.value()),
             id: attrs.id.map(|g| g.value),
             event: attrs.event.map(|g| g.value),
             error: attrs.error.map(|g| g.value),
@@ -328,7 +333,10 @@ impl<'a> CommandInput<'a> {
                     );
                 }
                 if data.variants.is_empty() {
-                    cx.error_spanned_by(ident, format!("`{ident}` has no variants; add one per command, such as `Deposit(Deposit)`"));
+                    cx.error_spanned_by(
+                        ident,
+                        format!("`{ident}` has no variants; add one per command, such as `Deposit(Deposit)`"),
+                    );
                 }
                 for v in &data.variants {
                     for f in &v.fields {

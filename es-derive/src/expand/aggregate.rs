@@ -55,9 +55,7 @@ pub(crate) fn expand(input: &AggregateInput<'_>) -> TokenStream {
         None => (quote!(#krate::__private::MissingEvents), quote!(match *event {})),
     };
     let snapshots = snapshot_every.as_ref().map(|every| {
-        let version = snapshot_version
-            .as_ref()
-            .map_or_else(|| quote!(1), |v| quote!(#v));
+        let version = snapshot_version.as_ref().map_or_else(|| quote!(1), |v| quote!(#v));
         let encode = quote_spanned!(ident.span()=> #krate::Codec::encode(codec, self));
         let decode = quote_spanned!(ident.span()=> #krate::Codec::decode::<Self>(codec, bytes));
         quote! {

@@ -36,7 +36,10 @@ pub(crate) fn expand(input: &EventStruct<'_>) -> TokenStream {
     let storable = if generics.params.is_empty() {
         where_clause.cloned()
     } else {
-        let mut w = generics.where_clause.clone().unwrap_or_else(|| syn::parse_quote!(where));
+        let mut w = generics
+            .where_clause
+            .clone()
+            .unwrap_or_else(|| syn::parse_quote!(where));
         w.predicates.push(syn::parse_quote!(Self: #krate::__private::Storable));
         Some(w)
     };

@@ -192,10 +192,7 @@ pub(crate) fn expand(input: &EventEnum<'_>) -> TokenStream {
 /// stored name: decoding goes by name, so the second could never be read.
 fn compile_time_checks(input: &EventEnum<'_>) -> TokenStream {
     let EventEnum {
-        ident,
-        variants,
-        krate,
-        ..
+        ident, variants, krate, ..
     } = input;
     let mut out = TokenStream::new();
     for (i, v) in variants.iter().enumerate() {

@@ -32,7 +32,11 @@ pub(crate) fn expand(input: &HandlersInput) -> TokenStream {
         .map(|a| apply_impl(input, a))
         .chain(input.handles.iter().map(|h| handle_impl(input, h)))
         .collect();
-    let generated = if impls.is_empty() { TokenStream::new() } else { wrap(impls) };
+    let generated = if impls.is_empty() {
+        TokenStream::new()
+    } else {
+        wrap(impls)
+    };
     quote! {
         #item
         #generated
@@ -81,7 +85,11 @@ fn handle_impl(input: &HandlersInput, h: &HandleFn) -> TokenStream {
         output,
         callable,
     } = h;
-    let command_arg = if *command_by_ref { quote!(&command) } else { quote!(command) };
+    let command_arg = if *command_by_ref {
+        quote!(&command)
+    } else {
+        quote!(command)
+    };
     let call = match services {
         Some(ty) => {
             let services = quote_spanned!(ty.span()=> services);

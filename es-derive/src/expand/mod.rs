@@ -89,12 +89,8 @@ pub(crate) fn derive_command(input: &DeriveInput) -> syn::Result<TokenStream> {
 }
 
 pub(crate) fn handlers(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
-    let item: syn::ItemImpl = syn::parse2(item).map_err(|e| {
-        syn::Error::new(
-            e.span(),
-            format!("`#[es_core::handlers]` goes on an `impl` block: {e}"),
-        )
-    })?;
+    let item: syn::ItemImpl = syn::parse2(item)
+        .map_err(|e| syn::Error::new(e.span(), format!("`#[es_core::handlers]` goes on an `impl` block: {e}")))?;
     let cx = Ctxt::new();
     let mut input = HandlersInput::from_syn(&cx, args, item);
     valid::unique_handlers(&cx, &mut input);

@@ -9,13 +9,37 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ada = AccountId::new("ada-001");
 
     println!("> open {ada} for Ada");
-    show(app.dispatch(OpenAccount { account: ada.clone(), owner: "Ada".into() }).await?);
+    show(
+        app.dispatch(OpenAccount {
+            account: ada.clone(),
+            owner: "Ada".into(),
+        })
+        .await?,
+    );
     println!("> deposit 100.00");
-    show(app.dispatch(Deposit { account: ada.clone(), amount: 10_000 }).await?);
+    show(
+        app.dispatch(Deposit {
+            account: ada.clone(),
+            amount: 10_000,
+        })
+        .await?,
+    );
     println!("> withdraw 30.00");
-    show(app.dispatch(Withdraw { account: ada.clone(), amount: 3_000 }).await?);
+    show(
+        app.dispatch(Withdraw {
+            account: ada.clone(),
+            amount: 3_000,
+        })
+        .await?,
+    );
     println!("> withdraw 500.00");
-    match app.dispatch(Withdraw { account: ada.clone(), amount: 50_000 }).await {
+    match app
+        .dispatch(Withdraw {
+            account: ada.clone(),
+            amount: 50_000,
+        })
+        .await
+    {
         Err(e) => println!("  rejected: {e}"),
         Ok(_) => unreachable!("the balance is 70.00"),
     }
@@ -26,7 +50,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("> {json}");
     let routed: BankCommand = serde_json::from_str(json)?;
     let receipt = app.dispatch(routed).await?;
-    println!("  {} -> version {}, events {:?}", receipt.stream, receipt.version, receipt.events);
+    println!(
+        "  {} -> version {}, events {:?}",
+        receipt.stream, receipt.version, receipt.events
+    );
 
     println!("> close {ada}");
     match app.dispatch(CloseAccount { account: ada.clone() }).await {
@@ -35,7 +62,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let account: BankAccount = app.load(&ada).await?;
-    println!("state: owner {}, balance {}.{:02}, open: {}", account.owner, account.balance / 100, account.balance % 100, account.open);
+    println!(
+        "state: owner {}, balance {}.{:02}, open: {}",
+        account.owner,
+        account.balance / 100,
+        account.balance % 100,
+        account.open
+    );
     Ok(())
 }
 

@@ -6,7 +6,9 @@ use examples::cart::{AddItem, Cart, CheckOut, PriceList, RemoveItem};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let prices = PriceList::new([("apple", 50), ("coffee", 1_250), ("tv", 40_000)]);
-    let app = Dispatcher::builder(InMemoryStore::new()).services::<Cart>(prices).build();
+    let app = Dispatcher::builder(InMemoryStore::new())
+        .services::<Cart>(prices)
+        .build();
     let cart = "cart-7".to_owned();
     let add = |sku: &str, quantity| AddItem {
         cart: cart.clone(),
@@ -29,10 +31,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     println!("> remove tv");
-    let removed = app.dispatch(RemoveItem { cart: cart.clone(), sku: "tv".into() }).await?;
+    let removed = app
+        .dispatch(RemoveItem {
+            cart: cart.clone(),
+            sku: "tv".into(),
+        })
+        .await?;
     println!("  {} event(s)", removed.events.len());
     println!("> remove tv again (nothing to remove: no event)");
-    let again = app.dispatch(RemoveItem { cart: cart.clone(), sku: "tv".into() }).await?;
+    let again = app
+        .dispatch(RemoveItem {
+            cart: cart.clone(),
+            sku: "tv".into(),
+        })
+        .await?;
     println!("  {} event(s), still at version {}", again.events.len(), again.version);
 
     println!("> check out");
@@ -42,6 +54,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let state: Cart = app.load(&cart).await?;
-    println!("state: {} article(s), subtotal {} cents, checked out: {}", state.items.len(), state.subtotal(), state.checked_out);
+    println!(
+        "state: {} article(s), subtotal {} cents, checked out: {}",
+        state.items.len(),
+        state.subtotal(),
+        state.checked_out
+    );
     Ok(())
 }
