@@ -2,7 +2,7 @@
 //!
 //! Stores keep bytes and names, never domain types; a [`Codec`] is the one
 //! place where the two meet. [`Json`] is the default because a stored event
-//! stays readable in the database for as long as it is kept. [`Binary`]
+//! stays readable in the database for as long as it is kept. `Binary`
 //! (feature `binary`) trades that for size and speed.
 
 use serde::Serialize;

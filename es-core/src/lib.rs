@@ -1,7 +1,312 @@
 //! Event-sourced aggregates and CQRS, where derive macros write the plumbing
 //! and the compiler checks the wiring.
 //!
-//! (The full tour is below the module list; it is written last.)
+//! You write plain structs: one per event, an enum of an aggregate's events,
+//! one per command, the aggregate's state, and one `impl` block whose methods
+//! are marked `#[handle]` (decide a command) or `#[apply]` (evolve on an
+//! event). The derives generate the routing as trait impls — [`Apply<E>`],
+//! [`Handle<C>`], [`Command::Aggregate`] — so a forgotten handler, an
+//! unrouted command, a duplicate or a typo is a compile error at your line.
+//!
+//! # Example
+//!
+//! ```
+//! use es_core::prelude::*;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+//! #[event(name = "counter.incremented")]
+//! pub struct Incremented { pub by: u32 }
+//!
+//! #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+//! #[event(name = "counter.reset")]
+//! pub struct Reset;
+//!
+//! #[derive(Debug, Clone, PartialEq, Event)]
+//! pub enum CounterEvent { Incremented(Incremented), Reset(Reset) }
+//!
+//! #[derive(Debug, Clone, Command)]
+//! #[command(aggregate = Counter)]
+//! pub struct Increment { #[aggregate_id] pub id: u64, pub by: u32 }
+//!
+//! #[derive(Debug, Clone, Command)]
+//! #[command(aggregate = Counter)]
+//! pub struct ResetCounter(#[aggregate_id] pub u64);
+//!
+//! #[derive(Debug, PartialEq, thiserror::Error)]
+//! pub enum CounterError {
+//!     #[error("would pass the limit of {0}")]
+//!     Limit(u32),
+//! }
+//!
+//! #[derive(Debug, Default, Clone, Aggregate)]
+//! #[aggregate(name = "counter", id = u64, event = CounterEvent, error = CounterError)]
+//! pub struct Counter { value: u32 }
+//!
+//! #[es_core::handlers]
+//! impl Counter {
+//!     #[handle]
+//!     fn increment(&self, cmd: Increment) -> Result<Incremented, CounterError> {
+//!         if self.value + cmd.by > 100 {
+//!             return Err(CounterError::Limit(100));
+//!         }
+//!         Ok(Incremented { by: cmd.by })
+//!     }
+//!
+//!     /// Resetting a counter at zero does nothing: no event.
+//!     #[handle]
+//!     fn reset(&self, _: ResetCounter) -> Result<Option<Reset>, CounterError> {
+//!         Ok((self.value > 0).then_some(Reset))
+//!     }
+//!
+//!     #[apply]
+//!     fn incremented(&mut self, e: &Incremented) { self.value += e.by }
+//!
+//!     #[apply]
+//!     fn was_reset(&mut self, _: &Reset) { self.value = 0 }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let app = Dispatcher::new(InMemoryStore::new());
+//! let committed = app.dispatch(Increment { id: 7, by: 60 }).await?;
+//! assert_eq!((committed.version, committed.events.len()), (1, 1));
+//! let refused = app.dispatch(Increment { id: 7, by: 60 }).await.unwrap_err();
+//! assert_eq!(refused.rejection(), Some(&CounterError::Limit(100)));
+//! assert_eq!(app.load::<Counter>(&7).await?.value, 60);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Attributes
+//!
+//! ## `#[derive(Event)]` on a struct
+//!
+//! One event. It must also derive serde's `Serialize` and `Deserialize`.
+//!
+//! | key | meaning | default |
+//! |---|---|---|
+//! | `name = "text"` | the stored name; keep it when you rename the type | the type's name |
+//! | `version = N` | the schema version written with it (1 or more) | 1 |
+//! | `crate = "path"` | where es-core is, if renamed | `::es_core` |
+//!
+//! ```
+//! # use es_core::prelude::*;
+//! # use serde::{Deserialize, Serialize};
+//! #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+//! #[event(name = "order.placed", version = 2)]
+//! pub struct OrderPlaced {
+//!     pub total: u64,
+//!     #[serde(default)] // added in version 2: version 1 events still decode
+//!     pub currency: String,
+//! }
+//! assert_eq!(<OrderPlaced as Event>::NAMES, &["order.placed"]);
+//! ```
+//!
+//! Decoding refuses another name and a version newer than the code's; an
+//! older version decodes into the current struct (serde defaults fill added
+//! fields).
+//!
+//! ## `#[derive(Event)]` on an enum
+//!
+//! An aggregate's events: one-field tuple variants, each holding an event
+//! struct. Generates `From` each payload into the enum and `TryFrom` back,
+//! the stored name of each value, encoding and decoding by name, and the
+//! dispatch to the aggregate's [`Apply`] impls ([`ApplyTo`]). Only `crate`
+//! is accepted as a key: names and versions belong to the payloads. Two
+//! payloads with the same stored name are a compile error.
+//!
+//! ```
+//! # use es_core::prelude::*;
+//! # use serde::{Deserialize, Serialize};
+//! # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+//! # pub struct Placed;
+//! # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+//! # pub struct Cancelled;
+//! #[derive(Debug, Clone, PartialEq, Event)]
+//! pub enum OrderEvent {
+//!     Placed(Placed),
+//!     Cancelled(Cancelled),
+//! }
+//! assert_eq!(OrderEvent::from(Cancelled).name(), "Cancelled");
+//! ```
+//!
+//! ## `#[derive(Aggregate)]`
+//!
+//! | key | meaning | default |
+//! |---|---|---|
+//! | `id = Type` | the id type; its `Display` form is the stored stream id | required |
+//! | `event = Type` | the event enum (or one event struct) | required |
+//! | `error = Type` | the handlers' error (a `std::error::Error`) | required |
+//! | `name = "text"` | the stored aggregate type, first half of each stream id | the type's name |
+//! | `services = Type` | what handlers may take as `&Services` | `()` |
+//! | `snapshot_every = N` | store a snapshot every N events (needs serde on the state) | never |
+//! | `snapshot_version = N` | bump to ignore older snapshots after changing the state's shape | 1 |
+//! | `crate = "path"` | where es-core is, if renamed | `::es_core` |
+//!
+//! The state starts as `Default` and changes only in `#[apply]` handlers.
+//!
+//! ## `#[derive(Command)]` on a struct
+//!
+//! `#[command(aggregate = Type)]` names the aggregate that decides it; one
+//! field marked `#[aggregate_id]` holds the target's id, of the aggregate's
+//! id type. Commands are `Clone`: a conflict makes the dispatcher decide a
+//! command again.
+//!
+//! ```
+//! # use es_core::prelude::*;
+//! # use serde::{Deserialize, Serialize};
+//! # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+//! # pub struct Noted;
+//! # #[derive(Debug, thiserror::Error)] #[error("x")] pub struct E;
+//! # #[derive(Default, Aggregate)] #[aggregate(id = String, event = Noted, error = E)] pub struct Pad;
+//! # #[es_core::handlers] impl Pad {
+//! #     #[handle] fn note(&self, _: Note) -> Result<Noted, E> { Ok(Noted) }
+//! #     #[apply] fn noted(&mut self, _: &Noted) {}
+//! # }
+//! #[derive(Debug, Clone, Command)]
+//! #[command(aggregate = Pad)]
+//! pub struct Note {
+//!     #[aggregate_id]
+//!     pub pad: String,
+//!     pub text: String,
+//! }
+//! ```
+//!
+//! ## `#[derive(Command)]` on an enum
+//!
+//! Commands of different aggregates in one type, for commands that arrive as
+//! JSON over HTTP or a queue: each variant holds one command and is routed
+//! to its aggregate. It implements [`Dispatchable`], so
+//! [`Dispatcher::dispatch`] takes it; the result is a [`Receipt`] and a
+//! rejection arrives as a [`Rejection`] that downcasts to the aggregate's
+//! error.
+//!
+//! ```
+//! # use es_core::prelude::*;
+//! # use serde::{Deserialize, Serialize};
+//! # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+//! # pub struct Noted;
+//! # #[derive(Debug, thiserror::Error)] #[error("x")] pub struct E;
+//! # #[derive(Default, Aggregate)] #[aggregate(id = String, event = Noted, error = E)] pub struct Pad;
+//! # #[es_core::handlers] impl Pad {
+//! #     #[handle] fn note(&self, _: Note) -> Result<Noted, E> { Ok(Noted) }
+//! #     #[apply] fn noted(&mut self, _: &Noted) {}
+//! # }
+//! # #[derive(Debug, Clone, Deserialize, Command)]
+//! # #[command(aggregate = Pad)]
+//! # pub struct Note { #[aggregate_id] pub pad: String }
+//! #[derive(Debug, Clone, Deserialize, Command)]
+//! #[serde(tag = "type")]
+//! pub enum PadCommand {
+//!     Note(Note),
+//! }
+//! ```
+//!
+//! ## `#[es_core::handlers]`
+//!
+//! On an inherent `impl` block of the aggregate. The only argument is
+//! `crate = "path"`.
+//!
+//! - `#[handle] fn name(&self, command: C) -> Result<X, E>` implements
+//!   [`Handle<C>`]. `X` is one event of the aggregate, an `Option`, `Vec`,
+//!   array or tuple of them, or `()`; `E` converts into the aggregate's
+//!   error. A third argument `services: &S` receives the aggregate's
+//!   services.
+//! - `#[apply] fn name(&mut self, event: &E)` implements [`Apply<E>`].
+//!
+//! # Mistakes are compile errors
+//!
+//! A missing `#[apply]` handler is reported at the aggregate:
+//!
+//! ```compile_fail,E0277
+//! # use es_core::prelude::*;
+//! # use serde::{Deserialize, Serialize};
+//! # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+//! # pub struct Opened;
+//! # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+//! # pub struct Closed;
+//! #[derive(Debug, Clone, PartialEq, Event)]
+//! pub enum DoorEvent { Opened(Opened), Closed(Closed) }
+//! # #[derive(Debug, thiserror::Error)] #[error("x")] pub struct E;
+//!
+//! #[derive(Default, Aggregate)]
+//! #[aggregate(id = u32, event = DoorEvent, error = E)]
+//! // error: `Door` has no `#[apply]` handler for event `Closed`
+//! pub struct Door { open: bool }
+//!
+//! #[es_core::handlers]
+//! impl Door {
+//!     #[apply]
+//!     fn opened(&mut self, _: &Opened) { self.open = true }
+//! }
+//! ```
+//!
+//! A command without a handler is reported at the command:
+//!
+//! ```compile_fail,E0277
+//! # use es_core::prelude::*;
+//! # use serde::{Deserialize, Serialize};
+//! # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+//! # pub struct Opened;
+//! # #[derive(Debug, thiserror::Error)] #[error("x")] pub struct E;
+//! # #[derive(Default, Aggregate)]
+//! # #[aggregate(id = u32, event = Opened, error = E)]
+//! # pub struct Door;
+//! # #[es_core::handlers] impl Door { #[apply] fn opened(&mut self, _: &Opened) {} }
+//! #[derive(Debug, Clone, Command)]
+//! #[command(aggregate = Door)] // error: `Door` has no `#[handle]` handler for command `Knock`
+//! pub struct Knock { #[aggregate_id] pub door: u32 }
+//! ```
+//!
+//! Two events with one stored name are reported at the enum:
+//!
+//! ```compile_fail,E0080
+//! # use es_core::prelude::*;
+//! # use serde::{Deserialize, Serialize};
+//! #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+//! #[event(name = "door.moved")]
+//! pub struct Opened;
+//! #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+//! #[event(name = "door.moved")]
+//! pub struct Closed;
+//! #[derive(Debug, Clone, PartialEq, Event)]
+//! pub enum DoorEvent { Opened(Opened), Closed(Closed) } // error: same stored event name
+//! ```
+//!
+//! A handler that mutates while deciding is refused:
+//!
+//! ```compile_fail
+//! # use es_core::prelude::*;
+//! # use serde::{Deserialize, Serialize};
+//! # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+//! # pub struct Opened;
+//! # #[derive(Debug, thiserror::Error)] #[error("x")] pub struct E;
+//! # #[derive(Debug, Clone, Command)] #[command(aggregate = Door)] pub struct Open { #[aggregate_id] pub door: u32 }
+//! # #[derive(Default, Aggregate)]
+//! # #[aggregate(id = u32, event = Opened, error = E)]
+//! # pub struct Door { open: bool }
+//! #[es_core::handlers]
+//! impl Door {
+//!     #[handle] // error: `#[handle]` handlers take `&self`
+//!     fn open(&mut self, _: Open) -> Result<Opened, E> { Ok(Opened) }
+//!     #[apply]
+//!     fn opened(&mut self, _: &Opened) { self.open = true }
+//! }
+//! ```
+//!
+//! The full list, each pinned by a compiler output, is in the workspace's
+//! `tests/ui/`.
+//!
+//! # Runtime
+//!
+//! - [`Dispatcher`]: load, decide, append with optimistic concurrency,
+//!   apply; retries on conflicts, caches recently used aggregates,
+//!   idempotent command ids, temporal loads.
+//! - [`EventStore`]: the storage contract; [`InMemoryStore`] here, SQLite and
+//!   PostgreSQL in `es-sqlite` and `es-postgres`.
+//! - [`codec`]: [`Json`] by default, `Binary` (postcard) with the `binary` feature.
+//! - [`testing::AggregateTest`]: given / when / then.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -30,9 +335,85 @@ pub use crate::error::{
 pub use crate::event::{Apply, ApplyTo, Event, IntoEvents, events_of};
 pub use crate::store::{EventStore, EventStoreExt, ExpectedVersion, InMemoryStore};
 
-/// The derive macros, re-exported under the names of their traits.
+/// Derives [`Event`](trait@Event) for an event struct or an enum of events;
+/// see the [crate docs](crate#deriveevent-on-a-struct) for its keys.
+///
+/// A variant must hold exactly one event:
+///
+/// ```compile_fail
+/// # use es_core::prelude::*;
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+/// # pub struct Opened;
+/// #[derive(Debug, Clone, PartialEq, Event)]
+/// pub enum DoorEvent {
+///     Opened(Opened),
+///     Closed { at: u64 }, // error: variant `Closed` must hold exactly one event
+/// }
+/// ```
 #[cfg(feature = "derive")]
-pub use es_derive::{Aggregate, Command, Event, handlers};
+pub use es_derive::Event;
+
+/// Derives [`Aggregate`](trait@Aggregate); see the
+/// [crate docs](crate#deriveaggregate) for its keys.
+///
+/// `id`, `event` and `error` are required:
+///
+/// ```compile_fail
+/// # use es_core::prelude::*;
+/// # #[derive(Debug, thiserror::Error)] #[error("x")] pub struct E;
+/// #[derive(Default, Aggregate)]
+/// #[aggregate(id = u32, error = E)] // error: needs `event = ..`
+/// pub struct Door;
+/// ```
+#[cfg(feature = "derive")]
+pub use es_derive::Aggregate;
+
+/// Derives [`Command`](trait@Command) for a command struct, or
+/// [`Dispatchable`] for an enum of commands; see the
+/// [crate docs](crate#derivecommand-on-a-struct).
+///
+/// A command struct marks exactly one field `#[aggregate_id]`:
+///
+/// ```compile_fail
+/// # use es_core::prelude::*;
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+/// # pub struct Opened;
+/// # #[derive(Debug, thiserror::Error)] #[error("x")] pub struct E;
+/// # #[derive(Default, Aggregate)] #[aggregate(id = u32, event = Opened, error = E)] pub struct Door;
+/// # #[es_core::handlers] impl Door {
+/// #     #[handle] fn open(&self, _: Open) -> Result<Opened, E> { Ok(Opened) }
+/// #     #[apply] fn opened(&mut self, _: &Opened) {}
+/// # }
+/// #[derive(Debug, Clone, Command)]
+/// #[command(aggregate = Door)]
+/// pub struct Open { pub door: u32 } // error: needs one field marked `#[aggregate_id]`
+/// ```
+#[cfg(feature = "derive")]
+pub use es_derive::Command;
+
+/// Turns the `#[handle]` and `#[apply]` methods of an aggregate's `impl`
+/// block into [`Handle`] and [`Apply`] impls; see the
+/// [crate docs](crate#es_corehandlers).
+///
+/// An `#[apply]` handler takes the event by reference:
+///
+/// ```compile_fail
+/// # use es_core::prelude::*;
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+/// # pub struct Opened;
+/// # #[derive(Debug, thiserror::Error)] #[error("x")] pub struct E;
+/// # #[derive(Default, Aggregate)] #[aggregate(id = u32, event = Opened, error = E)] pub struct Door { open: bool }
+/// #[es_core::handlers]
+/// impl Door {
+///     #[apply] // error: `#[apply]` handlers take the event by reference
+///     fn opened(&mut self, _: Opened) { self.open = true }
+/// }
+/// ```
+#[cfg(feature = "derive")]
+pub use es_derive::handlers;
 
 /// Everything a domain module needs: `use es_core::prelude::*;`.
 ///
