@@ -2,14 +2,14 @@
 //!
 //! Without it every command replays its aggregate's whole stream, and the
 //! cost of a command grows with the stream. Each instance lives in a slot
-//! behind an async mutex, so commands to one aggregate in one process run one
-//! at a time instead of racing each other into version conflicts; commands
-//! to different aggregates never wait for each other. Other processes can
+//! that a command takes for its duration, so commands to one aggregate in one
+//! process run one at a time instead of racing each other into version
+//! conflicts; commands to different aggregates never wait for each other. Other processes can
 //! still append: the optimistic version check catches that and the
 //! dispatcher reads the missing events.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::aggregate::Aggregate;
@@ -18,6 +18,8 @@ use crate::aggregate::Aggregate;
 pub(crate) struct Slot<A> {
     pub(crate) state: A,
     pub(crate) version: u64,
+    /// The instance's stream id, made once and shared by its envelopes.
+    pub(crate) stream: Option<crate::StreamId>,
     /// Whether `state` is exactly the fold of events `1..=version`. False
     /// before the first load, and after a failure that may have left it
     /// half-applied.
@@ -29,22 +31,98 @@ impl<A: Default> Slot<A> {
         Slot {
             state: A::default(),
             version: 0,
+            stream: None,
             fresh: false,
         }
     }
 }
 
-type SlotCell<A> = Arc<tokio::sync::Mutex<Slot<A>>>;
-
-struct Entry<A> {
-    cell: SlotCell<A>,
+/// Where one cached instance lives between commands. A command takes the
+/// slot out (so no lock is held across its awaits) and puts it back when it
+/// is done; a second command for the same instance waits for that.
+pub(crate) struct Cell<A> {
+    slot: Mutex<Option<Box<Slot<A>>>>,
+    returned: tokio::sync::Notify,
+    waiting: AtomicUsize,
     /// Set on each use, cleared by each sweep: the "second chance" bit.
     used: AtomicBool,
 }
 
+impl<A: Default> Cell<A> {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Cell {
+            slot: Mutex::new(Some(Box::new(Slot::empty()))),
+            returned: tokio::sync::Notify::new(),
+            waiting: AtomicUsize::new(0),
+            used: AtomicBool::new(true),
+        })
+    }
+
+    fn try_take(&self) -> Option<Box<Slot<A>>> {
+        self.slot.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    /// Exclusive use of the slot, waiting while another command has it.
+    pub(crate) async fn take(self: &Arc<Self>) -> Held<A> {
+        if let Some(slot) = self.try_take() {
+            return Held {
+                cell: self.clone(),
+                slot: Some(slot),
+            };
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let slot = loop {
+            let notified = self.returned.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(slot) = self.try_take() {
+                break slot;
+            }
+            notified.await;
+        };
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        Held {
+            cell: self.clone(),
+            slot: Some(slot),
+        }
+    }
+}
+
+/// A slot taken out of its cell; it goes back when this is dropped, also
+/// when the command's future is dropped half-way (the optimistic version
+/// check and the check of rejections keep a slot that missed its last
+/// events safe to use).
+pub(crate) struct Held<A> {
+    cell: Arc<Cell<A>>,
+    slot: Option<Box<Slot<A>>>,
+}
+
+impl<A> std::ops::Deref for Held<A> {
+    type Target = Slot<A>;
+
+    fn deref(&self) -> &Slot<A> {
+        self.slot.as_deref().expect("held until dropped")
+    }
+}
+
+impl<A> std::ops::DerefMut for Held<A> {
+    fn deref_mut(&mut self) -> &mut Slot<A> {
+        self.slot.as_deref_mut().expect("held until dropped")
+    }
+}
+
+impl<A> Drop for Held<A> {
+    fn drop(&mut self) {
+        *self.cell.slot.lock().unwrap_or_else(PoisonError::into_inner) = self.slot.take();
+        if self.cell.waiting.load(Ordering::SeqCst) > 0 {
+            self.cell.returned.notify_waiters();
+        }
+    }
+}
+
 /// Recently used instances of one aggregate type, at most about `capacity`.
 pub(crate) struct Cache<A: Aggregate> {
-    entries: Mutex<HashMap<A::Id, Entry<A>>>,
+    entries: Mutex<HashMap<A::Id, Arc<Cell<A>>>>,
     capacity: usize,
 }
 
@@ -56,24 +134,18 @@ impl<A: Aggregate> Cache<A> {
         }
     }
 
-    /// The slot for `id`, created empty if it is not cached.
-    pub(crate) fn slot(&self, id: &A::Id) -> SlotCell<A> {
+    /// The cell for `id`, created empty if it is not cached.
+    pub(crate) fn cell(&self, id: &A::Id) -> Arc<Cell<A>> {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = entries.get(id) {
-            entry.used.store(true, Ordering::Relaxed);
-            return entry.cell.clone();
+        if let Some(cell) = entries.get(id) {
+            cell.used.store(true, Ordering::Relaxed);
+            return cell.clone();
         }
         if entries.len() >= self.capacity {
             sweep(&mut entries, self.capacity);
         }
-        let cell = Arc::new(tokio::sync::Mutex::new(Slot::empty()));
-        entries.insert(
-            id.clone(),
-            Entry {
-                cell: cell.clone(),
-                used: AtomicBool::new(true),
-            },
-        );
+        let cell = Cell::new();
+        entries.insert(id.clone(), cell.clone());
         cell
     }
 
@@ -88,13 +160,13 @@ impl<A: Aggregate> Cache<A> {
 /// quarters of the capacity. Instances a command is using are never evicted.
 /// Amortized O(1) per insertion: a sweep runs when the cache is full and
 /// leaves it at most three quarters full.
-fn sweep<K, A>(entries: &mut HashMap<K, Entry<A>>, capacity: usize) {
+fn sweep<K, A>(entries: &mut HashMap<K, Arc<Cell<A>>>, capacity: usize) {
     let target = capacity - capacity / 4;
-    entries.retain(|_, e| e.used.swap(false, Ordering::Relaxed) || Arc::strong_count(&e.cell) > 1);
+    entries.retain(|_, e| e.used.swap(false, Ordering::Relaxed) || Arc::strong_count(e) > 1);
     if entries.len() > target {
         let mut excess = entries.len() - target;
         entries.retain(|_, e| {
-            if excess > 0 && Arc::strong_count(&e.cell) == 1 {
+            if excess > 0 && Arc::strong_count(e) == 1 {
                 excess -= 1;
                 false
             } else {
@@ -151,11 +223,11 @@ mod tests {
     #[test]
     fn the_cache_stays_bounded_and_keeps_recent_and_busy_instances() {
         let cache = Cache::<Agg>::new(100);
-        let busy = cache.slot(&0);
+        let busy = cache.cell(&0);
         for id in 1..1_000 {
-            let _ = cache.slot(&id);
+            let _ = cache.cell(&id);
             // id 1 is used again and again: it must survive every sweep.
-            let _ = cache.slot(&1);
+            let _ = cache.cell(&1);
             assert!(cache.len() <= 100, "{} entries at id {id}", cache.len());
         }
         let entries = cache.entries.lock().unwrap();
@@ -163,5 +235,22 @@ mod tests {
         assert!(entries.contains_key(&1), "a hot instance was evicted");
         assert!(entries.contains_key(&999));
         drop(busy);
+    }
+
+    #[tokio::test]
+    async fn a_second_taker_waits_for_the_slot_to_come_back() {
+        let cell = Cell::<Agg>::new();
+        let mut first = cell.take().await;
+        first.version = 7;
+        let waiter = {
+            let cell = cell.clone();
+            tokio::spawn(async move { cell.take().await.version })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        drop(first);
+        assert_eq!(waiter.await.unwrap(), 7);
+        // Back again after the waiter's `Held` dropped.
+        assert_eq!(cell.take().await.version, 7);
     }
 }

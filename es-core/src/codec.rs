@@ -71,7 +71,11 @@ impl Codec for Json {
 
     #[inline]
     fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, CodecError> {
-        serde_json::to_vec(value).map_err(|e| CodecError::encode::<T>(Self::NAME, e))
+        // Most events are small; a small first buffer keeps allocations in
+        // the allocator's fast size classes and stored payloads compact.
+        let mut buf = Vec::with_capacity(32);
+        serde_json::to_writer(&mut buf, value).map_err(|e| CodecError::encode::<T>(Self::NAME, e))?;
+        Ok(buf)
     }
 
     #[inline]

@@ -1,13 +1,12 @@
 //! The dispatcher: load, decide, append, apply.
 
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
 use std::fmt;
 use std::ops::ControlFlow;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::aggregate::{Aggregate, Handle};
-use crate::cache::{Cache, Slot};
+use crate::cache::{Cache, Cell, Slot};
 use crate::codec::{Codec, Json};
 use crate::command::{Command, Dispatchable};
 use crate::envelope::{Envelope, EventId, Metadata, StreamId, Timestamp};
@@ -16,6 +15,7 @@ use crate::event::Event;
 use crate::store::{
     AppendOutcome, AppendRequest, CommandRecord, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Snapshot,
 };
+use crate::util::TypeMap;
 
 /// What one command committed.
 pub struct Committed<A: Aggregate> {
@@ -128,7 +128,7 @@ impl<E> From<LoadError> for DispatchError<E> {
 pub struct DispatcherBuilder<S, C = Json> {
     store: S,
     codec: C,
-    services: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    services: TypeMap<Box<dyn Any + Send + Sync>>,
     cache_capacity: usize,
     max_attempts: u32,
 }
@@ -172,7 +172,7 @@ impl<S: EventStore, C: Codec> DispatcherBuilder<S, C> {
                 store: self.store,
                 codec: self.codec,
                 services: self.services,
-                caches: RwLock::new(HashMap::new()),
+                caches: RwLock::new(TypeMap::default()),
                 cache_capacity: self.cache_capacity,
                 max_attempts: self.max_attempts,
             }),
@@ -194,8 +194,8 @@ pub struct Dispatcher<S, C = Json> {
 struct Inner<S, C> {
     store: S,
     codec: C,
-    services: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
-    caches: RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+    services: TypeMap<Box<dyn Any + Send + Sync>>,
+    caches: RwLock<TypeMap<Arc<dyn Any + Send + Sync>>>,
     cache_capacity: usize,
     max_attempts: u32,
 }
@@ -230,7 +230,7 @@ impl<S: EventStore> Dispatcher<S, Json> {
         DispatcherBuilder {
             store,
             codec: Json,
-            services: HashMap::new(),
+            services: TypeMap::default(),
             cache_capacity: 10_000,
             max_attempts: 5,
         }
@@ -269,7 +269,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
     pub async fn load<A: Aggregate + Clone>(&self, id: &A::Id) -> Result<A, LoadError> {
         let stream = StreamId::of::<A>(id);
         let cell = self.slot::<A>(id);
-        let mut slot = cell.lock().await;
+        let mut slot = cell.take().await;
         self.refresh(&stream, &mut slot).await?;
         Ok(slot.state.clone())
     }
@@ -293,7 +293,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
     ) -> Result<(A, u64), LoadError> {
         let stream = StreamId::of::<A>(id);
         let mut slot = Slot::<A>::empty();
-        self.read_into(&stream, &mut slot, &keep).await?;
+        self.read_into(&stream, &mut slot, keep).await?;
         Ok((slot.state, slot.version))
     }
 
@@ -305,7 +305,6 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
     ) -> Result<Committed<Cmd::Aggregate>, DispatchError<<Cmd::Aggregate as Aggregate>::Error>> {
         let inner = &*self.inner;
         let id = command.aggregate_id();
-        let stream = StreamId::of::<Cmd::Aggregate>(id);
         let services = self.services::<Cmd::Aggregate>()?;
         if let Some(command_id) = &metadata.command_id
             && let Some(record) = inner.store.find_command(command_id).await?
@@ -313,9 +312,17 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             return Ok(self.earlier_outcome(record, metadata).await?);
         }
         let encoded_metadata = metadata.encode();
-        let metadata = Arc::new(metadata);
+        let metadata = if metadata.is_empty() {
+            Metadata::shared_empty()
+        } else {
+            Arc::new(metadata)
+        };
         let cell = self.slot::<Cmd::Aggregate>(id);
-        let mut slot = cell.lock().await;
+        let mut slot = cell.take().await;
+        let stream = slot
+            .stream
+            .get_or_insert_with(|| StreamId::of::<Cmd::Aggregate>(id))
+            .clone();
         // Whether the state was read from the store during this command. A
         // cached state may be stale: an append finds out through its
         // expected version, but a rejection or a decision with no events
@@ -359,7 +366,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                 });
             }
             let recorded_at = Timestamp::now();
-            let mut ids = Vec::with_capacity(events.len());
+            let mut ids = EventIds::default();
             let mut batch = Vec::with_capacity(events.len());
             for event in &events {
                 let payload = event.encode(&inner.codec).map_err(|source| DispatchError::Encode {
@@ -390,13 +397,13 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                     // If an `apply` panics half-way, the next command reloads.
                     slot.fresh = false;
                     let mut envelopes = Vec::with_capacity(events.len());
-                    for ((i, event), event_id) in events.into_iter().enumerate().zip(ids) {
+                    for ((i, event), event_id) in events.into_iter().enumerate().zip(ids.iter()) {
                         slot.state.apply(&event);
                         envelopes.push(Envelope {
                             event_id,
                             stream: stream.clone(),
                             version: appended.first_version + i as u64,
-                            position: appended.positions.get(i).copied().unwrap_or_default(),
+                            position: appended.positions.get(i).unwrap_or_default(),
                             recorded_at,
                             metadata: metadata.clone(),
                             payload: event,
@@ -408,7 +415,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                     return Ok(Committed {
                         stream,
                         version: appended.last_version,
-                        position: appended.positions.last().copied(),
+                        position: appended.positions.last(),
                         events: envelopes,
                         deduplicated: false,
                     });
@@ -456,16 +463,16 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             })
     }
 
-    fn slot<A: Aggregate>(&self, id: &A::Id) -> Arc<tokio::sync::Mutex<Slot<A>>> {
+    fn slot<A: Aggregate>(&self, id: &A::Id) -> Arc<Cell<A>> {
         let capacity = self.inner.cache_capacity;
         if capacity == 0 {
-            return Arc::new(tokio::sync::Mutex::new(Slot::empty()));
+            return Cell::new();
         }
         let key = TypeId::of::<A>();
         {
             let caches = self.inner.caches.read().unwrap_or_else(PoisonError::into_inner);
             if let Some(cache) = caches.get(&key).and_then(|c| c.downcast_ref::<Cache<A>>()) {
-                return cache.slot(id);
+                return cache.cell(id);
             }
         }
         let mut caches = self.inner.caches.write().unwrap_or_else(PoisonError::into_inner);
@@ -473,8 +480,8 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             .entry(key)
             .or_insert_with(|| Arc::new(Cache::<A>::new(capacity)) as Arc<dyn Any + Send + Sync>);
         match cache.downcast_ref::<Cache<A>>() {
-            Some(cache) => cache.slot(id),
-            None => Arc::new(tokio::sync::Mutex::new(Slot::empty())),
+            Some(cache) => cache.cell(id),
+            None => Cell::new(),
         }
     }
 
@@ -482,12 +489,14 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
     /// then events), otherwise only the events after its version.
     async fn refresh<A: Aggregate>(&self, stream: &StreamId, slot: &mut Slot<A>) -> Result<(), LoadError> {
         if !slot.fresh {
+            let kept = slot.stream.take();
             *slot = Slot::empty();
+            slot.stream = kept;
             if A::SNAPSHOT_EVERY > 0 {
                 self.restore_snapshot(stream, slot).await?;
             }
         }
-        self.read_into(stream, slot, &|_| true).await?;
+        self.read_into(stream, slot, |_| true).await?;
         slot.fresh = true;
         Ok(())
     }
@@ -517,13 +526,13 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         &self,
         stream: &StreamId,
         slot: &mut Slot<A>,
-        keep: &(dyn Fn(&RecordedEvent<'_>) -> bool + Send + Sync),
+        keep: impl Fn(&RecordedEvent<'_>) -> bool + Send + Sync,
     ) -> Result<(), LoadError> {
         let codec = &self.inner.codec;
         let mut failure: Option<LoadError> = None;
         let from = slot.version + 1;
         let Slot { state, version, .. } = slot;
-        let mut visit = |e: &RecordedEvent<'_>| {
+        let visit = |e: &RecordedEvent<'_>| {
             if !keep(e) {
                 return ControlFlow::Break(());
             }
@@ -555,7 +564,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                 }
             }
         };
-        self.inner.store.read_stream(stream, from, &mut visit).await?;
+        self.inner.store.read_stream(stream, from, visit).await?;
         match failure {
             Some(e) => {
                 slot.fresh = false;
@@ -597,7 +606,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         let mut failure = None;
         let stream = record.stream.clone();
         let metadata = Arc::new(metadata);
-        let mut visit = |e: &RecordedEvent<'_>| {
+        let visit = |e: &RecordedEvent<'_>| {
             if e.version > record.last_version {
                 return ControlFlow::Break(());
             }
@@ -631,7 +640,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         };
         self.inner
             .store
-            .read_stream(&record.stream, record.first_version, &mut visit)
+            .read_stream(&record.stream, record.first_version, visit)
             .await?;
         if let Some(e) = failure {
             return Err(e.into());
@@ -643,6 +652,27 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             events,
             deduplicated: true,
         })
+    }
+}
+
+/// The ids of a batch, without an allocation for the usual single event.
+#[derive(Default)]
+struct EventIds {
+    first: Option<EventId>,
+    rest: Vec<EventId>,
+}
+
+impl EventIds {
+    fn push(&mut self, id: EventId) {
+        if self.first.is_none() {
+            self.first = Some(id);
+        } else {
+            self.rest.push(id);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = EventId> + '_ {
+        self.first.iter().chain(&self.rest).copied()
     }
 }
 

@@ -12,18 +12,21 @@ use serde::{Deserialize, Serialize};
 ///
 /// The aggregate type is the stored name from `#[aggregate(name = "..")]`,
 /// the id is the aggregate id's `Display` form.
+///
+/// Cloning is cheap (the id is shared), so every envelope of a stream can
+/// carry it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StreamId {
     aggregate_type: Cow<'static, str>,
-    aggregate_id: String,
+    aggregate_id: Arc<str>,
 }
 
 impl StreamId {
     /// A stream of aggregate type `aggregate_type` with id `aggregate_id`.
-    pub fn new(aggregate_type: impl Into<Cow<'static, str>>, aggregate_id: impl Into<String>) -> Self {
+    pub fn new(aggregate_type: impl Into<Cow<'static, str>>, aggregate_id: impl AsRef<str>) -> Self {
         StreamId {
             aggregate_type: aggregate_type.into(),
-            aggregate_id: aggregate_id.into(),
+            aggregate_id: Arc::from(aggregate_id.as_ref()),
         }
     }
 
@@ -31,7 +34,7 @@ impl StreamId {
     pub fn of<A: crate::Aggregate>(id: &A::Id) -> Self {
         StreamId {
             aggregate_type: Cow::Borrowed(A::NAME),
-            aggregate_id: id.to_string(),
+            aggregate_id: Arc::from(id.to_string()),
         }
     }
 
@@ -207,6 +210,13 @@ impl Metadata {
     /// Empty metadata.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Empty metadata, shared: commands without metadata hand this one
+    /// allocation to all their envelopes.
+    pub(crate) fn shared_empty() -> Arc<Metadata> {
+        static EMPTY: std::sync::LazyLock<Arc<Metadata>> = std::sync::LazyLock::new(Arc::default);
+        EMPTY.clone()
     }
 
     /// Sets the correlation id.

@@ -37,6 +37,15 @@ pub trait Event: Sized + Send + Sync + 'static {
     fn knows(name: &str) -> bool {
         Self::NAMES.contains(&name)
     }
+
+    /// [`Event::decode`] for a caller that has checked `Self::knows(name)`
+    /// already (an enum routing to its payload): the derive skips the second
+    /// name comparison on this hot path.
+    #[doc(hidden)]
+    #[inline]
+    fn decode_known<C: Codec>(codec: &C, name: &str, version: u32, payload: &[u8]) -> Result<Self, EventDecodeError> {
+        Self::decode(codec, name, version, payload)
+    }
 }
 
 /// "This aggregate (or read model) knows how to evolve on event `E`."

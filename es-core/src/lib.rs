@@ -465,7 +465,8 @@ pub mod __private {
         fn into_decision(self) -> Result<Vec<A::Event>, A::Error> {
             match self {
                 Ok(events) => {
-                    let mut out = Vec::new();
+                    // One event is the common case: room for exactly that.
+                    let mut out = Vec::with_capacity(1);
                     events.into_events(&mut out);
                     Ok(out)
                 }

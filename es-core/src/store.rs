@@ -87,7 +87,58 @@ pub struct Appended {
     /// The stream's version after the batch.
     pub last_version: u64,
     /// The global position of each event, in order.
-    pub positions: Vec<u64>,
+    pub positions: Positions,
+}
+
+/// The global positions of an appended batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Positions {
+    /// `count` positions from `first` on, one apart (the usual case, and
+    /// the one that needs no allocation).
+    Consecutive {
+        /// The first event's position.
+        first: u64,
+        /// How many events.
+        count: u64,
+    },
+    /// Each event's position, where they are not consecutive.
+    Listed(Vec<u64>),
+}
+
+impl Positions {
+    /// The position of the `i`-th event of the batch.
+    pub fn get(&self, i: usize) -> Option<u64> {
+        match self {
+            Positions::Consecutive { first, count } => ((i as u64) < *count).then(|| first + i as u64),
+            Positions::Listed(list) => list.get(i).copied(),
+        }
+    }
+
+    /// The position of the last event, if any.
+    pub fn last(&self) -> Option<u64> {
+        match self {
+            Positions::Consecutive { first, count } => (*count > 0).then(|| first + count - 1),
+            Positions::Listed(list) => list.last().copied(),
+        }
+    }
+
+    /// How many events.
+    pub fn len(&self) -> usize {
+        match self {
+            Positions::Consecutive { count, .. } => *count as usize,
+            Positions::Listed(list) => list.len(),
+        }
+    }
+
+    /// Whether the batch was empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// All positions, in order.
+    pub fn to_vec(&self) -> Vec<u64> {
+        (0..self.len()).filter_map(|i| self.get(i)).collect()
+    }
 }
 
 /// What an earlier command with the same id committed.
@@ -212,8 +263,12 @@ pub struct Snapshot {
     pub payload: Vec<u8>,
 }
 
-/// Called with each event read; return `ControlFlow::Break(())` to stop early.
-pub type Visitor<'v> = dyn FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send + 'v;
+/// What reads call with each event: return `ControlFlow::Break(())` to stop
+/// early. Reads are generic over it, so a fold through an in-process store
+/// compiles to one loop.
+pub trait Visitor: FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send {}
+
+impl<F: FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send> Visitor for F {}
 
 /// An event store: streams with optimistic concurrency and one global log.
 ///
@@ -227,22 +282,22 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Visits the events of `stream` with version `>= from_version`, in
     /// version order. A stream that does not exist has no events.
-    fn read_stream<'a>(
-        &'a self,
-        stream: &'a StreamId,
+    fn read_stream(
+        &self,
+        stream: &StreamId,
         from_version: u64,
-        visit: &'a mut Visitor<'_>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
+        visit: impl Visitor,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Visits up to `limit` events of the global log with position `> after`,
     /// in position order. Never skips an event that commits later with a
     /// smaller position than one already returned.
-    fn read_all<'a>(
-        &'a self,
+    fn read_all(
+        &self,
         after: u64,
         limit: usize,
-        visit: &'a mut Visitor<'_>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
+        visit: impl Visitor,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The version of `stream` (0 if it has no events).
     fn stream_version(&self, stream: &StreamId) -> impl Future<Output = Result<u64, StoreError>> + Send;
@@ -280,7 +335,7 @@ pub trait EventStoreExt: EventStore {
     ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send {
         async move {
             let mut out = Vec::new();
-            self.read_stream(stream, from_version, &mut |e: &RecordedEvent<'_>| {
+            self.read_stream(stream, from_version, |e: &RecordedEvent<'_>| {
                 out.push(e.to_owned());
                 ControlFlow::Continue(())
             })
@@ -297,7 +352,7 @@ pub trait EventStoreExt: EventStore {
     ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send {
         async move {
             let mut out = Vec::new();
-            self.read_all(after, limit, &mut |e: &RecordedEvent<'_>| {
+            self.read_all(after, limit, |e: &RecordedEvent<'_>| {
                 out.push(e.to_owned());
                 ControlFlow::Continue(())
             })
@@ -315,21 +370,21 @@ impl<S: EventStore> EventStore for std::sync::Arc<S> {
         (**self).append(request)
     }
 
-    fn read_stream<'a>(
-        &'a self,
-        stream: &'a StreamId,
+    fn read_stream(
+        &self,
+        stream: &StreamId,
         from_version: u64,
-        visit: &'a mut Visitor<'_>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+        visit: impl Visitor,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).read_stream(stream, from_version, visit)
     }
 
-    fn read_all<'a>(
-        &'a self,
+    fn read_all(
+        &self,
         after: u64,
         limit: usize,
-        visit: &'a mut Visitor<'_>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+        visit: impl Visitor,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).read_all(after, limit, visit)
     }
 

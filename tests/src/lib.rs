@@ -53,27 +53,27 @@ impl<S: EventStore> EventStore for CountingStore<S> {
         self.inner.append(request)
     }
 
-    async fn read_stream<'a>(
-        &'a self,
-        stream: &'a StreamId,
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
         from_version: u64,
-        visit: &'a mut Visitor<'_>,
+        mut visit: impl Visitor,
     ) -> Result<(), StoreError> {
         self.stream_reads.fetch_add(1, Ordering::Relaxed);
         let counter = &self.events_read;
-        let mut counting = |e: &RecordedEvent<'_>| {
+        let counting = move |e: &RecordedEvent<'_>| {
             counter.fetch_add(1, Ordering::Relaxed);
             visit(e)
         };
-        self.inner.read_stream(stream, from_version, &mut counting).await
+        self.inner.read_stream(stream, from_version, counting).await
     }
 
-    fn read_all<'a>(
-        &'a self,
+    fn read_all(
+        &self,
         after: u64,
         limit: usize,
-        visit: &'a mut Visitor<'_>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+        visit: impl Visitor,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
         self.inner.read_all(after, limit, visit)
     }
 

@@ -6,9 +6,12 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use tokio::sync::watch;
 
-use super::{AppendOutcome, AppendRequest, Appended, CommandRecord, EventStore, RecordedEvent, Snapshot, Visitor};
+use super::{
+    AppendOutcome, AppendRequest, Appended, CommandRecord, EventStore, Positions, RecordedEvent, Snapshot, Visitor,
+};
 use crate::envelope::{EventId, StreamId, Timestamp};
 use crate::error::{AppendError, Conflict, StoreError};
+use crate::util::FxHashMap;
 
 /// An [`EventStore`] in process memory.
 ///
@@ -29,7 +32,7 @@ struct Shared {
 struct State {
     /// The global log; position `p` is at index `p - 1`.
     log: Vec<Entry>,
-    streams: HashMap<StreamId, StreamEntries>,
+    streams: FxHashMap<StreamId, StreamEntries>,
     commands: HashMap<String, CommandRecord>,
     snapshots: HashMap<StreamId, Snapshot>,
     checkpoints: HashMap<String, u64>,
@@ -47,8 +50,9 @@ struct Entry {
     version: u64,
     name: std::borrow::Cow<'static, str>,
     schema_version: u32,
-    payload: Box<[u8]>,
-    metadata: Arc<[u8]>,
+    payload: Vec<u8>,
+    /// `None` when the command had no metadata (most do not).
+    metadata: Option<Arc<[u8]>>,
     recorded_at: Timestamp,
 }
 
@@ -63,7 +67,7 @@ impl Entry {
             name: &self.name,
             schema_version: self.schema_version,
             payload: &self.payload,
-            metadata: &self.metadata,
+            metadata: self.metadata.as_deref().unwrap_or_default(),
             recorded_at: self.recorded_at,
         }
     }
@@ -108,7 +112,16 @@ impl InMemoryStore {
 
     /// Watches the position of the last committed event.
     pub fn watch_head(&self) -> watch::Receiver<u64> {
-        self.shared.head.subscribe()
+        // Appends only publish while someone watches: subscribe first, then
+        // publish the current head, so no append falls in between.
+        let receiver = self.shared.head.subscribe();
+        let head = self.shared.read().log.len() as u64;
+        self.shared.head.send_if_modified(|value| {
+            let changed = *value < head;
+            *value = (*value).max(head);
+            changed
+        });
+        receiver
     }
 
     fn append_now(&self, request: AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
@@ -119,7 +132,37 @@ impl InMemoryStore {
         {
             return Ok(AppendOutcome::Duplicate(record.clone()));
         }
-        let actual = state.streams.get(request.stream).map_or(0, |s| s.entries.len() as u64);
+        let stream = match state.streams.get_mut(request.stream) {
+            Some(s) => s,
+            None => {
+                if !request.expected.matches(0) {
+                    return Err(Conflict {
+                        stream: request.stream.clone(),
+                        expected: request.expected,
+                        actual: 0,
+                    }
+                    .into());
+                }
+                if request.events.is_empty() {
+                    return Ok(AppendOutcome::Committed(Appended {
+                        first_version: 1,
+                        last_version: 0,
+                        positions: Positions::Consecutive {
+                            first: state.log.len() as u64 + 1,
+                            count: 0,
+                        },
+                    }));
+                }
+                state
+                    .streams
+                    .entry(request.stream.clone())
+                    .or_insert_with(|| StreamEntries {
+                        id: Arc::new(request.stream.clone()),
+                        entries: Vec::new(),
+                    })
+            }
+        };
+        let actual = stream.entries.len() as u64;
         if !request.expected.matches(actual) {
             return Err(Conflict {
                 stream: request.stream.clone(),
@@ -133,21 +176,14 @@ impl InMemoryStore {
             return Ok(AppendOutcome::Committed(Appended {
                 first_version: actual + 1,
                 last_version: actual,
-                positions: Vec::new(),
+                positions: Positions::Consecutive {
+                    first: state.log.len() as u64 + 1,
+                    count: 0,
+                },
             }));
         }
-        let stream = match state.streams.get_mut(request.stream) {
-            Some(s) => s,
-            None => state
-                .streams
-                .entry(request.stream.clone())
-                .or_insert_with(|| StreamEntries {
-                    id: Arc::new(request.stream.clone()),
-                    entries: Vec::new(),
-                }),
-        };
-        let metadata: Arc<[u8]> = Arc::from(request.metadata);
-        let mut positions = Vec::with_capacity(request.events.len());
+        let metadata: Option<Arc<[u8]>> = (!request.metadata.is_empty()).then(|| Arc::from(request.metadata));
+        let first_position = state.log.len() as u64 + 1;
         stream.entries.reserve(request.events.len());
         state.log.reserve(request.events.len());
         for (i, event) in request.events.into_iter().enumerate() {
@@ -158,17 +194,19 @@ impl InMemoryStore {
                 version: actual + 1 + i as u64,
                 name: event.name,
                 schema_version: event.schema_version,
-                payload: event.payload.into_boxed_slice(),
+                payload: event.payload,
                 metadata: metadata.clone(),
                 recorded_at: request.recorded_at,
             });
             stream.entries.push(index);
-            positions.push(index as u64 + 1);
         }
         let appended = Appended {
             first_version: actual + 1,
             last_version: actual + count,
-            positions,
+            positions: Positions::Consecutive {
+                first: first_position,
+                count,
+            },
         };
         if let Some(id) = request.command_id {
             state.commands.insert(
@@ -182,11 +220,15 @@ impl InMemoryStore {
             );
         }
         let head = state.log.len() as u64;
-        self.shared.head.send_replace(head);
+        // Waking watchers costs more than the append itself; with none
+        // watching, only the value is updated.
+        if self.shared.head.receiver_count() > 0 {
+            self.shared.head.send_replace(head);
+        }
         Ok(AppendOutcome::Committed(appended))
     }
 
-    fn read_stream_now(&self, stream: &StreamId, from_version: u64, visit: &mut Visitor<'_>) {
+    fn read_stream_now(&self, stream: &StreamId, from_version: u64, mut visit: impl Visitor) {
         let state = self.shared.read();
         let Some(entries) = state.streams.get(stream) else {
             return;
@@ -199,7 +241,7 @@ impl InMemoryStore {
         }
     }
 
-    fn read_all_now(&self, after: u64, limit: usize, visit: &mut Visitor<'_>) {
+    fn read_all_now(&self, after: u64, limit: usize, mut visit: impl Visitor) {
         let state = self.shared.read();
         let start = usize::try_from(after).unwrap_or(usize::MAX).min(state.log.len());
         let end = start.saturating_add(limit).min(state.log.len());
@@ -216,22 +258,22 @@ impl EventStore for InMemoryStore {
         ready(self.append_now(request))
     }
 
-    fn read_stream<'a>(
-        &'a self,
-        stream: &'a StreamId,
+    fn read_stream(
+        &self,
+        stream: &StreamId,
         from_version: u64,
-        visit: &'a mut Visitor<'_>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+        visit: impl Visitor,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
         self.read_stream_now(stream, from_version, visit);
         ready(Ok(()))
     }
 
-    fn read_all<'a>(
-        &'a self,
+    fn read_all(
+        &self,
         after: u64,
         limit: usize,
-        visit: &'a mut Visitor<'_>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+        visit: impl Visitor,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
         self.read_all_now(after, limit, visit);
         ready(Ok(()))
     }
@@ -320,7 +362,7 @@ mod tests {
             AppendOutcome::Committed(Appended {
                 first_version: 1,
                 last_version: 2,
-                positions: vec![1, 2]
+                positions: Positions::Consecutive { first: 1, count: 2 }
             })
         );
         let err = store

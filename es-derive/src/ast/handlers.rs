@@ -311,7 +311,13 @@ impl HandlersInput {
             match take_marker(cx, f) {
                 Some(Marker::Apply) => applies.extend(read_apply(cx, f)),
                 Some(Marker::Handle) => handles.extend(read_handle(cx, f)),
-                None => {}
+                None => continue,
+            }
+            // The generated trait impl is the method's one caller, often in
+            // another crate (the dispatcher's); without the hint, folding
+            // events would pay a call per event there.
+            if !f.attrs.iter().any(|a| a.path().is_ident("inline")) {
+                f.attrs.push(syn::parse_quote!(#[inline]));
             }
         }
         HandlersInput {

@@ -104,6 +104,19 @@ pub(crate) fn expand(input: &EventStruct<'_>) -> TokenStream {
                 }
                 #decode(codec, payload)
             }
+
+            #[inline]
+            fn decode_known<__C: #krate::Codec>(
+                codec: &__C,
+                _name: &str,
+                version: u32,
+                payload: &[u8],
+            ) -> ::core::result::Result<Self, #krate::EventDecodeError> {
+                if version > #version {
+                    return ::core::result::Result::Err(#krate::__private::newer_version(#name, version, #version));
+                }
+                #decode(codec, payload)
+            }
         }
 
         #apply_to

@@ -156,7 +156,7 @@ pub(crate) fn expand(input: &EventEnum<'_>) -> TokenStream {
             ) -> ::core::result::Result<Self, #krate::EventDecodeError> {
                 #(
                     if #as_event::knows(name) {
-                        return match #as_event::decode(codec, name, version, payload) {
+                        return match #as_event::decode_known(codec, name, version, payload) {
                             ::core::result::Result::Ok(e) => ::core::result::Result::Ok(Self::#names(e)),
                             ::core::result::Result::Err(e) => ::core::result::Result::Err(e),
                         };

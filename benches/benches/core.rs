@@ -1,0 +1,92 @@
+//! The core benchmarks: the framework beside a hand-written baseline of the
+//! same workload, in the same run. `cargo run -p benches --bin report`
+//! turns the medians into the ratio table of BENCHMARKS.md.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use benches::baseline::{decode_binary, decode_json};
+use benches::workloads::*;
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use es_core::{Binary, Dispatcher, Json};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().build().expect("runtime")
+}
+
+fn apply_dispatch(c: &mut Criterion) {
+    let (framework, by_hand) = events(1_000_000);
+    let mut g = c.benchmark_group("apply_1m");
+    // A tight loop of ~2 ms: many samples, so the median shrugs off bursts
+    // of load from other tenants of the machine.
+    g.sample_size(100).measurement_time(Duration::from_secs(8));
+    g.bench_function("framework", |b| b.iter(|| fold_framework(black_box(&framework))));
+    g.bench_function("baseline", |b| b.iter(|| fold_baseline(black_box(&by_hand))));
+    g.finish();
+}
+
+fn round_robin(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = c.benchmark_group("deposits_100k_on_1000_accounts");
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    g.bench_function("framework", |b| {
+        b.iter_batched(
+            || rt.block_on(opened_dispatcher(1_000)),
+            |app| rt.block_on(deposits_framework(&app, 1_000, 100_000)),
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("baseline", |b| {
+        b.iter_batched(
+            || opened_bank(1_000),
+            |mut bank| deposits_baseline(&mut bank, 1_000, 100_000),
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+fn one_account(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = c.benchmark_group("deposits_100k_on_1_account");
+    g.sample_size(10).measurement_time(Duration::from_secs(20));
+    g.bench_function("framework", |b| {
+        b.iter_batched(
+            || rt.block_on(opened_dispatcher(1)),
+            |app| rt.block_on(deposits_framework(&app, 1, 100_000)),
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("baseline", |b| {
+        b.iter_batched(
+            || opened_bank(1),
+            |mut bank| deposits_baseline(&mut bank, 1, 100_000),
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+fn cold_load(c: &mut Criterion) {
+    let rt = runtime();
+    for n in [1_000, 10_000, 100_000] {
+        let mut g = c.benchmark_group(format!("cold_load_{n}_json"));
+        g.sample_size(20);
+        let (store, stored) = rt.block_on(stored_account(Json, n));
+        let app = Dispatcher::builder(store).cache_capacity(0).build();
+        g.bench_function("framework", |b| b.iter(|| rt.block_on(cold_load_framework(&app))));
+        g.bench_function("baseline", |b| b.iter(|| cold_load_baseline(&stored, decode_json)));
+        g.finish();
+
+        let mut g = c.benchmark_group(format!("cold_load_{n}_binary"));
+        g.sample_size(20);
+        let (store, stored) = rt.block_on(stored_account(Binary, n));
+        let app = Dispatcher::builder(store).codec(Binary).cache_capacity(0).build();
+        g.bench_function("framework", |b| b.iter(|| rt.block_on(cold_load_framework(&app))));
+        g.bench_function("baseline", |b| b.iter(|| cold_load_baseline(&stored, decode_binary)));
+        g.finish();
+    }
+}
+
+criterion_group!(core, apply_dispatch, round_robin, one_account, cold_load);
+criterion_main!(core);

@@ -1,0 +1,7 @@
+//! Workloads for the benchmarks, each in two versions: through the
+//! framework, and hand-written with no framework at all. The bench targets
+//! time both in the same run; the smoke test in `tests/smoke.rs` runs each
+//! once on tiny input so they never rot.
+
+pub mod baseline;
+pub mod workloads;

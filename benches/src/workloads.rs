@@ -1,0 +1,156 @@
+//! The benchmark workloads, through the framework and by hand. Each pair
+//! returns comparable results so the smoke test can check they agree.
+
+use es_core::store::EventStoreExt;
+use es_core::{Aggregate, Codec, Dispatcher, InMemoryStore};
+use examples::bank::{AccountEvent, AccountId, AccountOpened, BankAccount, Deposit, MoneyDeposited, OpenAccount};
+
+use crate::baseline::{self, Bank};
+
+/// `n` events for one account: opened, then deposits of 1..
+pub fn events(n: usize) -> (Vec<AccountEvent>, Vec<baseline::Event>) {
+    let mut framework = Vec::with_capacity(n);
+    let mut by_hand = Vec::with_capacity(n);
+    for i in 0..n {
+        if i == 0 {
+            framework.push(AccountOpened { owner: "ada".into() }.into());
+            by_hand.push(baseline::Event::Opened(AccountOpened { owner: "ada".into() }));
+        } else {
+            let amount = (i % 100) as u64 + 1;
+            framework.push(MoneyDeposited { amount }.into());
+            by_hand.push(baseline::Event::Deposited(MoneyDeposited { amount }));
+        }
+    }
+    (framework, by_hand)
+}
+
+/// Folds events through `Aggregate::apply` (the generated dispatch).
+pub fn fold_framework(events: &[AccountEvent]) -> u64 {
+    let mut state = BankAccount::default();
+    for e in events {
+        state.apply(e);
+    }
+    state.balance
+}
+
+/// Folds events through a hand-written `match`.
+pub fn fold_baseline(events: &[baseline::Event]) -> u64 {
+    let mut state = baseline::Account::default();
+    for e in events {
+        state.apply(e);
+    }
+    state.balance
+}
+
+/// The id of account `i`.
+pub fn account(i: usize) -> String {
+    format!("acc-{i:05}")
+}
+
+/// A dispatcher over a fresh in-memory store with `accounts` open accounts.
+pub async fn opened_dispatcher(accounts: usize) -> Dispatcher<InMemoryStore> {
+    let app = Dispatcher::new(InMemoryStore::new());
+    for i in 0..accounts {
+        app.dispatch(OpenAccount {
+            account: AccountId(account(i)),
+            owner: "ada".into(),
+        })
+        .await
+        .expect("opens");
+    }
+    app
+}
+
+/// A hand-written bank with `accounts` open accounts.
+pub fn opened_bank(accounts: usize) -> Bank {
+    let mut bank = Bank::default();
+    for i in 0..accounts {
+        bank.handle(&baseline::Command::Open {
+            account: account(i),
+            owner: "ada".into(),
+        })
+        .expect("opens");
+    }
+    bank
+}
+
+/// `commands` deposits of 1, round-robin over `accounts` accounts.
+pub async fn deposits_framework(app: &Dispatcher<InMemoryStore>, accounts: usize, commands: usize) {
+    let ids: Vec<AccountId> = (0..accounts).map(|i| AccountId(account(i))).collect();
+    for i in 0..commands {
+        app.dispatch(Deposit {
+            account: ids[i % accounts].clone(),
+            amount: 1,
+        })
+        .await
+        .expect("deposits");
+    }
+}
+
+/// The same deposits, by hand.
+pub fn deposits_baseline(bank: &mut Bank, accounts: usize, commands: usize) {
+    let ids: Vec<String> = (0..accounts).map(account).collect();
+    for i in 0..commands {
+        bank.handle(&baseline::Command::Deposit {
+            account: ids[i % accounts].clone(),
+            amount: 1,
+        })
+        .expect("deposits");
+    }
+}
+
+/// A store holding one account of `n` events encoded with `codec`, and the
+/// same stored `(name, bytes)` pairs copied out for the baseline.
+pub async fn stored_account<C: Codec>(codec: C, n: usize) -> (InMemoryStore, Vec<(String, Vec<u8>)>) {
+    use es_core::store::{AppendRequest, NewEvent};
+    use es_core::{Event, EventId, EventStore, ExpectedVersion, StreamId, Timestamp};
+    let store = InMemoryStore::new();
+    let stream = StreamId::new(BankAccount::NAME, account(0));
+    let (events, _) = events(n);
+    for chunk in events.chunks(1_000) {
+        let version = store.stream_version(&stream).await.expect("version");
+        let batch = chunk
+            .iter()
+            .map(|e| NewEvent {
+                event_id: EventId::new(),
+                name: e.name().into(),
+                schema_version: e.version(),
+                payload: e.encode(&codec).expect("encodes"),
+            })
+            .collect();
+        store
+            .append(AppendRequest {
+                stream: &stream,
+                expected: ExpectedVersion::Exact(version),
+                events: batch,
+                metadata: b"",
+                command_id: None,
+                recorded_at: Timestamp::now(),
+            })
+            .await
+            .expect("appends");
+    }
+    let copied = store
+        .read_stream_vec(&stream, 1)
+        .await
+        .expect("reads")
+        .into_iter()
+        .map(|e| (e.name, e.payload))
+        .collect();
+    (store, copied)
+}
+
+/// A cold load through the dispatcher (no cache: every event is decoded and
+/// applied).
+pub async fn cold_load_framework<C: Codec>(app: &Dispatcher<InMemoryStore, C>) -> u64 {
+    app.load::<BankAccount>(&AccountId(account(0)))
+        .await
+        .expect("loads")
+        .balance
+}
+
+/// The baseline of a cold load: decode the same bytes with the same codec,
+/// fold with a `match`.
+pub fn cold_load_baseline(stored: &[(String, Vec<u8>)], decode: fn(&str, &[u8]) -> baseline::Event) -> u64 {
+    baseline::decode_and_fold(stored.iter().map(|(n, b)| (n.as_str(), b.as_slice())), decode).balance
+}
