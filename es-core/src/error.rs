@@ -98,6 +98,15 @@ pub enum StoreError {
         /// What is wrong and where.
         detail: String,
     },
+    /// An appended event reuses the id of a stored one; nothing of the
+    /// batch was written.
+    #[error("{store} store already holds an event with id {event_id}; the batch was not appended")]
+    DuplicateEventId {
+        /// Which store.
+        store: &'static str,
+        /// The reused id.
+        event_id: crate::EventId,
+    },
 }
 
 /// An append whose expected version did not match the stream.

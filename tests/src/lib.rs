@@ -1,6 +1,9 @@
 //! Shared code of the cross-crate test suites: the store conformance suite
 //! and test doubles.
 
+pub mod conformance;
+pub mod sqlite;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -34,6 +34,7 @@ struct State {
     log: Vec<Entry>,
     streams: FxHashMap<StreamId, StreamEntries>,
     commands: HashMap<String, CommandRecord>,
+    event_ids: std::collections::HashSet<EventId, std::hash::BuildHasherDefault<crate::util::FxHasher>>,
     snapshots: HashMap<StreamId, Snapshot>,
     checkpoints: HashMap<String, u64>,
 }
@@ -182,12 +183,24 @@ impl InMemoryStore {
                 },
             }));
         }
+        // Validate the whole batch before writing any of it.
+        for (i, event) in request.events.iter().enumerate() {
+            let repeated = request.events[..i].iter().any(|e| e.event_id == event.event_id);
+            if repeated || state.event_ids.contains(&event.event_id) {
+                return Err(StoreError::DuplicateEventId {
+                    store: "memory",
+                    event_id: event.event_id,
+                }
+                .into());
+            }
+        }
         let metadata: Option<Arc<[u8]>> = (!request.metadata.is_empty()).then(|| Arc::from(request.metadata));
         let first_position = state.log.len() as u64 + 1;
         stream.entries.reserve(request.events.len());
         state.log.reserve(request.events.len());
         for (i, event) in request.events.into_iter().enumerate() {
             let index = state.log.len();
+            state.event_ids.insert(event.event_id);
             state.log.push(Entry {
                 event_id: event.event_id,
                 stream: stream.id.clone(),

@@ -1,0 +1,49 @@
+//! The store's tables, and the migrations between schema versions.
+//!
+//! The schema version lives in SQLite's `user_version` header field. A new
+//! file gets every migration in order; an older file gets the ones it lacks;
+//! a file from a newer release is refused rather than misread.
+
+/// The newest schema this release reads and writes.
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+/// Migration `i` takes the schema from version `i` to `i + 1`.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 0 -> 1: the event log, command records, snapshots, checkpoints.
+    r#"
+    CREATE TABLE es_events (
+        -- The global position: SQLite has one writer at a time, so positions
+        -- follow commit order. AUTOINCREMENT never reuses one.
+        position        INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id        BLOB    NOT NULL UNIQUE,
+        aggregate_type  TEXT    NOT NULL,
+        aggregate_id    TEXT    NOT NULL,
+        version         INTEGER NOT NULL,
+        name            TEXT    NOT NULL,
+        schema_version  INTEGER NOT NULL,
+        payload         BLOB    NOT NULL,
+        metadata        BLOB    NOT NULL,
+        recorded_at     INTEGER NOT NULL, -- microseconds since the Unix epoch
+        UNIQUE (aggregate_type, aggregate_id, version)
+    );
+    CREATE TABLE es_commands (
+        command_id      TEXT    PRIMARY KEY,
+        aggregate_type  TEXT    NOT NULL,
+        aggregate_id    TEXT    NOT NULL,
+        first_version   INTEGER NOT NULL,
+        last_version    INTEGER NOT NULL
+    );
+    CREATE TABLE es_snapshots (
+        aggregate_type  TEXT    NOT NULL,
+        aggregate_id    TEXT    NOT NULL,
+        version         INTEGER NOT NULL,
+        schema_version  INTEGER NOT NULL,
+        payload         BLOB    NOT NULL,
+        PRIMARY KEY (aggregate_type, aggregate_id)
+    );
+    CREATE TABLE es_checkpoints (
+        name            TEXT    PRIMARY KEY,
+        position        INTEGER NOT NULL
+    );
+    "#,
+];
