@@ -2,6 +2,7 @@
 //! and test doubles.
 
 pub mod conformance;
+pub mod postgres;
 pub mod sqlite;
 
 use std::future::Future;

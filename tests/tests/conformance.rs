@@ -12,3 +12,7 @@ mod sqlite_memory {
 mod sqlite_file {
     tests::conformance_tests!(|| async { Some(tests::sqlite::temp_store().await) });
 }
+
+mod postgres {
+    tests::conformance_tests!(|| async { tests::postgres::store().await });
+}

@@ -1,0 +1,181 @@
+//! The tables, their SQL, and the migrations between schema versions.
+//!
+//! Everything lives in one PostgreSQL schema (default `es`), so several
+//! applications, or test runs, can share a database without meeting.
+
+use sqlx::{AssertSqlSafe, SqlStr};
+
+/// The newest schema version this release reads and writes.
+pub(crate) const SCHEMA_VERSION: i32 = 1;
+
+/// Checks that `name` can be used as a schema name as is: lowercase ASCII
+/// letters, digits and `_`, not starting with a digit, at most 63 bytes.
+/// Anything else is refused rather than quoted, so no input can reach the
+/// SQL text.
+pub(crate) fn valid_schema_name(name: &str) -> Result<(), String> {
+    let ok_start = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let ok_rest = name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok_start && ok_rest && name.len() <= 63 && !name.starts_with("pg_") {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a usable schema name: use 1 to 63 lowercase letters, digits and `_`, starting with a letter or `_`, and not `pg_`"
+        ))
+    }
+}
+
+/// Migration `i` takes the schema from version `i` to `i + 1`. `{s}` is the
+/// schema name.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 0 -> 1
+    r#"
+    CREATE TABLE "{s}".events (
+        -- The global position. Readers follow it in commit order: see
+        -- `read_all` for how a late commit with a smaller position is
+        -- never skipped.
+        position        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        -- The appending transaction, pinned before its positions are drawn.
+        transaction_id  XID8        NOT NULL,
+        event_id        UUID        NOT NULL,
+        aggregate_type  TEXT        NOT NULL,
+        aggregate_id    TEXT        NOT NULL,
+        version         BIGINT      NOT NULL,
+        name            TEXT        NOT NULL,
+        schema_version  INTEGER     NOT NULL,
+        payload         BYTEA       NOT NULL,
+        metadata        BYTEA       NOT NULL,
+        recorded_at     TIMESTAMPTZ NOT NULL,
+        CONSTRAINT events_event_id UNIQUE (event_id),
+        CONSTRAINT events_stream_version UNIQUE (aggregate_type, aggregate_id, version)
+    );
+    CREATE TABLE "{s}".commands (
+        command_id      TEXT   PRIMARY KEY,
+        aggregate_type  TEXT   NOT NULL,
+        aggregate_id    TEXT   NOT NULL,
+        first_version   BIGINT NOT NULL,
+        last_version    BIGINT NOT NULL
+    );
+    CREATE TABLE "{s}".snapshots (
+        aggregate_type  TEXT    NOT NULL,
+        aggregate_id    TEXT    NOT NULL,
+        version         BIGINT  NOT NULL,
+        schema_version  INTEGER NOT NULL,
+        payload         BYTEA   NOT NULL,
+        PRIMARY KEY (aggregate_type, aggregate_id)
+    );
+    CREATE TABLE "{s}".checkpoints (
+        name            TEXT   PRIMARY KEY,
+        position        BIGINT NOT NULL
+    );
+    -- JSON payloads as text, for people reading the store.
+    CREATE VIEW "{s}".events_text AS
+        SELECT position, event_id, aggregate_type, aggregate_id, version, name, schema_version,
+               convert_from(payload, 'UTF8') AS payload, convert_from(metadata, 'UTF8') AS metadata, recorded_at
+        FROM "{s}".events;
+    "#,
+];
+
+/// The statements the store runs, with its schema name filled in.
+pub(crate) struct Sql {
+    pub(crate) append: SqlStr,
+    pub(crate) stream_version: SqlStr,
+    pub(crate) read_stream: SqlStr,
+    pub(crate) read_all: SqlStr,
+    pub(crate) last_position: SqlStr,
+    pub(crate) find_command: SqlStr,
+    pub(crate) load_snapshot: SqlStr,
+    pub(crate) save_snapshot: SqlStr,
+    pub(crate) load_checkpoint: SqlStr,
+    pub(crate) save_checkpoint: SqlStr,
+}
+
+const COLUMNS: &str = "event_id, aggregate_type, aggregate_id, version, position, name, schema_version, payload, \
+     metadata, (EXTRACT(EPOCH FROM recorded_at) * 1000000)::BIGINT AS recorded_at";
+
+impl Sql {
+    pub(crate) fn new(s: &str) -> Self {
+        let sql = |text: String| AssertSqlSafe(text).into_sql_str();
+        Sql {
+            // One statement, one round trip: pin the transaction id, read the
+            // stream's version, insert the batch only if it matches, record
+            // the command id, and report the version and positions.
+            append: sql(format!(
+                r#"WITH pin AS MATERIALIZED (SELECT pg_current_xact_id() AS tx),
+                cur AS (SELECT COALESCE(MAX(version), 0) AS v FROM "{s}".events
+                        WHERE aggregate_type = $1 AND aggregate_id = $2),
+                ok AS (SELECT v FROM cur WHERE $3::BIGINT IS NULL OR v = $3),
+                ins AS (
+                    INSERT INTO "{s}".events (transaction_id, event_id, aggregate_type, aggregate_id, version, name,
+                                              schema_version, payload, metadata, recorded_at)
+                    SELECT pin.tx, e.event_id, $1, $2, ok.v + e.ord, e.name, e.schema_version, e.payload, $8,
+                           TIMESTAMPTZ 'epoch' + $9::BIGINT * INTERVAL '1 microsecond'
+                    FROM pin, ok, UNNEST($4::UUID[], $5::TEXT[], $6::INTEGER[], $7::BYTEA[])
+                         WITH ORDINALITY AS e(event_id, name, schema_version, payload, ord)
+                    ORDER BY e.ord
+                    RETURNING position, version
+                ),
+                cmd AS (
+                    INSERT INTO "{s}".commands (command_id, aggregate_type, aggregate_id, first_version, last_version)
+                    SELECT $10, $1, $2, ok.v + 1, ok.v + cardinality($4::UUID[])
+                    FROM ok WHERE $10::TEXT IS NOT NULL AND EXISTS (SELECT 1 FROM ins)
+                )
+                SELECT (SELECT v FROM cur) AS actual,
+                       (SELECT count(*) FROM ok) AS matched,
+                       (SELECT array_agg(position ORDER BY version) FROM ins) AS positions"#
+            )),
+            stream_version: sql(format!(
+                r#"SELECT COALESCE(MAX(version), 0) FROM "{s}".events WHERE aggregate_type = $1 AND aggregate_id = $2"#
+            )),
+            read_stream: sql(format!(
+                r#"SELECT {COLUMNS} FROM "{s}".events
+                   WHERE aggregate_type = $1 AND aggregate_id = $2 AND version >= $3 ORDER BY version"#
+            )),
+            // The running transactions come from the same statement, hence the
+            // same snapshot, as the rows: see `read_all`.
+            read_all: sql(format!(
+                r#"SELECT {COLUMNS},
+                          (SELECT array_agg(x::TEXT::BIGINT) FROM pg_snapshot_xip(pg_current_snapshot()) AS x)
+                              AS running
+                   FROM "{s}".events WHERE position > $1 ORDER BY position LIMIT $2"#
+            )),
+            last_position: sql(format!(r#"SELECT COALESCE(MAX(position), 0) FROM "{s}".events"#)),
+            find_command: sql(format!(
+                r#"SELECT aggregate_type, aggregate_id, first_version, last_version FROM "{s}".commands
+                   WHERE command_id = $1"#
+            )),
+            load_snapshot: sql(format!(
+                r#"SELECT version, schema_version, payload FROM "{s}".snapshots
+                   WHERE aggregate_type = $1 AND aggregate_id = $2"#
+            )),
+            save_snapshot: sql(format!(
+                r#"INSERT INTO "{s}".snapshots (aggregate_type, aggregate_id, version, schema_version, payload)
+                   VALUES ($1, $2, $3, $4, $5)
+                   ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET
+                       version = excluded.version, schema_version = excluded.schema_version, payload = excluded.payload
+                   WHERE excluded.version > snapshots.version OR excluded.schema_version <> snapshots.schema_version"#
+            )),
+            load_checkpoint: sql(format!(r#"SELECT position FROM "{s}".checkpoints WHERE name = $1"#)),
+            save_checkpoint: sql(format!(
+                r#"INSERT INTO "{s}".checkpoints (name, position) VALUES ($1, $2)
+                   ON CONFLICT (name) DO UPDATE SET position = excluded.position"#
+            )),
+        }
+    }
+}
+
+use sqlx::SqlSafeStr as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_plain_identifiers_only() {
+        for ok in ["es", "es_test_1", "_x", "a9"] {
+            assert!(valid_schema_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "Es", "1es", "es-test", "es\"; DROP TABLE x; --", "pg_catalog", &"a".repeat(64)] {
+            assert!(valid_schema_name(bad).is_err(), "{bad}");
+        }
+    }
+}
