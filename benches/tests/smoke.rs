@@ -11,7 +11,10 @@ use examples::bank::{AccountId, BankAccount};
 fn folding_agrees() {
     let (framework, by_hand) = events(1_000);
     assert_eq!(fold_framework(&framework), fold_baseline(&by_hand));
-    assert_eq!(fold_framework(&framework), (1..1_000u64).map(|i| i % 100 + 1).sum::<u64>());
+    assert_eq!(
+        fold_framework(&framework),
+        (1..1_000u64).map(|i| i % 100 + 1).sum::<u64>()
+    );
 }
 
 #[tokio::test]
@@ -34,8 +37,14 @@ async fn deposits_agree() {
 async fn cold_loads_agree() {
     let (store, stored) = stored_account(Json, 300).await;
     let app = Dispatcher::builder(store).cache_capacity(0).build();
-    assert_eq!(cold_load_framework(&app).await, cold_load_baseline(&stored, decode_json));
+    assert_eq!(
+        cold_load_framework(&app).await,
+        cold_load_baseline(&stored, decode_json)
+    );
     let (store, stored) = stored_account(Binary, 300).await;
     let app = Dispatcher::builder(store).codec(Binary).cache_capacity(0).build();
-    assert_eq!(cold_load_framework(&app).await, cold_load_baseline(&stored, decode_binary));
+    assert_eq!(
+        cold_load_framework(&app).await,
+        cold_load_baseline(&stored, decode_binary)
+    );
 }

@@ -245,11 +245,13 @@ impl PostgresStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(error("record the schema version"))?;
-            sqlx::query(ddl(format!(r#"INSERT INTO "{s}".schema_version (version) VALUES ($1)"#)))
-                .bind(schema::SCHEMA_VERSION)
-                .execute(&mut *tx)
-                .await
-                .map_err(error("record the schema version"))?;
+            sqlx::query(ddl(format!(
+                r#"INSERT INTO "{s}".schema_version (version) VALUES ($1)"#
+            )))
+            .bind(schema::SCHEMA_VERSION)
+            .execute(&mut *tx)
+            .await
+            .map_err(error("record the schema version"))?;
         }
         tx.commit().await.map_err(error("commit the migration"))
     }
@@ -339,14 +341,15 @@ impl PostgresStore {
         let positions: Option<Vec<i64>> = row.try_get("positions").map_err(error("read the append's result"))?;
         let positions: Vec<u64> = positions.unwrap_or_default().into_iter().map(|p| p as u64).collect();
         if positions.len() != n {
-            return Err(corrupt(format!("an append of {n} events returned {} positions", positions.len())).into());
+            return Err(corrupt(format!(
+                "an append of {n} events returned {} positions",
+                positions.len()
+            ))
+            .into());
         }
         let consecutive = positions.windows(2).all(|w| w[1] == w[0] + 1);
         let positions = match positions.first() {
-            Some(&first) if consecutive => Positions::Consecutive {
-                first,
-                count: n as u64,
-            },
+            Some(&first) if consecutive => Positions::Consecutive { first, count: n as u64 },
             Some(_) => Positions::Listed(positions),
             None => Positions::Consecutive { first: 0, count: 0 },
         };
@@ -376,11 +379,7 @@ impl PostgresStore {
         row.map(|r| command_record(id, &r)).transpose()
     }
 
-    async fn taken_event_id(
-        &self,
-        conn: &mut PgConnection,
-        ids: &[uuid::Uuid],
-    ) -> Result<Option<EventId>, StoreError> {
+    async fn taken_event_id(&self, conn: &mut PgConnection, ids: &[uuid::Uuid]) -> Result<Option<EventId>, StoreError> {
         // Within the batch itself first, then against the table.
         for (i, id) in ids.iter().enumerate() {
             if ids[..i].contains(id) {
@@ -389,8 +388,10 @@ impl PostgresStore {
         }
         let s = &self.inner.schema;
         let taken: Option<uuid::Uuid> = sqlx::query_scalar(
-            AssertSqlSafe(format!(r#"SELECT event_id FROM "{s}".events WHERE event_id = ANY($1) LIMIT 1"#))
-                .into_sql_str(),
+            AssertSqlSafe(format!(
+                r#"SELECT event_id FROM "{s}".events WHERE event_id = ANY($1) LIMIT 1"#
+            ))
+            .into_sql_str(),
         )
         .bind(ids)
         .fetch_optional(conn)
@@ -456,8 +457,11 @@ fn visit_row(row: &PgRow, visit: &mut impl Visitor) -> Result<ControlFlow<()>, S
         version: row.try_get::<i64, _>(3).map_err(&get)? as u64,
         position,
         name: row.try_get(5).map_err(&get)?,
-        schema_version: u32::try_from(row.try_get::<i32, _>(6).map_err(&get)?)
-            .map_err(|_| corrupt(format!("the event at position {position} has a negative schema version")))?,
+        schema_version: u32::try_from(row.try_get::<i32, _>(6).map_err(&get)?).map_err(|_| {
+            corrupt(format!(
+                "the event at position {position} has a negative schema version"
+            ))
+        })?,
         payload: row.try_get(7).map_err(&get)?,
         metadata: row.try_get(8).map_err(&get)?,
         recorded_at: Timestamp::from_micros(row.try_get::<i64, _>(9).map_err(&get)?),
@@ -479,7 +483,12 @@ impl EventStore for PostgresStore {
         self.append_with(&mut conn, request).await
     }
 
-    async fn read_stream(&self, stream: &StreamId, from_version: u64, mut visit: impl Visitor) -> Result<(), StoreError> {
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        mut visit: impl Visitor,
+    ) -> Result<(), StoreError> {
         let from = to_i64(from_version, "version")?;
         let mut rows = sqlx::query(self.inner.sql.read_stream.clone())
             .bind(stream.aggregate_type())

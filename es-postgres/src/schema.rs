@@ -14,7 +14,9 @@ pub(crate) const SCHEMA_VERSION: i32 = 1;
 /// SQL text.
 pub(crate) fn valid_schema_name(name: &str) -> Result<(), String> {
     let ok_start = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
-    let ok_rest = name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    let ok_rest = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if ok_start && ok_rest && name.len() <= 63 && !name.starts_with("pg_") {
         Ok(())
     } else {
@@ -174,7 +176,15 @@ mod tests {
         for ok in ["es", "es_test_1", "_x", "a9"] {
             assert!(valid_schema_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "Es", "1es", "es-test", "es\"; DROP TABLE x; --", "pg_catalog", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "Es",
+            "1es",
+            "es-test",
+            "es\"; DROP TABLE x; --",
+            "pg_catalog",
+            &"a".repeat(64),
+        ] {
             assert!(valid_schema_name(bad).is_err(), "{bad}");
         }
     }

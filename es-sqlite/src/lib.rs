@@ -426,8 +426,11 @@ fn visit_row(row: &rusqlite::Row<'_>, visit: &mut impl Visitor) -> Result<Contro
         version: int(3)? as u64,
         position,
         name: text(5)?,
-        schema_version: u32::try_from(int(6)?)
-            .map_err(|_| corrupt(format!("the event at position {position} has a negative schema version")))?,
+        schema_version: u32::try_from(int(6)?).map_err(|_| {
+            corrupt(format!(
+                "the event at position {position} has a negative schema version"
+            ))
+        })?,
         payload: blob(7)?,
         metadata: blob(8)?,
         recorded_at: Timestamp::from_micros(int(9)?),
@@ -448,7 +451,12 @@ impl EventStore for SqliteStore {
         std::future::ready(blocking(|| self.append_now(request)))
     }
 
-    async fn read_stream(&self, stream: &StreamId, from_version: u64, mut visit: impl Visitor) -> Result<(), StoreError> {
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        mut visit: impl Visitor,
+    ) -> Result<(), StoreError> {
         let from = to_i64(from_version, "version")?;
         blocking(|| {
             self.read(|conn| {
@@ -512,9 +520,11 @@ impl EventStore for SqliteStore {
     async fn last_position(&self) -> Result<u64, StoreError> {
         blocking(|| {
             self.read(|conn| {
-                conn.query_row("SELECT COALESCE(MAX(position), 0) FROM es_events", [], |r| r.get::<_, i64>(0))
-                    .map(|v| v as u64)
-                    .map_err(error("read the last position"))
+                conn.query_row("SELECT COALESCE(MAX(position), 0) FROM es_events", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map(|v| v as u64)
+                .map_err(error("read the last position"))
             })
         })
     }

@@ -132,7 +132,13 @@ pub async fn append_and_read_back<S: EventStore>(store: S) {
     assert_eq!(read[1].position, appended.positions.get(1).unwrap());
     assert_eq!(store.read_stream_vec(&s, 2).await.unwrap().len(), 1);
     assert!(store.read_stream_vec(&s, 3).await.unwrap().is_empty());
-    assert!(store.read_stream_vec(&StreamId::new("order", "none"), 1).await.unwrap().is_empty());
+    assert!(
+        store
+            .read_stream_vec(&StreamId::new("order", "none"), 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(store.stream_version(&s).await.unwrap(), 2);
     assert_eq!(store.stream_version(&StreamId::new("order", "none")).await.unwrap(), 0);
     assert_eq!(store.last_position().await.unwrap(), read[1].position);
@@ -142,8 +148,16 @@ pub async fn append_and_read_back<S: EventStore>(store: S) {
 pub async fn expected_versions<S: EventStore>(store: S) {
     let s = StreamId::new("t", "1");
     // Exact(0) is the same as NoStream.
-    committed(append(&store, &s, ExpectedVersion::Exact(0), events(1, "a")).await.unwrap());
-    for wrong in [ExpectedVersion::NoStream, ExpectedVersion::Exact(0), ExpectedVersion::Exact(2)] {
+    committed(
+        append(&store, &s, ExpectedVersion::Exact(0), events(1, "a"))
+            .await
+            .unwrap(),
+    );
+    for wrong in [
+        ExpectedVersion::NoStream,
+        ExpectedVersion::Exact(0),
+        ExpectedVersion::Exact(2),
+    ] {
         match append(&store, &s, wrong, events(1, "x")).await {
             Err(AppendError::Conflict(c)) => {
                 assert_eq!((c.stream.clone(), c.expected, c.actual), (s.clone(), wrong, 1));
@@ -151,7 +165,11 @@ pub async fn expected_versions<S: EventStore>(store: S) {
             other => panic!("{wrong:?} must conflict, got {other:?}"),
         }
     }
-    let a = committed(append(&store, &s, ExpectedVersion::Exact(1), events(2, "b")).await.unwrap());
+    let a = committed(
+        append(&store, &s, ExpectedVersion::Exact(1), events(2, "b"))
+            .await
+            .unwrap(),
+    );
     assert_eq!((a.first_version, a.last_version), (2, 3));
     let a = committed(append(&store, &s, ExpectedVersion::Any, events(1, "c")).await.unwrap());
     assert_eq!((a.first_version, a.last_version), (4, 4));
@@ -160,7 +178,11 @@ pub async fn expected_versions<S: EventStore>(store: S) {
         Err(AppendError::Conflict(c)) => assert_eq!(c.actual, 0),
         other => panic!("must conflict on a missing stream, got {other:?}"),
     }
-    let a = committed(append(&store, &fresh, ExpectedVersion::Any, events(1, "e")).await.unwrap());
+    let a = committed(
+        append(&store, &fresh, ExpectedVersion::Any, events(1, "e"))
+            .await
+            .unwrap(),
+    );
     assert_eq!(a.first_version, 1);
     assert_eq!(store.stream_version(&s).await.unwrap(), 4);
     // An empty batch writes nothing.
@@ -186,7 +208,11 @@ pub async fn a_batch_is_whole_or_nothing<S: EventStore>(store: S) {
     assert_eq!(store.last_position().await.unwrap(), before);
     assert_eq!(store.read_all_vec(0, 100).await.unwrap().len(), 1);
     // The stream takes the next batch normally.
-    let a = committed(append(&store, &s, ExpectedVersion::Exact(1), events(5, "again")).await.unwrap());
+    let a = committed(
+        append(&store, &s, ExpectedVersion::Exact(1), events(5, "again"))
+            .await
+            .unwrap(),
+    );
     assert_eq!((a.first_version, a.last_version), (2, 6));
 }
 
@@ -195,7 +221,11 @@ pub async fn positions_strictly_increase<S: EventStore>(store: S) {
     let mut last = 0;
     for i in 0..30 {
         let s = StreamId::new("t", format!("s{}", i % 4));
-        let a = committed(append(&store, &s, ExpectedVersion::Any, events(1 + i % 3, "p")).await.unwrap());
+        let a = committed(
+            append(&store, &s, ExpectedVersion::Any, events(1 + i % 3, "p"))
+                .await
+                .unwrap(),
+        );
         for p in a.positions.to_vec() {
             assert!(p > last, "position {p} after {last}");
             last = p;
@@ -211,7 +241,9 @@ pub async fn positions_strictly_increase<S: EventStore>(store: S) {
 pub async fn reading_the_log_by_pages<S: EventStore>(store: S) {
     for i in 0..25 {
         let s = StreamId::new("t", format!("s{}", i % 3));
-        append(&store, &s, ExpectedVersion::Any, events(2, &format!("{i}"))).await.unwrap();
+        append(&store, &s, ExpectedVersion::Any, events(2, &format!("{i}")))
+            .await
+            .unwrap();
     }
     let all = store.read_all_vec(0, 1_000).await.unwrap();
     assert_eq!(all.len(), 50);
@@ -242,9 +274,14 @@ pub async fn many_streams<S: EventStore>(store: S) {
         for i in 0..120 {
             let s = StreamId::new("many", format!("{i:03}"));
             let a = committed(
-                append(&store, &s, ExpectedVersion::Exact(round * 2), events(2, &format!("{i}-{round}")))
-                    .await
-                    .unwrap(),
+                append(
+                    &store,
+                    &s,
+                    ExpectedVersion::Exact(round * 2),
+                    events(2, &format!("{i}-{round}")),
+                )
+                .await
+                .unwrap(),
             );
             assert_eq!(a.last_version, round * 2 + 2);
         }
@@ -252,8 +289,13 @@ pub async fn many_streams<S: EventStore>(store: S) {
     for i in [0, 57, 119] {
         let s = StreamId::new("many", format!("{i:03}"));
         let read = store.read_stream_vec(&s, 1).await.unwrap();
-        let payloads: Vec<_> = read.iter().map(|e| String::from_utf8(e.payload.clone()).unwrap()).collect();
-        let expected: Vec<_> = (0..3).flat_map(|r| (0..2).map(move |j| format!("{i}-{r}-{j}"))).collect();
+        let payloads: Vec<_> = read
+            .iter()
+            .map(|e| String::from_utf8(e.payload.clone()).unwrap())
+            .collect();
+        let expected: Vec<_> = (0..3)
+            .flat_map(|r| (0..2).map(move |j| format!("{i}-{r}-{j}")))
+            .collect();
         assert_eq!(payloads, expected);
     }
     assert_eq!(store.read_all_vec(0, 10_000).await.unwrap().len(), 720);
@@ -309,7 +351,14 @@ pub async fn concurrent_writers_on_one_stream<S: EventStore + Clone>(store: S) {
             while won.len() < 5 {
                 let v = store.stream_version(&s).await.unwrap();
                 let payload = format!("{task}-{}", won.len());
-                match append(&store, &s, ExpectedVersion::Exact(v), vec![event("e", payload.as_bytes())]).await {
+                match append(
+                    &store,
+                    &s,
+                    ExpectedVersion::Exact(v),
+                    vec![event("e", payload.as_bytes())],
+                )
+                .await
+                {
                     Ok(a) => won.push((committed(a).first_version, payload)),
                     Err(AppendError::Conflict(c)) => {
                         assert!(c.actual > v, "a conflict means someone else appended");
@@ -326,7 +375,10 @@ pub async fn concurrent_writers_on_one_stream<S: EventStore + Clone>(store: S) {
     for t in tasks {
         let (won, _) = t.await.unwrap();
         for (version, payload) in won {
-            assert!(claimed.insert(version, payload).is_none(), "version {version} won twice");
+            assert!(
+                claimed.insert(version, payload).is_none(),
+                "version {version} won twice"
+            );
         }
     }
     let read = store.read_stream_vec(&s, 1).await.unwrap();
@@ -366,9 +418,14 @@ pub async fn concurrent_writers_on_many_streams<S: EventStore + Clone>(store: S)
 /// stream.
 pub async fn event_ids_are_unique<S: EventStore>(store: S) {
     for i in 0..20 {
-        append(&store, &StreamId::new("ids", format!("{}", i % 5)), ExpectedVersion::Any, events(3, "x"))
-            .await
-            .unwrap();
+        append(
+            &store,
+            &StreamId::new("ids", format!("{}", i % 5)),
+            ExpectedVersion::Any,
+            events(3, "x"),
+        )
+        .await
+        .unwrap();
     }
     let all = store.read_all_vec(0, 1_000).await.unwrap();
     let unique: std::collections::HashSet<_> = all.iter().map(|e| e.event_id).collect();
@@ -385,7 +442,9 @@ pub async fn event_ids_are_unique<S: EventStore>(store: S) {
 /// is answered with the first's record and writes nothing.
 pub async fn command_ids_are_recorded<S: EventStore>(store: S) {
     let s = StreamId::new("cmd", "1");
-    append(&store, &s, ExpectedVersion::NoStream, events(1, "before")).await.unwrap();
+    append(&store, &s, ExpectedVersion::NoStream, events(1, "before"))
+        .await
+        .unwrap();
     let request = |events| AppendRequest {
         stream: &s,
         expected: ExpectedVersion::Any,
@@ -433,7 +492,13 @@ pub async fn snapshots_and_checkpoints<S: EventStore>(store: S) {
     };
     store.save_snapshot(&s, reshaped.clone()).await.unwrap();
     assert_eq!(store.load_snapshot(&s).await.unwrap(), Some(reshaped));
-    assert!(store.load_snapshot(&StreamId::new("snap", "2")).await.unwrap().is_none());
+    assert!(
+        store
+            .load_snapshot(&StreamId::new("snap", "2"))
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     assert_eq!(store.load_checkpoint("balances").await.unwrap(), None);
     store.save_checkpoint("balances", 42).await.unwrap();
@@ -446,12 +511,18 @@ pub async fn snapshots_and_checkpoints<S: EventStore>(store: S) {
 /// A visitor that breaks stops the read.
 pub async fn reads_stop_when_asked<S: EventStore>(store: S) {
     let s = StreamId::new("stop", "1");
-    append(&store, &s, ExpectedVersion::NoStream, events(10, "x")).await.unwrap();
+    append(&store, &s, ExpectedVersion::NoStream, events(10, "x"))
+        .await
+        .unwrap();
     let mut seen = 0;
     store
         .read_stream(&s, 1, |_: &RecordedEvent<'_>| {
             seen += 1;
-            if seen == 3 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+            if seen == 3 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
         })
         .await
         .unwrap();
@@ -460,7 +531,11 @@ pub async fn reads_stop_when_asked<S: EventStore>(store: S) {
     store
         .read_all(0, 100, |_: &RecordedEvent<'_>| {
             seen += 1;
-            if seen == 4 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+            if seen == 4 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
         })
         .await
         .unwrap();

@@ -2,6 +2,8 @@
 //! and test doubles.
 
 pub mod conformance;
+pub mod crash;
+pub mod decoding;
 pub mod postgres;
 pub mod sqlite;
 

@@ -77,7 +77,8 @@ async fn drop_stale_schemas(pool: &PgPool) {
             .unwrap_or_default();
     for name in names {
         let pid = name.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
-        let alive = pid.is_some_and(|p| p == std::process::id() || std::path::Path::new(&format!("/proc/{p}")).exists());
+        let alive =
+            pid.is_some_and(|p| p == std::process::id() || std::path::Path::new(&format!("/proc/{p}")).exists());
         if !alive {
             let _ = sqlx::query(AssertSqlSafe(format!(r#"DROP SCHEMA IF EXISTS "{name}" CASCADE"#)).into_sql_str())
                 .execute(pool)
@@ -89,7 +90,11 @@ async fn drop_stale_schemas(pool: &PgPool) {
 /// A fresh schema name for this process.
 pub fn schema_name() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!("es_test_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "es_test_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A migrated store in a fresh schema, or `None` when PostgreSQL is absent.
@@ -107,7 +112,9 @@ pub async fn store_with(options: PostgresOptions) -> Option<PostgresStore> {
     if !available().await {
         return None;
     }
-    let store = PostgresStore::connect_with(&url(), options).await.expect("connect to PostgreSQL");
+    let store = PostgresStore::connect_with(&url(), options)
+        .await
+        .expect("connect to PostgreSQL");
     store.migrate().await.expect("migrate");
     Some(store)
 }

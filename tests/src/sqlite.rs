@@ -22,5 +22,7 @@ pub fn temp_dir() -> PathBuf {
 
 /// A store in a new file.
 pub async fn temp_store() -> SqliteStore {
-    SqliteStore::open(temp_dir().join("events.db")).await.expect("open a SQLite file")
+    SqliteStore::open(temp_dir().join("events.db"))
+        .await
+        .expect("open a SQLite file")
 }

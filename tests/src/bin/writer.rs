@@ -1,0 +1,60 @@
+//! A writer process for the crash tests: appends batches forever until it
+//! is killed. Each event's payload says which batch it belongs to and how
+//! big the batch is, so the test can check that no batch was stored in part.
+//!
+//! `writer sqlite <path>` or `writer postgres <url> <schema>`.
+
+use es_core::store::{AppendRequest, NewEvent};
+use es_core::{EventId, EventStore, ExpectedVersion, StreamId, Timestamp};
+
+const BATCH: usize = 50;
+
+async fn run<S: EventStore>(store: S) -> ! {
+    let mut batch_no = 0u64;
+    loop {
+        let stream = StreamId::new("crash", format!("s{}", batch_no % 4));
+        let events = (0..BATCH)
+            .map(|i| NewEvent {
+                event_id: EventId::new(),
+                name: "crash.written".into(),
+                schema_version: 1,
+                payload: format!("{batch_no}/{i}/{BATCH}/{}", "x".repeat(2_000)).into_bytes(),
+            })
+            .collect();
+        store
+            .append(AppendRequest {
+                stream: &stream,
+                expected: ExpectedVersion::Any,
+                events,
+                metadata: b"",
+                command_id: None,
+                recorded_at: Timestamp::now(),
+            })
+            .await
+            .expect("append");
+        batch_no += 1;
+        if batch_no == 3 {
+            // The parent waits for this line before it starts the clock.
+            println!("writing");
+        }
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("sqlite") => run(es_sqlite::SqliteStore::open(&args[1]).await.expect("open")).await,
+        Some("postgres") => {
+            let options = es_postgres::PostgresOptions {
+                schema: args[2].clone(),
+                ..Default::default()
+            };
+            run(es_postgres::PostgresStore::connect_with(&args[1], options)
+                .await
+                .expect("connect"))
+            .await
+        }
+        _ => panic!("usage: writer sqlite <path> | writer postgres <url> <schema>"),
+    }
+}

@@ -1,0 +1,340 @@
+//! PostgreSQL beyond the conformance suite: the log in commit order, crashes,
+//! a database that goes away and comes back, undecodable rows. Each test
+//! works in its own schema.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use es_core::store::{AppendRequest, EventStoreExt, NewEvent};
+use es_core::{
+    AppendError, DispatchError, Dispatcher, EventId, EventStore, ExpectedVersion, StoreError, StreamId, Timestamp,
+};
+use es_postgres::{PostgresOptions, PostgresStore};
+use examples::bank::{AccountId, BankAccount, Deposit, OpenAccount};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+fn request<'a>(stream: &'a StreamId, tag: &str) -> AppendRequest<'a> {
+    AppendRequest {
+        stream,
+        expected: ExpectedVersion::Any,
+        events: vec![NewEvent {
+            event_id: EventId::new(),
+            name: "e".into(),
+            schema_version: 1,
+            payload: tag.as_bytes().to_vec(),
+        }],
+        metadata: b"",
+        command_id: None,
+        recorded_at: Timestamp::now(),
+    }
+}
+
+fn tags(events: &[es_core::store::StoredEvent]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| String::from_utf8(e.payload.clone()).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_never_skips_an_append_that_commits_late() {
+    let Some(store) = tests::postgres::store().await else {
+        return;
+    };
+    let s = StreamId::new("t", "1");
+    store.append(request(&s, "first")).await.unwrap();
+
+    // An append draws its position, then its transaction stays open...
+    let mut open = store.pool().begin().await.unwrap();
+    store
+        .append_with(&mut open, request(&StreamId::new("t", "late"), "late"))
+        .await
+        .unwrap();
+    // ...while others commit after it.
+    store.append(request(&s, "after-1")).await.unwrap();
+    store.append(request(&s, "after-2")).await.unwrap();
+
+    // A reader sees the events before the open one, and nothing past it:
+    // reading past it would skip it for good once it commits.
+    let seen = store.read_all_vec(0, 100).await.unwrap();
+    assert_eq!(tags(&seen), ["first"]);
+    let checkpoint = seen[0].position;
+    let again = store.read_all_vec(checkpoint, 100).await.unwrap();
+    assert!(again.is_empty(), "read past an open append: {:?}", tags(&again));
+
+    open.commit().await.unwrap();
+    let rest = store.read_all_vec(checkpoint, 100).await.unwrap();
+    assert_eq!(tags(&rest), ["late", "after-1", "after-2"]);
+    assert!(rest.windows(2).all(|w| w[0].position < w[1].position));
+    let checkpoint = rest[2].position;
+
+    // A rolled-back append leaves a hole that readers pass, once it is gone.
+    let mut doomed = store.pool().begin().await.unwrap();
+    // (Another stream: an append to the same stream would wait on its lock.)
+    store
+        .append_with(&mut doomed, request(&StreamId::new("t", "doomed"), "never"))
+        .await
+        .unwrap();
+    store.append(request(&s, "after-3")).await.unwrap();
+    assert!(store.read_all_vec(checkpoint, 100).await.unwrap().is_empty());
+    doomed.rollback().await.unwrap();
+    assert_eq!(tags(&store.read_all_vec(checkpoint, 100).await.unwrap()), ["after-3"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_following_busy_writers_sees_every_event_once_in_order() {
+    let Some(store) = tests::postgres::store().await else {
+        return;
+    };
+    let writers = 8;
+    let each = 40;
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (store, done) = (store.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut after = 0;
+            loop {
+                let finished = done.load(Ordering::SeqCst);
+                let page = store.read_all_vec(after, 7).await.unwrap();
+                if let Some(last) = page.last() {
+                    after = last.position;
+                }
+                let empty = page.is_empty();
+                seen.extend(page);
+                if finished && empty {
+                    return seen;
+                }
+            }
+        })
+    };
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..each {
+                let s = StreamId::new("busy", format!("{}", (w + i) % 3));
+                loop {
+                    match store.append(request(&s, &format!("{w}-{i}"))).await {
+                        Ok(_) => break,
+                        Err(AppendError::Conflict(_)) => continue,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    done.store(true, Ordering::SeqCst);
+    let seen = reader.await.unwrap();
+    assert_eq!(seen.len(), writers * each, "the reader missed or repeated events");
+    assert!(seen.windows(2).all(|w| w[0].position < w[1].position));
+    let all = store.read_all_vec(0, 10_000).await.unwrap();
+    let ids: Vec<_> = all.iter().map(|e| e.event_id).collect();
+    assert_eq!(seen.iter().map(|e| e.event_id).collect::<Vec<_>>(), ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_killed_mid_batch_leaves_only_whole_batches() {
+    let Some(store) = tests::postgres::store().await else {
+        return;
+    };
+    let url = tests::postgres::url();
+    for round in 0..3 {
+        tests::crash::run_and_kill(
+            env!("CARGO_BIN_EXE_writer"),
+            &["postgres", &url, store.schema()],
+            300 + round * 100,
+        );
+        let batches = tests::crash::check_whole_batches(&store).await;
+        assert!(batches >= 3, "round {round}: only {batches} batches");
+        store
+            .append(request(&StreamId::new("crash", "after"), "x"))
+            .await
+            .unwrap();
+        // No append of the dead writer is left running: the log reads through.
+        let all = store.read_all_vec(0, 100_000).await.unwrap();
+        assert_eq!(
+            all.len() as u64,
+            store.last_position().await.unwrap().min(all.len() as u64)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_row_names_its_place_and_spares_other_streams() {
+    let Some(store) = tests::postgres::store().await else {
+        return;
+    };
+    tests::decoding::check_undecodable_row(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schema_name_is_checked_and_a_newer_schema_refused() {
+    let Some(pool) = tests::postgres::pool().await else {
+        return;
+    };
+    let bad = PostgresOptions {
+        schema: "es; DROP TABLE x".into(),
+        ..Default::default()
+    };
+    let err = PostgresStore::from_pool_with(pool.clone(), bad)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is not a usable schema name"), "{err}");
+
+    let schema = tests::postgres::schema_name();
+    let store = PostgresStore::from_pool_with(
+        pool.clone(),
+        PostgresOptions {
+            schema: schema.clone(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap(); // idempotent
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        r#"UPDATE "{schema}".schema_version SET version = version + 1"#
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    match store.migrate().await {
+        Err(StoreError::Corrupt { detail, .. }) => {
+            assert!(detail.contains("written by a newer es-postgres"), "{detail}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// A TCP proxy to PostgreSQL that the test can cut and restore.
+struct Proxy {
+    port: u16,
+    upstream: String,
+    tasks: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Proxy {
+        let mut proxy = Proxy {
+            port: 0,
+            upstream,
+            tasks: Arc::default(),
+        };
+        proxy.listen().await;
+        proxy
+    }
+
+    /// Accepts connections (again) on the same port.
+    async fn listen(&mut self) {
+        let listener = TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .expect("bind the proxy");
+        self.port = listener.local_addr().unwrap().port();
+        let (upstream, tasks) = (self.upstream.clone(), self.tasks.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let pipe = tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                tasks.lock().unwrap().push(pipe);
+            }
+        });
+        self.tasks.lock().unwrap().push(accept);
+    }
+
+    /// Cuts every connection and stops accepting.
+    fn cut(&mut self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_goes_away_gives_store_errors_and_the_dispatcher_recovers() {
+    if !tests::postgres::available().await {
+        return;
+    }
+    let target: PgConnectOptions = tests::postgres::url().parse().unwrap();
+    let upstream = format!("{}:{}", target.get_host(), target.get_port());
+    let mut proxy = Proxy::start(upstream).await;
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_with(target.clone().host("127.0.0.1").port(proxy.port))
+        .await
+        .unwrap();
+    let store = PostgresStore::from_pool_with(
+        pool,
+        PostgresOptions {
+            schema: tests::postgres::schema_name(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    store.migrate().await.unwrap();
+    let app = Dispatcher::new(store.clone());
+    let account = AccountId::new("away");
+    app.dispatch(OpenAccount {
+        account: account.clone(),
+        owner: "Ada".into(),
+    })
+    .await
+    .unwrap();
+    app.dispatch(Deposit {
+        account: account.clone(),
+        amount: 10,
+    })
+    .await
+    .unwrap();
+
+    proxy.cut();
+    for _ in 0..3 {
+        let err = app
+            .dispatch(Deposit {
+                account: account.clone(),
+                amount: 1,
+            })
+            .await
+            .unwrap_err();
+        match &err {
+            DispatchError::Store(StoreError::Unavailable { store, .. } | StoreError::Backend { store, .. }) => {
+                assert_eq!(*store, "postgres")
+            }
+            other => panic!("expected a store error, got {other:?}"),
+        }
+        assert!(err.to_string().starts_with("postgres store"), "{err}");
+    }
+
+    proxy.listen().await;
+    let mut recovered = None;
+    for _ in 0..50 {
+        match app
+            .dispatch(Deposit {
+                account: account.clone(),
+                amount: 5,
+            })
+            .await
+        {
+            Ok(c) => {
+                recovered = Some(c);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let committed = recovered.expect("the dispatcher works again once the database is back");
+    assert_eq!(committed.version, 3);
+    assert_eq!(app.load::<BankAccount>(&account).await.unwrap().balance, 15);
+    proxy.cut();
+}

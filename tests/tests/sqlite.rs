@@ -1,0 +1,97 @@
+//! SQLite beyond the conformance suite: crashes, reopening, schema versions,
+//! undecodable rows.
+
+use es_core::store::{AppendRequest, NewEvent};
+use es_core::{Dispatcher, EventId, EventStore, ExpectedVersion, StoreError, StreamId, Timestamp};
+use es_sqlite::SqliteStore;
+use examples::bank::{AccountId, BankAccount, Deposit, OpenAccount};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_killed_mid_batch_leaves_only_whole_batches() {
+    let path = tests::sqlite::temp_dir().join("crash.db");
+    let path_text = path.to_str().unwrap().to_owned();
+    for round in 0..3 {
+        tests::crash::run_and_kill(env!("CARGO_BIN_EXE_writer"), &["sqlite", &path_text], 300 + round * 100);
+        // The next open recovers the file, and what is there is whole.
+        let store = SqliteStore::open(&path).await.expect("reopen after a crash");
+        let batches = tests::crash::check_whole_batches(&store).await;
+        assert!(batches >= 3, "round {round}: only {batches} batches");
+        // And the store takes new writes.
+        let s = StreamId::new("crash", "after");
+        store
+            .append(AppendRequest {
+                stream: &s,
+                expected: ExpectedVersion::Any,
+                events: vec![NewEvent {
+                    event_id: EventId::new(),
+                    name: "after".into(),
+                    schema_version: 1,
+                    payload: b"{}".to_vec(),
+                }],
+                metadata: b"",
+                command_id: None,
+                recorded_at: Timestamp::now(),
+            })
+            .await
+            .expect("append after a crash");
+    }
+}
+
+#[tokio::test]
+async fn a_second_open_continues_where_the_first_stopped() {
+    let path = tests::sqlite::temp_dir().join("bank.db");
+    let account = AccountId::new("a");
+    {
+        let app = Dispatcher::new(SqliteStore::open(&path).await.unwrap());
+        app.dispatch(OpenAccount {
+            account: account.clone(),
+            owner: "Ada".into(),
+        })
+        .await
+        .unwrap();
+        app.dispatch(Deposit {
+            account: account.clone(),
+            amount: 5,
+        })
+        .await
+        .unwrap();
+    }
+    let app = Dispatcher::new(SqliteStore::open(&path).await.unwrap());
+    let committed = app
+        .dispatch(Deposit {
+            account: account.clone(),
+            amount: 7,
+        })
+        .await
+        .unwrap();
+    assert_eq!(committed.version, 3);
+    assert_eq!(app.load::<BankAccount>(&account).await.unwrap().balance, 12);
+}
+
+#[tokio::test]
+async fn a_file_from_a_newer_release_is_refused() {
+    let path = tests::sqlite::temp_dir().join("newer.db");
+    drop(SqliteStore::open(&path).await.unwrap());
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", es_sqlite::SCHEMA_VERSION + 1)
+            .unwrap();
+    }
+    match SqliteStore::open(&path).await {
+        Err(StoreError::Corrupt { detail, .. }) => assert_eq!(
+            detail,
+            format!(
+                "the file has schema version {}, written by a newer es-sqlite; this one reads up to version {}",
+                es_sqlite::SCHEMA_VERSION + 1,
+                es_sqlite::SCHEMA_VERSION
+            )
+        ),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_undecodable_row_names_its_place_and_spares_other_streams() {
+    let store = SqliteStore::memory().await.unwrap();
+    tests::decoding::check_undecodable_row(store).await;
+}
