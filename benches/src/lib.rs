@@ -4,4 +4,5 @@
 //! once on tiny input so they never rot.
 
 pub mod baseline;
+pub mod sql;
 pub mod workloads;

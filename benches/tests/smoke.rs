@@ -48,3 +48,36 @@ async fn cold_loads_agree() {
         cold_load_baseline(&stored, decode_binary)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_workloads_agree() {
+    use benches::baseline::Command;
+    use benches::sql::*;
+    let dir = std::env::temp_dir().join(format!("es-bench-smoke-{}", es_core::EventId::new()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let app = Dispatcher::new(sqlite_store(&dir.join("f.db")).await);
+    framework_deposits(&app, "a", 10).await;
+    let bank = SqliteBank::open(&dir.join("b.db"));
+    bank.handle(&Command::Open { account: "a".into(), owner: "o".into() }).unwrap();
+    for _ in 0..10 {
+        bank.handle(&Command::Deposit { account: "a".into(), amount: 1 }).unwrap();
+    }
+    assert_eq!(framework_balance(&app, "a").await, bank.load("a").balance);
+    bank.fill("big", 50);
+    assert_eq!(bank.load("big").balance, (1..50u64).map(|i| i % 100 + 1).sum::<u64>());
+
+    let Some(pool) = pg_pool().await else {
+        eprintln!("*** skipping the PostgreSQL part: no server answers");
+        return;
+    };
+    let schema = format!("es_bench_smoke_{}", std::process::id());
+    let app = Dispatcher::new(pg_store(pool.clone(), &schema).await);
+    framework_deposits(&app, "a", 10).await;
+    let bank = PgBank::setup(pool.clone(), &format!("{schema}_b")).await;
+    bank.handle(&Command::Open { account: "a".into(), owner: "o".into() }).await.unwrap();
+    for _ in 0..10 {
+        bank.handle(&Command::Deposit { account: "a".into(), amount: 1 }).await.unwrap();
+    }
+    assert_eq!(framework_balance(&app, "a").await, bank.load("a").await.balance);
+    pg_clean(&pool).await;
+}

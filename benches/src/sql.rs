@@ -1,0 +1,251 @@
+//! The hand-written bank on each SQL driver: load the stream, fold, decide,
+//! insert at version + 1 with the primary key as the conflict check. And
+//! the framework's side of the same workloads on the SQL stores.
+
+use es_core::Dispatcher;
+use es_postgres::{PostgresOptions, PostgresStore};
+use es_sqlite::SqliteStore;
+use examples::bank::{AccountId, BankAccount, Deposit, OpenAccount};
+use rusqlite::{Connection, params};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{AssertSqlSafe, PgPool, Row, SqlSafeStr};
+
+use crate::baseline::{self, Account, Command, Event};
+
+/// The stored name and JSON of a hand-written event.
+pub fn encode(event: &Event) -> (&'static str, Vec<u8>) {
+    match event {
+        Event::Opened(e) => ("account.opened", serde_json::to_vec(e).expect("encodes")),
+        Event::Deposited(e) => ("account.deposited", serde_json::to_vec(e).expect("encodes")),
+        Event::Withdrawn(e) => ("account.withdrawn", serde_json::to_vec(e).expect("encodes")),
+    }
+}
+
+fn account_of(cmd: &Command) -> &str {
+    match cmd {
+        Command::Open { account, .. } | Command::Deposit { account, .. } | Command::Withdraw { account, .. } => account,
+    }
+}
+
+/// The hand-written bank on PostgreSQL through sqlx.
+#[derive(Clone)]
+pub struct PgBank {
+    pool: PgPool,
+    load: String,
+    insert: String,
+}
+
+impl PgBank {
+    /// Creates its table in a fresh `schema`.
+    pub async fn setup(pool: PgPool, schema: &str) -> Self {
+        let sql = |s: String| AssertSqlSafe(s).into_sql_str();
+        sqlx::raw_sql(sql(format!(
+            r#"CREATE SCHEMA "{schema}";
+               CREATE TABLE "{schema}".events (stream TEXT NOT NULL, version BIGINT NOT NULL, name TEXT NOT NULL,
+                                               payload BYTEA NOT NULL, PRIMARY KEY (stream, version));"#
+        )))
+        .execute(&pool)
+        .await
+        .expect("create the baseline table");
+        PgBank {
+            pool,
+            load: format!(r#"SELECT name, payload FROM "{schema}".events WHERE stream = $1 ORDER BY version"#),
+            insert: format!(r#"INSERT INTO "{schema}".events (stream, version, name, payload) VALUES ($1, $2, $3, $4)"#),
+        }
+    }
+
+    /// Loads, folds, decides, inserts.
+    pub async fn handle(&self, cmd: &Command) -> Result<(), baseline::Error> {
+        let account = account_of(cmd);
+        let rows = sqlx::query(AssertSqlSafe(self.load.as_str()).into_sql_str())
+            .bind(account)
+            .fetch_all(&self.pool)
+            .await
+            .expect("load");
+        let mut state = Account::default();
+        for row in &rows {
+            state.apply(&baseline::decode_json(row.get::<&str, _>(0), row.get::<&[u8], _>(1)));
+        }
+        let event = state.decide(cmd)?;
+        let (name, payload) = encode(&event);
+        sqlx::query(AssertSqlSafe(self.insert.as_str()).into_sql_str())
+            .bind(account)
+            .bind(rows.len() as i64 + 1)
+            .bind(name)
+            .bind(payload)
+            .execute(&self.pool)
+            .await
+            .expect("insert");
+        Ok(())
+    }
+
+    /// Stores the events of `workloads::events(n)` for `account`, in one
+    /// transaction.
+    pub async fn fill(&self, account: &str, n: usize) {
+        let (_, events) = crate::workloads::events(n);
+        let mut tx = self.pool.begin().await.expect("begin");
+        for (i, event) in events.iter().enumerate() {
+            let (name, payload) = encode(event);
+            sqlx::query(AssertSqlSafe(self.insert.as_str()).into_sql_str())
+                .bind(account)
+                .bind(i as i64 + 1)
+                .bind(name)
+                .bind(payload)
+                .execute(&mut *tx)
+                .await
+                .expect("insert");
+        }
+        tx.commit().await.expect("commit");
+    }
+
+    /// Loads and folds one account.
+    pub async fn load(&self, account: &str) -> Account {
+        let rows = sqlx::query(AssertSqlSafe(self.load.as_str()).into_sql_str())
+            .bind(account)
+            .fetch_all(&self.pool)
+            .await
+            .expect("load");
+        let mut state = Account::default();
+        for row in &rows {
+            state.apply(&baseline::decode_json(row.get::<&str, _>(0), row.get::<&[u8], _>(1)));
+        }
+        state
+    }
+}
+
+/// A pool to PostgreSQL at `ES_POSTGRES_URL`, or `None` when none answers.
+pub async fn pg_pool() -> Option<PgPool> {
+    let url = std::env::var("ES_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    PgPoolOptions::new().max_connections(16).connect(&url).await.ok()
+}
+
+/// A migrated framework store in a fresh `schema` on `pool`.
+pub async fn pg_store(pool: PgPool, schema: &str) -> PostgresStore {
+    let store = PostgresStore::from_pool_with(
+        pool,
+        PostgresOptions {
+            schema: schema.to_owned(),
+            ..Default::default()
+        },
+    )
+    .expect("a valid schema");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+/// Drops benchmark schemas left by earlier runs.
+pub async fn pg_clean(pool: &PgPool) {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT nspname::TEXT FROM pg_namespace WHERE nspname LIKE 'es\\_bench\\_%'")
+            .fetch_all(pool)
+            .await
+            .unwrap_or_default();
+    for name in names {
+        sqlx::query(AssertSqlSafe(format!(r#"DROP SCHEMA "{name}" CASCADE"#)).into_sql_str())
+            .execute(pool)
+            .await
+            .expect("drop an old benchmark schema");
+    }
+}
+
+/// The hand-written bank on SQLite through rusqlite, durable commits.
+pub struct SqliteBank {
+    conn: Connection,
+}
+
+impl SqliteBank {
+    /// Opens (creates) its file.
+    pub fn open(path: &std::path::Path) -> Self {
+        let conn = Connection::open(path).expect("open");
+        conn.busy_timeout(std::time::Duration::from_secs(30)).expect("busy timeout");
+        conn.pragma_update(None, "journal_mode", "WAL").expect("wal");
+        conn.pragma_update(None, "synchronous", "FULL").expect("durable");
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS events (stream TEXT NOT NULL, version INTEGER NOT NULL, name TEXT NOT NULL, \
+             payload BLOB NOT NULL, PRIMARY KEY (stream, version))",
+        )
+        .expect("create the baseline table");
+        SqliteBank { conn }
+    }
+
+    fn fold(&self, account: &str) -> (Account, i64) {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name, payload FROM events WHERE stream = ?1 ORDER BY version")
+            .expect("prepare");
+        let mut rows = stmt.query([account]).expect("load");
+        let mut state = Account::default();
+        let mut n = 0;
+        while let Some(row) = rows.next().expect("row") {
+            let name = row.get_ref(0).and_then(|v| Ok(v.as_str()?)).expect("name");
+            let payload = row.get_ref(1).and_then(|v| Ok(v.as_blob()?)).expect("payload");
+            state.apply(&baseline::decode_json(name, payload));
+            n += 1;
+        }
+        (state, n)
+    }
+
+    /// Loads, folds, decides, inserts.
+    pub fn handle(&self, cmd: &Command) -> Result<(), baseline::Error> {
+        let account = account_of(cmd);
+        let (state, n) = self.fold(account);
+        let event = state.decide(cmd)?;
+        let (name, payload) = encode(&event);
+        self.conn
+            .prepare_cached("INSERT INTO events (stream, version, name, payload) VALUES (?1, ?2, ?3, ?4)")
+            .expect("prepare")
+            .execute(params![account, n + 1, name, payload])
+            .expect("insert");
+        Ok(())
+    }
+
+    /// Loads and folds one account.
+    pub fn load(&self, account: &str) -> Account {
+        self.fold(account).0
+    }
+
+    /// Stores the events of `workloads::events(n)` for `account`, in one
+    /// transaction.
+    pub fn fill(&self, account: &str, n: usize) {
+        let (_, events) = crate::workloads::events(n);
+        self.conn.execute_batch("BEGIN").expect("begin");
+        for (i, event) in events.iter().enumerate() {
+            let (name, payload) = encode(event);
+            self.conn
+                .prepare_cached("INSERT INTO events (stream, version, name, payload) VALUES (?1, ?2, ?3, ?4)")
+                .expect("prepare")
+                .execute(params![account, i as i64 + 1, name, payload])
+                .expect("insert");
+        }
+        self.conn.execute_batch("COMMIT").expect("commit");
+    }
+}
+
+/// Opens `account` through the framework and makes `commands` deposits.
+pub async fn framework_deposits<S: es_core::EventStore>(app: &Dispatcher<S>, account: &str, commands: usize) {
+    let id = AccountId::new(account);
+    app.dispatch(OpenAccount {
+        account: id.clone(),
+        owner: "ada".into(),
+    })
+    .await
+    .expect("opens");
+    for _ in 0..commands {
+        app.dispatch(Deposit {
+            account: id.clone(),
+            amount: 1,
+        })
+        .await
+        .expect("deposits");
+    }
+}
+
+/// The balance the framework loads for `account`.
+pub async fn framework_balance<S: es_core::EventStore>(app: &Dispatcher<S>, account: &str) -> u64 {
+    app.load::<BankAccount>(&AccountId::new(account)).await.expect("loads").balance
+}
+
+/// Opens an SQLite store for the framework, durable commits.
+pub async fn sqlite_store(path: &std::path::Path) -> SqliteStore {
+    SqliteStore::open(path).await.expect("open")
+}
