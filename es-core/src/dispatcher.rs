@@ -13,7 +13,7 @@ use crate::envelope::{Envelope, EventId, Metadata, StreamId, Timestamp};
 use crate::error::{AppendError, DecodeError, DispatchError, StoreError};
 use crate::event::Event;
 use crate::store::{
-    AppendOutcome, AppendRequest, CommandRecord, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Snapshot,
+    AppendOutcome, AppendRequest, CommandRecord, EventStore, ExpectedVersion, LoadedEvent, NewEvent, RecordedEvent, Snapshot,
 };
 use crate::util::TypeMap;
 
@@ -289,7 +289,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
     async fn replay<A: Aggregate>(
         &self,
         id: &A::Id,
-        keep: impl Fn(&RecordedEvent<'_>) -> bool + Send + Sync,
+        keep: impl Fn(&LoadedEvent<'_>) -> bool + Send + Sync,
     ) -> Result<(A, u64), LoadError> {
         let stream = StreamId::of::<A>(id);
         let mut slot = Slot::<A>::empty();
@@ -526,13 +526,13 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         &self,
         stream: &StreamId,
         slot: &mut Slot<A>,
-        keep: impl Fn(&RecordedEvent<'_>) -> bool + Send + Sync,
+        keep: impl Fn(&LoadedEvent<'_>) -> bool + Send + Sync,
     ) -> Result<(), LoadError> {
         let codec = &self.inner.codec;
         let mut failure: Option<LoadError> = None;
         let from = slot.version + 1;
         let Slot { state, version, .. } = slot;
-        let visit = |e: &RecordedEvent<'_>| {
+        let visit = |e: &LoadedEvent<'_>| {
             if !keep(e) {
                 return ControlFlow::Break(());
             }
@@ -564,7 +564,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                 }
             }
         };
-        self.inner.store.read_stream(stream, from, visit).await?;
+        self.inner.store.load_events(stream, from, visit).await?;
         match failure {
             Some(e) => {
                 slot.fresh = false;

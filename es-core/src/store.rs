@@ -211,6 +211,34 @@ impl RecordedEvent<'_> {
     }
 }
 
+/// What loading an aggregate needs of a stored event: a store can read it
+/// with fewer columns than a [`RecordedEvent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadedEvent<'a> {
+    /// Its version in the stream.
+    pub version: u64,
+    /// Its stored name.
+    pub name: &'a str,
+    /// Its schema version.
+    pub schema_version: u32,
+    /// The encoded event.
+    pub payload: &'a [u8],
+    /// When it was committed.
+    pub recorded_at: Timestamp,
+}
+
+impl<'a> From<&RecordedEvent<'a>> for LoadedEvent<'a> {
+    fn from(e: &RecordedEvent<'a>) -> Self {
+        LoadedEvent {
+            version: e.version,
+            name: e.name,
+            schema_version: e.schema_version,
+            payload: e.payload,
+            recorded_at: e.recorded_at,
+        }
+    }
+}
+
 /// An owned stored event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
@@ -288,6 +316,19 @@ pub trait EventStore: Send + Sync + 'static {
         from_version: u64,
         visit: impl Visitor,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Visits what loading an aggregate needs of the events of `stream` with
+    /// version `>= from_version`, in version order. The default reads
+    /// [`read_stream`](EventStore::read_stream); SQL stores read only the
+    /// columns a load uses.
+    fn load_events(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        mut visit: impl FnMut(&LoadedEvent<'_>) -> ControlFlow<()> + Send,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.read_stream(stream, from_version, move |e: &RecordedEvent<'_>| visit(&LoadedEvent::from(e)))
+    }
 
     /// Visits up to `limit` events of the global log with position `> after`,
     /// in position order. Never skips an event that commits later with a

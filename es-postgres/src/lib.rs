@@ -51,8 +51,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use es_core::store::{
-    AppendOutcome, AppendRequest, Appended, CommandRecord, EventStore, ExpectedVersion, Positions, RecordedEvent,
-    Snapshot, Visitor,
+    AppendOutcome, AppendRequest, Appended, CommandRecord, EventStore, ExpectedVersion, LoadedEvent, Positions,
+    RecordedEvent, Snapshot, Visitor,
 };
 use es_core::{AppendError, Conflict, EventId, StoreError, StreamId, Timestamp};
 use futures_core::Stream;
@@ -464,9 +464,25 @@ fn visit_row(row: &PgRow, visit: &mut impl Visitor) -> Result<ControlFlow<()>, S
         })?,
         payload: row.try_get(7).map_err(&get)?,
         metadata: row.try_get(8).map_err(&get)?,
-        recorded_at: Timestamp::from_micros(row.try_get::<i64, _>(9).map_err(&get)?),
+        recorded_at: timestamp(row, 9)?,
     };
     Ok(visit(&event))
+}
+
+/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// A `timestamptz` column, read from its binary form (microseconds since
+/// 2000-01-01) without a date-time crate.
+fn timestamp(row: &PgRow, index: usize) -> Result<Timestamp, StoreError> {
+    let raw = row.try_get_raw(index).map_err(error("read a timestamp"))?;
+    let bytes = raw
+        .as_bytes()
+        .map_err(|e| corrupt(format!("an unreadable timestamp: {e}")))?;
+    let bytes: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| corrupt(format!("a timestamp of {} bytes", bytes.len())))?;
+    Ok(Timestamp::from_micros(i64::from_be_bytes(bytes) + PG_EPOCH_MICROS))
 }
 
 /// The next row of a streaming query.
@@ -511,6 +527,40 @@ impl EventStore for PostgresStore {
     /// position was running when the rows were read: the read stops at the
     /// hole until every transaction running then has finished, and a hole
     /// still there afterwards was rolled back and is passed.
+    async fn load_events(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        mut visit: impl FnMut(&LoadedEvent<'_>) -> ControlFlow<()> + Send,
+    ) -> Result<(), StoreError> {
+        let from = to_i64(from_version, "version")?;
+        let mut rows = sqlx::query(self.inner.sql.load_events.clone())
+            .bind(stream.aggregate_type())
+            .bind(stream.aggregate_id())
+            .bind(from)
+            .fetch(&self.inner.pool);
+        let get = error("read an event row");
+        while let Some(row) = next_row(&mut rows).await {
+            let row = row.map_err(error("read a stream"))?;
+            let version = row.try_get::<i64, _>(0).map_err(&get)? as u64;
+            let event = LoadedEvent {
+                version,
+                name: row.try_get(1).map_err(&get)?,
+                schema_version: u32::try_from(row.try_get::<i32, _>(2).map_err(&get)?).map_err(|_| {
+                    corrupt(format!(
+                        "version {version} of stream `{stream}` has a negative schema version"
+                    ))
+                })?,
+                payload: row.try_get(3).map_err(&get)?,
+                recorded_at: timestamp(&row, 4)?,
+            };
+            if visit(&event).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     async fn read_all(&self, after: u64, limit: usize, mut visit: impl Visitor) -> Result<(), StoreError> {
         let mut next = after + 1;
         let mut left = limit;

@@ -82,6 +82,7 @@ pub(crate) struct Sql {
     pub(crate) append: SqlStr,
     pub(crate) stream_version: SqlStr,
     pub(crate) read_stream: SqlStr,
+    pub(crate) load_events: SqlStr,
     pub(crate) read_all: SqlStr,
     pub(crate) last_position: SqlStr,
     pub(crate) find_command: SqlStr,
@@ -91,8 +92,8 @@ pub(crate) struct Sql {
     pub(crate) save_checkpoint: SqlStr,
 }
 
-const COLUMNS: &str = "event_id, aggregate_type, aggregate_id, version, position, name, schema_version, payload, \
-     metadata, (EXTRACT(EPOCH FROM recorded_at) * 1000000)::BIGINT AS recorded_at";
+const COLUMNS: &str =
+    "event_id, aggregate_type, aggregate_id, version, position, name, schema_version, payload, metadata, recorded_at";
 
 impl Sql {
     pub(crate) fn new(s: &str) -> Self {
@@ -134,6 +135,11 @@ impl Sql {
             )),
             // The running transactions come from the same statement, hence the
             // same snapshot, as the rows: see `read_all`.
+            // Only what loading an aggregate needs.
+            load_events: sql(format!(
+                r#"SELECT version, name, schema_version, payload, recorded_at FROM "{s}".events
+                   WHERE aggregate_type = $1 AND aggregate_id = $2 AND version >= $3 ORDER BY version"#
+            )),
             read_all: sql(format!(
                 r#"SELECT {COLUMNS},
                           (SELECT array_agg(x::TEXT::BIGINT) FROM pg_snapshot_xip(pg_current_snapshot()) AS x)

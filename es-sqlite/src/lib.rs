@@ -42,7 +42,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use es_core::store::{
-    AppendOutcome, AppendRequest, Appended, CommandRecord, EventStore, Positions, RecordedEvent, Snapshot, Visitor,
+    AppendOutcome, AppendRequest, Appended, CommandRecord, EventStore, LoadedEvent, Positions, RecordedEvent, Snapshot,
+    Visitor,
 };
 use es_core::{AppendError, Conflict, EventId, StoreError, StreamId, Timestamp};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
@@ -471,6 +472,46 @@ impl EventStore for SqliteStore {
                     .map_err(error("read a stream"))?;
                 while let Some(row) = rows.next().map_err(error("read a stream"))? {
                     if visit_row(row, &mut visit)?.is_break() {
+                        break;
+                    }
+                }
+                Ok(())
+            })
+        })
+    }
+
+    async fn load_events(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        mut visit: impl FnMut(&LoadedEvent<'_>) -> ControlFlow<()> + Send,
+    ) -> Result<(), StoreError> {
+        let from = to_i64(from_version, "version")?;
+        blocking(|| {
+            self.read(|conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT version, name, schema_version, payload, recorded_at FROM es_events \
+                         WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND version >= ?3 ORDER BY version",
+                    )
+                    .map_err(error("prepare a stream load"))?;
+                let mut rows = stmt
+                    .query(params![stream.aggregate_type(), stream.aggregate_id(), from])
+                    .map_err(error("load a stream"))?;
+                let get = error("read an event row");
+                while let Some(row) = rows.next().map_err(error("load a stream"))? {
+                    let int = |i| row.get_ref(i).and_then(|v| Ok(v.as_i64()?)).map_err(&get);
+                    let version = int(0)? as u64;
+                    let event = LoadedEvent {
+                        version,
+                        name: row.get_ref(1).and_then(|v| Ok(v.as_str()?)).map_err(&get)?,
+                        schema_version: u32::try_from(int(2)?).map_err(|_| {
+                            corrupt(format!("version {version} of stream `{stream}` has a negative schema version"))
+                        })?,
+                        payload: row.get_ref(3).and_then(|v| Ok(v.as_blob()?)).map_err(&get)?,
+                        recorded_at: Timestamp::from_micros(int(4)?),
+                    };
+                    if visit(&event).is_break() {
                         break;
                     }
                 }

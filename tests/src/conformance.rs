@@ -11,8 +11,8 @@
 use std::ops::ControlFlow;
 
 use es_core::store::{
-    AppendOutcome, AppendRequest, Appended, EventStoreExt, ExpectedVersion, NewEvent, Positions, RecordedEvent,
-    Snapshot,
+    AppendOutcome, AppendRequest, Appended, EventStoreExt, ExpectedVersion, LoadedEvent, NewEvent, Positions,
+    RecordedEvent, Snapshot,
 };
 use es_core::{AppendError, EventId, EventStore, Metadata, StoreError, StreamId, Timestamp};
 
@@ -130,6 +130,20 @@ pub async fn append_and_read_back<S: EventStore>(store: S) {
     assert_eq!(read[0].recorded_at, at);
     assert_eq!(read[0].position, appended.positions.get(0).unwrap());
     assert_eq!(read[1].position, appended.positions.get(1).unwrap());
+    // Loading reads the same events, with what a load needs.
+    let mut loaded = Vec::new();
+    store
+        .load_events(&s, 1, |e: &LoadedEvent<'_>| {
+            loaded.push((e.version, e.name.to_owned(), e.schema_version, e.payload.to_vec(), e.recorded_at));
+            ControlFlow::Continue(())
+        })
+        .await
+        .unwrap();
+    let expected: Vec<_> = read
+        .iter()
+        .map(|e| (e.version, e.name.clone(), e.schema_version, e.payload.clone(), e.recorded_at))
+        .collect();
+    assert_eq!(loaded, expected);
     assert_eq!(store.read_stream_vec(&s, 2).await.unwrap().len(), 1);
     assert!(store.read_stream_vec(&s, 3).await.unwrap().is_empty());
     assert!(
