@@ -17,7 +17,11 @@ use es_core::{Dispatcher, EventId, EventStore, ExpectedVersion, StreamId, Timest
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
 fn unique(prefix: &str) -> String {
-    format!("{prefix}{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -119,7 +123,9 @@ fn postgres(c: &mut Criterion) {
                     let tasks: Vec<_> = (0..TASKS)
                         .map(|t| {
                             let app = app.clone();
-                            tokio::spawn(async move { framework_deposits(&app, &format!("t{t}"), COMMANDS / TASKS).await })
+                            tokio::spawn(
+                                async move { framework_deposits(&app, &format!("t{t}"), COMMANDS / TASKS).await },
+                            )
                         })
                         .collect();
                     for t in tasks {
@@ -213,7 +219,9 @@ fn sqlite(c: &mut Criterion) {
                     let tasks: Vec<_> = (0..TASKS)
                         .map(|t| {
                             let app = app.clone();
-                            tokio::spawn(async move { framework_deposits(&app, &format!("t{t}"), COMMANDS / TASKS).await })
+                            tokio::spawn(
+                                async move { framework_deposits(&app, &format!("t{t}"), COMMANDS / TASKS).await },
+                            )
                         })
                         .collect();
                     for t in tasks {

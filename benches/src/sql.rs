@@ -50,7 +50,9 @@ impl PgBank {
         PgBank {
             pool,
             load: format!(r#"SELECT name, payload FROM "{schema}".events WHERE stream = $1 ORDER BY version"#),
-            insert: format!(r#"INSERT INTO "{schema}".events (stream, version, name, payload) VALUES ($1, $2, $3, $4)"#),
+            insert: format!(
+                r#"INSERT INTO "{schema}".events (stream, version, name, payload) VALUES ($1, $2, $3, $4)"#
+            ),
         }
     }
 
@@ -157,7 +159,8 @@ impl SqliteBank {
     /// Opens (creates) its file.
     pub fn open(path: &std::path::Path) -> Self {
         let conn = Connection::open(path).expect("open");
-        conn.busy_timeout(std::time::Duration::from_secs(30)).expect("busy timeout");
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .expect("busy timeout");
         conn.pragma_update(None, "journal_mode", "WAL").expect("wal");
         conn.pragma_update(None, "synchronous", "FULL").expect("durable");
         conn.execute_batch(
@@ -242,7 +245,10 @@ pub async fn framework_deposits<S: es_core::EventStore>(app: &Dispatcher<S>, acc
 
 /// The balance the framework loads for `account`.
 pub async fn framework_balance<S: es_core::EventStore>(app: &Dispatcher<S>, account: &str) -> u64 {
-    app.load::<BankAccount>(&AccountId::new(account)).await.expect("loads").balance
+    app.load::<BankAccount>(&AccountId::new(account))
+        .await
+        .expect("loads")
+        .balance
 }
 
 /// Opens an SQLite store for the framework, durable commits.

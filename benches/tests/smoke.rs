@@ -58,9 +58,17 @@ async fn sql_workloads_agree() {
     let app = Dispatcher::new(sqlite_store(&dir.join("f.db")).await);
     framework_deposits(&app, "a", 10).await;
     let bank = SqliteBank::open(&dir.join("b.db"));
-    bank.handle(&Command::Open { account: "a".into(), owner: "o".into() }).unwrap();
+    bank.handle(&Command::Open {
+        account: "a".into(),
+        owner: "o".into(),
+    })
+    .unwrap();
     for _ in 0..10 {
-        bank.handle(&Command::Deposit { account: "a".into(), amount: 1 }).unwrap();
+        bank.handle(&Command::Deposit {
+            account: "a".into(),
+            amount: 1,
+        })
+        .unwrap();
     }
     assert_eq!(framework_balance(&app, "a").await, bank.load("a").balance);
     bank.fill("big", 50);
@@ -74,9 +82,19 @@ async fn sql_workloads_agree() {
     let app = Dispatcher::new(pg_store(pool.clone(), &schema).await);
     framework_deposits(&app, "a", 10).await;
     let bank = PgBank::setup(pool.clone(), &format!("{schema}_b")).await;
-    bank.handle(&Command::Open { account: "a".into(), owner: "o".into() }).await.unwrap();
+    bank.handle(&Command::Open {
+        account: "a".into(),
+        owner: "o".into(),
+    })
+    .await
+    .unwrap();
     for _ in 0..10 {
-        bank.handle(&Command::Deposit { account: "a".into(), amount: 1 }).await.unwrap();
+        bank.handle(&Command::Deposit {
+            account: "a".into(),
+            amount: 1,
+        })
+        .await
+        .unwrap();
     }
     assert_eq!(framework_balance(&app, "a").await, bank.load("a").await.balance);
     pg_clean(&pool).await;

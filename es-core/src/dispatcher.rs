@@ -13,7 +13,8 @@ use crate::envelope::{Envelope, EventId, Metadata, StreamId, Timestamp};
 use crate::error::{AppendError, DecodeError, DispatchError, StoreError};
 use crate::event::Event;
 use crate::store::{
-    AppendOutcome, AppendRequest, CommandRecord, EventStore, ExpectedVersion, LoadedEvent, NewEvent, RecordedEvent, Snapshot,
+    AppendOutcome, AppendRequest, CommandRecord, EventStore, ExpectedVersion, LoadedEvent, NewEvent, RecordedEvent,
+    Snapshot,
 };
 use crate::util::TypeMap;
 

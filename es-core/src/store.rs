@@ -327,7 +327,9 @@ pub trait EventStore: Send + Sync + 'static {
         from_version: u64,
         mut visit: impl FnMut(&LoadedEvent<'_>) -> ControlFlow<()> + Send,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.read_stream(stream, from_version, move |e: &RecordedEvent<'_>| visit(&LoadedEvent::from(e)))
+        self.read_stream(stream, from_version, move |e: &RecordedEvent<'_>| {
+            visit(&LoadedEvent::from(e))
+        })
     }
 
     /// Visits up to `limit` events of the global log with position `> after`,

@@ -506,7 +506,9 @@ impl EventStore for SqliteStore {
                         version,
                         name: row.get_ref(1).and_then(|v| Ok(v.as_str()?)).map_err(&get)?,
                         schema_version: u32::try_from(int(2)?).map_err(|_| {
-                            corrupt(format!("version {version} of stream `{stream}` has a negative schema version"))
+                            corrupt(format!(
+                                "version {version} of stream `{stream}` has a negative schema version"
+                            ))
                         })?,
                         payload: row.get_ref(3).and_then(|v| Ok(v.as_blob()?)).map_err(&get)?,
                         recorded_at: Timestamp::from_micros(int(4)?),

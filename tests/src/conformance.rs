@@ -134,14 +134,28 @@ pub async fn append_and_read_back<S: EventStore>(store: S) {
     let mut loaded = Vec::new();
     store
         .load_events(&s, 1, |e: &LoadedEvent<'_>| {
-            loaded.push((e.version, e.name.to_owned(), e.schema_version, e.payload.to_vec(), e.recorded_at));
+            loaded.push((
+                e.version,
+                e.name.to_owned(),
+                e.schema_version,
+                e.payload.to_vec(),
+                e.recorded_at,
+            ));
             ControlFlow::Continue(())
         })
         .await
         .unwrap();
     let expected: Vec<_> = read
         .iter()
-        .map(|e| (e.version, e.name.clone(), e.schema_version, e.payload.clone(), e.recorded_at))
+        .map(|e| {
+            (
+                e.version,
+                e.name.clone(),
+                e.schema_version,
+                e.payload.clone(),
+                e.recorded_at,
+            )
+        })
         .collect();
     assert_eq!(loaded, expected);
     assert_eq!(store.read_stream_vec(&s, 2).await.unwrap().len(), 1);

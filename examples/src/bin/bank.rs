@@ -25,15 +25,39 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         println!("{path}: a new store");
         println!("> open {ada} for Ada");
-        show(app.dispatch(OpenAccount { account: ada.clone(), owner: "Ada".into() }).await?);
+        show(
+            app.dispatch(OpenAccount {
+                account: ada.clone(),
+                owner: "Ada".into(),
+            })
+            .await?,
+        );
     }
 
     println!("> deposit 100.00");
-    show(app.dispatch(Deposit { account: ada.clone(), amount: 10_000 }).await?);
+    show(
+        app.dispatch(Deposit {
+            account: ada.clone(),
+            amount: 10_000,
+        })
+        .await?,
+    );
     println!("> withdraw 30.00");
-    show(app.dispatch(Withdraw { account: ada.clone(), amount: 3_000 }).await?);
+    show(
+        app.dispatch(Withdraw {
+            account: ada.clone(),
+            amount: 3_000,
+        })
+        .await?,
+    );
     println!("> withdraw 5,000.00");
-    match app.dispatch(Withdraw { account: ada.clone(), amount: 500_000 }).await {
+    match app
+        .dispatch(Withdraw {
+            account: ada.clone(),
+            amount: 500_000,
+        })
+        .await
+    {
         Err(e) => println!("  rejected: {e}"),
         Ok(_) => println!("  accepted: the account holds that much after many runs"),
     }
@@ -44,7 +68,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("> {json}");
     let routed: BankCommand = serde_json::from_str(json)?;
     let receipt = app.dispatch(routed).await?;
-    println!("  {} -> version {}, events {:?}", receipt.stream, receipt.version, receipt.events);
+    println!(
+        "  {} -> version {}, events {:?}",
+        receipt.stream, receipt.version, receipt.events
+    );
 
     println!("> close {ada}");
     match app.dispatch(CloseAccount { account: ada.clone() }).await {
@@ -53,7 +80,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let account: BankAccount = app.load(&ada).await?;
-    println!("state: owner {}, balance {}, open: {}", account.owner, money(account.balance), account.open);
+    println!(
+        "state: owner {}, balance {}, open: {}",
+        account.owner,
+        money(account.balance),
+        account.open
+    );
     println!("run me again: the next run continues from {path}");
     Ok(())
 }
