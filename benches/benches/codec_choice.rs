@@ -17,7 +17,9 @@ fn codecs(c: &mut Criterion) {
             _ => None,
         })
         .collect();
-    let opened = AccountOpened { owner: "Ada Lovelace".into() };
+    let opened = AccountOpened {
+        owner: "Ada Lovelace".into(),
+    };
     let mut g = c.benchmark_group("binary_codec_round_trip_100k");
     g.sample_size(20);
     g.bench_function("framework", |b| {
