@@ -12,6 +12,7 @@ use crate::command::{Command, Dispatchable};
 use crate::envelope::{Envelope, EventId, Metadata, StreamId, Timestamp};
 use crate::error::{AppendError, DecodeError, DispatchError, StoreError};
 use crate::event::Event;
+use crate::projection::InlineProjection;
 use crate::store::{
     AppendOutcome, AppendRequest, CommandRecord, EventStore, ExpectedVersion, LoadedEvent, NewEvent, RecordedEvent,
     Snapshot,
@@ -129,6 +130,7 @@ impl<E> From<LoadError> for DispatchError<E> {
 pub struct DispatcherBuilder<S, C = Json> {
     store: S,
     codec: C,
+    inline: Vec<Box<dyn InlineProjection<S, C>>>,
     services: TypeMap<Box<dyn Any + Send + Sync>>,
     cache_capacity: usize,
     max_attempts: u32,
@@ -137,9 +139,13 @@ pub struct DispatcherBuilder<S, C = Json> {
 impl<S: EventStore, C: Codec> DispatcherBuilder<S, C> {
     /// Encodes events and snapshots with `codec` instead.
     pub fn codec<C2: Codec>(self, codec: C2) -> DispatcherBuilder<S, C2> {
+        if !self.inline.is_empty() {
+            tracing::warn!("inline projections are dropped when the codec changes; add them after `codec(..)`");
+        }
         DispatcherBuilder {
             store: self.store,
             codec,
+            inline: Vec::new(),
             services: self.services,
             cache_capacity: self.cache_capacity,
             max_attempts: self.max_attempts,
@@ -166,12 +172,22 @@ impl<S: EventStore, C: Codec> DispatcherBuilder<S, C> {
         self
     }
 
+    /// Updates `projection` right after each command commits, before
+    /// `dispatch` returns: its readers see their own writes. A failing
+    /// projection is logged, not the command's failure (the command has
+    /// committed); it catches up on the next command.
+    pub fn inline(mut self, projection: impl InlineProjection<S, C>) -> Self {
+        self.inline.push(Box::new(projection));
+        self
+    }
+
     /// Builds the dispatcher.
     pub fn build(self) -> Dispatcher<S, C> {
         Dispatcher {
             inner: Arc::new(Inner {
                 store: self.store,
                 codec: self.codec,
+                inline: self.inline,
                 services: self.services,
                 caches: RwLock::new(TypeMap::default()),
                 cache_capacity: self.cache_capacity,
@@ -195,6 +211,7 @@ pub struct Dispatcher<S, C = Json> {
 struct Inner<S, C> {
     store: S,
     codec: C,
+    inline: Vec<Box<dyn InlineProjection<S, C>>>,
     services: TypeMap<Box<dyn Any + Send + Sync>>,
     caches: RwLock<TypeMap<Arc<dyn Any + Send + Sync>>>,
     cache_capacity: usize,
@@ -231,6 +248,7 @@ impl<S: EventStore> Dispatcher<S, Json> {
         DispatcherBuilder {
             store,
             codec: Json,
+            inline: Vec::new(),
             services: TypeMap::default(),
             cache_capacity: 10_000,
             max_attempts: 5,
@@ -413,6 +431,8 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                     slot.version = appended.last_version;
                     slot.fresh = true;
                     self.maybe_snapshot(&stream, &slot, before).await;
+                    drop(slot);
+                    self.feed_inline().await;
                     return Ok(Committed {
                         stream,
                         version: appended.last_version,
@@ -446,6 +466,14 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                     slot.fresh = false;
                     return Err(e.into());
                 }
+            }
+        }
+    }
+
+    async fn feed_inline(&self) {
+        for projection in &self.inner.inline {
+            if let Err(error) = projection.catch_up_inline(&self.inner.store, &self.inner.codec).await {
+                tracing::error!(projection = projection.projection_name(), %error, "an inline projection failed");
             }
         }
     }

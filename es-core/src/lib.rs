@@ -318,6 +318,8 @@ mod dispatcher;
 mod envelope;
 pub mod error;
 mod event;
+pub mod process;
+pub mod projection;
 pub mod store;
 pub mod testing;
 mod util;
@@ -333,6 +335,11 @@ pub use crate::error::{
     AppendError, BoxError, Conflict, DecodeError, DispatchError, EventDecodeError, Rejection, StoreError,
 };
 pub use crate::event::{Apply, ApplyTo, Event, IntoEvents, events_of};
+pub use crate::process::{Process, ProcessError, ProcessManager};
+pub use crate::projection::{
+    Answer, EventContext, InlineProjection, Project, ProjectIn, Projection, ProjectionError, Query, ReadModel,
+    ReadModelIn, Runner, WaitTimeout,
+};
 pub use crate::store::{EventStore, EventStoreExt, ExpectedVersion, InMemoryStore};
 
 /// Derives [`Event`](trait@Event) for an event struct or an enum of events;
@@ -415,6 +422,17 @@ pub use es_derive::Command;
 #[cfg(feature = "derive")]
 pub use es_derive::handlers;
 
+/// Derives [`Query`](trait@Query): `#[query(output = T)]` names the type of
+/// the answer.
+///
+/// ```compile_fail
+/// # use es_core::prelude::*;
+/// #[derive(Debug, Query)] // error: needs `#[query(output = ..)]`
+/// pub struct BalanceOf { pub account: String }
+/// ```
+#[cfg(feature = "derive")]
+pub use es_derive::Query;
+
 /// Everything a domain module needs: `use es_core::prelude::*;`.
 ///
 /// [`Apply`] is left out on purpose: with both it and [`Aggregate`] in
@@ -424,8 +442,8 @@ pub mod prelude {
     #[cfg(feature = "derive")]
     pub use crate::handlers;
     pub use crate::{
-        Aggregate, Command, Committed, DispatchError, Dispatcher, Envelope, Event, EventStore, Handle, InMemoryStore,
-        IntoEvents, Metadata, StreamId,
+        Aggregate, Answer, Command, Committed, DispatchError, Dispatcher, Envelope, Event, EventContext, EventStore,
+        Handle, InMemoryStore, IntoEvents, Metadata, Projection, Query, StreamId,
     };
 }
 
@@ -433,6 +451,7 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::dispatcher::route;
+    pub use crate::projection::decode_error;
 
     /// The future of a routed command.
     pub type RouteFuture<'a> =
@@ -550,6 +569,40 @@ pub mod __private {
 
         fn decode<C: crate::Codec>(_: &C, name: &str, _: u32, _: &[u8]) -> Result<Self, crate::EventDecodeError> {
             Err(unknown_name::<Self>(name, Self::NAMES))
+        }
+    }
+
+    /// A query nobody asks, answered by every type. It exists so that no
+    /// read model has exactly one `Answer` impl: with one, rustc infers the
+    /// query type from that impl instead of from the argument, and asking
+    /// the wrong query reads "expected `Total`, found `Names`" instead of
+    /// "`Totals` does not answer query `Names`".
+    #[derive(Debug)]
+    pub struct NoQuery;
+
+    impl crate::Query for NoQuery {
+        type Output = ();
+    }
+
+    impl<R: ?Sized> crate::Answer<NoQuery> for R {
+        fn answer(&self, _: NoQuery) {}
+    }
+
+    /// The output of a query handler, which must be the query's output.
+    #[diagnostic::on_unimplemented(
+        message = "this query handler returns `{Self}`, but the query's output is `{Output}`",
+        label = "expected `{Output}`",
+        note = "return the type in the query's `#[query(output = ..)]`, or change that"
+    )]
+    pub trait QueryOutput<Output> {
+        /// The value, as the query's output.
+        fn into_output(self) -> Output;
+    }
+
+    impl<T> QueryOutput<T> for T {
+        #[inline]
+        fn into_output(self) -> T {
+            self
         }
     }
 

@@ -361,6 +361,13 @@ pub trait EventStore: Send + Sync + 'static {
         snapshot: Snapshot,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Wakes readers of the global log when events may have been appended
+    /// (the receiver changes); `None` where the store cannot tell, and
+    /// readers poll.
+    fn notifications(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
     /// The saved checkpoint (a global position) of a named reader.
     fn load_checkpoint(&self, name: &str) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
 
@@ -457,6 +464,10 @@ impl<S: EventStore> EventStore for std::sync::Arc<S> {
 
     fn load_checkpoint(&self, name: &str) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send {
         (**self).load_checkpoint(name)
+    }
+
+    fn notifications(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        (**self).notifications()
     }
 
     fn save_checkpoint(&self, name: &str, position: u64) -> impl Future<Output = Result<(), StoreError>> + Send {

@@ -241,6 +241,32 @@ pub(crate) fn aggregate_attrs(cx: &Ctxt, attrs: &[Attribute]) -> AggregateAttrs 
     out
 }
 
+/// `#[query(..)]` on a query.
+#[derive(Default)]
+pub(crate) struct QueryAttrs {
+    pub(crate) output: Option<Given<Type>>,
+    pub(crate) krate: Option<Given<Path>>,
+}
+
+pub(crate) const QUERY_KEYS: &[&str] = &["output", "crate"];
+
+pub(crate) fn query_attrs(cx: &Ctxt, attrs: &[Attribute]) -> QueryAttrs {
+    let mut out = QueryAttrs::default();
+    each_key(cx, attrs, "query", |meta| {
+        if meta.path.is_ident("output") {
+            let v = parse_type(cx, meta, "output")?;
+            set(cx, &mut out.output, meta, v, "query");
+        } else if meta.path.is_ident("crate") {
+            let v = parse_crate(meta)?;
+            set(cx, &mut out.krate, meta, v, "query");
+        } else {
+            unknown_key(cx, meta, "query", QUERY_KEYS)?;
+        }
+        Ok(())
+    });
+    out
+}
+
 /// `#[command(..)]` on a command struct or enum.
 #[derive(Default)]
 pub(crate) struct CommandAttrs {
@@ -267,20 +293,41 @@ pub(crate) fn command_attrs(cx: &Ctxt, attrs: &[Attribute]) -> CommandAttrs {
     out
 }
 
-/// The arguments of `#[es_core::handlers(..)]`.
-#[derive(Default)]
-pub(crate) struct HandlersArgs {
-    pub(crate) krate: Option<Given<Path>>,
+/// What an `#[es_core::handlers(..)]` block belongs to.
+pub(crate) enum HandlerKind {
+    /// An aggregate (no argument): `#[handle]` decides commands.
+    Aggregate,
+    /// `read_model`: `#[apply]` projects events, `#[handle]` answers queries.
+    ReadModel,
+    /// `process, command = C`: `#[apply]` reacts to events with commands.
+    /// (`None` when `command` is missing, which is reported.)
+    Process(Option<Box<Type>>),
 }
 
-pub(crate) const HANDLERS_KEYS: &[&str] = &["crate"];
+/// The arguments of `#[es_core::handlers(..)]`.
+pub(crate) struct HandlersArgs {
+    pub(crate) krate: Option<Given<Path>>,
+    pub(crate) kind: HandlerKind,
+}
+
+pub(crate) const HANDLERS_KEYS: &[&str] = &["read_model", "process", "command", "crate"];
 
 pub(crate) fn handlers_args(cx: &Ctxt, args: TokenStream) -> HandlersArgs {
-    let mut out = HandlersArgs::default();
+    let mut krate = None;
+    let mut read_model: Option<Given<()>> = None;
+    let mut process: Option<Given<()>> = None;
+    let mut command: Option<Given<Type>> = None;
     let parser = syn::meta::parser(|meta| {
         if meta.path.is_ident("crate") {
             let v = parse_crate(&meta)?;
-            set(cx, &mut out.krate, &meta, v, "handlers");
+            set(cx, &mut krate, &meta, v, "handlers");
+        } else if meta.path.is_ident("read_model") {
+            set(cx, &mut read_model, &meta, (), "handlers");
+        } else if meta.path.is_ident("process") {
+            set(cx, &mut process, &meta, (), "handlers");
+        } else if meta.path.is_ident("command") {
+            let v = parse_type(cx, &meta, "command")?;
+            set(cx, &mut command, &meta, v, "handlers");
         } else {
             unknown_key(cx, &meta, "handlers", HANDLERS_KEYS)?;
         }
@@ -289,7 +336,40 @@ pub(crate) fn handlers_args(cx: &Ctxt, args: TokenStream) -> HandlersArgs {
     if let Err(e) = parser.parse2(args) {
         cx.syn_error(e);
     }
-    out
+    let kind = match (read_model, process, command) {
+        (Some(r), Some(_), _) => {
+            cx.error_spanned_by(
+                &r.key,
+                "a block is either `read_model` or `process`, not both: give each its own type",
+            );
+            HandlerKind::ReadModel
+        }
+        (Some(_), None, Some(c)) => {
+            cx.error_spanned_by(
+                &c.key,
+                "`command = ..` belongs to a process (`#[es_core::handlers(process, command = ..)]`); a read model sends no commands",
+            );
+            HandlerKind::ReadModel
+        }
+        (Some(_), None, None) => HandlerKind::ReadModel,
+        (None, Some(p), None) => {
+            cx.error_spanned_by(
+                &p.key,
+                "a process needs the type of the commands it sends: `#[es_core::handlers(process, command = MyCommands)]`",
+            );
+            HandlerKind::Process(None)
+        }
+        (None, Some(_), Some(c)) => HandlerKind::Process(Some(Box::new(c.value))),
+        (None, None, Some(c)) => {
+            cx.error_spanned_by(
+                &c.key,
+                "`command = ..` needs `process`: `#[es_core::handlers(process, command = ..)]`",
+            );
+            HandlerKind::Aggregate
+        }
+        (None, None, None) => HandlerKind::Aggregate,
+    };
+    HandlersArgs { krate, kind }
 }
 
 /// The path to es-core in generated code: `crate = ".."` or `::es_core`.

@@ -44,6 +44,15 @@ pub fn derive_command(input: TokenStream) -> TokenStream {
         .into()
 }
 
+/// Derives `es_core::Query`.
+#[proc_macro_derive(Query, attributes(query))]
+pub fn derive_query(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    expand::derive_query(&input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
 /// Turns `#[apply]` and `#[handle]` methods of an impl block into
 /// `es_core::Apply` and `es_core::Handle` impls.
 #[proc_macro_attribute]

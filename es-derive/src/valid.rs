@@ -49,6 +49,34 @@ pub(crate) fn unique_payloads<'a>(
 /// implementations" error.
 pub(crate) fn unique_handlers(cx: &Ctxt, input: &mut HandlersInput) {
     let self_ty = type_name(&input.item.self_ty);
+    // A read model in a database has one transaction type.
+    let mut tx: Option<String> = None;
+    for p in &input.projections {
+        if let Some(t) = &p.tx {
+            let name = type_name(t);
+            match &tx {
+                Some(first) if *first != name => cx.error_spanned_by(
+                    t,
+                    format!(
+                        "every handler of `{self_ty}` takes the same transaction type; the first takes `&mut {first}`"
+                    ),
+                ),
+                _ => tx = Some(name),
+            }
+        }
+    }
+    let mut projections: HashMap<String, Ident> = HashMap::new();
+    input
+        .projections
+        .retain(|p| first(cx, &mut projections, &p.event, &p.method, &self_ty, "#[apply]", "event"));
+    let mut answers: HashMap<String, Ident> = HashMap::new();
+    input
+        .answers
+        .retain(|a| first(cx, &mut answers, &a.query, &a.method, &self_ty, "#[handle]", "query"));
+    let mut reactions: HashMap<String, Ident> = HashMap::new();
+    input
+        .reactions
+        .retain(|r| first(cx, &mut reactions, &r.event, &r.method, &self_ty, "#[apply]", "event"));
     let mut applies: HashMap<String, Ident> = HashMap::new();
     input
         .applies

@@ -43,7 +43,10 @@
 //!
 //! The view `events_text` shows JSON payloads and metadata as text.
 
+mod projection;
 mod schema;
+
+pub use projection::PgProjection;
 
 use std::ops::ControlFlow;
 use std::pin::Pin;
@@ -77,6 +80,9 @@ pub struct PostgresOptions {
     /// How long a log reader waits for open appends to finish before it
     /// returns what it could read (the next read continues).
     pub gap_wait: Duration,
+    /// Whether appends `NOTIFY` the schema's channel, so runners following
+    /// the log wake at once instead of at their next poll.
+    pub notify: bool,
 }
 
 impl Default for PostgresOptions {
@@ -86,6 +92,7 @@ impl Default for PostgresOptions {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
             gap_wait: Duration::from_millis(200),
+            notify: true,
         }
     }
 }
@@ -101,6 +108,10 @@ struct Inner {
     schema: String,
     sql: Sql,
     gap_wait: Duration,
+    notify: bool,
+    /// Bumped for each notification on the schema's channel.
+    head: tokio::sync::watch::Sender<u64>,
+    listening: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -185,6 +196,9 @@ impl PostgresStore {
                 schema: options.schema,
                 pool,
                 gap_wait: options.gap_wait,
+                notify: options.notify,
+                head: tokio::sync::watch::channel(0).0,
+                listening: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -291,6 +305,7 @@ impl PostgresStore {
             .bind(request.metadata)
             .bind(request.recorded_at.as_micros())
             .bind(request.command_id)
+            .bind(self.inner.notify.then_some(self.inner.schema.as_str()))
             .fetch_one(&mut *conn)
             .await;
         let row = match result {
@@ -485,6 +500,51 @@ fn timestamp(row: &PgRow, index: usize) -> Result<Timestamp, StoreError> {
     Ok(Timestamp::from_micros(i64::from_be_bytes(bytes) + PG_EPOCH_MICROS))
 }
 
+/// Forwards notifications on the schema's channel to `inner.head` until the
+/// store is dropped, reconnecting after failures.
+async fn listen(inner: std::sync::Weak<Inner>) {
+    loop {
+        let Some(strong) = inner.upgrade() else { return };
+        let listener = async {
+            let mut listener = sqlx::postgres::PgListener::connect_with(&strong.pool).await?;
+            listener.listen(&strong.schema).await?;
+            Ok::<_, sqlx::Error>(listener)
+        }
+        .await;
+        let mut listener = match listener {
+            Ok(l) => l,
+            Err(error) => {
+                tracing::warn!(%error, "cannot LISTEN for new events; readers poll meanwhile");
+                drop(strong);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        drop(strong);
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(5), listener.try_recv()).await;
+            let Some(strong) = inner.upgrade() else { return };
+            match next {
+                Ok(Ok(Some(_))) => {
+                    strong.head.send_modify(|n| *n += 1);
+                }
+                Ok(Ok(None)) | Ok(Err(_)) => {
+                    // The connection was lost: wake readers (events may have
+                    // come meanwhile) and listen again.
+                    strong.head.send_modify(|n| *n += 1);
+                    break;
+                }
+                Err(_) => {
+                    if strong.head.receiver_count() == 0 {
+                        strong.listening.store(false, std::sync::atomic::Ordering::SeqCst);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The next row of a streaming query.
 async fn next_row<S>(rows: &mut Pin<Box<S>>) -> Option<Result<PgRow, sqlx::Error>>
 where
@@ -654,6 +714,17 @@ impl EventStore for PostgresStore {
             .await
             .map(drop)
             .map_err(error("save a snapshot"))
+    }
+
+    /// LISTENs on the schema's channel (once per store, in the background)
+    /// and changes the receiver on each notification.
+    fn notifications(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        let receiver = self.inner.head.subscribe();
+        if self.inner.notify && !self.inner.listening.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let inner = Arc::downgrade(&self.inner);
+            tokio::spawn(listen(inner));
+        }
+        Some(receiver)
     }
 
     async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>, StoreError> {

@@ -124,7 +124,10 @@ impl Sql {
                 )
                 SELECT (SELECT v FROM cur) AS actual,
                        (SELECT count(*) FROM ok) AS matched,
-                       (SELECT array_agg(position ORDER BY version) FROM ins) AS positions"#
+                       (SELECT array_agg(position ORDER BY version) FROM ins) AS positions,
+                       -- Wake LISTENing readers at commit ($11: the channel, or NULL).
+                       (SELECT count(*) FROM (SELECT pg_notify($11, '') FROM ins
+                                              WHERE $11::TEXT IS NOT NULL LIMIT 1) AS n) AS notified"#
             )),
             stream_version: sql(format!(
                 r#"SELECT COALESCE(MAX(version), 0) FROM "{s}".events WHERE aggregate_type = $1 AND aggregate_id = $2"#

@@ -32,7 +32,10 @@
 //! runtime. Reads use a small pool of connections and run beside the writer
 //! (WAL allows that).
 
+mod projection;
 mod schema;
+
+pub use projection::SqliteProjection;
 
 use std::future::Future;
 use std::ops::ControlFlow;
@@ -236,6 +239,18 @@ impl SqliteStore {
     /// process's handle on the store.
     pub fn watch_head(&self) -> watch::Receiver<u64> {
         self.inner.head.subscribe()
+    }
+
+    /// Runs `f` with the store's write connection: for a read model's own
+    /// tables (create them, change them outside a projection).
+    pub fn with_connection<R>(&self, f: impl FnOnce(&mut Connection) -> R) -> R {
+        blocking(|| f(&mut lock(&self.inner.writer)))
+    }
+
+    /// Runs `f` with a read connection: for queries over a read model's own
+    /// tables.
+    pub fn read_with<R>(&self, f: impl FnOnce(&Connection) -> R) -> Result<R, StoreError> {
+        blocking(|| self.read(|conn| Ok(f(conn))))
     }
 
     /// Runs `f` with a read connection: a pooled one beside the writer for a
@@ -621,6 +636,10 @@ impl EventStore for SqliteStore {
                 .map(drop)
                 .map_err(error("save a snapshot"))
         })
+    }
+
+    fn notifications(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.watch_head())
     }
 
     async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>, StoreError> {

@@ -51,6 +51,64 @@ pub struct MoneyWithdrawn {
 #[event(name = "account.closed")]
 pub struct AccountClosed {}
 
+/// Money left the account for a transfer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Event)]
+#[event(name = "account.transfer_debited")]
+pub struct TransferDebited {
+    /// The transfer.
+    pub transfer: String,
+    /// Where the money goes.
+    pub to: AccountId,
+    /// In cents.
+    pub amount: u64,
+}
+
+/// The account could not pay for a transfer; nothing moved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Event)]
+#[event(name = "account.transfer_debit_refused")]
+pub struct TransferDebitRefused {
+    /// The transfer.
+    pub transfer: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Money arrived from a transfer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Event)]
+#[event(name = "account.transfer_credited")]
+pub struct TransferCredited {
+    /// The transfer.
+    pub transfer: String,
+    /// Where it came from.
+    pub from: AccountId,
+    /// In cents.
+    pub amount: u64,
+}
+
+/// The account could not take a transfer's money; it must go back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Event)]
+#[event(name = "account.transfer_credit_refused")]
+pub struct TransferCreditRefused {
+    /// The transfer.
+    pub transfer: String,
+    /// Where the money came from, to refund it.
+    pub from: AccountId,
+    /// In cents.
+    pub amount: u64,
+    /// Why.
+    pub reason: String,
+}
+
+/// A transfer's debited money came back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Event)]
+#[event(name = "account.transfer_refunded")]
+pub struct TransferRefunded {
+    /// The transfer.
+    pub transfer: String,
+    /// In cents.
+    pub amount: u64,
+}
+
 /// Everything that can happen to an account.
 #[derive(Debug, Clone, PartialEq, Eq, Event)]
 pub enum AccountEvent {
@@ -62,6 +120,16 @@ pub enum AccountEvent {
     Withdrawn(MoneyWithdrawn),
     /// See [`AccountClosed`].
     Closed(AccountClosed),
+    /// See [`TransferDebited`].
+    TransferDebited(TransferDebited),
+    /// See [`TransferDebitRefused`].
+    TransferDebitRefused(TransferDebitRefused),
+    /// See [`TransferCredited`].
+    TransferCredited(TransferCredited),
+    /// See [`TransferCreditRefused`].
+    TransferCreditRefused(TransferCreditRefused),
+    /// See [`TransferRefunded`].
+    TransferRefunded(TransferRefunded),
 }
 
 /// Open a new account.
@@ -104,6 +172,51 @@ pub struct CloseAccount {
     /// The account.
     #[aggregate_id]
     pub account: AccountId,
+}
+
+/// Pay out a transfer's amount (sent by the transfer process). Never
+/// rejected: a refusal is recorded as [`TransferDebitRefused`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Command)]
+#[command(aggregate = BankAccount)]
+pub struct DebitForTransfer {
+    /// The paying account.
+    #[aggregate_id]
+    pub account: AccountId,
+    /// The transfer.
+    pub transfer: String,
+    /// The receiving account.
+    pub to: AccountId,
+    /// In cents.
+    pub amount: u64,
+}
+
+/// Take in a transfer's amount (sent by the transfer process). Never
+/// rejected: a refusal is recorded as [`TransferCreditRefused`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Command)]
+#[command(aggregate = BankAccount)]
+pub struct CreditForTransfer {
+    /// The receiving account.
+    #[aggregate_id]
+    pub account: AccountId,
+    /// The transfer.
+    pub transfer: String,
+    /// The paying account.
+    pub from: AccountId,
+    /// In cents.
+    pub amount: u64,
+}
+
+/// Give back a transfer's debited amount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Command)]
+#[command(aggregate = BankAccount)]
+pub struct RefundTransfer {
+    /// The account that paid.
+    #[aggregate_id]
+    pub account: AccountId,
+    /// The transfer.
+    pub transfer: String,
+    /// In cents.
+    pub amount: u64,
 }
 
 /// Any command for an account, as it arrives over HTTP or a queue.
@@ -237,6 +350,84 @@ impl BankAccount {
     fn closed(&mut self, _: &AccountClosed) {
         self.open = false;
         self.closed = true;
+    }
+
+    #[handle]
+    fn debit_for_transfer(&self, cmd: DebitForTransfer) -> Result<AccountEvent, AccountError> {
+        let refuse = |reason: String| {
+            Ok(TransferDebitRefused {
+                transfer: cmd.transfer.clone(),
+                reason,
+            }
+            .into())
+        };
+        if let Err(e) = self.usable() {
+            return refuse(e.to_string());
+        }
+        if cmd.amount > self.balance {
+            return refuse(
+                AccountError::InsufficientFunds {
+                    balance: self.balance,
+                    requested: cmd.amount,
+                }
+                .to_string(),
+            );
+        }
+        Ok(TransferDebited {
+            transfer: cmd.transfer,
+            to: cmd.to,
+            amount: cmd.amount,
+        }
+        .into())
+    }
+
+    #[handle]
+    fn credit_for_transfer(&self, cmd: CreditForTransfer) -> Result<AccountEvent, AccountError> {
+        if let Err(e) = self.usable() {
+            return Ok(TransferCreditRefused {
+                transfer: cmd.transfer,
+                from: cmd.from,
+                amount: cmd.amount,
+                reason: e.to_string(),
+            }
+            .into());
+        }
+        Ok(TransferCredited {
+            transfer: cmd.transfer,
+            from: cmd.from,
+            amount: cmd.amount,
+        }
+        .into())
+    }
+
+    /// Money owed goes back even to a closed account: it is the owner's.
+    #[handle]
+    fn refund(&self, cmd: RefundTransfer) -> Result<TransferRefunded, AccountError> {
+        Ok(TransferRefunded {
+            transfer: cmd.transfer,
+            amount: cmd.amount,
+        })
+    }
+
+    #[apply]
+    fn transfer_debited(&mut self, e: &TransferDebited) {
+        self.balance -= e.amount;
+    }
+
+    #[apply]
+    fn transfer_debit_refused(&mut self, _: &TransferDebitRefused) {}
+
+    #[apply]
+    fn transfer_credited(&mut self, e: &TransferCredited) {
+        self.balance += e.amount;
+    }
+
+    #[apply]
+    fn transfer_credit_refused(&mut self, _: &TransferCreditRefused) {}
+
+    #[apply]
+    fn transfer_refunded(&mut self, e: &TransferRefunded) {
+        self.balance += e.amount;
     }
 }
 

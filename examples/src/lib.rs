@@ -3,3 +3,5 @@
 
 pub mod bank;
 pub mod cart;
+pub mod transfer;
+pub mod views;

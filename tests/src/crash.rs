@@ -11,6 +11,13 @@ use es_core::{EventStore, StreamId};
 /// Starts `writer` with `args`, waits until it is appending, lets it run for
 /// `for_ms`, then kills it with SIGKILL.
 pub fn run_and_kill(writer: &str, args: &[&str], for_ms: u64) {
+    run_until_and_kill(writer, args, "writing", for_ms);
+}
+
+/// Starts `program` with `args`, waits until it prints `ready`, lets it run
+/// for `for_ms`, then kills it with SIGKILL.
+pub fn run_until_and_kill(program: &str, args: &[&str], ready: &str, for_ms: u64) {
+    let writer = program;
     let mut child = Command::new(writer)
         .args(args)
         .stdout(Stdio::piped())
@@ -20,7 +27,7 @@ pub fn run_and_kill(writer: &str, args: &[&str], for_ms: u64) {
     BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)
         .expect("read from the writer");
-    assert_eq!(line.trim(), "writing", "the writer did not start");
+    assert_eq!(line.trim(), ready, "the child did not start");
     std::thread::sleep(Duration::from_millis(for_ms));
     child.kill().expect("SIGKILL the writer");
     let status = child.wait().expect("reap the writer");

@@ -4,7 +4,9 @@
 pub mod conformance;
 pub mod crash;
 pub mod decoding;
+pub mod ledger;
 pub mod postgres;
+pub mod read_side;
 pub mod sqlite;
 
 use std::future::Future;

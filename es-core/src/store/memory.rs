@@ -327,6 +327,10 @@ impl EventStore for InMemoryStore {
         ready(Ok(self.shared.read().checkpoints.get(name).copied()))
     }
 
+    fn notifications(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.watch_head())
+    }
+
     fn save_checkpoint(&self, name: &str, position: u64) -> impl Future<Output = Result<(), StoreError>> + Send {
         self.shared.write().checkpoints.insert(name.to_owned(), position);
         ready(Ok(()))

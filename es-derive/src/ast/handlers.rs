@@ -7,14 +7,24 @@
 
 use syn::{FnArg, Ident, ImplItem, ImplItemFn, ItemImpl, Path, ReturnType, Type};
 
-use crate::attr::{self, suggest};
+use super::read_side::{AnswerFn, ProjectFn, ReactFn, read_answer, read_project, read_react};
+use crate::attr::{self, HandlerKind, suggest};
 use crate::ctxt::Ctxt;
 
 pub(crate) struct HandlersInput {
     /// The impl block with the marker attributes removed.
     pub(crate) item: ItemImpl,
+    pub(crate) kind: HandlerKind,
+    /// An aggregate's event handlers.
     pub(crate) applies: Vec<ApplyFn>,
+    /// An aggregate's command handlers.
     pub(crate) handles: Vec<HandleFn>,
+    /// A read model's event handlers.
+    pub(crate) projections: Vec<ProjectFn>,
+    /// A read model's query handlers.
+    pub(crate) answers: Vec<AnswerFn>,
+    /// A process's reactions.
+    pub(crate) reactions: Vec<ReactFn>,
     pub(crate) krate: Path,
 }
 
@@ -90,7 +100,7 @@ fn take_marker(cx: &Ctxt, f: &mut ImplItemFn) -> Option<Marker> {
     found
 }
 
-fn receiver(f: &ImplItemFn) -> Option<&syn::Receiver> {
+pub(crate) fn receiver(f: &ImplItemFn) -> Option<&syn::Receiver> {
     match f.sig.inputs.first() {
         Some(FnArg::Receiver(r)) => Some(r),
         _ => None,
@@ -98,7 +108,7 @@ fn receiver(f: &ImplItemFn) -> Option<&syn::Receiver> {
 }
 
 /// The typed (non-receiver) arguments.
-fn typed_args(f: &ImplItemFn) -> Vec<&syn::PatType> {
+pub(crate) fn typed_args(f: &ImplItemFn) -> Vec<&syn::PatType> {
     f.sig
         .inputs
         .iter()
@@ -109,7 +119,7 @@ fn typed_args(f: &ImplItemFn) -> Vec<&syn::PatType> {
         .collect()
 }
 
-fn common_checks(cx: &Ctxt, f: &ImplItemFn, kind: &str) -> bool {
+pub(crate) fn common_checks(cx: &Ctxt, f: &ImplItemFn, kind: &str) -> bool {
     let mut ok = true;
     if let Some(a) = &f.sig.asyncness {
         cx.error_spanned_by(
@@ -297,7 +307,9 @@ fn read_handle(cx: &Ctxt, f: &ImplItemFn) -> Option<HandleFn> {
 
 impl HandlersInput {
     pub(crate) fn from_syn(cx: &Ctxt, args: proc_macro2::TokenStream, mut item: ItemImpl) -> Self {
-        let krate = attr::crate_path(attr::handlers_args(cx, args).krate);
+        let args = attr::handlers_args(cx, args);
+        let krate = attr::crate_path(args.krate);
+        let kind = args.kind;
         if let Some((_, trait_path, _)) = &item.trait_ {
             cx.error_spanned_by(
                 trait_path,
@@ -306,12 +318,22 @@ impl HandlersInput {
         }
         let mut applies = Vec::new();
         let mut handles = Vec::new();
+        let mut projections = Vec::new();
+        let mut answers = Vec::new();
+        let mut reactions = Vec::new();
         for it in &mut item.items {
             let ImplItem::Fn(f) = it else { continue };
-            match take_marker(cx, f) {
-                Some(Marker::Apply) => applies.extend(read_apply(cx, f)),
-                Some(Marker::Handle) => handles.extend(read_handle(cx, f)),
-                None => continue,
+            match (take_marker(cx, f), &kind) {
+                (Some(Marker::Apply), HandlerKind::Aggregate) => applies.extend(read_apply(cx, f)),
+                (Some(Marker::Handle), HandlerKind::Aggregate) => handles.extend(read_handle(cx, f)),
+                (Some(Marker::Apply), HandlerKind::ReadModel) => projections.extend(read_project(cx, f)),
+                (Some(Marker::Handle), HandlerKind::ReadModel) => answers.extend(read_answer(cx, f)),
+                (Some(Marker::Apply), HandlerKind::Process(_)) => reactions.extend(read_react(cx, f)),
+                (Some(Marker::Handle), HandlerKind::Process(_)) => cx.error_spanned_by(
+                    &f.sig.ident,
+                    "a process reacts to events with `#[apply]` methods; it handles no commands or queries itself",
+                ),
+                (None, _) => continue,
             }
             // The generated trait impl is the method's one caller, often in
             // another crate (the dispatcher's); without the hint, folding
@@ -322,8 +344,12 @@ impl HandlersInput {
         }
         HandlersInput {
             item,
+            kind,
             applies,
             handles,
+            projections,
+            answers,
+            reactions,
             krate,
         }
     }

@@ -11,6 +11,7 @@ use syn::{Attribute, Data, DeriveInput, Fields, Generics, Ident, LitInt, LitStr,
 use crate::attr::{self, Given};
 
 pub(crate) mod handlers;
+pub(crate) mod read_side;
 use crate::ctxt::Ctxt;
 
 /// One variant of an event or command enum: `Name(Payload)`.
@@ -56,6 +57,38 @@ pub(crate) struct AggregateInput<'a> {
     pub(crate) snapshot_every: Option<LitInt>,
     pub(crate) snapshot_version: Option<LitInt>,
     pub(crate) krate: Path,
+}
+
+/// The input of `#[derive(Query)]`.
+pub(crate) struct QueryInput<'a> {
+    pub(crate) ident: &'a Ident,
+    pub(crate) generics: &'a Generics,
+    pub(crate) output: Option<Type>,
+    pub(crate) krate: Path,
+}
+
+impl<'a> QueryInput<'a> {
+    pub(crate) fn from_syn(cx: &Ctxt, input: &'a DeriveInput) -> Option<Self> {
+        if !no_unions(cx, input, "Query") {
+            return None;
+        }
+        let attrs = attr::query_attrs(cx, &input.attrs);
+        if attrs.output.is_none() {
+            cx.error_spanned_by(
+                &input.ident,
+                format!(
+                    "query `{}` needs `#[query(output = ..)]`: the type of its answer",
+                    input.ident
+                ),
+            );
+        }
+        Some(QueryInput {
+            ident: &input.ident,
+            generics: &input.generics,
+            output: attrs.output.map(|g| g.value),
+            krate: attr::crate_path(attrs.krate),
+        })
+    }
 }
 
 /// The input of `#[derive(Command)]`.

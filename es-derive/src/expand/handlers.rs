@@ -23,15 +23,22 @@ use syn::spanned::Spanned;
 
 use super::wrap;
 use crate::ast::handlers::{ApplyFn, HandleFn, HandlersInput};
+use crate::attr::HandlerKind;
 
 pub(crate) fn expand(input: &HandlersInput) -> TokenStream {
     let item = &input.item;
-    let impls: TokenStream = input
-        .applies
-        .iter()
-        .map(|a| apply_impl(input, a))
-        .chain(input.handles.iter().map(|h| handle_impl(input, h)))
-        .collect();
+    let impls: TokenStream = match &input.kind {
+        HandlerKind::Aggregate => input
+            .applies
+            .iter()
+            .map(|a| apply_impl(input, a))
+            .chain(input.handles.iter().map(|h| handle_impl(input, h)))
+            .collect(),
+        HandlerKind::ReadModel => super::read_side::read_model(input),
+        HandlerKind::Process(Some(command)) => super::read_side::process(input, command),
+        // Reported: without the command type there is no impl to emit.
+        HandlerKind::Process(None) => TokenStream::new(),
+    };
     let generated = if impls.is_empty() {
         TokenStream::new()
     } else {

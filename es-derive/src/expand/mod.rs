@@ -11,6 +11,8 @@ pub(crate) mod command_enum;
 pub(crate) mod event;
 pub(crate) mod event_enum;
 pub(crate) mod handlers;
+pub(crate) mod query;
+pub(crate) mod read_side;
 
 /// `generics` with one more type parameter (for `impl<__T> ApplyTo<__T> for ..`).
 pub(crate) fn with_param(generics: &Generics, param: GenericParam) -> Generics {
@@ -85,6 +87,12 @@ pub(crate) fn derive_command(input: &DeriveInput) -> syn::Result<TokenStream> {
         }
         None => TokenStream::new(),
     };
+    finish(cx, tokens)
+}
+
+pub(crate) fn derive_query(input: &DeriveInput) -> syn::Result<TokenStream> {
+    let cx = Ctxt::new();
+    let tokens = crate::ast::QueryInput::from_syn(&cx, input).map_or_else(TokenStream::new, |q| query::expand(&q));
     finish(cx, tokens)
 }
 

@@ -1,40 +1,64 @@
 //! A bank's story on a SQLite file: `cargo run -p examples --bin bank`.
 //!
-//! The first run creates `bank.db` (or the path in `BANK_DB`) and opens an
-//! account; every later run continues from what the earlier ones stored.
+//! The first run creates `bank.db` (or the path in `BANK_DB`) and opens the
+//! accounts; every later run continues from what the earlier ones stored.
+//! Each run makes deposits and withdrawals, two transfers run by the
+//! transfer process (one completes; the other is refused by a closed
+//! account and refunded), and answers queries from two read models.
+
+use std::time::Duration;
 
 use es_core::prelude::*;
+use es_core::{ProcessManager, Projection};
 use es_sqlite::SqliteStore;
 use examples::bank::{AccountId, BankAccount, BankCommand, CloseAccount, Deposit, OpenAccount, Withdraw};
+use examples::transfer::{RequestTransfer, Transfer, TransferProcess};
+use examples::views::{AllBalances, BalanceOf, Balances, History, HistoryOf, TotalHeld};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::var("BANK_DB").unwrap_or_else(|_| "bank.db".to_owned());
     let store = SqliteStore::open(&path).await?;
-    let app = Dispatcher::new(store);
-    let ada = AccountId::new("ada-001");
 
+    // Read models live in memory: rebuilt from the file at start, then
+    // updated by the dispatcher right after each commit.
+    let balances = Projection::new("balances", Balances::default());
+    let history = Projection::new("history", History::default());
+    balances.catch_up(&store, &es_core::Json).await?;
+    history.catch_up(&store, &es_core::Json).await?;
+    let app = Dispatcher::builder(store.clone())
+        .inline(balances.clone())
+        .inline(history.clone())
+        .build();
+    let transfers = ProcessManager::new("transfers", TransferProcess);
+
+    let ada = AccountId::new("ada-001");
+    let bob = AccountId::new("bob-002");
+    let eve = AccountId::new("eve-003");
     let before: BankAccount = app.load(&ada).await?;
     if before.open {
-        let (_, version) = app.load_at_version::<BankAccount>(&ada, u64::MAX).await?;
         println!(
-            "{path}: resuming; {ada} was stored by an earlier run: owner {}, balance {}, {version} events",
-            before.owner,
+            "{path}: resuming; {} events stored by earlier runs; {ada} holds {}",
+            store.last_position().await?,
             money(before.balance)
         );
     } else {
         println!("{path}: a new store");
-        println!("> open {ada} for Ada");
-        show(
-            app.dispatch(OpenAccount {
-                account: ada.clone(),
-                owner: "Ada".into(),
-            })
-            .await?,
-        );
+        for (id, owner) in [(&ada, "Ada"), (&bob, "Bob"), (&eve, "Eve")] {
+            println!("> open {id} for {owner}");
+            show(
+                app.dispatch(OpenAccount {
+                    account: id.clone(),
+                    owner: owner.into(),
+                })
+                .await?,
+            );
+        }
+        println!("> close {eve}");
+        show(app.dispatch(CloseAccount { account: eve.clone() }).await?);
     }
 
-    println!("> deposit 100.00");
+    println!("> deposit 100.00 into {ada}");
     show(
         app.dispatch(Deposit {
             account: ada.clone(),
@@ -42,7 +66,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .await?,
     );
-    println!("> withdraw 30.00");
+    println!("> withdraw 30.00 from {ada}");
     show(
         app.dispatch(Withdraw {
             account: ada.clone(),
@@ -50,7 +74,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .await?,
     );
-    println!("> withdraw 5,000.00");
+    println!("> withdraw 5,000.00 from {ada}");
     match app
         .dispatch(Withdraw {
             account: ada.clone(),
@@ -59,39 +83,86 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await
     {
         Err(e) => println!("  rejected: {e}"),
-        Ok(_) => println!("  accepted: the account holds that much after many runs"),
+        Ok(_) => println!("  accepted: many runs have filled the account"),
     }
-
-    // Commands that arrive as JSON are routed to their aggregate by the
-    // command enum.
-    let json = r#"{"type": "deposit", "account": "ada-001", "amount": 250}"#;
+    // Commands that arrive as JSON are routed by the command enum.
+    let json = r#"{"type": "deposit", "account": "bob-002", "amount": 250}"#;
     println!("> {json}");
-    let routed: BankCommand = serde_json::from_str(json)?;
-    let receipt = app.dispatch(routed).await?;
+    let receipt = app.dispatch(serde_json::from_str::<BankCommand>(json)?).await?;
     println!(
         "  {} -> version {}, events {:?}",
         receipt.stream, receipt.version, receipt.events
     );
 
-    println!("> close {ada}");
-    match app.dispatch(CloseAccount { account: ada.clone() }).await {
-        Err(e) => println!("  rejected: {e}"),
-        Ok(_) => unreachable!("the account holds money"),
+    // Two transfers, each run by the transfer process: debit, credit (or
+    // refund), then the outcome.
+    let run = store.last_position().await?;
+    for (to, amount) in [(&bob, 2_500), (&eve, 1_000)] {
+        let id = format!("t{run}-{to}");
+        println!("> transfer {} from {ada} to {to} ({id})", money(amount));
+        app.dispatch(RequestTransfer {
+            transfer: id.clone(),
+            from: ada.clone(),
+            to: to.clone(),
+            amount,
+        })
+        .await?;
+        // Let the process react until the transfer settles.
+        let mut checkpoint = 0;
+        loop {
+            let now = transfers.run_once(&app).await?;
+            if now == checkpoint {
+                break;
+            }
+            checkpoint = now;
+        }
+        let transfer: Transfer = app.load(&id).await?;
+        match &transfer.reason {
+            None => println!("  {:?}", transfer.status),
+            Some(reason) => println!("  {:?}: {reason}", transfer.status),
+        }
     }
 
-    let account: BankAccount = app.load(&ada).await?;
+    // Queries, answered from the read models; the projections have seen
+    // every commit already (read your writes, for inline projections).
+    let last = store.last_position().await?;
+    balances.wait_for(last, Duration::from_secs(1)).await?;
+    println!("balances (read model at position {}):", balances.position());
+    for (id, row) in balances.query(AllBalances) {
+        println!(
+            "  {id:8} {:6} {:>10}{}",
+            row.owner,
+            money(row.balance),
+            if row.open { "" } else { "  (closed)" }
+        );
+    }
+    println!("  total held: {}", money(balances.query(TotalHeld)));
     println!(
-        "state: owner {}, balance {}, open: {}",
-        account.owner,
-        money(account.balance),
-        account.open
+        "{ada}'s balance by query: {:?}",
+        balances
+            .query(BalanceOf {
+                account: ada.to_string()
+            })
+            .map(money)
     );
+    let lines = history.query(HistoryOf {
+        account: ada.to_string(),
+    });
+    println!("{ada}'s last statement lines (of {}):", lines.len());
+    for line in lines.iter().rev().take(5).rev() {
+        println!("  #{:<3} {:>9}  {}", line.version, signed(line.change), line.what);
+    }
     println!("run me again: the next run continues from {path}");
     Ok(())
 }
 
 fn money(cents: u64) -> String {
     format!("{}.{:02}", cents / 100, cents % 100)
+}
+
+fn signed(cents: i64) -> String {
+    let sign = if cents < 0 { "-" } else { "+" };
+    format!("{sign}{}", money(cents.unsigned_abs()))
 }
 
 fn show(committed: Committed<BankAccount>) {

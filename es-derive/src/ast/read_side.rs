@@ -1,0 +1,271 @@
+//! Methods of read model and process blocks
+//! (`#[es_core::handlers(read_model)]`, `#[es_core::handlers(process, ..)]`).
+//!
+//! A read model's `#[apply]` comes in two shapes: in memory,
+//! `fn(&mut self, event: &E[, context: &EventContext<'_>])`; in a database,
+//! `[async] fn(&self, event: &E, context: &EventContext<'_>, tx: &mut Tx) ->
+//! Result<(), Err>`. Its `#[handle]` answers a query:
+//! `fn(&self, query: Q) -> Q::Output`. A process's `#[apply]` is
+//! `fn(&self, event: &E[, context: &EventContext<'_>]) -> impl IntoIterator`.
+
+use syn::{ImplItemFn, ReturnType, Type};
+
+use super::handlers::{receiver, typed_args};
+use crate::ast::type_name;
+use crate::ctxt::Ctxt;
+
+/// A read model's `#[apply]`.
+pub(crate) struct ProjectFn {
+    pub(crate) method: syn::Ident,
+    pub(crate) event: Type,
+    pub(crate) context: bool,
+    /// The transaction type, for a database read model's handler.
+    pub(crate) tx: Option<Type>,
+    pub(crate) is_async: bool,
+    pub(crate) callable: bool,
+}
+
+/// A read model's `#[handle]`, answering a query.
+pub(crate) struct AnswerFn {
+    pub(crate) method: syn::Ident,
+    pub(crate) query: Type,
+    pub(crate) output: Option<Type>,
+    pub(crate) callable: bool,
+}
+
+/// A process's `#[apply]`, reacting with commands.
+pub(crate) struct ReactFn {
+    pub(crate) method: syn::Ident,
+    pub(crate) event: Type,
+    pub(crate) context: bool,
+    pub(crate) callable: bool,
+}
+
+fn no_generics(cx: &Ctxt, f: &ImplItemFn, what: &str) -> bool {
+    if f.sig.generics.params.is_empty() {
+        return true;
+    }
+    cx.error_spanned_by(&f.sig.generics, format!("`#[{what}]` handlers cannot be generic"));
+    false
+}
+
+/// The event type of `&E`, reporting other shapes.
+fn event_ref(cx: &Ctxt, ty: &Type) -> (Type, bool) {
+    match ty {
+        Type::Reference(r) if r.mutability.is_none() => ((*r.elem).clone(), true),
+        Type::Reference(r) => {
+            cx.error_spanned_by(
+                r,
+                format!("take the event by shared reference: `event: &{}`", type_name(&r.elem)),
+            );
+            ((*r.elem).clone(), false)
+        }
+        other => {
+            cx.error_spanned_by(
+                other,
+                format!(
+                    "`#[apply]` handlers take the event by reference: `event: &{}`",
+                    type_name(other)
+                ),
+            );
+            (other.clone(), false)
+        }
+    }
+}
+
+pub(crate) fn read_project(cx: &Ctxt, f: &ImplItemFn) -> Option<ProjectFn> {
+    let name = &f.sig.ident;
+    let mut callable = no_generics(cx, f, "apply");
+    let args = typed_args(f);
+    let Some(first) = args.first() else {
+        cx.error_spanned_by(
+            &f.sig,
+            format!(
+                "read model handler `{name}` needs the event: `fn {name}(&mut self, event: &EventType, context: &EventContext<'_>)`"
+            ),
+        );
+        return None;
+    };
+    let (event, ok) = event_ref(cx, &first.ty);
+    callable &= ok;
+    let tx = match args.get(2) {
+        None => None,
+        Some(arg) => match &*arg.ty {
+            Type::Reference(r) if r.mutability.is_some() => Some((*r.elem).clone()),
+            other => {
+                cx.error_spanned_by(
+                    other,
+                    "the third argument of a read model handler is the transaction, by mutable reference: `tx: &mut sqlx::PgConnection`",
+                );
+                callable = false;
+                None
+            }
+        },
+    };
+    if let Some(extra) = args.get(3) {
+        cx.error_spanned_by(
+            extra,
+            "read model handlers take the event, its context and, for a database read model, the transaction",
+        );
+        callable = false;
+    }
+    let r = receiver(f);
+    match (&tx, r) {
+        (None, Some(r)) if r.reference.is_some() && r.mutability.is_some() => {}
+        (None, other) => {
+            let message = "an in-memory read model's `#[apply]` takes `&mut self`: it updates the read model";
+            match other {
+                Some(r) => cx.error_spanned_by(r, message),
+                None => cx.error_spanned_by(&f.sig, message),
+            }
+            callable = false;
+        }
+        (Some(_), Some(r)) if r.reference.is_some() && r.mutability.is_none() => {}
+        (Some(_), other) => {
+            let message =
+                "a database read model's `#[apply]` takes `&self`: it updates the database through the transaction";
+            match other {
+                Some(r) => cx.error_spanned_by(r, message),
+                None => cx.error_spanned_by(&f.sig, message),
+            }
+            callable = false;
+        }
+    }
+    let is_async = f.sig.asyncness.is_some();
+    if tx.is_none() {
+        if let Some(a) = &f.sig.asyncness {
+            cx.error_spanned_by(
+                a,
+                "an in-memory read model's `#[apply]` is synchronous; only handlers that take a transaction may be `async`",
+            );
+            callable = false;
+        }
+        if let ReturnType::Type(_, ty) = &f.sig.output {
+            cx.error_spanned_by(ty, "an in-memory read model's `#[apply]` returns nothing");
+            callable = false;
+        }
+    } else if matches!(f.sig.output, ReturnType::Default) {
+        cx.error_spanned_by(
+            &f.sig,
+            format!(
+                "database read model handler `{name}` returns `Result<(), E>`, so a failure rolls its transaction back"
+            ),
+        );
+        callable = false;
+    }
+    Some(ProjectFn {
+        method: name.clone(),
+        event,
+        context: args.len() >= 2,
+        tx,
+        is_async,
+        callable,
+    })
+}
+
+pub(crate) fn read_answer(cx: &Ctxt, f: &ImplItemFn) -> Option<AnswerFn> {
+    let name = &f.sig.ident;
+    let mut callable = no_generics(cx, f, "handle");
+    if let Some(a) = &f.sig.asyncness {
+        cx.error_spanned_by(a, "a read model's `#[handle]` answers from memory and is synchronous");
+        callable = false;
+    }
+    if !matches!(receiver(f), Some(r) if r.reference.is_some() && r.mutability.is_none()) {
+        let message = "a read model's `#[handle]` takes `&self`: answering a query never changes the read model";
+        match receiver(f) {
+            Some(r) => cx.error_spanned_by(r, message),
+            None => cx.error_spanned_by(&f.sig, message),
+        }
+        callable = false;
+    }
+    let args = typed_args(f);
+    let Some(first) = args.first() else {
+        cx.error_spanned_by(
+            &f.sig,
+            format!("query handler `{name}` needs the query: `fn {name}(&self, query: QueryType) -> ..`"),
+        );
+        return None;
+    };
+    let query = match &*first.ty {
+        Type::Reference(r) => {
+            cx.error_spanned_by(
+                r,
+                format!(
+                    "`#[handle]` handlers take the query by value: `query: {}`",
+                    type_name(&r.elem)
+                ),
+            );
+            callable = false;
+            (*r.elem).clone()
+        }
+        ty => ty.clone(),
+    };
+    if let Some(extra) = args.get(1) {
+        cx.error_spanned_by(extra, "a query handler takes `&self` and the query only");
+        callable = false;
+    }
+    let output = match &f.sig.output {
+        ReturnType::Type(_, ty) => Some((**ty).clone()),
+        ReturnType::Default => {
+            cx.error_spanned_by(&f.sig, format!("query handler `{name}` returns the query's output"));
+            callable = false;
+            None
+        }
+    };
+    Some(AnswerFn {
+        method: name.clone(),
+        query,
+        output,
+        callable,
+    })
+}
+
+pub(crate) fn read_react(cx: &Ctxt, f: &ImplItemFn) -> Option<ReactFn> {
+    let name = &f.sig.ident;
+    let mut callable = no_generics(cx, f, "apply");
+    if let Some(a) = &f.sig.asyncness {
+        cx.error_spanned_by(
+            a,
+            "a process's `#[apply]` decides which commands to send and is synchronous; the process manager sends them",
+        );
+        callable = false;
+    }
+    if !matches!(receiver(f), Some(r) if r.reference.is_some() && r.mutability.is_none()) {
+        let message =
+            "a process's `#[apply]` takes `&self`: a process keeps no state of its own (keep it in aggregates)";
+        match receiver(f) {
+            Some(r) => cx.error_spanned_by(r, message),
+            None => cx.error_spanned_by(&f.sig, message),
+        }
+        callable = false;
+    }
+    let args = typed_args(f);
+    let Some(first) = args.first() else {
+        cx.error_spanned_by(
+            &f.sig,
+            format!(
+                "process handler `{name}` needs the event: `fn {name}(&self, event: &EventType) -> Option<Command>`"
+            ),
+        );
+        return None;
+    };
+    let (event, ok) = event_ref(cx, &first.ty);
+    callable &= ok;
+    if let Some(extra) = args.get(2) {
+        cx.error_spanned_by(extra, "a process handler takes the event and, optionally, its context");
+        callable = false;
+    }
+    if matches!(f.sig.output, ReturnType::Default) {
+        cx.error_spanned_by(
+            &f.sig,
+            format!("process handler `{name}` returns the commands to send: an `Option`, a `Vec`, ..."),
+        );
+        callable = false;
+    }
+    Some(ReactFn {
+        method: name.clone(),
+        event,
+        context: args.len() >= 2,
+        callable,
+    })
+}

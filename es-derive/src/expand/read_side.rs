@@ -1,0 +1,319 @@
+//! `#[es_core::handlers(read_model)]` and `#[es_core::handlers(process, ..)]`.
+//!
+//! ```ignore
+//! // a read model in memory
+//! impl Project<MoneyDeposited> for Balances { fn project(&mut self, e, ctx) { Balances::deposited(self, e, ctx) } }
+//! impl Answer<BalanceOf> for Balances { fn answer(&self, q) -> <BalanceOf as Query>::Output { Balances::balance_of(self, q) } }
+//! impl ReadModel for Balances {
+//!     fn handles(name: &str) -> bool { <MoneyDeposited as Event>::knows(name) || .. }
+//!     fn apply_recorded(&mut self, codec, recorded) -> Result<bool, EventDecodeError> {
+//!         if <MoneyDeposited as Event>::knows(recorded.name) { decode, project, return Ok(true) }
+//!         ..
+//!         Ok(false) // not ours: skipped without decoding
+//!     }
+//! }
+//! // a read model in a database: ProjectIn<E, Tx> per handler, and
+//! impl ReadModelIn<Tx> for Ledger { /* the same routing, awaiting each handler in `tx` */ }
+//! // a process
+//! impl Process for Transfers {
+//!     type Command = BankCommand;
+//!     fn react_recorded(&self, codec, recorded, ctx, out) -> Result<bool, EventDecodeError> {
+//!         if <TransferRequested as Event>::knows(recorded.name) {
+//!             out.extend(Transfers::requested(self, &decoded, ctx).into_iter().map(Into::into));
+//!             return Ok(true);
+//!         }
+//!         ..
+//!     }
+//! }
+//! ```
+
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+
+use crate::ast::handlers::HandlersInput;
+use crate::ast::read_side::{AnswerFn, ProjectFn, ReactFn};
+
+pub(crate) fn read_model(input: &HandlersInput) -> TokenStream {
+    let mut out = TokenStream::new();
+    for p in &input.projections {
+        out.extend(match &p.tx {
+            None => project_impl(input, p),
+            Some(_) => project_in_impl(input, p),
+        });
+    }
+    for a in &input.answers {
+        out.extend(answer_impl(input, a));
+    }
+    let in_memory: Vec<&ProjectFn> = input.projections.iter().filter(|p| p.tx.is_none()).collect();
+    if !in_memory.is_empty() {
+        out.extend(read_model_impl(input, &in_memory));
+    }
+    let in_database: Vec<&ProjectFn> = input.projections.iter().filter(|p| p.tx.is_some()).collect();
+    if !in_database.is_empty() {
+        out.extend(read_model_in_impl(input, &in_database));
+    }
+    out
+}
+
+fn project_impl(input: &HandlersInput, p: &ProjectFn) -> TokenStream {
+    let krate = &input.krate;
+    let self_ty = &input.item.self_ty;
+    let (impl_generics, _, where_clause) = input.item.generics.split_for_impl();
+    let (method, event) = (&p.method, &p.event);
+    let body = match (p.callable, p.context) {
+        (true, true) => quote!(<#self_ty>::#method(self, event, context)),
+        (true, false) => quote!({
+            let _ = context;
+            <#self_ty>::#method(self, event)
+        }),
+        (false, _) => quote!({
+            let _ = (event, context, <#self_ty>::#method);
+        }),
+    };
+    quote! {
+        #[automatically_derived]
+        impl #impl_generics #krate::Project<#event> for #self_ty #where_clause {
+            #[inline]
+            fn project(&mut self, event: &#event, context: &#krate::EventContext<'_>) {
+                #body
+            }
+        }
+    }
+}
+
+fn project_in_impl(input: &HandlersInput, p: &ProjectFn) -> TokenStream {
+    let krate = &input.krate;
+    let self_ty = &input.item.self_ty;
+    let (impl_generics, _, where_clause) = input.item.generics.split_for_impl();
+    let (method, event) = (&p.method, &p.event);
+    let Some(tx) = &p.tx else { return TokenStream::new() };
+    let call = if p.is_async {
+        quote!(<#self_ty>::#method(self, event, context, tx).await)
+    } else {
+        quote!(<#self_ty>::#method(self, event, context, tx))
+    };
+    let body = if p.callable {
+        quote! {
+            match #call {
+                ::core::result::Result::Ok(()) => ::core::result::Result::Ok(()),
+                ::core::result::Result::Err(e) => ::core::result::Result::Err(::core::convert::Into::into(e)),
+            }
+        }
+    } else {
+        quote!({
+            let _ = (event, context, tx, <#self_ty>::#method);
+            ::core::unreachable!()
+        })
+    };
+    quote! {
+        #[automatically_derived]
+        impl #impl_generics #krate::ProjectIn<#event, #tx> for #self_ty #where_clause {
+            fn project_in<'__es>(
+                &'__es self,
+                event: &'__es #event,
+                context: &'__es #krate::EventContext<'__es>,
+                tx: &'__es mut #tx,
+            ) -> impl ::core::future::Future<Output = ::core::result::Result<(), #krate::BoxError>>
+                   + ::core::marker::Send + '__es {
+                async move { #body }
+            }
+        }
+    }
+}
+
+fn answer_impl(input: &HandlersInput, a: &AnswerFn) -> TokenStream {
+    let krate = &input.krate;
+    let self_ty = &input.item.self_ty;
+    let (impl_generics, _, where_clause) = input.item.generics.split_for_impl();
+    let (method, query) = (&a.method, &a.query);
+    let body = match (&a.output, a.callable) {
+        // Spanned at the declared return type, where a mismatch with the
+        // query's output is reported.
+        (Some(output), true) => quote_spanned!(output.span()=>
+            #krate::__private::QueryOutput::<<#query as #krate::Query>::Output>::into_output(<#self_ty>::#method(self, query))
+        ),
+        _ => quote!({
+            let _ = (query, <#self_ty>::#method);
+            ::core::unreachable!()
+        }),
+    };
+    quote! {
+        #[automatically_derived]
+        impl #impl_generics #krate::Answer<#query> for #self_ty #where_clause {
+            #[inline]
+            fn answer(&self, query: #query) -> <#query as #krate::Query>::Output {
+                #body
+            }
+        }
+    }
+}
+
+/// `false || <E1 as Event>::knows(name) || ..`
+fn handles<'a>(krate: &syn::Path, events: impl Iterator<Item = &'a syn::Type>) -> TokenStream {
+    let events = events.map(|e| quote_spanned!(e.span()=> <#e as #krate::Event>::knows(name)));
+    quote!(false #(|| #events)*)
+}
+
+fn read_model_impl(input: &HandlersInput, fns: &[&ProjectFn]) -> TokenStream {
+    let krate = &input.krate;
+    let self_ty = &input.item.self_ty;
+    let (impl_generics, _, where_clause) = input.item.generics.split_for_impl();
+    let handles = handles(krate, fns.iter().map(|p| &p.event));
+    let routes = fns.iter().map(|p| {
+        let event = &p.event;
+        quote! {
+            if <#event as #krate::Event>::knows(recorded.name) {
+                let event = <#event as #krate::Event>::decode_known(
+                    codec,
+                    recorded.name,
+                    recorded.schema_version,
+                    recorded.payload,
+                )?;
+                <Self as #krate::Project<#event>>::project(self, &event, &context);
+                return ::core::result::Result::Ok(true);
+            }
+        }
+    });
+    quote! {
+        #[automatically_derived]
+        impl #impl_generics #krate::ReadModel for #self_ty #where_clause {
+            #[inline]
+            fn handles(name: &str) -> bool {
+                #handles
+            }
+
+            fn apply_recorded<__C: #krate::Codec>(
+                &mut self,
+                codec: &__C,
+                recorded: &#krate::store::RecordedEvent<'_>,
+            ) -> ::core::result::Result<bool, #krate::EventDecodeError> {
+                let context = #krate::EventContext::from(recorded);
+                #(#routes)*
+                ::core::result::Result::Ok(false)
+            }
+        }
+    }
+}
+
+fn read_model_in_impl(input: &HandlersInput, fns: &[&ProjectFn]) -> TokenStream {
+    let krate = &input.krate;
+    let self_ty = &input.item.self_ty;
+    let (impl_generics, _, where_clause) = input.item.generics.split_for_impl();
+    let Some(tx) = fns.first().and_then(|p| p.tx.as_ref()) else {
+        return TokenStream::new();
+    };
+    let handles = handles(krate, fns.iter().map(|p| &p.event));
+    let routes = fns.iter().map(|p| {
+        let event = &p.event;
+        quote! {
+            if <#event as #krate::Event>::knows(recorded.name) {
+                let event = match <#event as #krate::Event>::decode_known(
+                    codec,
+                    recorded.name,
+                    recorded.schema_version,
+                    recorded.payload,
+                ) {
+                    ::core::result::Result::Ok(event) => event,
+                    ::core::result::Result::Err(source) => {
+                        return ::core::result::Result::Err(#krate::ProjectionError::from(
+                            #krate::__private::decode_error(recorded, source),
+                        ));
+                    }
+                };
+                let done = <Self as #krate::ProjectIn<#event, #tx>>::project_in(self, &event, &context, &mut *tx).await;
+                if let ::core::result::Result::Err(source) = done {
+                    return ::core::result::Result::Err(#krate::ProjectionError::Handler {
+                        projection: ::std::string::String::from(::core::any::type_name::<Self>()),
+                        event_name: ::std::string::String::from(recorded.name),
+                        position: recorded.position,
+                        source,
+                    });
+                }
+                return ::core::result::Result::Ok(true);
+            }
+        }
+    });
+    quote! {
+        #[automatically_derived]
+        impl #impl_generics #krate::ReadModelIn<#tx> for #self_ty #where_clause {
+            #[inline]
+            fn handles(name: &str) -> bool {
+                #handles
+            }
+
+            fn apply_recorded_in<'__es, __C: #krate::Codec>(
+                &'__es self,
+                codec: &'__es __C,
+                recorded: &'__es #krate::store::RecordedEvent<'__es>,
+                tx: &'__es mut #tx,
+            ) -> impl ::core::future::Future<Output = ::core::result::Result<bool, #krate::ProjectionError>>
+                   + ::core::marker::Send + '__es {
+                async move {
+                    let context = #krate::EventContext::from(recorded);
+                    #(#routes)*
+                    ::core::result::Result::Ok(false)
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn process(input: &HandlersInput, command: &syn::Type) -> TokenStream {
+    let krate = &input.krate;
+    let self_ty = &input.item.self_ty;
+    let (impl_generics, _, where_clause) = input.item.generics.split_for_impl();
+    let handles = handles(krate, input.reactions.iter().map(|r| &r.event));
+    let routes = input.reactions.iter().map(|r: &ReactFn| {
+        let (event, method) = (&r.event, &r.method);
+        let call = match (r.callable, r.context) {
+            (true, true) => quote_spanned!(method.span()=> <#self_ty>::#method(self, &event, context)),
+            (true, false) => quote_spanned!(method.span()=> <#self_ty>::#method(self, &event)),
+            (false, _) => quote!({
+                let _ = <#self_ty>::#method;
+                ::core::option::Option::<#command>::None
+            }),
+        };
+        let push = quote_spanned!(method.span()=>
+            ::core::iter::Extend::extend(
+                out,
+                ::core::iter::Iterator::map(::core::iter::IntoIterator::into_iter(#call), ::core::convert::Into::<#command>::into),
+            )
+        );
+        quote! {
+            if <#event as #krate::Event>::knows(recorded.name) {
+                let event = <#event as #krate::Event>::decode_known(
+                    codec,
+                    recorded.name,
+                    recorded.schema_version,
+                    recorded.payload,
+                )?;
+                #push;
+                return ::core::result::Result::Ok(true);
+            }
+        }
+    });
+    quote! {
+        #[automatically_derived]
+        impl #impl_generics #krate::Process for #self_ty #where_clause {
+            type Command = #command;
+
+            #[inline]
+            fn handles(name: &str) -> bool {
+                #handles
+            }
+
+            fn react_recorded<__C: #krate::Codec>(
+                &self,
+                codec: &__C,
+                recorded: &#krate::store::RecordedEvent<'_>,
+                context: &#krate::EventContext<'_>,
+                out: &mut ::std::vec::Vec<#command>,
+            ) -> ::core::result::Result<bool, #krate::EventDecodeError> {
+                let _ = context;
+                #(#routes)*
+                ::core::result::Result::Ok(false)
+            }
+        }
+    }
+}

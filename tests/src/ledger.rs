@@ -1,0 +1,127 @@
+//! Database read models for tests: a ledger of every deposit and
+//! withdrawal, one row per event, keyed by the event's position, so an
+//! event applied twice would fail on the primary key.
+
+use es_core::EventContext;
+use examples::bank::{MoneyDeposited, MoneyWithdrawn};
+
+/// The ledger in the store's SQLite file. Handlers may be slowed down, to
+/// be killed in the middle of a catch-up.
+#[derive(Debug, Default)]
+pub struct SqliteLedger {
+    /// Sleep this long in each handler.
+    pub slow: std::time::Duration,
+}
+
+/// Creates the ledger's table.
+pub const SQLITE_LEDGER: &str =
+    "CREATE TABLE IF NOT EXISTS ledger (position INTEGER PRIMARY KEY, account TEXT NOT NULL, change INTEGER NOT NULL)";
+
+#[es_core::handlers(read_model)]
+impl SqliteLedger {
+    #[apply]
+    fn deposited(
+        &self,
+        e: &MoneyDeposited,
+        ctx: &EventContext<'_>,
+        tx: &mut rusqlite::Connection,
+    ) -> rusqlite::Result<()> {
+        std::thread::sleep(self.slow);
+        tx.execute(
+            "INSERT INTO ledger (position, account, change) VALUES (?1, ?2, ?3)",
+            rusqlite::params![ctx.position as i64, ctx.aggregate_id, e.amount as i64],
+        )
+        .map(drop)
+    }
+
+    #[apply]
+    fn withdrawn(
+        &self,
+        e: &MoneyWithdrawn,
+        ctx: &EventContext<'_>,
+        tx: &mut rusqlite::Connection,
+    ) -> rusqlite::Result<()> {
+        std::thread::sleep(self.slow);
+        tx.execute(
+            "INSERT INTO ledger (position, account, change) VALUES (?1, ?2, ?3)",
+            rusqlite::params![ctx.position as i64, ctx.aggregate_id, -(e.amount as i64)],
+        )
+        .map(drop)
+    }
+}
+
+/// The ledger in PostgreSQL, in the test's schema.
+#[derive(Debug)]
+pub struct PgLedger {
+    insert: String,
+    /// Sleep this long in each handler.
+    pub slow: std::time::Duration,
+    /// Counts handlers running at once, to check that only one runner works.
+    pub running: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The most handlers ever seen running at once.
+    pub most: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl PgLedger {
+    /// A ledger whose table lives in `schema`.
+    pub fn new(schema: &str) -> Self {
+        PgLedger {
+            insert: format!(r#"INSERT INTO "{schema}".ledger (position, account, change) VALUES ($1, $2, $3)"#),
+            slow: std::time::Duration::ZERO,
+            running: Default::default(),
+            most: Default::default(),
+        }
+    }
+
+    /// Creates the ledger's table in `schema`.
+    pub fn create(schema: &str) -> String {
+        format!(
+            r#"CREATE TABLE IF NOT EXISTS "{schema}".ledger (position BIGINT PRIMARY KEY, account TEXT NOT NULL, change BIGINT NOT NULL)"#
+        )
+    }
+
+    async fn row(&self, tx: &mut sqlx::PgConnection, position: u64, account: &str, change: i64) -> sqlx::Result<()> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        /// Counts down also when the runner is aborted mid-handler.
+        struct Running<'a>(&'a AtomicUsize);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        let _running = Running(&self.running);
+        self.most.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(self.slow).await;
+        sqlx::query(sqlx::AssertSqlSafe(self.insert.as_str()))
+            .bind(position as i64)
+            .bind(account)
+            .bind(change)
+            .execute(tx)
+            .await
+            .map(drop)
+    }
+}
+
+#[es_core::handlers(read_model)]
+impl PgLedger {
+    #[apply]
+    async fn deposited(
+        &self,
+        e: &MoneyDeposited,
+        ctx: &EventContext<'_>,
+        tx: &mut sqlx::PgConnection,
+    ) -> sqlx::Result<()> {
+        self.row(tx, ctx.position, ctx.aggregate_id, e.amount as i64).await
+    }
+
+    #[apply]
+    async fn withdrawn(
+        &self,
+        e: &MoneyWithdrawn,
+        ctx: &EventContext<'_>,
+        tx: &mut sqlx::PgConnection,
+    ) -> sqlx::Result<()> {
+        self.row(tx, ctx.position, ctx.aggregate_id, -(e.amount as i64)).await
+    }
+}

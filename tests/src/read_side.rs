@@ -1,0 +1,277 @@
+//! Shared scenarios for the read side, run against each store.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use es_core::store::{AppendOutcome, AppendRequest, CommandRecord, Snapshot, Visitor};
+use es_core::{AppendError, Dispatcher, EventStore, Json, ProcessManager, Projection, StoreError, StreamId};
+use examples::bank::{AccountId, BankAccount, CloseAccount, Deposit, OpenAccount, Withdraw};
+use examples::transfer::{RequestTransfer, Transfer, TransferProcess, TransferStatus};
+use examples::views::{AllBalances, Balances, History, HistoryOf, TotalHeld};
+
+/// Opens accounts, moves money around and runs transfers (with the process)
+/// through `app`. Returns how much money went in (deposits minus
+/// withdrawals), which must be what the accounts hold.
+pub async fn busy_bank<S: EventStore + Clone>(app: &Dispatcher<S>, accounts: usize, rounds: usize) -> u64 {
+    let id = |i: usize| AccountId::new(format!("acc-{i:03}"));
+    let mut held = 0;
+    for i in 0..accounts {
+        app.dispatch(OpenAccount {
+            account: id(i),
+            owner: format!("owner {i}"),
+        })
+        .await
+        .unwrap();
+    }
+    let process = ProcessManager::new("transfers", TransferProcess);
+    for r in 0..rounds {
+        for i in 0..accounts {
+            let amount = (r * 7 + i * 3) as u64 % 50 + 1;
+            app.dispatch(Deposit { account: id(i), amount }).await.unwrap();
+            held += amount;
+            if (r + i) % 3 == 0
+                && app
+                    .dispatch(Withdraw {
+                        account: id(i),
+                        amount: 2,
+                    })
+                    .await
+                    .is_ok()
+            {
+                held -= 2;
+            }
+        }
+        app.dispatch(RequestTransfer {
+            transfer: format!("t{r}"),
+            from: id(r % accounts),
+            to: id((r + 1) % accounts),
+            amount: 10 + r as u64,
+        })
+        .await
+        .unwrap();
+        process.run_once(app).await.unwrap();
+    }
+    // Settle every transfer.
+    while process.run_once(app).await.unwrap() != app.store().last_position().await.unwrap() {}
+    process.run_once(app).await.unwrap();
+    held
+}
+
+/// A live projection (inline), a following one (spawned) and a rebuilt one
+/// end up the same.
+pub async fn rebuild_equals_live<S: EventStore + Clone>(store: S) {
+    let live = Projection::new("balances-live", Balances::default());
+    let history = Projection::new("history-live", History::default());
+    let following = Projection::new("balances-following", Balances::default());
+    let runner = following.spawn(store.clone(), Json, Duration::from_millis(20));
+    let app = Dispatcher::builder(store.clone())
+        .inline(live.clone())
+        .inline(history.clone())
+        .build();
+    let held = busy_bank(&app, 6, 12).await;
+
+    let last = store.last_position().await.unwrap();
+    assert_eq!(
+        live.position(),
+        last,
+        "an inline projection is current when dispatch returns"
+    );
+    following.wait_for(last, Duration::from_secs(10)).await.unwrap();
+    runner.stop().await;
+
+    let rebuilt = Projection::new("balances-rebuilt", Balances::default());
+    assert_eq!(rebuilt.catch_up(&store, &Json).await.unwrap(), last);
+    let snapshot = |p: &Projection<Balances>| p.read(Clone::clone);
+    assert_eq!(snapshot(&live), snapshot(&rebuilt));
+    assert_eq!(snapshot(&following), snapshot(&rebuilt));
+    assert_eq!(rebuilt.query(TotalHeld), held, "money is neither made nor lost");
+    assert_eq!(live.query(AllBalances).len(), 6);
+
+    // Rebuilding in place gives the same again.
+    live.rebuild(&store, &Json, Balances::default()).await.unwrap();
+    assert_eq!(snapshot(&live), snapshot(&rebuilt));
+    let rebuilt_history = Projection::new("history-rebuilt", History::default());
+    rebuilt_history.catch_up(&store, &Json).await.unwrap();
+    let q = || HistoryOf {
+        account: "acc-002".into(),
+    };
+    assert_eq!(history.query(q()), rebuilt_history.query(q()));
+    assert!(history.query(q()).len() > 12);
+}
+
+/// Fails every write after the first `allowed`, as if the process died
+/// there; reads keep working.
+#[derive(Clone)]
+pub struct CrashingStore<S> {
+    inner: S,
+    writes: Arc<AtomicU64>,
+    allowed: u64,
+}
+
+impl<S: EventStore> CrashingStore<S> {
+    /// `inner`, dying after `allowed` writes.
+    pub fn new(inner: S, allowed: u64) -> Self {
+        CrashingStore {
+            inner,
+            writes: Arc::default(),
+            allowed,
+        }
+    }
+
+    fn write(&self) -> Result<(), StoreError> {
+        if self.writes.fetch_add(1, Ordering::SeqCst) >= self.allowed {
+            Err(StoreError::Unavailable {
+                store: "crashing",
+                operation: "write",
+                source: "the process died here".into(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether it died.
+    pub fn crashed(&self) -> bool {
+        self.writes.load(Ordering::SeqCst) > self.allowed
+    }
+}
+
+impl<S: EventStore> EventStore for CrashingStore<S> {
+    async fn append(&self, request: AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
+        self.write()?;
+        self.inner.append(request).await
+    }
+
+    fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        visit: impl Visitor,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
+        self.inner.read_stream(stream, from_version, visit)
+    }
+
+    fn read_all(
+        &self,
+        after: u64,
+        limit: usize,
+        visit: impl Visitor,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
+        self.inner.read_all(after, limit, visit)
+    }
+
+    fn stream_version(&self, stream: &StreamId) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send {
+        self.inner.stream_version(stream)
+    }
+
+    fn last_position(&self) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send {
+        self.inner.last_position()
+    }
+
+    fn find_command(
+        &self,
+        command_id: &str,
+    ) -> impl std::future::Future<Output = Result<Option<CommandRecord>, StoreError>> + Send {
+        self.inner.find_command(command_id)
+    }
+
+    fn load_snapshot(
+        &self,
+        stream: &StreamId,
+    ) -> impl std::future::Future<Output = Result<Option<Snapshot>, StoreError>> + Send {
+        self.inner.load_snapshot(stream)
+    }
+
+    async fn save_snapshot(&self, stream: &StreamId, snapshot: Snapshot) -> Result<(), StoreError> {
+        self.write()?;
+        self.inner.save_snapshot(stream, snapshot).await
+    }
+
+    fn load_checkpoint(&self, name: &str) -> impl std::future::Future<Output = Result<Option<u64>, StoreError>> + Send {
+        self.inner.load_checkpoint(name)
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {
+        self.write()?;
+        self.inner.save_checkpoint(name, position).await
+    }
+}
+
+/// Two transfers (one completes, one is refused by a closed account and
+/// refunded), with the process dying after each possible number of writes
+/// and restarted: every time, each transfer settles once and no money is
+/// made or lost.
+pub async fn transfers_survive_a_crash_at_every_step<S: EventStore + Clone>(make: impl AsyncFn() -> S) {
+    let ada = AccountId::new("ada");
+    let bob = AccountId::new("bob");
+    let eve = AccountId::new("eve");
+    for allowed in 0.. {
+        let store = make().await;
+        let app = Dispatcher::new(store.clone());
+        for id in [&ada, &bob, &eve] {
+            app.dispatch(OpenAccount {
+                account: id.clone(),
+                owner: id.to_string(),
+            })
+            .await
+            .unwrap();
+        }
+        app.dispatch(Deposit {
+            account: ada.clone(),
+            amount: 100,
+        })
+        .await
+        .unwrap();
+        app.dispatch(CloseAccount { account: eve.clone() }).await.unwrap();
+        for (id, to, amount) in [("t-ok", &bob, 30), ("t-refused", &eve, 20)] {
+            app.dispatch(RequestTransfer {
+                transfer: id.into(),
+                from: ada.clone(),
+                to: to.clone(),
+                amount,
+            })
+            .await
+            .unwrap();
+        }
+        // The first life of the process dies after `allowed` writes...
+        let dying = CrashingStore::new(store.clone(), allowed);
+        let doomed = Dispatcher::new(dying.clone());
+        let first = ProcessManager::new("transfers", TransferProcess);
+        for _ in 0..10 {
+            if first.run_once(&doomed).await.is_err() {
+                break;
+            }
+        }
+        let finished_first_life = !dying.crashed();
+        // ...and its next life, on a healthy store, finishes the work.
+        let second = ProcessManager::new("transfers", TransferProcess);
+        for _ in 0..10 {
+            second.run_once(&app).await.unwrap();
+        }
+        let transfer = |id: &'static str| {
+            let app = app.clone();
+            async move { app.load::<Transfer>(&id.to_owned()).await.unwrap() }
+        };
+        let (ok, refused) = (transfer("t-ok").await, transfer("t-refused").await);
+        assert_eq!(ok.status, TransferStatus::Completed, "crash after {allowed} writes");
+        assert_eq!(refused.status, TransferStatus::Failed, "crash after {allowed} writes");
+        let balance = |id: &AccountId| {
+            let (app, id) = (app.clone(), id.clone());
+            async move { app.load::<BankAccount>(&id).await.unwrap().balance }
+        };
+        assert_eq!(
+            (balance(&ada).await, balance(&bob).await, balance(&eve).await),
+            (70, 30, 0),
+            "crash after {allowed} writes"
+        );
+        let balances = Projection::new("check", Balances::default());
+        balances.catch_up(&store, &Json).await.unwrap();
+        assert_eq!(balances.query(TotalHeld), 100);
+        if finished_first_life {
+            // Every number of writes below `allowed` crashed the first life.
+            assert!(allowed >= 14, "too few crash points were exercised: {allowed}");
+            return;
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! A query handler whose return type is not the query's output.
+use es_core::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+pub struct MoneyDeposited {
+    pub amount: u64,
+}
+
+#[derive(Debug, Clone, Query)]
+#[query(output = u64)]
+pub struct Total;
+
+#[derive(Debug, Clone, Query)]
+#[query(output = Vec<String>)]
+pub struct Names;
+
+#[derive(Debug, Default)]
+pub struct Totals {
+    total: u64,
+}
+
+#[es_core::handlers(read_model)]
+impl Totals {
+    #[apply]
+    fn deposited(&mut self, e: &MoneyDeposited) {
+        self.total += e.amount;
+    }
+
+    #[handle]
+    fn total(&self, _: Total) -> String {
+        self.total.to_string()
+    }
+}
+
+fn main() {}

@@ -1,0 +1,33 @@
+//! A database read model's handler that cannot report failure.
+use es_core::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+pub struct MoneyDeposited {
+    pub amount: u64,
+}
+
+#[derive(Debug, Clone, Query)]
+#[query(output = u64)]
+pub struct Total;
+
+#[derive(Debug, Clone, Query)]
+#[query(output = Vec<String>)]
+pub struct Names;
+
+#[derive(Debug, Default)]
+pub struct Totals {
+    total: u64,
+}
+
+pub struct Tx;
+
+#[es_core::handlers(read_model)]
+impl Totals {
+    #[apply]
+    async fn deposited(&self, e: &MoneyDeposited, ctx: &EventContext<'_>, tx: &mut Tx) {
+        let _ = (e, ctx, tx);
+    }
+}
+
+fn main() {}
