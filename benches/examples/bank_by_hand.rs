@@ -316,34 +316,32 @@ impl Apply<AccountClosed> for BankAccount {
 impl Dispatchable for BankCommand {
     type Output = Receipt;
     type Rejection = Rejection;
-    fn dispatch_on<S: EventStore, C: Codec>(
+    async fn dispatch_on<S: EventStore, C: Codec>(
         self,
         d: &Dispatcher<S, C>,
         metadata: Metadata,
-    ) -> impl std::future::Future<Output = Result<Receipt, DispatchError>> + Send + '_ {
-        async move {
-            match self {
-                BankCommand::Open(c) => d
-                    .execute(c, metadata)
-                    .await
-                    .map(Into::into)
-                    .map_err(DispatchError::erased),
-                BankCommand::Deposit(c) => d
-                    .execute(c, metadata)
-                    .await
-                    .map(Into::into)
-                    .map_err(DispatchError::erased),
-                BankCommand::Withdraw(c) => d
-                    .execute(c, metadata)
-                    .await
-                    .map(Into::into)
-                    .map_err(DispatchError::erased),
-                BankCommand::Close(c) => d
-                    .execute(c, metadata)
-                    .await
-                    .map(Into::into)
-                    .map_err(DispatchError::erased),
-            }
+    ) -> Result<Receipt, DispatchError> {
+        match self {
+            BankCommand::Open(c) => d
+                .execute(c, metadata)
+                .await
+                .map(Into::into)
+                .map_err(DispatchError::erased),
+            BankCommand::Deposit(c) => d
+                .execute(c, metadata)
+                .await
+                .map(Into::into)
+                .map_err(DispatchError::erased),
+            BankCommand::Withdraw(c) => d
+                .execute(c, metadata)
+                .await
+                .map(Into::into)
+                .map_err(DispatchError::erased),
+            BankCommand::Close(c) => d
+                .execute(c, metadata)
+                .await
+                .map(Into::into)
+                .map_err(DispatchError::erased),
         }
     }
 }
