@@ -298,11 +298,59 @@
 //! The full list, each pinned by a compiler output, is in the workspace's
 //! `tests/ui/`.
 //!
+//! ## `#[es_core::handlers(read_model)]` and `#[derive(Query)]`
+//!
+//! A read model's `#[apply]` methods take the event and its
+//! [`EventContext`]: `fn(&mut self, event: &E, context: &EventContext<'_>)`
+//! for a read model in memory (implementing [`Project<E>`] and, for the
+//! block, [`ReadModel`]), or `[async] fn(&self, event: &E, context:
+//! &EventContext<'_>, tx: &mut Tx) -> Result<(), Err>` for one kept in a
+//! database ([`ProjectIn`], [`ReadModelIn`]). Its `#[handle]` methods answer
+//! queries, `fn(&self, query: Q) -> Q::Output` ([`Answer<Q>`]); a query is a
+//! struct with `#[derive(Query)]` and `#[query(output = T)]`.
+//!
+//! ```
+//! # use es_core::prelude::*;
+//! # use serde::{Deserialize, Serialize};
+//! # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+//! # pub struct Incremented { by: u32 }
+//! #[derive(Debug, Clone, Query)]
+//! #[query(output = u64)]
+//! pub struct Total;
+//!
+//! #[derive(Debug, Default)]
+//! pub struct Totals { total: u64 }
+//!
+//! #[es_core::handlers(read_model)]
+//! impl Totals {
+//!     #[apply]
+//!     fn incremented(&mut self, e: &Incremented, _: &EventContext<'_>) {
+//!         self.total += u64::from(e.by);
+//!     }
+//!
+//!     #[handle]
+//!     fn total(&self, _: Total) -> u64 {
+//!         self.total
+//!     }
+//! }
+//! let totals = Projection::new("totals", Totals::default());
+//! assert_eq!(totals.query(Total), 0);
+//! ```
+//!
+//! ## `#[es_core::handlers(process, command = C)]`
+//!
+//! A process's `#[apply]` methods, `fn(&self, event: &E[, context:
+//! &EventContext<'_>]) -> impl IntoIterator<Item: Into<C>>`, say which
+//! commands an event calls for ([`Process`]); a [`ProcessManager`] sends them
+//! with ids derived from the event, so each takes effect once.
+//!
 //! # Runtime
 //!
 //! - [`Dispatcher`]: load, decide, append with optimistic concurrency,
 //!   apply; retries on conflicts, caches recently used aggregates,
-//!   idempotent command ids, temporal loads.
+//!   idempotent command ids, temporal loads, inline projections.
+//! - [`Projection`]: a read model in memory, caught up, followed, rebuilt,
+//!   queried; [`ProcessManager`]: a process, checkpointed.
 //! - [`EventStore`]: the storage contract; [`InMemoryStore`] here, SQLite and
 //!   PostgreSQL in `es-sqlite` and `es-postgres`.
 //! - [`codec`]: [`Json`] by default, `Binary` (postcard) with the `binary` feature.

@@ -1,5 +1,6 @@
 //! Runs one workload in a loop, for `perf record` or `valgrind`:
-//! `cargo run --release -p benches --bin profile -- round-robin 20`.
+//! `cargo run --release -p benches --bin profile -- round-robin 20`, or
+//! `.. -- one-account 3 200000` (three runs of 200,000 deposits, timed).
 
 use benches::workloads::*;
 
@@ -7,6 +8,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let what = args.next().unwrap_or_else(|| "round-robin".into());
     let times: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(10);
+    let n: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(100_000);
     let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
     for _ in 0..times {
         match what.as_str() {
@@ -16,7 +18,9 @@ fn main() {
             }),
             "one-account" => rt.block_on(async {
                 let app = opened_dispatcher(1).await;
-                deposits_framework(&app, 1, 100_000).await;
+                let start = std::time::Instant::now();
+                deposits_framework(&app, 1, n).await;
+                println!("{n} deposits on one account: {:?}", start.elapsed());
             }),
             "round-robin-baseline" => {
                 let mut bank = opened_bank(1_000);
