@@ -80,6 +80,19 @@ async fn fill<S: EventStore>(store: &S, account: &str, n: usize) {
     }
 }
 
+/// `TASKS` tasks, each making its share of the deposits on its own account.
+async fn framework_on_own_accounts<S: EventStore + Clone>(app: Dispatcher<S>) {
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let app = app.clone();
+            tokio::spawn(async move { framework_deposits(&app, &format!("t{t}"), COMMANDS / TASKS).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+}
+
 fn postgres(c: &mut Criterion) {
     let rt = runtime();
     let Some(pool) = rt.block_on(pg_pool()) else {

@@ -580,13 +580,6 @@ impl EventStore for PostgresStore {
         Ok(())
     }
 
-    /// Reads the log in commit order. Rows come in position order; where a
-    /// position is missing, its transaction may still be running (positions
-    /// are drawn before commit) or may have rolled back. Appends pin their
-    /// transaction id before drawing positions, so the holder of a missing
-    /// position was running when the rows were read: the read stops at the
-    /// hole until every transaction running then has finished, and a hole
-    /// still there afterwards was rolled back and is passed.
     async fn load_events(
         &self,
         stream: &StreamId,
@@ -621,6 +614,13 @@ impl EventStore for PostgresStore {
         Ok(())
     }
 
+    /// Reads the log in commit order. Rows come in position order; where a
+    /// position is missing, its transaction may still be running (positions
+    /// are drawn before commit) or may have rolled back. Appends pin their
+    /// transaction id before drawing positions, so the holder of a missing
+    /// position was running when the rows were read: the read stops at the
+    /// hole until every transaction running then has finished, and a hole
+    /// still there afterwards was rolled back and is passed.
     async fn read_all(&self, after: u64, limit: usize, mut visit: impl Visitor) -> Result<(), StoreError> {
         let mut next = after + 1;
         let mut left = limit;

@@ -41,6 +41,21 @@ pub(crate) struct ReactFn {
     pub(crate) callable: bool,
 }
 
+/// Reports a receiver other than `&self` (or `&mut self` when `mutable`).
+fn require_receiver(cx: &Ctxt, f: &ImplItemFn, mutable: bool, message: &str) -> bool {
+    match receiver(f) {
+        Some(r) if r.reference.is_some() && r.mutability.is_some() == mutable => true,
+        Some(r) => {
+            cx.error_spanned_by(r, message);
+            false
+        }
+        None => {
+            cx.error_spanned_by(&f.sig, message);
+            false
+        }
+    }
+}
+
 fn no_generics(cx: &Ctxt, f: &ImplItemFn, what: &str) -> bool {
     if f.sig.generics.params.is_empty() {
         return true;
@@ -109,28 +124,20 @@ pub(crate) fn read_project(cx: &Ctxt, f: &ImplItemFn) -> Option<ProjectFn> {
         );
         callable = false;
     }
-    let r = receiver(f);
-    match (&tx, r) {
-        (None, Some(r)) if r.reference.is_some() && r.mutability.is_some() => {}
-        (None, other) => {
-            let message = "an in-memory read model's `#[apply]` takes `&mut self`: it updates the read model";
-            match other {
-                Some(r) => cx.error_spanned_by(r, message),
-                None => cx.error_spanned_by(&f.sig, message),
-            }
-            callable = false;
-        }
-        (Some(_), Some(r)) if r.reference.is_some() && r.mutability.is_none() => {}
-        (Some(_), other) => {
-            let message =
-                "a database read model's `#[apply]` takes `&self`: it updates the database through the transaction";
-            match other {
-                Some(r) => cx.error_spanned_by(r, message),
-                None => cx.error_spanned_by(&f.sig, message),
-            }
-            callable = false;
-        }
-    }
+    callable &= match tx {
+        None => require_receiver(
+            cx,
+            f,
+            true,
+            "an in-memory read model's `#[apply]` takes `&mut self`: it updates the read model",
+        ),
+        Some(_) => require_receiver(
+            cx,
+            f,
+            false,
+            "a database read model's `#[apply]` takes `&self`: it updates the database through the transaction",
+        ),
+    };
     let is_async = f.sig.asyncness.is_some();
     if tx.is_none() {
         if let Some(a) = &f.sig.asyncness {
@@ -170,14 +177,12 @@ pub(crate) fn read_answer(cx: &Ctxt, f: &ImplItemFn) -> Option<AnswerFn> {
         cx.error_spanned_by(a, "a read model's `#[handle]` answers from memory and is synchronous");
         callable = false;
     }
-    if !matches!(receiver(f), Some(r) if r.reference.is_some() && r.mutability.is_none()) {
-        let message = "a read model's `#[handle]` takes `&self`: answering a query never changes the read model";
-        match receiver(f) {
-            Some(r) => cx.error_spanned_by(r, message),
-            None => cx.error_spanned_by(&f.sig, message),
-        }
-        callable = false;
-    }
+    callable &= require_receiver(
+        cx,
+        f,
+        false,
+        "a read model's `#[handle]` takes `&self`: answering a query never changes the read model",
+    );
     let args = typed_args(f);
     let Some(first) = args.first() else {
         cx.error_spanned_by(

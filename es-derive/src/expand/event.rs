@@ -64,6 +64,7 @@ pub(crate) fn expand(input: &EventStruct<'_>) -> TokenStream {
             }
         }
     };
+    let self_events = super::self_into_events(krate, ident, generics);
     wrap(quote! {
         #[automatically_derived]
         impl #impl_generics #krate::Event for #ident #ty_generics #storable {
@@ -121,18 +122,6 @@ pub(crate) fn expand(input: &EventStruct<'_>) -> TokenStream {
 
         #apply_to
 
-        #[automatically_derived]
-        impl #impl_generics #krate::IntoEvents<#ident #ty_generics> for #ident #ty_generics #where_clause {
-            #[inline]
-            fn into_events(self, out: &mut ::std::vec::Vec<Self>) {
-                out.push(self)
-            }
-        }
-
-        #[automatically_derived]
-        impl #impl_generics #krate::IntoEvents<#krate::__private::MissingEvents> for #ident #ty_generics #where_clause {
-            #[inline]
-            fn into_events(self, _: &mut ::std::vec::Vec<#krate::__private::MissingEvents>) {}
-        }
+        #self_events
     })
 }

@@ -115,6 +115,7 @@ pub(crate) fn expand(input: &EventEnum<'_>) -> TokenStream {
             }
         }
     };
+    let self_events = super::self_into_events(krate, ident, generics);
     wrap(quote! {
         #[automatically_derived]
         impl #impl_generics #krate::Event for #ident #ty_generics #where_clause {
@@ -166,19 +167,7 @@ pub(crate) fn expand(input: &EventEnum<'_>) -> TokenStream {
             }
         }
 
-        #[automatically_derived]
-        impl #impl_generics #krate::IntoEvents<#ident #ty_generics> for #ident #ty_generics #where_clause {
-            #[inline]
-            fn into_events(self, out: &mut ::std::vec::Vec<Self>) {
-                out.push(self)
-            }
-        }
-
-        #[automatically_derived]
-        impl #impl_generics #krate::IntoEvents<#krate::__private::MissingEvents> for #ident #ty_generics #where_clause {
-            #[inline]
-            fn into_events(self, _: &mut ::std::vec::Vec<#krate::__private::MissingEvents>) {}
-        }
+        #self_events
 
         #apply_to
 

@@ -27,6 +27,28 @@ pub(crate) fn target_param(span: proc_macro2::Span) -> GenericParam {
     syn::parse_quote_spanned!(span=> __EsTarget: ?::core::marker::Sized)
 }
 
+/// Every event type is its own events (`IntoEvents<Self>`), and converts
+/// into the stand-in event set of an aggregate whose `event = ..` is missing
+/// (see `es_core::__private::MissingEvents`).
+pub(crate) fn self_into_events(krate: &syn::Path, ident: &syn::Ident, generics: &Generics) -> TokenStream {
+    let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
+    quote! {
+        #[automatically_derived]
+        impl #impl_generics #krate::IntoEvents<#ident #ty_generics> for #ident #ty_generics #where_clause {
+            #[inline]
+            fn into_events(self, out: &mut ::std::vec::Vec<Self>) {
+                out.push(self)
+            }
+        }
+
+        #[automatically_derived]
+        impl #impl_generics #krate::IntoEvents<#krate::__private::MissingEvents> for #ident #ty_generics #where_clause {
+            #[inline]
+            fn into_events(self, _: &mut ::std::vec::Vec<#krate::__private::MissingEvents>) {}
+        }
+    }
+}
+
 /// Wraps generated items so their helper names never leak.
 pub(crate) fn wrap(items: TokenStream) -> TokenStream {
     quote! {
