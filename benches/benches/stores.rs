@@ -131,21 +131,7 @@ fn postgres(c: &mut Criterion) {
     g.bench_function("framework", |b| {
         b.iter_batched(
             || rt.block_on(async { Dispatcher::new(pg_store(pool.clone(), &unique("es_bench_")).await) }),
-            |app| {
-                rt.block_on(async {
-                    let tasks: Vec<_> = (0..TASKS)
-                        .map(|t| {
-                            let app = app.clone();
-                            tokio::spawn(
-                                async move { framework_deposits(&app, &format!("t{t}"), COMMANDS / TASKS).await },
-                            )
-                        })
-                        .collect();
-                    for t in tasks {
-                        t.await.expect("task");
-                    }
-                })
-            },
+            |app| rt.block_on(framework_on_own_accounts(app)),
             BatchSize::PerIteration,
         )
     });
@@ -227,21 +213,7 @@ fn sqlite(c: &mut Criterion) {
     g.bench_function("framework", |b| {
         b.iter_batched(
             || rt.block_on(async { Dispatcher::new(sqlite_store(&file()).await) }),
-            |app| {
-                rt.block_on(async {
-                    let tasks: Vec<_> = (0..TASKS)
-                        .map(|t| {
-                            let app = app.clone();
-                            tokio::spawn(
-                                async move { framework_deposits(&app, &format!("t{t}"), COMMANDS / TASKS).await },
-                            )
-                        })
-                        .collect();
-                    for t in tasks {
-                        t.await.expect("task");
-                    }
-                })
-            },
+            |app| rt.block_on(framework_on_own_accounts(app)),
             BatchSize::PerIteration,
         )
     });
