@@ -1,7 +1,7 @@
 //! One conformance suite for every [`EventStore`]. A store joins by adding
 //! one line to a test file:
 //!
-//! ```ignore
+//! ```text
 //! tests::conformance_tests!(|| async { Some(MyStore::fresh().await) });
 //! ```
 //!
