@@ -72,18 +72,25 @@ fn cold_load(c: &mut Criterion) {
     for n in [1_000, 10_000, 100_000] {
         let mut g = c.benchmark_group(format!("cold_load_{n}_json"));
         g.sample_size(20);
-        let (store, stored) = rt.block_on(stored_account(Json, n));
-        let app = Dispatcher::builder(store).cache_capacity(0).build();
+        let (store, _) = rt.block_on(stored_account(Json, n));
+        let app = Dispatcher::builder(store.clone()).cache_capacity(0).build();
         g.bench_function("framework", |b| b.iter(|| rt.block_on(cold_load_framework(&app))));
-        g.bench_function("baseline", |b| b.iter(|| cold_load_baseline(&stored, decode_json)));
+        g.bench_function("baseline", |b| {
+            b.iter(|| rt.block_on(cold_load_baseline_in_place(&store, decode_json)))
+        });
         g.finish();
 
         let mut g = c.benchmark_group(format!("cold_load_{n}_binary"));
         g.sample_size(20);
-        let (store, stored) = rt.block_on(stored_account(Binary, n));
-        let app = Dispatcher::builder(store).codec(Binary).cache_capacity(0).build();
+        let (store, _) = rt.block_on(stored_account(Binary, n));
+        let app = Dispatcher::builder(store.clone())
+            .codec(Binary)
+            .cache_capacity(0)
+            .build();
         g.bench_function("framework", |b| b.iter(|| rt.block_on(cold_load_framework(&app))));
-        g.bench_function("baseline", |b| b.iter(|| cold_load_baseline(&stored, decode_binary)));
+        g.bench_function("baseline", |b| {
+            b.iter(|| rt.block_on(cold_load_baseline_in_place(&store, decode_binary)))
+        });
         g.finish();
     }
 }

@@ -154,3 +154,22 @@ pub async fn cold_load_framework<C: Codec>(app: &Dispatcher<InMemoryStore, C>) -
 pub fn cold_load_baseline(stored: &[(String, Vec<u8>)], decode: fn(&str, &[u8]) -> baseline::Event) -> u64 {
     baseline::decode_and_fold(stored.iter().map(|(n, b)| (n.as_str(), b.as_slice())), decode).balance
 }
+
+/// The baseline of a cold load on the bytes where the store keeps them:
+/// read the stream through the same slim `load_events` call and, by hand,
+/// decode each event with the same codec and
+/// fold it with a `match` (no name routing, no version checks, no cache).
+pub async fn cold_load_baseline_in_place(store: &InMemoryStore, decode: fn(&str, &[u8]) -> baseline::Event) -> u64 {
+    use es_core::EventStore;
+    use es_core::store::LoadedEvent;
+    let stream = es_core::StreamId::new(BankAccount::NAME, account(0));
+    let mut state = baseline::Account::default();
+    store
+        .load_events(&stream, 1, |e: &LoadedEvent<'_>| {
+            state.apply(&decode(e.name, e.payload));
+            std::ops::ControlFlow::Continue(())
+        })
+        .await
+        .expect("reads");
+    state.balance
+}

@@ -51,6 +51,22 @@ pub trait Aggregate: Default + Send + Sync + 'static {
     /// Evolves the state on one of its events.
     fn apply(&mut self, event: &Self::Event);
 
+    /// Decodes a stored event and applies it: what loading does for each
+    /// event. The derive routes it through [`ApplyTo::decode_apply_to`],
+    /// which skips building the event enum.
+    #[inline]
+    fn apply_stored<C: Codec>(
+        &mut self,
+        codec: &C,
+        name: &str,
+        version: u32,
+        payload: &[u8],
+    ) -> Result<(), crate::EventDecodeError> {
+        let event = Self::Event::decode(codec, name, version, payload)?;
+        self.apply(&event);
+        Ok(())
+    }
+
     /// Encodes the state as a snapshot; `None` when snapshots are off.
     #[inline]
     fn encode_snapshot<C: Codec>(&self, codec: &C) -> Option<Result<Vec<u8>, CodecError>> {

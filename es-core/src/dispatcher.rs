@@ -575,9 +575,8 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                 }));
                 return ControlFlow::Break(());
             }
-            match A::Event::decode(codec, e.name, e.schema_version, e.payload) {
-                Ok(event) => {
-                    state.apply(&event);
+            match state.apply_stored(codec, e.name, e.schema_version, e.payload) {
+                Ok(()) => {
                     *version = e.version;
                     ControlFlow::Continue(())
                 }

@@ -72,6 +72,26 @@ pub trait Apply<E> {
 pub trait ApplyTo<T: ?Sized> {
     /// Applies `self` to `target`.
     fn apply_to(&self, target: &mut T);
+
+    /// Decodes a stored event of this type and applies it to `target`. The
+    /// enum derive overrides it to decode straight into the variant's
+    /// payload and apply that, never building (and dropping) the enum: the
+    /// hot loop of loading an aggregate.
+    #[inline]
+    fn decode_apply_to<C: Codec>(
+        codec: &C,
+        name: &str,
+        version: u32,
+        payload: &[u8],
+        target: &mut T,
+    ) -> Result<(), EventDecodeError>
+    where
+        Self: Event,
+    {
+        let event = Self::decode(codec, name, version, payload)?;
+        event.apply_to(target);
+        Ok(())
+    }
 }
 
 /// What a `#[handle]` handler may return in its `Ok`: one event, an `Option`

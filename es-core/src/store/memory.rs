@@ -2,12 +2,14 @@
 
 use std::collections::HashMap;
 use std::future::{Future, ready};
+use std::ops::ControlFlow;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use tokio::sync::watch;
 
 use super::{
-    AppendOutcome, AppendRequest, Appended, CommandRecord, EventStore, Positions, RecordedEvent, Snapshot, Visitor,
+    AppendOutcome, AppendRequest, Appended, CommandRecord, EventStore, LoadedEvent, Positions, RecordedEvent, Snapshot,
+    Visitor,
 };
 use crate::envelope::{EventId, StreamId, Timestamp};
 use crate::error::{AppendError, Conflict, StoreError};
@@ -183,10 +185,13 @@ impl InMemoryStore {
                 },
             }));
         }
-        // Validate the whole batch before writing any of it.
+        // Validate the whole batch before writing any of it: claim each id,
+        // and give the claims back if one is taken.
         for (i, event) in request.events.iter().enumerate() {
-            let repeated = request.events[..i].iter().any(|e| e.event_id == event.event_id);
-            if repeated || state.event_ids.contains(&event.event_id) {
+            if !state.event_ids.insert(event.event_id) {
+                for claimed in &request.events[..i] {
+                    state.event_ids.remove(&claimed.event_id);
+                }
                 return Err(StoreError::DuplicateEventId {
                     store: "memory",
                     event_id: event.event_id,
@@ -200,7 +205,6 @@ impl InMemoryStore {
         state.log.reserve(request.events.len());
         for (i, event) in request.events.into_iter().enumerate() {
             let index = state.log.len();
-            state.event_ids.insert(event.event_id);
             state.log.push(Entry {
                 event_id: event.event_id,
                 stream: stream.id.clone(),
@@ -254,6 +258,32 @@ impl InMemoryStore {
         }
     }
 
+    fn load_events_now(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        mut visit: impl FnMut(&LoadedEvent<'_>) -> ControlFlow<()>,
+    ) {
+        let state = self.shared.read();
+        let Some(entries) = state.streams.get(stream) else {
+            return;
+        };
+        let skip = from_version.saturating_sub(1).min(entries.entries.len() as u64) as usize;
+        for &index in &entries.entries[skip..] {
+            let e = &state.log[index];
+            let loaded = LoadedEvent {
+                version: e.version,
+                name: &e.name,
+                schema_version: e.schema_version,
+                payload: &e.payload,
+                recorded_at: e.recorded_at,
+            };
+            if visit(&loaded).is_break() {
+                return;
+            }
+        }
+    }
+
     fn read_all_now(&self, after: u64, limit: usize, mut visit: impl Visitor) {
         let state = self.shared.read();
         let start = usize::try_from(after).unwrap_or(usize::MAX).min(state.log.len());
@@ -278,6 +308,16 @@ impl EventStore for InMemoryStore {
         visit: impl Visitor,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         self.read_stream_now(stream, from_version, visit);
+        ready(Ok(()))
+    }
+
+    fn load_events(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        visit: impl FnMut(&LoadedEvent<'_>) -> ControlFlow<()> + Send,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.load_events_now(stream, from_version, visit);
         ready(Ok(()))
     }
 

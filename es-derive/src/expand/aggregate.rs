@@ -45,14 +45,30 @@ pub(crate) fn expand(input: &AggregateInput<'_>) -> TokenStream {
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
     let name = lit_str(name, ident.span());
     let services = services.clone().unwrap_or_else(|| syn::parse_quote!(()));
-    let (event, apply) = match event {
+    let (event, apply, apply_stored) = match event {
         Some(event) => {
             let apply_to = quote_spanned!(event.span()=> <#event as #krate::ApplyTo<Self>>::apply_to);
-            (quote!(#event), quote!(#apply_to(event, self)))
+            let apply_stored = quote! {
+                #[inline]
+                fn apply_stored<__C: #krate::Codec>(
+                    &mut self,
+                    codec: &__C,
+                    name: &str,
+                    version: u32,
+                    payload: &[u8],
+                ) -> ::core::result::Result<(), #krate::EventDecodeError> {
+                    <#event as #krate::ApplyTo<Self>>::decode_apply_to(codec, name, version, payload, self)
+                }
+            };
+            (quote!(#event), quote!(#apply_to(event, self)), apply_stored)
         }
         // `event = ..` is missing and was reported: an uninhabited stand-in
         // keeps the handlers type-checking, so that is the only error.
-        None => (quote!(#krate::__private::MissingEvents), quote!(match *event {})),
+        None => (
+            quote!(#krate::__private::MissingEvents),
+            quote!(match *event {}),
+            quote!(),
+        ),
     };
     let snapshots = snapshot_every.as_ref().map(|every| {
         let version = snapshot_version.as_ref().map_or_else(|| quote!(1), |v| quote!(#v));
@@ -92,6 +108,8 @@ pub(crate) fn expand(input: &AggregateInput<'_>) -> TokenStream {
             fn apply(&mut self, event: &Self::Event) {
                 #apply
             }
+
+            #apply_stored
         }
     })
 }

@@ -113,6 +113,24 @@ pub(crate) fn expand(input: &EventEnum<'_>) -> TokenStream {
                     #unreachable
                 }
             }
+
+            #[inline]
+            fn decode_apply_to<__C: #krate::Codec>(
+                codec: &__C,
+                name: &str,
+                version: u32,
+                payload: &[u8],
+                target: &mut __EsTarget,
+            ) -> ::core::result::Result<(), #krate::EventDecodeError> {
+                #(
+                    if #as_event::knows(name) {
+                        let event = #as_event::decode_known(codec, name, version, payload)?;
+                        #krate::Apply::<#tys>::apply(target, &event);
+                        return ::core::result::Result::Ok(());
+                    }
+                )*
+                ::core::result::Result::Err(#krate::__private::unknown_name::<Self>(name, <Self as #krate::Event>::NAMES))
+            }
         }
     };
     let self_events = super::self_into_events(krate, ident, generics);
