@@ -5,7 +5,8 @@
 use es_core::prelude::*;
 use es_core::{Binary, Codec, EventDecodeError, Json, events_of};
 use examples::bank::{
-    AccountClosed, AccountEvent, AccountId, AccountOpened, Deposit, MoneyDeposited, MoneyWithdrawn, OpenAccount,
+    AccountClosed, AccountEvent, AccountId, AccountOpened, BankAccount, Deposit, MoneyDeposited, MoneyWithdrawn,
+    OpenAccount,
 };
 use serde::{Deserialize, Serialize};
 
@@ -79,6 +80,42 @@ fn an_event_enum_routes_names_to_variants() {
     );
     assert_eq!(MoneyWithdrawn::try_from(e.clone()), Ok(MoneyWithdrawn { amount: 4 }));
     assert_eq!(AccountClosed::try_from(e.clone()), Err(e));
+}
+
+/// Loading goes through the derive's `apply_stored`, which decodes straight
+/// into a payload; it must fold exactly as decoding the enum and applying it,
+/// and fail with the same error.
+#[test]
+fn applying_stored_bytes_matches_decoding_the_enum_and_applying_it() {
+    let events: Vec<AccountEvent> = vec![
+        AccountOpened { owner: "ada".into() }.into(),
+        MoneyDeposited { amount: 70 }.into(),
+        MoneyWithdrawn { amount: 20 }.into(),
+        AccountClosed {}.into(),
+    ];
+    fn check<C: Codec>(codec: &C, events: &[AccountEvent]) {
+        let (mut fast, mut slow) = (BankAccount::default(), BankAccount::default());
+        for e in events {
+            let bytes = e.encode(codec).unwrap();
+            fast.apply_stored(codec, e.name(), e.version(), &bytes).unwrap();
+            slow.apply(&AccountEvent::decode(codec, e.name(), e.version(), &bytes).unwrap());
+            assert_eq!(fast, slow, "after {}", e.name());
+        }
+        assert_eq!((fast.balance, fast.closed), (50, true));
+        let before = fast.clone();
+        for (name, version, bytes) in [
+            ("account.reopened", 1, &b"{}"[..]),
+            ("account.deposited", 2, &b"{}"[..]),
+            ("account.deposited", 1, &b"\xff\xff"[..]),
+        ] {
+            let fast_err = fast.apply_stored(codec, name, version, bytes).unwrap_err();
+            let slow_err = AccountEvent::decode(codec, name, version, bytes).unwrap_err();
+            assert_eq!(fast_err.to_string(), slow_err.to_string());
+            assert_eq!(fast, before, "a failed decode leaves the state alone");
+        }
+    }
+    check(&Json, &events);
+    check(&Binary, &events);
 }
 
 #[test]
