@@ -52,7 +52,7 @@ pub trait Aggregate: Default + Send + Sync + 'static {
     fn apply(&mut self, event: &Self::Event);
 
     /// Decodes a stored event and applies it: what loading does for each
-    /// event. The derive routes it through [`ApplyTo::decode_apply_to`],
+    /// event. The derive routes it through [`ApplyTo::decode_apply_to`](crate::ApplyTo::decode_apply_to),
     /// which skips building the event enum.
     #[inline]
     fn apply_stored<C: Codec>(
