@@ -429,6 +429,15 @@ impl<S: EventStore> EventStore for std::sync::Arc<S> {
         (**self).read_stream(stream, from_version, visit)
     }
 
+    fn load_events(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        visit: impl FnMut(&LoadedEvent<'_>) -> ControlFlow<()> + Send,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).load_events(stream, from_version, visit)
+    }
+
     fn read_all(
         &self,
         after: u64,

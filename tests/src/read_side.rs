@@ -1,10 +1,11 @@
 //! Shared scenarios for the read side, run against each store.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use es_core::store::{AppendOutcome, AppendRequest, CommandRecord, Snapshot, Visitor};
+use es_core::store::{AppendOutcome, AppendRequest, CommandRecord, LoadedEvent, Snapshot, Visitor};
 use es_core::{AppendError, Dispatcher, EventStore, Json, ProcessManager, Projection, StoreError, StreamId};
 use examples::bank::{AccountId, BankAccount, CloseAccount, Deposit, OpenAccount, Withdraw};
 use examples::transfer::{RequestTransfer, Transfer, TransferProcess, TransferStatus};
@@ -150,6 +151,15 @@ impl<S: EventStore> EventStore for CrashingStore<S> {
         visit: impl Visitor,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
         self.inner.read_stream(stream, from_version, visit)
+    }
+
+    fn load_events(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        visit: impl FnMut(&LoadedEvent<'_>) -> ControlFlow<()> + Send,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
+        self.inner.load_events(stream, from_version, visit)
     }
 
     fn read_all(
