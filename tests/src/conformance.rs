@@ -11,8 +11,8 @@
 use std::ops::ControlFlow;
 
 use es_core::store::{
-    AppendOutcome, AppendRequest, Appended, EventStoreExt, ExpectedVersion, LoadedEvent, NewEvent, Positions,
-    RecordedEvent, Snapshot,
+    AppendOutcome, AppendRequest, Appended, EventStoreExt, ExpectedVersion, LoadedEvent, NewEvent, RecordedEvent,
+    Snapshot,
 };
 use es_core::{AppendError, EventId, EventStore, Metadata, StoreError, StreamId, Timestamp};
 
@@ -158,6 +158,26 @@ pub async fn append_and_read_back<S: EventStore>(store: S) {
         })
         .collect();
     assert_eq!(loaded, expected);
+    for (from, versions) in [(2, &[2][..]), (3, &[][..]), (100, &[][..])] {
+        let mut loaded = Vec::new();
+        store
+            .load_events(&s, from, |e: &LoadedEvent<'_>| {
+                loaded.push(e.version);
+                ControlFlow::Continue(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(loaded, versions, "loading from version {from}");
+    }
+    let mut none = 0;
+    store
+        .load_events(&StreamId::new("order", "none"), 1, |_: &LoadedEvent<'_>| {
+            none += 1;
+            ControlFlow::Continue(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(none, 0);
     assert_eq!(store.read_stream_vec(&s, 2).await.unwrap().len(), 1);
     assert!(store.read_stream_vec(&s, 3).await.unwrap().is_empty());
     assert!(
@@ -542,31 +562,31 @@ pub async fn reads_stop_when_asked<S: EventStore>(store: S) {
     append(&store, &s, ExpectedVersion::NoStream, events(10, "x"))
         .await
         .unwrap();
+    /// A visitor that counts what it sees and stops at the `n`th event.
+    fn stop_at(n: usize, seen: &mut usize) -> ControlFlow<()> {
+        *seen += 1;
+        if *seen == n {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
     let mut seen = 0;
     store
-        .read_stream(&s, 1, |_: &RecordedEvent<'_>| {
-            seen += 1;
-            if seen == 3 {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        })
+        .read_stream(&s, 1, |_: &RecordedEvent<'_>| stop_at(3, &mut seen))
         .await
         .unwrap();
     assert_eq!(seen, 3);
     let mut seen = 0;
     store
-        .read_all(0, 100, |_: &RecordedEvent<'_>| {
-            seen += 1;
-            if seen == 4 {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        })
+        .load_events(&s, 1, |_: &LoadedEvent<'_>| stop_at(2, &mut seen))
+        .await
+        .unwrap();
+    assert_eq!(seen, 2);
+    let mut seen = 0;
+    store
+        .read_all(0, 100, |_: &RecordedEvent<'_>| stop_at(4, &mut seen))
         .await
         .unwrap();
     assert_eq!(seen, 4);
-    let _ = Positions::Consecutive { first: 1, count: 0 };
 }
