@@ -76,6 +76,17 @@ impl<R: ReadModelIn<PgConnection>, C: Codec> PgProjection<R, C> {
         Ok(conn.detach())
     }
 
+    /// A lock connection holding the projection's lock, once it is free.
+    async fn wait_for_lock(&self) -> Result<PgConnection, ProjectionError> {
+        let mut conn = self.lock_connection().await?;
+        sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
+            .bind(self.lock_key())
+            .execute(&mut conn)
+            .await
+            .map_err(error("take the projection lock"))?;
+        Ok(conn)
+    }
+
     async fn try_lock(&self, conn: &mut PgConnection) -> Result<bool, ProjectionError> {
         sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock(hashtext($1))")
             .bind(self.lock_key())
@@ -87,12 +98,7 @@ impl<R: ReadModelIn<PgConnection>, C: Codec> PgProjection<R, C> {
     /// Waits for the projection's lock, applies every event after its
     /// checkpoint, releases the lock. Returns the new checkpoint.
     pub async fn catch_up(&self) -> Result<u64, ProjectionError> {
-        let mut lock = self.lock_connection().await?;
-        sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
-            .bind(self.lock_key())
-            .execute(&mut lock)
-            .await
-            .map_err(error("take the projection lock"))?;
+        let lock = self.wait_for_lock().await?;
         let result = self.catch_up_locked().await;
         let _ = lock.close().await;
         result
@@ -165,12 +171,7 @@ impl<R: ReadModelIn<PgConnection>, C: Codec> PgProjection<R, C> {
             &'c mut PgConnection,
         ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), sqlx::Error>> + Send + 'c>>,
     {
-        let mut lock = self.lock_connection().await?;
-        sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
-            .bind(self.lock_key())
-            .execute(&mut lock)
-            .await
-            .map_err(error("take the projection lock"))?;
+        let lock = self.wait_for_lock().await?;
         let result = async {
             let mut tx = self.store.pool().begin().await.map_err(error("begin a rebuild"))?;
             reset(&mut tx).await.map_err(error("reset a read model"))?;
@@ -200,35 +201,44 @@ impl<R: ReadModelIn<PgConnection>, C: Codec> PgProjection<R, C> {
         Runner::from_task(move |mut stopped| {
             tokio::spawn(async move {
                 let mut woken = self.store.notifications();
-                let mut lock: Option<PgConnection> = None;
+                // The lock connection is kept while waiting for the lock, so
+                // a standby runner asks again on it instead of connecting anew.
+                let mut conn: Option<PgConnection> = None;
+                let mut locked = false;
                 loop {
-                    if lock.is_none() {
-                        match self.lock_connection().await {
-                            Ok(mut conn) => match self.try_lock(&mut conn).await {
-                                Ok(true) => lock = Some(conn),
-                                Ok(false) => {}
+                    if !locked {
+                        if conn.is_none() {
+                            match self.lock_connection().await {
+                                Ok(c) => conn = Some(c),
                                 Err(e) => {
-                                    tracing::warn!(projection = %self.name, error = %e, "could not ask for the lock")
+                                    tracing::warn!(projection = %self.name, error = %e, "no connection for the lock")
                                 }
-                            },
-                            Err(e) => tracing::warn!(projection = %self.name, error = %e, "no connection for the lock"),
+                            }
+                        }
+                        if let Some(c) = conn.as_mut() {
+                            match self.try_lock(c).await {
+                                Ok(got) => locked = got,
+                                Err(e) => {
+                                    tracing::warn!(projection = %self.name, error = %e, "could not ask for the lock");
+                                    conn = None;
+                                }
+                            }
                         }
                     }
-                    if lock.is_some()
-                        && let Err(e) = self.catch_up_locked().await
-                    {
+                    if locked && let Err(e) = self.catch_up_locked().await {
                         tracing::error!(projection = %self.name, error = %e, "projection failed; retrying");
                         // A broken lock connection is dropped; the lock is then
                         // released and asked for again.
-                        if let Some(conn) = lock.as_mut()
-                            && conn.ping().await.is_err()
+                        if let Some(c) = conn.as_mut()
+                            && c.ping().await.is_err()
                         {
-                            lock = None;
+                            conn = None;
+                            locked = false;
                         }
                     }
                     let wait = async {
                         match &mut woken {
-                            Some(rx) if lock.is_some() => {
+                            Some(rx) if locked => {
                                 let _ = tokio::time::timeout(poll, rx.changed()).await;
                             }
                             _ => tokio::time::sleep(poll).await,
@@ -236,8 +246,8 @@ impl<R: ReadModelIn<PgConnection>, C: Codec> PgProjection<R, C> {
                     };
                     tokio::select! {
                         _ = stopped.changed() => {
-                            if let Some(conn) = lock.take() {
-                                let _ = conn.close().await;
+                            if let Some(c) = conn.take() {
+                                let _ = c.close().await;
                             }
                             return;
                         }

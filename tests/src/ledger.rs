@@ -17,6 +17,17 @@ pub struct SqliteLedger {
 pub const SQLITE_LEDGER: &str =
     "CREATE TABLE IF NOT EXISTS ledger (position INTEGER PRIMARY KEY, account TEXT NOT NULL, change INTEGER NOT NULL)";
 
+impl SqliteLedger {
+    fn row(&self, tx: &rusqlite::Connection, position: u64, account: &str, change: i64) -> rusqlite::Result<()> {
+        std::thread::sleep(self.slow);
+        tx.execute(
+            "INSERT INTO ledger (position, account, change) VALUES (?1, ?2, ?3)",
+            rusqlite::params![position as i64, account, change],
+        )
+        .map(drop)
+    }
+}
+
 #[es_core::handlers(read_model)]
 impl SqliteLedger {
     #[apply]
@@ -26,12 +37,7 @@ impl SqliteLedger {
         ctx: &EventContext<'_>,
         tx: &mut rusqlite::Connection,
     ) -> rusqlite::Result<()> {
-        std::thread::sleep(self.slow);
-        tx.execute(
-            "INSERT INTO ledger (position, account, change) VALUES (?1, ?2, ?3)",
-            rusqlite::params![ctx.position as i64, ctx.aggregate_id, e.amount as i64],
-        )
-        .map(drop)
+        self.row(tx, ctx.position, ctx.aggregate_id, e.amount as i64)
     }
 
     #[apply]
@@ -41,12 +47,7 @@ impl SqliteLedger {
         ctx: &EventContext<'_>,
         tx: &mut rusqlite::Connection,
     ) -> rusqlite::Result<()> {
-        std::thread::sleep(self.slow);
-        tx.execute(
-            "INSERT INTO ledger (position, account, change) VALUES (?1, ?2, ?3)",
-            rusqlite::params![ctx.position as i64, ctx.aggregate_id, -(e.amount as i64)],
-        )
-        .map(drop)
+        self.row(tx, ctx.position, ctx.aggregate_id, -(e.amount as i64))
     }
 }
 
