@@ -155,6 +155,13 @@ fn handles<'a>(krate: &syn::Path, events: impl Iterator<Item = &'a syn::Type>) -
     quote!(false #(|| #events)*)
 }
 
+/// Decodes the `recorded` event in scope as `event`, whose name it knows.
+fn decode_recorded(krate: &syn::Path, event: &syn::Type) -> TokenStream {
+    quote! {
+        <#event as #krate::Event>::decode_known(codec, recorded.name, recorded.schema_version, recorded.payload)
+    }
+}
+
 fn read_model_impl(input: &HandlersInput, fns: &[&ProjectFn]) -> TokenStream {
     let krate = &input.krate;
     let self_ty = &input.item.self_ty;
@@ -162,14 +169,10 @@ fn read_model_impl(input: &HandlersInput, fns: &[&ProjectFn]) -> TokenStream {
     let handles = handles(krate, fns.iter().map(|p| &p.event));
     let routes = fns.iter().map(|p| {
         let event = &p.event;
+        let decode = decode_recorded(krate, event);
         quote! {
             if <#event as #krate::Event>::knows(recorded.name) {
-                let event = <#event as #krate::Event>::decode_known(
-                    codec,
-                    recorded.name,
-                    recorded.schema_version,
-                    recorded.payload,
-                )?;
+                let event = #decode?;
                 <Self as #krate::Project<#event>>::project(self, &event, &context);
                 return ::core::result::Result::Ok(true);
             }
@@ -206,14 +209,10 @@ fn read_model_in_impl(input: &HandlersInput, fns: &[&ProjectFn]) -> TokenStream 
     let handles = handles(krate, fns.iter().map(|p| &p.event));
     let routes = fns.iter().map(|p| {
         let event = &p.event;
+        let decode = decode_recorded(krate, event);
         quote! {
             if <#event as #krate::Event>::knows(recorded.name) {
-                let event = match <#event as #krate::Event>::decode_known(
-                    codec,
-                    recorded.name,
-                    recorded.schema_version,
-                    recorded.payload,
-                ) {
+                let event = match #decode {
                     ::core::result::Result::Ok(event) => event,
                     ::core::result::Result::Err(source) => {
                         return ::core::result::Result::Err(#krate::ProjectionError::from(
@@ -274,6 +273,7 @@ pub(crate) fn process(input: &HandlersInput, command: &syn::Type) -> TokenStream
                 ::core::option::Option::<#command>::None
             }),
         };
+        let decode = decode_recorded(krate, event);
         let push = quote_spanned!(method.span()=>
             ::core::iter::Extend::extend(
                 out,
@@ -282,12 +282,7 @@ pub(crate) fn process(input: &HandlersInput, command: &syn::Type) -> TokenStream
         );
         quote! {
             if <#event as #krate::Event>::knows(recorded.name) {
-                let event = <#event as #krate::Event>::decode_known(
-                    codec,
-                    recorded.name,
-                    recorded.schema_version,
-                    recorded.payload,
-                )?;
+                let event = #decode?;
                 #push;
                 return ::core::result::Result::Ok(true);
             }
