@@ -59,20 +59,12 @@ impl PgBank {
     /// Loads, folds, decides, inserts.
     pub async fn handle(&self, cmd: &Command) -> Result<(), baseline::Error> {
         let account = account_of(cmd);
-        let rows = sqlx::query(AssertSqlSafe(self.load.as_str()).into_sql_str())
-            .bind(account)
-            .fetch_all(&self.pool)
-            .await
-            .expect("load");
-        let mut state = Account::default();
-        for row in &rows {
-            state.apply(&baseline::decode_json(row.get::<&str, _>(0), row.get::<&[u8], _>(1)));
-        }
+        let (state, version) = self.fold(account).await;
         let event = state.decide(cmd)?;
         let (name, payload) = encode(&event);
         sqlx::query(AssertSqlSafe(self.insert.as_str()).into_sql_str())
             .bind(account)
-            .bind(rows.len() as i64 + 1)
+            .bind(version + 1)
             .bind(name)
             .bind(payload)
             .execute(&self.pool)
@@ -102,6 +94,11 @@ impl PgBank {
 
     /// Loads and folds one account.
     pub async fn load(&self, account: &str) -> Account {
+        self.fold(account).await.0
+    }
+
+    /// Loads and folds one account: its state and stream version.
+    async fn fold(&self, account: &str) -> (Account, i64) {
         let rows = sqlx::query(AssertSqlSafe(self.load.as_str()).into_sql_str())
             .bind(account)
             .fetch_all(&self.pool)
@@ -111,7 +108,7 @@ impl PgBank {
         for row in &rows {
             state.apply(&baseline::decode_json(row.get::<&str, _>(0), row.get::<&[u8], _>(1)));
         }
-        state
+        (state, rows.len() as i64)
     }
 }
 
