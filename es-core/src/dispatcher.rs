@@ -655,13 +655,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                     ControlFlow::Continue(())
                 }
                 Err(source) => {
-                    failure = Some(DecodeError {
-                        stream: stream.clone(),
-                        stream_version: e.version,
-                        event_name: e.name.to_owned(),
-                        schema_version: e.schema_version,
-                        source,
-                    });
+                    failure = Some(crate::projection::decode_error(e, source));
                     ControlFlow::Break(())
                 }
             }

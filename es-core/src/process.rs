@@ -191,17 +191,9 @@ impl<P: Process> ProcessManager<P> {
                     if let Err(error) = self.run_once(&dispatcher).await {
                         tracing::error!(process = self.name, %error, "process failed; retrying");
                     }
-                    let wait = async {
-                        match &mut woken {
-                            Some(rx) => {
-                                let _ = tokio::time::timeout(poll, rx.changed()).await;
-                            }
-                            None => tokio::time::sleep(poll).await,
-                        }
-                    };
                     tokio::select! {
                         _ = stopped.changed() => return,
-                        _ = wait => {}
+                        _ = crate::projection::wake(&mut woken, poll) => {}
                     }
                 }
             })

@@ -338,25 +338,25 @@ impl<R: ReadModel> Projection<R> {
     /// `poll`. Stop it with [`Runner::stop`].
     pub fn spawn<S: EventStore + Clone, C: Codec>(&self, store: S, codec: C, poll: Duration) -> Runner {
         let projection = self.clone();
-        let (stop, mut stopped) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(async move {
-            let mut woken = store.notifications();
-            loop {
-                if let Err(error) = projection.catch_up(&store, &codec).await {
-                    tracing::error!(projection = projection.name(), %error, "projection failed; retrying");
+        Runner::from_task(move |mut stopped| {
+            tokio::spawn(async move {
+                let mut woken = store.notifications();
+                loop {
+                    if let Err(error) = projection.catch_up(&store, &codec).await {
+                        tracing::error!(projection = projection.name(), %error, "projection failed; retrying");
+                    }
+                    tokio::select! {
+                        _ = stopped.changed() => return,
+                        _ = wake(&mut woken, poll) => {}
+                    }
                 }
-                tokio::select! {
-                    _ = stopped.changed() => return,
-                    _ = wake(&mut woken, poll) => {}
-                }
-            }
-        });
-        Runner { stop, task }
+            })
+        })
     }
 }
 
 /// Waits for a store notification, or `poll` at most.
-async fn wake(woken: &mut Option<tokio::sync::watch::Receiver<u64>>, poll: Duration) {
+pub(crate) async fn wake(woken: &mut Option<tokio::sync::watch::Receiver<u64>>, poll: Duration) {
     match woken {
         Some(rx) => {
             let _ = tokio::time::timeout(poll, rx.changed()).await;
