@@ -74,6 +74,28 @@ impl Entry {
             recorded_at: self.recorded_at,
         }
     }
+
+    fn loaded(&self) -> LoadedEvent<'_> {
+        LoadedEvent {
+            version: self.version,
+            name: &self.name,
+            schema_version: self.schema_version,
+            payload: &self.payload,
+            recorded_at: self.recorded_at,
+        }
+    }
+}
+
+/// What an empty batch commits to a stream at version `actual`: nothing.
+fn nothing_appended(actual: u64, log: &[Entry]) -> AppendOutcome {
+    AppendOutcome::Committed(Appended {
+        first_version: actual + 1,
+        last_version: actual,
+        positions: Positions::Consecutive {
+            first: log.len() as u64 + 1,
+            count: 0,
+        },
+    })
 }
 
 impl Default for InMemoryStore {
@@ -146,15 +168,9 @@ impl InMemoryStore {
                     }
                     .into());
                 }
+                // An empty batch on a new stream does not create it.
                 if request.events.is_empty() {
-                    return Ok(AppendOutcome::Committed(Appended {
-                        first_version: 1,
-                        last_version: 0,
-                        positions: Positions::Consecutive {
-                            first: state.log.len() as u64 + 1,
-                            count: 0,
-                        },
-                    }));
+                    return Ok(nothing_appended(0, &state.log));
                 }
                 state
                     .streams
@@ -176,14 +192,7 @@ impl InMemoryStore {
         }
         let count = request.events.len() as u64;
         if count == 0 {
-            return Ok(AppendOutcome::Committed(Appended {
-                first_version: actual + 1,
-                last_version: actual,
-                positions: Positions::Consecutive {
-                    first: state.log.len() as u64 + 1,
-                    count: 0,
-                },
-            }));
+            return Ok(nothing_appended(actual, &state.log));
         }
         // Validate the whole batch before writing any of it: claim each id,
         // and give the claims back if one is taken.
@@ -245,24 +254,13 @@ impl InMemoryStore {
         Ok(AppendOutcome::Committed(appended))
     }
 
-    fn read_stream_now(&self, stream: &StreamId, from_version: u64, mut visit: impl Visitor) {
-        let state = self.shared.read();
-        let Some(entries) = state.streams.get(stream) else {
-            return;
-        };
-        let skip = from_version.saturating_sub(1).min(entries.entries.len() as u64) as usize;
-        for &index in &entries.entries[skip..] {
-            if visit(&state.log[index].recorded(index as u64 + 1)).is_break() {
-                return;
-            }
-        }
-    }
-
-    fn load_events_now(
+    /// Visits the entries of `stream` from `from_version`, with their
+    /// positions in the log.
+    fn visit_stream(
         &self,
         stream: &StreamId,
         from_version: u64,
-        mut visit: impl FnMut(&LoadedEvent<'_>) -> ControlFlow<()>,
+        mut visit: impl FnMut(&Entry, u64) -> ControlFlow<()>,
     ) {
         let state = self.shared.read();
         let Some(entries) = state.streams.get(stream) else {
@@ -270,15 +268,7 @@ impl InMemoryStore {
         };
         let skip = from_version.saturating_sub(1).min(entries.entries.len() as u64) as usize;
         for &index in &entries.entries[skip..] {
-            let e = &state.log[index];
-            let loaded = LoadedEvent {
-                version: e.version,
-                name: &e.name,
-                schema_version: e.schema_version,
-                payload: &e.payload,
-                recorded_at: e.recorded_at,
-            };
-            if visit(&loaded).is_break() {
+            if visit(&state.log[index], index as u64 + 1).is_break() {
                 return;
             }
         }
@@ -305,9 +295,9 @@ impl EventStore for InMemoryStore {
         &self,
         stream: &StreamId,
         from_version: u64,
-        visit: impl Visitor,
+        mut visit: impl Visitor,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.read_stream_now(stream, from_version, visit);
+        self.visit_stream(stream, from_version, |e, position| visit(&e.recorded(position)));
         ready(Ok(()))
     }
 
@@ -315,9 +305,9 @@ impl EventStore for InMemoryStore {
         &self,
         stream: &StreamId,
         from_version: u64,
-        visit: impl FnMut(&LoadedEvent<'_>) -> ControlFlow<()> + Send,
+        mut visit: impl FnMut(&LoadedEvent<'_>) -> ControlFlow<()> + Send,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.load_events_now(stream, from_version, visit);
+        self.visit_stream(stream, from_version, |e, _| visit(&e.loaded()));
         ready(Ok(()))
     }
 
