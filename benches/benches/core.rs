@@ -70,29 +70,33 @@ fn one_account(c: &mut Criterion) {
 fn cold_load(c: &mut Criterion) {
     let rt = runtime();
     for n in [1_000, 10_000, 100_000] {
-        let mut g = c.benchmark_group(format!("cold_load_{n}_json"));
-        g.sample_size(20);
-        let (store, _) = rt.block_on(stored_account(Json, n));
-        let app = Dispatcher::builder(store.clone()).cache_capacity(0).build();
-        g.bench_function("framework", |b| b.iter(|| rt.block_on(cold_load_framework(&app))));
-        g.bench_function("baseline", |b| {
-            b.iter(|| rt.block_on(cold_load_baseline_in_place(&store, decode_json)))
-        });
-        g.finish();
-
-        let mut g = c.benchmark_group(format!("cold_load_{n}_binary"));
-        g.sample_size(20);
-        let (store, _) = rt.block_on(stored_account(Binary, n));
-        let app = Dispatcher::builder(store.clone())
-            .codec(Binary)
-            .cache_capacity(0)
-            .build();
-        g.bench_function("framework", |b| b.iter(|| rt.block_on(cold_load_framework(&app))));
-        g.bench_function("baseline", |b| {
-            b.iter(|| rt.block_on(cold_load_baseline_in_place(&store, decode_binary)))
-        });
-        g.finish();
+        cold_load_group(c, &rt, n, "json", Json, decode_json);
+        cold_load_group(c, &rt, n, "binary", Binary, decode_binary);
     }
+}
+
+/// One cold-load group: `n` events stored with `codec`, loaded by the
+/// framework and by the baseline decoding with `decode`.
+fn cold_load_group<C: es_core::Codec>(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    n: usize,
+    label: &str,
+    codec: C,
+    decode: fn(&str, &[u8]) -> benches::baseline::Event,
+) {
+    let mut g = c.benchmark_group(format!("cold_load_{n}_{label}"));
+    g.sample_size(20);
+    let store = rt.block_on(stored_account(codec.clone(), n));
+    let app = Dispatcher::builder(store.clone())
+        .codec(codec)
+        .cache_capacity(0)
+        .build();
+    g.bench_function("framework", |b| b.iter(|| rt.block_on(cold_load_framework(&app))));
+    g.bench_function("baseline", |b| {
+        b.iter(|| rt.block_on(cold_load_baseline(&store, decode)))
+    });
+    g.finish();
 }
 
 criterion_group!(core, apply_dispatch, round_robin, one_account, cold_load);

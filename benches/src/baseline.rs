@@ -150,19 +150,6 @@ impl Bank {
     }
 }
 
-/// Decodes stored `(name, bytes)` pairs with serde and folds them: the
-/// baseline of a cold load.
-pub fn decode_and_fold<'a>(
-    stored: impl Iterator<Item = (&'a str, &'a [u8])>,
-    decode: impl Fn(&'a str, &'a [u8]) -> Event,
-) -> Account {
-    let mut state = Account::default();
-    for (name, bytes) in stored {
-        state.apply(&decode(name, bytes));
-    }
-    state
-}
-
 /// Decodes one stored bank event with serde_json.
 pub fn decode_json(name: &str, bytes: &[u8]) -> Event {
     match name {

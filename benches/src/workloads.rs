@@ -1,7 +1,6 @@
 //! The benchmark workloads, through the framework and by hand. Each pair
 //! returns comparable results so the smoke test can check they agree.
 
-use es_core::store::EventStoreExt;
 use es_core::{Aggregate, Codec, Dispatcher, InMemoryStore};
 use examples::bank::{AccountEvent, AccountId, AccountOpened, BankAccount, Deposit, MoneyDeposited, OpenAccount};
 
@@ -99,9 +98,8 @@ pub fn deposits_baseline(bank: &mut Bank, accounts: usize, commands: usize) {
     }
 }
 
-/// A store holding one account of `n` events encoded with `codec`, and the
-/// same stored `(name, bytes)` pairs copied out for the baseline.
-pub async fn stored_account<C: Codec>(codec: C, n: usize) -> (InMemoryStore, Vec<(String, Vec<u8>)>) {
+/// A store holding one account of `n` events encoded with `codec`.
+pub async fn stored_account<C: Codec>(codec: C, n: usize) -> InMemoryStore {
     use es_core::store::{AppendRequest, NewEvent};
     use es_core::{Event, EventId, EventStore, ExpectedVersion, StreamId, Timestamp};
     let store = InMemoryStore::new();
@@ -130,14 +128,7 @@ pub async fn stored_account<C: Codec>(codec: C, n: usize) -> (InMemoryStore, Vec
             .await
             .expect("appends");
     }
-    let copied = store
-        .read_stream_vec(&stream, 1)
-        .await
-        .expect("reads")
-        .into_iter()
-        .map(|e| (e.name, e.payload))
-        .collect();
-    (store, copied)
+    store
 }
 
 /// A cold load through the dispatcher (no cache: every event is decoded and
@@ -149,17 +140,11 @@ pub async fn cold_load_framework<C: Codec>(app: &Dispatcher<InMemoryStore, C>) -
         .balance
 }
 
-/// The baseline of a cold load: decode the same bytes with the same codec,
-/// fold with a `match`.
-pub fn cold_load_baseline(stored: &[(String, Vec<u8>)], decode: fn(&str, &[u8]) -> baseline::Event) -> u64 {
-    baseline::decode_and_fold(stored.iter().map(|(n, b)| (n.as_str(), b.as_slice())), decode).balance
-}
-
-/// The baseline of a cold load on the bytes where the store keeps them:
+/// The baseline of a cold load, on the bytes where the store keeps them:
 /// read the stream through the same slim `load_events` call and, by hand,
 /// decode each event with the same codec and
 /// fold it with a `match` (no name routing, no version checks, no cache).
-pub async fn cold_load_baseline_in_place(store: &InMemoryStore, decode: fn(&str, &[u8]) -> baseline::Event) -> u64 {
+pub async fn cold_load_baseline(store: &InMemoryStore, decode: fn(&str, &[u8]) -> baseline::Event) -> u64 {
     use es_core::EventStore;
     use es_core::store::LoadedEvent;
     let stream = es_core::StreamId::new(BankAccount::NAME, account(0));

@@ -27,16 +27,16 @@ fn main() {
                 deposits_baseline(&mut bank, 1_000, 100_000);
             }
             "cold-load" => rt.block_on(async {
-                let (store, _) = stored_account(es_core::Json, 10_000).await;
+                let store = stored_account(es_core::Json, 10_000).await;
                 let app = es_core::Dispatcher::builder(store).cache_capacity(0).build();
                 for _ in 0..20 {
                     cold_load_framework(&app).await;
                 }
             }),
             "cold-load-baseline" => rt.block_on(async {
-                let (store, _) = stored_account(es_core::Json, 10_000).await;
+                let store = stored_account(es_core::Json, 10_000).await;
                 for _ in 0..20 {
-                    cold_load_baseline_in_place(&store, benches::baseline::decode_json).await;
+                    cold_load_baseline(&store, benches::baseline::decode_json).await;
                 }
             }),
             other => panic!("unknown workload {other}"),
