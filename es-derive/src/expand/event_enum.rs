@@ -15,6 +15,8 @@
 //! impl TryFrom<AccountEvent> for AccountOpened { type Error = AccountEvent; .. }
 //! impl IntoEvents<AccountEvent> for AccountOpened { .. }   // and for AccountEvent itself
 //! impl<T: Apply<AccountOpened> + Apply<..> + ?Sized> ApplyTo<T> for AccountEvent { match .. }
+//! //   and decode_apply_to: the same routing by name as `decode`, applying the
+//! //   decoded payload instead of building the enum.
 //! // compile-time checks (non-generic enums): each payload has one stored
 //! // name, and no two payloads share one.
 //! const _: () = match first_overlap(&[<AccountOpened as Event>::NAMES], <MoneyDeposited as Event>::NAMES) {
@@ -102,6 +104,23 @@ pub(crate) fn expand(input: &EventEnum<'_>) -> TokenStream {
         TokenStream::new()
     };
 
+    let decode = by_name(
+        krate,
+        &as_event,
+        names
+            .iter()
+            .map(|v| quote!(::core::result::Result::Ok(Self::#v(event)))),
+    );
+    let decode_and_apply = by_name(
+        krate,
+        &as_event,
+        tys.iter().map(|ty| {
+            quote!({
+                #krate::Apply::<#ty>::apply(target, &event);
+                ::core::result::Result::Ok(())
+            })
+        }),
+    );
     // Spanned at the user's type, so a missing `Apply` is reported there.
     let apply_to = quote_spanned! {ident.span()=>
         #[automatically_derived]
@@ -122,14 +141,7 @@ pub(crate) fn expand(input: &EventEnum<'_>) -> TokenStream {
                 payload: &[u8],
                 target: &mut __EsTarget,
             ) -> ::core::result::Result<(), #krate::EventDecodeError> {
-                #(
-                    if #as_event::knows(name) {
-                        let event = #as_event::decode_known(codec, name, version, payload)?;
-                        #krate::Apply::<#tys>::apply(target, &event);
-                        return ::core::result::Result::Ok(());
-                    }
-                )*
-                ::core::result::Result::Err(#krate::__private::unknown_name::<Self>(name, <Self as #krate::Event>::NAMES))
+                #decode_and_apply
             }
         }
     };
@@ -173,15 +185,7 @@ pub(crate) fn expand(input: &EventEnum<'_>) -> TokenStream {
                 version: u32,
                 payload: &[u8],
             ) -> ::core::result::Result<Self, #krate::EventDecodeError> {
-                #(
-                    if #as_event::knows(name) {
-                        return match #as_event::decode_known(codec, name, version, payload) {
-                            ::core::result::Result::Ok(e) => ::core::result::Result::Ok(Self::#names(e)),
-                            ::core::result::Result::Err(e) => ::core::result::Result::Err(e),
-                        };
-                    }
-                )*
-                ::core::result::Result::Err(#krate::__private::unknown_name::<Self>(name, <Self as #krate::Event>::NAMES))
+                #decode
             }
         }
 
@@ -193,6 +197,21 @@ pub(crate) fn expand(input: &EventEnum<'_>) -> TokenStream {
 
         #checks
     })
+}
+
+/// Decodes `payload` as the first payload type that knows `name`, binds it
+/// to `event` and returns that payload's `then`; an unknown name is an
+/// error listing the enum's names.
+fn by_name(krate: &syn::Path, as_event: &[TokenStream], then: impl Iterator<Item = TokenStream>) -> TokenStream {
+    quote! {
+        #(
+            if #as_event::knows(name) {
+                let event = #as_event::decode_known(codec, name, version, payload)?;
+                return #then;
+            }
+        )*
+        ::core::result::Result::Err(#krate::__private::unknown_name::<Self>(name, <Self as #krate::Event>::NAMES))
+    }
 }
 
 /// Each payload must be one event struct, and no two payloads may share a
