@@ -99,7 +99,7 @@ async fn by_hand_over_store<S: EventStore>(store: &S) -> u64 {
 async fn framework<S: EventStore>(store: &S) -> u64 {
     let projection = Projection::new("balances", Balances::default());
     projection.catch_up(store, &Json).await.expect("catch up");
-    projection.query(TotalHeld)
+    u64::try_from(projection.query(TotalHeld)).expect("fits")
 }
 
 fn projections(c: &mut Criterion) {

@@ -312,7 +312,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
     ) -> Result<(A, u64), LoadError> {
         let stream = StreamId::of::<A>(id);
         let mut slot = Slot::<A>::empty();
-        self.read_into(&stream, &mut slot, keep).await?;
+        self.read_into(&stream, &mut slot, false, keep).await?;
         Ok((slot.state, slot.version))
     }
 
@@ -325,10 +325,11 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         let inner = &*self.inner;
         let id = command.aggregate_id();
         let services = self.services::<Cmd::Aggregate>()?;
-        if let Some(command_id) = &metadata.command_id
-            && let Some(record) = inner.store.find_command(command_id).await?
-        {
-            return Ok(self.earlier_outcome(record, metadata).await?);
+        if let Some(command_id) = &metadata.command_id {
+            let stream = StreamId::of::<Cmd::Aggregate>(id);
+            if let Some(record) = inner.store.find_command(&stream, command_id).await? {
+                return Ok(self.earlier_outcome(record, metadata).await?);
+            }
         }
         let encoded_metadata = metadata.encode();
         let metadata = if metadata.is_empty() {
@@ -354,7 +355,15 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let decision = slot.state.handle(command.clone(), services);
+            let decision = match catch_panic(|| slot.state.handle(command.clone(), services)) {
+                Ok(decision) => decision,
+                Err(message) => {
+                    // The handler may have left the state half-changed (through
+                    // interior mutability): the next command reloads it.
+                    slot.fresh = false;
+                    return Err(panicked::<Cmd>(stream, message));
+                }
+            };
             let accepted = matches!(&decision, Ok(events) if !events.is_empty());
             if !accepted && !current {
                 let seen = slot.version;
@@ -384,6 +393,15 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                     deduplicated: false,
                 });
             }
+            // Apply before appending: an event its aggregate cannot apply
+            // (a panic, an overflow) is never stored, where it would make the
+            // stream unloadable. Until the append commits, the state holds
+            // events the store does not: any outcome but a commit reloads it.
+            slot.fresh = false;
+            let before = slot.version;
+            if let Err(message) = catch_panic(|| events.iter().for_each(|e| slot.state.apply(e))) {
+                return Err(panicked::<Cmd>(stream, message));
+            }
             let recorded_at = Timestamp::now();
             let mut ids = EventIds::default();
             let mut batch = Vec::with_capacity(events.len());
@@ -404,7 +422,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             }
             let request = AppendRequest {
                 stream: &stream,
-                expected: ExpectedVersion::Exact(slot.version),
+                expected: ExpectedVersion::Exact(before),
                 events: batch,
                 metadata: &encoded_metadata,
                 command_id: metadata.command_id.as_deref(),
@@ -412,13 +430,13 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             };
             match inner.store.append(request).await {
                 Ok(AppendOutcome::Committed(appended)) => {
-                    let before = slot.version;
-                    // If an `apply` panics half-way, the next command reloads.
-                    slot.fresh = false;
-                    let mut envelopes = Vec::with_capacity(events.len());
-                    for ((i, event), event_id) in events.into_iter().enumerate().zip(ids.iter()) {
-                        slot.state.apply(&event);
-                        envelopes.push(Envelope {
+                    slot.version = appended.last_version;
+                    slot.fresh = true;
+                    let envelopes = events
+                        .into_iter()
+                        .zip(ids.iter())
+                        .enumerate()
+                        .map(|(i, (event, event_id))| Envelope {
                             event_id,
                             stream: stream.clone(),
                             version: appended.first_version + i as u64,
@@ -426,10 +444,8 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                             recorded_at,
                             metadata: metadata.clone(),
                             payload: event,
-                        });
-                    }
-                    slot.version = appended.last_version;
-                    slot.fresh = true;
+                        })
+                        .collect();
                     self.maybe_snapshot(&stream, &slot, before).await;
                     drop(slot);
                     self.feed_inline().await;
@@ -461,11 +477,9 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                         });
                     }
                 }
-                Err(AppendError::Store(e)) => {
-                    // The batch may or may not have committed; reload next time.
-                    slot.fresh = false;
-                    return Err(e.into());
-                }
+                // The batch may or may not have committed; the state is
+                // reloaded next time.
+                Err(AppendError::Store(e)) => return Err(e.into()),
             }
         }
     }
@@ -521,53 +535,77 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             let kept = slot.stream.take();
             *slot = Slot::empty();
             slot.stream = kept;
-            if A::SNAPSHOT_EVERY > 0 {
-                self.restore_snapshot(stream, slot).await?;
+            if A::SNAPSHOT_EVERY > 0 && self.restore_snapshot(stream, slot).await? {
+                // A snapshot is only good if its version is in the stream (a
+                // snapshot ahead of it would make every append conflict):
+                // the tail read starts at that version to see it.
+                if self.read_into(stream, slot, true, |_| true).await? {
+                    slot.fresh = true;
+                    return Ok(());
+                }
+                tracing::warn!(%stream, version = slot.version, "ignoring a snapshot ahead of its stream; replaying events");
+                let kept = slot.stream.take();
+                *slot = Slot::empty();
+                slot.stream = kept;
             }
         }
-        self.read_into(stream, slot, |_| true).await?;
+        self.read_into(stream, slot, false, |_| true).await?;
         slot.fresh = true;
         Ok(())
     }
 
-    async fn restore_snapshot<A: Aggregate>(&self, stream: &StreamId, slot: &mut Slot<A>) -> Result<(), LoadError> {
+    /// Restores the stream's snapshot into `slot`, if it has a usable one.
+    async fn restore_snapshot<A: Aggregate>(&self, stream: &StreamId, slot: &mut Slot<A>) -> Result<bool, LoadError> {
         let Some(snapshot) = self.inner.store.load_snapshot(stream).await? else {
-            return Ok(());
+            return Ok(false);
         };
         if snapshot.schema_version != A::SNAPSHOT_VERSION {
-            return Ok(());
+            return Ok(false);
         }
         match A::decode_snapshot(&self.inner.codec, &snapshot.payload) {
             Some(Ok(state)) => {
                 slot.state = state;
                 slot.version = snapshot.version;
+                Ok(true)
             }
             Some(Err(error)) => {
                 tracing::warn!(%stream, version = snapshot.version, %error, "ignoring a snapshot that does not decode; replaying events");
+                Ok(false)
             }
-            None => {}
+            None => Ok(false),
         }
-        Ok(())
     }
 
     /// Applies the stream's events after `slot.version` while `keep` holds.
+    /// With `confirm`, the read starts at `slot.version` itself, which must
+    /// be there; returns whether it was (always true without `confirm`).
     async fn read_into<A: Aggregate>(
         &self,
         stream: &StreamId,
         slot: &mut Slot<A>,
+        confirm: bool,
         keep: impl Fn(&LoadedEvent<'_>) -> bool + Send + Sync,
-    ) -> Result<(), LoadError> {
+    ) -> Result<bool, LoadError> {
         let codec = &self.inner.codec;
         let mut failure: Option<LoadError> = None;
-        let from = slot.version + 1;
+        let from = if confirm { slot.version } else { slot.version + 1 };
+        let mut unconfirmed = confirm;
         let Slot { state, version, .. } = slot;
         let visit = |e: &LoadedEvent<'_>| {
+            if unconfirmed {
+                unconfirmed = e.version != *version;
+                return if unconfirmed {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                };
+            }
             if !keep(e) {
                 return ControlFlow::Break(());
             }
             if e.version != *version + 1 {
                 failure = Some(LoadError::Store(StoreError::Corrupt {
-                    store: "?",
+                    store: S::NAME,
                     detail: format!(
                         "stream `{stream}` returned version {} after version {}",
                         e.version, *version
@@ -598,7 +636,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                 slot.fresh = false;
                 Err(e)
             }
-            None => Ok(()),
+            None => Ok(!unconfirmed),
         }
     }
 
@@ -674,6 +712,33 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             events,
             deduplicated: true,
         })
+    }
+}
+
+/// Runs `f`, turning a panic into its message.
+fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| panic_message(&*payload))
+}
+
+/// The text a panic was raised with.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    match payload.downcast_ref::<&str>() {
+        Some(s) => (*s).to_owned(),
+        None => match payload.downcast_ref::<String>() {
+            Some(s) => s.clone(),
+            None => "a panic without a message".to_owned(),
+        },
+    }
+}
+
+#[cold]
+fn panicked<Cmd: Command>(stream: StreamId, message: String) -> DispatchError<<Cmd::Aggregate as Aggregate>::Error> {
+    tracing::error!(%stream, command = Cmd::NAME, %message, "a handler panicked; nothing was committed");
+    DispatchError::Panicked {
+        aggregate: <Cmd::Aggregate as Aggregate>::NAME,
+        stream,
+        command: Cmd::NAME,
+        message,
     }
 }
 

@@ -220,13 +220,29 @@ pub enum DispatchError<E = Rejection> {
     },
     /// The aggregate declares services that were never given to the dispatcher.
     #[error(
-        "aggregate `{aggregate}` needs services of type `{services}`; give them with `Dispatcher::with_services::<{aggregate}>(..)`"
+        "aggregate `{aggregate}` needs services of type `{services}`; give them with `Dispatcher::builder(store).services::<{aggregate}>(..)`"
     )]
     MissingServices {
         /// The aggregate's type name.
         aggregate: &'static str,
         /// The services type.
         services: &'static str,
+    },
+    /// A handler of the aggregate panicked while deciding the command or
+    /// applying what it decided. Nothing was written, and the aggregate's
+    /// cached state was dropped: the next command reloads it from the store.
+    #[error(
+        "command `{command}` on `{stream}`: a handler of aggregate `{aggregate}` panicked: {message}; nothing was written"
+    )]
+    Panicked {
+        /// The aggregate's stored type name.
+        aggregate: &'static str,
+        /// The aggregate's stream.
+        stream: StreamId,
+        /// The command's type name.
+        command: &'static str,
+        /// What the panic said.
+        message: String,
     },
     /// The store failed; whether the command committed is unknown only if
     /// this happened during the append (a retry with the same command id is
@@ -274,6 +290,17 @@ impl<E> DispatchError<E> {
             DispatchError::MissingServices { aggregate, services } => {
                 DispatchError::MissingServices { aggregate, services }
             }
+            DispatchError::Panicked {
+                aggregate,
+                stream,
+                command,
+                message,
+            } => DispatchError::Panicked {
+                aggregate,
+                stream,
+                command,
+                message,
+            },
             DispatchError::Store(e) => DispatchError::Store(e),
         }
     }

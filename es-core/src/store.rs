@@ -73,7 +73,8 @@ pub struct AppendRequest<'a> {
     /// Encoded [`Metadata`](crate::Metadata), stored with every event.
     pub metadata: &'a [u8],
     /// The command's id: a store records it with the batch, atomically, and
-    /// answers a second batch with the same id with the first one's record.
+    /// answers a second batch with the same id *on the same stream* with the
+    /// first one's record. The same id on another stream is another command.
     pub command_id: Option<&'a str>,
     /// The commit time recorded with every event.
     pub recorded_at: Timestamp,
@@ -304,6 +305,9 @@ impl<F: FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send> Visitor for F {}
 /// store, so loading an aggregate decodes straight from the store's buffers.
 /// [`EventStoreExt`] has owned, collecting versions.
 pub trait EventStore: Send + Sync + 'static {
+    /// The store's name in errors (`"memory"`, `"sqlite"`, `"postgres"`).
+    const NAME: &'static str;
+
     /// Appends a batch to one stream if its version matches
     /// `request.expected`: the whole batch or nothing.
     fn append(&self, request: AppendRequest<'_>) -> impl Future<Output = Result<AppendOutcome, AppendError>> + Send;
@@ -348,8 +352,14 @@ pub trait EventStore: Send + Sync + 'static {
     /// The position of the last event in the global log (0 if empty).
     fn last_position(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
-    /// What an earlier batch with `command_id` committed, if any.
-    fn find_command(&self, command_id: &str) -> impl Future<Output = Result<Option<CommandRecord>, StoreError>> + Send;
+    /// What an earlier batch with `command_id` committed to `stream`, if
+    /// any. Command ids are scoped to their stream: a batch on another stream
+    /// with the same id is never the answer.
+    fn find_command(
+        &self,
+        stream: &StreamId,
+        command_id: &str,
+    ) -> impl Future<Output = Result<Option<CommandRecord>, StoreError>> + Send;
 
     /// The latest snapshot of `stream`, if any.
     fn load_snapshot(&self, stream: &StreamId) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send;
@@ -416,6 +426,8 @@ impl<S: EventStore> EventStoreExt for S {}
 
 /// A shared store is a store: one `Arc` can feed a dispatcher and projections.
 impl<S: EventStore> EventStore for std::sync::Arc<S> {
+    const NAME: &'static str = S::NAME;
+
     fn append(&self, request: AppendRequest<'_>) -> impl Future<Output = Result<AppendOutcome, AppendError>> + Send {
         (**self).append(request)
     }
@@ -455,8 +467,12 @@ impl<S: EventStore> EventStore for std::sync::Arc<S> {
         (**self).last_position()
     }
 
-    fn find_command(&self, command_id: &str) -> impl Future<Output = Result<Option<CommandRecord>, StoreError>> + Send {
-        (**self).find_command(command_id)
+    fn find_command(
+        &self,
+        stream: &StreamId,
+        command_id: &str,
+    ) -> impl Future<Output = Result<Option<CommandRecord>, StoreError>> + Send {
+        (**self).find_command(stream, command_id)
     }
 
     fn load_snapshot(&self, stream: &StreamId) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send {

@@ -323,7 +323,7 @@ impl PostgresStore {
                         .into())
                     }
                     Some("commands_pkey") => match request.command_id {
-                        Some(id) => match self.find_command_on(conn, id).await? {
+                        Some(id) => match self.find_command_on(conn, stream, id).await? {
                             Some(record) => Ok(AppendOutcome::Duplicate(record)),
                             None => Err(error("record a command id")(sqlx::Error::Database(db)).into()),
                         },
@@ -385,13 +385,20 @@ impl PostgresStore {
             .map_err(error("read a stream's version"))
     }
 
-    async fn find_command_on(&self, conn: &mut PgConnection, id: &str) -> Result<Option<CommandRecord>, StoreError> {
+    async fn find_command_on(
+        &self,
+        conn: &mut PgConnection,
+        stream: &StreamId,
+        id: &str,
+    ) -> Result<Option<CommandRecord>, StoreError> {
         let row = sqlx::query(self.inner.sql.find_command.clone())
+            .bind(stream.aggregate_type())
+            .bind(stream.aggregate_id())
             .bind(id)
             .fetch_optional(conn)
             .await
             .map_err(error("look up a command id"))?;
-        row.map(|r| command_record(id, &r)).transpose()
+        row.map(|r| command_record(stream, id, &r)).transpose()
     }
 
     async fn taken_event_id(&self, conn: &mut PgConnection, ids: &[uuid::Uuid]) -> Result<Option<EventId>, StoreError> {
@@ -447,16 +454,17 @@ impl PostgresStore {
     }
 }
 
-fn command_record(id: &str, r: &PgRow) -> Result<CommandRecord, StoreError> {
+fn command_record(stream: &StreamId, id: &str, r: &PgRow) -> Result<CommandRecord, StoreError> {
     let get = error("read a command record");
+    let version = |i| -> Result<u64, StoreError> {
+        let v = r.try_get::<i64, _>(i).map_err(&get)?;
+        u64::try_from(v).map_err(|_| corrupt(format!("a command record of stream `{stream}` has version {v}")))
+    };
     Ok(CommandRecord {
         command_id: id.to_owned(),
-        stream: StreamId::new(
-            r.try_get::<String, _>(0).map_err(&get)?,
-            r.try_get::<&str, _>(1).map_err(&get)?,
-        ),
-        first_version: r.try_get::<i64, _>(2).map_err(&get)? as u64,
-        last_version: r.try_get::<i64, _>(3).map_err(&get)? as u64,
+        stream: stream.clone(),
+        first_version: version(0)?,
+        last_version: version(1)?,
     })
 }
 
@@ -554,6 +562,8 @@ where
 }
 
 impl EventStore for PostgresStore {
+    const NAME: &'static str = STORE;
+
     async fn append(&self, request: AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
         let mut conn = self.inner.pool.acquire().await.map_err(error("acquire a connection"))?;
         self.append_with(&mut conn, request).await
@@ -680,9 +690,9 @@ impl EventStore for PostgresStore {
             .map_err(error("read the last position"))
     }
 
-    async fn find_command(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
+    async fn find_command(&self, stream: &StreamId, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
         let mut conn = self.inner.pool.acquire().await.map_err(error("acquire a connection"))?;
-        self.find_command_on(&mut conn, command_id).await
+        self.find_command_on(&mut conn, stream, command_id).await
     }
 
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {

@@ -6,7 +6,7 @@
 use sqlx::{AssertSqlSafe, SqlStr};
 
 /// The newest schema version this release reads and writes.
-pub(crate) const SCHEMA_VERSION: i32 = 1;
+pub(crate) const SCHEMA_VERSION: i32 = 2;
 
 /// Checks that `name` can be used as a schema name as is: lowercase ASCII
 /// letters, digits and `_`, not starting with a digit, at most 63 bytes.
@@ -74,6 +74,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         SELECT position, event_id, aggregate_type, aggregate_id, version, name, schema_version,
                convert_from(payload, 'UTF8') AS payload, convert_from(metadata, 'UTF8') AS metadata, recorded_at
         FROM "{s}".events;
+    "#,
+    // 1 -> 2: command ids are scoped to their stream (the same id on two
+    // streams is two commands).
+    r#"
+    ALTER TABLE "{s}".commands DROP CONSTRAINT commands_pkey;
+    ALTER TABLE "{s}".commands ADD CONSTRAINT commands_pkey PRIMARY KEY (aggregate_type, aggregate_id, command_id);
     "#,
 ];
 
@@ -151,8 +157,8 @@ impl Sql {
             )),
             last_position: sql(format!(r#"SELECT COALESCE(MAX(position), 0) FROM "{s}".events"#)),
             find_command: sql(format!(
-                r#"SELECT aggregate_type, aggregate_id, first_version, last_version FROM "{s}".commands
-                   WHERE command_id = $1"#
+                r#"SELECT first_version, last_version FROM "{s}".commands
+                   WHERE aggregate_type = $1 AND aggregate_id = $2 AND command_id = $3"#
             )),
             load_snapshot: sql(format!(
                 r#"SELECT version, schema_version, payload FROM "{s}".snapshots

@@ -276,12 +276,12 @@ impl SqliteStore {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(error("begin an append"))?;
+        let stream = request.stream;
         if let Some(id) = request.command_id
-            && let Some(record) = find_command(&tx, id)?
+            && let Some(record) = find_command(&tx, stream, id)?
         {
             return Ok(AppendOutcome::Duplicate(record));
         }
-        let stream = request.stream;
         let actual: i64 = tx
             .prepare_cached(
                 "SELECT COALESCE(MAX(version), 0) FROM es_events WHERE aggregate_type = ?1 AND aggregate_id = ?2",
@@ -401,22 +401,32 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     tx.commit().map_err(error("commit the schema"))
 }
 
-fn find_command(conn: &Connection, id: &str) -> Result<Option<CommandRecord>, StoreError> {
+fn find_command(conn: &Connection, stream: &StreamId, id: &str) -> Result<Option<CommandRecord>, StoreError> {
     conn.prepare_cached(
-        "SELECT aggregate_type, aggregate_id, first_version, last_version FROM es_commands WHERE command_id = ?1",
+        "SELECT first_version, last_version FROM es_commands \
+         WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND command_id = ?3",
     )
     .and_then(|mut s| {
-        s.query_row([id], |r| {
-            Ok(CommandRecord {
-                command_id: id.to_owned(),
-                stream: StreamId::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?),
-                first_version: r.get::<_, i64>(2)? as u64,
-                last_version: r.get::<_, i64>(3)? as u64,
-            })
+        s.query_row(params![stream.aggregate_type(), stream.aggregate_id(), id], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
         })
         .optional()
     })
-    .map_err(error("look up a command id"))
+    .map_err(error("look up a command id"))?
+    .map(|(first, last)| {
+        Ok(CommandRecord {
+            command_id: id.to_owned(),
+            stream: stream.clone(),
+            first_version: stored_version(first, stream, "a command record")?,
+            last_version: stored_version(last, stream, "a command record")?,
+        })
+    })
+    .transpose()
+}
+
+/// A version read from a row, which must not be negative.
+fn stored_version(v: i64, stream: &StreamId, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| corrupt(format!("{what} of stream `{stream}` has version {v}")))
 }
 
 /// Reads one event row in the column order of the `SELECT`s below:
@@ -463,6 +473,8 @@ const EVENT_COLUMNS: &str =
     "event_id, aggregate_type, aggregate_id, version, position, name, schema_version, payload, metadata, recorded_at";
 
 impl EventStore for SqliteStore {
+    const NAME: &'static str = STORE;
+
     fn append(&self, request: AppendRequest<'_>) -> impl Future<Output = Result<AppendOutcome, AppendError>> + Send {
         std::future::ready(blocking(|| self.append_now(request)))
     }
@@ -587,8 +599,8 @@ impl EventStore for SqliteStore {
         })
     }
 
-    async fn find_command(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
-        blocking(|| self.read(|conn| find_command(conn, command_id)))
+    async fn find_command(&self, stream: &StreamId, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
+        blocking(|| self.read(|conn| find_command(conn, stream, command_id)))
     }
 
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {

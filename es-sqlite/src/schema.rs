@@ -5,7 +5,7 @@
 //! a file from a newer release is refused rather than misread.
 
 /// The newest schema this release reads and writes.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
 pub(crate) const MIGRATIONS: &[&str] = &[
@@ -45,5 +45,21 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         name            TEXT    PRIMARY KEY,
         position        INTEGER NOT NULL
     );
+    "#,
+    // 1 -> 2: command ids are scoped to their stream (the same id on two
+    // streams is two commands).
+    r#"
+    CREATE TABLE es_commands_v2 (
+        aggregate_type  TEXT    NOT NULL,
+        aggregate_id    TEXT    NOT NULL,
+        command_id      TEXT    NOT NULL,
+        first_version   INTEGER NOT NULL,
+        last_version    INTEGER NOT NULL,
+        PRIMARY KEY (aggregate_type, aggregate_id, command_id)
+    ) WITHOUT ROWID;
+    INSERT INTO es_commands_v2 (aggregate_type, aggregate_id, command_id, first_version, last_version)
+        SELECT aggregate_type, aggregate_id, command_id, first_version, last_version FROM es_commands;
+    DROP TABLE es_commands;
+    ALTER TABLE es_commands_v2 RENAME TO es_commands;
     "#,
 ];

@@ -259,6 +259,14 @@ pub enum AccountError {
     /// Closing an account that still holds money.
     #[error("the balance is {0}; withdraw it before closing")]
     NotEmpty(u64),
+    /// Putting in more than a balance can hold.
+    #[error("the balance of {balance} cannot take {amount} more")]
+    TooMuch {
+        /// The balance, in cents.
+        balance: u64,
+        /// The amount that would not fit, in cents.
+        amount: u64,
+    },
 }
 
 /// The account's state, rebuilt from its events.
@@ -276,6 +284,18 @@ pub struct BankAccount {
 }
 
 impl BankAccount {
+    /// Refuses an amount the balance cannot take: an event decided here is
+    /// always one `apply` can add without overflowing.
+    fn room_for(&self, amount: u64) -> Result<(), AccountError> {
+        match self.balance.checked_add(amount) {
+            Some(_) => Ok(()),
+            None => Err(AccountError::TooMuch {
+                balance: self.balance,
+                amount,
+            }),
+        }
+    }
+
     fn usable(&self) -> Result<(), AccountError> {
         if self.closed {
             Err(AccountError::Closed)
@@ -303,6 +323,7 @@ impl BankAccount {
         if cmd.amount == 0 {
             return Err(AccountError::ZeroAmount);
         }
+        self.room_for(cmd.amount)?;
         Ok(MoneyDeposited { amount: cmd.amount })
     }
 
@@ -383,7 +404,7 @@ impl BankAccount {
 
     #[handle]
     fn credit_for_transfer(&self, cmd: CreditForTransfer) -> Result<AccountEvent, AccountError> {
-        if let Err(e) = self.usable() {
+        if let Err(e) = self.usable().and_then(|()| self.room_for(cmd.amount)) {
             return Ok(TransferCreditRefused {
                 transfer: cmd.transfer,
                 from: cmd.from,
@@ -403,6 +424,7 @@ impl BankAccount {
     /// Money owed goes back even to a closed account: it is the owner's.
     #[handle]
     fn refund(&self, cmd: RefundTransfer) -> Result<TransferRefunded, AccountError> {
+        self.room_for(cmd.amount)?;
         Ok(TransferRefunded {
             transfer: cmd.transfer,
             amount: cmd.amount,

@@ -41,9 +41,10 @@ pub struct BalanceOf {
 #[query(output = Vec<(String, BalanceRow)>)]
 pub struct AllBalances;
 
-/// The money in all accounts together.
+/// The money in all accounts together (in cents; more than one account can
+/// hold, hence `u128`).
 #[derive(Debug, Clone, Query)]
-#[query(output = u64)]
+#[query(output = u128)]
 pub struct TotalHeld;
 
 #[es_core::handlers(read_model)]
@@ -88,8 +89,8 @@ impl Balances {
     }
 
     #[handle]
-    fn total(&self, _: TotalHeld) -> u64 {
-        self.rows.values().map(|r| r.balance).sum()
+    fn total(&self, _: TotalHeld) -> u128 {
+        self.rows.values().map(|r| u128::from(r.balance)).sum()
     }
 }
 

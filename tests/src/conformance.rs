@@ -512,9 +512,44 @@ pub async fn command_ids_are_recorded<S: EventStore>(store: S) {
         other => panic!("expected the earlier record, got {other:?}"),
     }
     assert_eq!(store.stream_version(&s).await.unwrap(), 3);
-    let found = store.find_command("command-7").await.unwrap().unwrap();
+    let found = store.find_command(&s, "command-7").await.unwrap().unwrap();
     assert_eq!((found.first_version, found.last_version), (2, 3));
-    assert!(store.find_command("command-8").await.unwrap().is_none());
+    assert!(store.find_command(&s, "command-8").await.unwrap().is_none());
+
+    // The same id on another stream is another command: appended, and
+    // recorded for that stream alone.
+    let other = StreamId::new("cmd", "2");
+    assert!(store.find_command(&other, "command-7").await.unwrap().is_none());
+    let on_other = committed(
+        store
+            .append(AppendRequest {
+                stream: &other,
+                ..request(events(1, "c"))
+            })
+            .await
+            .unwrap(),
+    );
+    assert_eq!((on_other.first_version, on_other.last_version), (1, 1));
+    let found = store.find_command(&other, "command-7").await.unwrap().unwrap();
+    assert_eq!(found.stream, other);
+    assert_eq!((found.first_version, found.last_version), (1, 1));
+    let found = store.find_command(&s, "command-7").await.unwrap().unwrap();
+    assert_eq!(
+        (found.stream, found.first_version, found.last_version),
+        (s.clone(), 2, 3)
+    );
+    // Another aggregate type with the same id is another stream too.
+    let typed = StreamId::new("other_type", "1");
+    let on_typed = committed(
+        store
+            .append(AppendRequest {
+                stream: &typed,
+                ..request(events(2, "d"))
+            })
+            .await
+            .unwrap(),
+    );
+    assert_eq!((on_typed.first_version, on_typed.last_version), (1, 2));
 }
 
 /// Snapshots replace older ones; checkpoints are saved per name.

@@ -4,6 +4,7 @@
 pub mod conformance;
 pub mod crash;
 pub mod decoding;
+pub mod guarantees;
 pub mod ledger;
 pub mod postgres;
 pub mod read_side;
@@ -57,6 +58,8 @@ impl<S: EventStore> CountingStore<S> {
 }
 
 impl<S: EventStore> EventStore for CountingStore<S> {
+    const NAME: &'static str = S::NAME;
+
     fn append(&self, request: AppendRequest<'_>) -> impl Future<Output = Result<AppendOutcome, AppendError>> + Send {
         self.inner.append(request)
     }
@@ -93,8 +96,12 @@ impl<S: EventStore> EventStore for CountingStore<S> {
         self.inner.last_position()
     }
 
-    fn find_command(&self, command_id: &str) -> impl Future<Output = Result<Option<CommandRecord>, StoreError>> + Send {
-        self.inner.find_command(command_id)
+    fn find_command(
+        &self,
+        stream: &StreamId,
+        command_id: &str,
+    ) -> impl Future<Output = Result<Option<CommandRecord>, StoreError>> + Send {
+        self.inner.find_command(stream, command_id)
     }
 
     fn load_snapshot(&self, stream: &StreamId) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send {

@@ -487,9 +487,39 @@ mod snapshots {
         assert_eq!(fresh.load::<Counter>(&1).await.unwrap().n, 25);
         assert_eq!(
             store.events_read() - before,
-            5,
-            "only the tail after the snapshot is read"
+            6,
+            "only the snapshot's own version (to confirm it) and the tail after it are read"
         );
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_ahead_of_its_stream_is_discarded_and_events_replayed() {
+        let store = InMemoryStore::new();
+        let app = Dispatcher::new(store.clone());
+        for _ in 0..12 {
+            app.dispatch(Bump { id: 3 }).await.unwrap();
+        }
+        // A snapshot of a future that never happened (restored from another
+        // database, or written before its events were lost).
+        let s = StreamId::new("Counter", "3");
+        store
+            .save_snapshot(
+                &s,
+                es_core::store::Snapshot {
+                    version: 30,
+                    schema_version: 1,
+                    payload: br#"{"n":30}"#.to_vec(),
+                },
+            )
+            .await
+            .unwrap();
+        let fresh = Dispatcher::new(store.clone());
+        assert_eq!(fresh.load::<Counter>(&3).await.unwrap().n, 12);
+        // Commands go on from the stream's real version instead of
+        // conflicting forever.
+        let committed = fresh.dispatch(Bump { id: 3 }).await.unwrap();
+        assert_eq!(committed.version, 13);
+        assert_eq!(fresh.load::<Counter>(&3).await.unwrap().n, 13);
     }
 
     #[tokio::test]

@@ -199,6 +199,33 @@ async fn the_schema_name_is_checked_and_a_newer_schema_refused() {
     .unwrap();
     store.migrate().await.unwrap();
     store.migrate().await.unwrap(); // idempotent
+
+    // A schema at version 1 (command ids global) keeps its command records,
+    // now scoped to their streams.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        r#"ALTER TABLE "{schema}".commands DROP CONSTRAINT commands_pkey;
+           ALTER TABLE "{schema}".commands ADD CONSTRAINT commands_pkey PRIMARY KEY (command_id);
+           INSERT INTO "{schema}".commands VALUES ('req-1', 'bank_account', 'a', 1, 1);
+           UPDATE "{schema}".schema_version SET version = 1"#
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    let record = store
+        .find_command(&StreamId::new("bank_account", "a"), "req-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((record.first_version, record.last_version), (1, 1));
+    let key: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        r#"SELECT a.attname::TEXT FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+           WHERE i.indrelid = '"{schema}".commands'::regclass AND i.indisprimary ORDER BY a.attname"#
+    )))
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(key, ["aggregate_id", "aggregate_type", "command_id"]);
     sqlx::query(sqlx::AssertSqlSafe(format!(
         r#"UPDATE "{schema}".schema_version SET version = version + 1"#
     )))

@@ -95,3 +95,50 @@ async fn an_undecodable_row_names_its_place_and_spares_other_streams() {
     let store = SqliteStore::memory().await.unwrap();
     tests::decoding::check_undecodable_row(store).await;
 }
+
+/// A file written by release 1 (command ids global) opens with its command
+/// records kept, now scoped to their streams.
+#[tokio::test]
+async fn a_version_1_file_migrates_its_command_records() {
+    let path = tests::sqlite::temp_dir().join("v1.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            r#"
+            CREATE TABLE es_events (
+                position INTEGER PRIMARY KEY AUTOINCREMENT, event_id BLOB NOT NULL UNIQUE,
+                aggregate_type TEXT NOT NULL, aggregate_id TEXT NOT NULL, version INTEGER NOT NULL,
+                name TEXT NOT NULL, schema_version INTEGER NOT NULL, payload BLOB NOT NULL,
+                metadata BLOB NOT NULL, recorded_at INTEGER NOT NULL,
+                UNIQUE (aggregate_type, aggregate_id, version));
+            CREATE TABLE es_commands (command_id TEXT PRIMARY KEY, aggregate_type TEXT NOT NULL,
+                aggregate_id TEXT NOT NULL, first_version INTEGER NOT NULL, last_version INTEGER NOT NULL);
+            CREATE TABLE es_snapshots (aggregate_type TEXT NOT NULL, aggregate_id TEXT NOT NULL,
+                version INTEGER NOT NULL, schema_version INTEGER NOT NULL, payload BLOB NOT NULL,
+                PRIMARY KEY (aggregate_type, aggregate_id));
+            CREATE TABLE es_checkpoints (name TEXT PRIMARY KEY, position INTEGER NOT NULL);
+            INSERT INTO es_events VALUES (1, x'00112233445566778899aabbccddeeff', 'bank_account', 'a', 1,
+                'account.opened', 1, CAST('{"owner":"Ada"}' AS BLOB), x'', 0);
+            INSERT INTO es_commands VALUES ('req-1', 'bank_account', 'a', 1, 1);
+            PRAGMA user_version = 1;
+            "#,
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    let a = StreamId::new("bank_account", "a");
+    let record = store.find_command(&a, "req-1").await.unwrap().unwrap();
+    assert_eq!((record.first_version, record.last_version), (1, 1));
+    assert!(
+        store
+            .find_command(&StreamId::new("bank_account", "b"), "req-1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, es_sqlite::SCHEMA_VERSION);
+}

@@ -35,7 +35,6 @@ struct State {
     /// The global log; position `p` is at index `p - 1`.
     log: Vec<Entry>,
     streams: FxHashMap<StreamId, StreamEntries>,
-    commands: HashMap<String, CommandRecord>,
     event_ids: std::collections::HashSet<EventId, std::hash::BuildHasherDefault<crate::util::FxHasher>>,
     snapshots: HashMap<StreamId, Snapshot>,
     checkpoints: HashMap<String, u64>,
@@ -45,6 +44,22 @@ struct StreamEntries {
     id: Arc<StreamId>,
     /// Indexes into the log; version `v` is at index `v - 1`.
     entries: Vec<usize>,
+    /// The command ids recorded on this stream, with the versions of their
+    /// batches: a command id is scoped to its stream.
+    commands: HashMap<String, (u64, u64)>,
+}
+
+impl StreamEntries {
+    fn command(&self, stream: &StreamId, id: &str) -> Option<CommandRecord> {
+        self.commands
+            .get(id)
+            .map(|&(first_version, last_version)| CommandRecord {
+                command_id: id.to_owned(),
+                stream: stream.clone(),
+                first_version,
+                last_version,
+            })
+    }
 }
 
 struct Entry {
@@ -152,13 +167,13 @@ impl InMemoryStore {
     fn append_now(&self, request: AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
         let mut state = self.shared.write();
         let state = &mut *state;
-        if let Some(id) = request.command_id
-            && let Some(record) = state.commands.get(id)
-        {
-            return Ok(AppendOutcome::Duplicate(record.clone()));
-        }
         let stream = match state.streams.get_mut(request.stream) {
-            Some(s) => s,
+            Some(s) => {
+                if let Some(record) = request.command_id.and_then(|id| s.command(request.stream, id)) {
+                    return Ok(AppendOutcome::Duplicate(record));
+                }
+                s
+            }
             None => {
                 if !request.expected.matches(0) {
                     return Err(Conflict {
@@ -178,6 +193,7 @@ impl InMemoryStore {
                     .or_insert_with(|| StreamEntries {
                         id: Arc::new(request.stream.clone()),
                         entries: Vec::new(),
+                        commands: HashMap::new(),
                     })
             }
         };
@@ -235,15 +251,9 @@ impl InMemoryStore {
             },
         };
         if let Some(id) = request.command_id {
-            state.commands.insert(
-                id.to_owned(),
-                CommandRecord {
-                    command_id: id.to_owned(),
-                    stream: request.stream.clone(),
-                    first_version: appended.first_version,
-                    last_version: appended.last_version,
-                },
-            );
+            stream
+                .commands
+                .insert(id.to_owned(), (appended.first_version, appended.last_version));
         }
         let head = state.log.len() as u64;
         // Waking watchers costs more than the append itself; with none
@@ -287,6 +297,8 @@ impl InMemoryStore {
 }
 
 impl EventStore for InMemoryStore {
+    const NAME: &'static str = "memory";
+
     fn append(&self, request: AppendRequest<'_>) -> impl Future<Output = Result<AppendOutcome, AppendError>> + Send {
         ready(self.append_now(request))
     }
@@ -330,8 +342,16 @@ impl EventStore for InMemoryStore {
         ready(Ok(self.shared.read().log.len() as u64))
     }
 
-    fn find_command(&self, command_id: &str) -> impl Future<Output = Result<Option<CommandRecord>, StoreError>> + Send {
-        ready(Ok(self.shared.read().commands.get(command_id).cloned()))
+    fn find_command(
+        &self,
+        stream: &StreamId,
+        command_id: &str,
+    ) -> impl Future<Output = Result<Option<CommandRecord>, StoreError>> + Send {
+        let state = self.shared.read();
+        ready(Ok(state
+            .streams
+            .get(stream)
+            .and_then(|s| s.command(stream, command_id))))
     }
 
     fn load_snapshot(&self, stream: &StreamId) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send {

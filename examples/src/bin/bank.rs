@@ -156,7 +156,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn money(cents: u64) -> String {
+fn money(cents: impl Into<u128>) -> String {
+    let cents: u128 = cents.into();
     format!("{}.{:02}", cents / 100, cents % 100)
 }
 

@@ -1,0 +1,216 @@
+//! The guarantees the README states, each attacked the way a hostile user or
+//! a failing machine would, run against every store by
+//! `tests/tests/guarantees.rs`.
+
+use es_core::{DispatchError, Dispatcher, EventStore, Metadata, StreamId};
+use examples::bank::{AccountId, BankAccount, Deposit, OpenAccount};
+use examples::transfer::{RequestTransfer, Transfer};
+
+fn open(id: &str, owner: &str) -> OpenAccount {
+    OpenAccount {
+        account: AccountId::new(id),
+        owner: owner.into(),
+    }
+}
+
+/// A command id identifies a command within its stream: another tenant
+/// reusing it on another stream, of the same aggregate type or another, gets
+/// its own command committed, never the first one's events.
+pub async fn command_ids_are_scoped_to_their_stream<S: EventStore + Clone>(store: S) {
+    let app = Dispatcher::new(store.clone());
+    let id = || Metadata::new().command_id("req-1");
+    let a = app.dispatch_with(open("a-acct", "Tenant A"), id()).await.unwrap();
+    assert!(!a.deduplicated);
+
+    let b = app.dispatch_with(open("b-acct", "Tenant B"), id()).await.unwrap();
+    assert!(
+        !b.deduplicated,
+        "tenant B's command was answered with tenant A's outcome"
+    );
+    assert_eq!(b.stream, StreamId::new("bank_account", "b-acct"));
+    assert_eq!(b.version, 1);
+    let owners: Vec<_> = b.payloads().map(|e| format!("{e:?}")).collect();
+    assert_eq!(owners, [r#"Opened(AccountOpened { owner: "Tenant B" })"#]);
+
+    // On another aggregate type: committed, not a decode error naming A's stream.
+    let t = app
+        .dispatch_with(
+            RequestTransfer {
+                transfer: "t-1".into(),
+                from: AccountId::new("a-acct"),
+                to: AccountId::new("b-acct"),
+                amount: 1,
+            },
+            id(),
+        )
+        .await
+        .unwrap();
+    assert!(!t.deduplicated);
+    assert_eq!(t.stream, StreamId::new("transfer", "t-1"));
+
+    // The same id on the same stream is the same command: the earlier outcome.
+    let again = app.dispatch_with(open("a-acct", "someone else"), id()).await.unwrap();
+    assert!(again.deduplicated);
+    assert_eq!(again.stream, a.stream);
+    assert_eq!(again.version, 1);
+    assert_eq!(again.payloads().collect::<Vec<_>>(), a.payloads().collect::<Vec<_>>());
+
+    // Every command took effect on its own stream, as a fresh load shows.
+    let fresh = Dispatcher::new(store.clone());
+    let b_state: BankAccount = fresh.load(&AccountId::new("b-acct")).await.unwrap();
+    assert_eq!((b_state.owner.as_str(), b_state.open), ("Tenant B", true));
+    let a_state: BankAccount = fresh.load(&AccountId::new("a-acct")).await.unwrap();
+    assert_eq!(a_state.owner, "Tenant A");
+    let transfer: Transfer = fresh.load(&"t-1".to_owned()).await.unwrap();
+    assert_eq!(transfer.amount, 1);
+    for stream in [&a.stream, &b.stream, &t.stream] {
+        assert_eq!(store.stream_version(stream).await.unwrap(), 1, "{stream}");
+    }
+}
+
+/// An event that cannot be applied is never stored: a deposit that would
+/// overflow the balance is refused, and a handler that panics commits
+/// nothing and leaves the aggregate usable.
+pub async fn an_event_that_cannot_be_applied_is_never_stored<S: EventStore + Clone>(store: S) {
+    let app = Dispatcher::new(store.clone());
+    let acct = AccountId::new("rich");
+    app.dispatch(open("rich", "Midas")).await.unwrap();
+    app.dispatch(Deposit {
+        account: acct.clone(),
+        amount: u64::MAX - 1,
+    })
+    .await
+    .unwrap();
+    let refused = app
+        .dispatch(Deposit {
+            account: acct.clone(),
+            amount: 2,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, DispatchError::Rejected { .. }),
+        "an overflowing deposit must be refused, got {refused}"
+    );
+    let stream = StreamId::new("bank_account", "rich");
+    assert_eq!(store.stream_version(&stream).await.unwrap(), 2);
+    let state: BankAccount = Dispatcher::new(store.clone()).load(&acct).await.unwrap();
+    assert_eq!(state.balance, u64::MAX - 1);
+}
+
+/// A domain whose handlers panic on request: `Poke { panic_in: Decide }`
+/// panics while deciding, `Poke { panic_in: Apply }` decides an event whose
+/// `apply` panics.
+pub mod fragile {
+    use es_core::prelude::*;
+    use serde::{Deserialize, Serialize};
+
+    /// Where a poke panics.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    pub enum PanicIn {
+        /// Nowhere.
+        Nowhere,
+        /// In `#[handle]`.
+        Decide,
+        /// In `#[apply]` of the decided event.
+        Apply,
+    }
+
+    /// Something happened.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Event)]
+    #[event(name = "fragile.poked")]
+    pub struct Poked {
+        /// Whether applying it panics.
+        pub explode: bool,
+    }
+
+    /// The events.
+    #[derive(Debug, Clone, PartialEq, Eq, Event)]
+    pub enum FragileEvent {
+        /// See [`Poked`].
+        Poked(Poked),
+    }
+
+    /// Poke it.
+    #[derive(Debug, Clone, Command)]
+    #[command(aggregate = Fragile)]
+    pub struct Poke {
+        /// Which.
+        #[aggregate_id]
+        pub id: String,
+        /// Where to panic.
+        pub panic_in: PanicIn,
+    }
+
+    /// Never returned.
+    #[derive(Debug, thiserror::Error)]
+    #[error("never")]
+    pub struct Never;
+
+    /// Counts pokes.
+    #[derive(Debug, Default, Clone, Aggregate)]
+    #[aggregate(name = "fragile", id = String, event = FragileEvent, error = Never)]
+    pub struct Fragile {
+        /// Pokes applied.
+        pub pokes: u64,
+    }
+
+    #[es_core::handlers]
+    impl Fragile {
+        #[handle]
+        fn poke(&self, cmd: Poke) -> Result<Poked, Never> {
+            assert!(cmd.panic_in != PanicIn::Decide, "deciding panicked on purpose");
+            Ok(Poked {
+                explode: cmd.panic_in == PanicIn::Apply,
+            })
+        }
+
+        #[apply]
+        fn poked(&mut self, e: &Poked) {
+            self.pokes += 1;
+            assert!(!e.explode, "applying panicked on purpose");
+        }
+    }
+}
+
+/// A panic in a handler (deciding, or applying what was decided) commits
+/// nothing, names the aggregate, stream and command, and the next command
+/// on the same aggregate works on the stored state.
+pub async fn a_panicking_handler_commits_nothing<S: EventStore + Clone>(store: S) {
+    use fragile::{Fragile, PanicIn, Poke};
+    let app = Dispatcher::new(store.clone());
+    let poke = |panic_in| Poke {
+        id: "f".into(),
+        panic_in,
+    };
+    app.dispatch(poke(PanicIn::Nowhere)).await.unwrap();
+    let mut stored = 1;
+    for panic_in in [PanicIn::Decide, PanicIn::Apply] {
+        let err = app.dispatch(poke(panic_in)).await.unwrap_err();
+        match &err {
+            DispatchError::Panicked {
+                aggregate,
+                stream,
+                command,
+                message,
+            } => {
+                assert_eq!((*aggregate, *command), ("fragile", "Poke"));
+                assert_eq!(stream, &StreamId::new("fragile", "f"));
+                assert!(message.contains("panicked on purpose"), "{message}");
+            }
+            other => panic!("expected a panic to be reported, got {other}"),
+        }
+        assert!(err.to_string().contains("fragile/f"), "{err}");
+        assert_eq!(
+            store.stream_version(&StreamId::new("fragile", "f")).await.unwrap(),
+            stored
+        );
+        // The cached state was dropped: the next command starts from the store.
+        let next = app.dispatch(poke(PanicIn::Nowhere)).await.unwrap();
+        stored += 1;
+        assert_eq!(next.version, stored);
+        let state: Fragile = app.load(&"f".to_owned()).await.unwrap();
+        assert_eq!(state.pokes, stored);
+    }
+    assert_eq!(store.stream_version(&StreamId::new("fragile", "f")).await.unwrap(), 3);
+}
