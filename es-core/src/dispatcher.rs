@@ -717,18 +717,8 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
 
 /// Runs `f`, turning a panic into its message.
 fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| panic_message(&*payload))
-}
-
-/// The text a panic was raised with.
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    match payload.downcast_ref::<&str>() {
-        Some(s) => (*s).to_owned(),
-        None => match payload.downcast_ref::<String>() {
-            Some(s) => s.clone(),
-            None => "a panic without a message".to_owned(),
-        },
-    }
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|payload| crate::subscription::panic_message(&*payload))
 }
 
 #[cold]

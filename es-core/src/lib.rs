@@ -369,6 +369,7 @@ mod event;
 pub mod process;
 pub mod projection;
 pub mod store;
+pub mod subscription;
 pub mod testing;
 mod util;
 
@@ -383,12 +384,12 @@ pub use crate::error::{
     AppendError, BoxError, Conflict, DecodeError, DispatchError, EventDecodeError, Rejection, StoreError,
 };
 pub use crate::event::{Apply, ApplyTo, Event, IntoEvents, events_of};
-pub use crate::process::{Process, ProcessError, ProcessManager};
+pub use crate::process::{OnRefusal, Process, ProcessManager, Refusal};
 pub use crate::projection::{
-    Answer, EventContext, InlineProjection, Project, ProjectIn, Projection, ProjectionError, Query, ReadModel,
-    ReadModelIn, Runner, WaitTimeout,
+    Answer, EventContext, InlineProjection, Project, ProjectIn, Projection, Query, ReadModel, ReadModelIn,
 };
 pub use crate::store::{EventStore, EventStoreExt, ExpectedVersion, InMemoryStore};
+pub use crate::subscription::{RunState, Runner, Status, SubscriptionError, WaitTimeout};
 
 /// Derives [`Event`](trait@Event) for an event struct or an enum of events;
 /// see the [crate docs](crate#deriveevent-on-a-struct) for its keys.

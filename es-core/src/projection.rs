@@ -16,7 +16,6 @@
 //! live in `es-sqlite` and `es-postgres`.
 
 use std::future::Future;
-use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
@@ -24,8 +23,9 @@ use std::time::Duration;
 use crate::StreamId;
 use crate::codec::Codec;
 use crate::envelope::{EventId, Metadata, Timestamp};
-use crate::error::{BoxError, DecodeError, EventDecodeError, StoreError};
+use crate::error::{BoxError, DecodeError, EventDecodeError};
 use crate::store::{EventStore, RecordedEvent};
+use crate::subscription::{RunOptions, Runner, Sink, SubscriptionError, WaitTimeout};
 
 /// Where and when an event was stored: what a read model handler gets
 /// beside the event.
@@ -113,7 +113,7 @@ pub trait ReadModelIn<Tx: ?Sized>: Send + Sync + 'static {
         codec: &'a C,
         event: &'a RecordedEvent<'a>,
         tx: &'a mut Tx,
-    ) -> impl Future<Output = Result<bool, ProjectionError>> + Send + 'a;
+    ) -> impl Future<Output = Result<bool, SubscriptionError>> + Send + 'a;
 }
 
 /// "This database read model evolves on event `E` in transaction `Tx`."
@@ -155,37 +155,6 @@ pub trait Answer<Q: Query> {
     fn answer(&self, query: Q) -> Q::Output;
 }
 
-/// Why a projection could not go on.
-#[derive(Debug, thiserror::Error)]
-pub enum ProjectionError {
-    /// An event it handles could not be decoded.
-    #[error(transparent)]
-    Decode(Box<DecodeError>),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// A handler of a database read model failed; its transaction was
-    /// rolled back and the checkpoint not moved.
-    #[error("read model `{projection}` failed on event `{event_name}` at position {position}: {source}")]
-    Handler {
-        /// The projection's name.
-        projection: String,
-        /// The event's stored name.
-        event_name: String,
-        /// The event's position.
-        position: u64,
-        /// What the handler returned.
-        #[source]
-        source: BoxError,
-    },
-}
-
-impl From<DecodeError> for ProjectionError {
-    fn from(e: DecodeError) -> Self {
-        ProjectionError::Decode(Box::new(e))
-    }
-}
-
 /// The decoding failure of `event`, with where it is stored.
 pub fn decode_error(event: &RecordedEvent<'_>, source: EventDecodeError) -> DecodeError {
     DecodeError {
@@ -197,31 +166,39 @@ pub fn decode_error(event: &RecordedEvent<'_>, source: EventDecodeError) -> Deco
     }
 }
 
-/// Waiting for a projection ran out of time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("projection `{0}` did not reach position {1} in time (it is at {2})")]
-pub struct WaitTimeout(pub &'static str, pub u64, pub u64);
-
-/// How many events a projection reads per store round trip.
-pub const PAGE: usize = 1_000;
-
 /// A read model kept in memory and fed from the global log.
 ///
 /// Clones share the read model. Feed it by calling
 /// [`catch_up`](Self::catch_up), by [`spawn`](Self::spawn)ing a runner that
 /// follows the store, or by registering it inline with
-/// [`DispatcherBuilder::inline`](crate::DispatcherBuilder::inline).
+/// [`DispatcherBuilder::inline`](crate::DispatcherBuilder::inline) — or
+/// several of these at once: each event is applied exactly once, whoever
+/// reads it first.
+///
+/// Events are applied one at a time, each together with the position it
+/// moves the projection to (under one lock), so a failure or a panic in a
+/// handler never makes an event before it apply twice. A handler that
+/// panics half-way through its own changes leaves them (the event is tried
+/// again): check, then change, as `#[apply]` handlers of aggregates do.
 pub struct Projection<R> {
     inner: Arc<Shared<R>>,
 }
 
 struct Shared<R> {
     name: &'static str,
-    model: RwLock<R>,
-    /// The position of the last event seen (applied or skipped).
-    position: tokio::sync::watch::Sender<u64>,
-    /// One catch-up at a time.
-    feeding: tokio::sync::Mutex<()>,
+    model: RwLock<Model<R>>,
+    /// The position of the last event seen (applied or skipped), published
+    /// at the end of each page for those who wait for it.
+    published: tokio::sync::watch::Sender<u64>,
+}
+
+struct Model<R> {
+    state: R,
+    /// The position of the last event applied or skipped.
+    position: u64,
+    /// Bumped by each rebuild, so a page read before it is not applied to
+    /// the fresh state.
+    generation: u64,
 }
 
 impl<R> Clone for Projection<R> {
@@ -232,6 +209,22 @@ impl<R> Clone for Projection<R> {
     }
 }
 
+impl<R> Shared<R> {
+    fn model(&self) -> std::sync::RwLockWriteGuard<'_, Model<R>> {
+        // A handler that panicked left the lock poisoned; the model and its
+        // position are still consistent (they move together).
+        self.model.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn publish(&self, position: u64) {
+        self.published.send_if_modified(|p| {
+            let moved = *p < position;
+            *p = (*p).max(position);
+            moved
+        });
+    }
+}
+
 impl<R: ReadModel> Projection<R> {
     /// A projection named `name` (for logs and errors) starting from
     /// `model` at position 0.
@@ -239,9 +232,12 @@ impl<R: ReadModel> Projection<R> {
         Projection {
             inner: Arc::new(Shared {
                 name,
-                model: RwLock::new(model),
-                position: tokio::sync::watch::channel(0).0,
-                feeding: tokio::sync::Mutex::new(()),
+                model: RwLock::new(Model {
+                    state: model,
+                    position: 0,
+                    generation: 0,
+                }),
+                published: tokio::sync::watch::channel(0).0,
             }),
         }
     }
@@ -251,14 +247,14 @@ impl<R: ReadModel> Projection<R> {
         self.inner.name
     }
 
-    /// The position of the last event it has seen.
+    /// The position of the last event it has seen, as of its last page.
     pub fn position(&self) -> u64 {
-        *self.inner.position.borrow()
+        *self.inner.published.borrow()
     }
 
     /// Reads the read model.
     pub fn read<T>(&self, f: impl FnOnce(&R) -> T) -> T {
-        f(&self.inner.model.read().unwrap_or_else(PoisonError::into_inner))
+        f(&self.inner.model.read().unwrap_or_else(PoisonError::into_inner).state)
     }
 
     /// Answers a query from the read model's current state.
@@ -271,38 +267,16 @@ impl<R: ReadModel> Projection<R> {
 
     /// Applies every event after its position, page by page, until the end
     /// of the log. Returns the new position.
-    pub async fn catch_up<S: EventStore, C: Codec>(&self, store: &S, codec: &C) -> Result<u64, ProjectionError> {
-        let _one_at_a_time = self.inner.feeding.lock().await;
-        self.feed(store, codec).await
+    pub async fn catch_up<S: EventStore, C: Codec>(&self, store: &S, codec: &C) -> Result<u64, SubscriptionError> {
+        crate::subscription::catch_up(store, &mut self.feed(codec.clone())).await
     }
 
-    async fn feed<S: EventStore, C: Codec>(&self, store: &S, codec: &C) -> Result<u64, ProjectionError> {
-        let mut position = self.position();
-        loop {
-            let mut seen = 0;
-            let mut failure = None;
-            let model = &self.inner.model;
-            store
-                .read_all(position, PAGE, |e: &RecordedEvent<'_>| {
-                    seen += 1;
-                    if R::handles(e.name) {
-                        let mut model = model.write().unwrap_or_else(PoisonError::into_inner);
-                        if let Err(source) = model.apply_recorded(codec, e) {
-                            failure = Some(decode_error(e, source));
-                            return ControlFlow::Break(());
-                        }
-                    }
-                    position = e.position;
-                    ControlFlow::Continue(())
-                })
-                .await?;
-            self.inner.position.send_replace(position);
-            if let Some(e) = failure {
-                return Err(e.into());
-            }
-            if seen < PAGE {
-                return Ok(position);
-            }
+    fn feed<C: Codec>(&self, codec: C) -> Feed<R, C> {
+        Feed {
+            projection: self.clone(),
+            codec,
+            generation: 0,
+            applied: 0,
         }
     }
 
@@ -312,11 +286,15 @@ impl<R: ReadModel> Projection<R> {
         store: &S,
         codec: &C,
         fresh: R,
-    ) -> Result<u64, ProjectionError> {
-        let _one_at_a_time = self.inner.feeding.lock().await;
-        *self.inner.model.write().unwrap_or_else(PoisonError::into_inner) = fresh;
-        self.inner.position.send_replace(0);
-        self.feed(store, codec).await
+    ) -> Result<u64, SubscriptionError> {
+        {
+            let mut model = self.inner.model();
+            model.state = fresh;
+            model.position = 0;
+            model.generation += 1;
+        }
+        self.inner.published.send_replace(0);
+        self.catch_up(store, codec).await
     }
 
     /// Waits until the projection has seen `position` (the one
@@ -324,74 +302,96 @@ impl<R: ReadModel> Projection<R> {
     /// most `timeout`: read-your-writes for a projection fed in the
     /// background.
     pub async fn wait_for(&self, position: u64, timeout: Duration) -> Result<(), WaitTimeout> {
-        let mut watching = self.inner.position.subscribe();
+        let mut watching = self.inner.published.subscribe();
         let reached = tokio::time::timeout(timeout, watching.wait_for(|p| *p >= position)).await;
         match reached {
             Ok(Ok(_)) => Ok(()),
-            _ => Err(WaitTimeout(self.inner.name, position, self.position())),
+            _ => Err(WaitTimeout {
+                subscription: self.inner.name.to_owned(),
+                position,
+                reached: self.position(),
+            }),
         }
     }
 
     /// Feeds the projection in a background task: catches up, then follows
     /// new events (woken by the store's notifications where it has them,
-    /// otherwise every `poll`). A failure is logged and retried after
-    /// `poll`. Stop it with [`Runner::stop`].
+    /// otherwise every `poll`). Failures are retried with backoff and shown
+    /// in the runner's [`status`](Runner::status). Stop it with
+    /// [`Runner::stop`].
     pub fn spawn<S: EventStore + Clone, C: Codec>(&self, store: S, codec: C, poll: Duration) -> Runner {
-        let projection = self.clone();
-        Runner::from_task(move |mut stopped| {
-            tokio::spawn(async move {
-                let mut woken = store.notifications();
-                loop {
-                    if let Err(error) = projection.catch_up(&store, &codec).await {
-                        tracing::error!(projection = projection.name(), %error, "projection failed; retrying");
-                    }
-                    tokio::select! {
-                        _ = stopped.changed() => return,
-                        _ = wake(&mut woken, poll) => {}
-                    }
-                }
-            })
-        })
+        crate::subscription::spawn(store, self.feed(codec), RunOptions::polling(poll))
     }
 }
 
-/// Waits for a store notification, or `poll` at most.
-pub(crate) async fn wake(woken: &mut Option<tokio::sync::watch::Receiver<u64>>, poll: Duration) {
-    match woken {
-        Some(rx) => {
-            let _ = tokio::time::timeout(poll, rx.changed()).await;
+/// A projection as a [`Sink`]: applies each event as it is read.
+struct Feed<R, C> {
+    projection: Projection<R>,
+    codec: C,
+    /// The model's generation when the checkpoint was read.
+    generation: u64,
+    /// The position of the last event this feed applied.
+    applied: u64,
+}
+
+impl<R: ReadModel, C: Codec> Sink for Feed<R, C> {
+    fn name(&self) -> &str {
+        self.projection.inner.name
+    }
+
+    /// Pages of the in-memory sink cost no transaction: read long ones.
+    fn page_size(&self) -> usize {
+        10 * crate::subscription::PAGE
+    }
+
+    fn checkpoint(&mut self) -> impl Future<Output = Result<u64, SubscriptionError>> + Send {
+        let model = self.projection.inner.model();
+        self.generation = model.generation;
+        self.applied = model.position;
+        std::future::ready(Ok(model.position))
+    }
+
+    fn handles(&self, name: &str) -> bool {
+        R::handles(name)
+    }
+
+    fn visit(&mut self, event: &RecordedEvent<'_>) -> Result<(), SubscriptionError> {
+        let mut model = self.projection.inner.model();
+        if model.generation != self.generation {
+            return Err(SubscriptionError::Moved {
+                subscription: self.projection.inner.name.to_owned(),
+            });
         }
-        None => tokio::time::sleep(poll).await,
-    }
-}
-
-/// A background task feeding a projection or running a process.
-#[derive(Debug)]
-pub struct Runner {
-    stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Runner {
-    /// Starts a runner from a task that returns when `stop` changes.
-    pub fn from_task(spawn: impl FnOnce(tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()>) -> Runner {
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        Runner {
-            task: spawn(stopped),
-            stop,
+        // Another feeder (inline, spawned, a caller) may have applied it.
+        if event.position > model.position {
+            model
+                .state
+                .apply_recorded(&self.codec, event)
+                .map_err(|source| SubscriptionError::from(decode_error(event, source)))?;
+            model.position = event.position;
         }
+        self.applied = model.position;
+        Ok(())
     }
 
-    /// Asks the runner to stop after the event it is working on, and waits
-    /// until it has.
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
+    fn commit(&mut self, _from: u64, to: u64) -> impl Future<Output = Result<(), SubscriptionError>> + Send {
+        let position = {
+            let mut model = self.projection.inner.model();
+            if model.generation != self.generation {
+                return std::future::ready(Err(SubscriptionError::Moved {
+                    subscription: self.projection.inner.name.to_owned(),
+                }));
+            }
+            model.position = model.position.max(to);
+            model.position
+        };
+        self.projection.inner.publish(position);
+        std::future::ready(Ok(()))
     }
 
-    /// Stops the runner at once, wherever it is (as a crash would).
-    pub fn abort(self) {
-        self.task.abort();
+    fn abandon(&mut self) {
+        // What was applied stays applied: publish how far that is.
+        self.projection.inner.publish(self.applied);
     }
 }
 
@@ -402,7 +402,7 @@ pub trait InlineProjection<S, C>: Send + Sync + 'static {
         &'a self,
         store: &'a S,
         codec: &'a C,
-    ) -> Pin<Box<dyn Future<Output = Result<u64, ProjectionError>> + Send + 'a>>;
+    ) -> Pin<Box<dyn Future<Output = Result<u64, SubscriptionError>> + Send + 'a>>;
 
     /// The projection's name.
     fn projection_name(&self) -> &'static str;
@@ -413,7 +413,7 @@ impl<R: ReadModel, S: EventStore, C: Codec> InlineProjection<S, C> for Projectio
         &'a self,
         store: &'a S,
         codec: &'a C,
-    ) -> Pin<Box<dyn Future<Output = Result<u64, ProjectionError>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<u64, SubscriptionError>> + Send + 'a>> {
         Box::pin(self.catch_up(store, codec))
     }
 

@@ -60,7 +60,7 @@ use es_core::store::{
 use es_core::{AppendError, Conflict, EventId, StoreError, StreamId, Timestamp};
 use futures_core::Stream;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, PgConnection, Row, SqlSafeStr};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, Row, SqlSafeStr};
 
 use crate::schema::Sql;
 
@@ -211,6 +211,16 @@ impl PostgresStore {
     /// The schema holding the tables.
     pub fn schema(&self) -> &str {
         &self.inner.schema
+    }
+
+    /// A connection of its own, outside the pool, with the pool's settings:
+    /// for what holds a connection for long (a projection's lock), so the
+    /// pool's connections stay free for pages and commands.
+    pub(crate) async fn own_connection(&self) -> Result<PgConnection, StoreError> {
+        let options = self.inner.pool.connect_options();
+        PgConnection::connect_with(&options)
+            .await
+            .map_err(error("open a connection of its own"))
     }
 
     /// Creates the schema and tables, or upgrades them to this release's
@@ -514,7 +524,16 @@ async fn listen(inner: std::sync::Weak<Inner>) {
     loop {
         let Some(strong) = inner.upgrade() else { return };
         let listener = async {
-            let mut listener = sqlx::postgres::PgListener::connect_with(&strong.pool).await?;
+            // A connection of its own, outside the application's pool: a
+            // listener holds it for good, and a pool of one must stay free.
+            let own = PgPoolOptions::new()
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(strong.pool.connect_options().as_ref().clone())
+                .await?;
+            let mut listener = sqlx::postgres::PgListener::connect_with(&own).await?;
+            listener.ignore_pool_close_event(true);
             listener.listen(&strong.schema).await?;
             Ok::<_, sqlx::Error>(listener)
         }

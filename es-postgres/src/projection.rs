@@ -1,11 +1,15 @@
 //! Read models kept in PostgreSQL, updated in the same transaction as their
 //! checkpoint, with one runner per projection across all processes.
-use std::ops::ControlFlow;
+
+use std::borrow::Borrow;
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use es_core::store::{RecordedEvent, StoredEvent};
-use es_core::{Codec, EventStore, Json, ProjectionError, ReadModelIn, Runner};
-use sqlx::{AssertSqlSafe, Connection, PgConnection, SqlSafeStr};
+use es_core::subscription::{self, RunOptions, Sink};
+use es_core::{Codec, Json, ReadModelIn, Runner, SubscriptionError};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, SqlSafeStr, SqlStr};
 
 use crate::{PostgresStore, error};
 
@@ -16,23 +20,67 @@ const PAGE: usize = 500;
 /// moves its checkpoint, so each event is applied exactly once, whatever
 /// crashes.
 ///
-/// Only one runner per projection name works at a time across all
-/// processes: it holds a session advisory lock on a connection of its own.
-/// When that process dies, its connection closes, the lock is released and
-/// a waiting runner elsewhere takes over.
+/// # One runner at a time, fenced
+///
+/// A runner owns its projection while it holds a session advisory lock on a
+/// connection of its own (outside the pool). When its process dies, that
+/// connection closes, the lock is released, and a standby runner elsewhere
+/// takes over. Taking over bumps the projection's *epoch* in its checkpoint
+/// row, and every page's transaction locks that row and commits only if the
+/// epoch is still the one its runner took: a runner that lost its lock
+/// without noticing (its lock connection was killed, or timed out on the
+/// server) cannot commit a page once another runner has taken over. It
+/// finds out at its next page ([`SubscriptionError::Fenced`]) and stands by.
+///
+/// A page needs one pooled connection at a time (it reads the log, then
+/// applies in one transaction), so a runner works with a pool of one.
 pub struct PgProjection<R, C = Json> {
     store: PostgresStore,
     name: String,
+    checkpoint: String,
+    lock_key: String,
+    sql: ProjectionSql,
     model: R,
     codec: C,
+}
+
+/// The statements a projection runs, with the store's schema filled in.
+struct ProjectionSql {
+    load: SqlStr,
+    claim: SqlStr,
+    lock_row: SqlStr,
+    save: SqlStr,
+}
+
+impl ProjectionSql {
+    fn new(s: &str) -> Self {
+        let sql = |text: String| AssertSqlSafe(text).into_sql_str();
+        ProjectionSql {
+            load: sql(format!(r#"SELECT position FROM "{s}".checkpoints WHERE name = $1"#)),
+            // Taking over: a new epoch fences out every earlier owner.
+            claim: sql(format!(
+                r#"INSERT INTO "{s}".checkpoints (name, position, epoch) VALUES ($1, 0, 1)
+                   ON CONFLICT (name) DO UPDATE SET epoch = checkpoints.epoch + 1
+                   RETURNING epoch"#
+            )),
+            lock_row: sql(format!(
+                r#"SELECT position, epoch FROM "{s}".checkpoints WHERE name = $1 FOR UPDATE"#
+            )),
+            save: sql(format!(r#"UPDATE "{s}".checkpoints SET position = $2 WHERE name = $1"#)),
+        }
+    }
 }
 
 impl<R: ReadModelIn<PgConnection>> PgProjection<R, Json> {
     /// A projection named `name` (its checkpoint and lock key) feeding `model`.
     pub fn new(store: PostgresStore, name: impl Into<String>, model: R) -> Self {
+        let name = name.into();
         PgProjection {
+            checkpoint: format!("projection:{name}"),
+            lock_key: format!("es-projection:{}:{name}", store.schema()),
+            sql: ProjectionSql::new(store.schema()),
             store,
-            name: name.into(),
+            name,
             model,
             codec: Json,
         }
@@ -45,6 +93,9 @@ impl<R: ReadModelIn<PgConnection>, C: Codec> PgProjection<R, C> {
         PgProjection {
             store: self.store,
             name: self.name,
+            checkpoint: self.checkpoint,
+            lock_key: self.lock_key,
+            sql: self.sql,
             model: self.model,
             codec,
         }
@@ -57,204 +108,279 @@ impl<R: ReadModelIn<PgConnection>, C: Codec> PgProjection<R, C> {
 
     /// The checkpoint's name in the store.
     pub fn checkpoint(&self) -> String {
-        format!("projection:{}", self.name)
+        self.checkpoint.clone()
     }
 
-    fn lock_key(&self) -> String {
-        format!("es-projection:{}:{}", self.store.schema(), self.name)
-    }
-
-    /// A connection of its own (not returned to the pool: closing it
-    /// releases the lock).
-    async fn lock_connection(&self) -> Result<PgConnection, ProjectionError> {
-        let conn = self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(error("acquire a connection for the projection lock"))?;
-        Ok(conn.detach())
-    }
-
-    /// A lock connection holding the projection's lock, once it is free.
-    async fn wait_for_lock(&self) -> Result<PgConnection, ProjectionError> {
-        let mut conn = self.lock_connection().await?;
-        sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
-            .bind(self.lock_key())
-            .execute(&mut conn)
-            .await
-            .map_err(error("take the projection lock"))?;
-        Ok(conn)
-    }
-
-    async fn try_lock(&self, conn: &mut PgConnection) -> Result<bool, ProjectionError> {
-        sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock(hashtext($1))")
-            .bind(self.lock_key())
-            .fetch_one(conn)
-            .await
-            .map_err(|e| error("take the projection lock")(e).into())
-    }
-
-    /// Waits for the projection's lock, applies every event after its
-    /// checkpoint, releases the lock. Returns the new checkpoint.
-    pub async fn catch_up(&self) -> Result<u64, ProjectionError> {
-        let lock = self.wait_for_lock().await?;
-        let result = self.catch_up_locked().await;
-        let _ = lock.close().await;
+    /// Waits until this caller owns the projection (another runner may),
+    /// applies every event after its checkpoint, and gives ownership back.
+    /// Returns the new checkpoint.
+    pub async fn catch_up(&self) -> Result<u64, SubscriptionError> {
+        let mut sink = Pages::new(self);
+        sink.wait_until_owned().await?;
+        let result = subscription::catch_up(&self.store, &mut sink).await;
+        sink.release().await;
         result
-    }
-
-    /// Applies pages of events, each in one transaction with the
-    /// checkpoint. The caller holds the lock.
-    async fn catch_up_locked(&self) -> Result<u64, ProjectionError> {
-        let checkpoint = self.checkpoint();
-        loop {
-            let mut tx = self
-                .store
-                .pool()
-                .begin()
-                .await
-                .map_err(error("begin a projection transaction"))?;
-            let s = self.store.schema();
-            let position: Option<i64> = sqlx::query_scalar(
-                AssertSqlSafe(format!(r#"SELECT position FROM "{s}".checkpoints WHERE name = $1"#)).into_sql_str(),
-            )
-            .bind(&checkpoint)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(error("read a projection checkpoint"))?;
-            let position = position.unwrap_or(0) as u64;
-            let mut seen = 0;
-            let mut last = position;
-            let mut handled: Vec<StoredEvent> = Vec::new();
-            self.store
-                .read_all(position, PAGE, |e: &RecordedEvent<'_>| {
-                    seen += 1;
-                    last = e.position;
-                    if R::handles(e.name) {
-                        handled.push(e.to_owned());
-                    }
-                    ControlFlow::Continue(())
-                })
-                .await?;
-            for event in &handled {
-                let recorded = event.as_recorded();
-                self.model.apply_recorded_in(&self.codec, &recorded, &mut *tx).await?;
-            }
-            if last > position {
-                sqlx::query(
-                    AssertSqlSafe(format!(
-                        r#"INSERT INTO "{s}".checkpoints (name, position) VALUES ($1, $2)
-                           ON CONFLICT (name) DO UPDATE SET position = excluded.position"#
-                    ))
-                    .into_sql_str(),
-                )
-                .bind(&checkpoint)
-                .bind(last as i64)
-                .execute(&mut *tx)
-                .await
-                .map_err(error("save a projection checkpoint"))?;
-            }
-            tx.commit().await.map_err(error("commit a projection page"))?;
-            if seen < PAGE {
-                return Ok(last);
-            }
-        }
     }
 
     /// Resets the read model and replays the whole log into it: `reset`
     /// clears the read model's tables, in the transaction that also zeroes
     /// the checkpoint.
-    pub async fn rebuild<F>(&self, reset: F) -> Result<u64, ProjectionError>
+    pub async fn rebuild<F>(&self, reset: F) -> Result<u64, SubscriptionError>
     where
         F: for<'c> FnOnce(
             &'c mut PgConnection,
         ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), sqlx::Error>> + Send + 'c>>,
     {
-        let lock = self.wait_for_lock().await?;
+        let mut sink = Pages::new(self);
+        sink.wait_until_owned().await?;
         let result = async {
-            let mut tx = self.store.pool().begin().await.map_err(error("begin a rebuild"))?;
+            let mut tx = self.begin().await?;
+            self.check_owner(&mut tx, sink.epoch).await?;
             reset(&mut tx).await.map_err(error("reset a read model"))?;
-            let s = self.store.schema();
-            sqlx::query(AssertSqlSafe(format!(r#"DELETE FROM "{s}".checkpoints WHERE name = $1"#)).into_sql_str())
-                .bind(self.checkpoint())
+            sqlx::query(self.sql.save.clone())
+                .bind(&self.checkpoint)
+                .bind(0i64)
                 .execute(&mut *tx)
                 .await
                 .map_err(error("reset a projection checkpoint"))?;
             tx.commit().await.map_err(error("commit a rebuild"))?;
-            self.catch_up_locked().await
+            subscription::catch_up(&self.store, &mut sink).await
         }
         .await;
-        let _ = lock.close().await;
+        sink.release().await;
         result
     }
 
-    /// Runs the projection in the background: waits until it holds the
-    /// projection's lock (another process may), then catches up and follows
-    /// the log (woken by LISTEN/NOTIFY, or every `poll`). It holds the lock
-    /// until stopped or until its process dies.
+    /// Runs the projection in the background: stands by until it owns the
+    /// projection (another process may), then catches up and follows the
+    /// log (woken by notifications, or every `poll`), checking on every
+    /// wake-up that it still owns it. Failures are retried with backoff and
+    /// shown in the runner's status.
     pub fn spawn(self, poll: Duration) -> Runner
     where
         R: 'static,
         C: 'static,
     {
-        Runner::from_task(move |mut stopped| {
-            tokio::spawn(async move {
-                let mut woken = self.store.notifications();
-                // The lock connection is kept while waiting for the lock, so
-                // a standby runner asks again on it instead of connecting anew.
-                let mut conn: Option<PgConnection> = None;
-                let mut locked = false;
-                loop {
-                    if !locked {
-                        if conn.is_none() {
-                            match self.lock_connection().await {
-                                Ok(c) => conn = Some(c),
-                                Err(e) => {
-                                    tracing::warn!(projection = %self.name, error = %e, "no connection for the lock")
-                                }
-                            }
-                        }
-                        if let Some(c) = conn.as_mut() {
-                            match self.try_lock(c).await {
-                                Ok(got) => locked = got,
-                                Err(e) => {
-                                    tracing::warn!(projection = %self.name, error = %e, "could not ask for the lock");
-                                    conn = None;
-                                }
-                            }
-                        }
-                    }
-                    if locked && let Err(e) = self.catch_up_locked().await {
-                        tracing::error!(projection = %self.name, error = %e, "projection failed; retrying");
-                        // A broken lock connection is dropped; the lock is then
-                        // released and asked for again.
-                        if let Some(c) = conn.as_mut()
-                            && c.ping().await.is_err()
-                        {
-                            conn = None;
-                            locked = false;
-                        }
-                    }
-                    let wait = async {
-                        match &mut woken {
-                            Some(rx) if locked => {
-                                let _ = tokio::time::timeout(poll, rx.changed()).await;
-                            }
-                            _ => tokio::time::sleep(poll).await,
-                        }
-                    };
-                    tokio::select! {
-                        _ = stopped.changed() => {
-                            if let Some(c) = conn.take() {
-                                let _ = c.close().await;
-                            }
-                            return;
-                        }
-                        _ = wait => {}
-                    }
-                }
-            })
-        })
+        let store = self.store.clone();
+        subscription::spawn(store, Pages::new(Arc::new(self)), RunOptions::polling(poll))
+    }
+}
+
+impl<R: ReadModelIn<PgConnection>, C: Codec> PgProjection<R, C> {
+    fn fenced(&self, detail: impl Into<String>) -> SubscriptionError {
+        SubscriptionError::Fenced {
+            subscription: self.name.clone(),
+            detail: detail.into(),
+        }
+    }
+
+    /// Locks the checkpoint row in `tx` and returns the checkpoint, if the
+    /// runner that took `epoch` still owns the projection. Pages check this
+    /// last, just before they commit: a takeover never waits behind the old
+    /// owner's page, and that page is rolled back.
+    async fn check_owner(&self, tx: &mut PgConnection, epoch: Option<i64>) -> Result<u64, SubscriptionError> {
+        let (position, current): (i64, i64) = sqlx::query_as(self.sql.lock_row.clone())
+            .bind(&self.checkpoint)
+            .fetch_optional(tx)
+            .await
+            .map_err(error("lock a projection checkpoint"))?
+            .ok_or_else(|| self.fenced("its checkpoint row is gone"))?;
+        if Some(current) != epoch {
+            return Err(self.fenced(format!(
+                "another runner took it over (epoch {current}, this runner's is {})",
+                epoch.map_or("none".to_owned(), |e| e.to_string())
+            )));
+        }
+        Ok(position as u64)
+    }
+
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, SubscriptionError> {
+        Ok(self
+            .store
+            .pool()
+            .begin()
+            .await
+            .map_err(error("begin a projection transaction"))?)
+    }
+}
+
+/// A PostgreSQL projection as a [`Sink`]: ownership through the lock
+/// connection and the epoch, pages applied in one transaction each.
+struct Pages<P, R, C> {
+    projection: P,
+    /// The connection holding the advisory lock (or asking for it).
+    lock: Option<PgConnection>,
+    /// The epoch taken with the lock; `None` while not owned.
+    epoch: Option<i64>,
+    events: Vec<StoredEvent>,
+    _model: std::marker::PhantomData<fn() -> (R, C)>,
+}
+
+impl<P, R, C> Pages<P, R, C>
+where
+    P: Borrow<PgProjection<R, C>> + Send,
+    R: ReadModelIn<PgConnection>,
+    C: Codec,
+{
+    fn new(projection: P) -> Self {
+        Pages {
+            projection,
+            lock: None,
+            epoch: None,
+            events: Vec::new(),
+            _model: std::marker::PhantomData,
+        }
+    }
+
+    fn p(&self) -> &PgProjection<R, C> {
+        self.projection.borrow()
+    }
+
+    /// Owns the projection, waiting for the lock if another runner holds it.
+    async fn wait_until_owned(&mut self) -> Result<(), SubscriptionError> {
+        let mut conn = self.p().store.own_connection().await?;
+        sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
+            .bind(&self.p().lock_key)
+            .execute(&mut conn)
+            .await
+            .map_err(error("take the projection lock"))?;
+        self.lock = Some(conn);
+        self.claim().await
+    }
+
+    /// Takes a new epoch, fencing out every earlier owner.
+    async fn claim(&mut self) -> Result<(), SubscriptionError> {
+        let p = self.projection.borrow();
+        let epoch: i64 = sqlx::query_scalar(p.sql.claim.clone())
+            .bind(&p.checkpoint)
+            .fetch_one(p.store.pool())
+            .await
+            .map_err(error("claim a projection"))?;
+        tracing::info!(projection = %p.name, epoch, "took over the projection");
+        self.epoch = Some(epoch);
+        Ok(())
+    }
+}
+
+impl<P, R, C> Sink for Pages<P, R, C>
+where
+    P: Borrow<PgProjection<R, C>> + Send,
+    R: ReadModelIn<PgConnection>,
+    C: Codec,
+{
+    fn name(&self) -> &str {
+        &self.p().name
+    }
+
+    fn page_size(&self) -> usize {
+        PAGE
+    }
+
+    /// Still owned if the lock connection answers; otherwise asks for the
+    /// lock again on a new connection, and takes a new epoch if it gets it.
+    async fn acquire(&mut self) -> Result<bool, SubscriptionError> {
+        if self.epoch.is_some() {
+            let alive = match self.lock.as_mut() {
+                Some(conn) => conn.ping().await.is_ok(),
+                None => false,
+            };
+            if alive {
+                return Ok(true);
+            }
+            tracing::warn!(projection = %self.p().name, "the projection's lock connection is gone; asking for the lock again");
+            self.epoch = None;
+            self.lock = None;
+        }
+        if self.lock.is_none() {
+            self.lock = Some(self.p().store.own_connection().await?);
+        }
+        let key = self.p().lock_key.clone();
+        let Some(conn) = self.lock.as_mut() else {
+            return Ok(false);
+        };
+        let got = sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock(hashtext($1))")
+            .bind(key)
+            .fetch_one(conn)
+            .await;
+        match got {
+            Ok(true) => {
+                self.claim().await?;
+                Ok(true)
+            }
+            Ok(false) => Ok(false),
+            Err(e) => {
+                self.lock = None;
+                Err(error("ask for the projection lock")(e).into())
+            }
+        }
+    }
+
+    fn release(&mut self) -> impl Future<Output = ()> + Send {
+        self.epoch = None;
+        let lock = self.lock.take();
+        async move {
+            if let Some(conn) = lock {
+                let _ = conn.close().await;
+            }
+        }
+    }
+
+    fn checkpoint(&mut self) -> impl Future<Output = Result<u64, SubscriptionError>> + Send {
+        let p = self.projection.borrow();
+        async move {
+            let position: Option<i64> = sqlx::query_scalar(p.sql.load.clone())
+                .bind(&p.checkpoint)
+                .fetch_optional(p.store.pool())
+                .await
+                .map_err(error("read a projection checkpoint"))?;
+            Ok(position.unwrap_or(0) as u64)
+        }
+    }
+
+    fn handles(&self, name: &str) -> bool {
+        R::handles(name)
+    }
+
+    fn visit(&mut self, event: &RecordedEvent<'_>) -> Result<(), SubscriptionError> {
+        self.events.push(event.to_owned());
+        Ok(())
+    }
+
+    fn commit(&mut self, from: u64, to: u64) -> impl Future<Output = Result<(), SubscriptionError>> + Send {
+        let events = std::mem::take(&mut self.events);
+        let epoch = self.epoch;
+        let p = self.projection.borrow();
+        async move {
+            let mut tx = p.begin().await?;
+            for event in &events {
+                let recorded = event.as_recorded();
+                let applied = subscription::catch_panic_async(p.model.apply_recorded_in(&p.codec, &recorded, &mut tx))
+                    .await
+                    .map_err(|message| SubscriptionError::Panicked {
+                        subscription: p.name.clone(),
+                        event_name: event.name.clone(),
+                        position: event.position,
+                        message,
+                    })?;
+                applied?;
+            }
+            if p.check_owner(&mut tx, epoch).await? != from {
+                return Err(SubscriptionError::Moved {
+                    subscription: p.name.clone(),
+                });
+            }
+            sqlx::query(p.sql.save.clone())
+                .bind(&p.checkpoint)
+                .bind(crate::to_i64(to, "position")?)
+                .execute(&mut *tx)
+                .await
+                .map_err(error("save a projection checkpoint"))?;
+            tx.commit().await.map_err(error("commit a projection page"))?;
+            Ok(())
+        }
+    }
+
+    fn abandon(&mut self) {
+        self.events.clear();
     }
 }

@@ -76,10 +76,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         FROM "{s}".events;
     "#,
     // 1 -> 2: command ids are scoped to their stream (the same id on two
-    // streams is two commands).
+    // streams is two commands); projections are fenced by an epoch.
     r#"
     ALTER TABLE "{s}".commands DROP CONSTRAINT commands_pkey;
     ALTER TABLE "{s}".commands ADD CONSTRAINT commands_pkey PRIMARY KEY (aggregate_type, aggregate_id, command_id);
+    -- A projection's fencing token: bumped by each runner that takes it over;
+    -- a page commits only under the epoch its runner took.
+    ALTER TABLE "{s}".checkpoints ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0;
     "#,
 ];
 

@@ -1,13 +1,18 @@
 //! Read models kept in the SQLite file, updated in the same transaction as
 //! their checkpoint.
 
-use std::ops::ControlFlow;
+use std::borrow::Borrow;
+use std::future::Future;
+use std::ops::{Deref, DerefMut};
+use std::panic::AssertUnwindSafe;
 use std::pin::pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use es_core::store::{RecordedEvent, StoredEvent};
-use es_core::{Codec, EventStore, Json, ProjectionError, ReadModelIn, Runner};
+use es_core::subscription::{self, RunOptions, Sink};
+use es_core::{Codec, EventStore, Json, ReadModelIn, Runner, SubscriptionError};
 use rusqlite::Connection;
 
 use crate::{SqliteStore, blocking, error, lock};
@@ -17,29 +22,33 @@ const PAGE: usize = 500;
 
 /// A read model in the store's SQLite file: its handlers get the connection
 /// inside the transaction that also moves its checkpoint, so each event is
-/// applied exactly once, whatever crashes.
+/// applied exactly once, whatever crashes or panics.
 ///
 /// Handlers are plain rusqlite calls: they may be `async fn`s for symmetry
 /// with PostgreSQL, but they run inside SQLite's write transaction and must
 /// not wait for anything (a handler that does is reported as an error).
+///
+/// Several runners of one projection (in one process or several sharing the
+/// file) never apply an event twice: a page commits only if the checkpoint
+/// is still where the page started, checked under SQLite's write lock.
 pub struct SqliteProjection<R, C = Json> {
     store: SqliteStore,
     name: String,
+    checkpoint: String,
     model: R,
     codec: C,
-    /// One catch-up at a time in this process.
-    feeding: tokio::sync::Mutex<()>,
 }
 
 impl<R: ReadModelIn<Connection>> SqliteProjection<R, Json> {
     /// A projection named `name` (its checkpoint) feeding `model`.
     pub fn new(store: SqliteStore, name: impl Into<String>, model: R) -> Self {
+        let name = name.into();
         SqliteProjection {
             store,
-            name: name.into(),
+            checkpoint: format!("projection:{name}"),
+            name,
             model,
             codec: Json,
-            feeding: tokio::sync::Mutex::new(()),
         }
     }
 }
@@ -50,9 +59,9 @@ impl<R: ReadModelIn<Connection>, C: Codec> SqliteProjection<R, C> {
         SqliteProjection {
             store: self.store,
             name: self.name,
+            checkpoint: self.checkpoint,
             model: self.model,
             codec,
-            feeding: self.feeding,
         }
     }
 
@@ -63,95 +72,17 @@ impl<R: ReadModelIn<Connection>, C: Codec> SqliteProjection<R, C> {
 
     /// The checkpoint's name in the store.
     pub fn checkpoint(&self) -> String {
-        format!("projection:{}", self.name)
+        self.checkpoint.clone()
     }
 
     /// Applies every event after the checkpoint, a page per transaction.
     /// Returns the new checkpoint.
-    pub async fn catch_up(&self) -> Result<u64, ProjectionError> {
-        let _one_at_a_time = self.feeding.lock().await;
-        let checkpoint = self.checkpoint();
-        loop {
-            let position = self.store.load_checkpoint(&checkpoint).await?.unwrap_or(0);
-            let mut seen = 0;
-            let mut last = position;
-            let mut handled: Vec<StoredEvent> = Vec::new();
-            self.store
-                .read_all(position, PAGE, |e: &RecordedEvent<'_>| {
-                    seen += 1;
-                    last = e.position;
-                    if R::handles(e.name) {
-                        handled.push(e.to_owned());
-                    }
-                    ControlFlow::Continue(())
-                })
-                .await?;
-            if last > position {
-                blocking(|| self.apply_page(&checkpoint, position, last, &handled))?;
-            }
-            if seen < PAGE {
-                return Ok(last);
-            }
-        }
+    pub async fn catch_up(&self) -> Result<u64, SubscriptionError> {
+        subscription::catch_up(&self.store, &mut self.sink()).await
     }
 
-    /// One page in one write transaction: the handlers, then the
-    /// checkpoint, or nothing.
-    fn apply_page(&self, checkpoint: &str, from: u64, to: u64, events: &[StoredEvent]) -> Result<(), ProjectionError> {
-        let mut conn = lock(&self.store.inner.writer);
-        conn.execute_batch("BEGIN IMMEDIATE")
-            .map_err(error("begin a projection transaction"))?;
-        let result = (|| {
-            // Another runner in this file may have moved the checkpoint.
-            let current: Option<i64> = conn
-                .query_row(
-                    "SELECT position FROM es_checkpoints WHERE name = ?1",
-                    [checkpoint],
-                    |r| r.get(0),
-                )
-                .map(Some)
-                .or_else(|e| match e {
-                    rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                    e => Err(e),
-                })
-                .map_err(error("read a projection checkpoint"))?;
-            if current.unwrap_or(0) as u64 != from {
-                return Ok(());
-            }
-            for event in events {
-                let recorded = event.as_recorded();
-                let future = pin!(self.model.apply_recorded_in(&self.codec, &recorded, &mut conn));
-                match future.poll(&mut Context::from_waker(Waker::noop())) {
-                    Poll::Ready(result) => {
-                        result?;
-                    }
-                    Poll::Pending => {
-                        return Err(ProjectionError::Handler {
-                            projection: self.name.clone(),
-                            event_name: event.name.clone(),
-                            position: event.position,
-                            source: "a SQLite read model handler awaited something; it runs inside the write transaction and must not wait".into(),
-                        });
-                    }
-                }
-            }
-            conn.execute(
-                "INSERT INTO es_checkpoints (name, position) VALUES (?1, ?2) \
-                 ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-                rusqlite::params![checkpoint, to as i64],
-            )
-            .map_err(error("save a projection checkpoint"))?;
-            Ok(())
-        })();
-        match result {
-            Ok(()) => conn
-                .execute_batch("COMMIT")
-                .map_err(|e| ProjectionError::Store(error("commit a projection page")(e))),
-            Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
-                Err(e)
-            }
-        }
+    fn sink(&self) -> Pages<&Self, R, C> {
+        Pages::new(self)
     }
 
     /// Clears the read model with `reset` and replays the whole log into
@@ -159,43 +90,184 @@ impl<R: ReadModelIn<Connection>, C: Codec> SqliteProjection<R, C> {
     pub async fn rebuild(
         &self,
         reset: impl FnOnce(&Connection) -> rusqlite::Result<()>,
-    ) -> Result<u64, ProjectionError> {
-        {
-            let _one_at_a_time = self.feeding.lock().await;
-            let checkpoint = self.checkpoint();
-            blocking(|| {
-                let mut conn = lock(&self.store.inner.writer);
-                let tx = conn.transaction().map_err(error("begin a rebuild"))?;
-                reset(&tx).map_err(error("reset a read model"))?;
-                tx.execute("DELETE FROM es_checkpoints WHERE name = ?1", [checkpoint.as_str()])
-                    .map_err(error("reset a projection checkpoint"))?;
-                tx.commit().map_err(error("commit a rebuild"))
-            })
-            .map_err(ProjectionError::Store)?;
-        }
+    ) -> Result<u64, SubscriptionError> {
+        blocking(|| {
+            let mut conn = lock(&self.store.inner.writer);
+            let tx = conn.transaction().map_err(error("begin a rebuild"))?;
+            reset(&tx).map_err(error("reset a read model"))?;
+            tx.execute("DELETE FROM es_checkpoints WHERE name = ?1", [self.checkpoint.as_str()])
+                .map_err(error("reset a projection checkpoint"))?;
+            tx.commit().map_err(error("commit a rebuild"))
+        })?;
         self.catch_up().await
     }
 
     /// Catches up now, then follows new events (woken by this process's
-    /// appends, or every `poll`) in a background task.
+    /// appends, or every `poll`) in a background task. Failures are retried
+    /// with backoff and shown in the runner's status.
     pub fn spawn(self, poll: Duration) -> Runner
     where
         R: 'static,
         C: 'static,
     {
-        Runner::from_task(move |mut stopped| {
-            tokio::spawn(async move {
-                let mut woken = self.store.watch_head();
-                loop {
-                    if let Err(e) = self.catch_up().await {
-                        tracing::error!(projection = %self.name, error = %e, "projection failed; retrying");
-                    }
-                    tokio::select! {
-                        _ = stopped.changed() => return,
-                        _ = tokio::time::timeout(poll, woken.changed()) => {}
-                    }
-                }
+        let store = self.store.clone();
+        subscription::spawn(store, Pages::new(Arc::new(self)), RunOptions::polling(poll))
+    }
+}
+
+/// A SQLite projection as a [`Sink`]: handled events are kept while the
+/// page is read, then applied in one write transaction with the checkpoint.
+struct Pages<P, R, C> {
+    projection: P,
+    events: Vec<StoredEvent>,
+    _model: std::marker::PhantomData<fn() -> (R, C)>,
+}
+
+impl<P, R, C> Pages<P, R, C> {
+    fn new(projection: P) -> Self {
+        Pages {
+            projection,
+            events: Vec::new(),
+            _model: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<P, R, C> Sink for Pages<P, R, C>
+where
+    P: Borrow<SqliteProjection<R, C>> + Send,
+    R: ReadModelIn<Connection>,
+    C: Codec,
+{
+    fn name(&self) -> &str {
+        &self.projection.borrow().name
+    }
+
+    fn page_size(&self) -> usize {
+        PAGE
+    }
+
+    fn checkpoint(&mut self) -> impl Future<Output = Result<u64, SubscriptionError>> + Send {
+        let p = self.projection.borrow();
+        async move { Ok(p.store.load_checkpoint(&p.checkpoint).await?.unwrap_or(0)) }
+    }
+
+    fn handles(&self, name: &str) -> bool {
+        R::handles(name)
+    }
+
+    fn visit(&mut self, event: &RecordedEvent<'_>) -> Result<(), SubscriptionError> {
+        self.events.push(event.to_owned());
+        Ok(())
+    }
+
+    fn commit(&mut self, from: u64, to: u64) -> impl Future<Output = Result<(), SubscriptionError>> + Send {
+        let events = std::mem::take(&mut self.events);
+        let p = self.projection.borrow();
+        std::future::ready(blocking(|| p.apply_page(from, to, &events)))
+    }
+
+    fn abandon(&mut self) {
+        self.events.clear();
+    }
+}
+
+/// An open write transaction on a connection, rolled back when dropped
+/// before [`commit`](Self::commit) — also when a handler panics through it,
+/// so the write lock is never left held.
+struct WriteTransaction<'c> {
+    conn: &'c mut Connection,
+    open: bool,
+}
+
+impl<'c> WriteTransaction<'c> {
+    fn begin(conn: &'c mut Connection) -> rusqlite::Result<Self> {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(WriteTransaction { conn, open: true })
+    }
+
+    fn commit(mut self) -> rusqlite::Result<()> {
+        self.open = false;
+        self.conn.execute_batch("COMMIT")
+    }
+}
+
+impl Deref for WriteTransaction<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl DerefMut for WriteTransaction<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.conn
+    }
+}
+
+impl Drop for WriteTransaction<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+impl<R: ReadModelIn<Connection>, C: Codec> SqliteProjection<R, C> {
+    /// One page in one write transaction: the handlers, then the
+    /// checkpoint, or nothing.
+    fn apply_page(&self, from: u64, to: u64, events: &[StoredEvent]) -> Result<(), SubscriptionError> {
+        let mut conn = lock(&self.store.inner.writer);
+        let mut tx = WriteTransaction::begin(&mut conn).map_err(error("begin a projection transaction"))?;
+        // Another runner (in this process or another sharing the file) may
+        // have moved the checkpoint since the page was read.
+        let current = tx
+            .prepare_cached("SELECT position FROM es_checkpoints WHERE name = ?1")
+            .and_then(|mut s| {
+                rusqlite::OptionalExtension::optional(s.query_row([&self.checkpoint], |r| r.get::<_, i64>(0)))
             })
-        })
+            .map_err(error("read a projection checkpoint"))?;
+        if current.unwrap_or(0) != crate::to_i64(from, "position")? {
+            return Err(SubscriptionError::Moved {
+                subscription: self.name.clone(),
+            });
+        }
+        for event in events {
+            let recorded = event.as_recorded();
+            let applied = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                let future = pin!(self.model.apply_recorded_in(&self.codec, &recorded, &mut tx));
+                future.poll(&mut Context::from_waker(Waker::noop()))
+            }));
+            match applied {
+                Ok(Poll::Ready(result)) => {
+                    result?;
+                }
+                Ok(Poll::Pending) => {
+                    return Err(SubscriptionError::Handler {
+                        subscription: self.name.clone(),
+                        event_name: event.name.clone(),
+                        position: event.position,
+                        source: "a SQLite read model handler awaited something; it runs inside the write transaction and must not wait".into(),
+                    });
+                }
+                Err(payload) => {
+                    return Err(SubscriptionError::Panicked {
+                        subscription: self.name.clone(),
+                        event_name: event.name.clone(),
+                        position: event.position,
+                        message: subscription::panic_message(&*payload),
+                    });
+                }
+            }
+        }
+        tx.execute(
+            "INSERT INTO es_checkpoints (name, position) VALUES (?1, ?2) \
+             ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+            rusqlite::params![self.checkpoint, crate::to_i64(to, "position")?],
+        )
+        .map_err(error("save a projection checkpoint"))?;
+        tx.commit().map_err(error("commit a projection page"))?;
+        Ok(())
     }
 }

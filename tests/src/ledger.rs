@@ -11,6 +11,8 @@ use examples::bank::{MoneyDeposited, MoneyWithdrawn};
 pub struct SqliteLedger {
     /// Sleep this long in each handler.
     pub slow: std::time::Duration,
+    /// When to panic.
+    pub poison: crate::faulty::Poison,
 }
 
 /// Creates the ledger's table.
@@ -20,6 +22,7 @@ pub const SQLITE_LEDGER: &str =
 impl SqliteLedger {
     fn row(&self, tx: &rusqlite::Connection, position: u64, account: &str, change: i64) -> rusqlite::Result<()> {
         std::thread::sleep(self.slow);
+        self.poison.strike(change.unsigned_abs());
         tx.execute(
             "INSERT INTO ledger (position, account, change) VALUES (?1, ?2, ?3)",
             rusqlite::params![position as i64, account, change],
@@ -61,23 +64,39 @@ pub struct PgLedger {
     pub running: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// The most handlers ever seen running at once.
     pub most: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// When to panic.
+    pub poison: crate::faulty::Poison,
+    /// Recorded with each row: which runner applied it.
+    pub runner: &'static str,
 }
 
 impl PgLedger {
     /// A ledger whose table lives in `schema`.
     pub fn new(schema: &str) -> Self {
         PgLedger {
-            insert: format!(r#"INSERT INTO "{schema}".ledger (position, account, change) VALUES ($1, $2, $3)"#),
+            insert: format!(
+                r#"INSERT INTO "{schema}".ledger (position, account, change, runner) VALUES ($1, $2, $3, $4)"#
+            ),
             slow: std::time::Duration::ZERO,
             running: Default::default(),
             most: Default::default(),
+            poison: Default::default(),
+            runner: "",
         }
+    }
+
+    /// Creates the ledger's table in `schema` without a key, so an event
+    /// applied twice shows as two rows instead of failing its page.
+    pub fn create_unkeyed(schema: &str) -> String {
+        format!(
+            r#"CREATE TABLE IF NOT EXISTS "{schema}".ledger (position BIGINT NOT NULL, account TEXT NOT NULL, change BIGINT NOT NULL, runner TEXT NOT NULL)"#
+        )
     }
 
     /// Creates the ledger's table in `schema`.
     pub fn create(schema: &str) -> String {
         format!(
-            r#"CREATE TABLE IF NOT EXISTS "{schema}".ledger (position BIGINT PRIMARY KEY, account TEXT NOT NULL, change BIGINT NOT NULL)"#
+            r#"CREATE TABLE IF NOT EXISTS "{schema}".ledger (position BIGINT PRIMARY KEY, account TEXT NOT NULL, change BIGINT NOT NULL, runner TEXT NOT NULL)"#
         )
     }
 
@@ -94,10 +113,12 @@ impl PgLedger {
         let _running = Running(&self.running);
         self.most.fetch_max(now, Ordering::SeqCst);
         tokio::time::sleep(self.slow).await;
+        self.poison.strike(change.unsigned_abs());
         sqlx::query(sqlx::AssertSqlSafe(self.insert.as_str()))
             .bind(position as i64)
             .bind(account)
             .bind(change)
+            .bind(self.runner)
             .execute(tx)
             .await
             .map(drop)

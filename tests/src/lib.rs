@@ -4,6 +4,7 @@
 pub mod conformance;
 pub mod crash;
 pub mod decoding;
+pub mod faulty;
 pub mod guarantees;
 pub mod ledger;
 pub mod postgres;

@@ -80,10 +80,7 @@ async fn an_inline_projection_is_current_when_dispatch_returns() {
         .wait_for(committed.position.unwrap(), Duration::from_millis(30))
         .await
         .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "projection `idle` did not reach position 2 in time (it is at 0)"
-    );
+    assert_eq!(err.to_string(), "`idle` did not reach position 2 in time (it is at 0)");
 }
 
 #[tokio::test]

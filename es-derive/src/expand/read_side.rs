@@ -215,15 +215,15 @@ fn read_model_in_impl(input: &HandlersInput, fns: &[&ProjectFn]) -> TokenStream 
                 let event = match #decode {
                     ::core::result::Result::Ok(event) => event,
                     ::core::result::Result::Err(source) => {
-                        return ::core::result::Result::Err(#krate::ProjectionError::from(
+                        return ::core::result::Result::Err(#krate::SubscriptionError::from(
                             #krate::__private::decode_error(recorded, source),
                         ));
                     }
                 };
                 let done = <Self as #krate::ProjectIn<#event, #tx>>::project_in(self, &event, &context, &mut *tx).await;
                 if let ::core::result::Result::Err(source) = done {
-                    return ::core::result::Result::Err(#krate::ProjectionError::Handler {
-                        projection: ::std::string::String::from(::core::any::type_name::<Self>()),
+                    return ::core::result::Result::Err(#krate::SubscriptionError::Handler {
+                        subscription: ::std::string::String::from(::core::any::type_name::<Self>()),
                         event_name: ::std::string::String::from(recorded.name),
                         position: recorded.position,
                         source,
@@ -246,7 +246,7 @@ fn read_model_in_impl(input: &HandlersInput, fns: &[&ProjectFn]) -> TokenStream 
                 codec: &'__es __C,
                 recorded: &'__es #krate::store::RecordedEvent<'__es>,
                 tx: &'__es mut #tx,
-            ) -> impl ::core::future::Future<Output = ::core::result::Result<bool, #krate::ProjectionError>>
+            ) -> impl ::core::future::Future<Output = ::core::result::Result<bool, #krate::SubscriptionError>>
                    + ::core::marker::Send + '__es {
                 async move {
                     let context = #krate::EventContext::from(recorded);

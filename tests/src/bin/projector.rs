@@ -14,7 +14,10 @@ async fn main() {
     match args.first().map(String::as_str) {
         Some("sqlite") => {
             let store = es_sqlite::SqliteStore::open(&args[1]).await.expect("open");
-            let ledger = tests::ledger::SqliteLedger { slow };
+            let ledger = tests::ledger::SqliteLedger {
+                slow,
+                ..Default::default()
+            };
             let projection = es_sqlite::SqliteProjection::new(store.clone(), "ledger", ledger);
             let checkpoint = projection.checkpoint();
             tokio::spawn(async move { projection.catch_up().await.expect("catch up") });
