@@ -311,6 +311,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         keep: impl Fn(&LoadedEvent<'_>) -> bool + Send + Sync,
     ) -> Result<(A, u64), LoadError> {
         let stream = StreamId::of::<A>(id);
+        crate::store::validate_stream(S::NAME, &stream)?;
         let mut slot = Slot::<A>::empty();
         self.read_into(&stream, &mut slot, false, keep).await?;
         Ok((slot.state, slot.version))
@@ -327,6 +328,8 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         let services = self.services::<Cmd::Aggregate>()?;
         if let Some(command_id) = &metadata.command_id {
             let stream = StreamId::of::<Cmd::Aggregate>(id);
+            crate::store::validate_stream(S::NAME, &stream)?;
+            crate::store::validate_command_id(S::NAME, command_id)?;
             if let Some(record) = inner.store.find_command(&stream, command_id).await? {
                 return Ok(self.earlier_outcome(record, metadata).await?);
             }
@@ -532,6 +535,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
     /// then events), otherwise only the events after its version.
     async fn refresh<A: Aggregate>(&self, stream: &StreamId, slot: &mut Slot<A>) -> Result<(), LoadError> {
         if !slot.fresh {
+            crate::store::validate_stream(S::NAME, stream)?;
             let kept = slot.stream.take();
             *slot = Slot::empty();
             slot.stream = kept;

@@ -98,6 +98,15 @@ pub enum StoreError {
         /// What is wrong and where.
         detail: String,
     },
+    /// An id or name the store refuses to keep (empty, too long, holding a
+    /// NUL character), the same on every store; nothing was written.
+    #[error("{store} store refused {detail}")]
+    Invalid {
+        /// Which store.
+        store: &'static str,
+        /// What is wrong, and the limit.
+        detail: String,
+    },
     /// An appended event reuses the id of a stored one; nothing of the
     /// batch was written.
     #[error("{store} store already holds an event with id {event_id}; the batch was not appended")]

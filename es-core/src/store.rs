@@ -16,6 +16,78 @@ mod memory;
 
 pub use memory::InMemoryStore;
 
+/// The longest aggregate type name a store keeps, in bytes.
+pub const MAX_AGGREGATE_TYPE: usize = 255;
+/// The longest aggregate id a store keeps, in bytes.
+pub const MAX_AGGREGATE_ID: usize = 1_024;
+/// The longest command id a store keeps, in bytes.
+pub const MAX_COMMAND_ID: usize = 1_024;
+/// The longest stored event name, in bytes.
+pub const MAX_EVENT_NAME: usize = 255;
+
+/// Checks a text a store keeps as an id or name: not empty (where
+/// `required`), at most `max` bytes, no NUL character (which PostgreSQL's
+/// `TEXT` cannot hold). Every store checks the same way, so an id that one
+/// store keeps, all do.
+fn check_text(store: &'static str, what: &str, text: &str, max: usize, required: bool) -> Result<(), StoreError> {
+    let problem = if required && text.is_empty() {
+        Some("is empty".to_owned())
+    } else if text.len() > max {
+        Some(format!("is {} bytes long; the limit is {max}", text.len()))
+    } else if text.contains('\0') {
+        Some("holds a NUL character".to_owned())
+    } else {
+        None
+    };
+    match problem {
+        None => Ok(()),
+        Some(problem) => {
+            let shown: String = text.chars().take(40).collect();
+            let more = if shown.len() < text.len() { "…" } else { "" };
+            Err(StoreError::Invalid {
+                store,
+                detail: format!("{what} {:?}{more}: it {problem}", shown),
+            })
+        }
+    }
+}
+
+/// Checks that `stream`'s aggregate type and id can be stored.
+pub fn validate_stream(store: &'static str, stream: &StreamId) -> Result<(), StoreError> {
+    check_text(
+        store,
+        "the aggregate type",
+        stream.aggregate_type(),
+        MAX_AGGREGATE_TYPE,
+        true,
+    )?;
+    check_text(
+        store,
+        "the aggregate id",
+        stream.aggregate_id(),
+        MAX_AGGREGATE_ID,
+        false,
+    )
+}
+
+/// Checks that a command id can be stored.
+pub fn validate_command_id(store: &'static str, command_id: &str) -> Result<(), StoreError> {
+    check_text(store, "the command id", command_id, MAX_COMMAND_ID, true)
+}
+
+/// Checks everything an append stores as text: its stream, command id and
+/// event names. Stores call it before writing.
+pub fn validate_append(store: &'static str, request: &AppendRequest<'_>) -> Result<(), StoreError> {
+    validate_stream(store, request.stream)?;
+    if let Some(id) = request.command_id {
+        validate_command_id(store, id)?;
+    }
+    for event in &request.events {
+        check_text(store, "the event name", &event.name, MAX_EVENT_NAME, true)?;
+    }
+    Ok(())
+}
+
 /// What the writer believes the stream's version is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ExpectedVersion {

@@ -43,24 +43,23 @@
 //!
 //! The view `events_text` shows JSON payloads and metadata as text.
 
+mod append;
+mod notify;
 mod projection;
+mod read;
 mod schema;
 
 pub use projection::PgProjection;
 
 use std::ops::ControlFlow;
-use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use es_core::store::{
-    AppendOutcome, AppendRequest, Appended, CommandRecord, EventStore, ExpectedVersion, LoadedEvent, Positions,
-    RecordedEvent, Snapshot, Visitor,
-};
-use es_core::{AppendError, Conflict, EventId, StoreError, StreamId, Timestamp};
-use futures_core::Stream;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, Connection, PgConnection, Row, SqlSafeStr};
+use es_core::store::{AppendOutcome, AppendRequest, CommandRecord, EventStore, LoadedEvent, Snapshot, Visitor};
+use es_core::{AppendError, StoreError, StreamId};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, SqlSafeStr};
 
 use crate::schema::Sql;
 
@@ -80,8 +79,10 @@ pub struct PostgresOptions {
     /// How long a log reader waits for open appends to finish before it
     /// returns what it could read (the next read continues).
     pub gap_wait: Duration,
-    /// Whether appends `NOTIFY` the schema's channel, so runners following
-    /// the log wake at once instead of at their next poll.
+    /// Whether committed appends `NOTIFY` the schema's channel (after their
+    /// commit, one notification per burst), so runners in other processes
+    /// wake at once instead of at their next poll. Runners in this process
+    /// are woken either way.
     pub notify: bool,
 }
 
@@ -109,9 +110,14 @@ struct Inner {
     sql: Sql,
     gap_wait: Duration,
     notify: bool,
-    /// Bumped for each notification on the schema's channel.
+    /// Changed when events may have been appended: by this process's
+    /// appends, and by notifications from others.
     head: tokio::sync::watch::Sender<u64>,
-    listening: std::sync::atomic::AtomicBool,
+    listening: AtomicBool,
+    /// Appends committed since the last `NOTIFY` was sent.
+    notify_pending: AtomicBool,
+    notify_wanted: Arc<tokio::sync::Notify>,
+    notifier: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -198,7 +204,10 @@ impl PostgresStore {
                 gap_wait: options.gap_wait,
                 notify: options.notify,
                 head: tokio::sync::watch::channel(0).0,
-                listening: std::sync::atomic::AtomicBool::new(false),
+                listening: AtomicBool::new(false),
+                notify_pending: AtomicBool::new(false),
+                notify_wanted: Arc::default(),
+                notifier: Mutex::new(None),
             }),
         })
     }
@@ -279,421 +288,40 @@ impl PostgresStore {
         }
         tx.commit().await.map_err(error("commit the migration"))
     }
-
-    /// Appends on `conn`, which may be inside the caller's transaction: the
-    /// events then commit (or roll back) with the caller's own writes.
-    pub async fn append_with(
-        &self,
-        conn: &mut PgConnection,
-        request: AppendRequest<'_>,
-    ) -> Result<AppendOutcome, AppendError> {
-        let stream = request.stream;
-        let expected = match request.expected {
-            ExpectedVersion::Any => None,
-            ExpectedVersion::NoStream => Some(0),
-            ExpectedVersion::Exact(v) => Some(to_i64(v, "version")?),
-        };
-        let n = request.events.len();
-        let mut ids = Vec::with_capacity(n);
-        let mut names = Vec::with_capacity(n);
-        let mut versions = Vec::with_capacity(n);
-        let mut payloads = Vec::with_capacity(n);
-        for e in &request.events {
-            ids.push(*e.event_id.as_uuid());
-            names.push(e.name.as_ref());
-            versions.push(e.schema_version as i32);
-            payloads.push(e.payload.as_slice());
-        }
-        let result = sqlx::query(self.inner.sql.append.clone())
-            .bind(stream.aggregate_type())
-            .bind(stream.aggregate_id())
-            .bind(expected)
-            .bind(&ids)
-            .bind(&names)
-            .bind(&versions)
-            .bind(&payloads)
-            .bind(request.metadata)
-            .bind(request.recorded_at.as_micros())
-            .bind(request.command_id)
-            .bind(self.inner.notify.then_some(self.inner.schema.as_str()))
-            .fetch_one(&mut *conn)
-            .await;
-        let row = match result {
-            Ok(row) => row,
-            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-                return match db.constraint() {
-                    Some("events_stream_version") => {
-                        // A concurrent writer took the version first.
-                        let actual = self.version_on(conn, stream).await?;
-                        Err(Conflict {
-                            stream: stream.clone(),
-                            expected: request.expected,
-                            actual,
-                        }
-                        .into())
-                    }
-                    Some("commands_pkey") => match request.command_id {
-                        Some(id) => match self.find_command_on(conn, stream, id).await? {
-                            Some(record) => Ok(AppendOutcome::Duplicate(record)),
-                            None => Err(error("record a command id")(sqlx::Error::Database(db)).into()),
-                        },
-                        None => Err(error("append")(sqlx::Error::Database(db)).into()),
-                    },
-                    Some("events_event_id") => {
-                        let taken = self.taken_event_id(conn, &ids).await?;
-                        Err(StoreError::DuplicateEventId {
-                            store: STORE,
-                            event_id: taken.unwrap_or_else(|| EventId::from(ids[0])),
-                        }
-                        .into())
-                    }
-                    _ => Err(error("append")(sqlx::Error::Database(db)).into()),
-                };
-            }
-            Err(e) => return Err(error("append")(e).into()),
-        };
-        let actual: i64 = row.try_get("actual").map_err(error("read the append's result"))?;
-        let matched: i64 = row.try_get("matched").map_err(error("read the append's result"))?;
-        let actual = actual as u64;
-        if matched == 0 {
-            return Err(Conflict {
-                stream: stream.clone(),
-                expected: request.expected,
-                actual,
-            }
-            .into());
-        }
-        let positions: Option<Vec<i64>> = row.try_get("positions").map_err(error("read the append's result"))?;
-        let positions: Vec<u64> = positions.unwrap_or_default().into_iter().map(|p| p as u64).collect();
-        if positions.len() != n {
-            return Err(corrupt(format!(
-                "an append of {n} events returned {} positions",
-                positions.len()
-            ))
-            .into());
-        }
-        let consecutive = positions.windows(2).all(|w| w[1] == w[0] + 1);
-        let positions = match positions.first() {
-            Some(&first) if consecutive => Positions::Consecutive { first, count: n as u64 },
-            Some(_) => Positions::Listed(positions),
-            None => Positions::Consecutive { first: 0, count: 0 },
-        };
-        Ok(AppendOutcome::Committed(Appended {
-            first_version: actual + 1,
-            last_version: actual + n as u64,
-            positions,
-        }))
-    }
-
-    async fn version_on(&self, conn: &mut PgConnection, stream: &StreamId) -> Result<u64, StoreError> {
-        sqlx::query_scalar::<_, i64>(self.inner.sql.stream_version.clone())
-            .bind(stream.aggregate_type())
-            .bind(stream.aggregate_id())
-            .fetch_one(conn)
-            .await
-            .map(|v| v as u64)
-            .map_err(error("read a stream's version"))
-    }
-
-    async fn find_command_on(
-        &self,
-        conn: &mut PgConnection,
-        stream: &StreamId,
-        id: &str,
-    ) -> Result<Option<CommandRecord>, StoreError> {
-        let row = sqlx::query(self.inner.sql.find_command.clone())
-            .bind(stream.aggregate_type())
-            .bind(stream.aggregate_id())
-            .bind(id)
-            .fetch_optional(conn)
-            .await
-            .map_err(error("look up a command id"))?;
-        row.map(|r| command_record(stream, id, &r)).transpose()
-    }
-
-    async fn taken_event_id(&self, conn: &mut PgConnection, ids: &[uuid::Uuid]) -> Result<Option<EventId>, StoreError> {
-        // Within the batch itself first, then against the table.
-        for (i, id) in ids.iter().enumerate() {
-            if ids[..i].contains(id) {
-                return Ok(Some(EventId::from(*id)));
-            }
-        }
-        let s = &self.inner.schema;
-        let taken: Option<uuid::Uuid> = sqlx::query_scalar(
-            AssertSqlSafe(format!(
-                r#"SELECT event_id FROM "{s}".events WHERE event_id = ANY($1) LIMIT 1"#
-            ))
-            .into_sql_str(),
-        )
-        .bind(ids)
-        .fetch_optional(conn)
-        .await
-        .map_err(error("find a reused event id"))?;
-        Ok(taken.map(EventId::from))
-    }
-
-    /// Reads up to `limit` rows after `after`, in position order, and the
-    /// transactions that were running in the same snapshot.
-    async fn fetch_page(&self, after: i64, limit: i64) -> Result<(Vec<PgRow>, Vec<i64>), StoreError> {
-        let rows = sqlx::query(self.inner.sql.read_all.clone())
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(error("read the log"))?;
-        let running = match rows.first() {
-            Some(row) => row
-                .try_get::<Option<Vec<i64>>, _>("running")
-                .map_err(error("read the running transactions"))?
-                .unwrap_or_default(),
-            None => Vec::new(),
-        };
-        Ok((rows, running))
-    }
-
-    /// Whether every transaction in `running` has finished.
-    async fn all_finished(&self, running: &[i64]) -> Result<bool, StoreError> {
-        let Some(max) = running.iter().max() else {
-            return Ok(true);
-        };
-        sqlx::query_scalar::<_, bool>("SELECT pg_snapshot_xmin(pg_current_snapshot()) > $1::TEXT::XID8")
-            .bind(max.to_string())
-            .fetch_one(&self.inner.pool)
-            .await
-            .map_err(error("check the running transactions"))
-    }
-}
-
-fn command_record(stream: &StreamId, id: &str, r: &PgRow) -> Result<CommandRecord, StoreError> {
-    let get = error("read a command record");
-    let version = |i| -> Result<u64, StoreError> {
-        let v = r.try_get::<i64, _>(i).map_err(&get)?;
-        u64::try_from(v).map_err(|_| corrupt(format!("a command record of stream `{stream}` has version {v}")))
-    };
-    Ok(CommandRecord {
-        command_id: id.to_owned(),
-        stream: stream.clone(),
-        first_version: version(0)?,
-        last_version: version(1)?,
-    })
-}
-
-/// Hands one event row (in the column order of `schema::COLUMNS`) to the
-/// visitor, borrowing its text and bytes from the row.
-fn visit_row(row: &PgRow, visit: &mut impl Visitor) -> Result<ControlFlow<()>, StoreError> {
-    let get = error("read an event row");
-    let position = row.try_get::<i64, _>(4).map_err(&get)? as u64;
-    let event = RecordedEvent {
-        event_id: EventId::from(row.try_get::<uuid::Uuid, _>(0).map_err(&get)?),
-        aggregate_type: row.try_get(1).map_err(&get)?,
-        aggregate_id: row.try_get(2).map_err(&get)?,
-        version: row.try_get::<i64, _>(3).map_err(&get)? as u64,
-        position,
-        name: row.try_get(5).map_err(&get)?,
-        schema_version: u32::try_from(row.try_get::<i32, _>(6).map_err(&get)?).map_err(|_| {
-            corrupt(format!(
-                "the event at position {position} has a negative schema version"
-            ))
-        })?,
-        payload: row.try_get(7).map_err(&get)?,
-        metadata: row.try_get(8).map_err(&get)?,
-        recorded_at: timestamp(row, 9)?,
-    };
-    Ok(visit(&event))
-}
-
-/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
-const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
-
-/// A `timestamptz` column, read from its binary form (microseconds since
-/// 2000-01-01) without a date-time crate.
-fn timestamp(row: &PgRow, index: usize) -> Result<Timestamp, StoreError> {
-    let raw = row.try_get_raw(index).map_err(error("read a timestamp"))?;
-    let bytes = raw
-        .as_bytes()
-        .map_err(|e| corrupt(format!("an unreadable timestamp: {e}")))?;
-    let bytes: [u8; 8] = bytes
-        .try_into()
-        .map_err(|_| corrupt(format!("a timestamp of {} bytes", bytes.len())))?;
-    Ok(Timestamp::from_micros(i64::from_be_bytes(bytes) + PG_EPOCH_MICROS))
-}
-
-/// Forwards notifications on the schema's channel to `inner.head` until the
-/// store is dropped, reconnecting after failures.
-async fn listen(inner: std::sync::Weak<Inner>) {
-    loop {
-        let Some(strong) = inner.upgrade() else { return };
-        let listener = async {
-            // A connection of its own, outside the application's pool: a
-            // listener holds it for good, and a pool of one must stay free.
-            let own = PgPoolOptions::new()
-                .max_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None)
-                .connect_with(strong.pool.connect_options().as_ref().clone())
-                .await?;
-            let mut listener = sqlx::postgres::PgListener::connect_with(&own).await?;
-            listener.ignore_pool_close_event(true);
-            listener.listen(&strong.schema).await?;
-            Ok::<_, sqlx::Error>(listener)
-        }
-        .await;
-        let mut listener = match listener {
-            Ok(l) => l,
-            Err(error) => {
-                tracing::warn!(%error, "cannot LISTEN for new events; readers poll meanwhile");
-                drop(strong);
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        drop(strong);
-        loop {
-            let next = tokio::time::timeout(Duration::from_secs(5), listener.try_recv()).await;
-            let Some(strong) = inner.upgrade() else { return };
-            match next {
-                Ok(Ok(Some(_))) => {
-                    strong.head.send_modify(|n| *n += 1);
-                }
-                Ok(Ok(None)) | Ok(Err(_)) => {
-                    // The connection was lost: wake readers (events may have
-                    // come meanwhile) and listen again.
-                    strong.head.send_modify(|n| *n += 1);
-                    break;
-                }
-                Err(_) => {
-                    if strong.head.receiver_count() == 0 {
-                        strong.listening.store(false, std::sync::atomic::Ordering::SeqCst);
-                        return;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The next row of a streaming query.
-async fn next_row<S>(rows: &mut Pin<Box<S>>) -> Option<Result<PgRow, sqlx::Error>>
-where
-    S: Stream<Item = Result<PgRow, sqlx::Error>> + ?Sized,
-{
-    std::future::poll_fn(|cx| rows.as_mut().poll_next(cx)).await
 }
 
 impl EventStore for PostgresStore {
     const NAME: &'static str = STORE;
 
     async fn append(&self, request: AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
-        let mut conn = self.inner.pool.acquire().await.map_err(error("acquire a connection"))?;
-        self.append_with(&mut conn, request).await
+        self.append_pooled(&request).await
     }
 
-    async fn read_stream(
+    fn read_stream(
         &self,
         stream: &StreamId,
         from_version: u64,
-        mut visit: impl Visitor,
-    ) -> Result<(), StoreError> {
-        let from = to_i64(from_version, "version")?;
-        let mut rows = sqlx::query(self.inner.sql.read_stream.clone())
-            .bind(stream.aggregate_type())
-            .bind(stream.aggregate_id())
-            .bind(from)
-            .fetch(&self.inner.pool);
-        while let Some(row) = next_row(&mut rows).await {
-            let row = row.map_err(error("read a stream"))?;
-            if visit_row(&row, &mut visit)?.is_break() {
-                break;
-            }
-        }
-        Ok(())
+        visit: impl Visitor,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.read_stream_rows(stream, from_version, visit)
     }
 
-    async fn load_events(
+    fn load_events(
         &self,
         stream: &StreamId,
         from_version: u64,
-        mut visit: impl FnMut(&LoadedEvent<'_>) -> ControlFlow<()> + Send,
-    ) -> Result<(), StoreError> {
-        let from = to_i64(from_version, "version")?;
-        let mut rows = sqlx::query(self.inner.sql.load_events.clone())
-            .bind(stream.aggregate_type())
-            .bind(stream.aggregate_id())
-            .bind(from)
-            .fetch(&self.inner.pool);
-        let get = error("read an event row");
-        while let Some(row) = next_row(&mut rows).await {
-            let row = row.map_err(error("read a stream"))?;
-            let version = row.try_get::<i64, _>(0).map_err(&get)? as u64;
-            let event = LoadedEvent {
-                version,
-                name: row.try_get(1).map_err(&get)?,
-                schema_version: u32::try_from(row.try_get::<i32, _>(2).map_err(&get)?).map_err(|_| {
-                    corrupt(format!(
-                        "version {version} of stream `{stream}` has a negative schema version"
-                    ))
-                })?,
-                payload: row.try_get(3).map_err(&get)?,
-                recorded_at: timestamp(&row, 4)?,
-            };
-            if visit(&event).is_break() {
-                break;
-            }
-        }
-        Ok(())
+        visit: impl FnMut(&LoadedEvent<'_>) -> ControlFlow<()> + Send,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.load_rows(stream, from_version, visit)
     }
 
-    /// Reads the log in commit order. Rows come in position order; where a
-    /// position is missing, its transaction may still be running (positions
-    /// are drawn before commit) or may have rolled back. Appends pin their
-    /// transaction id before drawing positions, so the holder of a missing
-    /// position was running when the rows were read: the read stops at the
-    /// hole until every transaction running then has finished, and a hole
-    /// still there afterwards was rolled back and is passed.
-    async fn read_all(&self, after: u64, limit: usize, mut visit: impl Visitor) -> Result<(), StoreError> {
-        let mut next = after + 1;
-        let mut left = limit;
-        // Holes before this position were waited for and are permanent.
-        let mut settled_below = 0u64;
-        while left > 0 {
-            let asked = left;
-            let (page, running) = self
-                .fetch_page(to_i64(next - 1, "position")?, i64::try_from(asked).unwrap_or(i64::MAX))
-                .await?;
-            let mut blocked_at = None;
-            for row in &page {
-                let position = row.try_get::<i64, _>(4).map_err(error("read an event row"))? as u64;
-                if position > next && position > settled_below && !running.is_empty() {
-                    blocked_at = Some(position);
-                    break;
-                }
-                if visit_row(row, &mut visit)?.is_break() {
-                    return Ok(());
-                }
-                next = position + 1;
-                left -= 1;
-            }
-            let Some(blocked) = blocked_at else {
-                if page.len() < asked {
-                    return Ok(());
-                }
-                continue;
-            };
-            // Wait, briefly, for the transactions that might fill the hole.
-            let deadline = tokio::time::Instant::now() + self.inner.gap_wait;
-            loop {
-                if self.all_finished(&running).await? {
-                    settled_below = blocked;
-                    break;
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    tracing::debug!(at = next, "the log has a hole held by a running append; read later");
-                    return Ok(());
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        }
-        Ok(())
+    fn read_all(
+        &self,
+        after: u64,
+        limit: usize,
+        visit: impl Visitor,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.read_log(after, limit, visit)
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
@@ -702,11 +330,11 @@ impl EventStore for PostgresStore {
     }
 
     async fn last_position(&self) -> Result<u64, StoreError> {
-        sqlx::query_scalar::<_, i64>(self.inner.sql.last_position.clone())
+        let last = sqlx::query_scalar::<_, i64>(self.inner.sql.last_position.clone())
             .fetch_one(&self.inner.pool)
             .await
-            .map(|p| p as u64)
-            .map_err(error("read the last position"))
+            .map_err(error("read the last position"))?;
+        append::stored_u64(last, || format!("the log ends at position {last}"))
     }
 
     async fn find_command(&self, stream: &StreamId, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
@@ -715,18 +343,19 @@ impl EventStore for PostgresStore {
     }
 
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
-        let row = sqlx::query(self.inner.sql.load_snapshot.clone())
+        let row: Option<(i64, i32, Vec<u8>)> = sqlx::query_as(self.inner.sql.load_snapshot.clone())
             .bind(stream.aggregate_type())
             .bind(stream.aggregate_id())
             .fetch_optional(&self.inner.pool)
             .await
             .map_err(error("load a snapshot"))?;
-        let get = error("read a snapshot");
-        row.map(|r| {
+        row.map(|(version, schema_version, payload)| {
+            let bad = |what: &str, v: i64| corrupt(format!("the snapshot of stream `{stream}` has {what} {v}"));
             Ok(Snapshot {
-                version: r.try_get::<i64, _>(0).map_err(&get)? as u64,
-                schema_version: r.try_get::<i32, _>(1).map_err(&get)? as u32,
-                payload: r.try_get(2).map_err(&get)?,
+                version: u64::try_from(version).map_err(|_| bad("version", version))?,
+                schema_version: u32::try_from(schema_version)
+                    .map_err(|_| bad("schema version", schema_version.into()))?,
+                payload,
             })
         })
         .transpose()
@@ -745,24 +374,23 @@ impl EventStore for PostgresStore {
             .map_err(error("save a snapshot"))
     }
 
-    /// LISTENs on the schema's channel (once per store, in the background)
-    /// and changes the receiver on each notification.
+    /// Changes on each append through this store, and on each notification
+    /// from other processes (LISTENing once per store, in the background).
     fn notifications(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         let receiver = self.inner.head.subscribe();
-        if self.inner.notify && !self.inner.listening.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            let inner = Arc::downgrade(&self.inner);
-            tokio::spawn(listen(inner));
-        }
+        self.start_listening();
         Some(receiver)
     }
 
     async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>, StoreError> {
-        sqlx::query_scalar::<_, i64>(self.inner.sql.load_checkpoint.clone())
+        let position = sqlx::query_scalar::<_, i64>(self.inner.sql.load_checkpoint.clone())
             .bind(name)
             .fetch_optional(&self.inner.pool)
             .await
-            .map(|p| p.map(|p| p as u64))
-            .map_err(error("load a checkpoint"))
+            .map_err(error("load a checkpoint"))?;
+        position
+            .map(|p| append::stored_u64(p, || format!("checkpoint `{name}` is at position {p}")))
+            .transpose()
     }
 
     async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {

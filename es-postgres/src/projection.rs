@@ -191,7 +191,9 @@ impl<R: ReadModelIn<PgConnection>, C: Codec> PgProjection<R, C> {
                 epoch.map_or("none".to_owned(), |e| e.to_string())
             )));
         }
-        Ok(position as u64)
+        Ok(crate::append::stored_u64(position, || {
+            format!("checkpoint `{}` is at position {position}", self.checkpoint)
+        })?)
     }
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, SubscriptionError> {
@@ -333,7 +335,9 @@ where
                 .fetch_optional(p.store.pool())
                 .await
                 .map_err(error("read a projection checkpoint"))?;
-            Ok(position.unwrap_or(0) as u64)
+            Ok(crate::append::stored_u64(position.unwrap_or(0), || {
+                format!("checkpoint `{}` is at a negative position", p.checkpoint)
+            })?)
         }
     }
 

@@ -89,6 +89,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
 /// The statements the store runs, with its schema name filled in.
 pub(crate) struct Sql {
     pub(crate) append: SqlStr,
+    pub(crate) appenders: SqlStr,
+    pub(crate) appenders_running: SqlStr,
     pub(crate) stream_version: SqlStr,
     pub(crate) read_stream: SqlStr,
     pub(crate) load_events: SqlStr,
@@ -104,15 +106,31 @@ pub(crate) struct Sql {
 const COLUMNS: &str =
     "event_id, aggregate_type, aggregate_id, version, position, name, schema_version, payload, metadata, recorded_at";
 
+/// The first key of the appender lock, the same for every schema: "es" and 1.
+const APPENDERS: i32 = 0x6573_0001;
+
+/// The second key of a schema's appender lock: a hash of its name (FNV-1a),
+/// kept positive so it reads the same as an `OID` in `pg_locks`.
+fn appender_key(schema: &str) -> i32 {
+    let hash = schema
+        .bytes()
+        .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    (hash & 0x7fff_ffff) as i32
+}
+
 impl Sql {
     pub(crate) fn new(s: &str) -> Self {
         let sql = |text: String| AssertSqlSafe(text).into_sql_str();
+        let key = appender_key(s);
         Sql {
-            // One statement, one round trip: pin the transaction id, read the
-            // stream's version, insert the batch only if it matches, record
-            // the command id, and report the version and positions.
+            // One statement, one round trip: take the schema's appender lock
+            // (see `read_log`) and pin the transaction id before drawing
+            // positions, read the stream's version, insert the batch only if
+            // it matches, record the command id, and report the version and
+            // positions.
             append: sql(format!(
-                r#"WITH pin AS MATERIALIZED (SELECT pg_current_xact_id() AS tx),
+                r#"WITH pin AS MATERIALIZED (
+                    SELECT pg_current_xact_id() AS tx, pg_advisory_xact_lock_shared({APPENDERS}, {key}) AS locked),
                 cur AS (SELECT COALESCE(MAX(version), 0) AS v FROM "{s}".events
                         WHERE aggregate_type = $1 AND aggregate_id = $2),
                 ok AS (SELECT v FROM cur WHERE $3::BIGINT IS NULL OR v = $3),
@@ -133,10 +151,22 @@ impl Sql {
                 )
                 SELECT (SELECT v FROM cur) AS actual,
                        (SELECT count(*) FROM ok) AS matched,
-                       (SELECT array_agg(position ORDER BY version) FROM ins) AS positions,
-                       -- Wake LISTENing readers at commit ($11: the channel, or NULL).
-                       (SELECT count(*) FROM (SELECT pg_notify($11, '') FROM ins
-                                              WHERE $11::TEXT IS NOT NULL LIMIT 1) AS n) AS notified"#
+                       (SELECT array_agg(position ORDER BY version) FROM ins) AS positions"#
+            )),
+            // The transactions holding the appender lock now, by virtual
+            // transaction id (they exist from a transaction's start to end).
+            appenders: sql(format!(
+                r#"SELECT COALESCE(array_agg(virtualtransaction), '{{}}') FROM pg_locks
+                   WHERE locktype = 'advisory' AND granted AND objsubid = 2
+                     AND classid = {APPENDERS}::OID AND objid = {key}::OID
+                     AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"#
+            )),
+            appenders_running: sql(format!(
+                r#"SELECT EXISTS (SELECT 1 FROM pg_locks
+                   WHERE locktype = 'advisory' AND objsubid = 2
+                     AND classid = {APPENDERS}::OID AND objid = {key}::OID
+                     AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                     AND virtualtransaction = ANY($1))"#
             )),
             stream_version: sql(format!(
                 r#"SELECT COALESCE(MAX(version), 0) FROM "{s}".events WHERE aggregate_type = $1 AND aggregate_id = $2"#
@@ -145,18 +175,13 @@ impl Sql {
                 r#"SELECT {COLUMNS} FROM "{s}".events
                    WHERE aggregate_type = $1 AND aggregate_id = $2 AND version >= $3 ORDER BY version"#
             )),
-            // The running transactions come from the same statement, hence the
-            // same snapshot, as the rows: see `read_all`.
             // Only what loading an aggregate needs.
             load_events: sql(format!(
                 r#"SELECT version, name, schema_version, payload, recorded_at FROM "{s}".events
                    WHERE aggregate_type = $1 AND aggregate_id = $2 AND version >= $3 ORDER BY version"#
             )),
             read_all: sql(format!(
-                r#"SELECT {COLUMNS},
-                          (SELECT array_agg(x::TEXT::BIGINT) FROM pg_snapshot_xip(pg_current_snapshot()) AS x)
-                              AS running
-                   FROM "{s}".events WHERE position > $1 ORDER BY position LIMIT $2"#
+                r#"SELECT {COLUMNS} FROM "{s}".events WHERE position > $1 ORDER BY position LIMIT $2"#
             )),
             last_position: sql(format!(r#"SELECT COALESCE(MAX(position), 0) FROM "{s}".events"#)),
             find_command: sql(format!(

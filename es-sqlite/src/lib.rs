@@ -217,6 +217,7 @@ impl SqliteStore {
         let last: i64 = writer
             .query_row("SELECT COALESCE(MAX(position), 0) FROM es_events", [], |r| r.get(0))
             .map_err(error("read the last position"))?;
+        let last = stored_u64(last, || format!("the log ends at position {last}"))?;
         let readers = path.as_ref().map(|_| Mutex::new(Vec::new()));
         Ok(SqliteStore {
             inner: Arc::new(Inner {
@@ -224,8 +225,8 @@ impl SqliteStore {
                 readers,
                 path,
                 options,
-                head: watch::channel(last as u64).0,
-                last_position: AtomicU64::new(last as u64),
+                head: watch::channel(last).0,
+                last_position: AtomicU64::new(last),
             }),
         })
     }
@@ -272,6 +273,7 @@ impl SqliteStore {
     }
 
     fn append_now(&self, request: AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
+        es_core::store::validate_append(STORE, &request)?;
         let mut conn = lock(&self.inner.writer);
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -288,7 +290,7 @@ impl SqliteStore {
             )
             .and_then(|mut s| s.query_row(params![stream.aggregate_type(), stream.aggregate_id()], |r| r.get(0)))
             .map_err(error("read a stream's version"))?;
-        let actual = actual as u64;
+        let actual = stored_u64(actual, || format!("stream `{stream}` has version {actual}"))?;
         if !request.expected.matches(actual) {
             return Err(Conflict {
                 stream: stream.clone(),
@@ -417,49 +419,72 @@ fn find_command(conn: &Connection, stream: &StreamId, id: &str) -> Result<Option
         Ok(CommandRecord {
             command_id: id.to_owned(),
             stream: stream.clone(),
-            first_version: stored_version(first, stream, "a command record")?,
-            last_version: stored_version(last, stream, "a command record")?,
+            first_version: stored_u64(first, || {
+                format!("a command record of stream `{stream}` has version {first}")
+            })?,
+            last_version: stored_u64(last, || {
+                format!("a command record of stream `{stream}` has version {last}")
+            })?,
         })
     })
     .transpose()
 }
 
-/// A version read from a row, which must not be negative.
-fn stored_version(v: i64, stream: &StreamId, what: &str) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|_| corrupt(format!("{what} of stream `{stream}` has version {v}")))
+/// A count, version or position read from a row, which must not be negative.
+fn stored_u64(v: i64, what: impl FnOnce() -> String) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| corrupt(what()))
+}
+
+/// Reads column `i` of `row` with `read`, naming the event (`at`) and the
+/// column in the error: a row that does not read is corrupt, and says where.
+fn cell<'r, T>(
+    row: &'r rusqlite::Row<'_>,
+    i: usize,
+    column: &str,
+    at: &dyn Fn() -> String,
+    read: impl FnOnce(rusqlite::types::ValueRef<'r>) -> rusqlite::types::FromSqlResult<T>,
+) -> Result<T, StoreError> {
+    let value = row.get_ref(i).map_err(error("read an event row"))?;
+    read(value).map_err(|e| corrupt(format!("{} has an unreadable `{column}`: {e}", at())))
+}
+
+/// A stored version, which must not be negative.
+fn version_cell(row: &rusqlite::Row<'_>, i: usize, at: &dyn Fn() -> String) -> Result<u64, StoreError> {
+    let v = cell(row, i, "version", at, |v| v.as_i64())?;
+    u64::try_from(v).map_err(|_| corrupt(format!("{} has version {v}", at())))
+}
+
+/// A stored schema version, which must fit a `u32`.
+fn schema_version_cell(row: &rusqlite::Row<'_>, i: usize, at: &dyn Fn() -> String) -> Result<u32, StoreError> {
+    let v = cell(row, i, "schema_version", at, |v| v.as_i64())?;
+    u32::try_from(v).map_err(|_| corrupt(format!("{} has schema version {v}, outside 0..=4294967295", at())))
 }
 
 /// Reads one event row in the column order of the `SELECT`s below:
 /// event_id, aggregate_type, aggregate_id, version, position, name,
 /// schema_version, payload, metadata, recorded_at.
 fn visit_row(row: &rusqlite::Row<'_>, visit: &mut impl Visitor) -> Result<ControlFlow<()>, StoreError> {
-    let get = |e: rusqlite::Error| error("read an event row")(e);
-    let id_bytes = row.get_ref(0).and_then(|v| Ok(v.as_blob()?)).map_err(get)?;
-    let position = row.get_ref(4).and_then(|v| Ok(v.as_i64()?)).map_err(get)? as u64;
-    let event_id = uuid_from(id_bytes).ok_or_else(|| {
-        corrupt(format!(
-            "the event at position {position} has an id of {} bytes, not 16",
-            id_bytes.len()
-        ))
-    })?;
-    let text = |i| row.get_ref(i).and_then(|v| Ok(v.as_str()?)).map_err(get);
-    let blob = |i| row.get_ref(i).and_then(|v| Ok(v.as_blob()?)).map_err(get);
-    let int = |i| row.get_ref(i).and_then(|v| Ok(v.as_i64()?)).map_err(get);
+    let raw_position = cell(row, 4, "position", &|| "an event".to_owned(), |v| v.as_i64())?;
+    let position = u64::try_from(raw_position)
+        .map_err(|_| corrupt(format!("the log holds an event at position {raw_position}")))?;
+    let at_position = || format!("the event at position {position}");
+    let aggregate_type = cell(row, 1, "aggregate_type", &at_position, |v| v.as_str())?;
+    let aggregate_id = cell(row, 2, "aggregate_id", &at_position, |v| v.as_str())?;
+    let at = || format!("the event at position {position} (stream `{aggregate_type}/{aggregate_id}`)");
+    let id_bytes = cell(row, 0, "event_id", &at, |v| v.as_blob())?;
+    let event_id = uuid_from(id_bytes)
+        .ok_or_else(|| corrupt(format!("{} has an id of {} bytes, not 16", at(), id_bytes.len())))?;
     let event = RecordedEvent {
         event_id,
-        aggregate_type: text(1)?,
-        aggregate_id: text(2)?,
-        version: int(3)? as u64,
+        aggregate_type,
+        aggregate_id,
+        version: version_cell(row, 3, &at)?,
         position,
-        name: text(5)?,
-        schema_version: u32::try_from(int(6)?).map_err(|_| {
-            corrupt(format!(
-                "the event at position {position} has a negative schema version"
-            ))
-        })?,
-        payload: blob(7)?,
-        metadata: blob(8)?,
-        recorded_at: Timestamp::from_micros(int(9)?),
+        name: cell(row, 5, "name", &at, |v| v.as_str())?,
+        schema_version: schema_version_cell(row, 6, &at)?,
+        payload: cell(row, 7, "payload", &at, |v| v.as_blob())?,
+        metadata: cell(row, 8, "metadata", &at, |v| v.as_blob())?,
+        recorded_at: Timestamp::from_micros(cell(row, 9, "recorded_at", &at, |v| v.as_i64())?),
     };
     Ok(visit(&event))
 }
@@ -525,20 +550,15 @@ impl EventStore for SqliteStore {
                 let mut rows = stmt
                     .query(params![stream.aggregate_type(), stream.aggregate_id(), from])
                     .map_err(error("load a stream"))?;
-                let get = error("read an event row");
                 while let Some(row) = rows.next().map_err(error("load a stream"))? {
-                    let int = |i| row.get_ref(i).and_then(|v| Ok(v.as_i64()?)).map_err(&get);
-                    let version = int(0)? as u64;
+                    let version = version_cell(row, 0, &|| format!("an event of stream `{stream}`"))?;
+                    let at = || format!("version {version} of stream `{stream}`");
                     let event = LoadedEvent {
                         version,
-                        name: row.get_ref(1).and_then(|v| Ok(v.as_str()?)).map_err(&get)?,
-                        schema_version: u32::try_from(int(2)?).map_err(|_| {
-                            corrupt(format!(
-                                "version {version} of stream `{stream}` has a negative schema version"
-                            ))
-                        })?,
-                        payload: row.get_ref(3).and_then(|v| Ok(v.as_blob()?)).map_err(&get)?,
-                        recorded_at: Timestamp::from_micros(int(4)?),
+                        name: cell(row, 1, "name", &at, |v| v.as_str())?,
+                        schema_version: schema_version_cell(row, 2, &at)?,
+                        payload: cell(row, 3, "payload", &at, |v| v.as_blob())?,
+                        recorded_at: Timestamp::from_micros(cell(row, 4, "recorded_at", &at, |v| v.as_i64())?),
                     };
                     if visit(&event).is_break() {
                         break;
@@ -581,8 +601,8 @@ impl EventStore for SqliteStore {
                         r.get::<_, i64>(0)
                     })
                 })
-                .map(|v| v as u64)
                 .map_err(error("read a stream's version"))
+                .and_then(|v| stored_u64(v, || format!("stream `{stream}` has version {v}")))
             })
         })
     }
@@ -593,13 +613,14 @@ impl EventStore for SqliteStore {
                 conn.query_row("SELECT COALESCE(MAX(position), 0) FROM es_events", [], |r| {
                     r.get::<_, i64>(0)
                 })
-                .map(|v| v as u64)
                 .map_err(error("read the last position"))
+                .and_then(|v| stored_u64(v, || format!("the log ends at position {v}")))
             })
         })
     }
 
     async fn find_command(&self, stream: &StreamId, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
+        es_core::store::validate_command_id(STORE, command_id)?;
         blocking(|| self.read(|conn| find_command(conn, stream, command_id)))
     }
 
@@ -612,15 +633,21 @@ impl EventStore for SqliteStore {
                 )
                 .and_then(|mut s| {
                     s.query_row(params![stream.aggregate_type(), stream.aggregate_id()], |r| {
-                        Ok(Snapshot {
-                            version: r.get::<_, i64>(0)? as u64,
-                            schema_version: r.get(1)?,
-                            payload: r.get(2)?,
-                        })
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?))
                     })
                     .optional()
                 })
-                .map_err(error("load a snapshot"))
+                .map_err(error("load a snapshot"))?
+                .map(|(version, schema_version, payload)| {
+                    let bad = |what| corrupt(format!("the snapshot of stream `{stream}` has {what}"));
+                    Ok(Snapshot {
+                        version: u64::try_from(version).map_err(|_| bad(format!("version {version}")))?,
+                        schema_version: u32::try_from(schema_version)
+                            .map_err(|_| bad(format!("schema version {schema_version}")))?,
+                        payload,
+                    })
+                })
+                .transpose()
             })
         })
     }
@@ -659,8 +686,9 @@ impl EventStore for SqliteStore {
             self.read(|conn| {
                 conn.prepare_cached("SELECT position FROM es_checkpoints WHERE name = ?1")
                     .and_then(|mut s| s.query_row([name], |r| r.get::<_, i64>(0)).optional())
-                    .map(|p| p.map(|p| p as u64))
-                    .map_err(error("load a checkpoint"))
+                    .map_err(error("load a checkpoint"))?
+                    .map(|p| stored_u64(p, || format!("checkpoint `{name}` is at position {p}")))
+                    .transpose()
             })
         })
     }

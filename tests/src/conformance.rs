@@ -31,6 +31,8 @@ macro_rules! conformance_tests {
             unicode_and_large_payloads,
             concurrent_writers_on_one_stream,
             concurrent_writers_on_many_streams,
+            concurrent_appends_at_any_version_all_land,
+            ids_are_checked_alike,
             event_ids_are_unique,
             command_ids_are_recorded,
             snapshots_and_checkpoints,
@@ -435,6 +437,134 @@ pub async fn concurrent_writers_on_one_stream<S: EventStore + Clone>(store: S) {
         assert_eq!(e.version, i as u64 + 1);
         assert_eq!(String::from_utf8(e.payload.clone()).unwrap(), claimed[&e.version]);
     }
+}
+
+/// Appends with `ExpectedVersion::Any` from 8 tasks on one stream all land,
+/// each at its own version: "any version" never conflicts.
+pub async fn concurrent_appends_at_any_version_all_land<S: EventStore + Clone>(store: S) {
+    let s = StreamId::new("race", "any");
+    let mut tasks = Vec::new();
+    for task in 0..8 {
+        let (store, s) = (store.clone(), s.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50 {
+                let payload = format!("{task}-{i}");
+                let appended = append(&store, &s, ExpectedVersion::Any, vec![event("e", payload.as_bytes())])
+                    .await
+                    .unwrap_or_else(|e| panic!("an append at any version failed: {e}"));
+                committed(appended);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let read = store.read_stream_vec(&s, 1).await.unwrap();
+    assert_eq!(read.len(), 400);
+    assert!(read.iter().enumerate().all(|(i, e)| e.version == i as u64 + 1));
+    let mut payloads: Vec<String> = read
+        .iter()
+        .map(|e| String::from_utf8(e.payload.clone()).unwrap())
+        .collect();
+    payloads.sort();
+    payloads.dedup();
+    assert_eq!(payloads.len(), 400);
+}
+
+/// Every store refuses the same ids and names, with the same error, and
+/// writes nothing: empty aggregate types and event names, NUL characters,
+/// ids over the limits. What one store keeps, all do.
+pub async fn ids_are_checked_alike<S: EventStore>(store: S) {
+    use es_core::store::{MAX_AGGREGATE_ID, MAX_AGGREGATE_TYPE, MAX_COMMAND_ID, MAX_EVENT_NAME};
+    let refused = |result: Result<AppendOutcome, AppendError>, what: &str| match result {
+        Err(AppendError::Store(StoreError::Invalid { detail, .. })) => {
+            assert!(detail.starts_with(what), "{detail}");
+            detail
+        }
+        other => panic!("{what}: expected a refusal, got {other:?}"),
+    };
+    let long_id = "i".repeat(MAX_AGGREGATE_ID + 1);
+    let bad_streams = [
+        (StreamId::new("", "1"), "the aggregate type"),
+        (StreamId::new("t\0x", "1"), "the aggregate type"),
+        (
+            StreamId::new("t".repeat(MAX_AGGREGATE_TYPE + 1), "1"),
+            "the aggregate type",
+        ),
+        (StreamId::new("t", "a\0b"), "the aggregate id"),
+        (StreamId::new("t", &long_id), "the aggregate id"),
+    ];
+    for (stream, what) in &bad_streams {
+        let result = append(&store, stream, ExpectedVersion::Any, events(1, "x")).await;
+        refused(result, what);
+    }
+    let detail = refused(
+        append(
+            &store,
+            &StreamId::new("t", &long_id),
+            ExpectedVersion::Any,
+            events(1, "x"),
+        )
+        .await,
+        "the aggregate id",
+    );
+    assert_eq!(
+        detail,
+        format!(
+            "the aggregate id \"{}\"…: it is {} bytes long; the limit is {MAX_AGGREGATE_ID}",
+            "i".repeat(40),
+            MAX_AGGREGATE_ID + 1
+        )
+    );
+    let s = StreamId::new("t", "ok");
+    for name in [String::new(), "a\0".to_owned(), "n".repeat(MAX_EVENT_NAME + 1)] {
+        refused(
+            append(&store, &s, ExpectedVersion::Any, vec![event(&name, b"x")]).await,
+            "the event name",
+        );
+    }
+    for id in [String::new(), "c\0".to_owned(), "c".repeat(MAX_COMMAND_ID + 1)] {
+        let result = store
+            .append(AppendRequest {
+                stream: &s,
+                expected: ExpectedVersion::Any,
+                events: events(1, "x"),
+                metadata: b"",
+                command_id: Some(&id),
+                recorded_at: Timestamp::now(),
+            })
+            .await;
+        refused(result, "the command id");
+        match store.find_command(&s, &id).await {
+            Err(StoreError::Invalid { .. }) => {}
+            other => panic!("looking up command id {id:?}: expected a refusal, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        store.last_position().await.unwrap(),
+        0,
+        "a refused append wrote something"
+    );
+
+    // At the limits, every store keeps them.
+    let widest = StreamId::new("t".repeat(MAX_AGGREGATE_TYPE), "i".repeat(MAX_AGGREGATE_ID));
+    let command_id = "c".repeat(MAX_COMMAND_ID);
+    let kept = store
+        .append(AppendRequest {
+            stream: &widest,
+            expected: ExpectedVersion::NoStream,
+            events: vec![event(&"n".repeat(MAX_EVENT_NAME), "ünïcödé".as_bytes())],
+            metadata: b"",
+            command_id: Some(&command_id),
+            recorded_at: Timestamp::now(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(committed(kept).last_version, 1);
+    let record = store.find_command(&widest, &command_id).await.unwrap().unwrap();
+    assert_eq!(record.stream, widest);
+    let read = store.read_stream_vec(&widest, 1).await.unwrap();
+    assert_eq!(read[0].name.len(), MAX_EVENT_NAME);
 }
 
 /// 16 tasks on 16 streams never get in each other's way.

@@ -366,3 +366,117 @@ async fn a_database_that_goes_away_gives_store_errors_and_the_dispatcher_recover
     assert_eq!(app.load::<BankAccount>(&account).await.unwrap().balance, 15);
     proxy.cut();
 }
+
+/// A connection to another database of the same server.
+async fn other_database(name: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    let options: PgConnectOptions = tests::postgres::url().parse().unwrap();
+    sqlx::PgConnection::connect_with(&options.database(name)).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_do_not_wait_for_transactions_that_never_touch_the_store() {
+    use sqlx::Connection;
+    let Some(store) = tests::postgres::store().await else {
+        return;
+    };
+    // Open write transactions elsewhere in the cluster: in another database,
+    // and in this one without touching the store. They stay open throughout.
+    let mut elsewhere = other_database("test").await;
+    let mut elsewhere_tx = elsewhere.begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *elsewhere_tx)
+        .await
+        .unwrap();
+    let mut here = store.pool().acquire().await.unwrap().detach();
+    let mut here_tx = here.begin().await.unwrap();
+    sqlx::query("CREATE TEMPORARY TABLE unrelated (x INT)")
+        .execute(&mut *here_tx)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO unrelated VALUES (1)")
+        .execute(&mut *here_tx)
+        .await
+        .unwrap();
+
+    let s = StreamId::new("t", "1");
+    store.append(request(&s, "e1")).await.unwrap();
+    // A rolled-back append leaves a hole in the positions.
+    let mut doomed = store.pool().begin().await.unwrap();
+    store
+        .append_with(&mut doomed, request(&StreamId::new("t", "doomed"), "never"))
+        .await
+        .unwrap();
+    doomed.rollback().await.unwrap();
+    for tag in ["e2", "e3", "e4", "e5", "e6"] {
+        store.append(request(&s, tag)).await.unwrap();
+    }
+    // One read passes the hole: no append of this store is running (a
+    // reader that waited for the unrelated transactions would return only
+    // `e1`, every time, until they end).
+    let seen = store.read_all_vec(0, 100).await.unwrap();
+    assert_eq!(tags(&seen), ["e1", "e2", "e3", "e4", "e5", "e6"]);
+    // And a projection following the store sees all of them.
+    let balances = es_core::Projection::new("unrelated", examples::views::Balances::default());
+    let last = store.last_position().await.unwrap();
+    assert_eq!(balances.catch_up(&store, &es_core::Json).await.unwrap(), last);
+
+    elsewhere_tx.rollback().await.unwrap();
+    here_tx.rollback().await.unwrap();
+}
+
+/// A `recorded_at` of `infinity` and a negative version are reported as
+/// corrupt, naming the event; nothing panics or wraps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_rows_name_their_place() {
+    let Some(store) = tests::postgres::store().await else {
+        return;
+    };
+    let app = Dispatcher::new(store.clone());
+    for id in ["a", "b"] {
+        app.dispatch(OpenAccount {
+            account: AccountId::new(id),
+            owner: "o".into(),
+        })
+        .await
+        .unwrap();
+    }
+    let s = store.schema();
+    let damage = [
+        (
+            format!(r#"UPDATE "{s}".events SET recorded_at = 'infinity' WHERE aggregate_id = 'a'"#),
+            "the event at position 1 (stream `bank_account/a`) was recorded at infinity, which is no point in time",
+        ),
+        (
+            format!(r#"UPDATE "{s}".events SET version = -3 WHERE aggregate_id = 'b'"#),
+            "the event at position 2 (stream `bank_account/b`) has version -3",
+        ),
+    ];
+    let first = store.read_all_vec(0, 10).await.unwrap()[0].position;
+    for (i, (sql, expected)) in damage.iter().enumerate() {
+        sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+            .execute(store.pool())
+            .await
+            .unwrap();
+        match store.read_all_vec(first - 1 + i as u64, 1).await {
+            Err(StoreError::Corrupt { store, detail }) => {
+                assert_eq!(store, "postgres");
+                assert_eq!(
+                    detail,
+                    expected
+                        .replace("position 1", &format!("position {first}"))
+                        .replace("position 2", &format!("position {}", first + 1))
+                );
+            }
+            other => panic!("{sql}: expected a corruption error, got {other:?}"),
+        }
+    }
+    let fresh = Dispatcher::new(store.clone());
+    match fresh.load::<BankAccount>(&AccountId::new("a")).await {
+        Err(es_core::LoadError::Store(StoreError::Corrupt { detail, .. })) => assert_eq!(
+            detail,
+            "version 1 of stream `bank_account/a` was recorded at infinity, which is no point in time"
+        ),
+        other => panic!("expected a corruption error, got {other:?}"),
+    }
+}

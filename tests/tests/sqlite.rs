@@ -142,3 +142,62 @@ async fn a_version_1_file_migrates_its_command_records() {
         .unwrap();
     assert_eq!(version, es_sqlite::SCHEMA_VERSION);
 }
+
+/// Rows that cannot be right (a schema version past `u32`, a negative
+/// version, a short event id, a text payload) are reported as corrupt,
+/// naming the event's position and stream; nothing panics or wraps.
+#[tokio::test]
+async fn corrupt_rows_name_their_place() {
+    use es_core::store::EventStoreExt;
+    let path = tests::sqlite::temp_dir().join("corrupt.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let app = Dispatcher::new(store.clone());
+    for id in ["a", "b", "c", "d"] {
+        app.dispatch(OpenAccount {
+            account: AccountId::new(id),
+            owner: "o".into(),
+        })
+        .await
+        .unwrap();
+    }
+    let damage = [
+        (
+            "UPDATE es_events SET schema_version = 8589934592 WHERE aggregate_id = 'a'",
+            "the event at position 1 (stream `bank_account/a`) has schema version 8589934592, outside 0..=4294967295",
+        ),
+        (
+            "UPDATE es_events SET version = -3 WHERE aggregate_id = 'b'",
+            "the event at position 2 (stream `bank_account/b`) has version -3",
+        ),
+        (
+            "UPDATE es_events SET event_id = x'01' WHERE aggregate_id = 'c'",
+            "the event at position 3 (stream `bank_account/c`) has an id of 1 bytes, not 16",
+        ),
+        (
+            "UPDATE es_events SET payload = 'text' WHERE aggregate_id = 'd'",
+            "the event at position 4 (stream `bank_account/d`) has an unreadable `payload`: Invalid type",
+        ),
+    ];
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    for (i, (sql, expected)) in damage.iter().enumerate() {
+        raw.execute_batch(sql).unwrap();
+        match store.read_all_vec(i as u64, 1).await {
+            Err(StoreError::Corrupt { store, detail }) => {
+                assert_eq!(store, "sqlite");
+                assert_eq!(&detail, expected);
+            }
+            other => panic!("{sql}: expected a corruption error, got {other:?}"),
+        }
+    }
+    // Loading the aggregate names the stream too.
+    let fresh = Dispatcher::new(store.clone());
+    match fresh.load::<BankAccount>(&AccountId::new("a")).await {
+        Err(es_core::LoadError::Store(StoreError::Corrupt { detail, .. })) => {
+            assert_eq!(
+                detail,
+                "version 1 of stream `bank_account/a` has schema version 8589934592, outside 0..=4294967295"
+            )
+        }
+        other => panic!("expected a corruption error, got {other:?}"),
+    }
+}

@@ -165,6 +165,7 @@ impl InMemoryStore {
     }
 
     fn append_now(&self, request: AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
+        super::validate_append(Self::NAME, &request)?;
         let mut state = self.shared.write();
         let state = &mut *state;
         let stream = match state.streams.get_mut(request.stream) {
@@ -218,7 +219,7 @@ impl InMemoryStore {
                     state.event_ids.remove(&claimed.event_id);
                 }
                 return Err(StoreError::DuplicateEventId {
-                    store: "memory",
+                    store: Self::NAME,
                     event_id: event.event_id,
                 }
                 .into());
@@ -347,6 +348,9 @@ impl EventStore for InMemoryStore {
         stream: &StreamId,
         command_id: &str,
     ) -> impl Future<Output = Result<Option<CommandRecord>, StoreError>> + Send {
+        if let Err(e) = super::validate_command_id(Self::NAME, command_id) {
+            return ready(Err(e));
+        }
         let state = self.shared.read();
         ready(Ok(state
             .streams

@@ -1,0 +1,290 @@
+//! Appends: one statement per batch, conflicts, command ids, and appends
+//! inside a caller's transaction.
+
+use es_core::store::{AppendOutcome, AppendRequest, Appended, CommandRecord, ExpectedVersion, Positions};
+use es_core::{AppendError, Conflict, EventId, StoreError, StreamId};
+use sqlx::postgres::PgRow;
+use sqlx::{AssertSqlSafe, Connection, PgConnection, Row, SqlSafeStr};
+
+use crate::{PostgresStore, STORE, corrupt, error, to_i64};
+
+/// How often an append with [`ExpectedVersion::Any`] is tried again when
+/// concurrent appends to its stream keep taking the next version first.
+const ANY_ATTEMPTS: u32 = 100;
+
+/// Why one try of the append statement did not commit.
+enum Lost {
+    /// Another append took the stream's next version first.
+    Version,
+    /// Another batch with the same command id on the stream committed first.
+    CommandId,
+    /// An event id is taken.
+    EventId,
+    /// The stream was not at the expected version when the statement read it.
+    Expected(u64),
+    /// Anything else.
+    Failed(AppendError),
+}
+
+impl From<StoreError> for Lost {
+    fn from(e: StoreError) -> Self {
+        Lost::Failed(e.into())
+    }
+}
+
+impl PostgresStore {
+    /// Appends on a pooled connection, one statement in its own transaction.
+    pub(crate) async fn append_pooled(&self, request: &AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
+        es_core::store::validate_append(STORE, request)?;
+        let mut conn = self.inner.pool.acquire().await.map_err(error("acquire a connection"))?;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let lost = match self.try_append(&mut conn, request).await {
+                Ok(outcome) => {
+                    if let AppendOutcome::Committed(appended) = &outcome
+                        && let Some(last) = appended.positions.last()
+                    {
+                        self.appended(last);
+                    }
+                    return Ok(outcome);
+                }
+                Err(lost) => lost,
+            };
+            // The statement was its own transaction: the connection is
+            // usable again for the follow-up questions.
+            match self.settle(&mut conn, request, lost, attempts).await? {
+                Some(outcome) => return Ok(outcome),
+                None => continue,
+            }
+        }
+    }
+
+    /// Appends on `conn`, which may be inside the caller's transaction: the
+    /// events then commit (or roll back) with the caller's own writes.
+    ///
+    /// The append runs in a savepoint (a transaction of its own when `conn`
+    /// has none), so a conflict leaves the caller's transaction usable.
+    /// Readers in other processes learn of these events at their next poll,
+    /// or at once if the caller calls [`wake_readers`](Self::wake_readers)
+    /// after committing.
+    pub async fn append_with(
+        &self,
+        conn: &mut PgConnection,
+        request: AppendRequest<'_>,
+    ) -> Result<AppendOutcome, AppendError> {
+        es_core::store::validate_append(STORE, &request)?;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut savepoint = conn.begin().await.map_err(error("begin an append"))?;
+            let lost = match self.try_append(&mut savepoint, &request).await {
+                Ok(outcome) => {
+                    savepoint.commit().await.map_err(error("commit an append"))?;
+                    return Ok(outcome);
+                }
+                Err(lost) => lost,
+            };
+            savepoint.rollback().await.map_err(error("roll back an append"))?;
+            match self.settle(conn, &request, lost, attempts).await? {
+                Some(outcome) => return Ok(outcome),
+                None => continue,
+            }
+        }
+    }
+
+    /// Turns a lost try into its outcome, or `None` to try again (an append
+    /// with [`ExpectedVersion::Any`] that another append beat to a version).
+    /// `conn` must be usable (the failed try rolled back).
+    async fn settle(
+        &self,
+        conn: &mut PgConnection,
+        request: &AppendRequest<'_>,
+        lost: Lost,
+        attempts: u32,
+    ) -> Result<Option<AppendOutcome>, AppendError> {
+        let stream = request.stream;
+        let conflict = |actual| {
+            AppendError::from(Conflict {
+                stream: stream.clone(),
+                expected: request.expected,
+                actual,
+            })
+        };
+        match lost {
+            Lost::Version if request.expected == ExpectedVersion::Any && attempts < ANY_ATTEMPTS => {
+                tokio::task::yield_now().await;
+                Ok(None)
+            }
+            Lost::Version => Err(conflict(self.version_on(conn, stream).await?)),
+            Lost::Expected(actual) => Err(conflict(actual)),
+            Lost::CommandId => match request.command_id {
+                Some(id) => match self.find_command_on(conn, stream, id).await? {
+                    Some(record) => Ok(Some(AppendOutcome::Duplicate(record))),
+                    // The other batch rolled back after all: try again.
+                    None => Ok(None),
+                },
+                None => Err(corrupt("a command id clashed on an append without one".to_owned()).into()),
+            },
+            Lost::EventId => {
+                let taken = self.taken_event_id(conn, request).await?;
+                Err(StoreError::DuplicateEventId {
+                    store: STORE,
+                    event_id: taken,
+                }
+                .into())
+            }
+            Lost::Failed(e) => Err(e),
+        }
+    }
+
+    /// One try of the append statement on `conn`.
+    async fn try_append(&self, conn: &mut PgConnection, request: &AppendRequest<'_>) -> Result<AppendOutcome, Lost> {
+        let expected = match request.expected {
+            ExpectedVersion::Any => None,
+            ExpectedVersion::NoStream => Some(0),
+            ExpectedVersion::Exact(v) => Some(to_i64(v, "version")?),
+        };
+        let n = request.events.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut names = Vec::with_capacity(n);
+        let mut versions = Vec::with_capacity(n);
+        let mut payloads = Vec::with_capacity(n);
+        for e in &request.events {
+            ids.push(*e.event_id.as_uuid());
+            names.push(e.name.as_ref());
+            versions.push(e.schema_version as i32);
+            payloads.push(e.payload.as_slice());
+        }
+        let stream = request.stream;
+        let result = sqlx::query(self.inner.sql.append.clone())
+            .bind(stream.aggregate_type())
+            .bind(stream.aggregate_id())
+            .bind(expected)
+            .bind(&ids)
+            .bind(&names)
+            .bind(&versions)
+            .bind(&payloads)
+            .bind(request.metadata)
+            .bind(request.recorded_at.as_micros())
+            .bind(request.command_id)
+            .fetch_one(&mut *conn)
+            .await;
+        let row = match result {
+            Ok(row) => row,
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                return Err(match db.constraint() {
+                    Some("events_stream_version") => Lost::Version,
+                    Some("commands_pkey") => Lost::CommandId,
+                    Some("events_event_id") => Lost::EventId,
+                    _ => Lost::Failed(error("append")(sqlx::Error::Database(db)).into()),
+                });
+            }
+            Err(e) => return Err(Lost::Failed(error("append")(e).into())),
+        };
+        let read = error("read the append's result");
+        let actual: i64 = row.try_get("actual").map_err(&read)?;
+        let actual = stored_u64(actual, || format!("stream `{stream}` has version {actual}"))?;
+        let matched: i64 = row.try_get("matched").map_err(&read)?;
+        if matched == 0 {
+            return Err(Lost::Expected(actual));
+        }
+        let positions: Option<Vec<i64>> = row.try_get("positions").map_err(&read)?;
+        let positions = positions
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| stored_u64(p, || format!("an append to `{stream}` got position {p}")))
+            .collect::<Result<Vec<u64>, StoreError>>()?;
+        if positions.len() != n {
+            return Err(corrupt(format!(
+                "an append of {n} events returned {} positions",
+                positions.len()
+            ))
+            .into());
+        }
+        let consecutive = positions.windows(2).all(|w| w[1] == w[0] + 1);
+        let positions = match positions.first() {
+            Some(&first) if consecutive => Positions::Consecutive { first, count: n as u64 },
+            Some(_) => Positions::Listed(positions),
+            None => Positions::Consecutive { first: 0, count: 0 },
+        };
+        Ok(AppendOutcome::Committed(Appended {
+            first_version: actual + 1,
+            last_version: actual + n as u64,
+            positions,
+        }))
+    }
+
+    pub(crate) async fn version_on(&self, conn: &mut PgConnection, stream: &StreamId) -> Result<u64, StoreError> {
+        let version = sqlx::query_scalar::<_, i64>(self.inner.sql.stream_version.clone())
+            .bind(stream.aggregate_type())
+            .bind(stream.aggregate_id())
+            .fetch_one(conn)
+            .await
+            .map_err(error("read a stream's version"))?;
+        stored_u64(version, || format!("stream `{stream}` has version {version}"))
+    }
+
+    pub(crate) async fn find_command_on(
+        &self,
+        conn: &mut PgConnection,
+        stream: &StreamId,
+        id: &str,
+    ) -> Result<Option<CommandRecord>, StoreError> {
+        es_core::store::validate_command_id(STORE, id)?;
+        let row = sqlx::query(self.inner.sql.find_command.clone())
+            .bind(stream.aggregate_type())
+            .bind(stream.aggregate_id())
+            .bind(id)
+            .fetch_optional(conn)
+            .await
+            .map_err(error("look up a command id"))?;
+        row.map(|r| command_record(stream, id, &r)).transpose()
+    }
+
+    /// The event id of `request` that is taken: within the batch itself
+    /// first, then against the table.
+    async fn taken_event_id(
+        &self,
+        conn: &mut PgConnection,
+        request: &AppendRequest<'_>,
+    ) -> Result<EventId, StoreError> {
+        let ids: Vec<uuid::Uuid> = request.events.iter().map(|e| *e.event_id.as_uuid()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            if ids[..i].contains(id) {
+                return Ok(EventId::from(*id));
+            }
+        }
+        let s = &self.inner.schema;
+        let taken: Option<uuid::Uuid> = sqlx::query_scalar(
+            AssertSqlSafe(format!(
+                r#"SELECT event_id FROM "{s}".events WHERE event_id = ANY($1) LIMIT 1"#
+            ))
+            .into_sql_str(),
+        )
+        .bind(&ids)
+        .fetch_optional(conn)
+        .await
+        .map_err(error("find a reused event id"))?;
+        Ok(EventId::from(taken.unwrap_or(ids[0])))
+    }
+}
+
+/// A stored count or version, which must not be negative.
+pub(crate) fn stored_u64(v: i64, what: impl FnOnce() -> String) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| corrupt(what()))
+}
+
+fn command_record(stream: &StreamId, id: &str, r: &PgRow) -> Result<CommandRecord, StoreError> {
+    let get = error("read a command record");
+    let version = |i| -> Result<u64, StoreError> {
+        let v = r.try_get::<i64, _>(i).map_err(&get)?;
+        stored_u64(v, || format!("a command record of stream `{stream}` has version {v}"))
+    };
+    Ok(CommandRecord {
+        command_id: id.to_owned(),
+        stream: stream.clone(),
+        first_version: version(0)?,
+        last_version: version(1)?,
+    })
+}
