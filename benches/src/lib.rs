@@ -4,5 +4,6 @@
 //! once on tiny input so they never rot.
 
 pub mod baseline;
+pub mod projections;
 pub mod sql;
 pub mod workloads;

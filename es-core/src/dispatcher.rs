@@ -176,7 +176,7 @@ impl<S: EventStore, C: Codec> DispatcherBuilder<S, C> {
     /// `dispatch` returns: its readers see their own writes. A failing
     /// projection is logged, not the command's failure (the command has
     /// committed); it catches up on the next command.
-    pub fn inline(mut self, projection: impl InlineProjection<S, C>) -> Self {
+    pub fn inline<R: crate::ReadModel>(mut self, projection: crate::Projection<R>) -> Self {
         self.inline.push(Box::new(projection));
         self
     }

@@ -342,7 +342,8 @@
 //! A process's `#[apply]` methods, `fn(&self, event: &E[, context:
 //! &EventContext<'_>]) -> impl IntoIterator<Item: Into<C>>`, say which
 //! commands an event calls for ([`Process`]); a [`ProcessManager`] sends them
-//! with ids derived from the event, so each takes effect once.
+//! with ids derived from the event, so each takes effect once. The context
+//! argument is optional, for processes as for read models.
 //!
 //! # Runtime
 //!
@@ -350,7 +351,11 @@
 //!   apply; retries on conflicts, caches recently used aggregates,
 //!   idempotent command ids, temporal loads, inline projections.
 //! - [`Projection`]: a read model in memory, caught up, followed, rebuilt,
-//!   queried; [`ProcessManager`]: a process, checkpointed.
+//!   queried; [`ProcessManager`]: a process, checkpointed, its refused
+//!   commands recorded, retried or stopping it ([`OnRefusal`]).
+//! - [`subscription`]: the one engine under both (and under the SQL read
+//!   models of `es-sqlite` and `es-postgres`): paging, panic isolation,
+//!   supervised [`Runner`]s with backoff and a [`Status`].
 //! - [`EventStore`]: the storage contract; [`InMemoryStore`] here, SQLite and
 //!   PostgreSQL in `es-sqlite` and `es-postgres`.
 //! - [`codec`]: [`Json`] by default, `Binary` (postcard) with the `binary` feature.
@@ -385,9 +390,7 @@ pub use crate::error::{
 };
 pub use crate::event::{Apply, ApplyTo, Event, IntoEvents, events_of};
 pub use crate::process::{OnRefusal, Process, ProcessManager, Refusal};
-pub use crate::projection::{
-    Answer, EventContext, InlineProjection, Project, ProjectIn, Projection, Query, ReadModel, ReadModelIn,
-};
+pub use crate::projection::{Answer, EventContext, Project, ProjectIn, Projection, Query, ReadModel, ReadModelIn};
 pub use crate::store::{EventStore, EventStoreExt, ExpectedVersion, InMemoryStore};
 pub use crate::subscription::{RunState, Runner, Status, SubscriptionError, WaitTimeout};
 

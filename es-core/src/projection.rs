@@ -396,7 +396,7 @@ impl<R: ReadModel, C: Codec> Sink for Feed<R, C> {
 }
 
 /// A projection the dispatcher updates right after each commit.
-pub trait InlineProjection<S, C>: Send + Sync + 'static {
+pub(crate) trait InlineProjection<S, C>: Send + Sync + 'static {
     /// Catches up with the store.
     fn catch_up_inline<'a>(
         &'a self,

@@ -36,7 +36,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::error::{BoxError, DecodeError, DispatchError, StoreError};
-use crate::store::{EventStore, RecordedEvent};
+use crate::store::{EventStore, RecordedEvent, StoredEvent};
 
 /// How many events a subscription reads per store round trip, unless its
 /// sink says otherwise.
@@ -99,6 +99,111 @@ pub trait Sink: Send {
     /// Forgets what [`visit`](Sink::visit) took since the last commit: the
     /// page failed and will be read again.
     fn abandon(&mut self);
+}
+
+/// A sink that applies each page in one transaction of its own (a SQL read
+/// model): it gets the page's handled events, owned, when the page ends, and
+/// commits them with the checkpoint or not at all. Run it as a [`Sink`]
+/// through [`Paged`]. A new store's read-model runner implements this.
+pub trait PageSink: Send {
+    /// See [`Sink::name`].
+    fn name(&self) -> &str;
+
+    /// See [`Sink::page_size`].
+    fn page_size(&self) -> usize {
+        PAGE
+    }
+
+    /// See [`Sink::acquire`].
+    fn acquire(&mut self) -> impl Future<Output = Result<bool, SubscriptionError>> + Send {
+        std::future::ready(Ok(true))
+    }
+
+    /// See [`Sink::release`].
+    fn release(&mut self) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+
+    /// See [`Sink::checkpoint`].
+    fn checkpoint(&mut self) -> impl Future<Output = Result<u64, SubscriptionError>> + Send;
+
+    /// See [`Sink::handles`].
+    fn handles(&self, name: &str) -> bool;
+
+    /// In one transaction: checks that the checkpoint is still `from`
+    /// ([`SubscriptionError::Moved`] otherwise) and, where the sink has an
+    /// owner, that this runner still is it ([`SubscriptionError::Fenced`]);
+    /// applies `events`; moves the checkpoint to `to`; commits. Nothing of
+    /// it stays if it fails or panics.
+    fn apply_page(
+        &mut self,
+        from: u64,
+        to: u64,
+        events: Vec<StoredEvent>,
+    ) -> impl Future<Output = Result<(), SubscriptionError>> + Send;
+}
+
+/// A [`PageSink`] as a [`Sink`]: keeps the handled events of a page while it
+/// is read, and hands them over at its end.
+#[derive(Debug)]
+pub struct Paged<T> {
+    sink: T,
+    events: Vec<StoredEvent>,
+}
+
+impl<T> Paged<T> {
+    /// Wraps `sink`.
+    pub fn new(sink: T) -> Self {
+        Paged {
+            sink,
+            events: Vec::new(),
+        }
+    }
+
+    /// The wrapped sink.
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.sink
+    }
+}
+
+impl<T: PageSink> Sink for Paged<T> {
+    fn name(&self) -> &str {
+        self.sink.name()
+    }
+
+    fn page_size(&self) -> usize {
+        self.sink.page_size()
+    }
+
+    fn acquire(&mut self) -> impl Future<Output = Result<bool, SubscriptionError>> + Send {
+        self.sink.acquire()
+    }
+
+    fn release(&mut self) -> impl Future<Output = ()> + Send {
+        self.sink.release()
+    }
+
+    fn checkpoint(&mut self) -> impl Future<Output = Result<u64, SubscriptionError>> + Send {
+        self.sink.checkpoint()
+    }
+
+    fn handles(&self, name: &str) -> bool {
+        self.sink.handles(name)
+    }
+
+    fn visit(&mut self, event: &RecordedEvent<'_>) -> Result<(), SubscriptionError> {
+        self.events.push(event.to_owned());
+        Ok(())
+    }
+
+    fn commit(&mut self, from: u64, to: u64) -> impl Future<Output = Result<(), SubscriptionError>> + Send {
+        let events = std::mem::take(&mut self.events);
+        self.sink.apply_page(from, to, events)
+    }
+
+    fn abandon(&mut self) {
+        self.events.clear();
+    }
 }
 
 /// Why a subscription could not go on.

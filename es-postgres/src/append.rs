@@ -185,13 +185,11 @@ impl PostgresStore {
         let read = error("read the append's result");
         let actual: i64 = row.try_get("actual").map_err(&read)?;
         let actual = stored_u64(actual, || format!("stream `{stream}` has version {actual}"))?;
-        let matched: i64 = row.try_get("matched").map_err(&read)?;
-        if matched == 0 {
+        if !request.expected.matches(actual) {
             return Err(Lost::Expected(actual));
         }
-        let positions: Option<Vec<i64>> = row.try_get("positions").map_err(&read)?;
+        let positions: Vec<i64> = row.try_get("positions").map_err(&read)?;
         let positions = positions
-            .unwrap_or_default()
             .into_iter()
             .map(|p| stored_u64(p, || format!("an append to `{stream}` got position {p}")))
             .collect::<Result<Vec<u64>, StoreError>>()?;

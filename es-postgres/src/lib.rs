@@ -24,10 +24,26 @@
 //! - **The log in commit order.** Positions come from a sequence when rows
 //!   are inserted, so a transaction can commit *after* a later position is
 //!   already visible. [`EventStore::read_all`] never skips it: each append
-//!   pins its transaction id before drawing positions, and a reader that
-//!   meets a hole in the positions only reads past it once every transaction
-//!   that was running when it looked has finished (a hole left then was
-//!   rolled back). Readers wait behind an open append; they never lose it.
+//!   takes a shared advisory lock of its schema (the *appender lock*) before
+//!   it draws positions and holds it to its end, and a reader that meets a
+//!   hole in the positions only reads past it once every transaction that
+//!   held the appender lock when it looked has ended (a hole left then was
+//!   rolled back). Readers wait behind an open append of their store; they
+//!   never lose it, and they never wait for transactions that do not append
+//!   to it, in this database or another.
+//! - **Appends at any version** ([`ExpectedVersion::Any`](es_core::ExpectedVersion))
+//!   never conflict: the store tries again when a concurrent append took the
+//!   version first.
+//! - **Waking readers without slowing writers.** An append does not `NOTIFY`
+//!   in its transaction (PostgreSQL serialises notifying commits); committed
+//!   appends wake this process's readers at once and a background task sends
+//!   one `NOTIFY` per burst to other processes, whose readers also poll.
+//! - **Read models exactly once, one runner at a time**: see
+//!   [`PgProjection`].
+//!
+//! Connections: commands and reads take one pooled connection at a time; a
+//! projection runner keeps one connection of its own for its lock, and the
+//! store one for `LISTEN`, both outside the pool, so a pool of one works.
 //!
 //! # Schema
 //!
@@ -36,9 +52,9 @@
 //! | table | what |
 //! |---|---|
 //! | `events` | `position` (identity), `transaction_id` (xid8), `event_id` (uuid, unique), `aggregate_type`, `aggregate_id`, `version` (unique per stream), `name`, `schema_version`, `payload` (bytea), `metadata` (bytea, JSON), `recorded_at` (timestamptz) |
-//! | `commands` | command ids and the versions they committed |
+//! | `commands` | command ids, per stream, and the versions they committed |
 //! | `snapshots` | the latest snapshot per stream |
-//! | `checkpoints` | readers' positions by name |
+//! | `checkpoints` | readers' positions by name, and each projection's fencing epoch |
 //! | `schema_version` | the version [`PostgresStore::migrate`] brought it to |
 //!
 //! The view `events_text` shows JSON payloads and metadata as text.

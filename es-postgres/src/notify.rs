@@ -52,6 +52,12 @@ impl PostgresStore {
     }
 }
 
+/// The least time between two `NOTIFY`s of one store: under a steady stream
+/// of appends, other processes hear of them this often at most (their
+/// readers then read everything committed meanwhile), and the notification
+/// queue's lock is taken at most this often.
+const NOTIFY_EVERY: Duration = Duration::from_millis(5);
+
 /// Sends one `NOTIFY` per burst of appends, until the store is dropped.
 async fn notifier(inner: Weak<Inner>) {
     loop {
@@ -71,6 +77,8 @@ async fn notifier(inner: Weak<Inner>) {
         if let Err(error) = sent {
             tracing::debug!(%error, "could not NOTIFY other processes; their readers poll");
         }
+        drop(strong);
+        tokio::time::sleep(NOTIFY_EVERY).await;
     }
 }
 

@@ -6,8 +6,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use es_core::store::{RecordedEvent, StoredEvent};
-use es_core::subscription::{self, RunOptions, Sink};
+use es_core::store::StoredEvent;
+use es_core::subscription::{self, PageSink, Paged, RunOptions, Sink};
 use es_core::{Codec, Json, ReadModelIn, Runner, SubscriptionError};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, SqlSafeStr, SqlStr};
 
@@ -115,8 +115,8 @@ impl<R: ReadModelIn<PgConnection>, C: Codec> PgProjection<R, C> {
     /// applies every event after its checkpoint, and gives ownership back.
     /// Returns the new checkpoint.
     pub async fn catch_up(&self) -> Result<u64, SubscriptionError> {
-        let mut sink = Pages::new(self);
-        sink.wait_until_owned().await?;
+        let mut sink = Paged::new(Pages::new(self));
+        sink.get_mut().wait_until_owned().await?;
         let result = subscription::catch_up(&self.store, &mut sink).await;
         sink.release().await;
         result
@@ -131,11 +131,12 @@ impl<R: ReadModelIn<PgConnection>, C: Codec> PgProjection<R, C> {
             &'c mut PgConnection,
         ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), sqlx::Error>> + Send + 'c>>,
     {
-        let mut sink = Pages::new(self);
-        sink.wait_until_owned().await?;
+        let mut sink = Paged::new(Pages::new(self));
+        sink.get_mut().wait_until_owned().await?;
+        let epoch = sink.get_mut().epoch;
         let result = async {
             let mut tx = self.begin().await?;
-            self.check_owner(&mut tx, sink.epoch).await?;
+            self.check_owner(&mut tx, epoch).await?;
             reset(&mut tx).await.map_err(error("reset a read model"))?;
             sqlx::query(self.sql.save.clone())
                 .bind(&self.checkpoint)
@@ -162,7 +163,7 @@ impl<R: ReadModelIn<PgConnection>, C: Codec> PgProjection<R, C> {
         C: 'static,
     {
         let store = self.store.clone();
-        subscription::spawn(store, Pages::new(Arc::new(self)), RunOptions::polling(poll))
+        subscription::spawn(store, Paged::new(Pages::new(Arc::new(self))), RunOptions::polling(poll))
     }
 }
 
@@ -206,7 +207,7 @@ impl<R: ReadModelIn<PgConnection>, C: Codec> PgProjection<R, C> {
     }
 }
 
-/// A PostgreSQL projection as a [`Sink`]: ownership through the lock
+/// A PostgreSQL projection as a [`PageSink`]: ownership through the lock
 /// connection and the epoch, pages applied in one transaction each.
 struct Pages<P, R, C> {
     projection: P,
@@ -214,7 +215,6 @@ struct Pages<P, R, C> {
     lock: Option<PgConnection>,
     /// The epoch taken with the lock; `None` while not owned.
     epoch: Option<i64>,
-    events: Vec<StoredEvent>,
     _model: std::marker::PhantomData<fn() -> (R, C)>,
 }
 
@@ -229,7 +229,6 @@ where
             projection,
             lock: None,
             epoch: None,
-            events: Vec::new(),
             _model: std::marker::PhantomData,
         }
     }
@@ -264,7 +263,7 @@ where
     }
 }
 
-impl<P, R, C> Sink for Pages<P, R, C>
+impl<P, R, C> PageSink for Pages<P, R, C>
 where
     P: Borrow<PgProjection<R, C>> + Send,
     R: ReadModelIn<PgConnection>,
@@ -345,13 +344,12 @@ where
         R::handles(name)
     }
 
-    fn visit(&mut self, event: &RecordedEvent<'_>) -> Result<(), SubscriptionError> {
-        self.events.push(event.to_owned());
-        Ok(())
-    }
-
-    fn commit(&mut self, from: u64, to: u64) -> impl Future<Output = Result<(), SubscriptionError>> + Send {
-        let events = std::mem::take(&mut self.events);
+    fn apply_page(
+        &mut self,
+        from: u64,
+        to: u64,
+        events: Vec<StoredEvent>,
+    ) -> impl Future<Output = Result<(), SubscriptionError>> + Send {
         let epoch = self.epoch;
         let p = self.projection.borrow();
         async move {
@@ -382,9 +380,5 @@ where
             tx.commit().await.map_err(error("commit a projection page"))?;
             Ok(())
         }
-    }
-
-    fn abandon(&mut self) {
-        self.events.clear();
     }
 }

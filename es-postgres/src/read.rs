@@ -50,14 +50,14 @@ impl PostgresStore {
         let get = error("read an event row");
         while let Some(row) = next_row(&mut rows).await {
             let row = row.map_err(error("read a stream"))?;
-            let raw = row.try_get::<i64, _>(0).map_err(&get)?;
+            let raw = row.try_get_unchecked::<i64, _>(0).map_err(&get)?;
             let version = stored_u64(raw, || format!("stream `{stream}` holds an event at version {raw}"))?;
             let at = || format!("version {version} of stream `{stream}`");
             let event = LoadedEvent {
                 version,
-                name: row.try_get(1).map_err(&get)?,
-                schema_version: schema_version(row.try_get::<i32, _>(2).map_err(&get)?, at)?,
-                payload: row.try_get(3).map_err(&get)?,
+                name: row.try_get_unchecked(1).map_err(&get)?,
+                schema_version: schema_version(row.try_get_unchecked::<i32, _>(2).map_err(&get)?, at)?,
+                payload: row.try_get_unchecked(3).map_err(&get)?,
                 recorded_at: timestamp(&row, 4, at)?,
             };
             if visit(&event).is_break() {
@@ -147,7 +147,7 @@ impl PostgresStore {
 }
 
 fn position(row: &PgRow) -> Result<u64, StoreError> {
-    let raw = row.try_get::<i64, _>(4).map_err(error("read an event row"))?;
+    let raw = row.try_get_unchecked::<i64, _>(4).map_err(error("read an event row"))?;
     stored_u64(raw, || format!("the log holds an event at position {raw}"))
 }
 
@@ -158,23 +158,28 @@ fn schema_version(raw: i32, at: impl Fn() -> String) -> Result<u32, StoreError> 
 
 /// Hands one event row (in the column order of `schema::COLUMNS`) to the
 /// visitor, borrowing its text and bytes from the row.
+///
+/// Columns are read without sqlx's type check (`try_get_unchecked`): the
+/// statements select columns of known types from the store's own tables,
+/// the check costs a type clone per column, and decoding still refuses a
+/// value of the wrong size.
 pub(crate) fn visit_row(row: &PgRow, visit: &mut impl Visitor) -> Result<ControlFlow<()>, StoreError> {
     let get = error("read an event row");
     let position = position(row)?;
-    let aggregate_type: &str = row.try_get(1).map_err(&get)?;
-    let aggregate_id: &str = row.try_get(2).map_err(&get)?;
+    let aggregate_type: &str = row.try_get_unchecked(1).map_err(&get)?;
+    let aggregate_id: &str = row.try_get_unchecked(2).map_err(&get)?;
     let at = || format!("the event at position {position} (stream `{aggregate_type}/{aggregate_id}`)");
-    let raw_version = row.try_get::<i64, _>(3).map_err(&get)?;
+    let raw_version = row.try_get_unchecked::<i64, _>(3).map_err(&get)?;
     let event = RecordedEvent {
-        event_id: EventId::from(row.try_get::<uuid::Uuid, _>(0).map_err(&get)?),
+        event_id: EventId::from(row.try_get_unchecked::<uuid::Uuid, _>(0).map_err(&get)?),
         aggregate_type,
         aggregate_id,
         version: stored_u64(raw_version, || format!("{} has version {raw_version}", at()))?,
         position,
-        name: row.try_get(5).map_err(&get)?,
-        schema_version: schema_version(row.try_get::<i32, _>(6).map_err(&get)?, at)?,
-        payload: row.try_get(7).map_err(&get)?,
-        metadata: row.try_get(8).map_err(&get)?,
+        name: row.try_get_unchecked(5).map_err(&get)?,
+        schema_version: schema_version(row.try_get_unchecked::<i32, _>(6).map_err(&get)?, at)?,
+        payload: row.try_get_unchecked(7).map_err(&get)?,
+        metadata: row.try_get_unchecked(8).map_err(&get)?,
         recorded_at: timestamp(row, 9, at)?,
     };
     Ok(visit(&event))

@@ -123,35 +123,37 @@ impl Sql {
         let sql = |text: String| AssertSqlSafe(text).into_sql_str();
         let key = appender_key(s);
         Sql {
-            // One statement, one round trip: take the schema's appender lock
-            // (see `read_log`) and pin the transaction id before drawing
-            // positions, read the stream's version, insert the batch only if
-            // it matches, record the command id, and report the version and
-            // positions.
+            // One statement, one round trip: read the stream's version while
+            // taking the schema's appender lock (see `read_log`) and pinning
+            // the transaction id, both before any position is drawn; insert
+            // the batch only if the version matches ($3, NULL for any); record
+            // the command id; report the version read and the positions. The
+            // caller tells a mismatch by the version. Few plan nodes: this runs
+            // for every command, and its planning and start-up cost the
+            // server more than its inserts.
             append: sql(format!(
-                r#"WITH pin AS MATERIALIZED (
-                    SELECT pg_current_xact_id() AS tx, pg_advisory_xact_lock_shared({APPENDERS}, {key}) AS locked),
-                cur AS (SELECT COALESCE(MAX(version), 0) AS v FROM "{s}".events
-                        WHERE aggregate_type = $1 AND aggregate_id = $2),
-                ok AS (SELECT v FROM cur WHERE $3::BIGINT IS NULL OR v = $3),
+                r#"WITH cur AS MATERIALIZED (
+                    SELECT COALESCE(MAX(version), 0) AS v, pg_current_xact_id() AS tx,
+                           pg_advisory_xact_lock_shared({APPENDERS}, {key}) AS locked
+                    FROM "{s}".events WHERE aggregate_type = $1 AND aggregate_id = $2),
                 ins AS (
                     INSERT INTO "{s}".events (transaction_id, event_id, aggregate_type, aggregate_id, version, name,
                                               schema_version, payload, metadata, recorded_at)
-                    SELECT pin.tx, e.event_id, $1, $2, ok.v + e.ord, e.name, e.schema_version, e.payload, $8,
+                    SELECT cur.tx, e.event_id, $1, $2, cur.v + e.ord, e.name, e.schema_version, e.payload, $8,
                            TIMESTAMPTZ 'epoch' + $9::BIGINT * INTERVAL '1 microsecond'
-                    FROM pin, ok, UNNEST($4::UUID[], $5::TEXT[], $6::INTEGER[], $7::BYTEA[])
+                    FROM cur, UNNEST($4::UUID[], $5::TEXT[], $6::INTEGER[], $7::BYTEA[])
                          WITH ORDINALITY AS e(event_id, name, schema_version, payload, ord)
+                    WHERE $3::BIGINT IS NULL OR cur.v = $3
                     ORDER BY e.ord
                     RETURNING position, version
                 ),
                 cmd AS (
                     INSERT INTO "{s}".commands (command_id, aggregate_type, aggregate_id, first_version, last_version)
-                    SELECT $10, $1, $2, ok.v + 1, ok.v + cardinality($4::UUID[])
-                    FROM ok WHERE $10::TEXT IS NOT NULL AND EXISTS (SELECT 1 FROM ins)
+                    SELECT $10, $1, $2, cur.v + 1, cur.v + cardinality($4::UUID[])
+                    FROM cur WHERE $10::TEXT IS NOT NULL AND ($3::BIGINT IS NULL OR cur.v = $3)
+                      AND cardinality($4::UUID[]) > 0
                 )
-                SELECT (SELECT v FROM cur) AS actual,
-                       (SELECT count(*) FROM ok) AS matched,
-                       (SELECT array_agg(position ORDER BY version) FROM ins) AS positions"#
+                SELECT cur.v AS actual, ARRAY(SELECT position FROM ins ORDER BY version) AS positions FROM cur"#
             )),
             // The transactions holding the appender lock now, by virtual
             // transaction id (they exist from a transaction's start to end).

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use es_core::store::{RecordedEvent, StoredEvent};
-use es_core::subscription::{self, RunOptions, Sink};
+use es_core::store::StoredEvent;
+use es_core::subscription::{self, PageSink, Paged, RunOptions};
 use es_core::{Codec, EventStore, Json, ReadModelIn, Runner, SubscriptionError};
 use rusqlite::Connection;
 
@@ -81,8 +81,8 @@ impl<R: ReadModelIn<Connection>, C: Codec> SqliteProjection<R, C> {
         subscription::catch_up(&self.store, &mut self.sink()).await
     }
 
-    fn sink(&self) -> Pages<&Self, R, C> {
-        Pages::new(self)
+    fn sink(&self) -> Paged<Pages<&Self, R, C>> {
+        Pages::paged(self)
     }
 
     /// Clears the read model with `reset` and replays the whole log into
@@ -111,29 +111,18 @@ impl<R: ReadModelIn<Connection>, C: Codec> SqliteProjection<R, C> {
         C: 'static,
     {
         let store = self.store.clone();
-        subscription::spawn(store, Pages::new(Arc::new(self)), RunOptions::polling(poll))
+        subscription::spawn(store, Pages::paged(Arc::new(self)), RunOptions::polling(poll))
     }
 }
 
-/// A SQLite projection as a [`Sink`]: handled events are kept while the
-/// page is read, then applied in one write transaction with the checkpoint.
+/// A SQLite projection as a [`PageSink`]: each page in one write
+/// transaction with the checkpoint.
 struct Pages<P, R, C> {
     projection: P,
-    events: Vec<StoredEvent>,
     _model: std::marker::PhantomData<fn() -> (R, C)>,
 }
 
-impl<P, R, C> Pages<P, R, C> {
-    fn new(projection: P) -> Self {
-        Pages {
-            projection,
-            events: Vec::new(),
-            _model: std::marker::PhantomData,
-        }
-    }
-}
-
-impl<P, R, C> Sink for Pages<P, R, C>
+impl<P, R, C> PageSink for Pages<P, R, C>
 where
     P: Borrow<SqliteProjection<R, C>> + Send,
     R: ReadModelIn<Connection>,
@@ -156,19 +145,23 @@ where
         R::handles(name)
     }
 
-    fn visit(&mut self, event: &RecordedEvent<'_>) -> Result<(), SubscriptionError> {
-        self.events.push(event.to_owned());
-        Ok(())
-    }
-
-    fn commit(&mut self, from: u64, to: u64) -> impl Future<Output = Result<(), SubscriptionError>> + Send {
-        let events = std::mem::take(&mut self.events);
+    fn apply_page(
+        &mut self,
+        from: u64,
+        to: u64,
+        events: Vec<StoredEvent>,
+    ) -> impl Future<Output = Result<(), SubscriptionError>> + Send {
         let p = self.projection.borrow();
         std::future::ready(blocking(|| p.apply_page(from, to, &events)))
     }
+}
 
-    fn abandon(&mut self) {
-        self.events.clear();
+impl<P, R, C> Pages<P, R, C> {
+    fn paged(projection: P) -> Paged<Self> {
+        Paged::new(Pages {
+            projection,
+            _model: std::marker::PhantomData,
+        })
     }
 }
 

@@ -118,3 +118,18 @@ pub async fn store_with(options: PostgresOptions) -> Option<PostgresStore> {
     store.migrate().await.expect("migrate");
     Some(store)
 }
+
+/// A migrated store in a fresh schema on `pool` (a pool with settings of
+/// the test's own).
+pub async fn store_on(pool: PgPool) -> PostgresStore {
+    let store = PostgresStore::from_pool_with(
+        pool,
+        PostgresOptions {
+            schema: schema_name(),
+            ..PostgresOptions::default()
+        },
+    )
+    .expect("a valid schema name");
+    store.migrate().await.expect("migrate");
+    store
+}

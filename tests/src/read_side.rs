@@ -54,8 +54,7 @@ pub async fn busy_bank<S: EventStore + Clone>(app: &Dispatcher<S>, accounts: usi
         process.run_once(app).await.unwrap();
     }
     // Settle every transfer.
-    while process.run_once(app).await.unwrap() != app.store().last_position().await.unwrap() {}
-    process.run_once(app).await.unwrap();
+    process.settle(app).await.unwrap();
     held
 }
 

@@ -302,15 +302,7 @@ async fn a_database_that_goes_away_gives_store_errors_and_the_dispatcher_recover
         .connect_with(target.clone().host("127.0.0.1").port(proxy.port))
         .await
         .unwrap();
-    let store = PostgresStore::from_pool_with(
-        pool,
-        PostgresOptions {
-            schema: tests::postgres::schema_name(),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    store.migrate().await.unwrap();
+    let store = tests::postgres::store_on(pool).await;
     let app = Dispatcher::new(store.clone());
     let account = AccountId::new("away");
     app.dispatch(OpenAccount {
@@ -479,4 +471,52 @@ async fn corrupt_rows_name_their_place() {
         ),
         other => panic!("expected a corruption error, got {other:?}"),
     }
+}
+
+/// A runner in another process (another store on the same schema, with its
+/// own pool and listener) is woken by the notification sent after commit,
+/// not by its poll, which is a minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_appends_wake_readers_in_other_processes() {
+    let Some(writer) = tests::postgres::store().await else {
+        return;
+    };
+    let reader = PostgresStore::connect_with(
+        &tests::postgres::url(),
+        PostgresOptions {
+            schema: writer.schema().to_owned(),
+            max_connections: 2,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let balances = es_core::Projection::new("balances", examples::views::Balances::default());
+    let runner = balances.spawn(reader.clone(), es_core::Json, Duration::from_secs(60));
+    let app = Dispatcher::new(writer.clone());
+    let open = |id: &str| OpenAccount {
+        account: AccountId::new(id),
+        owner: "o".into(),
+    };
+    // The listener starts in the background: an append before it listens
+    // is only seen at the next poll, so try a few.
+    let mut woken = false;
+    for i in 0..20 {
+        let position = app
+            .dispatch(open(&format!("warm-{i}")))
+            .await
+            .unwrap()
+            .position
+            .unwrap();
+        if runner.wait_for(position, Duration::from_millis(500)).await.is_ok() {
+            woken = true;
+            break;
+        }
+    }
+    assert!(woken, "the reader never heard of an append");
+    for i in 0..5 {
+        let position = app.dispatch(open(&format!("a-{i}"))).await.unwrap().position.unwrap();
+        runner.wait_for(position, Duration::from_secs(10)).await.unwrap();
+    }
+    runner.stop().await;
 }

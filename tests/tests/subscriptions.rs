@@ -253,7 +253,7 @@ async fn a_panicking_sqlite_handler_rolls_back_and_leaves_the_database_usable() 
 mod postgres {
     use std::str::FromStr;
 
-    use es_postgres::{PgProjection, PostgresOptions, PostgresStore};
+    use es_postgres::{PgProjection, PostgresStore};
     use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
     use tests::ledger::PgLedger;
 
@@ -402,15 +402,7 @@ mod postgres {
             .connect_with(options)
             .await
             .unwrap();
-        let store = PostgresStore::from_pool_with(
-            pool,
-            PostgresOptions {
-                schema: tests::postgres::schema_name(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        store.migrate().await.unwrap();
+        let store = tests::postgres::store_on(pool).await;
         unkeyed_ledger(&store).await;
         // Polls slower than the timeout: lock connections idle out between
         // wake-ups, and runners must notice before they commit again.
@@ -443,15 +435,7 @@ mod postgres {
             .connect(&tests::postgres::url())
             .await
             .unwrap();
-        let store = PostgresStore::from_pool_with(
-            pool,
-            PostgresOptions {
-                schema: tests::postgres::schema_name(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        store.migrate().await.unwrap();
+        let store = tests::postgres::store_on(pool).await;
         sqlx::query(sqlx::AssertSqlSafe(PgLedger::create(store.schema())))
             .execute(store.pool())
             .await

@@ -108,14 +108,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .await?;
         // Let the process react until the transfer settles.
-        let mut checkpoint = 0;
-        loop {
-            let now = transfers.run_once(&app).await?;
-            if now == checkpoint {
-                break;
-            }
-            checkpoint = now;
-        }
+        transfers.settle(&app).await?;
         let transfer: Transfer = app.load(&id).await?;
         match &transfer.reason {
             None => println!("  {:?}", transfer.status),

@@ -1,0 +1,144 @@
+//! Projection catch-up: a `Projection` of the bank's `Balances` read model
+//! replaying the log ("framework"), beside a hand-written loop over the same
+//! rows that decodes them with serde and keeps the same balances
+//! ("baseline").
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+
+use es_core::store::{AppendRequest, NewEvent, RecordedEvent};
+use es_core::{Dispatcher, EventId, EventStore, ExpectedVersion, Json, Projection, StreamId, Timestamp};
+use examples::bank::{AccountId, OpenAccount};
+use examples::views::{Balances, TotalHeld};
+use serde::Deserialize;
+
+/// Accounts in the log.
+pub const ACCOUNTS: usize = 200;
+/// Deposits per account.
+pub const DEPOSITS: usize = 99;
+
+/// What every fold of the filled log must find.
+pub fn expected_total() -> u64 {
+    (ACCOUNTS * (0..DEPOSITS).map(|i| i % 10 + 1).sum::<usize>()) as u64
+}
+
+/// Opens `ACCOUNTS` accounts and appends `DEPOSITS` deposits to each:
+/// 20,000 events.
+pub async fn fill<S: EventStore + Clone>(store: &S) {
+    let app = Dispatcher::builder(store.clone()).cache_capacity(0).build();
+    for a in 0..ACCOUNTS {
+        let account = AccountId::new(format!("p{a:04}"));
+        app.dispatch(OpenAccount {
+            account: account.clone(),
+            owner: "o".into(),
+        })
+        .await
+        .expect("open");
+    }
+    // Many deposits per round trip: append batches straight to the store.
+    for a in 0..ACCOUNTS {
+        let stream = StreamId::new("bank_account", format!("p{a:04}"));
+        let events = (0..DEPOSITS)
+            .map(|i| NewEvent {
+                event_id: EventId::new(),
+                name: "account.deposited".into(),
+                schema_version: 1,
+                payload: format!(r#"{{"amount":{}}}"#, i % 10 + 1).into_bytes(),
+            })
+            .collect();
+        store
+            .append(AppendRequest {
+                stream: &stream,
+                expected: ExpectedVersion::Exact(1),
+                events,
+                metadata: b"",
+                command_id: None,
+                recorded_at: Timestamp::now(),
+            })
+            .await
+            .expect("append");
+    }
+}
+
+#[derive(Deserialize)]
+struct Amount {
+    amount: u64,
+}
+
+/// The hand-written fold: balances by account from `(account, name, payload)` rows.
+pub fn fold_row(balances: &mut BTreeMap<String, u64>, account: &str, name: &str, payload: &[u8]) {
+    match name {
+        "account.opened" => {
+            balances.insert(account.to_owned(), 0);
+        }
+        "account.deposited" => {
+            let d: Amount = serde_json::from_slice(payload).expect("decodes");
+            *balances.entry(account.to_owned()).or_default() += d.amount;
+        }
+        _ => {}
+    }
+}
+
+/// The baseline on any store: its own loop over the log, without the
+/// projection machinery.
+pub async fn by_hand_over_store<S: EventStore>(store: &S) -> u64 {
+    let mut balances = BTreeMap::new();
+    let mut after = 0;
+    loop {
+        let mut seen = 0;
+        store
+            .read_all(after, 1_000, |e: &RecordedEvent<'_>| {
+                seen += 1;
+                after = e.position;
+                fold_row(&mut balances, e.aggregate_id, e.name, e.payload);
+                ControlFlow::Continue(())
+            })
+            .await
+            .expect("read");
+        if seen < 1_000 {
+            return balances.values().sum();
+        }
+    }
+}
+
+/// The baseline on a SQLite file: one query of the three columns it needs.
+pub fn by_hand_sqlite(raw: &rusqlite::Connection) -> u64 {
+    let mut stmt = raw
+        .prepare_cached("SELECT aggregate_id, name, payload FROM es_events ORDER BY position")
+        .expect("prepare");
+    let mut rows = stmt.query([]).expect("query");
+    let mut balances = BTreeMap::new();
+    while let Some(row) = rows.next().expect("row") {
+        let text = |i| row.get_ref(i).and_then(|v| Ok(v.as_str()?)).expect("text");
+        let payload = row.get_ref(2).and_then(|v| Ok(v.as_blob()?)).expect("blob");
+        fold_row(&mut balances, text(0), text(1), payload);
+    }
+    balances.values().sum::<u64>()
+}
+
+/// The framework: a fresh projection caught up from zero.
+pub async fn framework<S: EventStore>(store: &S) -> u64 {
+    let projection = Projection::new("balances", Balances::default());
+    projection.catch_up(store, &Json).await.expect("catch up");
+    u64::try_from(projection.query(TotalHeld)).expect("fits")
+}
+
+/// The baseline on PostgreSQL: one query of the three columns it needs.
+pub async fn by_hand_postgres(pool: &sqlx::PgPool, schema: &str) -> u64 {
+    use sqlx::Row;
+    let select = format!(r#"SELECT aggregate_id, name, payload FROM "{schema}".events ORDER BY position"#);
+    let rows = sqlx::query(sqlx::AssertSqlSafe(select))
+        .fetch_all(pool)
+        .await
+        .expect("rows");
+    let mut balances = BTreeMap::new();
+    for row in &rows {
+        fold_row(
+            &mut balances,
+            row.get::<&str, _>(0),
+            row.get::<&str, _>(1),
+            row.get::<&[u8], _>(2),
+        );
+    }
+    balances.values().sum::<u64>()
+}
