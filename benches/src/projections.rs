@@ -142,3 +142,50 @@ pub async fn by_hand_postgres(pool: &sqlx::PgPool, schema: &str) -> u64 {
     }
     balances.values().sum::<u64>()
 }
+
+/// The columns every stored event has, as the stores' log reads select them.
+const ALL_COLUMNS: &str =
+    "event_id, aggregate_type, aggregate_id, version, position, name, schema_version, payload, metadata, recorded_at";
+
+/// A second baseline on a SQLite file: the same hand-written fold, reading
+/// every column of each row (what a reader handing each event with its
+/// context, as the framework does, must read).
+pub fn by_hand_sqlite_full_rows(raw: &rusqlite::Connection) -> u64 {
+    let mut stmt = raw
+        .prepare_cached(&format!("SELECT {ALL_COLUMNS} FROM es_events ORDER BY position"))
+        .expect("prepare");
+    let mut rows = stmt.query([]).expect("query");
+    let mut balances = BTreeMap::new();
+    let mut touched = 0usize;
+    while let Some(row) = rows.next().expect("row") {
+        for i in [0, 3, 4, 6, 8, 9] {
+            touched += usize::from(row.get_ref(i).is_ok());
+        }
+        let text = |i| row.get_ref(i).and_then(|v| Ok(v.as_str()?)).expect("text");
+        let payload = row.get_ref(7).and_then(|v| Ok(v.as_blob()?)).expect("blob");
+        touched += text(1).len();
+        fold_row(&mut balances, text(2), text(5), payload);
+    }
+    std::hint::black_box(touched);
+    balances.values().sum::<u64>()
+}
+
+/// A second baseline on PostgreSQL: the same fold, fetching every column.
+pub async fn by_hand_postgres_full_rows(pool: &sqlx::PgPool, schema: &str) -> u64 {
+    use sqlx::Row;
+    let select = format!(r#"SELECT {ALL_COLUMNS} FROM "{schema}".events ORDER BY position"#);
+    let rows = sqlx::query(sqlx::AssertSqlSafe(select))
+        .fetch_all(pool)
+        .await
+        .expect("rows");
+    let mut balances = BTreeMap::new();
+    for row in &rows {
+        fold_row(
+            &mut balances,
+            row.get::<&str, _>(2),
+            row.get::<&str, _>(5),
+            row.get::<&[u8], _>(7),
+        );
+    }
+    balances.values().sum::<u64>()
+}

@@ -99,3 +99,24 @@ async fn sql_workloads_agree() {
     assert_eq!(framework_balance(&app, "a").await, bank.load("a").await.balance);
     pg_clean(&pool).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projection_catch_ups_agree() {
+    use benches::projections::*;
+    let expected = expected_total();
+    let memory = es_core::InMemoryStore::new();
+    fill(&memory).await;
+    assert_eq!(framework(&memory).await, expected);
+    assert_eq!(by_hand_over_store(&memory).await, expected);
+
+    let dir = std::env::temp_dir().join(format!("es-smoke-projections-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("p.db");
+    let _ = std::fs::remove_file(&path);
+    let sqlite = es_sqlite::SqliteStore::open(&path).await.expect("open");
+    fill(&sqlite).await;
+    let raw = rusqlite::Connection::open(&path).expect("open");
+    assert_eq!(framework(&sqlite).await, expected);
+    assert_eq!(by_hand_sqlite(&raw), expected);
+    assert_eq!(by_hand_sqlite_full_rows(&raw), expected);
+}

@@ -179,6 +179,19 @@ pub enum Positions {
 }
 
 impl Positions {
+    /// The positions of a batch, in order: [`Consecutive`](Self::Consecutive)
+    /// when they are.
+    pub fn from_vec(positions: Vec<u64>) -> Self {
+        match positions.first() {
+            Some(&first) if positions.windows(2).all(|w| w[1] == w[0] + 1) => Positions::Consecutive {
+                first,
+                count: positions.len() as u64,
+            },
+            Some(_) => Positions::Listed(positions),
+            None => Positions::Consecutive { first: 0, count: 0 },
+        }
+    }
+
     /// The position of the `i`-th event of the batch.
     pub fn get(&self, i: usize) -> Option<u64> {
         match self {

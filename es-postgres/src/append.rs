@@ -34,8 +34,7 @@ impl From<StoreError> for Lost {
 
 impl PostgresStore {
     /// Appends on a pooled connection, one statement in its own transaction.
-    pub(crate) async fn append_pooled(&self, request: &AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
-        es_core::store::validate_append(STORE, request)?;
+    pub(crate) async fn append_alone(&self, request: &AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
         let mut conn = self.inner.pool.acquire().await.map_err(error("acquire a connection"))?;
         let mut attempts = 0;
         loop {
@@ -200,16 +199,10 @@ impl PostgresStore {
             ))
             .into());
         }
-        let consecutive = positions.windows(2).all(|w| w[1] == w[0] + 1);
-        let positions = match positions.first() {
-            Some(&first) if consecutive => Positions::Consecutive { first, count: n as u64 },
-            Some(_) => Positions::Listed(positions),
-            None => Positions::Consecutive { first: 0, count: 0 },
-        };
         Ok(AppendOutcome::Committed(Appended {
             first_version: actual + 1,
             last_version: actual + n as u64,
-            positions,
+            positions: Positions::from_vec(positions),
         }))
     }
 

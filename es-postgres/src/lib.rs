@@ -60,6 +60,7 @@
 //! The view `events_text` shows JSON payloads and metadata as text.
 
 mod append;
+mod group;
 mod notify;
 mod projection;
 mod read;
@@ -100,6 +101,10 @@ pub struct PostgresOptions {
     /// wake at once instead of at their next poll. Runners in this process
     /// are woken either way.
     pub notify: bool,
+    /// How many append statements of this store run at once; appends beyond
+    /// wait and then share one statement and one commit (group commit, see
+    /// the crate docs). At least 1.
+    pub max_concurrent_appends: usize,
 }
 
 impl Default for PostgresOptions {
@@ -110,6 +115,7 @@ impl Default for PostgresOptions {
             acquire_timeout: Duration::from_secs(5),
             gap_wait: Duration::from_millis(200),
             notify: true,
+            max_concurrent_appends: 2,
         }
     }
 }
@@ -134,6 +140,8 @@ struct Inner {
     notify_pending: AtomicBool,
     notify_wanted: Arc<tokio::sync::Notify>,
     notifier: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    max_concurrent_appends: usize,
+    appends: Mutex<group::Appends>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -224,6 +232,8 @@ impl PostgresStore {
                 notify_pending: AtomicBool::new(false),
                 notify_wanted: Arc::default(),
                 notifier: Mutex::new(None),
+                max_concurrent_appends: options.max_concurrent_appends.max(1),
+                appends: Mutex::default(),
             }),
         })
     }

@@ -89,6 +89,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
 /// The statements the store runs, with its schema name filled in.
 pub(crate) struct Sql {
     pub(crate) append: SqlStr,
+    pub(crate) append_batch: SqlStr,
     pub(crate) appenders: SqlStr,
     pub(crate) appenders_running: SqlStr,
     pub(crate) stream_version: SqlStr,
@@ -154,6 +155,44 @@ impl Sql {
                       AND cardinality($4::UUID[]) > 0
                 )
                 SELECT cur.v AS actual, ARRAY(SELECT position FROM ins ORDER BY version) AS positions FROM cur"#
+            )),
+            // Many requests in one statement (see `group.rs`): the requests
+            // ($1..$7, one element each) and their events ($8..$13, each with
+            // its request's number and its place in it). Each request's
+            // version is read and checked on its own; one row per request.
+            append_batch: sql(format!(
+                r#"WITH cur AS MATERIALIZED (
+                    SELECT r.*, pg_current_xact_id() AS tx,
+                           pg_advisory_xact_lock_shared({APPENDERS}, {key}) AS locked,
+                           (SELECT COALESCE(MAX(e.version), 0) FROM "{s}".events e
+                            WHERE e.aggregate_type = r.aggregate_type AND e.aggregate_id = r.aggregate_id) AS v
+                    FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::BYTEA[], $6::BIGINT[],
+                                $7::INTEGER[])
+                         WITH ORDINALITY AS r(aggregate_type, aggregate_id, expected, command_id, metadata,
+                                              recorded_at, n, req)),
+                ok AS (SELECT * FROM cur WHERE expected IS NULL OR v = expected),
+                ins AS (
+                    INSERT INTO "{s}".events (transaction_id, event_id, aggregate_type, aggregate_id, version, name,
+                                              schema_version, payload, metadata, recorded_at)
+                    SELECT ok.tx, e.event_id, ok.aggregate_type, ok.aggregate_id, ok.v + e.k, e.name,
+                           e.schema_version, e.payload, ok.metadata,
+                           TIMESTAMPTZ 'epoch' + ok.recorded_at * INTERVAL '1 microsecond'
+                    FROM UNNEST($8::INTEGER[], $9::INTEGER[], $10::UUID[], $11::TEXT[], $12::INTEGER[], $13::BYTEA[])
+                         WITH ORDINALITY AS e(req, k, event_id, name, schema_version, payload, ord)
+                    JOIN ok ON ok.req = e.req
+                    ORDER BY e.ord
+                    RETURNING position, aggregate_type, aggregate_id, version
+                ),
+                cmd AS (
+                    INSERT INTO "{s}".commands (command_id, aggregate_type, aggregate_id, first_version, last_version)
+                    SELECT command_id, aggregate_type, aggregate_id, v + 1, v + n FROM ok
+                    WHERE command_id IS NOT NULL AND n > 0
+                )
+                SELECT cur.v AS actual,
+                       ARRAY(SELECT i.position FROM ins i
+                             WHERE i.aggregate_type = cur.aggregate_type AND i.aggregate_id = cur.aggregate_id
+                             ORDER BY i.version) AS positions
+                FROM cur ORDER BY cur.req"#
             )),
             // The transactions holding the appender lock now, by virtual
             // transaction id (they exist from a transaction's start to end).

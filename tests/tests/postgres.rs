@@ -520,3 +520,162 @@ async fn committed_appends_wake_readers_in_other_processes() {
     }
     runner.stop().await;
 }
+
+/// Appends that wait for a running one share one statement (group commit),
+/// and each still gets its own exact outcome: commits, a conflict, an append
+/// at any version, an empty batch, a duplicate command id; a batch the
+/// server refuses as a whole (a reused event id) falls back to one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_appends_share_a_statement_and_keep_their_own_outcomes() {
+    use es_core::store::AppendOutcome;
+    let Some(pool) = tests::postgres::pool().await else {
+        return;
+    };
+    let store = PostgresStore::from_pool_with(
+        pool,
+        PostgresOptions {
+            schema: tests::postgres::schema_name(),
+            max_concurrent_appends: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    store.migrate().await.unwrap();
+    let stream = |id: &str| StreamId::new("g", id);
+    for id in ["conflict", "dup-cmd"] {
+        store.append(request(&stream(id), "before")).await.unwrap();
+    }
+    let dup = stream("dup-cmd");
+    let mut cmd = request(&dup, "first");
+    cmd.command_id = Some("c-1");
+    assert!(matches!(store.append(cmd).await.unwrap(), AppendOutcome::Committed(_)));
+
+    // Runs `make` while a lock holds back every insert: the first append
+    // takes the only slot and waits on the lock, the others queue; when the
+    // lock goes, the queued ones run as one batch.
+    async fn held_back<F, T>(store: &PostgresStore, make: F) -> Vec<T>
+    where
+        F: FnOnce() -> Vec<tokio::task::JoinHandle<T>>,
+    {
+        let mut blocker = store.pool().begin().await.unwrap();
+        let s = store.schema();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            r#"LOCK TABLE "{s}".events IN EXCLUSIVE MODE"#
+        )))
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+        let tasks = make();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        blocker.commit().await.unwrap();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    }
+
+    let before = store.last_position().await.unwrap();
+    let outcomes = held_back(&store, || {
+        let spawn = |id: &'static str, expected: ExpectedVersion, events: usize, command: Option<&'static str>| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let s = StreamId::new("g", id);
+                let events = (0..events)
+                    .map(|i| NewEvent {
+                        event_id: EventId::new(),
+                        name: "e".into(),
+                        schema_version: 1,
+                        payload: format!("{id}-{i}").into_bytes(),
+                    })
+                    .collect();
+                store
+                    .append(AppendRequest {
+                        stream: &s,
+                        expected,
+                        events,
+                        metadata: b"",
+                        command_id: command,
+                        recorded_at: Timestamp::now(),
+                    })
+                    .await
+            })
+        };
+        vec![
+            spawn("first", ExpectedVersion::NoStream, 1, None),
+            spawn("new", ExpectedVersion::NoStream, 3, None),
+            spawn("conflict", ExpectedVersion::Exact(7), 1, None),
+            spawn("any", ExpectedVersion::Any, 2, Some("c-any")),
+            spawn("empty", ExpectedVersion::Any, 0, None),
+        ]
+    })
+    .await;
+    // Each request's outcome, as if it had run alone.
+    let committed = |o: &Result<AppendOutcome, AppendError>| match o {
+        Ok(AppendOutcome::Committed(a)) => (a.first_version, a.last_version, a.positions.len()),
+        other => panic!("expected a commit, got {other:?}"),
+    };
+    assert_eq!(committed(&outcomes[0]), (1, 1, 1));
+    assert_eq!(committed(&outcomes[1]), (1, 3, 3));
+    match &outcomes[2] {
+        Err(AppendError::Conflict(c)) => assert_eq!((c.actual, c.expected), (1, ExpectedVersion::Exact(7))),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(committed(&outcomes[3]), (1, 2, 2));
+    assert_eq!(committed(&outcomes[4]), (1, 0, 0));
+    // What is stored: 1 + 3 + 2 new events, positions unique and in order.
+    let read = store.read_all_vec(before, 100).await.unwrap();
+    assert_eq!(read.len(), 6);
+    assert!(read.windows(2).all(|w| w[0].position < w[1].position));
+    let any = store.find_command(&stream("any"), "c-any").await.unwrap().unwrap();
+    assert_eq!((any.first_version, any.last_version), (1, 2));
+
+    // A reused event id or command id makes the server refuse the combined
+    // statement: the requests run one by one, each with its own outcome.
+    let taken = read[0].event_id;
+    let before = store.last_position().await.unwrap();
+    let outcomes = held_back(&store, || {
+        let spawn = |id: &'static str, event_id: EventId, command: Option<&'static str>| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let s = StreamId::new("g", id);
+                store
+                    .append(AppendRequest {
+                        stream: &s,
+                        expected: ExpectedVersion::Any,
+                        events: vec![NewEvent {
+                            event_id,
+                            name: "e".into(),
+                            schema_version: 1,
+                            payload: id.as_bytes().to_vec(),
+                        }],
+                        metadata: b"",
+                        command_id: command,
+                        recorded_at: Timestamp::now(),
+                    })
+                    .await
+            })
+        };
+        vec![
+            spawn("lead", EventId::new(), None),
+            spawn("ok-1", EventId::new(), None),
+            spawn("reused", taken, None),
+            spawn("dup-cmd", EventId::new(), Some("c-1")),
+            spawn("ok-2", EventId::new(), None),
+        ]
+    })
+    .await;
+    assert!(
+        outcomes[0].is_ok() && outcomes[1].is_ok() && outcomes[4].is_ok(),
+        "{outcomes:?}"
+    );
+    match &outcomes[2] {
+        Err(AppendError::Store(StoreError::DuplicateEventId { event_id, .. })) => assert_eq!(*event_id, taken),
+        other => panic!("expected the reused id to be refused, got {other:?}"),
+    }
+    match &outcomes[3] {
+        Ok(AppendOutcome::Duplicate(record)) => assert_eq!((record.first_version, record.last_version), (2, 2)),
+        other => panic!("expected the earlier command, got {other:?}"),
+    }
+    assert_eq!(tags(&store.read_all_vec(before, 100).await.unwrap()).len(), 3);
+}

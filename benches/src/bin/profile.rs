@@ -10,7 +10,10 @@ fn main() {
     let what = args.next().unwrap_or_else(|| "round-robin".into());
     let times: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(10);
     let n: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(100_000);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     for _ in 0..times {
         match what.as_str() {
             "round-robin" => rt.block_on(async {
@@ -97,6 +100,10 @@ fn main() {
                         es_postgres::PostgresOptions {
                             schema: format!("es_bench_w{run}_{n}"),
                             notify,
+                            max_concurrent_appends: std::env::var("ES_SLOTS")
+                                .ok()
+                                .and_then(|v| v.parse().ok())
+                                .unwrap_or(2),
                             ..Default::default()
                         },
                     )
@@ -109,9 +116,9 @@ fn main() {
                         .filter(|_| only != "baseline")
                         .map(|t| {
                             let app = app.clone();
-                            tokio::spawn(async move {
-                                benches::sql::framework_deposits(&app, &format!("t{t}"), 125).await
-                            })
+                            tokio::spawn(
+                                async move { benches::sql::framework_deposits(&app, &format!("t{t}"), 125).await },
+                            )
                         })
                         .collect();
                     for t in tasks {
@@ -129,13 +136,19 @@ fn main() {
                             let bank = bank.clone();
                             tokio::spawn(async move {
                                 let account = format!("t{t}");
-                                bank.handle(&benches::baseline::Command::Open { account: account.clone(), owner: "a".into() })
-                                    .await
-                                    .expect("open");
+                                bank.handle(&benches::baseline::Command::Open {
+                                    account: account.clone(),
+                                    owner: "a".into(),
+                                })
+                                .await
+                                .expect("open");
                                 for _ in 0..125 {
-                                    bank.handle(&benches::baseline::Command::Deposit { account: account.clone(), amount: 1 })
-                                        .await
-                                        .expect("deposit");
+                                    bank.handle(&benches::baseline::Command::Deposit {
+                                        account: account.clone(),
+                                        amount: 1,
+                                    })
+                                    .await
+                                    .expect("deposit");
                                 }
                             })
                         })

@@ -1,0 +1,332 @@
+//! Group commit: when more appends arrive than may run at once, the waiting
+//! ones share one statement and one commit.
+//!
+//! Each store lets at most [`PostgresOptions::max_concurrent_appends`]
+//! statements append at a time. An append that finds a free slot runs
+//! alone, as one statement (the usual case for a single writer). One that
+//! finds none waits in a queue; when a running statement ends, everything
+//! queued by then (one request per stream, up to a batch's limit) is
+//! appended by one combined statement, which checks each stream's expected
+//! version on its own and reports each request's outcome. The server then
+//! parses, plans, starts and commits once for the whole batch, which is
+//! what bounds throughput when many writers share a database server.
+//!
+//! A combined statement that the server refuses as a whole (a concurrent
+//! writer in another process took one of the versions, a command id or an
+//! event id is taken) is rolled back, and its requests are appended one by
+//! one, each with its exact outcome. One that fails for any other reason
+//! reports that failure to every request in it, as a lone append would: its
+//! outcome is unknown, and only a retry with the same command id is safe.
+//!
+//! [`PostgresOptions::max_concurrent_appends`]: crate::PostgresOptions::max_concurrent_appends
+
+use std::collections::HashSet;
+use std::sync::PoisonError;
+
+use es_core::store::{AppendOutcome, AppendRequest, Appended, ExpectedVersion, NewEvent, Positions};
+use es_core::{AppendError, StoreError, StreamId, Timestamp};
+use sqlx::Row;
+use tokio::sync::oneshot;
+
+use crate::append::stored_u64;
+use crate::{PostgresStore, corrupt, error, to_i64};
+
+/// The most requests one combined statement carries.
+const MAX_REQUESTS: usize = 64;
+/// The most events one combined statement carries (a larger request still
+/// goes, alone).
+const MAX_EVENTS: usize = 1_000;
+
+/// The appends running and waiting.
+#[derive(Default)]
+pub(crate) struct Appends {
+    running: usize,
+    queue: Vec<Pending>,
+}
+
+/// An append waiting for a batch: its request, owned, and where its outcome
+/// goes.
+struct Pending {
+    stream: StreamId,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+    metadata: Vec<u8>,
+    command_id: Option<String>,
+    recorded_at: Timestamp,
+    done: oneshot::Sender<Result<AppendOutcome, AppendError>>,
+}
+
+impl Pending {
+    fn request(&self) -> AppendRequest<'_> {
+        AppendRequest {
+            stream: &self.stream,
+            expected: self.expected,
+            events: self.events.clone(),
+            metadata: &self.metadata,
+            command_id: self.command_id.as_deref(),
+            recorded_at: self.recorded_at,
+        }
+    }
+}
+
+/// A running slot, given back (or passed to the next batch) when dropped,
+/// also when the append that held it is cancelled.
+struct Slot<'a>(&'a PostgresStore);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.slot_freed();
+    }
+}
+
+impl PostgresStore {
+    /// Appends on a pooled connection: alone when a slot is free, otherwise
+    /// in the next combined statement.
+    pub(crate) async fn append_pooled(&self, request: &AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
+        es_core::store::validate_append(crate::STORE, request)?;
+        let waiting = {
+            let mut appends = self.inner.appends.lock().unwrap_or_else(PoisonError::into_inner);
+            if appends.running < self.inner.max_concurrent_appends && appends.queue.is_empty() {
+                appends.running += 1;
+                None
+            } else {
+                let (done, outcome) = oneshot::channel();
+                appends.queue.push(Pending {
+                    stream: request.stream.clone(),
+                    expected: request.expected,
+                    events: request.events.clone(),
+                    metadata: request.metadata.to_vec(),
+                    command_id: request.command_id.map(str::to_owned),
+                    recorded_at: request.recorded_at,
+                    done,
+                });
+                Some(outcome)
+            }
+        };
+        match waiting {
+            None => {
+                let _slot = Slot(self);
+                self.append_alone(request).await
+            }
+            Some(outcome) => outcome.await.unwrap_or_else(|_| {
+                Err(StoreError::Unavailable {
+                    store: crate::STORE,
+                    operation: "append in a batch",
+                    source: "the batch was dropped before it ran (the runtime shut down)".into(),
+                }
+                .into())
+            }),
+        }
+    }
+
+    /// A running statement ended: its slot goes to the next batch, if any
+    /// append waits.
+    fn slot_freed(&self) {
+        let batch = {
+            let mut appends = self.inner.appends.lock().unwrap_or_else(PoisonError::into_inner);
+            if appends.queue.is_empty() {
+                appends.running -= 1;
+                return;
+            }
+            take_batch(&mut appends.queue)
+        };
+        let store = self.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let _slot = Slot(&store);
+                    store.append_batch(batch).await;
+                });
+            }
+            // No runtime to run it on: the waiting appends are told so.
+            Err(_) => {
+                self.inner
+                    .appends
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .running -= 1;
+                drop(batch);
+            }
+        }
+    }
+
+    /// Appends `batch` in one statement, or one by one if the server refused
+    /// the statement as a whole.
+    async fn append_batch(&self, batch: Vec<Pending>) {
+        if batch.len() > 1 {
+            match self.try_batch(&batch).await {
+                Ok(outcomes) => {
+                    for (pending, outcome) in batch.into_iter().zip(outcomes) {
+                        let _ = pending.done.send(outcome);
+                    }
+                    return;
+                }
+                Err(Some(e)) => {
+                    for pending in batch {
+                        let _ = pending.done.send(Err(copy_error(&e).into()));
+                    }
+                    return;
+                }
+                // Rolled back: each on its own below.
+                Err(None) => {}
+            }
+        }
+        for pending in batch {
+            let outcome = self.append_alone(&pending.request()).await;
+            let _ = pending.done.send(outcome);
+        }
+    }
+
+    /// One combined statement for `batch`: each request's outcome, or
+    /// `Err(None)` if the server refused it as a whole (nothing of it was
+    /// written), or the failure that leaves its outcome unknown.
+    async fn try_batch(
+        &self,
+        batch: &[Pending],
+    ) -> Result<Vec<Result<AppendOutcome, AppendError>>, Option<StoreError>> {
+        let n = batch.len();
+        let mut types = Vec::with_capacity(n);
+        let mut ids = Vec::with_capacity(n);
+        let mut expected = Vec::with_capacity(n);
+        let mut command_ids = Vec::with_capacity(n);
+        let mut metadata = Vec::with_capacity(n);
+        let mut recorded_at = Vec::with_capacity(n);
+        let mut counts = Vec::with_capacity(n);
+        let (mut ev_request, mut ev_index, mut ev_ids, mut ev_names, mut ev_versions, mut ev_payloads) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (r, p) in batch.iter().enumerate() {
+            types.push(p.stream.aggregate_type());
+            ids.push(p.stream.aggregate_id());
+            expected.push(match p.expected {
+                ExpectedVersion::Any => None,
+                ExpectedVersion::NoStream => Some(0),
+                ExpectedVersion::Exact(v) => Some(to_i64(v, "version").map_err(Some)?),
+            });
+            command_ids.push(p.command_id.as_deref());
+            metadata.push(p.metadata.as_slice());
+            recorded_at.push(p.recorded_at.as_micros());
+            counts.push(p.events.len() as i32);
+            for (k, e) in p.events.iter().enumerate() {
+                ev_request.push(r as i32 + 1);
+                ev_index.push(k as i32 + 1);
+                ev_ids.push(*e.event_id.as_uuid());
+                ev_names.push(e.name.as_ref());
+                ev_versions.push(e.schema_version as i32);
+                ev_payloads.push(e.payload.as_slice());
+            }
+        }
+        let rows = sqlx::query(self.inner.sql.append_batch.clone())
+            .bind(&types)
+            .bind(&ids)
+            .bind(&expected)
+            .bind(&command_ids)
+            .bind(&metadata)
+            .bind(&recorded_at)
+            .bind(&counts)
+            .bind(&ev_request)
+            .bind(&ev_index)
+            .bind(&ev_ids)
+            .bind(&ev_names)
+            .bind(&ev_versions)
+            .bind(&ev_payloads)
+            .fetch_all(&self.inner.pool)
+            .await;
+        let rows = match rows {
+            Ok(rows) => rows,
+            // The server refused the statement: it was rolled back whole.
+            Err(sqlx::Error::Database(db)) => {
+                tracing::debug!(error = %db, requests = n, "a combined append was refused; appending one by one");
+                return Err(None);
+            }
+            Err(e) => return Err(Some(error("append a batch")(e))),
+        };
+        if rows.len() != n {
+            return Err(Some(corrupt(format!(
+                "a combined append of {n} requests returned {} rows",
+                rows.len()
+            ))));
+        }
+        let mut outcomes = Vec::with_capacity(n);
+        let mut last = None;
+        for (p, row) in batch.iter().zip(&rows) {
+            outcomes.push(batch_outcome(p, row).map_err(Some)?);
+            if let Some(Ok(AppendOutcome::Committed(appended))) = outcomes.last() {
+                last = last.max(appended.positions.last());
+            }
+        }
+        if let Some(last) = last {
+            self.appended(last);
+        }
+        Ok(outcomes)
+    }
+}
+
+/// One request's outcome from its row of the combined statement.
+fn batch_outcome(p: &Pending, row: &sqlx::postgres::PgRow) -> Result<Result<AppendOutcome, AppendError>, StoreError> {
+    let read = error("read a combined append's result");
+    let actual: i64 = row.try_get("actual").map_err(&read)?;
+    let stream = &p.stream;
+    let actual = stored_u64(actual, || format!("stream `{stream}` has version {actual}"))?;
+    if !p.expected.matches(actual) {
+        return Ok(Err(es_core::Conflict {
+            stream: stream.clone(),
+            expected: p.expected,
+            actual,
+        }
+        .into()));
+    }
+    let positions: Vec<i64> = row.try_get("positions").map_err(&read)?;
+    let n = p.events.len();
+    if positions.len() != n {
+        return Err(corrupt(format!(
+            "a combined append of {n} events to `{stream}` returned {} positions",
+            positions.len()
+        )));
+    }
+    let positions = positions
+        .into_iter()
+        .map(|v| stored_u64(v, || format!("an append to `{stream}` got position {v}")))
+        .collect::<Result<Vec<u64>, StoreError>>()?;
+    Ok(Ok(AppendOutcome::Committed(Appended {
+        first_version: actual + 1,
+        last_version: actual + n as u64,
+        positions: Positions::from_vec(positions),
+    })))
+}
+
+/// The queued appends for the next batch: in arrival order, one per stream
+/// (a second one for a stream waits for the batch after), within the limits.
+fn take_batch(queue: &mut Vec<Pending>) -> Vec<Pending> {
+    let mut streams = HashSet::new();
+    let mut events = 0;
+    let mut batch = Vec::new();
+    let mut rest = Vec::new();
+    for pending in queue.drain(..) {
+        let fits = batch.is_empty() || (batch.len() < MAX_REQUESTS && events + pending.events.len() <= MAX_EVENTS);
+        if fits && streams.insert(pending.stream.clone()) {
+            events += pending.events.len();
+            batch.push(pending);
+        } else {
+            rest.push(pending);
+        }
+    }
+    *queue = rest;
+    batch
+}
+
+/// The same failure, for each request of a batch.
+fn copy_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable { operation, source, .. } => StoreError::Unavailable {
+            store: crate::STORE,
+            operation,
+            source: source.to_string().into(),
+        },
+        StoreError::Corrupt { detail, .. } => corrupt(detail.clone()),
+        other => StoreError::Backend {
+            store: crate::STORE,
+            operation: "append a batch",
+            source: other.to_string().into(),
+        },
+    }
+}
