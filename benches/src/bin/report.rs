@@ -3,8 +3,9 @@
 //! `cargo run -p benches --bin report`.
 //!
 //! Each group holds a `framework` and a `baseline` function timed in the
-//! same run; the ratio is framework throughput over baseline throughput,
-//! that is, baseline time over framework time.
+//! same run (and maybe second baselines, `baseline_<what>`); the ratio is
+//! framework throughput over baseline throughput, that is, baseline time
+//! over framework time.
 
 use std::path::{Path, PathBuf};
 
@@ -56,10 +57,26 @@ fn main() {
         if name == "report" {
             continue;
         }
-        match (median_ns(&group.join("framework")), median_ns(&group.join("baseline"))) {
-            (Some(f), Some(b)) => println!("| {name} | {} | {} | {:.2} |", human(f), human(b), b / f),
-            (Some(f), None) => println!("| {name} | {} | — | — |", human(f)),
-            _ => {}
+        let Some(f) = median_ns(&group.join("framework")) else {
+            continue;
+        };
+        match median_ns(&group.join("baseline")) {
+            Some(b) => println!("| {name} | {} | {} | {:.2} |", human(f), human(b), b / f),
+            None => println!("| {name} | {} | — | — |", human(f)),
+        }
+        // Second baselines (`baseline_<what>`), each a row of its own.
+        let mut others: Vec<_> = std::fs::read_dir(&group)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with("baseline_"))
+            .collect();
+        others.sort();
+        for other in others {
+            if let Some(b) = median_ns(&group.join(&other)) {
+                println!("| {name} vs {other} | {} | {} | {:.2} |", human(f), human(b), b / f);
+            }
         }
     }
 }
