@@ -62,9 +62,7 @@ pub trait Aggregate: Default + Send + Sync + 'static {
         version: u32,
         payload: &[u8],
     ) -> Result<(), crate::EventDecodeError> {
-        let event = Self::Event::decode(codec, name, version, payload)?;
-        self.apply(&event);
-        Ok(())
+        Self::Event::decode_each(codec, name, version, payload, |event| self.apply(&event))
     }
 
     /// Encodes the state as a snapshot; `None` when snapshots are off.

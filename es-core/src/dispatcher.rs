@@ -680,22 +680,22 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             if e.version > record.last_version {
                 return ControlFlow::Break(());
             }
-            match A::Event::decode(codec, e.name, e.schema_version, e.payload) {
-                Ok(payload) => {
-                    let stored = Metadata::decode(e.metadata)
-                        .map(Arc::new)
-                        .unwrap_or_else(|_| metadata.clone());
-                    events.push(Envelope {
-                        event_id: e.event_id,
-                        stream: stream.clone(),
-                        version: e.version,
-                        position: e.position,
-                        recorded_at: e.recorded_at,
-                        metadata: stored,
-                        payload,
-                    });
-                    ControlFlow::Continue(())
-                }
+            let stored = Metadata::decode(e.metadata)
+                .map(Arc::new)
+                .unwrap_or_else(|_| metadata.clone());
+            let decoded = A::Event::decode_each(codec, e.name, e.schema_version, e.payload, |payload| {
+                events.push(Envelope {
+                    event_id: e.event_id,
+                    stream: stream.clone(),
+                    version: e.version,
+                    position: e.position,
+                    recorded_at: e.recorded_at,
+                    metadata: stored.clone(),
+                    payload,
+                })
+            });
+            match decoded {
+                Ok(()) => ControlFlow::Continue(()),
                 Err(source) => {
                     failure = Some(crate::projection::decode_error(e, source));
                     ControlFlow::Break(())

@@ -39,6 +39,32 @@ pub enum EventDecodeError {
         /// The newest version this code decodes.
         supported: u32,
     },
+    /// The stored schema version is none this code knows: not the current
+    /// one, and not one of the older versions its upcast chain lists.
+    #[error(
+        "`{name}` has no schema version {stored}; this code reads versions 1 to {current} (list older versions in `#[event(older = [..])]`)"
+    )]
+    UnknownVersion {
+        /// The stored name.
+        name: &'static str,
+        /// The version in the store.
+        stored: u32,
+        /// The current version.
+        current: u32,
+    },
+    /// An older version upcast to a number of events other than the one
+    /// this caller needs; read it with [`Event::decode_each`](crate::Event::decode_each).
+    #[error(
+        "`{name}` version {stored} upcasts to {produced} events, and this read needs exactly one; read it with `Event::decode_each`"
+    )]
+    UpcastCount {
+        /// The stored name.
+        name: &'static str,
+        /// The version in the store.
+        stored: u32,
+        /// How many events the chain produced.
+        produced: usize,
+    },
     /// The codec rejected the bytes.
     #[error(transparent)]
     Codec(#[from] CodecError),

@@ -46,6 +46,80 @@ pub trait Event: Sized + Send + Sync + 'static {
     fn decode_known<C: Codec>(codec: &C, name: &str, version: u32, payload: &[u8]) -> Result<Self, EventDecodeError> {
         Self::decode(codec, name, version, payload)
     }
+
+    /// Decodes a stored event into what it stands for today, handing each
+    /// to `each` in order: one event for the current schema version, and for
+    /// an older version whatever its [`Upcast`] chain makes of it — one, or
+    /// none or several where a step drops or splits it. Aggregates, read
+    /// models and processes read stored events this way; [`Event::decode`]
+    /// needs exactly one.
+    #[inline]
+    fn decode_each<C: Codec>(
+        codec: &C,
+        name: &str,
+        version: u32,
+        payload: &[u8],
+        mut each: impl FnMut(Self),
+    ) -> Result<(), EventDecodeError> {
+        each(Self::decode(codec, name, version, payload)?);
+        Ok(())
+    }
+
+    /// [`Event::decode_each`] for a caller that has checked
+    /// `Self::knows(name)` already.
+    #[doc(hidden)]
+    #[inline]
+    fn decode_each_known<C: Codec>(
+        codec: &C,
+        name: &str,
+        version: u32,
+        payload: &[u8],
+        each: impl FnMut(Self),
+    ) -> Result<(), EventDecodeError> {
+        Self::decode_each(codec, name, version, payload, each)
+    }
+
+    /// Whether this is one event struct (not a set of events): what a
+    /// variant of an event enum must hold.
+    #[doc(hidden)]
+    const SINGLE: bool = false;
+
+    /// The schema version an event struct writes (0 for a set of events).
+    #[doc(hidden)]
+    const VERSION: u32 = 0;
+
+    /// Whether this event struct is an older version, read only to be
+    /// upcast (`#[event(next = ..)]`): it cannot be in an event enum.
+    #[doc(hidden)]
+    const SUPERSEDED: bool = false;
+}
+
+/// How an event stored with an older schema version becomes events of the
+/// next version: the steps of an upcast chain.
+///
+/// An older version of an event is a struct of its own, with the event's
+/// stored name, its version, and `next = ..` naming the struct of the next
+/// version: `#[event(name = "account.withdrawn", version = 1, next =
+/// WithdrawnV2)]`. The derive implements this trait through `From<Self> for
+/// Next` (one event to one). For a step that drops the event or splits it
+/// in several, add `custom_upcast` to the attribute and implement it by
+/// hand. The current version lists the older ones in order,
+/// `#[event(version = 3, older = [WithdrawnV1, WithdrawnV2])]`, and the
+/// compiler checks the chain: no gap, no version twice, each step leading to
+/// the next and the last to the current struct.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not say how it upcasts to its next version",
+    label = "no `Upcast` for `{Self}`",
+    note = "give `{Self}` `#[event(.., next = NextVersion)]` and `impl From<{Self}> for NextVersion`, or add `custom_upcast` and implement `Upcast` by hand"
+)]
+pub trait Upcast: Sized {
+    /// The next version of the event: the struct with the same stored name
+    /// and the version after this one's.
+    type Next;
+
+    /// Pushes what this event is at the next version onto `out`: one event,
+    /// or none (the event is dropped) or several (it is split), in order.
+    fn upcast(self, out: &mut Vec<Self::Next>);
 }
 
 /// "This aggregate (or read model) knows how to evolve on event `E`."
@@ -88,9 +162,7 @@ pub trait ApplyTo<T: ?Sized> {
     where
         Self: Event,
     {
-        let event = Self::decode(codec, name, version, payload)?;
-        event.apply_to(target);
-        Ok(())
+        Self::decode_each(codec, name, version, payload, |event| event.apply_to(target))
     }
 }
 

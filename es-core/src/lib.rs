@@ -388,7 +388,7 @@ pub use crate::envelope::{Envelope, EventId, Metadata, StreamId, Timestamp};
 pub use crate::error::{
     AppendError, BoxError, Conflict, DecodeError, DispatchError, EventDecodeError, Rejection, StoreError,
 };
-pub use crate::event::{Apply, ApplyTo, Event, IntoEvents, events_of};
+pub use crate::event::{Apply, ApplyTo, Event, IntoEvents, Upcast, events_of};
 pub use crate::process::{OnRefusal, Process, ProcessManager, Refusal};
 pub use crate::projection::{Answer, EventContext, Project, ProjectIn, Projection, Query, ReadModel, ReadModelIn};
 pub use crate::store::{EventStore, EventStoreExt, ExpectedVersion, InMemoryStore};
@@ -656,6 +656,85 @@ pub mod __private {
         fn into_output(self) -> T {
             self
         }
+    }
+
+    /// "`Self` upcasts to `N`": what the current version's `older = [..]`
+    /// requires of each step of its chain.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` does not upcast to `{N}`",
+        label = "the version after `{Self}` in this list is `{N}`",
+        note = "give `{Self}` `#[event(.., next = {N})]`: each older version's `next` is the one after it in `older = [..]`, and the last one's is the current struct"
+    )]
+    pub trait UpcastTo<N> {
+        /// Pushes what `self` is at version `N` onto `out`.
+        fn upcast_to(self, out: &mut Vec<N>);
+    }
+
+    #[diagnostic::do_not_recommend]
+    impl<T: crate::Upcast> UpcastTo<T::Next> for T {
+        #[inline]
+        fn upcast_to(self, out: &mut Vec<T::Next>) {
+            self.upcast(out)
+        }
+    }
+
+    /// The conversion a `next = N` step without `custom_upcast` goes
+    /// through.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot be made from the older version `{Old}`",
+        label = "no `From<{Old}>` for `{Self}`",
+        note = "implement `From<{Old}> for {Self}` (one event to one), or add `custom_upcast` to the `#[event(..)]` of `{Old}` and implement `es_core::Upcast` for it (none, one or several events)"
+    )]
+    pub trait FromOlder<Old> {
+        /// `Self` made from `old`.
+        fn from_older(old: Old) -> Self;
+    }
+
+    #[diagnostic::do_not_recommend]
+    impl<Old, T: From<Old>> FromOlder<Old> for T {
+        #[inline]
+        fn from_older(old: Old) -> Self {
+            T::from(old)
+        }
+    }
+
+    /// The one event an upcast chain made, for a caller that needs one.
+    #[inline]
+    pub fn exactly_one<T>(mut events: Vec<T>, name: &'static str, stored: u32) -> Result<T, crate::EventDecodeError> {
+        if events.len() == 1
+            && let Some(one) = events.pop()
+        {
+            return Ok(one);
+        }
+        Err(crate::EventDecodeError::UpcastCount {
+            name,
+            stored,
+            produced: events.len(),
+        })
+    }
+
+    /// Why a stored version is none the code knows, for generated `decode`s.
+    #[cold]
+    pub fn unknown_version(name: &'static str, stored: u32, current: u32) -> crate::EventDecodeError {
+        crate::EventDecodeError::UnknownVersion { name, stored, current }
+    }
+
+    /// Concatenates name lists into one array of `N` names; usable in
+    /// constants (an event enum's names, aliases included).
+    pub const fn concat_names<const N: usize>(parts: &[&[&'static str]]) -> [&'static str; N] {
+        let mut out = [""; N];
+        let mut k = 0;
+        let mut i = 0;
+        while i < parts.len() {
+            let mut j = 0;
+            while j < parts[i].len() {
+                out[k] = parts[i][j];
+                k += 1;
+                j += 1;
+            }
+            i += 1;
+        }
+        out
     }
 
     /// Why a stored event has an unknown name, for generated `decode`s.

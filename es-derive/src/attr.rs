@@ -156,10 +156,26 @@ fn each_key(cx: &Ctxt, attrs: &[Attribute], name: &str, mut f: impl FnMut(&Parse
 pub(crate) struct EventAttrs {
     pub(crate) name: Option<Given<LitStr>>,
     pub(crate) version: Option<Given<LitInt>>,
+    pub(crate) aliases: Option<Given<Vec<LitStr>>>,
+    pub(crate) older: Option<Given<Vec<Type>>>,
+    pub(crate) next: Option<Given<Type>>,
+    pub(crate) custom_upcast: Option<Given<()>>,
     pub(crate) krate: Option<Given<Path>>,
 }
 
-pub(crate) const EVENT_KEYS: &[&str] = &["name", "version", "crate"];
+pub(crate) const EVENT_KEYS: &[&str] = &["name", "version", "aliases", "older", "next", "custom_upcast", "crate"];
+
+/// `[a, b, ..]`: a bracketed, comma-separated list.
+fn parse_list<T: syn::parse::Parse>(meta: &ParseNestedMeta<'_>, key: &str, example: &str) -> syn::Result<Vec<T>> {
+    let value = meta.value()?;
+    if !value.peek(syn::token::Bracket) {
+        return Err(value.error(format!("`{key}` takes a list in brackets: `{key} = [{example}]`")));
+    }
+    let content;
+    syn::bracketed!(content in value);
+    let items = syn::punctuated::Punctuated::<T, Token![,]>::parse_terminated(&content)?;
+    Ok(items.into_iter().collect())
+}
 
 pub(crate) fn event_attrs(cx: &Ctxt, attrs: &[Attribute]) -> EventAttrs {
     let mut out = EventAttrs::default();
@@ -170,6 +186,20 @@ pub(crate) fn event_attrs(cx: &Ctxt, attrs: &[Attribute]) -> EventAttrs {
         } else if meta.path.is_ident("version") {
             let v = parse_positive(meta, "version")?;
             set(cx, &mut out.version, meta, v, "event");
+        } else if meta.path.is_ident("aliases") {
+            let v = parse_list::<LitStr>(meta, "aliases", "\"old.name\"")?;
+            set(cx, &mut out.aliases, meta, v, "event");
+        } else if meta.path.is_ident("older") {
+            let v = parse_list::<Type>(meta, "older", "EventV1, EventV2")?;
+            set(cx, &mut out.older, meta, v, "event");
+        } else if meta.path.is_ident("next") {
+            let v = parse_type(cx, meta, "next")?;
+            set(cx, &mut out.next, meta, v, "event");
+        } else if meta.path.is_ident("custom_upcast") {
+            if meta.input.peek(Token![=]) {
+                return Err(meta.error("`custom_upcast` takes no value: write `custom_upcast`"));
+            }
+            set(cx, &mut out.custom_upcast, meta, (), "event");
         } else if meta.path.is_ident("crate") {
             let v = parse_crate(meta)?;
             set(cx, &mut out.krate, meta, v, "event");

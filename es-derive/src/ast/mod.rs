@@ -22,7 +22,7 @@ pub(crate) struct Variant<'a> {
 
 /// The input of `#[derive(Event)]`.
 pub(crate) enum EventInput<'a> {
-    Struct(EventStruct<'a>),
+    Struct(Box<EventStruct<'a>>),
     Enum(EventEnum<'a>),
 }
 
@@ -32,6 +32,14 @@ pub(crate) struct EventStruct<'a> {
     pub(crate) name: String,
     pub(crate) name_span: Span,
     pub(crate) version: u32,
+    /// Older stored names it still decodes (`aliases = [..]`).
+    pub(crate) aliases: Vec<LitStr>,
+    /// Its older versions, version 1 first (`older = [..]`).
+    pub(crate) older: Vec<Type>,
+    /// For an older version: the next version (`next = ..`), and whether
+    /// the user implements `Upcast` (`custom_upcast`).
+    pub(crate) next: Option<Type>,
+    pub(crate) custom_upcast: bool,
     pub(crate) krate: Path,
 }
 
@@ -183,21 +191,86 @@ impl<'a> EventInput<'a> {
                 };
                 let version = attrs
                     .version
+                    .as_ref()
                     .and_then(|v| v.value.base10_parse::<u32>().ok())
                     .unwrap_or(1);
-                Some(EventInput::Struct(EventStruct {
-                    ident: &input.ident,
+                let ident = &input.ident;
+                let aliases = attrs.aliases.map(|g| g.value).unwrap_or_default();
+                for (i, alias) in aliases.iter().enumerate() {
+                    let value = alias.value();
+                    if value.trim().is_empty() {
+                        cx.error_spanned_by(alias, "an alias cannot be empty");
+                    } else if value == name || aliases[..i].iter().any(|a| a.value() == value) {
+                        cx.error_spanned_by(alias, format!("`{value}` is already a name of `{ident}`"));
+                    }
+                }
+                let older = attrs.older.map(|g| (g.key, g.value));
+                if let Some((key, list)) = &older {
+                    if !input.generics.params.is_empty() {
+                        cx.error_spanned_by(
+                            key,
+                            format!("`{ident}` is generic: older versions are for plain event structs"),
+                        );
+                    }
+                    if list.is_empty() {
+                        cx.error_spanned_by(
+                            key,
+                            "`older` lists the older versions, version 1 first; leave it out when there are none",
+                        );
+                    } else if version as usize != list.len() + 1 {
+                        let at: &dyn quote::ToTokens = match &attrs.version {
+                            Some(v) => &v.value,
+                            None => key,
+                        };
+                        cx.error_spanned_by(
+                            at,
+                            format!(
+                                "`{ident}` lists {} older version{} in `older = [..]`, so it is version {}: write `version = {}`",
+                                list.len(),
+                                if list.len() == 1 { "" } else { "s" },
+                                list.len() + 1,
+                                list.len() + 1
+                            ),
+                        );
+                    }
+                }
+                let next = attrs.next.map(|g| (g.key, g.value));
+                if let (Some((older_key, _)), Some(_)) = (&older, &next) {
+                    cx.error_spanned_by(
+                        older_key,
+                        format!("`{ident}` has both `older` and `next`: `older` goes on the current version, `next` on each older one"),
+                    );
+                }
+                if let (Some(flag), None) = (&attrs.custom_upcast, &next) {
+                    cx.error_spanned_by(
+                        &flag.key,
+                        "`custom_upcast` goes with `next = ..`: it says that you implement `Upcast` for this older version yourself",
+                    );
+                }
+                Some(EventInput::Struct(Box::new(EventStruct {
+                    ident,
                     generics: &input.generics,
                     name,
                     name_span,
                     version,
+                    aliases,
+                    older: older.map(|(_, list)| list).unwrap_or_default(),
+                    next: next.map(|(_, ty)| ty),
+                    custom_upcast: attrs.custom_upcast.is_some(),
                     krate,
-                }))
+                })))
             }
             Data::Enum(data) => {
-                for given in [attrs.name.map(|g| g.key), attrs.version.map(|g| g.key)]
-                    .into_iter()
-                    .flatten()
+                for given in [
+                    attrs.name.map(|g| g.key),
+                    attrs.version.map(|g| g.key),
+                    attrs.aliases.map(|g| g.key),
+                    attrs.older.map(|g| g.key),
+                    attrs.next.map(|g| g.key),
+                    attrs.custom_upcast.map(|g| g.key),
+                ]
+                .into_iter()
+                .flatten()
                 {
                     let key = given.get_ident().map(ToString::to_string).unwrap_or_default();
                     cx.error_spanned_by(

@@ -107,20 +107,37 @@ pub(crate) fn expand(input: &EventEnum<'_>) -> TokenStream {
     let decode = by_name(
         krate,
         &as_event,
-        names
+        as_event
             .iter()
-            .map(|v| quote!(::core::result::Result::Ok(Self::#v(event)))),
+            .zip(&names)
+            .map(|(p, v)| quote!(#p::decode_known(codec, name, version, payload).map(Self::#v))),
+    );
+    let decode_each = by_name(
+        krate,
+        &as_event,
+        as_event
+            .iter()
+            .zip(&names)
+            .map(|(p, v)| quote!(#p::decode_each_known(codec, name, version, payload, |event| each(Self::#v(event))))),
     );
     let decode_and_apply = by_name(
         krate,
         &as_event,
-        tys.iter().map(|ty| {
-            quote!({
-                #krate::Apply::<#ty>::apply(target, &event);
-                ::core::result::Result::Ok(())
-            })
+        as_event.iter().zip(&tys).map(|(p, ty)| {
+            quote!(#p::decode_each_known(codec, name, version, payload, |event| #krate::Apply::<#ty>::apply(target, &event)))
         }),
     );
+    // Every name of every payload (aliases included); a generic enum (whose
+    // constants cannot be sized from its payloads) lists each one's first.
+    let all_names = if generics.params.is_empty() {
+        quote!({
+            const __ES_COUNT: usize = 0 #(+ #as_event::NAMES.len())*;
+            const __ES_NAMES: [&str; __ES_COUNT] = #krate::__private::concat_names(&[#(#as_event::NAMES),*]);
+            &__ES_NAMES
+        })
+    } else {
+        quote!(&[#(#as_event::NAMES[0]),*])
+    };
     // Spanned at the user's type, so a missing `Apply` is reported there.
     let apply_to = quote_spanned! {ident.span()=>
         #[automatically_derived]
@@ -149,7 +166,7 @@ pub(crate) fn expand(input: &EventEnum<'_>) -> TokenStream {
     wrap(quote! {
         #[automatically_derived]
         impl #impl_generics #krate::Event for #ident #ty_generics #where_clause {
-            const NAMES: &'static [&'static str] = &[#(#as_event::NAMES[0]),*];
+            const NAMES: &'static [&'static str] = #all_names;
 
             #[inline]
             fn name(&self) -> &'static str {
@@ -187,6 +204,17 @@ pub(crate) fn expand(input: &EventEnum<'_>) -> TokenStream {
             ) -> ::core::result::Result<Self, #krate::EventDecodeError> {
                 #decode
             }
+
+            #[inline]
+            fn decode_each<__C: #krate::Codec>(
+                codec: &__C,
+                name: &str,
+                version: u32,
+                payload: &[u8],
+                mut each: impl ::core::ops::FnMut(Self),
+            ) -> ::core::result::Result<(), #krate::EventDecodeError> {
+                #decode_each
+            }
         }
 
         #self_events
@@ -199,14 +227,13 @@ pub(crate) fn expand(input: &EventEnum<'_>) -> TokenStream {
     })
 }
 
-/// Decodes `payload` as the first payload type that knows `name`, binds it
-/// to `event` and returns that payload's `then`; an unknown name is an
-/// error listing the enum's names.
+/// Routes a stored event to the first payload type that knows `name` and
+/// returns that payload's `then`; an unknown name is an error listing the
+/// enum's names.
 fn by_name(krate: &syn::Path, as_event: &[TokenStream], then: impl Iterator<Item = TokenStream>) -> TokenStream {
     quote! {
         #(
             if #as_event::knows(name) {
-                let event = #as_event::decode_known(codec, name, version, payload)?;
                 return #then;
             }
         )*
@@ -227,8 +254,14 @@ fn compile_time_checks(input: &EventEnum<'_>) -> TokenStream {
             "the payload of `{ident}::{}` must be one event struct (`#[derive(Event)]` on a struct), not a set of events",
             v.ident
         );
+        let current = format!(
+            "the payload of `{ident}::{}`, `{}`, is an older version of an event (it has `next = ..`): put the current version in `{ident}`; older ones are read through its `older = [..]`",
+            v.ident,
+            type_name(ty)
+        );
         out.extend(quote_spanned! {ty.span()=>
-            const _: () = ::core::assert!(<#ty as #krate::Event>::NAMES.len() == 1, #single);
+            const _: () = ::core::assert!(<#ty as #krate::Event>::SINGLE, #single);
+            const _: () = ::core::assert!(!<#ty as #krate::Event>::SUPERSEDED, #current);
         });
         if i == 0 {
             continue;
@@ -236,7 +269,7 @@ fn compile_time_checks(input: &EventEnum<'_>) -> TokenStream {
         let earlier = variants[..i].iter().map(|e| e.ty);
         let arms = variants[..i].iter().enumerate().map(|(j, e)| {
             let message = format!(
-                "event enum `{ident}`: the payloads of `{}` (`{}`) and `{}` (`{}`) have the same stored event name, so the second could never be decoded; give one of them another `#[event(name = \"..\")]`",
+                "event enum `{ident}`: the payloads of `{}` (`{}`) and `{}` (`{}`) share a stored event name (a name or an alias), so the second could never be decoded; give one of them another `#[event(name = \"..\")]`, or drop the alias",
                 e.ident,
                 type_name(e.ty),
                 v.ident,

@@ -155,10 +155,14 @@ fn handles<'a>(krate: &syn::Path, events: impl Iterator<Item = &'a syn::Type>) -
     quote!(false #(|| #events)*)
 }
 
-/// Decodes the `recorded` event in scope as `event`, whose name it knows.
-fn decode_recorded(krate: &syn::Path, event: &syn::Type) -> TokenStream {
+/// Decodes the `recorded` event in scope, whose name `event` knows, into
+/// each event it stands for today (one, or several after an upcast that
+/// splits it), calling `each` with each.
+fn decode_recorded(krate: &syn::Path, event: &syn::Type, each: TokenStream) -> TokenStream {
     quote! {
-        <#event as #krate::Event>::decode_known(codec, recorded.name, recorded.schema_version, recorded.payload)
+        <#event as #krate::Event>::decode_each_known(
+            codec, recorded.name, recorded.schema_version, recorded.payload, #each,
+        )
     }
 }
 
@@ -169,11 +173,14 @@ fn read_model_impl(input: &HandlersInput, fns: &[&ProjectFn]) -> TokenStream {
     let handles = handles(krate, fns.iter().map(|p| &p.event));
     let routes = fns.iter().map(|p| {
         let event = &p.event;
-        let decode = decode_recorded(krate, event);
+        let decode = decode_recorded(
+            krate,
+            event,
+            quote!(|event| <Self as #krate::Project<#event>>::project(self, &event, &context)),
+        );
         quote! {
             if <#event as #krate::Event>::knows(recorded.name) {
-                let event = #decode?;
-                <Self as #krate::Project<#event>>::project(self, &event, &context);
+                #decode?;
                 return ::core::result::Result::Ok(true);
             }
         }
@@ -209,25 +216,25 @@ fn read_model_in_impl(input: &HandlersInput, fns: &[&ProjectFn]) -> TokenStream 
     let handles = handles(krate, fns.iter().map(|p| &p.event));
     let routes = fns.iter().map(|p| {
         let event = &p.event;
-        let decode = decode_recorded(krate, event);
+        let decode = decode_recorded(krate, event, quote!(|event| events.push(event)));
         quote! {
             if <#event as #krate::Event>::knows(recorded.name) {
-                let event = match #decode {
-                    ::core::result::Result::Ok(event) => event,
-                    ::core::result::Result::Err(source) => {
-                        return ::core::result::Result::Err(#krate::SubscriptionError::from(
-                            #krate::__private::decode_error(recorded, source),
-                        ));
+                let mut events = ::std::vec::Vec::<#event>::with_capacity(1);
+                if let ::core::result::Result::Err(source) = #decode {
+                    return ::core::result::Result::Err(#krate::SubscriptionError::from(
+                        #krate::__private::decode_error(recorded, source),
+                    ));
+                }
+                for event in &events {
+                    let done = <Self as #krate::ProjectIn<#event, #tx>>::project_in(self, event, &context, &mut *tx).await;
+                    if let ::core::result::Result::Err(source) = done {
+                        return ::core::result::Result::Err(#krate::SubscriptionError::Handler {
+                            subscription: ::std::string::String::from(::core::any::type_name::<Self>()),
+                            event_name: ::std::string::String::from(recorded.name),
+                            position: recorded.position,
+                            source,
+                        });
                     }
-                };
-                let done = <Self as #krate::ProjectIn<#event, #tx>>::project_in(self, &event, &context, &mut *tx).await;
-                if let ::core::result::Result::Err(source) = done {
-                    return ::core::result::Result::Err(#krate::SubscriptionError::Handler {
-                        subscription: ::std::string::String::from(::core::any::type_name::<Self>()),
-                        event_name: ::std::string::String::from(recorded.name),
-                        position: recorded.position,
-                        source,
-                    });
                 }
                 return ::core::result::Result::Ok(true);
             }
@@ -273,17 +280,16 @@ pub(crate) fn process(input: &HandlersInput, command: &syn::Type) -> TokenStream
                 ::core::option::Option::<#command>::None
             }),
         };
-        let decode = decode_recorded(krate, event);
         let push = quote_spanned!(method.span()=>
             ::core::iter::Extend::extend(
                 out,
                 ::core::iter::Iterator::map(::core::iter::IntoIterator::into_iter(#call), ::core::convert::Into::<#command>::into),
             )
         );
+        let decode = decode_recorded(krate, event, quote!(|event| #push));
         quote! {
             if <#event as #krate::Event>::knows(recorded.name) {
-                let event = #decode?;
-                #push;
+                #decode?;
                 return ::core::result::Result::Ok(true);
             }
         }
