@@ -495,7 +495,7 @@ pub mod prelude {
     pub use crate::handlers;
     pub use crate::{
         Aggregate, Answer, Command, Committed, DispatchError, Dispatcher, Envelope, Event, EventContext, EventStore,
-        Handle, InMemoryStore, IntoEvents, Metadata, Projection, Query, StreamId,
+        Handle, InMemoryStore, IntoEvents, Metadata, Projection, Query, StreamId, Upcast,
     };
 }
 

@@ -39,11 +39,86 @@ pub struct MoneyDeposited {
 }
 
 /// Money went out.
+///
+/// Its stored form changed three times; events of every version are still
+/// in the stores, and each is read through the chain below (see
+/// `tests/tests/schema_evolution.rs`):
+///
+/// 1. version 1, [`MoneyWithdrawnV1`] `{amount}`: the first release;
+/// 2. version 2, [`MoneyWithdrawnV2`] `{amount, fee}`: a fee charged with
+///    the withdrawal (a field added; version 1 had none);
+/// 3. version 3, [`MoneyWithdrawnV3`] `{net, fee}`: `amount` renamed `net`;
+/// 4. version 4, this struct `{amount}`: fees are withdrawals of their own,
+///    so a version 3 withdrawal with a fee splits into two.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Event)]
-#[event(name = "account.withdrawn")]
+#[event(
+    name = "account.withdrawn",
+    version = 4,
+    older = [MoneyWithdrawnV1, MoneyWithdrawnV2, MoneyWithdrawnV3]
+)]
 pub struct MoneyWithdrawn {
     /// In cents.
     pub amount: u64,
+}
+
+/// Version 1 of [`MoneyWithdrawn`], as the first release stored it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Event)]
+#[event(name = "account.withdrawn", version = 1, next = MoneyWithdrawnV2)]
+pub struct MoneyWithdrawnV1 {
+    /// In cents.
+    pub amount: u64,
+}
+
+/// Version 2 of [`MoneyWithdrawn`]: a fee was charged with the withdrawal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Event)]
+#[event(name = "account.withdrawn", version = 2, next = MoneyWithdrawnV3)]
+pub struct MoneyWithdrawnV2 {
+    /// In cents, without the fee.
+    pub amount: u64,
+    /// In cents.
+    pub fee: u64,
+}
+
+/// Version 3 of [`MoneyWithdrawn`]: `amount` renamed `net`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Event)]
+#[event(name = "account.withdrawn", version = 3, next = MoneyWithdrawn, custom_upcast)]
+pub struct MoneyWithdrawnV3 {
+    /// In cents, without the fee.
+    pub net: u64,
+    /// In cents.
+    pub fee: u64,
+}
+
+/// Adding a field: there was no fee.
+impl From<MoneyWithdrawnV1> for MoneyWithdrawnV2 {
+    fn from(v1: MoneyWithdrawnV1) -> Self {
+        MoneyWithdrawnV2 {
+            amount: v1.amount,
+            fee: 0,
+        }
+    }
+}
+
+/// Renaming a field.
+impl From<MoneyWithdrawnV2> for MoneyWithdrawnV3 {
+    fn from(v2: MoneyWithdrawnV2) -> Self {
+        MoneyWithdrawnV3 {
+            net: v2.amount,
+            fee: v2.fee,
+        }
+    }
+}
+
+/// Splitting: the fee becomes a withdrawal of its own.
+impl Upcast for MoneyWithdrawnV3 {
+    type Next = MoneyWithdrawn;
+
+    fn upcast(self, out: &mut Vec<MoneyWithdrawn>) {
+        out.push(MoneyWithdrawn { amount: self.net });
+        if self.fee > 0 {
+            out.push(MoneyWithdrawn { amount: self.fee });
+        }
+    }
 }
 
 /// The account was closed; it accepts nothing more.

@@ -5,6 +5,7 @@ pub mod conformance;
 pub mod crash;
 pub mod decoding;
 pub mod faulty;
+pub mod fixtures;
 pub mod guarantees;
 pub mod ledger;
 pub mod postgres;

@@ -53,10 +53,40 @@ pub mod serde_private {}
 
 /// Part of the hygiene fixture.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
-#[event(name = "hygiene.named", version = 2)]
+#[event(name = "hygiene.named", version = 3, aliases = ["hygiene.old_name"], older = [NamedV1, NamedV2])]
 pub struct Named {
     /// Part of the hygiene fixture.
     pub text: the_std::string::String,
+}
+
+/// Part of the hygiene fixture: an older version, through `From`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+#[event(name = "hygiene.old_name", version = 1, next = NamedV2)]
+pub struct NamedV1 {
+    /// Part of the hygiene fixture.
+    pub words: the_std::string::String,
+}
+
+/// Part of the hygiene fixture: an older version, upcast by hand.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+#[event(name = "hygiene.named", version = 2, next = Named, custom_upcast)]
+pub struct NamedV2 {
+    /// Part of the hygiene fixture.
+    pub words: the_std::string::String,
+}
+
+impl From<NamedV1> for NamedV2 {
+    fn from(v1: NamedV1) -> Self {
+        NamedV2 { words: v1.words }
+    }
+}
+
+impl es_core::Upcast for NamedV2 {
+    type Next = Named;
+
+    fn upcast(self, out: &mut the_std::vec::Vec<Named>) {
+        out.push(Named { text: self.words });
+    }
 }
 
 /// Part of the hygiene fixture.

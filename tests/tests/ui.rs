@@ -5,7 +5,15 @@
 #[test]
 fn ui() {
     let t = trybuild::TestCases::new();
-    for topic in ["aggregate", "apply", "command", "event", "handle", "read_side"] {
+    for topic in [
+        "aggregate",
+        "apply",
+        "command",
+        "event",
+        "evolution",
+        "handle",
+        "read_side",
+    ] {
         t.compile_fail(format!("ui/{topic}/*.rs"));
     }
     t.pass("ui/pass/*.rs");
