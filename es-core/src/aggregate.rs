@@ -65,6 +65,16 @@ pub trait Aggregate: Default + Send + Sync + 'static {
         Self::Event::decode_each(codec, name, version, payload, |event| self.apply(&event))
     }
 
+    /// A fingerprint of the state's serialized shape (field names and types,
+    /// nested types included; see [`shape`](crate::shape)), stored with each
+    /// snapshot: a snapshot of another shape is not used, so changing the
+    /// state struct never loads an old snapshot into it. 0 when snapshots
+    /// are off or the shape cannot be traced (then only
+    /// [`SNAPSHOT_VERSION`](Aggregate::SNAPSHOT_VERSION) tells).
+    fn snapshot_fingerprint() -> u64 {
+        0
+    }
+
     /// Encodes the state as a snapshot; `None` when snapshots are off.
     #[inline]
     fn encode_snapshot<C: Codec>(&self, codec: &C) -> Option<Result<Vec<u8>, CodecError>> {

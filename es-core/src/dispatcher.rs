@@ -566,6 +566,17 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         if snapshot.schema_version != A::SNAPSHOT_VERSION {
             return Ok(false);
         }
+        let fingerprint = A::snapshot_fingerprint();
+        if fingerprint != 0 && snapshot.fingerprint != fingerprint {
+            tracing::warn!(
+                %stream,
+                version = snapshot.version,
+                stored = snapshot.fingerprint,
+                current = fingerprint,
+                "ignoring a snapshot of another state shape; replaying events"
+            );
+            return Ok(false);
+        }
         match A::decode_snapshot(&self.inner.codec, &snapshot.payload) {
             Some(Ok(state)) => {
                 slot.state = state;
@@ -654,6 +665,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                 let snapshot = Snapshot {
                     version: slot.version,
                     schema_version: A::SNAPSHOT_VERSION,
+                    fingerprint: A::snapshot_fingerprint(),
                     payload,
                 };
                 if let Err(error) = self.inner.store.save_snapshot(stream, snapshot).await {

@@ -373,6 +373,7 @@ pub mod error;
 mod event;
 pub mod process;
 pub mod projection;
+pub mod shape;
 pub mod store;
 pub mod subscription;
 pub mod testing;

@@ -373,6 +373,10 @@ pub struct Snapshot {
     pub version: u64,
     /// [`Aggregate::SNAPSHOT_VERSION`](crate::Aggregate::SNAPSHOT_VERSION) when it was written.
     pub schema_version: u32,
+    /// The fingerprint of the state's serialized shape when it was written
+    /// ([`Aggregate::snapshot_fingerprint`](crate::Aggregate::snapshot_fingerprint));
+    /// 0 when unknown. A store keeps it as it is given.
+    pub fingerprint: u64,
     /// The encoded state.
     pub payload: Vec<u8>,
 }

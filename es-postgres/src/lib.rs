@@ -369,19 +369,21 @@ impl EventStore for PostgresStore {
     }
 
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
-        let row: Option<(i64, i32, Vec<u8>)> = sqlx::query_as(self.inner.sql.load_snapshot.clone())
+        let row: Option<(i64, i32, Vec<u8>, i64)> = sqlx::query_as(self.inner.sql.load_snapshot.clone())
             .bind(stream.aggregate_type())
             .bind(stream.aggregate_id())
             .fetch_optional(&self.inner.pool)
             .await
             .map_err(error("load a snapshot"))?;
-        row.map(|(version, schema_version, payload)| {
+        row.map(|(version, schema_version, payload, fingerprint)| {
             let bad = |what: &str, v: i64| corrupt(format!("the snapshot of stream `{stream}` has {what} {v}"));
             Ok(Snapshot {
                 version: u64::try_from(version).map_err(|_| bad("version", version))?,
                 schema_version: u32::try_from(schema_version)
                     .map_err(|_| bad("schema version", schema_version.into()))?,
                 payload,
+                // The bits of the u64, as stored.
+                fingerprint: fingerprint as u64,
             })
         })
         .transpose()
@@ -394,6 +396,7 @@ impl EventStore for PostgresStore {
             .bind(to_i64(snapshot.version, "version")?)
             .bind(snapshot.schema_version as i32)
             .bind(snapshot.payload)
+            .bind(snapshot.fingerprint as i64)
             .execute(&self.inner.pool)
             .await
             .map(drop)

@@ -76,13 +76,16 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         FROM "{s}".events;
     "#,
     // 1 -> 2: command ids are scoped to their stream (the same id on two
-    // streams is two commands); projections are fenced by an epoch.
+    // streams is two commands); projections are fenced by an epoch;
+    // snapshots record their state's shape.
     r#"
     ALTER TABLE "{s}".commands DROP CONSTRAINT commands_pkey;
     ALTER TABLE "{s}".commands ADD CONSTRAINT commands_pkey PRIMARY KEY (aggregate_type, aggregate_id, command_id);
     -- A projection's fencing token: bumped by each runner that takes it over;
     -- a page commits only under the epoch its runner took.
     ALTER TABLE "{s}".checkpoints ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0;
+    -- The fingerprint of the state's shape (0: unknown), the bits of a u64.
+    ALTER TABLE "{s}".snapshots ADD COLUMN fingerprint BIGINT NOT NULL DEFAULT 0;
     "#,
 ];
 
@@ -230,15 +233,17 @@ impl Sql {
                    WHERE aggregate_type = $1 AND aggregate_id = $2 AND command_id = $3"#
             )),
             load_snapshot: sql(format!(
-                r#"SELECT version, schema_version, payload FROM "{s}".snapshots
+                r#"SELECT version, schema_version, payload, fingerprint FROM "{s}".snapshots
                    WHERE aggregate_type = $1 AND aggregate_id = $2"#
             )),
             save_snapshot: sql(format!(
-                r#"INSERT INTO "{s}".snapshots (aggregate_type, aggregate_id, version, schema_version, payload)
-                   VALUES ($1, $2, $3, $4, $5)
+                r#"INSERT INTO "{s}".snapshots (aggregate_type, aggregate_id, version, schema_version, payload, fingerprint)
+                   VALUES ($1, $2, $3, $4, $5, $6)
                    ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET
-                       version = excluded.version, schema_version = excluded.schema_version, payload = excluded.payload
-                   WHERE excluded.version > snapshots.version OR excluded.schema_version <> snapshots.schema_version"#
+                       version = excluded.version, schema_version = excluded.schema_version, payload = excluded.payload,
+                       fingerprint = excluded.fingerprint
+                   WHERE excluded.version > snapshots.version OR excluded.schema_version <> snapshots.schema_version
+                      OR excluded.fingerprint <> snapshots.fingerprint"#
             )),
             load_checkpoint: sql(format!(r#"SELECT position FROM "{s}".checkpoints WHERE name = $1"#)),
             save_checkpoint: sql(format!(

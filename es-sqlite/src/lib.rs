@@ -628,23 +628,30 @@ impl EventStore for SqliteStore {
         blocking(|| {
             self.read(|conn| {
                 conn.prepare_cached(
-                    "SELECT version, schema_version, payload FROM es_snapshots \
+                    "SELECT version, schema_version, payload, fingerprint FROM es_snapshots \
                      WHERE aggregate_type = ?1 AND aggregate_id = ?2",
                 )
                 .and_then(|mut s| {
                     s.query_row(params![stream.aggregate_type(), stream.aggregate_id()], |r| {
-                        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?))
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, Vec<u8>>(2)?,
+                            r.get::<_, i64>(3)?,
+                        ))
                     })
                     .optional()
                 })
                 .map_err(error("load a snapshot"))?
-                .map(|(version, schema_version, payload)| {
+                .map(|(version, schema_version, payload, fingerprint)| {
                     let bad = |what| corrupt(format!("the snapshot of stream `{stream}` has {what}"));
                     Ok(Snapshot {
                         version: u64::try_from(version).map_err(|_| bad(format!("version {version}")))?,
                         schema_version: u32::try_from(schema_version)
                             .map_err(|_| bad(format!("schema version {schema_version}")))?,
                         payload,
+                        // The bits of the u64, as stored.
+                        fingerprint: fingerprint as u64,
                     })
                 })
                 .transpose()
@@ -657,11 +664,13 @@ impl EventStore for SqliteStore {
         blocking(|| {
             lock(&self.inner.writer)
                 .prepare_cached(
-                    "INSERT INTO es_snapshots (aggregate_type, aggregate_id, version, schema_version, payload) \
-                     VALUES (?1, ?2, ?3, ?4, ?5) \
+                    "INSERT INTO es_snapshots (aggregate_type, aggregate_id, version, schema_version, payload, fingerprint) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
                      ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET \
-                     version = excluded.version, schema_version = excluded.schema_version, payload = excluded.payload \
-                     WHERE excluded.version > es_snapshots.version OR excluded.schema_version <> es_snapshots.schema_version",
+                     version = excluded.version, schema_version = excluded.schema_version, payload = excluded.payload, \
+                     fingerprint = excluded.fingerprint \
+                     WHERE excluded.version > es_snapshots.version OR excluded.schema_version <> es_snapshots.schema_version \
+                     OR excluded.fingerprint <> es_snapshots.fingerprint",
                 )
                 .and_then(|mut s| {
                     s.execute(params![
@@ -669,7 +678,8 @@ impl EventStore for SqliteStore {
                         stream.aggregate_id(),
                         version,
                         snapshot.schema_version,
-                        snapshot.payload
+                        snapshot.payload,
+                        snapshot.fingerprint as i64
                     ])
                 })
                 .map(drop)

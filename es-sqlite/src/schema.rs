@@ -47,7 +47,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     "#,
     // 1 -> 2: command ids are scoped to their stream (the same id on two
-    // streams is two commands).
+    // streams is two commands); snapshots record their state's shape.
     r#"
     CREATE TABLE es_commands_v2 (
         aggregate_type  TEXT    NOT NULL,
@@ -61,5 +61,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         SELECT aggregate_type, aggregate_id, command_id, first_version, last_version FROM es_commands;
     DROP TABLE es_commands;
     ALTER TABLE es_commands_v2 RENAME TO es_commands;
+    -- The fingerprint of the state's shape (0: unknown), stored as the
+    -- bits of a u64.
+    ALTER TABLE es_snapshots ADD COLUMN fingerprint INTEGER NOT NULL DEFAULT 0;
     "#,
 ];

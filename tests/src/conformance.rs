@@ -689,6 +689,7 @@ pub async fn snapshots_and_checkpoints<S: EventStore>(store: S) {
     let snap = |version, payload: &[u8]| Snapshot {
         version,
         schema_version: 1,
+        fingerprint: u64::MAX - 1,
         payload: payload.to_vec(),
     };
     store.save_snapshot(&s, snap(10, b"ten")).await.unwrap();
@@ -701,10 +702,20 @@ pub async fn snapshots_and_checkpoints<S: EventStore>(store: S) {
     let reshaped = Snapshot {
         version: 5,
         schema_version: 2,
+        fingerprint: u64::MAX - 1,
         payload: b"v2".to_vec(),
     };
     store.save_snapshot(&s, reshaped.clone()).await.unwrap();
     assert_eq!(store.load_snapshot(&s).await.unwrap(), Some(reshaped));
+    // ...or its fingerprint (every bit of the u64 is kept).
+    let refingered = Snapshot {
+        version: 4,
+        schema_version: 2,
+        fingerprint: 0x8000_0000_0000_0001,
+        payload: b"fp".to_vec(),
+    };
+    store.save_snapshot(&s, refingered.clone()).await.unwrap();
+    assert_eq!(store.load_snapshot(&s).await.unwrap(), Some(refingered));
     assert!(
         store
             .load_snapshot(&StreamId::new("snap", "2"))

@@ -63,11 +63,13 @@ fn an_event_enum_routes_names_to_variants() {
     );
     assert_eq!(<AccountEvent as Event>::NAMES.len(), 9);
     let e = AccountEvent::from(MoneyWithdrawn { amount: 4 });
-    assert_eq!((e.name(), e.version()), ("account.withdrawn", 1));
+    assert_eq!((e.name(), e.version()), ("account.withdrawn", 4));
     for codec_bytes in [e.encode(&Json).unwrap(), e.encode(&Binary).unwrap()] {
         assert!(!codec_bytes.is_empty());
     }
     let bytes = e.encode(&Json).unwrap();
+    assert_eq!(AccountEvent::decode(&Json, "account.withdrawn", 4, &bytes).unwrap(), e);
+    // Version 1 stored the same shape; it comes up the chain unchanged.
     assert_eq!(AccountEvent::decode(&Json, "account.withdrawn", 1, &bytes).unwrap(), e);
     assert!(AccountEvent::knows("account.closed"));
     assert!(!AccountEvent::knows("account.reopened"));

@@ -508,6 +508,7 @@ mod snapshots {
                 es_core::store::Snapshot {
                     version: 30,
                     schema_version: 1,
+                    fingerprint: <Counter as Aggregate>::snapshot_fingerprint(),
                     payload: br#"{"n":30}"#.to_vec(),
                 },
             )
@@ -536,12 +537,106 @@ mod snapshots {
                 es_core::store::Snapshot {
                     version: 30,
                     schema_version: 1,
+                    fingerprint: <Counter as Aggregate>::snapshot_fingerprint(),
                     payload: b"not json".to_vec(),
                 },
             )
             .await
             .unwrap();
         assert_eq!(Dispatcher::new(store.clone()).load::<Counter>(&2).await.unwrap().n, 12);
+    }
+
+    /// A wallet kept its balance in cents (`u64`) in the first release...
+    mod cents {
+        use super::*;
+
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+        #[event(name = "wallet.filled")]
+        pub(crate) struct Filled {
+            pub(crate) cents: u64,
+        }
+
+        #[derive(Debug, Clone, Command)]
+        #[command(aggregate = Wallet)]
+        pub(crate) struct Fill {
+            #[aggregate_id]
+            pub(crate) id: u32,
+            pub(crate) cents: u64,
+        }
+
+        #[derive(Debug, Default, Clone, Serialize, Deserialize, Aggregate)]
+        #[aggregate(name = "wallet", id = u32, event = Filled, error = Never, snapshot_every = 5)]
+        pub(crate) struct Wallet {
+            pub(crate) balance: u64,
+        }
+
+        #[es_core::handlers]
+        impl Wallet {
+            #[handle]
+            fn fill(&self, cmd: Fill) -> Result<Filled, Never> {
+                Ok(Filled { cents: cmd.cents })
+            }
+
+            #[apply]
+            fn filled(&mut self, e: &Filled) {
+                self.balance += e.cents;
+            }
+        }
+    }
+
+    /// ...and in units (`f64`) in the next, with the same snapshot version:
+    /// the stored snapshot's `{"balance": 1000}` would decode, and be wrong.
+    mod units {
+        use super::*;
+
+        #[derive(Debug, Default, Clone, Serialize, Deserialize, Aggregate)]
+        #[aggregate(name = "wallet", id = u32, event = cents::Filled, error = Never, snapshot_every = 5)]
+        pub(crate) struct Wallet {
+            pub(crate) balance: f64,
+        }
+
+        #[es_core::handlers]
+        impl Wallet {
+            #[apply]
+            fn filled(&mut self, e: &cents::Filled) {
+                self.balance += e.cents as f64 / 100.0;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_of_another_state_shape_is_not_used() {
+        let store = CountingStore::new(InMemoryStore::new());
+        let app = Dispatcher::new(store.clone());
+        for _ in 0..10 {
+            app.dispatch(cents::Fill { id: 1, cents: 100 }).await.unwrap();
+        }
+        let s = StreamId::new("wallet", "1");
+        let snapshot = store.inner().load_snapshot(&s).await.unwrap().expect("a snapshot");
+        assert_eq!((snapshot.version, snapshot.schema_version), (10, 1));
+        assert_eq!(
+            snapshot.fingerprint,
+            <cents::Wallet as Aggregate>::snapshot_fingerprint()
+        );
+        assert_ne!(
+            <cents::Wallet as Aggregate>::snapshot_fingerprint(),
+            <units::Wallet as Aggregate>::snapshot_fingerprint()
+        );
+
+        // The new code replays every event instead of reading the snapshot.
+        let before = store.events_read();
+        let wallet = Dispatcher::new(store.clone()).load::<units::Wallet>(&1).await.unwrap();
+        assert_eq!(wallet.balance, 10.0);
+        assert_eq!(store.events_read() - before, 10, "every event was replayed");
+        // The old code still uses its own snapshot.
+        let before = store.events_read();
+        let again = Dispatcher::new(store.clone()).load::<cents::Wallet>(&1).await.unwrap();
+        assert_eq!(again.balance, 1000);
+        assert_eq!(
+            store.events_read() - before,
+            1,
+            "only the snapshot's own version was read"
+        );
     }
 
     #[test]

@@ -206,6 +206,7 @@ async fn the_schema_name_is_checked_and_a_newer_schema_refused() {
         r#"ALTER TABLE "{schema}".commands DROP CONSTRAINT commands_pkey;
            ALTER TABLE "{schema}".commands ADD CONSTRAINT commands_pkey PRIMARY KEY (command_id);
            ALTER TABLE "{schema}".checkpoints DROP COLUMN epoch;
+           ALTER TABLE "{schema}".snapshots DROP COLUMN fingerprint;
            INSERT INTO "{schema}".commands VALUES ('req-1', 'bank_account', 'a', 1, 1);
            UPDATE "{schema}".schema_version SET version = 1"#
     )))

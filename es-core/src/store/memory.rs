@@ -369,7 +369,10 @@ impl EventStore for InMemoryStore {
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         let mut state = self.shared.write();
         match state.snapshots.get(stream) {
-            Some(old) if old.version >= snapshot.version && old.schema_version == snapshot.schema_version => {}
+            Some(old)
+                if old.version >= snapshot.version
+                    && old.schema_version == snapshot.schema_version
+                    && old.fingerprint == snapshot.fingerprint => {}
             _ => {
                 state.snapshots.insert(stream.clone(), snapshot);
             }

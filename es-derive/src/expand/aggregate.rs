@@ -74,9 +74,24 @@ pub(crate) fn expand(input: &AggregateInput<'_>) -> TokenStream {
         let version = snapshot_version.as_ref().map_or_else(|| quote!(1), |v| quote!(#v));
         let encode = quote_spanned!(ident.span()=> #krate::Codec::encode(codec, self));
         let decode = quote_spanned!(ident.span()=> #krate::Codec::decode::<Self>(codec, bytes));
+        let fingerprint = quote_spanned!(ident.span()=> #krate::shape::fingerprint::<Self>().unwrap_or(0));
+        // Traced once; a generic aggregate's instances each have their own
+        // shape, and a static in a generic function would be shared.
+        let fingerprint = if generics.params.is_empty() {
+            quote! {
+                static FINGERPRINT: ::std::sync::OnceLock<u64> = ::std::sync::OnceLock::new();
+                *FINGERPRINT.get_or_init(|| #fingerprint)
+            }
+        } else {
+            fingerprint
+        };
         quote! {
             const SNAPSHOT_EVERY: u64 = #every;
             const SNAPSHOT_VERSION: u32 = #version;
+
+            fn snapshot_fingerprint() -> u64 {
+                #fingerprint
+            }
 
             fn encode_snapshot<__C: #krate::Codec>(
                 &self,
