@@ -79,6 +79,14 @@ pub trait Event: Sized + Send + Sync + 'static {
         Self::decode_each(codec, name, version, payload, each)
     }
 
+    /// Describes each stored version this type reads, for the schema lock
+    /// ([`schema`](crate::schema)): an event struct, then its older
+    /// versions; an enum, each of its events.
+    #[doc(hidden)]
+    fn describe(out: &mut Vec<crate::schema::EventShape>) {
+        let _ = out;
+    }
+
     /// Whether this is one event struct (not a set of events): what a
     /// variant of an event enum must hold.
     #[doc(hidden)]

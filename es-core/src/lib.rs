@@ -373,6 +373,7 @@ pub mod error;
 mod event;
 pub mod process;
 pub mod projection;
+pub mod schema;
 pub mod shape;
 pub mod store;
 pub mod subscription;
@@ -560,10 +561,37 @@ pub mod __private {
         fn encode_with<C: crate::Codec>(&self, codec: &C) -> Result<Vec<u8>, crate::CodecError>;
         /// Decodes a value with `codec`.
         fn decode_with<C: crate::Codec>(codec: &C, payload: &[u8]) -> Result<Self, crate::EventDecodeError>;
+        /// The stored shape.
+        fn shape() -> Result<crate::shape::Shape, crate::shape::ShapeError>;
+    }
+
+    /// An event struct's entry in the schema lock.
+    pub fn describe<T: Storable>(
+        name: &'static str,
+        version: u32,
+        aliases: &'static [&'static str],
+        current: bool,
+        out: &mut Vec<crate::schema::EventShape>,
+    ) {
+        out.push(crate::schema::EventShape {
+            name,
+            version,
+            aliases,
+            rust_type: std::any::type_name::<T>(),
+            current,
+            shape: match T::shape() {
+                Ok(shape) => shape.structure(),
+                Err(e) => format!("untraceable: {}", e.message),
+            },
+        });
     }
 
     #[diagnostic::do_not_recommend]
     impl<T: serde::Serialize + serde::de::DeserializeOwned> Storable for T {
+        fn shape() -> Result<crate::shape::Shape, crate::shape::ShapeError> {
+            crate::shape::of::<T>()
+        }
+
         #[inline]
         fn encode_with<C: crate::Codec>(&self, codec: &C) -> Result<Vec<u8>, crate::CodecError> {
             codec.encode(self)

@@ -141,13 +141,144 @@ pub fn fingerprint<T: DeserializeOwned>() -> Option<u64> {
 }
 
 impl Shape {
-    /// A 64-bit fingerprint of this shape: FNV-1a of its rendering, never 0
-    /// (0 stands for "no fingerprint" where one is stored).
+    /// A 64-bit fingerprint of this shape's [structure](Shape::structure):
+    /// FNV-1a of it, never 0 (0 stands for "no fingerprint" where one is
+    /// stored). Renaming a Rust type does not change it; renaming, adding or
+    /// retyping a field or a variant does.
     pub fn fingerprint(&self) -> u64 {
-        let hash = self.to_string().bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        let hash = self.structure().bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
         });
         hash.max(1)
+    }
+
+    /// What is stored, without the Rust type names serde does not store:
+    /// named types written out where they are used, one field or variant a
+    /// line, nested ones indented; a type inside itself is `<recursive>`.
+    pub fn structure(&self) -> String {
+        let mut out = String::new();
+        self.write_format(&mut out, &self.root, 0, &mut Vec::new());
+        out
+    }
+
+    fn write_format(&self, out: &mut String, format: &Format, depth: usize, seen: &mut Vec<&'static str>) {
+        match format {
+            Format::Primitive(p) => out.push_str(p),
+            Format::Unit => out.push_str("()"),
+            Format::Any => out.push_str("any"),
+            Format::Option(inner) => {
+                self.write_format(out, inner, depth, seen);
+                out.push('?');
+            }
+            Format::Seq(inner) => {
+                out.push('[');
+                self.write_format(out, inner, depth, seen);
+                out.push(']');
+            }
+            Format::Tuple(items) => self.write_tuple(out, items, depth, seen),
+            Format::Map(k, v) => {
+                out.push('{');
+                self.write_format(out, k, depth, seen);
+                out.push_str(": ");
+                self.write_format(out, v, depth, seen);
+                out.push('}');
+            }
+            Format::Named(name) => {
+                if seen.contains(name) {
+                    out.push_str("<recursive>");
+                    return;
+                }
+                let Some(container) = self.registry.get(name) else {
+                    out.push_str("any");
+                    return;
+                };
+                seen.push(name);
+                self.write_container(out, container, depth, seen);
+                seen.pop();
+            }
+        }
+    }
+
+    fn write_tuple(&self, out: &mut String, items: &[Format], depth: usize, seen: &mut Vec<&'static str>) {
+        out.push('(');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            self.write_format(out, item, depth, seen);
+        }
+        out.push(')');
+    }
+
+    fn write_fields(
+        &self,
+        out: &mut String,
+        fields: &[(&'static str, Format)],
+        depth: usize,
+        seen: &mut Vec<&'static str>,
+    ) {
+        if fields.is_empty() {
+            out.push_str("{}");
+            return;
+        }
+        out.push('{');
+        for (name, format) in fields {
+            newline(out, depth + 1);
+            out.push_str(name);
+            out.push_str(": ");
+            self.write_format(out, format, depth + 1, seen);
+        }
+        newline(out, depth);
+        out.push('}');
+    }
+
+    fn write_container(&self, out: &mut String, container: &Container, depth: usize, seen: &mut Vec<&'static str>) {
+        match container {
+            Container::UnitStruct => out.push_str("struct"),
+            Container::NewtypeStruct(inner) => {
+                out.push_str("struct(");
+                self.write_format(out, inner, depth, seen);
+                out.push(')');
+            }
+            Container::TupleStruct(items) => {
+                out.push_str("struct");
+                self.write_tuple(out, items, depth, seen);
+            }
+            Container::Struct(fields) => {
+                out.push_str("struct ");
+                self.write_fields(out, fields, depth, seen);
+            }
+            Container::Enum(variants) => {
+                out.push_str("enum {");
+                for (name, variant) in variants {
+                    newline(out, depth + 1);
+                    out.push_str(name);
+                    match variant {
+                        Variant::Unit => {}
+                        Variant::Newtype(inner) => {
+                            out.push('(');
+                            self.write_format(out, inner, depth + 1, seen);
+                            out.push(')');
+                        }
+                        Variant::Tuple(items) => self.write_tuple(out, items, depth + 1, seen),
+                        Variant::Struct(fields) => {
+                            out.push(' ');
+                            self.write_fields(out, fields, depth + 1, seen);
+                        }
+                        Variant::Unexplored => out.push_str("(?)"),
+                    }
+                }
+                newline(out, depth);
+                out.push('}');
+            }
+        }
+    }
+}
+
+fn newline(out: &mut String, depth: usize) {
+    out.push('\n');
+    for _ in 0..depth {
+        out.push_str("  ");
     }
 }
 
@@ -735,6 +866,42 @@ mod tests {
             shape.to_string(),
             "Node\nNode = struct { label: str, next: Node?, children: [Node] }\n"
         );
+    }
+
+    #[test]
+    fn the_structure_writes_named_types_out_where_they_are_used() {
+        let shape = of::<Node>().unwrap();
+        assert_eq!(
+            shape.structure(),
+            "struct {\n  label: str\n  next: <recursive>?\n  children: [<recursive>]\n}"
+        );
+        let shape = of::<Shape3Holder>().unwrap();
+        assert_eq!(
+            shape.structure(),
+            "struct {\n  shape: enum {\n    A\n    B(u8)\n    C(u8, bool)\n    D {\n      x: i64\n      y: str?\n    }\n  }\n  id: struct(u64)\n}"
+        );
+    }
+
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Shape3Holder {
+        shape: Shape3,
+        id: Id,
+    }
+
+    #[test]
+    fn renaming_a_type_keeps_the_fingerprint() {
+        #[derive(serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Before {
+            balance: u64,
+        }
+        #[derive(serde::Deserialize)]
+        #[allow(dead_code)]
+        struct After {
+            balance: u64,
+        }
+        assert_eq!(fingerprint::<Before>(), fingerprint::<After>());
     }
 
     #[test]

@@ -185,6 +185,17 @@ pub(crate) fn expand(input: &EventStruct<'_>) -> TokenStream {
                 #older_one
             }
 
+            fn describe(out: &mut ::std::vec::Vec<#krate::schema::EventShape>) {
+                #krate::__private::describe::<Self>(
+                    #name,
+                    #version,
+                    &<Self as #krate::Event>::NAMES[1..],
+                    !#superseded,
+                    out,
+                );
+                #(<#older as #krate::Event>::describe(out);)*
+            }
+
             #[inline]
             fn decode_each<__C: #krate::Codec>(
                 codec: &__C,

@@ -205,6 +205,10 @@ pub(crate) fn expand(input: &EventEnum<'_>) -> TokenStream {
                 #decode
             }
 
+            fn describe(out: &mut ::std::vec::Vec<#krate::schema::EventShape>) {
+                #(#as_event::describe(out);)*
+            }
+
             #[inline]
             fn decode_each<__C: #krate::Codec>(
                 codec: &__C,
