@@ -99,5 +99,33 @@ fn cold_load_group<C: es_core::Codec>(
     g.finish();
 }
 
-criterion_group!(core, apply_dispatch, round_robin, one_account, cold_load);
+/// A cold load of 10,000 events whose withdrawals are all one version
+/// behind (stored as version 3, upcast to 4 on load) — "framework" — beside
+/// the same load with every event at the current version — "baseline":
+/// both sides are the framework; the ratio is the cost of one upcast per
+/// event.
+fn cold_load_upcast(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = c.benchmark_group("cold_load_10000_one_version_behind");
+    g.sample_size(20);
+    let load = |behind| {
+        let store = rt.block_on(stored_withdrawals(Json, 10_000, behind));
+        Dispatcher::builder(store).cache_capacity(0).build()
+    };
+    let (behind, current) = (load(true), load(false));
+    assert_eq!(rt.block_on(cold_load_framework(&behind)), 2);
+    assert_eq!(rt.block_on(cold_load_framework(&current)), 2);
+    g.bench_function("framework", |b| b.iter(|| rt.block_on(cold_load_framework(&behind))));
+    g.bench_function("baseline", |b| b.iter(|| rt.block_on(cold_load_framework(&current))));
+    g.finish();
+}
+
+criterion_group!(
+    core,
+    apply_dispatch,
+    round_robin,
+    one_account,
+    cold_load,
+    cold_load_upcast
+);
 criterion_main!(core);

@@ -158,3 +158,53 @@ pub async fn cold_load_baseline(store: &InMemoryStore, decode: fn(&str, &[u8]) -
         .expect("reads");
     state.balance
 }
+
+/// An account of `n` events: opened, one large deposit, then withdrawals of
+/// one cent, stored at their current version (4) or, with `behind`, at the
+/// version before it (3, `{net, fee}` with no fee: one upcast each).
+pub async fn stored_withdrawals<C: Codec>(codec: C, n: usize, behind: bool) -> InMemoryStore {
+    use es_core::store::{AppendRequest, NewEvent};
+    use es_core::{Event, EventId, EventStore, ExpectedVersion, StreamId, Timestamp};
+    use examples::bank::{MoneyWithdrawn, MoneyWithdrawnV3};
+    let store = InMemoryStore::new();
+    let stream = StreamId::new(BankAccount::NAME, account(0));
+    let encoded: Vec<(&'static str, u32, Vec<u8>)> = (0..n)
+        .map(|i| {
+            let event: AccountEvent = match i {
+                0 => AccountOpened { owner: "ada".into() }.into(),
+                1 => MoneyDeposited { amount: n as u64 }.into(),
+                _ => MoneyWithdrawn { amount: 1 }.into(),
+            };
+            if behind && i > 1 {
+                let older = MoneyWithdrawnV3 { net: 1, fee: 0 };
+                (older.name(), older.version(), older.encode(&codec).expect("encodes"))
+            } else {
+                (event.name(), event.version(), event.encode(&codec).expect("encodes"))
+            }
+        })
+        .collect();
+    for chunk in encoded.chunks(1_000) {
+        let version = store.stream_version(&stream).await.expect("version");
+        let batch = chunk
+            .iter()
+            .map(|(name, schema_version, payload)| NewEvent {
+                event_id: EventId::new(),
+                name: (*name).into(),
+                schema_version: *schema_version,
+                payload: payload.clone(),
+            })
+            .collect();
+        store
+            .append(AppendRequest {
+                stream: &stream,
+                expected: ExpectedVersion::Exact(version),
+                events: batch,
+                metadata: b"",
+                command_id: None,
+                recorded_at: Timestamp::now(),
+            })
+            .await
+            .expect("append");
+    }
+    store
+}

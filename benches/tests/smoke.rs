@@ -120,3 +120,13 @@ async fn projection_catch_ups_agree() {
     assert_eq!(by_hand_sqlite(&raw), expected);
     assert_eq!(by_hand_sqlite_full_rows(&raw), expected);
 }
+
+#[tokio::test]
+async fn loads_one_version_behind_agree() {
+    use benches::workloads::*;
+    for behind in [true, false] {
+        let store = stored_withdrawals(es_core::Json, 100, behind).await;
+        let app = es_core::Dispatcher::builder(store).cache_capacity(0).build();
+        assert_eq!(cold_load_framework(&app).await, 2);
+    }
+}

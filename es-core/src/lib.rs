@@ -88,6 +88,10 @@
 //! |---|---|---|
 //! | `name = "text"` | the stored name; keep it when you rename the type | the type's name |
 //! | `version = N` | the schema version written with it (1 or more) | 1 |
+//! | `aliases = ["old.name", ..]` | older stored names it still decodes (after renaming the event) | none |
+//! | `older = [V1, V2, ..]` | on the current version: the structs of its older versions, version 1 first; `version` must then be their count + 1 | none |
+//! | `next = Type` | on an older version: the struct of the version after it; the derive implements [`Upcast`] through `From<Self> for Type` | none |
+//! | `custom_upcast` | with `next`: you implement [`Upcast`] yourself (to drop the event, or split it in several) | off |
 //! | `crate = "path"` | where es-core is, if renamed | `::es_core` |
 //!
 //! ```
@@ -105,7 +109,46 @@
 //!
 //! Decoding refuses another name and a version newer than the code's; an
 //! older version decodes into the current struct (serde defaults fill added
-//! fields).
+//! fields) — unless the struct lists its older versions, then each goes up
+//! the chain of upcasts, written as plain Rust and checked by the compiler:
+//!
+//! ```
+//! # use es_core::prelude::*;
+//! # use serde::{Deserialize, Serialize};
+//! #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+//! #[event(name = "order.placed", version = 1, next = PlacedV2)]
+//! pub struct PlacedV1 { pub total: u64 }
+//!
+//! #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+//! #[event(name = "order.placed", version = 2, next = Placed, custom_upcast)]
+//! pub struct PlacedV2 { pub cents: u64, pub gift: u64 }
+//!
+//! /// The current version: what is written today.
+//! #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+//! #[event(name = "order.placed", version = 3, older = [PlacedV1, PlacedV2])]
+//! pub struct Placed { pub cents: u64 }
+//!
+//! impl From<PlacedV1> for PlacedV2 {        // a field renamed, one added
+//!     fn from(v1: PlacedV1) -> Self { PlacedV2 { cents: v1.total, gift: 0 } }
+//! }
+//! impl Upcast for PlacedV2 {                // split: the gift is an order of its own
+//!     type Next = Placed;
+//!     fn upcast(self, out: &mut Vec<Placed>) {
+//!         out.push(Placed { cents: self.cents });
+//!         if self.gift > 0 { out.push(Placed { cents: self.gift }) }
+//!     }
+//! }
+//!
+//! let mut read = Vec::new();
+//! Placed::decode_each(&es_core::Json, "order.placed", 1, br#"{"total":5}"#, |e| read.push(e)).unwrap();
+//! assert_eq!(read, [Placed { cents: 5 }]);
+//! ```
+//!
+//! A gap in `older`, a version listed twice, a step that does not lead to
+//! the next entry (or the last to the current struct), an older version in
+//! an event enum and an alias that another event of the enum uses are
+//! compile errors. The schema lock ([`schema::SchemaLock`]) fails a test when
+//! a stored version's shape changes without a new version.
 //!
 //! ## `#[derive(Event)]` on an enum
 //!
@@ -113,8 +156,9 @@
 //! struct. Generates `From` each payload into the enum and `TryFrom` back,
 //! the stored name of each value, encoding and decoding by name, and the
 //! dispatch to the aggregate's [`Apply`] impls ([`ApplyTo`]). Only `crate`
-//! is accepted as a key: names and versions belong to the payloads. Two
-//! payloads with the same stored name are a compile error.
+//! is accepted as a key: names, aliases and versions belong to the payloads.
+//! Two payloads with a stored name (or alias) in common are a compile error,
+//! and so is an older version (a struct with `next = ..`) as a payload.
 //!
 //! ```
 //! # use es_core::prelude::*;
@@ -141,7 +185,7 @@
 //! | `name = "text"` | the stored aggregate type, first half of each stream id | the type's name |
 //! | `services = Type` | what handlers may take as `&Services` | `()` |
 //! | `snapshot_every = N` | store a snapshot every N events (needs serde on the state) | never |
-//! | `snapshot_version = N` | bump to ignore older snapshots after changing the state's shape | 1 |
+//! | `snapshot_version = N` | bump to ignore older snapshots (snapshots of another state shape are ignored anyway: each records a fingerprint of the state's serialized shape) | 1 |
 //! | `crate = "path"` | where es-core is, if renamed | `::es_core` |
 //!
 //! The state starts as `Default` and changes only in `#[apply]` handlers.
