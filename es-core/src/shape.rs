@@ -3,7 +3,7 @@
 //!
 //! Snapshots record a fingerprint of their state's shape (a snapshot of
 //! another shape is not used), and the schema lock
-//! ([`testing::SchemaLock`](crate::testing::SchemaLock)) records each stored
+//! ([`schema::SchemaLock`](crate::schema::SchemaLock)) records each stored
 //! event's shape. Both need the shape without a value of the type: the
 //! tracer here plays a deserializer that answers every question serde's
 //! derived code asks with a sample, writing down the questions — which are
