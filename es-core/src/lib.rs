@@ -610,11 +610,12 @@ pub mod __private {
     }
 
     /// An event struct's entry in the schema lock.
-    pub fn describe<T: Storable>(
+    pub fn describe<T>(
         name: &'static str,
         version: u32,
         aliases: &'static [&'static str],
         current: bool,
+        shape: Result<crate::shape::Shape, crate::shape::ShapeError>,
         out: &mut Vec<crate::schema::EventShape>,
     ) {
         out.push(crate::schema::EventShape {
@@ -623,7 +624,7 @@ pub mod __private {
             aliases,
             rust_type: std::any::type_name::<T>(),
             current,
-            shape: match T::shape() {
+            shape: match shape {
                 Ok(shape) => shape.structure(),
                 Err(e) => format!("untraceable: {}", e.message),
             },

@@ -79,6 +79,7 @@ pub(crate) fn expand(input: &EventStruct<'_>) -> TokenStream {
         .push(syn::parse_quote_spanned!(ident.span()=> __EsTarget: #krate::Apply<#ident #ty_generics>));
     let encode = quote_spanned!(ident.span()=> <Self as #krate::__private::Storable>::encode_with::<__C>);
     let decode = quote_spanned!(ident.span()=> <Self as #krate::__private::Storable>::decode_with::<__C>);
+    let shape = quote_spanned!(ident.span()=> <Self as #krate::__private::Storable>::shape);
     // Spanned at the user's type, so a missing `Apply` is reported there.
     let apply_to = quote_spanned! {ident.span()=>
         #[automatically_derived]
@@ -191,6 +192,7 @@ pub(crate) fn expand(input: &EventStruct<'_>) -> TokenStream {
                     #version,
                     &<Self as #krate::Event>::NAMES[1..],
                     !#superseded,
+                    #shape(),
                     out,
                 );
                 #(<#older as #krate::Event>::describe(out);)*
