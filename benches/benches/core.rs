@@ -120,12 +120,35 @@ fn cold_load_upcast(c: &mut Criterion) {
     g.finish();
 }
 
+/// The snapshot fingerprint: tracing the state's shape through its
+/// `Deserialize` ("framework", what snapshots use, once per process and
+/// type) beside the cheaper idea it was chosen over, hashing the JSON of a
+/// default state ("baseline"), which cannot see the types inside empty
+/// collections or `None`s.
+fn shape_fingerprint(c: &mut Criterion) {
+    use examples::bank::BankAccount;
+    let mut g = c.benchmark_group("fingerprint_bank_account_state");
+    g.bench_function("framework", |b| b.iter(es_core::shape::fingerprint::<BankAccount>));
+    g.bench_function("baseline", |b| {
+        b.iter(|| {
+            serde_json::to_vec(&BankAccount::default())
+                .expect("encodes")
+                .iter()
+                .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                    (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+                })
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     core,
     apply_dispatch,
     round_robin,
     one_account,
     cold_load,
-    cold_load_upcast
+    cold_load_upcast,
+    shape_fingerprint
 );
 criterion_main!(core);

@@ -165,3 +165,55 @@ fn commands_know_their_aggregate_and_id() {
     assert_eq!(<Deposit as Command>::NAME, "Deposit");
     assert_eq!(<<OpenAccount as Command>::Aggregate as Aggregate>::NAME, "bank_account");
 }
+
+mod renamed {
+    use es_core::prelude::*;
+    use es_core::{Binary, Json};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+    #[event(name = "ledger.credited", aliases = ["ledger.deposited", "money.in"])]
+    pub(crate) struct Credited {
+        pub(crate) cents: u64,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+    #[event(name = "ledger.debited")]
+    pub(crate) struct Debited {
+        pub(crate) cents: u64,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Event)]
+    pub(crate) enum LedgerEvent {
+        Credited(Credited),
+        Debited(Debited),
+    }
+
+    #[test]
+    fn an_event_decodes_under_its_old_names_and_writes_its_new_one() {
+        let e = Credited { cents: 5 };
+        assert_eq!(e.name(), "ledger.credited");
+        assert_eq!(
+            <Credited as Event>::NAMES,
+            ["ledger.credited", "ledger.deposited", "money.in"]
+        );
+        assert_eq!(
+            <LedgerEvent as Event>::NAMES,
+            ["ledger.credited", "ledger.deposited", "money.in", "ledger.debited"]
+        );
+        for name in ["ledger.credited", "ledger.deposited", "money.in"] {
+            for bytes in [e.encode(&Json).unwrap(), e.encode(&Binary).unwrap()] {
+                let codec_json = std::str::from_utf8(&bytes).is_ok_and(|t| t.starts_with('{'));
+                let back = if codec_json {
+                    LedgerEvent::decode(&Json, name, 1, &bytes).unwrap()
+                } else {
+                    LedgerEvent::decode(&Binary, name, 1, &bytes).unwrap()
+                };
+                assert_eq!(back, LedgerEvent::Credited(e.clone()), "{name}");
+                assert_eq!(back.name(), "ledger.credited");
+            }
+            assert!(LedgerEvent::knows(name));
+        }
+        assert!(!LedgerEvent::knows("ledger.refunded"));
+    }
+}
