@@ -265,6 +265,9 @@ impl Aggregate for BankAccount {
     type Event = AccountEvent;
     type Error = AccountError;
     type Services = ();
+    fn initial() -> Self {
+        Self::default()
+    }
     fn apply(&mut self, event: &AccountEvent) {
         event.apply_to(self)
     }

@@ -17,13 +17,14 @@ impl<T: Clone + Eq + Hash + Display + Debug + Send + Sync + 'static> AggregateId
 ///
 /// Derive it with `#[derive(Aggregate)]` and
 /// `#[aggregate(name = "..", id = .., event = .., error = ..)]`; the state
-/// starts as `Default` and evolves only through [`Aggregate::apply`].
+/// starts as its `Default` ([`Aggregate::initial`]) and evolves only through
+/// [`Aggregate::apply`].
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an aggregate",
     label = "`{Self}` does not implement `Aggregate`",
     note = "add `#[derive(Aggregate)]` and `#[aggregate(id = .., event = .., error = ..)]` to `{Self}` (if it has them, fix the error reported at its `#[aggregate(..)]` first)"
 )]
-pub trait Aggregate: Default + Send + Sync + 'static {
+pub trait Aggregate: Sized + Send + Sync + 'static {
     /// The stored aggregate type: the first half of every stream id. Never
     /// change it once events are stored.
     const NAME: &'static str;
@@ -35,7 +36,7 @@ pub trait Aggregate: Default + Send + Sync + 'static {
     type Event: Event;
 
     /// Why a command is refused.
-    type Error: std::error::Error + Send + Sync + 'static;
+    type Error: crate::__private::AggregateError;
 
     /// Dependencies handlers may read (a clock, exchange rates, ...); `()`
     /// when there are none.
@@ -47,6 +48,10 @@ pub trait Aggregate: Default + Send + Sync + 'static {
     /// The schema version of the snapshot form. Snapshots stored with
     /// another version are ignored and the state is replayed from events.
     const SNAPSHOT_VERSION: u32 = 1;
+
+    /// The state before the first event. The derive makes it the type's
+    /// `Default` (and says so, once, if there is none).
+    fn initial() -> Self;
 
     /// Evolves the state on one of its events.
     fn apply(&mut self, event: &Self::Event);

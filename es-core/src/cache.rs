@@ -26,10 +26,10 @@ pub(crate) struct Slot<A> {
     pub(crate) fresh: bool,
 }
 
-impl<A: Default> Slot<A> {
+impl<A: crate::Aggregate> Slot<A> {
     pub(crate) fn empty() -> Self {
         Slot {
-            state: A::default(),
+            state: A::initial(),
             version: 0,
             stream: None,
             fresh: false,
@@ -48,7 +48,7 @@ pub(crate) struct Cell<A> {
     used: AtomicBool,
 }
 
-impl<A: Default> Cell<A> {
+impl<A: crate::Aggregate> Cell<A> {
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(Cell {
             slot: Mutex::new(Some(Box::new(Slot::empty()))),
@@ -217,6 +217,9 @@ mod tests {
         type Event = Ev;
         type Error = Never;
         type Services = ();
+        fn initial() -> Self {
+            Agg
+        }
         fn apply(&mut self, _: &Ev) {}
     }
 

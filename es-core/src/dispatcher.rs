@@ -358,7 +358,10 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let decision = match catch_panic(|| slot.state.handle(command.clone(), services)) {
+            let decision = match catch_panic(|| {
+                slot.state
+                    .handle(crate::__private::CommandClone::clone_command(&command), services)
+            }) {
                 Ok(decision) => decision,
                 Err(message) => {
                     // The handler may have left the state half-changed (through

@@ -520,6 +520,11 @@ pub use es_derive::Command;
 #[cfg(feature = "derive")]
 pub use es_derive::handlers;
 
+/// A marker read by [`handlers`]: on its own, it reports that the method's
+/// `impl` block lacks `#[es_core::handlers]`.
+#[cfg(feature = "derive")]
+pub use es_derive::{apply, handle};
+
 /// Derives [`Query`](trait@Query): `#[query(output = T)]` names the type of
 /// the answer.
 ///
@@ -537,12 +542,12 @@ pub use es_derive::Query;
 /// scope, `state.apply(&event)` would be ambiguous. Import it where you
 /// write an `Apply` impl by hand.
 pub mod prelude {
-    #[cfg(feature = "derive")]
-    pub use crate::handlers;
     pub use crate::{
         Aggregate, Answer, Command, Committed, DispatchError, Dispatcher, Envelope, Event, EventContext, EventStore,
         Handle, InMemoryStore, IntoEvents, Metadata, Projection, Query, StreamId, Upcast,
     };
+    #[cfg(feature = "derive")]
+    pub use crate::{apply, handle, handlers};
 }
 
 /// What generated code needs. Not public API: it changes without notice.
@@ -650,6 +655,74 @@ pub mod __private {
             }
         }
     }
+
+    /// What an aggregate's state needs to start: its `Default`.
+    #[diagnostic::on_unimplemented(
+        message = "aggregate `{Self}` must implement `Default`: its state starts as the default value",
+        label = "`{Self}` has no `Default`",
+        note = "add `#[derive(Default)]` to `{Self}`, or implement `Default` for it: the state before the first event"
+    )]
+    pub trait InitialState {
+        /// The state before the first event.
+        fn initial_state() -> Self;
+    }
+
+    #[diagnostic::do_not_recommend]
+    impl<T: Default> InitialState for T {
+        #[inline]
+        fn initial_state() -> Self {
+            T::default()
+        }
+    }
+
+    /// A command a process's handler returns, as the process's command type.
+    #[diagnostic::on_unimplemented(
+        message = "this process handler returns `{Self}`, which is not one of the process's commands `{C}`",
+        label = "returns `{Self}`",
+        note = "add a variant holding `{Self}` to `{C}` (the `command = ..` of the `#[es_core::handlers(process, ..)]` block), or return one of its commands"
+    )]
+    pub trait IntoCommand<C> {
+        /// `self` as a `C`.
+        fn into_command(self) -> C;
+    }
+
+    #[diagnostic::do_not_recommend]
+    impl<T: Into<C>, C> IntoCommand<C> for T {
+        #[inline]
+        fn into_command(self) -> C {
+            self.into()
+        }
+    }
+
+    /// What a command needs: `Clone`, with the reason.
+    #[diagnostic::on_unimplemented(
+        message = "command `{Self}` must implement `Clone`",
+        label = "`{Self}` is not `Clone`",
+        note = "the dispatcher keeps a copy of each command to decide it again when another writer appended to the stream first (a version conflict): add `#[derive(Clone)]` to `{Self}`"
+    )]
+    pub trait CommandClone: Sized {
+        /// A copy of the command, to decide it again.
+        fn clone_command(&self) -> Self;
+    }
+
+    #[diagnostic::do_not_recommend]
+    impl<T: Clone> CommandClone for T {
+        #[inline]
+        fn clone_command(&self) -> Self {
+            self.clone()
+        }
+    }
+
+    /// What an aggregate's error needs: to be an error that crosses threads.
+    #[diagnostic::on_unimplemented(
+        message = "the error type `{Self}` of an aggregate must implement `std::error::Error + Send + Sync + 'static`",
+        label = "`{Self}` is not a `std::error::Error`",
+        note = "derive it with `thiserror`: `#[derive(Debug, thiserror::Error)]` and an `#[error(\"..\")]` message on each variant"
+    )]
+    pub trait AggregateError: std::error::Error + Send + Sync + 'static {}
+
+    #[diagnostic::do_not_recommend]
+    impl<T: std::error::Error + Send + Sync + 'static> AggregateError for T {}
 
     /// The `#[aggregate_id]` field of a command, which must have the type of
     /// its aggregate's id.

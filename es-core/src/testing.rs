@@ -97,7 +97,7 @@ impl<A: Aggregate, C: Codec> AggregateTest<A, C> {
     where
         A: Handle<Cmd>,
     {
-        let mut state = A::default();
+        let mut state = A::initial();
         for event in &self.given {
             state.apply(event);
         }
@@ -261,7 +261,7 @@ fn check_replay<A: Aggregate + Debug>(
     for event in produced {
         incremental.apply(event);
     }
-    let mut replayed = A::default();
+    let mut replayed = A::initial();
     for event in &decoded {
         replayed.apply(event);
     }

@@ -26,6 +26,12 @@ impl Ctxt {
         self.errors.borrow_mut().push(error);
     }
 
+    /// Whether any error was recorded: checks that only make sense for a
+    /// well-formed input are then left out, so they cause no second error.
+    pub(crate) fn has_errors(&self) -> bool {
+        !self.errors.borrow().is_empty()
+    }
+
     /// All recorded errors combined into one, if any.
     pub(crate) fn check(self) -> Result<(), syn::Error> {
         let mut errors = self.errors.into_inner().into_iter();

@@ -19,3 +19,23 @@ pub(crate) fn handlers_unparsed(item: TokenStream, error: syn::Error) -> TokenSt
         #item
     }
 }
+
+/// A handler marker on a method whose impl block lacks
+/// `#[es_core::handlers]`: one error that names the fix, at the method's
+/// name, and the method as it was.
+pub(crate) fn marker_outside_handlers(marker: &str, item: TokenStream) -> TokenStream {
+    let at = syn::parse2::<syn::ImplItemFn>(item.clone())
+        .map(|f| f.sig.ident.span())
+        .unwrap_or_else(|_| proc_macro2::Span::call_site());
+    let error = syn::Error::new(
+        at,
+        format!(
+            "`#[{marker}]` is read by `#[es_core::handlers]` on the `impl` block around this method, and that block has none: add `#[es_core::handlers]` above the `impl` (or `#[es_core::handlers(read_model)]`, `#[es_core::handlers(process, command = ..)]`)"
+        ),
+    )
+    .into_compile_error();
+    quote! {
+        #error
+        #item
+    }
+}

@@ -53,6 +53,19 @@ pub fn derive_query(input: TokenStream) -> TokenStream {
         .into()
 }
 
+/// `#[apply]` outside an `#[es_core::handlers]` block: the block's macro
+/// reads (and removes) the marker, so reaching here means it is missing.
+#[proc_macro_attribute]
+pub fn apply(_: TokenStream, item: TokenStream) -> TokenStream {
+    fallback::marker_outside_handlers("apply", item.into()).into()
+}
+
+/// `#[handle]` outside an `#[es_core::handlers]` block; see [`apply`].
+#[proc_macro_attribute]
+pub fn handle(_: TokenStream, item: TokenStream) -> TokenStream {
+    fallback::marker_outside_handlers("handle", item.into()).into()
+}
+
 /// Turns `#[apply]` and `#[handle]` methods of an impl block into
 /// `es_core::Apply` and `es_core::Handle` impls.
 #[proc_macro_attribute]

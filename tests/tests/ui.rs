@@ -13,6 +13,7 @@ fn ui() {
         "evolution",
         "handle",
         "read_side",
+        "wiring",
     ] {
         t.compile_fail(format!("ui/{topic}/*.rs"));
     }

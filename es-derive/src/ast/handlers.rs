@@ -198,10 +198,16 @@ fn read_apply(cx: &Ctxt, f: &ImplItemFn) -> Option<ApplyFn> {
             return None;
         }
         [_, extra, ..] => {
-            cx.error_spanned_by(
-                extra,
-                "`#[apply]` handlers take only `&mut self` and the event: applying must not depend on anything else",
-            );
+            // An event context (or a transaction) after the event is how a
+            // read model's handler looks: say so instead of refusing it.
+            let read_model =
+                matches!(&*extra.ty, Type::Reference(r) if crate::ast::type_name(&r.elem).starts_with("EventContext"));
+            let message = if read_model {
+                "this `#[apply]` takes an event context, as a read model's handlers do: if this is a read model, write `#[es_core::handlers(read_model)]` on its block (an aggregate's `#[apply]` takes only `&mut self` and the event)"
+            } else {
+                "`#[apply]` handlers take only `&mut self` and the event: applying must not depend on anything else"
+            };
+            cx.error_spanned_by(extra, message);
             callable = false;
             match &*args[0].ty {
                 Type::Reference(r) => (*r.elem).clone(),

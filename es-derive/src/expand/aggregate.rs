@@ -70,6 +70,8 @@ pub(crate) fn expand(input: &AggregateInput<'_>) -> TokenStream {
             quote!(),
         ),
     };
+    // Spanned at the user's type: a missing `Default` is one error, there.
+    let initial = quote_spanned!(ident.span()=> <Self as #krate::__private::InitialState>::initial_state);
     let snapshots = snapshot_every.as_ref().map(|every| {
         let version = snapshot_version.as_ref().map_or_else(|| quote!(1), |v| quote!(#v));
         let encode = quote_spanned!(ident.span()=> #krate::Codec::encode(codec, self));
@@ -118,6 +120,11 @@ pub(crate) fn expand(input: &AggregateInput<'_>) -> TokenStream {
             type Services = #services;
 
             #snapshots
+
+            #[inline]
+            fn initial() -> Self {
+                #initial()
+            }
 
             #[inline]
             fn apply(&mut self, event: &Self::Event) {

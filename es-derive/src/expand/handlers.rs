@@ -25,13 +25,15 @@ use super::wrap;
 use crate::ast::handlers::{ApplyFn, HandleFn, HandlersInput};
 use crate::attr::HandlerKind;
 
-pub(crate) fn expand(input: &HandlersInput) -> TokenStream {
+/// `checked`: the block had no mistakes of its own, so the checks that need
+/// a well-formed aggregate are emitted.
+pub(crate) fn expand(input: &HandlersInput, checked: bool) -> TokenStream {
     let item = &input.item;
     let impls: TokenStream = match &input.kind {
         HandlerKind::Aggregate => input
             .applies
             .iter()
-            .map(|a| apply_impl(input, a))
+            .map(|a| apply_impl(input, a, checked))
             .chain(input.handles.iter().map(|h| handle_impl(input, h)))
             .collect(),
         HandlerKind::ReadModel => super::read_side::read_model(input),
@@ -50,7 +52,7 @@ pub(crate) fn expand(input: &HandlersInput) -> TokenStream {
     }
 }
 
-fn apply_impl(input: &HandlersInput, a: &ApplyFn) -> TokenStream {
+fn apply_impl(input: &HandlersInput, a: &ApplyFn, checked: bool) -> TokenStream {
     let krate = &input.krate;
     let self_ty = &input.item.self_ty;
     let (impl_generics, _, where_clause) = input.item.generics.split_for_impl();
@@ -69,6 +71,28 @@ fn apply_impl(input: &HandlersInput, a: &ApplyFn) -> TokenStream {
             let _ = (event, <#self_ty>::#method);
         })
     };
+    // A handler for an event the aggregate never stores could never run.
+    // (Constants cannot name a generic aggregate's parameters: those go
+    // unchecked. An aggregate whose `event = ..` is missing has no names.)
+    let stored = if checked && *callable && input.item.generics.params.is_empty() {
+        let message = format!(
+            "`{}` has an `#[apply]` handler for `{}`, which is not one of its events, so it could never run: add a variant holding `{}` to the event enum in its `#[aggregate(event = ..)]`, or remove the handler",
+            crate::ast::type_name(self_ty),
+            crate::ast::type_name(event),
+            crate::ast::type_name(event)
+        );
+        quote_spanned! {event.span()=>
+            const _: () = {
+                let ours = <<#self_ty as #krate::Aggregate>::Event as #krate::Event>::NAMES;
+                ::core::assert!(
+                    ours.is_empty() || #krate::__private::names_overlap(<#event as #krate::Event>::NAMES, ours),
+                    #message
+                );
+            };
+        }
+    } else {
+        TokenStream::new()
+    };
     quote! {
         #[automatically_derived]
         impl #impl_generics #krate::Apply<#event> for #self_ty #where_clause {
@@ -77,6 +101,8 @@ fn apply_impl(input: &HandlersInput, a: &ApplyFn) -> TokenStream {
                 #body
             }
         }
+
+        #stored
     }
 }
 

@@ -50,6 +50,23 @@ pub(crate) fn self_into_events(krate: &syn::Path, ident: &syn::Ident, generics: 
 }
 
 /// Wraps generated items so their helper names never leak.
+/// `tokens` with every span set to `span`.
+pub(crate) fn respan(tokens: TokenStream, span: proc_macro2::Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tree| {
+            if let proc_macro2::TokenTree::Group(g) = &tree {
+                let mut group = proc_macro2::Group::new(g.delimiter(), respan(g.stream(), span));
+                group.set_span(span);
+                tree = proc_macro2::TokenTree::Group(group);
+            } else {
+                tree.set_span(span);
+            }
+            tree
+        })
+        .collect()
+}
+
 pub(crate) fn wrap(items: TokenStream) -> TokenStream {
     quote! {
         #[doc(hidden)]
@@ -124,5 +141,6 @@ pub(crate) fn handlers(args: TokenStream, item: TokenStream) -> syn::Result<Toke
     let cx = Ctxt::new();
     let mut input = HandlersInput::from_syn(&cx, args, item);
     valid::unique_handlers(&cx, &mut input);
-    finish(cx, handlers::expand(&input))
+    let checked = !cx.has_errors();
+    finish(cx, handlers::expand(&input, checked))
 }

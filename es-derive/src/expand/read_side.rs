@@ -280,10 +280,16 @@ pub(crate) fn process(input: &HandlersInput, command: &syn::Type) -> TokenStream
                 ::core::option::Option::<#command>::None
             }),
         };
+        // The command type re-spanned at the method, so a command the
+        // enum does not hold is reported there, once.
+        let command_here = super::respan(quote!(#command), method.span());
         let push = quote_spanned!(method.span()=>
             ::core::iter::Extend::extend(
                 out,
-                ::core::iter::Iterator::map(::core::iter::IntoIterator::into_iter(#call), ::core::convert::Into::<#command>::into),
+                ::core::iter::Iterator::map(
+                    ::core::iter::IntoIterator::into_iter(#call),
+                    #krate::__private::IntoCommand::<#command_here>::into_command,
+                ),
             )
         );
         let decode = decode_recorded(krate, event, quote!(|event| #push));
