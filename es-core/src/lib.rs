@@ -559,7 +559,7 @@ pub mod __private {
     /// The future of a routed command.
     pub type RouteFuture<'a> =
         std::pin::Pin<Box<dyn std::future::Future<Output = Result<crate::Receipt, crate::DispatchError>> + Send + 'a>>;
-    pub use crate::util::{first_overlap, names_overlap};
+    pub use crate::util::{ConstMessage, first_overlap, names_overlap};
     pub use serde;
 
     use crate::aggregate::Aggregate;

@@ -149,16 +149,75 @@ const fn str_eq(a: &str, b: &str) -> bool {
     true
 }
 
-/// The index of the first of `earlier` that shares a name with `names`.
-pub const fn first_overlap(earlier: &[&[&str]], names: &[&str]) -> Option<usize> {
+/// The index of the first of `earlier` that shares a name with `names`, and
+/// the shared name.
+pub const fn first_overlap<'a>(earlier: &[&[&str]], names: &[&'a str]) -> Option<(usize, &'a str)> {
     let mut i = 0;
     while i < earlier.len() {
-        if names_overlap(earlier[i], names) {
-            return Some(i);
+        let mut j = 0;
+        while j < names.len() {
+            if contains(earlier[i], names[j]) {
+                return Some((i, names[j]));
+            }
+            j += 1;
         }
         i += 1;
     }
     None
+}
+
+const fn contains(names: &[&str], name: &str) -> bool {
+    let mut i = 0;
+    while i < names.len() {
+        if str_eq(names[i], name) {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// A message assembled in a constant, so a compile-time check can name what
+/// it found (a constant cannot `format!`). Holds up to 1 KiB; what does not
+/// fit is cut at a character boundary.
+pub struct ConstMessage {
+    buf: [u8; 1024],
+    len: usize,
+}
+
+impl ConstMessage {
+    /// An empty message.
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        ConstMessage { buf: [0; 1024], len: 0 }
+    }
+
+    /// Appends `s`.
+    pub const fn push(mut self, s: &str) -> Self {
+        let bytes = s.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() && self.len < self.buf.len() {
+            self.buf[self.len] = bytes[i];
+            self.len += 1;
+            i += 1;
+        }
+        self
+    }
+
+    /// The message so far.
+    pub const fn as_str(&self) -> &str {
+        let (text, _) = self.buf.split_at(self.len);
+        match core::str::from_utf8(text) {
+            Ok(s) => s,
+            Err(e) => {
+                let (valid, _) = text.split_at(e.valid_up_to());
+                match core::str::from_utf8(valid) {
+                    Ok(s) => s,
+                    Err(_) => "",
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -178,9 +237,19 @@ mod tests {
         const A: &[&str] = &["x.opened", "x.closed"];
         assert!(names_overlap(A, &["x.closed"]));
         assert!(!names_overlap(A, &["x.close", "X.opened"]));
-        assert_eq!(first_overlap(&[&["a"], &["b"]], &["c", "b"]), Some(1));
+        assert_eq!(first_overlap(&[&["a"], &["b"]], &["c", "b"]), Some((1, "b")));
         assert_eq!(first_overlap(&[&["a"], &["b"]], &["c"]), None);
-        const FOUND: Option<usize> = first_overlap(&[A], &["x.opened"]);
-        assert_eq!(FOUND, Some(0));
+        const FOUND: Option<(usize, &str)> = first_overlap(&[A], &["x.opened"]);
+        assert_eq!(FOUND, Some((0, "x.opened")));
+    }
+
+    #[test]
+    fn const_messages_join_and_cut_at_a_character() {
+        const M: ConstMessage = ConstMessage::new().push("name `").push("a.b").push("`");
+        assert_eq!(M.as_str(), "name `a.b`");
+        let long = "é".repeat(600);
+        let cut = ConstMessage::new().push("x").push(&long);
+        assert_eq!(cut.as_str().len(), 1023);
+        assert!(cut.as_str().starts_with("xé"));
     }
 }

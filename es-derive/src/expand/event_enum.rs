@@ -20,7 +20,7 @@
 //! // compile-time checks (non-generic enums): each payload has one stored
 //! // name, and no two payloads share one.
 //! const _: () = match first_overlap(&[<AccountOpened as Event>::NAMES], <MoneyDeposited as Event>::NAMES) {
-//!     Some(0) => panic!("..`Opened` and `Deposited` have the same stored name.."),
+//!     Some((0, name)) => panic!("{}", ConstMessage::new().push("..`Opened` and `Deposited` share the stored name `").push(name)..),
 //!     _ => {}
 //! };
 //! ```
@@ -139,9 +139,16 @@ pub(crate) fn expand(input: &EventEnum<'_>) -> TokenStream {
         quote!(&[#(#as_event::NAMES[0]),*])
     };
     // Spanned at the user's type, so a missing `Apply` is reported there.
+    // The whole header carries that span (none of it the derive's), or rustc
+    // takes this for a derive's bound and suggests implementing `ApplyTo` by
+    // hand; the body keeps the payload types' own spans.
+    let header = super::respan(
+        quote!(impl #target_impl_generics #krate::ApplyTo<__EsTarget> for #ident #ty_generics #target_where),
+        ident.span(),
+    );
     let apply_to = quote_spanned! {ident.span()=>
         #[automatically_derived]
-        impl #target_impl_generics #krate::ApplyTo<__EsTarget> for #ident #ty_generics #target_where {
+        #header {
             #[inline]
             fn apply_to(&self, target: &mut __EsTarget) {
                 match self {
@@ -272,14 +279,20 @@ fn compile_time_checks(input: &EventEnum<'_>) -> TokenStream {
         }
         let earlier = variants[..i].iter().map(|e| e.ty);
         let arms = variants[..i].iter().enumerate().map(|(j, e)| {
-            let message = format!(
-                "event enum `{ident}`: the payloads of `{}` (`{}`) and `{}` (`{}`) share a stored event name (a name or an alias), so the second could never be decoded; give one of them another `#[event(name = \"..\")]`, or drop the alias",
+            let before = format!(
+                "event enum `{ident}`: the payloads of `{}` (`{}`) and `{}` (`{}`) share the stored event name `",
                 e.ident,
                 type_name(e.ty),
                 v.ident,
                 type_name(ty)
             );
-            quote_spanned!(ty.span()=> ::core::option::Option::Some(#j) => ::core::panic!(#message),)
+            let after = "` (a name or an alias), so the second could never be decoded; give one of them another `#[event(name = \"..\")]`, or drop the alias";
+            quote_spanned! {ty.span()=>
+                ::core::option::Option::Some((#j, name)) => ::core::panic!(
+                    "{}",
+                    #krate::__private::ConstMessage::new().push(#before).push(name).push(#after).as_str()
+                ),
+            }
         });
         out.extend(quote_spanned! {ty.span()=>
             const _: () = match #krate::__private::first_overlap(
