@@ -12,6 +12,43 @@ pub trait AggregateId: Clone + Eq + Hash + Display + Debug + Send + Sync + 'stat
 
 impl<T: Clone + Eq + Hash + Display + Debug + Send + Sync + 'static> AggregateId for T {}
 
+/// What a method taking an aggregate id accepts: the id by value or by
+/// reference, and a `&str` for a `String` id, so `load::<Guest>("g1")` needs
+/// no `&"g1".to_owned()`.
+pub trait IntoId<I: AggregateId> {
+    /// The id, borrowed when it can be.
+    fn into_id<'a>(self) -> std::borrow::Cow<'a, I>
+    where
+        Self: 'a;
+}
+
+impl<I: AggregateId> IntoId<I> for I {
+    fn into_id<'a>(self) -> std::borrow::Cow<'a, I>
+    where
+        Self: 'a,
+    {
+        std::borrow::Cow::Owned(self)
+    }
+}
+
+impl<I: AggregateId> IntoId<I> for &I {
+    fn into_id<'a>(self) -> std::borrow::Cow<'a, I>
+    where
+        Self: 'a,
+    {
+        std::borrow::Cow::Borrowed(self)
+    }
+}
+
+impl IntoId<String> for &str {
+    fn into_id<'a>(self) -> std::borrow::Cow<'a, String>
+    where
+        Self: 'a,
+    {
+        std::borrow::Cow::Owned(self.to_owned())
+    }
+}
+
 /// A consistency boundary: state rebuilt from its own events, deciding
 /// commands against that state.
 ///

@@ -5,7 +5,7 @@ use std::fmt;
 use std::ops::ControlFlow;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use crate::aggregate::{Aggregate, Handle};
+use crate::aggregate::{Aggregate, Handle, IntoId};
 use crate::cache::{Cache, Cell, Slot};
 use crate::codec::{Codec, Json};
 use crate::command::{Command, Dispatchable};
@@ -285,9 +285,10 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
 
     /// The current state of aggregate `A` with id `id` (the default state if
     /// it has no events). Reads whatever the store has beyond the cache.
-    pub async fn load<A: Aggregate + Clone>(&self, id: &A::Id) -> Result<A, LoadError> {
-        let stream = StreamId::of::<A>(id);
-        let cell = self.slot::<A>(id);
+    pub async fn load<A: Aggregate + Clone>(&self, id: impl IntoId<A::Id>) -> Result<A, LoadError> {
+        let id = id.into_id();
+        let stream = StreamId::of::<A>(&id);
+        let cell = self.slot::<A>(&id);
         let mut slot = cell.take().await;
         self.refresh(&stream, &mut slot).await?;
         Ok(slot.state.clone())
@@ -295,14 +296,18 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
 
     /// The state of aggregate `A` as of stream version `version` (the state
     /// after its first `version` events).
-    pub async fn load_at_version<A: Aggregate>(&self, id: &A::Id, version: u64) -> Result<(A, u64), LoadError> {
-        self.replay::<A>(id, |e| e.version <= version).await
+    pub async fn load_at_version<A: Aggregate>(
+        &self,
+        id: impl IntoId<A::Id>,
+        version: u64,
+    ) -> Result<(A, u64), LoadError> {
+        self.replay::<A>(&id.into_id(), |e| e.version <= version).await
     }
 
     /// The state of aggregate `A` as of time `at`: every event recorded at or
     /// before `at`. Returns the state and its version.
-    pub async fn load_as_of<A: Aggregate>(&self, id: &A::Id, at: Timestamp) -> Result<(A, u64), LoadError> {
-        self.replay::<A>(id, |e| e.recorded_at <= at).await
+    pub async fn load_as_of<A: Aggregate>(&self, id: impl IntoId<A::Id>, at: Timestamp) -> Result<(A, u64), LoadError> {
+        self.replay::<A>(&id.into_id(), |e| e.recorded_at <= at).await
     }
 
     async fn replay<A: Aggregate>(

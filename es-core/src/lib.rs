@@ -249,8 +249,11 @@
 //!
 //! ## `#[es_core::handlers]`
 //!
-//! On an inherent `impl` block of the aggregate. The only argument is
-//! `crate = "path"`.
+//! On an inherent `impl` block of the aggregate. Its arguments: `crate =
+//! "path"` where `es_core` is known by another path, and `read_model` or
+//! `process, command = C` for the blocks of the next sections. Each
+//! `#[apply]` event must be one of the aggregate's events (a handler for an
+//! event it never stores is a compile error: it could not run).
 //!
 //! - `#[handle] fn name(&self, command: C) -> Result<X, E>` implements
 //!   [`Handle<C>`]. `X` is one event of the aggregate, an `Option`, `Vec`,
@@ -344,11 +347,12 @@
 //!
 //! ## `#[es_core::handlers(read_model)]` and `#[derive(Query)]`
 //!
-//! A read model's `#[apply]` methods take the event and its
-//! [`EventContext`]: `fn(&mut self, event: &E, context: &EventContext<'_>)`
+//! A read model's `#[apply]` methods take the event and, when they need it,
+//! its [`EventContext`] (stream, version, position, time, metadata):
+//! `fn(&mut self, event: &E[, context: &EventContext<'_>])`
 //! for a read model in memory (implementing [`Project<E>`] and, for the
-//! block, [`ReadModel`]), or `[async] fn(&self, event: &E, context:
-//! &EventContext<'_>, tx: &mut Tx) -> Result<(), Err>` for one kept in a
+//! block, [`ReadModel`]), or `[async] fn(&self, event: &E[, context:
+//! &EventContext<'_>], tx: &mut Tx) -> Result<(), Err>` for one kept in a
 //! database ([`ProjectIn`], [`ReadModelIn`]). Its `#[handle]` methods answer
 //! queries, `fn(&self, query: Q) -> Q::Output` ([`Answer<Q>`]); a query is a
 //! struct with `#[derive(Query)]` and `#[query(output = T)]`.
@@ -424,7 +428,7 @@ pub mod subscription;
 pub mod testing;
 mod util;
 
-pub use crate::aggregate::{Aggregate, AggregateId, Handle};
+pub use crate::aggregate::{Aggregate, AggregateId, Handle, IntoId};
 #[cfg(feature = "binary")]
 pub use crate::codec::Binary;
 pub use crate::codec::{Codec, CodecError, Json};
@@ -542,9 +546,11 @@ pub use es_derive::Query;
 /// scope, `state.apply(&event)` would be ambiguous. Import it where you
 /// write an `Apply` impl by hand.
 pub mod prelude {
+    pub use crate::testing::AggregateTest;
     pub use crate::{
         Aggregate, Answer, Command, Committed, DispatchError, Dispatcher, Envelope, Event, EventContext, EventStore,
-        Handle, InMemoryStore, IntoEvents, Metadata, Projection, Query, StreamId, Upcast,
+        Handle, InMemoryStore, IntoEvents, Json, Metadata, ProcessManager, Projection, Query, StreamId, Timestamp,
+        Upcast,
     };
     #[cfg(feature = "derive")]
     pub use crate::{apply, handle, handlers};

@@ -61,7 +61,7 @@ pub async fn command_ids_are_scoped_to_their_stream<S: EventStore + Clone>(store
     assert_eq!((b_state.owner.as_str(), b_state.open), ("Tenant B", true));
     let a_state: BankAccount = fresh.load(&AccountId::new("a-acct")).await.unwrap();
     assert_eq!(a_state.owner, "Tenant A");
-    let transfer: Transfer = fresh.load(&"t-1".to_owned()).await.unwrap();
+    let transfer: Transfer = fresh.load("t-1").await.unwrap();
     assert_eq!(transfer.amount, 1);
     for stream in [&a.stream, &b.stream, &t.stream] {
         assert_eq!(store.stream_version(stream).await.unwrap(), 1, "{stream}");
@@ -209,7 +209,7 @@ pub async fn a_panicking_handler_commits_nothing<S: EventStore + Clone>(store: S
         let next = app.dispatch(poke(PanicIn::Nowhere)).await.unwrap();
         stored += 1;
         assert_eq!(next.version, stored);
-        let state: Fragile = app.load(&"f".to_owned()).await.unwrap();
+        let state: Fragile = app.load("f").await.unwrap();
         assert_eq!(state.pokes, stored);
     }
     assert_eq!(store.stream_version(&StreamId::new("fragile", "f")).await.unwrap(), 3);

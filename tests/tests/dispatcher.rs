@@ -384,7 +384,15 @@ async fn handlers_get_their_services_and_missing_ones_are_reported() {
         .services::<Cart>(examples::cart::PriceList::new([("apple", 50)]))
         .build();
     app.dispatch(add).await.unwrap();
-    assert_eq!(app.load::<Cart>(&"c".to_owned()).await.unwrap().subtotal(), 100);
+    assert_eq!(app.load::<Cart>("c").await.unwrap().subtotal(), 100);
+    // The id by `&str`, by value and by reference: the same state.
+    let id = String::from("c");
+    assert_eq!(app.load::<Cart>(&id).await.unwrap().subtotal(), 100);
+    assert_eq!(app.load::<Cart>(id.clone()).await.unwrap().subtotal(), 100);
+    let (at_one, version) = app.load_at_version::<Cart>("c", 1).await.unwrap();
+    assert_eq!((at_one.subtotal(), version), (100, 1));
+    let (now, _) = app.load_as_of::<Cart>(&id, Timestamp::now()).await.unwrap();
+    assert_eq!(now.subtotal(), 100);
 }
 
 #[tokio::test]

@@ -103,7 +103,11 @@ pub(crate) fn read_project(cx: &Ctxt, f: &ImplItemFn) -> Option<ProjectFn> {
     };
     let (event, ok) = event_ref(cx, &first.ty);
     callable &= ok;
-    let tx = match args.get(2) {
+    // `(event, context)`, `(event, context, tx)`, or `(event, tx)`: the
+    // context is optional, and a transaction is the argument by `&mut`.
+    let second_is_tx = args.len() == 2 && matches!(&*args[1].ty, Type::Reference(r) if r.mutability.is_some());
+    let tx_arg = if second_is_tx { args.get(1) } else { args.get(2) };
+    let tx = match tx_arg {
         None => None,
         Some(arg) => match &*arg.ty {
             Type::Reference(r) if r.mutability.is_some() => Some((*r.elem).clone()),
@@ -163,7 +167,7 @@ pub(crate) fn read_project(cx: &Ctxt, f: &ImplItemFn) -> Option<ProjectFn> {
     Some(ProjectFn {
         method: name.clone(),
         event,
-        context: args.len() >= 2,
+        context: args.len() >= 2 && !second_is_tx,
         tx,
         is_async,
         callable,

@@ -88,10 +88,18 @@ fn project_in_impl(input: &HandlersInput, p: &ProjectFn) -> TokenStream {
     let (impl_generics, _, where_clause) = input.item.generics.split_for_impl();
     let (method, event) = (&p.method, &p.event);
     let Some(tx) = &p.tx else { return TokenStream::new() };
-    let call = if p.is_async {
-        quote!(<#self_ty>::#method(self, event, context, tx).await)
+    let args = if p.context {
+        quote!(self, event, context, tx)
     } else {
-        quote!(<#self_ty>::#method(self, event, context, tx))
+        quote!(self, event, {
+            let _ = context;
+            tx
+        })
+    };
+    let call = if p.is_async {
+        quote!(<#self_ty>::#method(#args).await)
+    } else {
+        quote!(<#self_ty>::#method(#args))
     };
     let body = if p.callable {
         quote! {

@@ -1,6 +1,7 @@
 //! Read models in memory and in a database, queries and a process.
 use es_core::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::future::Future;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
 pub struct MoneyDeposited {
@@ -62,6 +63,19 @@ impl Stored {
     }
 }
 
+/// A database read model whose handler needs no context: the context
+/// argument is optional before the transaction too.
+pub struct Rows;
+
+#[es_core::handlers(read_model)]
+impl Rows {
+    #[apply]
+    fn deposited(&self, e: &MoneyDeposited, tx: &mut Vec<u64>) -> Result<(), Failure> {
+        tx.push(e.amount);
+        Ok(())
+    }
+}
+
 pub struct Echo;
 
 #[es_core::handlers(process, command = Nothing)]
@@ -113,4 +127,26 @@ fn main() {
     assert!(!<Totals as es_core::ReadModel>::handles("Other"));
     assert!(<Stored as es_core::ReadModelIn<Tx>>::handles("MoneyDeposited"));
     assert!(<Echo as es_core::Process>::handles("MoneyDeposited"));
+
+    let payload = serde_json::to_vec(&MoneyDeposited { amount: 7 }).unwrap();
+    let recorded = es_core::store::RecordedEvent {
+        event_id: es_core::EventId::new(),
+        aggregate_type: "till",
+        aggregate_id: "t1",
+        version: 1,
+        position: 1,
+        name: "MoneyDeposited",
+        schema_version: 1,
+        payload: &payload,
+        metadata: &[],
+        recorded_at: Timestamp::now(),
+    };
+    let mut rows = Vec::new();
+    {
+        let applied = es_core::ReadModelIn::apply_recorded_in(&Rows, &es_core::Json, &recorded, &mut rows);
+        let mut applied = std::pin::pin!(applied);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(matches!(applied.as_mut().poll(&mut cx), std::task::Poll::Ready(Ok(true))));
+    }
+    assert_eq!(rows, vec![7]);
 }
