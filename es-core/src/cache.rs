@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::aggregate::Aggregate;
+use crate::util::FastMap;
 
 /// One aggregate instance and the stream version it reflects.
 pub(crate) struct Slot<A> {
@@ -122,14 +123,14 @@ impl<A> Drop for Held<A> {
 
 /// Recently used instances of one aggregate type, at most about `capacity`.
 pub(crate) struct Cache<A: Aggregate> {
-    entries: Mutex<HashMap<A::Id, Arc<Cell<A>>>>,
+    entries: Mutex<FastMap<A::Id, Arc<Cell<A>>>>,
     capacity: usize,
 }
 
 impl<A: Aggregate> Cache<A> {
     pub(crate) fn new(capacity: usize) -> Self {
         Cache {
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(FastMap::default()),
             capacity,
         }
     }
@@ -160,7 +161,7 @@ impl<A: Aggregate> Cache<A> {
 /// quarters of the capacity. Instances a command is using are never evicted.
 /// Amortized O(1) per insertion: a sweep runs when the cache is full and
 /// leaves it at most three quarters full.
-fn sweep<K, A>(entries: &mut HashMap<K, Arc<Cell<A>>>, capacity: usize) {
+fn sweep<K, A, H>(entries: &mut HashMap<K, Arc<Cell<A>>, H>, capacity: usize) {
     let target = capacity - capacity / 4;
     entries.retain(|_, e| e.used.swap(false, Ordering::Relaxed) || Arc::strong_count(e) > 1);
     if entries.len() > target {

@@ -1,10 +1,13 @@
 //! A store in process memory, for tests and single-process tools.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::{Future, ready};
+use std::hash::BuildHasher;
 use std::ops::ControlFlow;
 use std::sync::{Arc, PoisonError, RwLock};
 
+use hashbrown::HashTable;
 use tokio::sync::watch;
 
 use super::{
@@ -13,7 +16,7 @@ use super::{
 };
 use crate::envelope::{EventId, StreamId, Timestamp};
 use crate::error::{AppendError, Conflict, StoreError};
-use crate::util::FxHashMap;
+use crate::util::FastMap;
 
 /// An [`EventStore`] in process memory.
 ///
@@ -30,20 +33,36 @@ struct Shared {
     head: watch::Sender<u64>,
 }
 
+/// The data, laid out for memory: an event costs its 56-byte entry, its
+/// payload bytes, 4 bytes in its stream's index and about 10 in the
+/// event-id table; names, streams and metadata are stored once each and
+/// referred to by number.
 #[derive(Default)]
 struct State {
     /// The global log; position `p` is at index `p - 1`.
     log: Vec<Entry>,
-    streams: FxHashMap<StreamId, StreamEntries>,
-    event_ids: std::collections::HashSet<EventId, std::hash::BuildHasherDefault<crate::util::FxHasher>>,
+    /// Every payload, back to back; entries hold offsets.
+    payloads: Vec<u8>,
+    /// Each distinct (stored name, schema version), once.
+    kinds: Vec<(Cow<'static, str>, u32)>,
+    kinds_by_name: HashMap<Cow<'static, str>, Vec<u32>>,
+    last_kind: u32,
+    streams: Vec<StreamEntries>,
+    stream_index: FastMap<StreamId, u32>,
+    /// Each batch's metadata, once per batch; index 0 is "none".
+    metadata: Vec<Box<[u8]>>,
+    /// Log indexes, found by the event id they hold: the ids are checked for
+    /// uniqueness without storing each a second time.
+    event_ids: HashTable<u32>,
+    id_hasher: foldhash::fast::RandomState,
     snapshots: HashMap<StreamId, Snapshot>,
     checkpoints: HashMap<String, u64>,
 }
 
 struct StreamEntries {
-    id: Arc<StreamId>,
+    id: StreamId,
     /// Indexes into the log; version `v` is at index `v - 1`.
-    entries: Vec<usize>,
+    entries: Vec<u32>,
     /// The command ids recorded on this stream, with the versions of their
     /// batches: a command id is scoped to its stream.
     commands: HashMap<String, (u64, u64)>,
@@ -64,42 +83,92 @@ impl StreamEntries {
 
 struct Entry {
     event_id: EventId,
-    stream: Arc<StreamId>,
     version: u64,
-    name: std::borrow::Cow<'static, str>,
-    schema_version: u32,
-    payload: Vec<u8>,
-    /// `None` when the command had no metadata (most do not).
-    metadata: Option<Arc<[u8]>>,
     recorded_at: Timestamp,
+    payload_at: u64,
+    payload_len: u32,
+    stream: u32,
+    kind: u32,
+    /// Index into `State::metadata`; 0 when the command had none (most do
+    /// not).
+    metadata: u32,
 }
 
-impl Entry {
-    fn recorded(&self, position: u64) -> RecordedEvent<'_> {
+impl State {
+    fn payload(&self, e: &Entry) -> &[u8] {
+        let at = e.payload_at as usize;
+        &self.payloads[at..at + e.payload_len as usize]
+    }
+
+    fn recorded(&self, index: usize) -> RecordedEvent<'_> {
+        let e = &self.log[index];
+        let stream = &self.streams[e.stream as usize].id;
+        let (name, schema_version) = &self.kinds[e.kind as usize];
         RecordedEvent {
-            event_id: self.event_id,
-            aggregate_type: self.stream.aggregate_type(),
-            aggregate_id: self.stream.aggregate_id(),
-            version: self.version,
-            position,
-            name: &self.name,
-            schema_version: self.schema_version,
-            payload: &self.payload,
-            metadata: self.metadata.as_deref().unwrap_or_default(),
-            recorded_at: self.recorded_at,
+            event_id: e.event_id,
+            aggregate_type: stream.aggregate_type(),
+            aggregate_id: stream.aggregate_id(),
+            version: e.version,
+            position: index as u64 + 1,
+            name,
+            schema_version: *schema_version,
+            payload: self.payload(e),
+            metadata: if e.metadata == 0 {
+                &[]
+            } else {
+                &self.metadata[e.metadata as usize - 1]
+            },
+            recorded_at: e.recorded_at,
         }
     }
 
-    fn loaded(&self) -> LoadedEvent<'_> {
+    fn loaded(&self, index: usize) -> LoadedEvent<'_> {
+        let e = &self.log[index];
+        let (name, schema_version) = &self.kinds[e.kind as usize];
         LoadedEvent {
-            version: self.version,
-            name: &self.name,
-            schema_version: self.schema_version,
-            payload: &self.payload,
-            recorded_at: self.recorded_at,
+            version: e.version,
+            name,
+            schema_version: *schema_version,
+            payload: self.payload(e),
+            recorded_at: e.recorded_at,
         }
     }
+
+    fn kind(&mut self, name: Cow<'static, str>, schema_version: u32) -> u32 {
+        // Runs of one kind are common (a stream of deposits): check the
+        // last one before hashing the name.
+        if let Some((last_name, last_version)) = self.kinds.get(self.last_kind as usize)
+            && *last_version == schema_version
+            && *last_name == name
+        {
+            return self.last_kind;
+        }
+        let k = self.find_or_add_kind(name, schema_version);
+        self.last_kind = k;
+        k
+    }
+
+    fn find_or_add_kind(&mut self, name: Cow<'static, str>, schema_version: u32) -> u32 {
+        if let Some(kinds) = self.kinds_by_name.get(&*name)
+            && let Some(&k) = kinds.iter().find(|&&k| self.kinds[k as usize].1 == schema_version)
+        {
+            return k;
+        }
+        let k = self.kinds.len() as u32;
+        self.kinds.push((name.clone(), schema_version));
+        self.kinds_by_name.entry(name).or_default().push(k);
+        k
+    }
+
+    fn holds_event_id(&self, hash: u64, id: &EventId) -> bool {
+        self.event_ids
+            .find(hash, |&i| self.log[i as usize].event_id == *id)
+            .is_some()
+    }
 }
+
+/// The most events the store holds: log indexes are 32-bit.
+const MAX_EVENTS: usize = u32::MAX as usize;
 
 /// What an empty batch commits to a stream at version `actual`: nothing.
 fn nothing_appended(actual: u64, log: &[Entry]) -> AppendOutcome {
@@ -168,37 +237,17 @@ impl InMemoryStore {
         super::validate_append(Self::NAME, &request)?;
         let mut state = self.shared.write();
         let state = &mut *state;
-        let stream = match state.streams.get_mut(request.stream) {
-            Some(s) => {
+        let stream_at = match state.stream_index.get(request.stream) {
+            Some(&at) => {
+                let s = &state.streams[at as usize];
                 if let Some(record) = request.command_id.and_then(|id| s.command(request.stream, id)) {
                     return Ok(AppendOutcome::Duplicate(record));
                 }
-                s
+                Some(at)
             }
-            None => {
-                if !request.expected.matches(0) {
-                    return Err(Conflict {
-                        stream: request.stream.clone(),
-                        expected: request.expected,
-                        actual: 0,
-                    }
-                    .into());
-                }
-                // An empty batch on a new stream does not create it.
-                if request.events.is_empty() {
-                    return Ok(nothing_appended(0, &state.log));
-                }
-                state
-                    .streams
-                    .entry(request.stream.clone())
-                    .or_insert_with(|| StreamEntries {
-                        id: Arc::new(request.stream.clone()),
-                        entries: Vec::new(),
-                        commands: HashMap::new(),
-                    })
-            }
+            None => None,
         };
-        let actual = stream.entries.len() as u64;
+        let actual = stream_at.map_or(0, |at| state.streams[at as usize].entries.len() as u64);
         if !request.expected.matches(actual) {
             return Err(Conflict {
                 stream: request.stream.clone(),
@@ -208,16 +257,42 @@ impl InMemoryStore {
             .into());
         }
         let count = request.events.len() as u64;
+        // An empty batch commits nothing (and does not create a new stream).
         if count == 0 {
             return Ok(nothing_appended(actual, &state.log));
         }
-        // Validate the whole batch before writing any of it: claim each id,
-        // and give the claims back if one is taken.
+        if state.log.len() + request.events.len() > MAX_EVENTS {
+            return Err(StoreError::Invalid {
+                store: Self::NAME,
+                detail: format!("the in-memory store holds at most {MAX_EVENTS} events"),
+            }
+            .into());
+        }
+        if let Some(big) = request.events.iter().find(|e| e.payload.len() > u32::MAX as usize) {
+            return Err(StoreError::Invalid {
+                store: Self::NAME,
+                detail: format!(
+                    "event `{}` has a payload of {} bytes; the in-memory store holds payloads up to 4 GiB",
+                    big.name,
+                    big.payload.len()
+                ),
+            }
+            .into());
+        }
+        // Validate the whole batch before writing any of it.
+        let mut batch_ids = std::collections::HashSet::new();
+        let mut first_hash = 0;
         for (i, event) in request.events.iter().enumerate() {
-            if !state.event_ids.insert(event.event_id) {
-                for claimed in &request.events[..i] {
-                    state.event_ids.remove(&claimed.event_id);
-                }
+            let in_batch = if request.events.len() <= 16 {
+                request.events[..i].iter().any(|e| e.event_id == event.event_id)
+            } else {
+                !batch_ids.insert(event.event_id)
+            };
+            let hash = state.id_hasher.hash_one(event.event_id);
+            if i == 0 {
+                first_hash = hash;
+            }
+            if in_batch || state.holds_event_id(hash, &event.event_id) {
                 return Err(StoreError::DuplicateEventId {
                     store: Self::NAME,
                     event_id: event.event_id,
@@ -225,23 +300,56 @@ impl InMemoryStore {
                 .into());
             }
         }
-        let metadata: Option<Arc<[u8]>> = (!request.metadata.is_empty()).then(|| Arc::from(request.metadata));
+        let stream_at = match stream_at {
+            Some(at) => at,
+            None => {
+                let at = state.streams.len() as u32;
+                state.streams.push(StreamEntries {
+                    id: request.stream.clone(),
+                    entries: Vec::new(),
+                    commands: HashMap::new(),
+                });
+                state.stream_index.insert(request.stream.clone(), at);
+                at
+            }
+        };
+        let metadata = if request.metadata.is_empty() {
+            0
+        } else {
+            state.metadata.push(request.metadata.into());
+            state.metadata.len() as u32
+        };
         let first_position = state.log.len() as u64 + 1;
-        stream.entries.reserve(request.events.len());
         state.log.reserve(request.events.len());
+        state.streams[stream_at as usize].entries.reserve(request.events.len());
         for (i, event) in request.events.into_iter().enumerate() {
-            let index = state.log.len();
+            let index = state.log.len() as u32;
+            let kind = state.kind(event.name, event.schema_version);
+            let payload_at = state.payloads.len() as u64;
+            state.payloads.extend_from_slice(&event.payload);
             state.log.push(Entry {
                 event_id: event.event_id,
-                stream: stream.id.clone(),
                 version: actual + 1 + i as u64,
-                name: event.name,
-                schema_version: event.schema_version,
-                payload: event.payload,
-                metadata: metadata.clone(),
                 recorded_at: request.recorded_at,
+                payload_at,
+                payload_len: event.payload.len() as u32,
+                stream: stream_at,
+                kind,
+                metadata,
             });
-            stream.entries.push(index);
+            let State {
+                log,
+                event_ids,
+                id_hasher,
+                ..
+            } = state;
+            let hash = if i == 0 {
+                first_hash
+            } else {
+                id_hasher.hash_one(event.event_id)
+            };
+            event_ids.insert_unique(hash, index, |&i| id_hasher.hash_one(log[i as usize].event_id));
+            state.streams[stream_at as usize].entries.push(index);
         }
         let appended = Appended {
             first_version: actual + 1,
@@ -252,7 +360,7 @@ impl InMemoryStore {
             },
         };
         if let Some(id) = request.command_id {
-            stream
+            state.streams[stream_at as usize]
                 .commands
                 .insert(id.to_owned(), (appended.first_version, appended.last_version));
         }
@@ -265,21 +373,21 @@ impl InMemoryStore {
         Ok(AppendOutcome::Committed(appended))
     }
 
-    /// Visits the entries of `stream` from `from_version`, with their
-    /// positions in the log.
+    /// Visits the entries of `stream` from `from_version`, by log index.
     fn visit_stream(
         &self,
         stream: &StreamId,
         from_version: u64,
-        mut visit: impl FnMut(&Entry, u64) -> ControlFlow<()>,
+        mut visit: impl FnMut(&State, usize) -> ControlFlow<()>,
     ) {
         let state = self.shared.read();
-        let Some(entries) = state.streams.get(stream) else {
+        let Some(&at) = state.stream_index.get(stream) else {
             return;
         };
-        let skip = from_version.saturating_sub(1).min(entries.entries.len() as u64) as usize;
-        for &index in &entries.entries[skip..] {
-            if visit(&state.log[index], index as u64 + 1).is_break() {
+        let entries = &state.streams[at as usize].entries;
+        let skip = from_version.saturating_sub(1).min(entries.len() as u64) as usize;
+        for &index in &entries[skip..] {
+            if visit(&state, index as usize).is_break() {
                 return;
             }
         }
@@ -289,8 +397,8 @@ impl InMemoryStore {
         let state = self.shared.read();
         let start = usize::try_from(after).unwrap_or(usize::MAX).min(state.log.len());
         let end = start.saturating_add(limit).min(state.log.len());
-        for (i, entry) in state.log[start..end].iter().enumerate() {
-            if visit(&entry.recorded((start + i) as u64 + 1)).is_break() {
+        for index in start..end {
+            if visit(&state.recorded(index)).is_break() {
                 return;
             }
         }
@@ -310,7 +418,7 @@ impl EventStore for InMemoryStore {
         from_version: u64,
         mut visit: impl Visitor,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.visit_stream(stream, from_version, |e, position| visit(&e.recorded(position)));
+        self.visit_stream(stream, from_version, |state, index| visit(&state.recorded(index)));
         ready(Ok(()))
     }
 
@@ -320,7 +428,7 @@ impl EventStore for InMemoryStore {
         from_version: u64,
         mut visit: impl FnMut(&LoadedEvent<'_>) -> ControlFlow<()> + Send,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.visit_stream(stream, from_version, |e, _| visit(&e.loaded()));
+        self.visit_stream(stream, from_version, |state, index| visit(&state.loaded(index)));
         ready(Ok(()))
     }
 
@@ -336,7 +444,10 @@ impl EventStore for InMemoryStore {
 
     fn stream_version(&self, stream: &StreamId) -> impl Future<Output = Result<u64, StoreError>> + Send {
         let state = self.shared.read();
-        ready(Ok(state.streams.get(stream).map_or(0, |s| s.entries.len() as u64)))
+        ready(Ok(state
+            .stream_index
+            .get(stream)
+            .map_or(0, |&at| state.streams[at as usize].entries.len() as u64)))
     }
 
     fn last_position(&self) -> impl Future<Output = Result<u64, StoreError>> + Send {
@@ -353,9 +464,9 @@ impl EventStore for InMemoryStore {
         }
         let state = self.shared.read();
         ready(Ok(state
-            .streams
+            .stream_index
             .get(stream)
-            .and_then(|s| s.command(stream, command_id))))
+            .and_then(|&at| state.streams[at as usize].command(stream, command_id))))
     }
 
     fn load_snapshot(&self, stream: &StreamId) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send {
@@ -452,5 +563,66 @@ mod tests {
         assert_eq!((read[0].name.as_str(), read[0].version, read[0].position), ("b", 2, 2));
         assert_eq!(store.stream_version(&s).await.unwrap(), 2);
         assert_eq!(*store.watch_head().borrow(), 2);
+    }
+
+    #[tokio::test]
+    async fn duplicate_ids_in_long_batches_and_against_the_log_write_nothing() {
+        let store = InMemoryStore::new();
+        let s = StreamId::new("t", "1");
+        let mut batch: Vec<NewEvent> = (0..20).map(|i| event("a", &i.to_string())).collect();
+        let repeated = batch[3].event_id;
+        batch[19].event_id = repeated;
+        let err = store
+            .append(request(&s, ExpectedVersion::Any, batch))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(&repeated.as_uuid().to_string()), "{err}");
+        assert_eq!(store.last_position().await.unwrap(), 0);
+
+        let first = event("a", "1");
+        let taken = first.event_id;
+        store
+            .append(request(&s, ExpectedVersion::Any, vec![first]))
+            .await
+            .unwrap();
+        let mut again = event("b", "2");
+        again.event_id = taken;
+        let other = StreamId::new("t", "2");
+        let err = store
+            .append(request(&other, ExpectedVersion::Any, vec![event("c", "3"), again]))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(&taken.as_uuid().to_string()), "{err}");
+        assert_eq!(store.last_position().await.unwrap(), 1);
+        assert_eq!(store.stream_version(&other).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn names_versions_and_metadata_are_kept_per_event() {
+        let store = InMemoryStore::new();
+        let s = StreamId::new("t", "1");
+        let mut v2 = event("a", "{}");
+        v2.schema_version = 2;
+        let mut req = request(&s, ExpectedVersion::Any, vec![event("a", "[1]"), v2, event("b", "")]);
+        req.metadata = b"meta";
+        store.append(req).await.unwrap();
+        store
+            .append(request(&s, ExpectedVersion::Any, vec![event("a", "[2]")]))
+            .await
+            .unwrap();
+        let read = store.read_stream_vec(&s, 1).await.unwrap();
+        let seen: Vec<(&str, u32, &[u8], &[u8])> = read
+            .iter()
+            .map(|e| (e.name.as_str(), e.schema_version, &e.payload[..], &e.metadata[..]))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("a", 1, &b"[1]"[..], &b"meta"[..]),
+                ("a", 2, &b"{}"[..], &b"meta"[..]),
+                ("b", 1, &b""[..], &b"meta"[..]),
+                ("a", 1, &b"[2]"[..], &b""[..]),
+            ]
+        );
     }
 }
