@@ -29,7 +29,43 @@ pub const MAX_EVENT_NAME: usize = 255;
 /// `required`), at most `max` bytes, no NUL character (which PostgreSQL's
 /// `TEXT` cannot hold). Every store checks the same way, so an id that one
 /// store keeps, all do.
+#[inline]
 fn check_text(store: &'static str, what: &str, text: &str, max: usize, required: bool) -> Result<(), StoreError> {
+    // Ids and names are short: a plain loop beats a `memchr` call here, and
+    // this runs on every append.
+    if (!required || !text.is_empty()) && text.len() <= max && !has_nul(text.as_bytes()) {
+        return Ok(());
+    }
+    invalid_text(store, what, text, max, required)
+}
+
+/// Whether `bytes` holds a zero byte, eight at a time.
+#[inline]
+fn has_nul(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero_in = |word: [u8; 8]| {
+        let x = u64::from_le_bytes(word);
+        x.wrapping_sub(ONES) & !x & HIGHS != 0
+    };
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        if zero_in(word) {
+            return true;
+        }
+    }
+    // The tail, padded with bytes that are not zero.
+    let tail = chunks.remainder();
+    let mut word = [0xff; 8];
+    word[..tail.len()].copy_from_slice(tail);
+    zero_in(word)
+}
+
+#[cold]
+#[inline(never)]
+fn invalid_text(store: &'static str, what: &str, text: &str, max: usize, required: bool) -> Result<(), StoreError> {
     let problem = if required && text.is_empty() {
         Some("is empty".to_owned())
     } else if text.len() > max {
@@ -586,5 +622,27 @@ impl<S: EventStore> EventStore for std::sync::Arc<S> {
 
     fn save_checkpoint(&self, name: &str, position: u64) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).save_checkpoint(name, position)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_nul;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn has_nul_finds_a_zero_byte_anywhere(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
+            prop_assert_eq!(has_nul(&bytes), bytes.contains(&0));
+        }
+
+        #[test]
+        fn has_nul_sees_a_zero_at_each_position(len in 1usize..40, at in 0usize..40) {
+            let mut bytes = vec![0xffu8; len];
+            bytes[at % len] = 0;
+            prop_assert!(has_nul(&bytes));
+            bytes[at % len] = 0x80;
+            prop_assert!(!has_nul(&bytes));
+        }
     }
 }
