@@ -290,7 +290,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         let stream = StreamId::of::<A>(&id);
         let cell = self.slot::<A>(&id);
         let mut slot = cell.take().await;
-        self.refresh(&stream, &mut slot).await?;
+        self.refresh(&stream, &mut slot, &tracing::Span::current()).await?;
         Ok(slot.state.clone())
     }
 
@@ -323,20 +323,62 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
     }
 
     /// Runs one command: the typed core of [`Dispatcher::dispatch`].
+    ///
+    /// Each call runs in an `es.dispatch` span (level INFO) with the fields
+    /// `es.aggregate.type`, `es.aggregate.id`, `es.command.type`,
+    /// `es.command.id`, `es.correlation_id`, and, when it ends,
+    /// `es.attempts`, `es.outcome` (`committed`, `duplicate`, `no_events`,
+    /// `rejected`, `conflict`, `panicked`, `error`), `es.version`,
+    /// `es.position`, and OpenTelemetry's `otel.status_code` and
+    /// `error.type` on failure.
     pub async fn execute<Cmd: Command>(
         &self,
         command: Cmd,
         metadata: Metadata,
     ) -> Result<Committed<Cmd::Aggregate>, DispatchError<<Cmd::Aggregate as Aggregate>::Error>> {
+        // Until a subscriber exists there is nothing to trace, and the span
+        // macros still cost ~0.5 µs a command (their `log` fallback among
+        // them): skip them.
+        let span = if !tracing::dispatcher::has_been_set() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
+                "es.dispatch",
+                es.aggregate.type = <Cmd::Aggregate as Aggregate>::NAME,
+                es.aggregate.id = %command.aggregate_id(),
+                es.command.type = Cmd::NAME,
+                es.command.id = metadata.command_id.as_deref(),
+                es.correlation_id = metadata.correlation_id.as_deref(),
+                es.attempts = tracing::field::Empty,
+                es.outcome = tracing::field::Empty,
+                es.version = tracing::field::Empty,
+                es.position = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+            )
+        };
+        // Not `.instrument(span)` nor a nested future: either costs a move
+        // of the command's state per call. The load spans name this one as
+        // parent, the handlers run inside it, and every return records its
+        // outcome through `finish`.
+        let span = &span;
+        macro_rules! attempt {
+            ($e:expr) => {
+                match $e {
+                    Ok(value) => value,
+                    Err(error) => return finish(span, Err(error.into())),
+                }
+            };
+        }
         let inner = &*self.inner;
         let id = command.aggregate_id();
-        let services = self.services::<Cmd::Aggregate>()?;
+        let services = attempt!(self.services::<Cmd::Aggregate>());
         if let Some(command_id) = &metadata.command_id {
             let stream = StreamId::of::<Cmd::Aggregate>(id);
-            crate::store::validate_stream(S::NAME, &stream)?;
-            crate::store::validate_command_id(S::NAME, command_id)?;
-            if let Some(record) = inner.store.find_command(&stream, command_id).await? {
-                return Ok(self.earlier_outcome(record, metadata).await?);
+            attempt!(crate::store::validate_stream(S::NAME, &stream));
+            attempt!(crate::store::validate_command_id(S::NAME, command_id));
+            if let Some(record) = attempt!(inner.store.find_command(&stream, command_id).await) {
+                return finish(span, Ok(attempt!(self.earlier_outcome(record, metadata).await)));
             }
         }
         let encoded_metadata = metadata.encode();
@@ -357,52 +399,69 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         // appends nothing, so those are checked against the store first.
         let mut current = false;
         if !slot.fresh {
-            self.refresh(&stream, &mut slot).await?;
+            attempt!(self.refresh(&stream, &mut slot, span).await);
             current = true;
         }
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let decision = match catch_panic(|| {
-                slot.state
-                    .handle(crate::__private::CommandClone::clone_command(&command), services)
-            }) {
+            if !span.is_disabled() {
+                span.record("es.attempts", attempts);
+            }
+            let decide = || {
+                catch_panic(|| {
+                    slot.state
+                        .handle(crate::__private::CommandClone::clone_command(&command), services)
+                })
+            };
+            let decided = if span.is_none() {
+                decide()
+            } else {
+                span.in_scope(decide)
+            };
+            let decision = match decided {
                 Ok(decision) => decision,
                 Err(message) => {
                     // The handler may have left the state half-changed (through
                     // interior mutability): the next command reloads it.
                     slot.fresh = false;
-                    return Err(panicked::<Cmd>(stream, message));
+                    return finish(span, Err(panicked::<Cmd>(stream, message)));
                 }
             };
             let accepted = matches!(&decision, Ok(events) if !events.is_empty());
             if !accepted && !current {
                 let seen = slot.version;
-                self.refresh(&stream, &mut slot).await?;
+                attempt!(self.refresh(&stream, &mut slot, span).await);
                 current = true;
                 if slot.version != seen {
-                    tracing::debug!(%stream, seen, now = slot.version, "cached state was stale, deciding again");
+                    tracing::debug!(parent: span, %stream, seen, now = slot.version, "cached state was stale, deciding again");
                     continue;
                 }
             }
             let events = match decision {
                 Ok(events) => events,
                 Err(error) => {
-                    return Err(DispatchError::Rejected {
-                        command: Cmd::NAME,
-                        stream,
-                        error,
-                    });
+                    return finish(
+                        span,
+                        Err(DispatchError::Rejected {
+                            command: Cmd::NAME,
+                            stream,
+                            error,
+                        }),
+                    );
                 }
             };
             if events.is_empty() {
-                return Ok(Committed {
-                    stream,
-                    version: slot.version,
-                    position: None,
-                    events: Vec::new(),
-                    deduplicated: false,
-                });
+                return finish(
+                    span,
+                    Ok(Committed {
+                        stream,
+                        version: slot.version,
+                        position: None,
+                        events: Vec::new(),
+                        deduplicated: false,
+                    }),
+                );
             }
             // Apply before appending: an event its aggregate cannot apply
             // (a panic, an overflow) is never stored, where it would make the
@@ -411,17 +470,17 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             slot.fresh = false;
             let before = slot.version;
             if let Err(message) = catch_panic(|| events.iter().for_each(|e| slot.state.apply(e))) {
-                return Err(panicked::<Cmd>(stream, message));
+                return finish(span, Err(panicked::<Cmd>(stream, message)));
             }
             let recorded_at = Timestamp::now();
             let mut ids = EventIds::default();
             let mut batch = Vec::with_capacity(events.len());
             for event in &events {
-                let payload = event.encode(&inner.codec).map_err(|source| DispatchError::Encode {
+                let payload = attempt!(event.encode(&inner.codec).map_err(|source| DispatchError::Encode {
                     stream: stream.clone(),
                     event_name: event.name(),
                     source: Box::new(source),
-                })?;
+                }));
                 let event_id = EventId::at(recorded_at);
                 ids.push(event_id);
                 batch.push(NewEvent {
@@ -460,37 +519,48 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                     self.maybe_snapshot(&stream, &slot, before).await;
                     drop(slot);
                     self.feed_inline().await;
-                    return Ok(Committed {
-                        stream,
-                        version: appended.last_version,
-                        position: appended.positions.last(),
-                        events: envelopes,
-                        deduplicated: false,
-                    });
+                    return finish(
+                        span,
+                        Ok(Committed {
+                            stream,
+                            version: appended.last_version,
+                            position: appended.positions.last(),
+                            events: envelopes,
+                            deduplicated: false,
+                        }),
+                    );
                 }
                 Ok(AppendOutcome::Duplicate(record)) => {
                     drop(slot);
-                    return Ok(self.earlier_outcome(record, Arc::unwrap_or_clone(metadata)).await?);
+                    return finish(
+                        span,
+                        Ok(attempt!(
+                            self.earlier_outcome(record, Arc::unwrap_or_clone(metadata)).await
+                        )),
+                    );
                 }
                 Err(AppendError::Conflict(conflict)) => {
-                    tracing::debug!(%stream, attempts, %conflict, "version conflict, deciding again");
+                    tracing::debug!(parent: span, %stream, attempts, %conflict, "version conflict, deciding again");
                     // Let the winner's task run on before racing it again.
                     tokio::task::yield_now().await;
                     // Catch up either way, so the next command starts fresh.
-                    let caught_up = self.refresh(&stream, &mut slot).await;
+                    let caught_up = self.refresh(&stream, &mut slot, span).await;
                     current = true;
                     if attempts >= inner.max_attempts || caught_up.is_err() {
-                        caught_up?;
-                        return Err(DispatchError::Conflict {
-                            command: Cmd::NAME,
-                            attempts,
-                            conflict,
-                        });
+                        attempt!(caught_up);
+                        return finish(
+                            span,
+                            Err(DispatchError::Conflict {
+                                command: Cmd::NAME,
+                                attempts,
+                                conflict,
+                            }),
+                        );
                     }
                 }
                 // The batch may or may not have committed; the state is
                 // reloaded next time.
-                Err(AppendError::Store(e)) => return Err(e.into()),
+                Err(AppendError::Store(e)) => return finish(span, Err(e.into())),
             }
         }
     }
@@ -541,13 +611,53 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
 
     /// Brings `slot` up to date: a full load if it is not fresh (snapshot,
     /// then events), otherwise only the events after its version.
-    async fn refresh<A: Aggregate>(&self, stream: &StreamId, slot: &mut Slot<A>) -> Result<(), LoadError> {
+    ///
+    /// Runs in an `es.load` span (level DEBUG): `es.aggregate.type`,
+    /// `es.aggregate.id`, `es.cached` (whether it only read the tail after a
+    /// cached state), `es.snapshot` (whether a snapshot was used),
+    /// `es.version` (the version it reached).
+    async fn refresh<A: Aggregate>(
+        &self,
+        stream: &StreamId,
+        slot: &mut Slot<A>,
+        parent: &tracing::Span,
+    ) -> Result<(), LoadError> {
+        let span = if !tracing::dispatcher::has_been_set() {
+            tracing::Span::none()
+        } else {
+            tracing::debug_span!(
+                parent: parent,
+                "es.load",
+                es.aggregate.type = A::NAME,
+                es.aggregate.id = stream.aggregate_id(),
+                es.cached = slot.fresh,
+                es.snapshot = tracing::field::Empty,
+                es.version = tracing::field::Empty,
+            )
+        };
+        let loaded = self.refresh_untraced(stream, slot, &span).await;
+        if !span.is_disabled() {
+            span.record("es.version", slot.version);
+        }
+        loaded
+    }
+
+    async fn refresh_untraced<A: Aggregate>(
+        &self,
+        stream: &StreamId,
+        slot: &mut Slot<A>,
+        span: &tracing::Span,
+    ) -> Result<(), LoadError> {
         if !slot.fresh {
             crate::store::validate_stream(S::NAME, stream)?;
             let kept = slot.stream.take();
             *slot = Slot::empty();
             slot.stream = kept;
-            if A::SNAPSHOT_EVERY > 0 && self.restore_snapshot(stream, slot).await? {
+            let restored = A::SNAPSHOT_EVERY > 0 && self.restore_snapshot(stream, slot).await?;
+            if !span.is_disabled() {
+                span.record("es.snapshot", restored);
+            }
+            if restored {
                 // A snapshot is only good if its version is in the stream (a
                 // snapshot ahead of it would make every append conflict):
                 // the tail read starts at that version to see it.
@@ -746,6 +856,47 @@ fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 }
 
 #[cold]
+/// Records a command's outcome on its `es.dispatch` span, and returns it.
+#[inline]
+fn finish<A: Aggregate>(
+    span: &tracing::Span,
+    outcome: Result<Committed<A>, DispatchError<A::Error>>,
+) -> Result<Committed<A>, DispatchError<A::Error>> {
+    if span.is_none() {
+        return outcome;
+    }
+    match &outcome {
+        Ok(committed) => {
+            let what = if committed.deduplicated {
+                "duplicate"
+            } else if committed.events.is_empty() {
+                "no_events"
+            } else {
+                "committed"
+            };
+            span.record("es.outcome", what).record("es.version", committed.version);
+            if let Some(position) = committed.position {
+                span.record("es.position", position);
+            }
+            span.record("otel.status_code", "OK");
+        }
+        Err(error) => {
+            let what = match error {
+                DispatchError::Rejected { .. } => "rejected",
+                DispatchError::Conflict { .. } => "conflict",
+                DispatchError::Panicked { .. } => "panicked",
+                _ => "error",
+            };
+            span.record("es.outcome", what);
+            // A rejection is the domain saying no, not a failure.
+            if what != "rejected" {
+                span.record("otel.status_code", "ERROR").record("error.type", what);
+            }
+        }
+    }
+    outcome
+}
+
 fn panicked<Cmd: Command>(stream: StreamId, message: String) -> DispatchError<<Cmd::Aggregate as Aggregate>::Error> {
     tracing::error!(%stream, command = Cmd::NAME, %message, "a handler panicked; nothing was committed");
     DispatchError::Panicked {

@@ -21,7 +21,8 @@
 //!   claims it in [`Sink::acquire`] before each catch-up, and a runner that
 //!   lost it stands by;
 //! - **observability**: a `tracing` span per page (`es.subscription.page`,
-//!   with the subscription's name, the positions and the number of events).
+//!   level DEBUG, with `es.subscription`, `es.from`, `es.to` and
+//!   `es.events`).
 //!
 //! [`Projection`]: crate::Projection
 
@@ -325,10 +326,10 @@ async fn run_pages<S: EventStore, K: Sink>(
     loop {
         let span = tracing::debug_span!(
             "es.subscription.page",
-            subscription = sink.name(),
-            from = position,
-            to = tracing::field::Empty,
-            events = tracing::field::Empty,
+            es.subscription = sink.name(),
+            es.from = position,
+            es.to = tracing::field::Empty,
+            es.events = tracing::field::Empty,
         );
         let page = read_and_commit(store, sink, position, size)
             .instrument(span.clone())
@@ -342,7 +343,7 @@ async fn run_pages<S: EventStore, K: Sink>(
             }
             Err(e) => return Err(e),
         };
-        span.record("to", last).record("events", seen);
+        span.record("es.to", last).record("es.events", seen);
         if last > position {
             position = last;
             progress(position);
