@@ -2,9 +2,12 @@
 //! tests within a run) never see each other's events.
 //!
 //! The server is found at `ES_POSTGRES_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/postgres`). When none answers, the
-//! tests that need it say so loudly and skip, unless `ES_REQUIRE_POSTGRES=1`
-//! (CI sets it), which makes them fail instead.
+//! `postgres://postgres@127.0.0.1:5432/postgres`). The tests work in a
+//! database of their own on it, `es_tests` (created when missing), never in
+//! the server's `postgres` database; a URL naming another database is used
+//! as given. When no server answers, the tests that need it say so loudly
+//! and skip, unless `ES_REQUIRE_POSTGRES=1` (CI sets it), which makes them
+//! fail instead.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -14,9 +17,59 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, PgPool, SqlSafeStr};
 use tokio::sync::OnceCell;
 
-/// Where the tests look for PostgreSQL.
-pub fn url() -> String {
+/// The tests' own database when `ES_POSTGRES_URL` names the server's
+/// maintenance database (or none).
+pub const TEST_DATABASE: &str = "es_tests";
+
+/// The server as configured in `ES_POSTGRES_URL`.
+pub fn server_url() -> String {
     std::env::var("ES_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// The database the tests use: [`TEST_DATABASE`] on the configured server,
+/// unless the URL names a database other than `postgres`.
+pub fn url() -> String {
+    with_database(&server_url())
+}
+
+fn with_database(server: &str) -> String {
+    let (base, query) = match server.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (server, None),
+    };
+    let authority_at = base.find("://").map_or(0, |i| i + 3);
+    let (root, database) = match base[authority_at..].find('/') {
+        Some(slash) => base.split_at(authority_at + slash),
+        None => (base, ""),
+    };
+    let database = database.trim_start_matches('/');
+    let chosen = if database.is_empty() || database == "postgres" {
+        TEST_DATABASE
+    } else {
+        database
+    };
+    match query {
+        Some(query) => format!("{root}/{chosen}?{query}"),
+        None => format!("{root}/{chosen}"),
+    }
+}
+
+/// Creates the tests' database if it is missing (concurrent test processes
+/// may race to create it: losing the race is fine).
+async fn ensure_database(server: &PgPool, name: &str) -> Result<(), sqlx::Error> {
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(name)
+        .fetch_one(server)
+        .await?;
+    if exists {
+        return Ok(());
+    }
+    let create = format!("CREATE DATABASE \"{name}\"");
+    match sqlx::query(AssertSqlSafe(create)).execute(server).await {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42P04" | "23505")) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 fn required() -> bool {
@@ -31,11 +84,28 @@ pub async fn available() -> bool {
     *AVAILABLE
         .get_or_init(|| async {
             let url = url();
-            let pool = PgPoolOptions::new()
-                .max_connections(1)
-                .acquire_timeout(Duration::from_secs(5))
-                .connect(&url)
-                .await;
+            let connect = |url: String| async move {
+                PgPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect(&url)
+                    .await
+            };
+            let pool = match connect(server_url()).await {
+                Ok(server) => {
+                    let created = if url != server_url() {
+                        ensure_database(&server, TEST_DATABASE).await
+                    } else {
+                        Ok(())
+                    };
+                    server.close().await;
+                    match created {
+                        Ok(()) => connect(url.clone()).await,
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            };
             match pool {
                 Ok(pool) => {
                     drop_stale_schemas(&pool).await;
@@ -132,4 +202,23 @@ pub async fn store_on(pool: PgPool) -> PostgresStore {
     .expect("a valid schema name");
     store.migrate().await.expect("migrate");
     store
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn the_tests_never_use_the_maintenance_database() {
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/postgres"),
+            "postgres://postgres@127.0.0.1:5432/es_tests"
+        );
+        assert_eq!(with_database("postgres://u@h:1"), "postgres://u@h:1/es_tests");
+        assert_eq!(
+            with_database("postgres://u@h/postgres?sslmode=disable"),
+            "postgres://u@h/es_tests?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://u@h/mine"), "postgres://u@h/mine");
+    }
 }
