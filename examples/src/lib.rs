@@ -3,5 +3,6 @@
 
 pub mod bank;
 pub mod cart;
+pub mod service;
 pub mod transfer;
 pub mod views;

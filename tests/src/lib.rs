@@ -126,3 +126,105 @@ impl<S: EventStore> EventStore for CountingStore<S> {
         self.inner.save_checkpoint(name, position)
     }
 }
+
+/// Wraps a store and, while switched off, fails every call as a store that
+/// cannot be reached would: an outage to inject.
+#[derive(Clone)]
+pub struct SwitchableStore<S> {
+    inner: S,
+    down: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<S: EventStore> SwitchableStore<S> {
+    /// Wraps `inner`, switched on.
+    pub fn new(inner: S) -> Self {
+        SwitchableStore {
+            inner,
+            down: Arc::default(),
+        }
+    }
+
+    /// Starts or ends the outage.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    fn up(&self, operation: &'static str) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable {
+                store: S::NAME,
+                operation,
+                source: "connection refused (injected outage)".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl<S: EventStore> EventStore for SwitchableStore<S> {
+    const NAME: &'static str = S::NAME;
+
+    async fn append(&self, request: AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
+        self.up("append")?;
+        self.inner.append(request).await
+    }
+
+    async fn read_stream(&self, stream: &StreamId, from_version: u64, visit: impl Visitor) -> Result<(), StoreError> {
+        self.up("read a stream")?;
+        self.inner.read_stream(stream, from_version, visit).await
+    }
+
+    async fn load_events(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        visit: impl FnMut(&es_core::store::LoadedEvent<'_>) -> std::ops::ControlFlow<()> + Send,
+    ) -> Result<(), StoreError> {
+        self.up("load events")?;
+        self.inner.load_events(stream, from_version, visit).await
+    }
+
+    async fn read_all(&self, after: u64, limit: usize, visit: impl Visitor) -> Result<(), StoreError> {
+        self.up("read the log")?;
+        self.inner.read_all(after, limit, visit).await
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        self.up("read a stream version")?;
+        self.inner.stream_version(stream).await
+    }
+
+    async fn last_position(&self) -> Result<u64, StoreError> {
+        self.up("read the last position")?;
+        self.inner.last_position().await
+    }
+
+    async fn find_command(&self, stream: &StreamId, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
+        self.up("find a command")?;
+        self.inner.find_command(stream, command_id).await
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+        self.up("load a snapshot")?;
+        self.inner.load_snapshot(stream).await
+    }
+
+    async fn save_snapshot(&self, stream: &StreamId, snapshot: Snapshot) -> Result<(), StoreError> {
+        self.up("save a snapshot")?;
+        self.inner.save_snapshot(stream, snapshot).await
+    }
+
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        self.up("load a checkpoint")?;
+        self.inner.load_checkpoint(name).await
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {
+        self.up("save a checkpoint")?;
+        self.inner.save_checkpoint(name, position).await
+    }
+
+    fn notifications(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.inner.notifications()
+    }
+}

@@ -1,0 +1,72 @@
+//! The bank as an HTTP service: `cargo run -p examples --bin service`.
+//!
+//! Stores events in a SQLite file (`bank-service.db`, or the path in
+//! `BANK_DB`), or in PostgreSQL when `DATABASE_URL` is set; listens on
+//! `127.0.0.1:3000` (or `ADDR`). The routes are listed in
+//! `examples::service`. Ctrl-C (or SIGTERM) stops it gracefully: in-flight
+//! commands finish, live event streams end, the read model's runner stops at
+//! a checkpoint.
+//!
+//! ```sh
+//! curl -s localhost:3000/commands -d '{"type":"open","account":"ada","owner":"Ada"}'
+//! curl -s localhost:3000/commands -H 'Idempotency-Key: dep-1' -d '{"type":"deposit","account":"ada","amount":500}'
+//! curl -s 'localhost:3000/accounts/ada/balance?after=2'
+//! curl -sN localhost:3000/events
+//! ```
+
+use es_core::EventStore;
+use examples::service;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    match std::env::var("DATABASE_URL") {
+        Ok(url) => {
+            let store = es_postgres::PostgresStore::connect(&url).await?;
+            println!("events in PostgreSQL; listening on http://{}", listener.local_addr()?);
+            serve(store, listener).await
+        }
+        Err(_) => {
+            let path = std::env::var("BANK_DB").unwrap_or_else(|_| "bank-service.db".to_owned());
+            let store = es_sqlite::SqliteStore::open(&path).await?;
+            println!("events in {path}; listening on http://{}", listener.local_addr()?);
+            serve(store, listener).await
+        }
+    }
+}
+
+async fn serve<S: EventStore + Clone>(
+    store: S,
+    listener: tokio::net::TcpListener,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (router, running) = service::start(store);
+    let signal = async {
+        shutdown_signal().await;
+        println!("stopping: finishing in-flight requests");
+    };
+    running.serve(listener, router, signal).await?;
+    println!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

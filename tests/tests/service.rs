@@ -1,0 +1,308 @@
+//! The bank's HTTP service (`examples::service`), served on an ephemeral
+//! port and driven by a real HTTP client: commands and every error status,
+//! read-your-writes, the audit trail and past states, the live event tail,
+//! a restart that resumes, and a store outage.
+
+use std::time::Duration;
+
+use es_core::InMemoryStore;
+use examples::service;
+use futures_util::StreamExt;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tests::SwitchableStore;
+use tokio::sync::oneshot;
+
+/// A server running in this process.
+struct Server {
+    base: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    async fn start<S: es_core::EventStore + Clone>(store: S) -> Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (router, running) = service::start(store);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            running
+                .serve(listener, router, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Server {
+            base,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Shuts down gracefully and waits until it has.
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(10), &mut self.task)
+            .await
+            .expect("the server stops within 10 s, even with a live event stream open")
+            .unwrap();
+    }
+}
+
+async fn post(client: &reqwest::Client, server: &Server, body: &str, key: Option<&str>) -> (StatusCode, Value, String) {
+    let mut request = client.post(server.url("/commands")).body(body.to_owned());
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body: Value = response.json().await.unwrap();
+    (status, body, content_type)
+}
+
+async fn get(client: &reqwest::Client, server: &Server, path: &str) -> (StatusCode, Value) {
+    let response = client.get(server.url(path)).send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+fn temp_db(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("es-service-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("bank.db")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_queries_and_every_error_status() {
+    let store = es_sqlite::SqliteStore::open(temp_db("commands")).await.unwrap();
+    let server = Server::start(store).await;
+    let client = reqwest::Client::new();
+
+    let (status, opened, _) = post(
+        &client,
+        &server,
+        r#"{"type":"open","account":"ada","owner":"Ada"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{opened}");
+    assert_eq!(
+        (&opened["stream"], &opened["version"], &opened["position"]),
+        (&json!("bank_account/ada"), &json!(1), &json!(1))
+    );
+
+    // The same Idempotency-Key twice: one deposit, the second answer says so.
+    let deposit = r#"{"type":"deposit","account":"ada","amount":500}"#;
+    let (status, first, _) = post(&client, &server, deposit, Some("dep-1")).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!((&first["version"], &first["deduplicated"]), (&json!(2), &json!(false)));
+    let (status, again, _) = post(&client, &server, deposit, Some("dep-1")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((&again["version"], &again["deduplicated"]), (&json!(2), &json!(true)));
+
+    // A refusal: 422, problem+json, the domain error as data.
+    let (status, refused, content_type) = post(
+        &client,
+        &server,
+        r#"{"type":"withdraw","account":"ada","amount":900}"#,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    assert_eq!(content_type, "application/problem+json");
+    assert_eq!(refused["status"], json!(422));
+    assert_eq!(refused["error"]["code"], json!("insufficient_funds"));
+    assert_eq!(
+        (&refused["error"]["balance"], &refused["error"]["requested"]),
+        (&json!(500), &json!(900))
+    );
+
+    // Malformed JSON, an unknown command, a missing field, an id the store
+    // refuses: 400 with a message that says what is wrong.
+    for (body, says) in [
+        (r#"{"type":"deposit","#, "EOF"),
+        (r#"{"type":"fly","account":"ada"}"#, "unknown variant `fly`"),
+        (r#"{"type":"deposit","account":"ada"}"#, "missing field `amount`"),
+    ] {
+        let (status, problem, content_type) = post(&client, &server, body, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {problem}");
+        assert_eq!(content_type, "application/problem+json");
+        assert!(problem["detail"].as_str().unwrap().contains(says), "{problem}");
+    }
+    let long_key = "k".repeat(2_000);
+    let (status, problem, _) = post(&client, &server, deposit, Some(&long_key)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("limit"), "{problem}");
+    // None of the refused requests wrote anything.
+    let (_, events) = get(&client, &server, "/accounts/ada/events").await;
+    assert_eq!(events.as_array().unwrap().len(), 2, "{events}");
+
+    // Read-your-writes: the position a command answered with.
+    let (status, balance) = get(&client, &server, "/accounts/ada/balance?after=2").await;
+    assert_eq!(status, StatusCode::OK, "{balance}");
+    assert_eq!(balance["balance"], json!(500));
+    let (status, _) = get(&client, &server, "/accounts/nobody/balance").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // A position nobody will reach in time: 504, not a stale answer.
+    let (status, late) = get(&client, &server, "/accounts/ada/balance?after=999").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{late}");
+
+    // The audit trail, and the state now and in the past.
+    assert_eq!(events[1]["name"], json!("account.deposited"));
+    assert_eq!(events[1]["payload"]["amount"], json!(500));
+    assert_eq!(events[1]["metadata"]["command_id"], json!("dep-1"));
+    let (_, now) = get(&client, &server, "/accounts/ada").await;
+    assert_eq!((&now["version"], &now["state"]["balance"]), (&json!(2), &json!(500)));
+    let (_, then) = get(&client, &server, "/accounts/ada?version=1").await;
+    assert_eq!((&then["version"], &then["state"]["balance"]), (&json!(1), &json!(0)));
+    let opened_at = events[0]["recorded_at_micros"].as_i64().unwrap();
+    let (_, at_open) = get(&client, &server, &format!("/accounts/ada?at={opened_at}")).await;
+    assert_eq!(at_open["version"], json!(1));
+    let (status, _) = get(&client, &server, "/accounts/ada?version=1&at=5").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let (status, _) = get(&client, &server, "/health").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, ready) = get(&client, &server, "/ready").await;
+    assert_eq!(status, StatusCode::OK, "{ready}");
+    server.stop().await;
+}
+
+/// Reads SSE events from `body` until `count` have arrived: (id, data).
+async fn next_events(
+    body: &mut (impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    buffer: &mut String,
+    count: usize,
+) -> Vec<(u64, Value)> {
+    let mut out = Vec::new();
+    while out.len() < count {
+        while let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            let mut id = None;
+            let mut data = None;
+            for line in frame.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().parse().ok();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data = serde_json::from_str(v.trim()).ok();
+                }
+            }
+            if let (Some(id), Some(data)) = (id, data) {
+                out.push((id, data));
+            }
+        }
+        if out.len() >= count {
+            break;
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+            .await
+            .expect("an event within 10 s")
+            .expect("the stream stays open")
+            .unwrap();
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_tail_is_live_and_resumes_after_a_restart() {
+    let path = temp_db("tail");
+    let client = reqwest::Client::new();
+    let server = Server::start(es_sqlite::SqliteStore::open(&path).await.unwrap()).await;
+    for body in [
+        r#"{"type":"open","account":"bob","owner":"Bob"}"#,
+        r#"{"type":"deposit","account":"bob","amount":100}"#,
+    ] {
+        assert_eq!(post(&client, &server, body, None).await.0, StatusCode::OK);
+    }
+
+    let response = client.get(server.url("/events?from=0")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.bytes_stream();
+    let mut buffer = String::new();
+    let stored = next_events(&mut body, &mut buffer, 2).await;
+    assert_eq!(stored.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(stored[0].1["name"], json!("account.opened"));
+
+    // A commit while the stream is open arrives on it.
+    let (_, third, _) = post(
+        &client,
+        &server,
+        r#"{"type":"deposit","account":"bob","amount":7}"#,
+        None,
+    )
+    .await;
+    let live = next_events(&mut body, &mut buffer, 1).await;
+    assert_eq!(live[0].0, third["position"].as_u64().unwrap());
+    assert_eq!(live[0].1["payload"]["amount"], json!(7));
+
+    // A graceful stop ends the open stream instead of waiting for it.
+    server.stop().await;
+    drop(body);
+
+    // Restarted on the same file: the read model is rebuilt, and a client
+    // resuming with Last-Event-ID gets only what came after.
+    let server = Server::start(es_sqlite::SqliteStore::open(&path).await.unwrap()).await;
+    let (status, balance) = get(&client, &server, "/accounts/bob/balance?after=3").await;
+    assert_eq!(status, StatusCode::OK, "{balance}");
+    assert_eq!(balance["balance"], json!(107));
+    let response = client
+        .get(server.url("/events"))
+        .header("Last-Event-ID", "3")
+        .send()
+        .await
+        .unwrap();
+    let mut body = response.bytes_stream();
+    let mut buffer = String::new();
+    let (_, fourth, _) = post(
+        &client,
+        &server,
+        r#"{"type":"withdraw","account":"bob","amount":5}"#,
+        None,
+    )
+    .await;
+    let resumed = next_events(&mut body, &mut buffer, 1).await;
+    assert_eq!(resumed[0].0, 4);
+    assert_eq!(resumed[0].0, fourth["position"].as_u64().unwrap());
+    assert_eq!(resumed[0].1["name"], json!("account.withdrawn"));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_answers_503_and_the_service_recovers() {
+    let store = SwitchableStore::new(InMemoryStore::new());
+    let server = Server::start(store.clone()).await;
+    let client = reqwest::Client::new();
+    let open = r#"{"type":"open","account":"cy","owner":"Cy"}"#;
+
+    store.set_down(true);
+    let (status, problem, content_type) = post(&client, &server, open, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+    assert_eq!(content_type, "application/problem+json");
+    assert!(problem["detail"].as_str().unwrap().contains("unavailable"), "{problem}");
+    let (status, _) = get(&client, &server, "/ready").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, _) = get(&client, &server, "/accounts/cy/events").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+
+    store.set_down(false);
+    let (status, opened, _) = post(&client, &server, open, None).await;
+    assert_eq!(status, StatusCode::OK, "{opened}");
+    let (status, balance) = get(&client, &server, "/accounts/cy/balance?after=1").await;
+    assert_eq!((status, &balance["balance"]), (StatusCode::OK, &json!(0)));
+    server.stop().await;
+}
