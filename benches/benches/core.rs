@@ -142,8 +142,31 @@ fn shape_fingerprint(c: &mut Criterion) {
     g.finish();
 }
 
+/// Event ids: ours (a per-thread generator, a shared atomic counter for
+/// monotonicity) beside the `uuid` crate's `now_v7` (a mutex-guarded
+/// context and the OS's random source), 10,000 ids each, one thread.
+fn event_ids(c: &mut Criterion) {
+    let mut g = c.benchmark_group("event_ids_10k");
+    g.bench_function("framework", |b| {
+        b.iter(|| {
+            for _ in 0..10_000 {
+                black_box(es_core::EventId::new());
+            }
+        })
+    });
+    g.bench_function("baseline", |b| {
+        b.iter(|| {
+            for _ in 0..10_000 {
+                black_box(uuid::Uuid::now_v7());
+            }
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     core,
+    event_ids,
     apply_dispatch,
     round_robin,
     one_account,

@@ -135,6 +135,36 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// A UUID v7 timestamp has 48 bits.
+const MILLIS_MASK: u64 = (1 << 48) - 1;
+
+/// How far back a time may step and still continue the sequence.
+const STEP_BACK_MILLIS: u64 = 10_000;
+
+/// The last id's timestamp (48 bits) and counter (12 bits), packed so that
+/// adding one to a full counter carries into the timestamp.
+static LAST_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The timestamp and counter of the next id made at `millis`: one past the
+/// last id's when `millis` is not after it (and not far before it), else
+/// `millis` with the counter at `start`.
+fn next_millis_and_counter(millis: u64, start: u16) -> (u64, u16) {
+    use std::sync::atomic::Ordering;
+    let mut last = LAST_ID.load(Ordering::Relaxed);
+    loop {
+        let last_millis = last >> 12;
+        let next = if millis > last_millis || millis + STEP_BACK_MILLIS < last_millis {
+            (millis << 12) | u64::from(start)
+        } else {
+            last + 1
+        };
+        match LAST_ID.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return ((next >> 12) & MILLIS_MASK, (next & 0xFFF) as u16),
+            Err(now) => last = now,
+        }
+    }
+}
+
 /// The unique id of one stored event: a UUID version 7, so ids sort by
 /// creation time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -142,17 +172,30 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 pub struct EventId(uuid::Uuid);
 
 impl EventId {
-    /// A new id from the current time and 74 random bits.
+    /// A new id from the current time.
+    ///
+    /// Ids made by one process are monotonic, as RFC 9562 (section 6.2,
+    /// method 1) describes: within a millisecond a 12-bit counter in
+    /// `rand_a`, started at a random value below 2,048, orders them; a
+    /// counter that runs out moves the timestamp on by a millisecond. The
+    /// other 62 bits are random, so ids from different processes differ.
     pub fn new() -> Self {
         Self::at(Timestamp::now())
     }
 
     /// A new id for an event recorded at `at`.
+    ///
+    /// Monotonic with the process's other ids while the times given move
+    /// forward or step back by less than ten seconds (a clock that was set
+    /// back, threads reading the clock in another order). A time further
+    /// back (an import of old events) starts the sequence again from it.
     pub fn at(at: Timestamp) -> Self {
-        let random = crate::util::random_u128().to_le_bytes();
+        let millis = u64::try_from(at.as_millis()).unwrap_or(0) & MILLIS_MASK;
+        let random = crate::util::random_u128();
+        let (millis, counter) = next_millis_and_counter(millis, random as u16 & 0x7FF);
         let mut bytes = [0u8; 10];
-        bytes.copy_from_slice(&random[..10]);
-        let millis = u64::try_from(at.as_millis()).unwrap_or(0);
+        bytes[..2].copy_from_slice(&counter.to_be_bytes());
+        bytes[2..].copy_from_slice(&(random >> 64).to_le_bytes()[..8]);
         EventId(uuid::Builder::from_unix_timestamp_millis(millis, &bytes).into_uuid())
     }
 
