@@ -68,6 +68,9 @@ mod schema;
 
 pub use projection::PgProjection;
 
+/// The schema version this release writes (and the newest it reads).
+pub const SCHEMA_VERSION: i32 = schema::SCHEMA_VERSION;
+
 use std::ops::ControlFlow;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,282 @@
+//! The queries behind the commands that look at a store's tables directly
+//! (what `EventStore` has no method for: listing streams, checkpoints and
+//! the kinds of stored events). They follow the table layouts of es-sqlite
+//! and es-postgres, released with this crate.
+
+use std::path::Path;
+
+use es_core::{EventStore, Timestamp};
+use rusqlite::{OpenFlags, OptionalExtension};
+use serde::Serialize;
+use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
+
+use crate::{CliError, Db, fail, last_position};
+
+/// One stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamInfo {
+    /// Its aggregate type.
+    pub aggregate_type: String,
+    /// Its aggregate id.
+    pub aggregate_id: String,
+    /// Its version: the number of its events.
+    pub version: u64,
+    /// When its last event was committed.
+    pub last_recorded_at: String,
+}
+
+/// One checkpoint and how far behind the log's head it is.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointInfo {
+    /// The checkpoint's name (`projection:<name>` for read models).
+    pub name: String,
+    /// The last position it has applied.
+    pub position: u64,
+    /// The log's last position.
+    pub head: u64,
+    /// Events it has yet to apply.
+    pub lag: u64,
+}
+
+/// One kind of stored event: a name at a schema version.
+#[derive(Debug, Clone, Serialize)]
+pub struct CatalogueEntry {
+    /// The stored name.
+    pub name: String,
+    /// The schema version it was written at.
+    pub schema_version: u32,
+    /// How many are stored.
+    pub count: u64,
+    /// When the first was committed.
+    pub first_recorded_at: String,
+    /// When the last was committed.
+    pub last_recorded_at: String,
+}
+
+fn sqlite_error(what: &'static str) -> impl Fn(rusqlite::Error) -> CliError {
+    move |e| fail(format!("{what}: {e}"))
+}
+
+fn pg_error(what: &'static str) -> impl Fn(sqlx::Error) -> CliError {
+    move |e| fail(format!("{what}: {e}"))
+}
+
+fn time(micros: i64) -> String {
+    Timestamp::from_micros(micros).to_string()
+}
+
+fn unsigned(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn sql(text: String) -> sqlx::SqlStr {
+    AssertSqlSafe(text).into_sql_str()
+}
+
+/// Refuses a file that is not an es store, before opening it as one (which
+/// would create the tables).
+pub(crate) fn require_sqlite_store(path: &Path) -> Result<(), CliError> {
+    let conn = rusqlite::Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(sqlite_error("open the file"))?;
+    let found: Option<String> = conn
+        .query_row(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'es_events'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| fail(format!("`{}` is not a SQLite database: {e}", path.display())))?;
+    match found {
+        Some(_) => Ok(()),
+        None => Err(fail(format!(
+            "`{}` is a SQLite database without an es store (no es_events table)",
+            path.display()
+        ))),
+    }
+}
+
+/// The schema version stored in the file's header, read without migrating.
+pub(crate) fn sqlite_schema_version(path: &Path) -> Result<i64, CliError> {
+    require_sqlite_store(path)?;
+    let conn = rusqlite::Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(sqlite_error("open the file"))?;
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sqlite_error("read the schema version"))
+}
+
+/// Refuses a schema without an es store in it.
+pub(crate) async fn require_postgres_schema(store: &es_postgres::PostgresStore) -> Result<(), CliError> {
+    let s = store.schema();
+    let found: Option<String> = sqlx::query_scalar(sql(format!(r#"SELECT to_regclass('"{s}".events')::TEXT"#)))
+        .fetch_one(store.pool())
+        .await
+        .map_err(pg_error("look for the store's tables"))?;
+    match found {
+        Some(_) => Ok(()),
+        None => Err(fail(format!(
+            "schema `{s}` holds no es store; pass --schema, or migrate the store first"
+        ))),
+    }
+}
+
+/// The schema's version.
+pub(crate) async fn postgres_schema_version(store: &es_postgres::PostgresStore) -> Result<i64, CliError> {
+    let s = store.schema();
+    let v: Option<i32> = sqlx::query_scalar(sql(format!(r#"SELECT MAX(version) FROM "{s}".schema_version"#)))
+        .fetch_one(store.pool())
+        .await
+        .map_err(pg_error("read the schema version"))?;
+    Ok(i64::from(v.unwrap_or(0)))
+}
+
+/// Streams, the most recently written first.
+pub(crate) async fn streams(db: &Db, aggregate_type: Option<&str>, limit: usize) -> Result<Vec<StreamInfo>, CliError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    match db {
+        Db::Sqlite(store) => store.read_with(|conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT aggregate_type, aggregate_id, MAX(version), MAX(recorded_at) FROM es_events
+                     WHERE ?1 IS NULL OR aggregate_type = ?1
+                     GROUP BY aggregate_type, aggregate_id ORDER BY MAX(position) DESC LIMIT ?2",
+                )
+                .map_err(sqlite_error("list streams"))?;
+            let rows = stmt
+                .query_map(rusqlite::params![aggregate_type, limit], |r| {
+                    Ok(StreamInfo {
+                        aggregate_type: r.get(0)?,
+                        aggregate_id: r.get(1)?,
+                        version: unsigned(r.get(2)?),
+                        last_recorded_at: time(r.get(3)?),
+                    })
+                })
+                .map_err(sqlite_error("list streams"))?;
+            rows.collect::<Result<Vec<_>, _>>()
+                .map_err(sqlite_error("list streams"))
+        })?,
+        Db::Postgres(store) => {
+            let s = store.schema();
+            let rows = sqlx::query(sql(format!(
+                r#"SELECT aggregate_type, aggregate_id, MAX(version),
+                          (EXTRACT(EPOCH FROM MAX(recorded_at)) * 1000000)::BIGINT
+                   FROM "{s}".events WHERE $1::TEXT IS NULL OR aggregate_type = $1
+                   GROUP BY aggregate_type, aggregate_id ORDER BY MAX(position) DESC LIMIT $2"#
+            )))
+            .bind(aggregate_type)
+            .bind(limit)
+            .fetch_all(store.pool())
+            .await
+            .map_err(pg_error("list streams"))?;
+            rows.iter()
+                .map(|r| {
+                    Ok(StreamInfo {
+                        aggregate_type: r.try_get(0)?,
+                        aggregate_id: r.try_get(1)?,
+                        version: unsigned(r.try_get(2)?),
+                        last_recorded_at: time(r.try_get(3)?),
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(pg_error("list streams"))
+        }
+    }
+}
+
+/// Every checkpoint with the log's head and its lag.
+pub(crate) async fn checkpoints(db: &Db) -> Result<Vec<CheckpointInfo>, CliError> {
+    let named: Vec<(String, i64)> = match db {
+        Db::Sqlite(store) => store.read_with(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT name, position FROM es_checkpoints ORDER BY name")
+                .map_err(sqlite_error("list checkpoints"))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(sqlite_error("list checkpoints"))?;
+            rows.collect::<Result<Vec<_>, _>>()
+                .map_err(sqlite_error("list checkpoints"))
+        })??,
+        Db::Postgres(store) => {
+            let s = store.schema();
+            sqlx::query_as(sql(format!(
+                r#"SELECT name, position FROM "{s}".checkpoints ORDER BY name"#
+            )))
+            .fetch_all(store.pool())
+            .await
+            .map_err(pg_error("list checkpoints"))?
+        }
+    };
+    let head = last_position(db).await?;
+    Ok(named
+        .into_iter()
+        .map(|(name, position)| {
+            let position = unsigned(position);
+            CheckpointInfo {
+                name,
+                position,
+                head,
+                lag: head.saturating_sub(position),
+            }
+        })
+        .collect())
+}
+
+/// Moves a checkpoint.
+pub(crate) async fn set_checkpoint(db: &Db, name: &str, position: u64) -> Result<(), CliError> {
+    match db {
+        Db::Sqlite(store) => store.save_checkpoint(name, position).await?,
+        Db::Postgres(store) => store.save_checkpoint(name, position).await?,
+    }
+    Ok(())
+}
+
+/// The kinds of stored events: each name and schema version, how many,
+/// first and last written.
+pub(crate) async fn catalogue(db: &Db) -> Result<Vec<CatalogueEntry>, CliError> {
+    match db {
+        Db::Sqlite(store) => store.read_with(|conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT name, schema_version, COUNT(*), MIN(recorded_at), MAX(recorded_at) FROM es_events
+                     GROUP BY name, schema_version ORDER BY name, schema_version",
+                )
+                .map_err(sqlite_error("list the stored events"))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(CatalogueEntry {
+                        name: r.get(0)?,
+                        schema_version: r.get(1)?,
+                        count: unsigned(r.get(2)?),
+                        first_recorded_at: time(r.get(3)?),
+                        last_recorded_at: time(r.get(4)?),
+                    })
+                })
+                .map_err(sqlite_error("list the stored events"))?;
+            rows.collect::<Result<Vec<_>, _>>()
+                .map_err(sqlite_error("list the stored events"))
+        })?,
+        Db::Postgres(store) => {
+            let s = store.schema();
+            let rows = sqlx::query(sql(format!(
+                r#"SELECT name, schema_version, COUNT(*),
+                          (EXTRACT(EPOCH FROM MIN(recorded_at)) * 1000000)::BIGINT,
+                          (EXTRACT(EPOCH FROM MAX(recorded_at)) * 1000000)::BIGINT
+                   FROM "{s}".events GROUP BY name, schema_version ORDER BY name, schema_version"#
+            )))
+            .fetch_all(store.pool())
+            .await
+            .map_err(pg_error("list the stored events"))?;
+            rows.iter()
+                .map(|r| {
+                    Ok(CatalogueEntry {
+                        name: r.try_get(0)?,
+                        schema_version: u32::try_from(r.try_get::<i32, _>(1)?).unwrap_or(0),
+                        count: unsigned(r.try_get(2)?),
+                        first_recorded_at: time(r.try_get(3)?),
+                        last_recorded_at: time(r.try_get(4)?),
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(pg_error("list the stored events"))
+        }
+    }
+}

@@ -1,0 +1,572 @@
+//! An operator's command line for es stores.
+//!
+//! ```text
+//! es --db bank.db streams                       # every stream, its version and last write
+//! es --db bank.db events bank_account/ada       # a stream's events as JSON, with metadata
+//! es --db postgres://localhost/app follow       # the global log, live (Ctrl-C ends it)
+//! es --db bank.db projections                   # each checkpoint, the log's head and the lag
+//! es --db bank.db reset balances --yes          # forget a projection's checkpoint
+//! es --db bank.db rebuild balances              # clear and replay a registered read model
+//! es --db bank.db schema                        # the store's schema version and event catalogue
+//! ```
+//!
+//! `--db` (or `ES_DB`) is a SQLite file or a `postgres://` URL (`--schema`
+//! for a PostgreSQL schema other than `es`). Output is a table on a terminal,
+//! JSON with `--json` (one document; `follow` writes one line per event).
+//!
+//! Most commands need nothing of the application: payloads stored with the
+//! JSON codec print as JSON, others as hex. Rebuilding a read model runs the
+//! application's own handlers, so an application builds its own binary around
+//! [`main_with`] and registers its read models in [`Rebuilds`]; the plain
+//! `es` binary knows none and says so:
+//!
+//! ```no_run
+//! use es_cli::{Db, Rebuilds};
+//! use es_sqlite::SqliteProjection;
+//! use tests::ledger::SqliteLedger;
+//!
+//! #[tokio::main]
+//! async fn main() -> std::process::ExitCode {
+//!     let rebuilds = Rebuilds::new().register("ledger", "projection:ledger", |db| async move {
+//!         let Db::Sqlite(store) = db else { return Err("the ledger lives in SQLite".into()) };
+//!         let projection = SqliteProjection::new(store, "ledger", SqliteLedger::default());
+//!         Ok(projection.rebuild(|tx| tx.execute("DELETE FROM ledger", []).map(drop)).await?)
+//!     });
+//!     es_cli::main_with(rebuilds).await
+//! }
+//! ```
+//!
+//! While a rebuild runs, a progress bar on standard error (when it is a
+//! terminal) follows the read model's checkpoint towards the log's head.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::future::Future;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use es_core::store::StoredEvent;
+use es_core::{EventStore, EventStoreExt, Metadata, StreamId};
+use es_postgres::{PostgresOptions, PostgresStore};
+use es_sqlite::SqliteStore;
+use serde_json::{Value, json};
+
+mod inspect;
+mod table;
+
+pub use inspect::{CatalogueEntry, CheckpointInfo, StreamInfo};
+use table::Table;
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(name = "es", version, about = "Look inside an es event store")]
+pub struct Cli {
+    /// The store: a SQLite file's path or a postgres:// URL.
+    #[arg(long, env = "ES_DB", global = true)]
+    pub db: Option<String>,
+    /// The PostgreSQL schema holding the store's tables.
+    #[arg(long, default_value = "es", global = true)]
+    pub schema: String,
+    /// JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List streams with their version and last write.
+    Streams {
+        /// Only streams of this aggregate type.
+        #[arg(long = "type")]
+        aggregate_type: Option<String>,
+        /// At most this many, the most recently written first.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Print one stream's events, decoded, with metadata.
+    Events {
+        /// The stream, as `aggregate_type/aggregate_id`.
+        stream: String,
+        /// Start after this version.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
+    /// Follow the global log: print events as they are committed.
+    Follow {
+        /// Start after this position (default: the head, so only new events).
+        #[arg(long)]
+        from: Option<u64>,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Each projection's checkpoint, the log's head and the lag.
+    Projections,
+    /// Move a projection's checkpoint back (to 0 unless `--to`), so its
+    /// runner replays the log from there on its next start.
+    Reset {
+        /// The projection's name (its checkpoint is `projection:<name>`).
+        name: String,
+        /// The position to move it to.
+        #[arg(long, default_value_t = 0)]
+        to: u64,
+        /// Confirm: the read model's data is not cleared, so a SQL read model
+        /// must be emptied first (or use `rebuild`).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Clear a registered read model and replay the whole log into it.
+    Rebuild {
+        /// The read model's registered name.
+        name: String,
+    },
+    /// The store's schema version and the catalogue of stored events.
+    Schema,
+}
+
+/// An opened store of either kind.
+#[derive(Clone)]
+pub enum Db {
+    /// A SQLite file.
+    Sqlite(SqliteStore),
+    /// A PostgreSQL schema.
+    Postgres(PostgresStore),
+}
+
+/// What a rebuild returns: the checkpoint it reached.
+pub type RebuildFuture = Pin<Box<dyn Future<Output = Result<u64, Box<dyn std::error::Error + Send + Sync>>> + Send>>;
+
+type RebuildFn = Box<dyn Fn(Db) -> RebuildFuture + Send + Sync>;
+
+/// The application's read models that `rebuild` can clear and replay.
+#[derive(Default)]
+pub struct Rebuilds {
+    entries: BTreeMap<String, (String, RebuildFn)>,
+}
+
+impl Rebuilds {
+    /// None registered.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `name`, whose checkpoint is `checkpoint` (for the progress
+    /// bar), rebuilt by `rebuild` (typically `SqliteProjection::rebuild` or
+    /// `PgProjection::rebuild` with the model's reset).
+    pub fn register<F, Fut>(mut self, name: &str, checkpoint: impl Into<String>, rebuild: F) -> Self
+    where
+        F: Fn(Db) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<u64, Box<dyn std::error::Error + Send + Sync>>> + Send + 'static,
+    {
+        let rebuild: RebuildFn = Box::new(move |db| Box::pin(rebuild(db)));
+        self.entries.insert(name.to_owned(), (checkpoint.into(), rebuild));
+        self
+    }
+}
+
+/// A failure of the command line, printed as `error: ..`.
+#[derive(Debug)]
+pub struct CliError(String);
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+fn fail(message: impl Into<String>) -> CliError {
+    CliError(message.into())
+}
+
+impl From<es_core::StoreError> for CliError {
+    fn from(e: es_core::StoreError) -> Self {
+        CliError(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for CliError {
+    fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            // The reader went away (`es events .. | head`): nothing to say.
+            CliError(String::new())
+        } else {
+            CliError(format!("writing the output: {e}"))
+        }
+    }
+}
+
+/// Parses the process's arguments, runs, prints errors: the body of an
+/// application's admin binary.
+pub async fn main_with(rebuilds: Rebuilds) -> ExitCode {
+    let cli = Cli::parse();
+    let mut out = std::io::stdout();
+    match run(cli, &rebuilds, &mut out).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.0.is_empty() => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses `args` (the first is the program's name) and runs.
+pub async fn run_args(
+    args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
+    rebuilds: &Rebuilds,
+    out: &mut (dyn Write + Send),
+) -> Result<(), CliError> {
+    let cli = Cli::try_parse_from(args).map_err(|e| fail(e.to_string()))?;
+    run(cli, rebuilds, out).await
+}
+
+/// Runs a parsed command line, writing to `out`.
+pub async fn run(cli: Cli, rebuilds: &Rebuilds, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
+    let target = cli
+        .db
+        .clone()
+        .ok_or_else(|| fail("no store given: pass --db <SQLite file | postgres:// URL> or set ES_DB"))?;
+    if let Command::Schema = cli.command {
+        return schema(&target, &cli, out).await;
+    }
+    let db = open(&target, &cli.schema).await?;
+    match &cli.command {
+        Command::Streams { aggregate_type, limit } => {
+            let streams = inspect::streams(&db, aggregate_type.as_deref(), *limit).await?;
+            if cli.json {
+                writeln!(out, "{}", json!(streams))?;
+            } else {
+                let mut t = Table::new(["STREAM", "VERSION", "LAST WRITE"]);
+                for s in &streams {
+                    t.row([
+                        format!("{}/{}", s.aggregate_type, s.aggregate_id),
+                        s.version.to_string(),
+                        s.last_recorded_at.clone(),
+                    ]);
+                }
+                t.write(out)?;
+            }
+        }
+        Command::Events { stream, after } => {
+            let (kind, id) = stream
+                .split_once('/')
+                .ok_or_else(|| fail(format!("`{stream}` is not a stream: write aggregate_type/aggregate_id")))?;
+            let events = match &db {
+                Db::Sqlite(s) => {
+                    s.read_stream_vec(&StreamId::new(kind.to_owned(), id), after + 1)
+                        .await?
+                }
+                Db::Postgres(s) => {
+                    s.read_stream_vec(&StreamId::new(kind.to_owned(), id), after + 1)
+                        .await?
+                }
+            };
+            if events.is_empty() && *after == 0 {
+                return Err(fail(format!("stream `{stream}` has no events")));
+            }
+            if cli.json {
+                let all: Vec<Value> = events.iter().map(event_json).collect();
+                writeln!(out, "{}", Value::Array(all))?;
+            } else {
+                let mut t = Table::new(["VERSION", "POSITION", "RECORDED", "EVENT", "PAYLOAD", "METADATA"]);
+                for e in &events {
+                    let j = event_json(e);
+                    t.row([
+                        e.version.to_string(),
+                        e.position.to_string(),
+                        e.recorded_at.to_string(),
+                        format!("{} v{}", e.name, e.schema_version),
+                        j["payload"].to_string(),
+                        j["metadata"].to_string(),
+                    ]);
+                }
+                t.write(out)?;
+            }
+        }
+        Command::Follow { from, count } => follow(&db, *from, *count, cli.json, out).await?,
+        Command::Projections => {
+            let checkpoints = inspect::checkpoints(&db).await?;
+            if cli.json {
+                writeln!(out, "{}", json!(checkpoints))?;
+            } else {
+                let mut t = Table::new(["CHECKPOINT", "POSITION", "HEAD", "LAG"]);
+                for c in &checkpoints {
+                    t.row([
+                        c.name.clone(),
+                        c.position.to_string(),
+                        c.head.to_string(),
+                        c.lag.to_string(),
+                    ]);
+                }
+                t.write(out)?;
+            }
+        }
+        Command::Reset { name, to, yes } => {
+            let checkpoint = checkpoint_name(name);
+            let before = load_checkpoint(&db, &checkpoint)
+                .await?
+                .ok_or_else(|| fail(format!("no checkpoint `{checkpoint}`: `es projections` lists them")))?;
+            if !yes {
+                return Err(fail(format!(
+                    "`{checkpoint}` is at {before}; resetting it to {to} makes its runner apply those events \
+                     again, and does not clear the read model's data. Empty it first (or use `rebuild`), \
+                     then pass --yes"
+                )));
+            }
+            inspect::set_checkpoint(&db, &checkpoint, *to).await?;
+            if cli.json {
+                writeln!(out, "{}", json!({"checkpoint": checkpoint, "from": before, "to": to}))?;
+            } else {
+                writeln!(out, "{checkpoint}: {before} -> {to}")?;
+            }
+        }
+        Command::Rebuild { name } => rebuild(&db, rebuilds, name, cli.json, out).await?,
+        Command::Schema => unreachable!("handled before opening the store"),
+    }
+    Ok(())
+}
+
+/// `projection:<name>` unless the name is a checkpoint's already.
+fn checkpoint_name(name: &str) -> String {
+    if name.contains(':') {
+        name.to_owned()
+    } else {
+        format!("projection:{name}")
+    }
+}
+
+async fn open(target: &str, schema: &str) -> Result<Db, CliError> {
+    if target.starts_with("postgres://") || target.starts_with("postgresql://") {
+        let store = PostgresStore::connect_with(
+            target,
+            PostgresOptions {
+                schema: schema.to_owned(),
+                max_connections: 2,
+                ..PostgresOptions::default()
+            },
+        )
+        .await?;
+        inspect::require_postgres_schema(&store).await?;
+        Ok(Db::Postgres(store))
+    } else {
+        let path = PathBuf::from(target);
+        if !path.is_file() {
+            return Err(fail(format!(
+                "`{target}` is not a file; --db takes a SQLite file that exists or a postgres:// URL"
+            )));
+        }
+        inspect::require_sqlite_store(&path)?;
+        Ok(Db::Sqlite(SqliteStore::open(&path).await?))
+    }
+}
+
+async fn load_checkpoint(db: &Db, name: &str) -> Result<Option<u64>, CliError> {
+    Ok(match db {
+        Db::Sqlite(s) => s.load_checkpoint(name).await?,
+        Db::Postgres(s) => s.load_checkpoint(name).await?,
+    })
+}
+
+async fn last_position(db: &Db) -> Result<u64, CliError> {
+    Ok(match db {
+        Db::Sqlite(s) => s.last_position().await?,
+        Db::Postgres(s) => s.last_position().await?,
+    })
+}
+
+/// An event as JSON: the payload as stored when it is JSON, hex otherwise.
+fn event_json(e: &StoredEvent) -> Value {
+    let payload = serde_json::from_slice::<Value>(&e.payload).unwrap_or_else(|_| {
+        let hex: String = e.payload.iter().map(|b| format!("{b:02x}")).collect();
+        json!({ "hex": hex })
+    });
+    let metadata = match Metadata::decode(&e.metadata) {
+        Ok(m) => json!(m),
+        Err(_) => json!({ "undecodable": String::from_utf8_lossy(&e.metadata) }),
+    };
+    json!({
+        "position": e.position,
+        "stream": e.stream.to_string(),
+        "version": e.version,
+        "event_id": e.event_id.to_string(),
+        "name": e.name,
+        "schema_version": e.schema_version,
+        "recorded_at": e.recorded_at.to_string(),
+        "payload": payload,
+        "metadata": metadata,
+    })
+}
+
+async fn follow(
+    db: &Db,
+    from: Option<u64>,
+    count: Option<u64>,
+    json_lines: bool,
+    out: &mut (dyn Write + Send),
+) -> Result<(), CliError> {
+    let mut after = match from {
+        Some(p) => p,
+        None => last_position(db).await?,
+    };
+    let mut printed = 0u64;
+    let mut wake = match db {
+        Db::Sqlite(s) => s.notifications(),
+        Db::Postgres(s) => s.notifications(),
+    };
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let page = match db {
+            Db::Sqlite(s) => s.read_all_vec(after, 500).await?,
+            Db::Postgres(s) => s.read_all_vec(after, 500).await?,
+        };
+        for e in &page {
+            if json_lines {
+                writeln!(out, "{}", event_json(e))?;
+            } else {
+                let j = event_json(e);
+                writeln!(
+                    out,
+                    "{:>8}  {}  {}@{}  {} v{}  {}",
+                    e.position, e.recorded_at, e.stream, e.version, e.name, e.schema_version, j["payload"]
+                )?;
+            }
+            after = e.position;
+            printed += 1;
+            if count.is_some_and(|c| printed >= c) {
+                out.flush()?;
+                return Ok(());
+            }
+        }
+        out.flush()?;
+        if page.len() == 500 {
+            continue;
+        }
+        // New events wake this process's readers at once (PostgreSQL: also
+        // other processes' appends, through LISTEN); others are polled.
+        let poll = tokio::time::sleep(Duration::from_millis(200));
+        tokio::select! {
+            _ = &mut ctrl_c => return Ok(()),
+            () = poll => {}
+            () = async {
+                match wake.as_mut() {
+                    Some(w) => { let _ = w.changed().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {}
+        }
+    }
+}
+
+async fn rebuild(
+    db: &Db,
+    rebuilds: &Rebuilds,
+    name: &str,
+    json_out: bool,
+    out: &mut (dyn Write + Send),
+) -> Result<(), CliError> {
+    let Some((checkpoint, rebuild)) = rebuilds.entries.get(name) else {
+        let known: Vec<&str> = rebuilds.entries.keys().map(String::as_str).collect();
+        return Err(fail(if known.is_empty() {
+            format!(
+                "no read model named `{name}` is registered here: rebuilding runs the application's handlers, \
+                 so it needs the application's admin binary (es_cli::main_with with es_cli::Rebuilds); \
+                 `es reset` only moves a checkpoint"
+            )
+        } else {
+            format!("no read model named `{name}`; registered: {}", known.join(", "))
+        }));
+    };
+    let head = last_position(db).await?;
+    let bar = if std::io::stderr().is_terminal() && !json_out {
+        indicatif::ProgressBar::new(head)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} events ({per_sec}, {eta} left)")
+            .map_err(|e| fail(e.to_string()))?
+            .progress_chars("=> "),
+    );
+    bar.set_message(format!("rebuilding {name}"));
+    let task = tokio::spawn(rebuild(db.clone()));
+    // The rebuild commits a page at a time; its checkpoint is the progress.
+    let reached = loop {
+        if task.is_finished() {
+            break task
+                .await
+                .map_err(|e| fail(format!("the rebuild of `{name}` panicked: {e}")))?
+                .map_err(|e| fail(format!("rebuilding `{name}`: {e}")))?;
+        }
+        if let Ok(Some(p)) = load_checkpoint(db, checkpoint).await {
+            bar.set_position(p.min(head));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    bar.finish_and_clear();
+    if json_out {
+        writeln!(out, "{}", json!({"read_model": name, "checkpoint": reached}))?;
+    } else {
+        writeln!(
+            out,
+            "rebuilt {name}: {reached} events replayed, checkpoint at {reached}"
+        )?;
+    }
+    Ok(())
+}
+
+async fn schema(target: &str, cli: &Cli, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
+    // Read the version before opening the store: opening a SQLite file
+    // migrates it.
+    let (version, newest) = if target.starts_with("postgres://") || target.starts_with("postgresql://") {
+        let db = open(target, &cli.schema).await?;
+        let Db::Postgres(store) = &db else { unreachable!() };
+        (
+            inspect::postgres_schema_version(store).await?,
+            i64::from(es_postgres::SCHEMA_VERSION),
+        )
+    } else {
+        (
+            inspect::sqlite_schema_version(&PathBuf::from(target))?,
+            es_sqlite::SCHEMA_VERSION,
+        )
+    };
+    let db = open(target, &cli.schema).await?;
+    let catalogue = inspect::catalogue(&db).await?;
+    if cli.json {
+        writeln!(
+            out,
+            "{}",
+            json!({"schema_version": version, "newest_schema_version": newest, "events": catalogue})
+        )?;
+    } else {
+        let note = if version < newest {
+            format!(" (this build migrates it to {newest} when it opens it)")
+        } else {
+            String::new()
+        };
+        writeln!(out, "schema version {version}{note}\n")?;
+        let mut t = Table::new(["EVENT", "VERSION", "COUNT", "FIRST", "LAST"]);
+        for c in &catalogue {
+            t.row([
+                c.name.clone(),
+                c.schema_version.to_string(),
+                c.count.to_string(),
+                c.first_recorded_at.clone(),
+                c.last_recorded_at.clone(),
+            ]);
+        }
+        t.write(out)?;
+    }
+    Ok(())
+}

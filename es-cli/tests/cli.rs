@@ -1,0 +1,320 @@
+//! The `es` binary, run as an operator would, on a SQLite file and on a
+//! PostgreSQL schema; `rebuild` through the library with a registered read
+//! model.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use es_cli::{Db, Rebuilds};
+use es_core::{Dispatcher, EventStore, Metadata};
+use es_sqlite::{SqliteProjection, SqliteStore};
+use examples::bank::{AccountId, BankCommand, Deposit, OpenAccount, Withdraw};
+use serde_json::{Value, json};
+use tests::ledger::{SQLITE_LEDGER, SqliteLedger};
+
+fn es(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_es"))
+        .args(args)
+        .env_remove("ES_DB")
+        .output()
+        .expect("run es")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = es(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "es {args:?} failed: {stderr}");
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+fn failing(args: &[&str]) -> String {
+    let out = es(args);
+    assert!(!out.status.success(), "es {args:?} should fail");
+    String::from_utf8(out.stderr).expect("UTF-8 errors")
+}
+
+fn json_of(args: &[&str]) -> Value {
+    serde_json::from_str(&ok(args)).expect("JSON output")
+}
+
+/// A temporary file path, removed (with SQLite's side files) on drop.
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn new() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        TempDb(std::env::temp_dir().join(format!(
+            "es-cli-test-{}-{}.db",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        )))
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("UTF-8 path")
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+        }
+    }
+}
+
+fn open(account: &str) -> BankCommand {
+    BankCommand::Open(OpenAccount {
+        account: AccountId::new(account),
+        owner: account.to_uppercase(),
+    })
+}
+
+fn deposit(account: &str, amount: u64) -> BankCommand {
+    BankCommand::Deposit(Deposit {
+        account: AccountId::new(account),
+        amount,
+    })
+}
+
+/// Two accounts, five events; the balances projection checkpointed at 2.
+async fn bank<S: EventStore + Clone>(store: S) {
+    let app = Dispatcher::new(store.clone());
+    app.dispatch(open("ada")).await.expect("open");
+    let mut metadata = Metadata::new();
+    metadata.command_id = Some("dep-1".into());
+    app.dispatch_with(deposit("ada", 500), metadata).await.expect("deposit");
+    app.dispatch(BankCommand::Withdraw(Withdraw {
+        account: AccountId::new("ada"),
+        amount: 200,
+    }))
+    .await
+    .expect("withdraw");
+    app.dispatch(open("bob")).await.expect("open");
+    app.dispatch(deposit("bob", 70)).await.expect("deposit");
+    store
+        .save_checkpoint("projection:balances", 2)
+        .await
+        .expect("checkpoint");
+}
+
+/// Every read command on one store, given as `--db` (and `--schema`).
+fn inspects(db: &[&str]) {
+    fn joined<'a>(db: &[&'a str], rest: &[&'a str]) -> Vec<&'a str> {
+        [db, rest].concat()
+    }
+    let with = |rest: &[&'static str]| joined(db, rest);
+
+    let table = ok(&with(&["streams"]));
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["STREAM", "VERSION", "LAST", "WRITE"]
+    );
+    assert!(
+        lines[1].starts_with("bank_account/bob ") && lines[2].starts_with("bank_account/ada "),
+        "{table}"
+    );
+    let streams = json_of(&with(&["--json", "streams", "--limit", "1"]));
+    assert_eq!(streams.as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        (&streams[0]["aggregate_id"], &streams[0]["version"]),
+        (&json!("bob"), &json!(2))
+    );
+    assert_eq!(json_of(&with(&["--json", "streams", "--type", "transfer"])), json!([]));
+
+    let events = json_of(&with(&["--json", "events", "bank_account/ada"]));
+    let names: Vec<&str> = events
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|e| e["name"].as_str().expect("a name"))
+        .collect();
+    assert_eq!(names, ["account.opened", "account.deposited", "account.withdrawn"]);
+    assert_eq!(events[1]["payload"], json!({"amount": 500}));
+    assert_eq!(events[1]["metadata"]["command_id"], json!("dep-1"));
+    assert_eq!((&events[2]["version"], &events[2]["position"]), (&json!(3), &json!(3)));
+    let table = ok(&with(&["events", "bank_account/ada", "--after", "2"]));
+    assert_eq!(table.lines().count(), 2, "{table}");
+    assert!(table.contains("account.withdrawn v4"), "{table}");
+    assert!(failing(&with(&["events", "ada"])).contains("write aggregate_type/aggregate_id"));
+    assert!(failing(&with(&["events", "bank_account/nobody"])).contains("has no events"));
+
+    let checkpoints = json_of(&with(&["--json", "projections"]));
+    assert_eq!(
+        checkpoints,
+        json!([{"name": "projection:balances", "position": 2, "head": 5, "lag": 3}])
+    );
+
+    let schema = json_of(&with(&["--json", "schema"]));
+    assert_eq!(schema["schema_version"], json!(2));
+    let kinds: Vec<(String, u64, u64)> = schema["events"]
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().expect("name").to_owned(),
+                e["schema_version"].as_u64().expect("version"),
+                e["count"].as_u64().expect("count"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("account.deposited".to_owned(), 1, 2),
+            ("account.opened".to_owned(), 1, 2),
+            ("account.withdrawn".to_owned(), 4, 1)
+        ]
+    );
+
+    let follow: Vec<Value> = ok(&with(&["--json", "follow", "--from", "1", "--count", "3"]))
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let positions: Vec<&Value> = follow.iter().map(|e| &e["position"]).collect();
+    assert_eq!(positions, [&json!(2), &json!(3), &json!(4)]);
+
+    let refused = failing(&with(&["reset", "balances"]));
+    assert!(refused.contains("is at 2") && refused.contains("--yes"), "{refused}");
+    assert_eq!(
+        ok(&with(&["reset", "balances", "--yes"])).trim(),
+        "projection:balances: 2 -> 0"
+    );
+    assert_eq!(json_of(&with(&["--json", "projections"]))[0]["lag"], json!(5));
+    assert!(failing(&with(&["reset", "nothing", "--yes"])).contains("no checkpoint `projection:nothing`"));
+    assert!(failing(&with(&["rebuild", "balances"])).contains("needs the application's admin binary"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_on_a_sqlite_file() {
+    let db = TempDb::new();
+    bank(SqliteStore::open(db.path()).await.expect("open")).await;
+    inspects(&["--db", db.path()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_on_a_postgres_schema() {
+    let Some(store) = tests::postgres::store().await else {
+        return;
+    };
+    bank(store.clone()).await;
+    let url = tests::postgres::url();
+    inspects(&["--db", &url, "--schema", store.schema()]);
+    let wrong = failing(&["--db", &url, "--schema", "no_such_schema", "streams"]);
+    assert!(wrong.contains("schema `no_such_schema` holds no es store"), "{wrong}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_prints_events_as_they_are_committed() {
+    let db = TempDb::new();
+    let store = SqliteStore::open(db.path()).await.expect("open");
+    let app = Dispatcher::new(store.clone());
+    app.dispatch(open("ada")).await.expect("open");
+    // From the head: only what is committed after it starts.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_es"))
+        .args(["--db", db.path(), "--json", "follow", "--count", "2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start es follow");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    // Give it time to read the head before the new events land.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    app.dispatch(deposit("ada", 1)).await.expect("deposit");
+    app.dispatch(deposit("ada", 2)).await.expect("deposit");
+    let got: Vec<Value> = tokio::task::spawn_blocking(move || {
+        (0..2)
+            .map(|_| serde_json::from_str(&lines.next().expect("a line").expect("read")).expect("JSON"))
+            .collect()
+    })
+    .await
+    .expect("reader");
+    assert_eq!(got[0]["payload"], json!({"amount": 1}));
+    assert_eq!(got[1]["payload"], json!({"amount": 2}));
+    assert_eq!(got[1]["position"], json!(3));
+    assert!(child.wait().expect("es exits").success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_clears_and_replays_a_registered_read_model() {
+    let db = TempDb::new();
+    let store = SqliteStore::open(db.path()).await.expect("open");
+    bank(store.clone()).await;
+    store
+        .with_connection(|c| c.execute_batch(SQLITE_LEDGER))
+        .expect("table");
+    let ledger = SqliteProjection::new(store.clone(), "ledger", SqliteLedger::default());
+    ledger.catch_up().await.expect("catch up");
+    // Damage the read model: a rebuild must clear it.
+    store
+        .with_connection(|c| c.execute("INSERT INTO ledger VALUES (999, 'ghost', 1)", []))
+        .expect("insert");
+
+    let rebuilds = Rebuilds::new().register("ledger", "projection:ledger", |db| async move {
+        let Db::Sqlite(store) = db else {
+            return Err("the ledger lives in SQLite".into());
+        };
+        let projection = SqliteProjection::new(store, "ledger", SqliteLedger::default());
+        Ok(projection
+            .rebuild(|tx| tx.execute("DELETE FROM ledger", []).map(drop))
+            .await?)
+    });
+    let mut out = Vec::new();
+    es_cli::run_args(["es", "--db", db.path(), "rebuild", "ledger"], &rebuilds, &mut out)
+        .await
+        .expect("rebuild");
+    assert_eq!(
+        String::from_utf8(out).expect("UTF-8"),
+        "rebuilt ledger: 5 events replayed, checkpoint at 5\n"
+    );
+    let rows: Vec<(String, i64)> = store
+        .read_with(|c| {
+            let mut s = c.prepare("SELECT account, change FROM ledger ORDER BY position")?;
+            let rows = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .expect("read")
+        .expect("rows");
+    assert_eq!(
+        rows,
+        [
+            ("ada".to_owned(), 500),
+            ("ada".to_owned(), -200),
+            ("bob".to_owned(), 70)
+        ]
+    );
+
+    let unknown = es_cli::run_args(
+        ["es", "--db", db.path(), "rebuild", "other"],
+        &rebuilds,
+        &mut Vec::new(),
+    )
+    .await
+    .expect_err("unknown read model");
+    assert_eq!(unknown.to_string(), "no read model named `other`; registered: ledger");
+}
+
+#[test]
+fn files_that_are_not_stores_are_refused_untouched() {
+    assert!(failing(&["streams"]).contains("pass --db"));
+    let missing = failing(&["--db", "/nonexistent/bank.db", "streams"]);
+    assert!(missing.contains("is not a file"), "{missing}");
+    let db = TempDb::new();
+    std::fs::write(&db.0, b"not a database at all, just text").expect("write");
+    let text = failing(&["--db", db.path(), "streams"]);
+    assert!(text.contains("is not a SQLite database"), "{text}");
+    let other = TempDb::new();
+    rusqlite::Connection::open(&other.0)
+        .and_then(|c| c.execute_batch("CREATE TABLE t (x INTEGER)"))
+        .expect("another database");
+    let foreign = failing(&["--db", other.path(), "schema"]);
+    assert!(foreign.contains("without an es store"), "{foreign}");
+    // Still only the user's table: nothing was created in it.
+    let tables: i64 = rusqlite::Connection::open(&other.0)
+        .and_then(|c| c.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0)))
+        .expect("count");
+    assert_eq!(tables, 1);
+}
