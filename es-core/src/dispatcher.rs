@@ -362,11 +362,17 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         // parent, the handlers run inside it, and every return records its
         // outcome through `finish`.
         let span = &span;
+        let probe = &Probe {
+            span,
+            aggregate: <Cmd::Aggregate as Aggregate>::NAME,
+            command: Cmd::NAME,
+            clock: crate::metrics::Clock::start(),
+        };
         macro_rules! attempt {
             ($e:expr) => {
                 match $e {
                     Ok(value) => value,
-                    Err(error) => return finish(span, Err(error.into())),
+                    Err(error) => return finish(probe, Err(error.into())),
                 }
             };
         }
@@ -378,7 +384,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             attempt!(crate::store::validate_stream(S::NAME, &stream));
             attempt!(crate::store::validate_command_id(S::NAME, command_id));
             if let Some(record) = attempt!(inner.store.find_command(&stream, command_id).await) {
-                return finish(span, Ok(attempt!(self.earlier_outcome(record, metadata).await)));
+                return finish(probe, Ok(attempt!(self.earlier_outcome(record, metadata).await)));
             }
         }
         let encoded_metadata = metadata.encode();
@@ -425,7 +431,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                     // The handler may have left the state half-changed (through
                     // interior mutability): the next command reloads it.
                     slot.fresh = false;
-                    return finish(span, Err(panicked::<Cmd>(stream, message)));
+                    return finish(probe, Err(panicked::<Cmd>(stream, message)));
                 }
             };
             let accepted = matches!(&decision, Ok(events) if !events.is_empty());
@@ -442,7 +448,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                 Ok(events) => events,
                 Err(error) => {
                     return finish(
-                        span,
+                        probe,
                         Err(DispatchError::Rejected {
                             command: Cmd::NAME,
                             stream,
@@ -453,7 +459,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             };
             if events.is_empty() {
                 return finish(
-                    span,
+                    probe,
                     Ok(Committed {
                         stream,
                         version: slot.version,
@@ -470,7 +476,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             slot.fresh = false;
             let before = slot.version;
             if let Err(message) = catch_panic(|| events.iter().for_each(|e| slot.state.apply(e))) {
-                return finish(span, Err(panicked::<Cmd>(stream, message)));
+                return finish(probe, Err(panicked::<Cmd>(stream, message)));
             }
             let recorded_at = Timestamp::now();
             let mut ids = EventIds::default();
@@ -498,7 +504,10 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                 command_id: metadata.command_id.as_deref(),
                 recorded_at,
             };
-            match inner.store.append(request).await {
+            let clock = crate::metrics::Clock::start();
+            let appended = inner.store.append(request).await;
+            crate::metrics::append(S::NAME, &clock);
+            match appended {
                 Ok(AppendOutcome::Committed(appended)) => {
                     slot.version = appended.last_version;
                     slot.fresh = true;
@@ -520,7 +529,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                     drop(slot);
                     self.feed_inline().await;
                     return finish(
-                        span,
+                        probe,
                         Ok(Committed {
                             stream,
                             version: appended.last_version,
@@ -533,7 +542,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                 Ok(AppendOutcome::Duplicate(record)) => {
                     drop(slot);
                     return finish(
-                        span,
+                        probe,
                         Ok(attempt!(
                             self.earlier_outcome(record, Arc::unwrap_or_clone(metadata)).await
                         )),
@@ -546,10 +555,12 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                     // Catch up either way, so the next command starts fresh.
                     let caught_up = self.refresh(&stream, &mut slot, span).await;
                     current = true;
-                    if attempts >= inner.max_attempts || caught_up.is_err() {
+                    let giving_up = attempts >= inner.max_attempts || caught_up.is_err();
+                    crate::metrics::conflict(probe.aggregate, !giving_up);
+                    if giving_up {
                         attempt!(caught_up);
                         return finish(
-                            span,
+                            probe,
                             Err(DispatchError::Conflict {
                                 command: Cmd::NAME,
                                 attempts,
@@ -560,7 +571,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                 }
                 // The batch may or may not have committed; the state is
                 // reloaded next time.
-                Err(AppendError::Store(e)) => return finish(span, Err(e.into())),
+                Err(AppendError::Store(e)) => return finish(probe, Err(e.into())),
             }
         }
     }
@@ -635,7 +646,9 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                 es.version = tracing::field::Empty,
             )
         };
+        let clock = crate::metrics::Clock::start();
         let loaded = self.refresh_untraced(stream, slot, &span).await;
+        crate::metrics::load(A::NAME, &clock);
         if !span.is_disabled() {
             span.record("es.version", slot.version);
         }
@@ -855,43 +868,50 @@ fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
         .map_err(|payload| crate::subscription::panic_message(&*payload))
 }
 
-#[cold]
-/// Records a command's outcome on its `es.dispatch` span, and returns it.
+/// What `finish` reports a command's outcome to.
+struct Probe<'a> {
+    span: &'a tracing::Span,
+    aggregate: &'static str,
+    command: &'static str,
+    clock: crate::metrics::Clock,
+}
+
+/// Records a command's outcome in its span and metrics, and returns it.
 #[inline]
 fn finish<A: Aggregate>(
-    span: &tracing::Span,
+    probe: &Probe<'_>,
     outcome: Result<Committed<A>, DispatchError<A::Error>>,
 ) -> Result<Committed<A>, DispatchError<A::Error>> {
+    let span = probe.span;
+    if span.is_none() && !crate::metrics::ENABLED {
+        return outcome;
+    }
+    let what = match &outcome {
+        Ok(committed) if committed.deduplicated => "duplicate",
+        Ok(committed) if committed.events.is_empty() => "no_events",
+        Ok(_) => "committed",
+        Err(DispatchError::Rejected { .. }) => "rejected",
+        Err(DispatchError::Conflict { .. }) => "conflict",
+        Err(DispatchError::Panicked { .. }) => "panicked",
+        Err(_) => "error",
+    };
+    crate::metrics::command(probe.aggregate, probe.command, what, &probe.clock);
     if span.is_none() {
         return outcome;
     }
+    span.record("es.outcome", what);
     match &outcome {
         Ok(committed) => {
-            let what = if committed.deduplicated {
-                "duplicate"
-            } else if committed.events.is_empty() {
-                "no_events"
-            } else {
-                "committed"
-            };
-            span.record("es.outcome", what).record("es.version", committed.version);
+            span.record("es.version", committed.version);
             if let Some(position) = committed.position {
                 span.record("es.position", position);
             }
             span.record("otel.status_code", "OK");
         }
-        Err(error) => {
-            let what = match error {
-                DispatchError::Rejected { .. } => "rejected",
-                DispatchError::Conflict { .. } => "conflict",
-                DispatchError::Panicked { .. } => "panicked",
-                _ => "error",
-            };
-            span.record("es.outcome", what);
-            // A rejection is the domain saying no, not a failure.
-            if what != "rejected" {
-                span.record("otel.status_code", "ERROR").record("error.type", what);
-            }
+        // A rejection is the domain saying no, not a failure.
+        Err(DispatchError::Rejected { .. }) => {}
+        Err(_) => {
+            span.record("otel.status_code", "ERROR").record("error.type", what);
         }
     }
     outcome

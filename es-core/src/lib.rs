@@ -419,6 +419,7 @@ mod dispatcher;
 mod envelope;
 pub mod error;
 mod event;
+pub mod metrics;
 pub mod process;
 pub mod projection;
 pub mod schema;

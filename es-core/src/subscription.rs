@@ -746,10 +746,16 @@ async fn follow_once<S: EventStore, K: Sink>(
         s.state = RunState::CatchingUp;
         s.head = s.head.max(head);
     });
+    let name = if crate::metrics::ENABLED {
+        sink.name().to_owned()
+    } else {
+        String::new()
+    };
     let mut progress = |position: u64| {
         report.send_modify(|s| {
             s.position = position;
             s.head = s.head.max(position);
+            crate::metrics::subscription(&name, position, s.head);
         })
     };
     let position = run_pages(store, sink, &mut progress, &|| *stopped.borrow()).await?;
