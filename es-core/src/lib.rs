@@ -427,6 +427,7 @@ pub mod shape;
 pub mod store;
 pub mod subscription;
 pub mod testing;
+pub mod time_conversions;
 mod util;
 
 pub use crate::aggregate::{Aggregate, AggregateId, Handle, IntoId};
