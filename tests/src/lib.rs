@@ -128,11 +128,14 @@ impl<S: EventStore> EventStore for CountingStore<S> {
 }
 
 /// Wraps a store and, while switched off, fails every call as a store that
-/// cannot be reached would: an outage to inject.
+/// cannot be reached would: an outage to inject. While contended, another
+/// writer gets to every stream just before each append that expects a
+/// version: a conflict that no retry outlasts.
 #[derive(Clone)]
 pub struct SwitchableStore<S> {
     inner: S,
     down: Arc<std::sync::atomic::AtomicBool>,
+    contended: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<S: EventStore> SwitchableStore<S> {
@@ -141,7 +144,13 @@ impl<S: EventStore> SwitchableStore<S> {
         SwitchableStore {
             inner,
             down: Arc::default(),
+            contended: Arc::default(),
         }
+    }
+
+    /// Starts or ends the contention.
+    pub fn set_contended(&self, contended: bool) {
+        self.contended.store(contended, Ordering::SeqCst);
     }
 
     /// Starts or ends the outage.
@@ -166,6 +175,29 @@ impl<S: EventStore> EventStore for SwitchableStore<S> {
 
     async fn append(&self, request: AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
         self.up("append")?;
+        let exact = matches!(request.expected, es_core::ExpectedVersion::Exact(_));
+        if exact && self.contended.load(Ordering::SeqCst) {
+            // The other writer appends a copy of the batch's first event.
+            let first = request
+                .events
+                .first()
+                .cloned()
+                .into_iter()
+                .map(|e| es_core::store::NewEvent {
+                    event_id: es_core::EventId::new(),
+                    ..e
+                });
+            self.inner
+                .append(AppendRequest {
+                    stream: request.stream,
+                    expected: es_core::ExpectedVersion::Any,
+                    events: first.collect(),
+                    metadata: b"",
+                    command_id: None,
+                    recorded_at: request.recorded_at,
+                })
+                .await?;
+        }
         self.inner.append(request).await
     }
 

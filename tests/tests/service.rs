@@ -306,3 +306,41 @@ async fn a_store_outage_answers_503_and_the_service_recovers() {
     assert_eq!((status, &balance["balance"]), (StatusCode::OK, &json!(0)));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicts_that_outlast_the_retries_answer_409() {
+    let store = SwitchableStore::new(InMemoryStore::new());
+    let server = Server::start(store.clone()).await;
+    let client = reqwest::Client::new();
+    let (status, opened, _) = post(&client, &server, r#"{"type":"open","account":"di","owner":"Di"}"#, None).await;
+    assert_eq!(status, StatusCode::OK, "{opened}");
+
+    // Another writer deposits before each of the service's attempts.
+    store.set_contended(true);
+    let deposit = r#"{"type":"deposit","account":"di","amount":3}"#;
+    let (status, problem, content_type) = post(&client, &server, deposit, Some("dep-di")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(content_type, "application/problem+json");
+    assert!(problem["detail"].as_str().unwrap().contains("Deposit"), "{problem}");
+
+    // The same request, retried by the client once the contention is over,
+    // is decided afresh: the first attempt wrote nothing of its own.
+    store.set_contended(false);
+    let (status, receipt, _) = post(&client, &server, deposit, Some("dep-di")).await;
+    assert_eq!(status, StatusCode::OK, "{receipt}");
+    assert_eq!(receipt["deduplicated"], json!(false));
+    let (_, events) = get(&client, &server, "/accounts/di/events").await;
+    let events = events.as_array().expect("an array");
+    let mine: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["metadata"]["command_id"] == json!("dep-di"))
+        .collect();
+    assert_eq!(mine.len(), 1, "{events:?}");
+    // The other writer's deposits are real: the balance counts them.
+    let others = events.len() - 2;
+    assert!(others >= 1);
+    let after = receipt["position"].as_u64().unwrap();
+    let (_, balance) = get(&client, &server, &format!("/accounts/di/balance?after={after}")).await;
+    assert_eq!(balance["balance"], json!(3 * (others as u64 + 1)));
+    server.stop().await;
+}
