@@ -1,4 +1,4 @@
-//! Conversions between [`Timestamp`] and the date-time types of `time`,
+//! Conversions between [the `Timestamp` type](crate::Timestamp) and the date-time types of `time`,
 //! `chrono` and `jiff`, each behind the feature of the same name.
 //!
 //! A `Timestamp` counts microseconds since the Unix epoch in an `i64`
@@ -8,9 +8,10 @@
 //! [`TimestampOutOfRange`] where their range is narrower (`time` and `jiff`
 //! stop at the years ±9999, `chrono` at about ±262,000).
 
+#[cfg(any(feature = "time", feature = "chrono", feature = "jiff"))]
 use crate::Timestamp;
 
-/// A [`Timestamp`] outside the range of the date-time type it was converted to.
+/// A [timestamp](crate::Timestamp) outside the range of the date-time type it was converted to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("timestamp {0} (microseconds since the Unix epoch) is outside the range of {1}")]
 pub struct TimestampOutOfRange(pub i64, pub &'static str);
