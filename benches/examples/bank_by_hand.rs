@@ -6,7 +6,9 @@
 use std::fmt;
 
 use es_core::prelude::*;
-use es_core::{Apply, ApplyTo, Codec, CodecError, DispatchError, Dispatchable, EventDecodeError, Receipt, Rejection};
+use es_core::{
+    AnyCommitted, AnyRejection, Apply, ApplyTo, Codec, CodecError, DispatchError, Dispatchable, EventDecodeError,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -317,13 +319,13 @@ impl Apply<AccountClosed> for BankAccount {
 }
 
 impl Dispatchable for BankCommand {
-    type Output = Receipt;
-    type Rejection = Rejection;
+    type Output = AnyCommitted;
+    type Rejection = AnyRejection;
     async fn dispatch_on<S: EventStore, C: Codec>(
         self,
         d: &Dispatcher<S, C>,
         metadata: Metadata,
-    ) -> Result<Receipt, DispatchError> {
+    ) -> Result<AnyCommitted, DispatchError> {
         match self {
             BankCommand::Open(c) => d
                 .execute(c, metadata)

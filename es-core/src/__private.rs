@@ -5,7 +5,7 @@ pub use crate::projection::decode_error;
 
 /// The future of a routed command.
 pub type RouteFuture<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<crate::Receipt, crate::DispatchError>> + Send + 'a>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<crate::AnyCommitted, crate::DispatchError>> + Send + 'a>>;
 pub use crate::util::{ConstMessage, first_overlap, names_overlap};
 pub use serde;
 

@@ -96,6 +96,7 @@ pub trait Aggregate: Sized + Send + Sync + 'static {
     /// Decodes a stored event and applies it: what loading does for each
     /// event. The derive routes it through [`ApplyTo::decode_apply_to`](crate::ApplyTo::decode_apply_to),
     /// which skips building the event enum.
+    #[doc(hidden)]
     #[inline]
     fn apply_stored<C: Codec>(
         &mut self,

@@ -4,7 +4,7 @@ use std::future::Future;
 
 use crate::aggregate::{Aggregate, Handle};
 use crate::codec::Codec;
-use crate::dispatcher::{Committed, Dispatcher, Receipt};
+use crate::dispatcher::{AnyCommitted, Committed, Dispatcher};
 use crate::envelope::Metadata;
 use crate::error::DispatchError;
 use crate::store::EventStore;
@@ -42,8 +42,8 @@ pub trait Command: crate::__private::CommandClone + Sized + Send + Sync + 'stati
 )]
 pub trait Dispatchable: Sized + Send + 'static {
     /// What a successful dispatch returns: [`Committed`] for one command,
-    /// [`Receipt`] for a command enum.
-    type Output: Into<Receipt> + Send;
+    /// [`AnyCommitted`] for a command enum.
+    type Output: Into<AnyCommitted> + Send;
 
     /// The handler's error type.
     type Rejection: std::error::Error + Send + Sync + 'static;

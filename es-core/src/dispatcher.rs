@@ -75,7 +75,7 @@ impl<A: Aggregate> Committed<A> {
 /// What a routed command (a variant of a command enum) committed, without
 /// the aggregate's types.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Receipt {
+pub struct AnyCommitted {
     /// The aggregate's stream.
     pub stream: StreamId,
     /// The stream's version after the command.
@@ -88,9 +88,9 @@ pub struct Receipt {
     pub deduplicated: bool,
 }
 
-impl<A: Aggregate> From<Committed<A>> for Receipt {
+impl<A: Aggregate> From<Committed<A>> for AnyCommitted {
     fn from(c: Committed<A>) -> Self {
-        Receipt {
+        AnyCommitted {
             events: c.events.iter().map(|e| e.payload.name()).collect(),
             stream: c.stream,
             version: c.version,
@@ -268,6 +268,14 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
     }
 
     /// Dispatches a command (or a command enum) with no metadata.
+    ///
+    /// Each command runs in an `es.dispatch` span (level INFO) with the
+    /// fields `es.aggregate.type`, `es.aggregate.id`, `es.command.type`,
+    /// `es.command.id`, `es.correlation_id`, and, when it ends,
+    /// `es.attempts`, `es.outcome` (`committed`, `duplicate`, `no_events`,
+    /// `rejected`, `conflict`, `panicked`, `error`), `es.version`,
+    /// `es.position`, and OpenTelemetry's `otel.status_code` and
+    /// `error.type` on failure.
     pub async fn dispatch<D: Dispatchable>(&self, command: D) -> Result<D::Output, DispatchError<D::Rejection>> {
         command.dispatch_on(self, Metadata::new()).await
     }
@@ -322,15 +330,9 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         Ok((slot.state, slot.version))
     }
 
-    /// Runs one command: the typed core of [`Dispatcher::dispatch`].
-    ///
-    /// Each call runs in an `es.dispatch` span (level INFO) with the fields
-    /// `es.aggregate.type`, `es.aggregate.id`, `es.command.type`,
-    /// `es.command.id`, `es.correlation_id`, and, when it ends,
-    /// `es.attempts`, `es.outcome` (`committed`, `duplicate`, `no_events`,
-    /// `rejected`, `conflict`, `panicked`, `error`), `es.version`,
-    /// `es.position`, and OpenTelemetry's `otel.status_code` and
-    /// `error.type` on failure.
+    /// Runs one command: the typed core under [`Dispatcher::dispatch`],
+    /// which is what to call (it takes command enums too).
+    #[doc(hidden)]
     pub async fn execute<Cmd: Command>(
         &self,
         command: Cmd,

@@ -170,14 +170,14 @@ pub enum AppendError {
 /// Any aggregate's error, for code that dispatches commands of many
 /// aggregates (a command enum); downcast it to the aggregate's error type.
 #[derive(Debug)]
-pub struct Rejection(BoxError);
+pub struct AnyRejection(BoxError);
 
-impl Rejection {
-    /// Wraps an aggregate's error (a `Rejection` is not wrapped twice).
+impl AnyRejection {
+    /// Wraps an aggregate's error (an `AnyRejection` is not wrapped twice).
     pub fn new(error: impl Into<BoxError>) -> Self {
-        match error.into().downcast::<Rejection>() {
+        match error.into().downcast::<AnyRejection>() {
             Ok(rejection) => *rejection,
-            Err(other) => Rejection(other),
+            Err(other) => AnyRejection(other),
         }
     }
 
@@ -197,13 +197,13 @@ impl Rejection {
     }
 }
 
-impl std::fmt::Display for Rejection {
+impl std::fmt::Display for AnyRejection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Display::fmt(&self.0, f)
     }
 }
 
-impl std::error::Error for Rejection {
+impl std::error::Error for AnyRejection {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.0.source()
     }
@@ -212,9 +212,9 @@ impl std::error::Error for Rejection {
 /// Why a command did not commit.
 ///
 /// `E` is the aggregate's error type for [`dispatch`](crate::Dispatcher::dispatch)
-/// of one command, and [`Rejection`] for a routed command enum.
+/// of one command, and [`AnyRejection`] for a routed command enum.
 #[derive(Debug, thiserror::Error)]
-pub enum DispatchError<E = Rejection> {
+pub enum DispatchError<E = AnyRejection> {
     /// The aggregate's handler refused the command. Nothing was written.
     #[error("command `{command}` rejected by `{stream}`: {error}")]
     Rejected {
@@ -342,11 +342,11 @@ impl<E> DispatchError<E> {
 
     /// Erases the rejection's type, for code that handles commands of many
     /// aggregates.
-    pub fn erased(self) -> DispatchError<Rejection>
+    pub fn erased(self) -> DispatchError<AnyRejection>
     where
         E: std::error::Error + Send + Sync + 'static,
     {
-        self.map_rejection(Rejection::new)
+        self.map_rejection(AnyRejection::new)
     }
 }
 

@@ -159,6 +159,7 @@ pub trait ApplyTo<T: ?Sized> {
     /// enum derive overrides it to decode straight into the variant's
     /// payload and apply that, never building (and dropping) the enum: the
     /// hot loop of loading an aggregate.
+    #[doc(hidden)]
     #[inline]
     fn decode_apply_to<C: Codec>(
         codec: &C,

@@ -29,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use es_core::store::StoredEvent;
 use es_core::{
-    DispatchError, Dispatcher, EventStore, EventStoreExt, Json, Metadata, Projection, Rejection, Runner, StoreError,
+    AnyRejection, DispatchError, Dispatcher, EventStore, EventStoreExt, Json, Metadata, Projection, Runner, StoreError,
     StreamId, Timestamp,
 };
 use futures_util::stream::{self, Stream};
@@ -207,7 +207,7 @@ async fn command<S: EventStore + Clone>(
     }
 }
 
-fn dispatch_problem(error: DispatchError<Rejection>) -> Response {
+fn dispatch_problem(error: DispatchError<AnyRejection>) -> Response {
     match &error {
         DispatchError::Rejected { error: rejection, .. } => {
             let detail = rejection.downcast_ref::<AccountError>().map(account_error);

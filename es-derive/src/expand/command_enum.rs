@@ -4,8 +4,8 @@
 //!
 //! ```ignore
 //! impl Dispatchable for BankCommand {
-//!     type Output = Receipt;
-//!     type Rejection = Rejection;
+//!     type Output = AnyCommitted;
+//!     type Rejection = AnyRejection;
 //!     fn dispatch_on(self, dispatcher, metadata) -> impl Future<..> {
 //!         let future: Pin<Box<dyn Future<..> + Send>> = match self {
 //!             Self::Open(c) => route(c, dispatcher, metadata), // boxes
@@ -56,15 +56,15 @@ pub(crate) fn expand(input: &CommandEnum<'_>) -> TokenStream {
     wrap(quote! {
         #[automatically_derived]
         impl #impl_generics #krate::Dispatchable for #ident #ty_generics #where_clause {
-            type Output = #krate::Receipt;
-            type Rejection = #krate::Rejection;
+            type Output = #krate::AnyCommitted;
+            type Rejection = #krate::AnyRejection;
 
             fn dispatch_on<__S: #krate::EventStore, __C: #krate::Codec>(
                 self,
                 dispatcher: &#krate::Dispatcher<__S, __C>,
                 metadata: #krate::Metadata,
             ) -> impl ::core::future::Future<
-                Output = ::core::result::Result<#krate::Receipt, #krate::DispatchError<#krate::Rejection>>,
+                Output = ::core::result::Result<#krate::AnyCommitted, #krate::DispatchError<#krate::AnyRejection>>,
             > + ::core::marker::Send + '_ {
                 let future: #krate::__private::RouteFuture<'_> = match self {
                     #(#arms)*
