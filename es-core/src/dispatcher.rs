@@ -11,11 +11,11 @@ use crate::codec::{Codec, Json};
 use crate::command::{Command, Dispatchable};
 use crate::envelope::{Envelope, EventId, Metadata, StreamId, Timestamp};
 use crate::error::{AppendError, DecodeError, DispatchError, StoreError};
-use crate::event::Event;
+use crate::event::{Event, IntoEvents};
 use crate::projection::InlineProjection;
 use crate::store::{
-    AppendOutcome, AppendRequest, CommandRecord, EventStore, ExpectedVersion, LoadedEvent, NewEvent, RecordedEvent,
-    Snapshot,
+    AppendOutcome, AppendRequest, Appended, CommandRecord, EventStore, ExpectedVersion, LoadedEvent, NewEvent,
+    RecordedEvent, Snapshot,
 };
 use crate::util::TypeMap;
 
@@ -291,6 +291,124 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         command.dispatch_on(self, metadata).await
     }
 
+    /// Appends events to aggregate `A`'s stream without a command: for
+    /// imports, fixtures and tests. The events go through the same path as
+    /// decided ones: applied to the current state first (an event the
+    /// aggregate cannot apply is never stored: [`DispatchError::Panicked`]),
+    /// encoded with the dispatcher's codec, appended all or nothing at the
+    /// version that state was loaded at (a writer that got there first makes
+    /// it a [`DispatchError::Conflict`], not retried), with `metadata`; a
+    /// command id in it makes the import idempotent, as for a command.
+    /// Takes what a `#[handle]` handler may return: an event, a tuple,
+    /// `Vec` or `Option` of them.
+    ///
+    /// ```
+    /// # use es_core::prelude::*;
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+    /// # pub struct Opened { pub owner: String }
+    /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+    /// # pub struct Deposited { pub amount: u64 }
+    /// # #[derive(Debug, Clone, PartialEq, Event)]
+    /// # pub enum AccountEvent { Opened(Opened), Deposited(Deposited) }
+    /// # #[derive(Debug, thiserror::Error)] #[error("never")] pub struct Never;
+    /// # #[derive(Debug, Default, Clone, Aggregate)]
+    /// # #[aggregate(id = String, event = AccountEvent, error = Never)]
+    /// # pub struct Account { pub balance: u64 }
+    /// # #[es_core::handlers] impl Account {
+    /// #     #[apply] fn opened(&mut self, _: &Opened) {}
+    /// #     #[apply] fn deposited(&mut self, e: &Deposited) { self.balance += e.amount }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let app = Dispatcher::new(InMemoryStore::new());
+    /// let imported = app
+    ///     .append_events::<Account>(
+    ///         "old-1",
+    ///         (Opened { owner: "Ada".into() }, Deposited { amount: 70 }),
+    ///         Metadata::new(),
+    ///     )
+    ///     .await?;
+    /// assert_eq!(imported.version, 2);
+    /// assert_eq!(app.load::<Account>("old-1").await?.balance, 70);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn append_events<A: Aggregate>(
+        &self,
+        id: impl IntoId<A::Id>,
+        events: impl IntoEvents<A::Event>,
+        metadata: Metadata,
+    ) -> Result<Committed<A>, DispatchError<A::Error>> {
+        const COMMAND: &str = "append_events";
+        let inner = &*self.inner;
+        let id = id.into_id();
+        let stream = StreamId::of::<A>(&id);
+        let mut list = Vec::new();
+        events.into_events(&mut list);
+        let cell = self.slot::<A>(&id);
+        let mut slot = cell.take().await;
+        self.refresh(&stream, &mut slot, &tracing::Span::none()).await?;
+        if list.is_empty() {
+            return Ok(Committed {
+                stream,
+                version: slot.version,
+                position: None,
+                events: Vec::new(),
+                deduplicated: false,
+            });
+        }
+        slot.fresh = false;
+        let before = slot.version;
+        if let Err(message) = catch_panic(|| list.iter().for_each(|e| slot.state.apply(e))) {
+            return Err(DispatchError::Panicked {
+                aggregate: A::NAME,
+                stream,
+                command: COMMAND,
+                message,
+            });
+        }
+        let recorded_at = Timestamp::now();
+        let (batch, ids) = encode_batch::<A, C>(&inner.codec, &stream, &list, recorded_at)?;
+        let encoded_metadata = metadata.encode();
+        let request = AppendRequest {
+            stream: &stream,
+            expected: ExpectedVersion::Exact(before),
+            events: batch,
+            metadata: &encoded_metadata,
+            command_id: metadata.command_id.as_deref(),
+            recorded_at,
+        };
+        match inner.store.append(request).await {
+            Ok(AppendOutcome::Committed(appended)) => {
+                slot.version = appended.last_version;
+                slot.fresh = true;
+                let metadata = Arc::new(metadata);
+                let events = envelopes(list, &ids, &stream, &appended, recorded_at, &metadata);
+                self.maybe_snapshot(&stream, &slot, before).await;
+                drop(slot);
+                self.feed_inline().await;
+                Ok(Committed {
+                    stream,
+                    version: appended.last_version,
+                    position: appended.positions.last(),
+                    events,
+                    deduplicated: false,
+                })
+            }
+            Ok(AppendOutcome::Duplicate(record)) => {
+                drop(slot);
+                Ok(self.earlier_outcome(record, metadata).await?)
+            }
+            Err(AppendError::Conflict(conflict)) => Err(DispatchError::Conflict {
+                command: COMMAND,
+                attempts: 1,
+                conflict,
+            }),
+            Err(AppendError::Store(e)) => Err(e.into()),
+        }
+    }
+
     /// The current state of aggregate `A` with id `id` (the default state if
     /// it has no events). Reads whatever the store has beyond the cache.
     pub async fn load<A: Aggregate + Clone>(&self, id: impl IntoId<A::Id>) -> Result<A, LoadError> {
@@ -481,23 +599,12 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                 return finish(probe, Err(panicked::<Cmd>(stream, message)));
             }
             let recorded_at = Timestamp::now();
-            let mut ids = EventIds::default();
-            let mut batch = Vec::with_capacity(events.len());
-            for event in &events {
-                let payload = attempt!(event.encode(&inner.codec).map_err(|source| DispatchError::Encode {
-                    stream: stream.clone(),
-                    event_name: event.name(),
-                    source: Box::new(source),
-                }));
-                let event_id = EventId::at(recorded_at);
-                ids.push(event_id);
-                batch.push(NewEvent {
-                    event_id,
-                    name: event.name().into(),
-                    schema_version: event.version(),
-                    payload,
-                });
-            }
+            let (batch, ids) = attempt!(encode_batch::<Cmd::Aggregate, C>(
+                &inner.codec,
+                &stream,
+                &events,
+                recorded_at
+            ));
             let request = AppendRequest {
                 stream: &stream,
                 expected: ExpectedVersion::Exact(before),
@@ -513,20 +620,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                 Ok(AppendOutcome::Committed(appended)) => {
                     slot.version = appended.last_version;
                     slot.fresh = true;
-                    let envelopes = events
-                        .into_iter()
-                        .zip(ids.iter())
-                        .enumerate()
-                        .map(|(i, (event, event_id))| Envelope {
-                            event_id,
-                            stream: stream.clone(),
-                            version: appended.first_version + i as u64,
-                            position: appended.positions.get(i).unwrap_or_default(),
-                            recorded_at,
-                            metadata: metadata.clone(),
-                            payload: event,
-                        })
-                        .collect();
+                    let envelopes = envelopes(events, &ids, &stream, &appended, recorded_at, &metadata);
                     self.maybe_snapshot(&stream, &slot, before).await;
                     drop(slot);
                     self.feed_inline().await;
@@ -868,6 +962,60 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
 fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
         .map_err(|payload| crate::subscription::panic_message(&*payload))
+}
+
+/// Encodes decided (or imported) events into a batch, with their ids.
+#[inline]
+fn encode_batch<A: Aggregate, C: Codec>(
+    codec: &C,
+    stream: &StreamId,
+    events: &[A::Event],
+    recorded_at: Timestamp,
+) -> Result<(Vec<NewEvent>, EventIds), DispatchError<A::Error>> {
+    let mut ids = EventIds::default();
+    let mut batch = Vec::with_capacity(events.len());
+    for event in events {
+        let payload = event.encode(codec).map_err(|source| DispatchError::Encode {
+            stream: stream.clone(),
+            event_name: event.name(),
+            source: Box::new(source),
+        })?;
+        let event_id = EventId::at(recorded_at);
+        ids.push(event_id);
+        batch.push(NewEvent {
+            event_id,
+            name: event.name().into(),
+            schema_version: event.version(),
+            payload,
+        });
+    }
+    Ok((batch, ids))
+}
+
+/// The committed events in their envelopes.
+#[inline]
+fn envelopes<E>(
+    events: Vec<E>,
+    ids: &EventIds,
+    stream: &StreamId,
+    appended: &Appended,
+    recorded_at: Timestamp,
+    metadata: &Arc<Metadata>,
+) -> Vec<Envelope<E>> {
+    events
+        .into_iter()
+        .zip(ids.iter())
+        .enumerate()
+        .map(|(i, (event, event_id))| Envelope {
+            event_id,
+            stream: stream.clone(),
+            version: appended.first_version + i as u64,
+            position: appended.positions.get(i).unwrap_or_default(),
+            recorded_at,
+            metadata: metadata.clone(),
+            payload: event,
+        })
+        .collect()
 }
 
 /// What `finish` reports a command's outcome to.

@@ -676,3 +676,70 @@ async fn many_accounts_stay_independent_in_a_small_cache() {
     assert_eq!(sum, total.load(Ordering::Relaxed));
     let _ = MoneyDeposited { amount: 0 };
 }
+
+/// Importing events without a command: applied first, appended whole,
+/// idempotent with a command id, and the cached state follows.
+#[tokio::test]
+async fn imported_events_are_applied_checked_and_appended_whole() {
+    let store = InMemoryStore::new();
+    let app = Dispatcher::new(store.clone());
+    let id = AccountId::new("imported");
+    let mut metadata = Metadata::new();
+    metadata.command_id = Some("import-1".into());
+    let imported = app
+        .append_events::<BankAccount>(
+            &id,
+            (AccountOpened { owner: "Ada".into() }, MoneyDeposited { amount: 40 }),
+            metadata.clone(),
+        )
+        .await
+        .expect("import");
+    assert_eq!(
+        (imported.version, imported.position, imported.events.len()),
+        (2, Some(2), 2)
+    );
+    assert_eq!(imported.events[1].metadata.command_id.as_deref(), Some("import-1"));
+
+    // The same import again: the first outcome, nothing appended.
+    let again = app
+        .append_events::<BankAccount>(
+            &id,
+            (AccountOpened { owner: "Ada".into() }, MoneyDeposited { amount: 40 }),
+            metadata,
+        )
+        .await
+        .expect("import again");
+    assert!(again.deduplicated);
+    assert_eq!(store.last_position().await.unwrap(), 2);
+
+    // Commands carry on from the imported state.
+    app.dispatch(Deposit {
+        account: id.clone(),
+        amount: 2,
+    })
+    .await
+    .expect("deposit");
+    assert_eq!(app.load::<BankAccount>(&id).await.unwrap().balance, 42);
+
+    // An event the account cannot apply (its balance would overflow) is
+    // refused before anything is stored, the rest of its batch with it.
+    let refused = app
+        .append_events::<BankAccount>(
+            &id,
+            vec![MoneyDeposited { amount: 1 }, MoneyDeposited { amount: u64::MAX }],
+            Metadata::new(),
+        )
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(DispatchError::Panicked {
+                command: "append_events",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(store.last_position().await.unwrap(), 3);
+    assert_eq!(app.load::<BankAccount>(&id).await.unwrap().balance, 42);
+}
