@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use criterion::Criterion;
-use es_core::{Dispatcher, EventStore, InMemoryStore, Json, Metadata, Projection};
+use es_core::{Dispatcher, EventStore, InMemoryStore, Metadata, Projection};
 use examples::bank::{AccountId, BankCommand, Deposit, OpenAccount};
 use examples::views::Balances;
 
@@ -204,7 +204,7 @@ fn group<S: EventStore + Clone>(c: &mut Criterion, name: &str, server_kind: &str
     // a second baseline runs the same read model beside the dispatcher.
     let runner = {
         let _inside = rt.enter();
-        Projection::new("balances", Balances::default()).spawn(store, Json, Duration::from_millis(100))
+        Projection::new("balances", Balances::default()).spawn(store, Duration::from_millis(100))
     };
     g.bench_function("baseline_with_read_model", |b| {
         b.iter(|| rt.block_on(bare(&app, &next)))

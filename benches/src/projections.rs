@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 
 use es_core::store::{AppendRequest, NewEvent, RecordedEvent};
-use es_core::{Dispatcher, EventId, EventStore, ExpectedVersion, Json, Projection, StreamId, Timestamp};
+use es_core::{Dispatcher, EventId, EventStore, ExpectedVersion, Projection, StreamId, Timestamp};
 use examples::bank::{AccountId, OpenAccount};
 use examples::views::{Balances, TotalHeld};
 use serde::Deserialize;
@@ -135,7 +135,7 @@ fn fold_sqlite(raw: &rusqlite::Connection, columns: &str, at: [usize; 3]) -> u64
 /// The framework: a fresh projection caught up from zero.
 pub async fn framework<S: EventStore>(store: &S) -> u64 {
     let projection = Projection::new("balances", Balances::default());
-    projection.catch_up(store, &Json).await.expect("catch up");
+    projection.catch_up(store).await.expect("catch up");
     u64::try_from(projection.query(TotalHeld)).expect("fits")
 }
 

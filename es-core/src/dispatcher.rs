@@ -130,7 +130,7 @@ impl<E> From<LoadError> for DispatchError<E> {
 pub struct DispatcherBuilder<S, C = Json> {
     store: S,
     codec: C,
-    inline: Vec<Box<dyn InlineProjection<S, C>>>,
+    inline: Vec<Box<dyn InlineProjection<S>>>,
     services: TypeMap<Box<dyn Any + Send + Sync>>,
     cache_capacity: usize,
     max_attempts: u32,
@@ -175,8 +175,10 @@ impl<S: EventStore, C: Codec> DispatcherBuilder<S, C> {
     /// Updates `projection` right after each command commits, before
     /// `dispatch` returns: its readers see their own writes. A failing
     /// projection is logged, not the command's failure (the command has
-    /// committed); it catches up on the next command.
-    pub fn inline<R: crate::ReadModel>(mut self, projection: crate::Projection<R>) -> Self {
+    /// committed); it catches up on the next command. It reads events with
+    /// the dispatcher's codec type (a dispatcher on `Binary` takes a
+    /// projection made `with_codec(Binary)`).
+    pub fn inline<R: crate::ReadModel>(mut self, projection: crate::Projection<R, C>) -> Self {
         self.inline.push(Box::new(projection));
         self
     }
@@ -211,7 +213,7 @@ pub struct Dispatcher<S, C = Json> {
 struct Inner<S, C> {
     store: S,
     codec: C,
-    inline: Vec<Box<dyn InlineProjection<S, C>>>,
+    inline: Vec<Box<dyn InlineProjection<S>>>,
     services: TypeMap<Box<dyn Any + Send + Sync>>,
     caches: RwLock<TypeMap<Arc<dyn Any + Send + Sync>>>,
     cache_capacity: usize,
@@ -674,7 +676,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
 
     async fn feed_inline(&self) {
         for projection in &self.inner.inline {
-            if let Err(error) = projection.catch_up_inline(&self.inner.store, &self.inner.codec).await {
+            if let Err(error) = projection.catch_up_inline(&self.inner.store).await {
                 tracing::error!(projection = projection.projection_name(), %error, "an inline projection failed");
             }
         }

@@ -21,7 +21,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use crate::StreamId;
-use crate::codec::Codec;
+use crate::codec::{Codec, Json};
 use crate::envelope::{EventId, Metadata, Timestamp};
 use crate::error::{BoxError, DecodeError, EventDecodeError};
 use crate::store::{EventStore, RecordedEvent};
@@ -180,8 +180,9 @@ pub fn decode_error(event: &RecordedEvent<'_>, source: EventDecodeError) -> Deco
 /// handler never makes an event before it apply twice. A handler that
 /// panics half-way through its own changes leaves them (the event is tried
 /// again): check, then change, as `#[apply]` handlers of aggregates do.
-pub struct Projection<R> {
+pub struct Projection<R, C = Json> {
     inner: Arc<Shared<R>>,
+    codec: C,
 }
 
 struct Shared<R> {
@@ -201,10 +202,11 @@ struct Model<R> {
     generation: u64,
 }
 
-impl<R> Clone for Projection<R> {
+impl<R, C: Clone> Clone for Projection<R, C> {
     fn clone(&self) -> Self {
         Projection {
             inner: self.inner.clone(),
+            codec: self.codec.clone(),
         }
     }
 }
@@ -227,7 +229,7 @@ impl<R> Shared<R> {
 
 impl<R: ReadModel> Projection<R> {
     /// A projection named `name` (for logs and errors) starting from
-    /// `model` at position 0.
+    /// `model` at position 0, reading events stored as JSON.
     pub fn new(name: &'static str, model: R) -> Self {
         Projection {
             inner: Arc::new(Shared {
@@ -239,9 +241,22 @@ impl<R: ReadModel> Projection<R> {
                 }),
                 published: tokio::sync::watch::channel(0).0,
             }),
+            codec: Json,
         }
     }
 
+    /// The same projection reading events stored with `codec` (the one the
+    /// dispatcher writes with). Call it before cloning: clones made earlier
+    /// keep the codec they had.
+    pub fn with_codec<C: Codec>(self, codec: C) -> Projection<R, C> {
+        Projection {
+            inner: self.inner,
+            codec,
+        }
+    }
+}
+
+impl<R: ReadModel, C: Codec> Projection<R, C> {
     /// The projection's name.
     pub fn name(&self) -> &'static str {
         self.inner.name
@@ -267,26 +282,20 @@ impl<R: ReadModel> Projection<R> {
 
     /// Applies every event after its position, page by page, until the end
     /// of the log. Returns the new position.
-    pub async fn catch_up<S: EventStore, C: Codec>(&self, store: &S, codec: &C) -> Result<u64, SubscriptionError> {
-        crate::subscription::catch_up(store, &mut self.feed(codec.clone())).await
+    pub async fn catch_up<S: EventStore>(&self, store: &S) -> Result<u64, SubscriptionError> {
+        crate::subscription::catch_up(store, &mut self.feed()).await
     }
 
-    fn feed<C: Codec>(&self, codec: C) -> Feed<R, C> {
+    fn feed(&self) -> Feed<R, C> {
         Feed {
             projection: self.clone(),
-            codec,
             generation: 0,
             applied: 0,
         }
     }
 
     /// Replaces the read model with `fresh` and replays the whole log into it.
-    pub async fn rebuild<S: EventStore, C: Codec>(
-        &self,
-        store: &S,
-        codec: &C,
-        fresh: R,
-    ) -> Result<u64, SubscriptionError> {
+    pub async fn rebuild<S: EventStore>(&self, store: &S, fresh: R) -> Result<u64, SubscriptionError> {
         {
             let mut model = self.inner.model();
             model.state = fresh;
@@ -294,7 +303,7 @@ impl<R: ReadModel> Projection<R> {
             model.generation += 1;
         }
         self.inner.published.send_replace(0);
-        self.catch_up(store, codec).await
+        self.catch_up(store).await
     }
 
     /// Waits until the projection has seen `position` (the one
@@ -319,15 +328,14 @@ impl<R: ReadModel> Projection<R> {
     /// otherwise every `poll`). Failures are retried with backoff and shown
     /// in the runner's [`status`](Runner::status). Stop it with
     /// [`Runner::stop`].
-    pub fn spawn<S: EventStore + Clone, C: Codec>(&self, store: S, codec: C, poll: Duration) -> Runner {
-        crate::subscription::spawn(store, self.feed(codec), RunOptions::polling(poll))
+    pub fn spawn<S: EventStore + Clone>(&self, store: S, poll: Duration) -> Runner {
+        crate::subscription::spawn(store, self.feed(), RunOptions::polling(poll))
     }
 }
 
 /// A projection as a [`Sink`]: applies each event as it is read.
 struct Feed<R, C> {
-    projection: Projection<R>,
-    codec: C,
+    projection: Projection<R, C>,
     /// The model's generation when the checkpoint was read.
     generation: u64,
     /// The position of the last event this feed applied.
@@ -366,7 +374,7 @@ impl<R: ReadModel, C: Codec> Sink for Feed<R, C> {
         if event.position > model.position {
             model
                 .state
-                .apply_recorded(&self.codec, event)
+                .apply_recorded(&self.projection.codec, event)
                 .map_err(|source| SubscriptionError::from(decode_error(event, source)))?;
             model.position = event.position;
         }
@@ -396,25 +404,23 @@ impl<R: ReadModel, C: Codec> Sink for Feed<R, C> {
 }
 
 /// A projection the dispatcher updates right after each commit.
-pub(crate) trait InlineProjection<S, C>: Send + Sync + 'static {
+pub(crate) trait InlineProjection<S>: Send + Sync + 'static {
     /// Catches up with the store.
     fn catch_up_inline<'a>(
         &'a self,
         store: &'a S,
-        codec: &'a C,
     ) -> Pin<Box<dyn Future<Output = Result<u64, SubscriptionError>> + Send + 'a>>;
 
     /// The projection's name.
     fn projection_name(&self) -> &'static str;
 }
 
-impl<R: ReadModel, S: EventStore, C: Codec> InlineProjection<S, C> for Projection<R> {
+impl<R: ReadModel, S: EventStore, C: Codec> InlineProjection<S> for Projection<R, C> {
     fn catch_up_inline<'a>(
         &'a self,
         store: &'a S,
-        codec: &'a C,
     ) -> Pin<Box<dyn Future<Output = Result<u64, SubscriptionError>> + Send + 'a>> {
-        Box::pin(self.catch_up(store, codec))
+        Box::pin(self.catch_up(store))
     }
 
     fn projection_name(&self) -> &'static str {

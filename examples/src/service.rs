@@ -29,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use es_core::store::StoredEvent;
 use es_core::{
-    AnyRejection, DispatchError, Dispatcher, EventStore, EventStoreExt, Json, Metadata, Projection, Runner, StoreError,
+    AnyRejection, DispatchError, Dispatcher, EventStore, EventStoreExt, Metadata, Projection, Runner, StoreError,
     StreamId, Timestamp,
 };
 use futures_util::stream::{self, Stream};
@@ -100,7 +100,7 @@ impl Running {
 /// Builds the router over `store` and starts the read model's runner.
 pub fn start<S: EventStore + Clone>(store: S) -> (Router, Running) {
     let balances = Projection::new("balances", Balances::default());
-    let runner = balances.spawn(store.clone(), Json, Duration::from_millis(100));
+    let runner = balances.spawn(store.clone(), Duration::from_millis(100));
     let (shutdown_tx, shutdown) = watch::channel(false);
     let service = Arc::new(Service {
         dispatcher: Dispatcher::new(store.clone()),

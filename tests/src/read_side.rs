@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use es_core::store::{AppendOutcome, AppendRequest, CommandRecord, LoadedEvent, Snapshot, Visitor};
-use es_core::{AppendError, Dispatcher, EventStore, Json, ProcessManager, Projection, StoreError, StreamId};
+use es_core::{AppendError, Dispatcher, EventStore, ProcessManager, Projection, StoreError, StreamId};
 use examples::bank::{AccountId, BankAccount, CloseAccount, Deposit, OpenAccount, Withdraw};
 use examples::transfer::{RequestTransfer, Transfer, TransferProcess, TransferStatus};
 use examples::views::{AllBalances, Balances, History, HistoryOf, TotalHeld};
@@ -64,7 +64,7 @@ pub async fn rebuild_equals_live<S: EventStore + Clone>(store: S) {
     let live = Projection::new("balances-live", Balances::default());
     let history = Projection::new("history-live", History::default());
     let following = Projection::new("balances-following", Balances::default());
-    let runner = following.spawn(store.clone(), Json, Duration::from_millis(20));
+    let runner = following.spawn(store.clone(), Duration::from_millis(20));
     let app = Dispatcher::builder(store.clone())
         .inline(live.clone())
         .inline(history.clone())
@@ -81,7 +81,7 @@ pub async fn rebuild_equals_live<S: EventStore + Clone>(store: S) {
     runner.stop().await;
 
     let rebuilt = Projection::new("balances-rebuilt", Balances::default());
-    assert_eq!(rebuilt.catch_up(&store, &Json).await.unwrap(), last);
+    assert_eq!(rebuilt.catch_up(&store).await.unwrap(), last);
     let snapshot = |p: &Projection<Balances>| p.read(Clone::clone);
     assert_eq!(snapshot(&live), snapshot(&rebuilt));
     assert_eq!(snapshot(&following), snapshot(&rebuilt));
@@ -93,10 +93,10 @@ pub async fn rebuild_equals_live<S: EventStore + Clone>(store: S) {
     assert_eq!(live.query(AllBalances).len(), 6);
 
     // Rebuilding in place gives the same again.
-    live.rebuild(&store, &Json, Balances::default()).await.unwrap();
+    live.rebuild(&store, Balances::default()).await.unwrap();
     assert_eq!(snapshot(&live), snapshot(&rebuilt));
     let rebuilt_history = Projection::new("history-rebuilt", History::default());
-    rebuilt_history.catch_up(&store, &Json).await.unwrap();
+    rebuilt_history.catch_up(&store).await.unwrap();
     let q = || HistoryOf {
         account: "acc-002".into(),
     };
@@ -282,7 +282,7 @@ pub async fn transfers_survive_a_crash_at_every_step<S: EventStore + Clone>(make
             "crash after {allowed} writes"
         );
         let balances = Projection::new("check", Balances::default());
-        balances.catch_up(&store, &Json).await.unwrap();
+        balances.catch_up(&store).await.unwrap();
         assert_eq!(balances.query(TotalHeld), 100);
         if finished_first_life {
             // Every number of writes below `allowed` crashed the first life.

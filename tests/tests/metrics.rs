@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use es_core::{Dispatcher, InMemoryStore, Json, Metadata, Projection};
+use es_core::{Dispatcher, InMemoryStore, Metadata, Projection};
 use examples::bank::{AccountId, BankCommand, Deposit, OpenAccount, Withdraw};
 use examples::views::Balances;
 use metrics::{
@@ -128,7 +128,7 @@ async fn commands_conflicts_loads_appends_and_lag_are_measured() {
     let metrics = recorder();
     let store = InMemoryStore::new();
     let balances = Projection::new("balances", Balances::default());
-    let runner = balances.spawn(store.clone(), Json, Duration::from_millis(20));
+    let runner = balances.spawn(store.clone(), Duration::from_millis(20));
 
     let one = Dispatcher::new(store.clone());
     let other = Dispatcher::new(store.clone());

@@ -412,7 +412,7 @@ async fn readers_do_not_wait_for_transactions_that_never_touch_the_store() {
     // And a projection following the store sees all of them.
     let balances = es_core::Projection::new("unrelated", examples::views::Balances::default());
     let last = store.last_position().await.unwrap();
-    assert_eq!(balances.catch_up(&store, &es_core::Json).await.unwrap(), last);
+    assert_eq!(balances.catch_up(&store).await.unwrap(), last);
 
     elsewhere_tx.rollback().await.unwrap();
     here_tx.rollback().await.unwrap();
@@ -493,7 +493,7 @@ async fn committed_appends_wake_readers_in_other_processes() {
     .await
     .unwrap();
     let balances = es_core::Projection::new("balances", examples::views::Balances::default());
-    let runner = balances.spawn(reader.clone(), es_core::Json, Duration::from_secs(60));
+    let runner = balances.spawn(reader.clone(), Duration::from_secs(60));
     let app = Dispatcher::new(writer.clone());
     let open = |id: &str| OpenAccount {
         account: AccountId::new(id),

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use es_core::store::{AppendRequest, EventStoreExt, NewEvent, RecordedEvent};
-use es_core::{Dispatcher, EventId, EventStore, ExpectedVersion, InMemoryStore, Json, Projection, StreamId, Timestamp};
+use es_core::{Dispatcher, EventId, EventStore, ExpectedVersion, InMemoryStore, Projection, StreamId, Timestamp};
 use es_postgres::PgProjection;
 use es_sqlite::{SqliteProjection, SqliteStore};
 use examples::bank::{AccountId, Deposit, OpenAccount, Withdraw};
@@ -117,7 +117,7 @@ async fn projections_skip_events_they_do_not_handle_without_decoding_them() {
     .await
     .unwrap();
     let history = Projection::new("history", History::default());
-    assert_eq!(history.catch_up(&store, &Json).await.unwrap(), 3);
+    assert_eq!(history.catch_up(&store).await.unwrap(), 3);
     assert_eq!(history.query(HistoryOf { account: "a".into() }).len(), 2);
 }
 

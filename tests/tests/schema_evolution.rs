@@ -19,16 +19,16 @@ async fn replays_through_the_chain<S: EventStore + Clone, C: Codec>(store: S, co
     assert_eq!((account.owner.as_str(), account.balance), ("Fixture", fixture.balance));
 
     // Read models: one over the event enum, one over the struct.
-    let balances = Projection::new("balances", Balances::default());
-    balances.catch_up(&store, &codec).await.unwrap();
+    let balances = Projection::new("balances", Balances::default()).with_codec(codec.clone());
+    balances.catch_up(&store).await.unwrap();
     assert_eq!(
         balances.query(BalanceOf {
             account: fixture.stream.clone()
         }),
         Some(fixture.balance)
     );
-    let history = Projection::new("history", History::default());
-    history.catch_up(&store, &codec).await.unwrap();
+    let history = Projection::new("history", History::default()).with_codec(codec.clone());
+    history.catch_up(&store).await.unwrap();
     let lines = history.query(HistoryOf {
         account: fixture.stream.clone(),
     });

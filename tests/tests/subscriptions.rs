@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use es_core::subscription::RunState;
-use es_core::{Dispatcher, EventStore, InMemoryStore, Json, OnRefusal, ProcessManager, Projection, SubscriptionError};
+use es_core::{Dispatcher, EventStore, InMemoryStore, OnRefusal, ProcessManager, Projection, SubscriptionError};
 use es_sqlite::{SqliteProjection, SqliteStore};
 use examples::bank::{AccountId, Deposit, OpenAccount};
 use tests::faulty::{Poison, Tally, Welcome};
@@ -61,7 +61,7 @@ async fn a_panicking_in_memory_handler_never_applies_an_event_twice() {
         },
     );
     for attempt in 0..2 {
-        match tally.catch_up(&store, &Json).await {
+        match tally.catch_up(&store).await {
             Err(SubscriptionError::Panicked {
                 subscription,
                 event_name,
@@ -79,7 +79,7 @@ async fn a_panicking_in_memory_handler_never_applies_an_event_twice() {
         assert_eq!(tally.read(|t| (t.deposits, t.sum)), (3, 6), "attempt {attempt}");
         assert_eq!(tally.position(), third);
     }
-    assert_eq!(tally.catch_up(&store, &Json).await.unwrap(), third + 2);
+    assert_eq!(tally.catch_up(&store).await.unwrap(), third + 2);
     assert_eq!(tally.read(|t| (t.deposits, t.sum)), (5, 23));
 }
 
@@ -95,7 +95,7 @@ async fn a_spawned_projection_survives_panics_and_reports_them() {
             ..Tally::default()
         },
     );
-    let runner = tally.spawn(store.clone(), Json, Duration::from_millis(20));
+    let runner = tally.spawn(store.clone(), Duration::from_millis(20));
     open(&app, "a").await;
     deposit(&app, "a", &[1, 2, 13, 3]).await;
     let last = store.last_position().await.unwrap();
@@ -129,7 +129,7 @@ async fn a_runner_stuck_on_a_poisoned_event_says_so_and_stops_on_request() {
             ..Tally::default()
         },
     );
-    let runner = tally.spawn(store.clone(), Json, Duration::from_millis(20));
+    let runner = tally.spawn(store.clone(), Duration::from_millis(20));
     eventually(10, "the runner has failed twice", async || {
         runner.status().failures >= 2
     })

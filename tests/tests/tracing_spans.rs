@@ -259,7 +259,7 @@ fn each_subscription_page_runs_in_a_span_with_its_positions() {
                 .unwrap();
             }
             let balances = es_core::Projection::new("balances", examples::views::Balances::default());
-            assert_eq!(balances.catch_up(&store, &es_core::Json).await.unwrap(), 3);
+            assert_eq!(balances.catch_up(&store).await.unwrap(), 3);
         })
     });
     let pages = capture.named("es.subscription.page");

@@ -24,8 +24,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // updated by the dispatcher right after each commit.
     let balances = Projection::new("balances", Balances::default());
     let history = Projection::new("history", History::default());
-    balances.catch_up(&store, &es_core::Json).await?;
-    history.catch_up(&store, &es_core::Json).await?;
+    balances.catch_up(&store).await?;
+    history.catch_up(&store).await?;
     let app = Dispatcher::builder(store.clone())
         .inline(balances.clone())
         .inline(history.clone())
