@@ -478,6 +478,12 @@ pub struct RunOptions {
     pub retry_min: Duration,
     /// The longest wait between retries.
     pub retry_max: Duration,
+    /// How long a following runner waits after a store's notification
+    /// before it reads, so commits that land together are read as one page
+    /// (under a stream of commits, one read per commit would compete with
+    /// the writers). Zero reads at once. It is the least lag a spawned read
+    /// model shows; inline projections do not wait.
+    pub coalesce: Duration,
 }
 
 impl Default for RunOptions {
@@ -486,6 +492,7 @@ impl Default for RunOptions {
             poll: Duration::from_millis(500),
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(30),
+            coalesce: Duration::from_millis(1),
         }
     }
 }
@@ -662,34 +669,40 @@ async fn supervise<S: EventStore, K: Sink>(
 ) {
     let mut woken = store.notifications();
     let set = |f: &dyn Fn(&mut Status)| report.send_modify(|s| f(s));
+    // Whether a notification woke the runner: it was following, so the
+    // next catch-up is short and need not ask the store for its head.
+    let mut notified = false;
     loop {
         if *stopped.borrow() {
             break;
         }
+        let ask_head = !std::mem::take(&mut notified);
         let wait = match catch_panic_async(sink.acquire()).await {
-            Ok(Ok(true)) => match catch_panic_async(follow_once(&store, &mut sink, &report, &stopped)).await {
-                Ok(Ok(())) => Wait::Woken,
-                Ok(Err(SubscriptionError::Fenced { subscription, detail })) => {
-                    tracing::warn!(subscription, detail, "lost ownership; standing by");
-                    sink.release().await;
-                    set(&|s| {
-                        s.state = RunState::Standby;
-                        s.last_error = Some(format!("lost ownership: {detail}"));
-                    });
-                    Wait::Poll
+            Ok(Ok(true)) => {
+                match catch_panic_async(follow_once(&store, &mut sink, &report, &stopped, ask_head)).await {
+                    Ok(Ok(())) => Wait::Woken,
+                    Ok(Err(SubscriptionError::Fenced { subscription, detail })) => {
+                        tracing::warn!(subscription, detail, "lost ownership; standing by");
+                        sink.release().await;
+                        set(&|s| {
+                            s.state = RunState::Standby;
+                            s.last_error = Some(format!("lost ownership: {detail}"));
+                        });
+                        Wait::Poll
+                    }
+                    Ok(Err(error)) if !error.is_retryable() => {
+                        tracing::error!(subscription = sink.name(), %error, "the subscription stopped");
+                        let message = error.to_string();
+                        set(&|s| {
+                            s.state = RunState::Failed;
+                            s.last_error = Some(message.clone());
+                        });
+                        break;
+                    }
+                    Ok(Err(error)) => failed(&sink, &report, &options, error.to_string()),
+                    Err(message) => failed(&sink, &report, &options, format!("panicked: {message}")),
                 }
-                Ok(Err(error)) if !error.is_retryable() => {
-                    tracing::error!(subscription = sink.name(), %error, "the subscription stopped");
-                    let message = error.to_string();
-                    set(&|s| {
-                        s.state = RunState::Failed;
-                        s.last_error = Some(message.clone());
-                    });
-                    break;
-                }
-                Ok(Err(error)) => failed(&sink, &report, &options, error.to_string()),
-                Err(message) => failed(&sink, &report, &options, format!("panicked: {message}")),
-            },
+            }
             Ok(Ok(false)) => {
                 set(&|s| s.state = RunState::Standby);
                 Wait::Poll
@@ -706,18 +719,33 @@ async fn supervise<S: EventStore, K: Sink>(
         let pause = async {
             match wait {
                 Wait::Woken => match &mut woken {
-                    Some(rx) => {
-                        let _ = tokio::time::timeout(options.poll, rx.changed()).await;
+                    Some(rx) => match tokio::time::timeout(options.poll, rx.changed()).await {
+                        Ok(Ok(())) => {
+                            if !options.coalesce.is_zero() {
+                                tokio::time::sleep(options.coalesce).await;
+                            }
+                            true
+                        }
+                        _ => false,
+                    },
+                    None => {
+                        tokio::time::sleep(options.poll).await;
+                        false
                     }
-                    None => tokio::time::sleep(options.poll).await,
                 },
-                Wait::Poll => tokio::time::sleep(options.poll).await,
-                Wait::Backoff(delay) => tokio::time::sleep(delay).await,
+                Wait::Poll => {
+                    tokio::time::sleep(options.poll).await;
+                    false
+                }
+                Wait::Backoff(delay) => {
+                    tokio::time::sleep(delay).await;
+                    false
+                }
             }
         };
         tokio::select! {
             _ = stopped.changed() => break,
-            () = pause => {}
+            woke = pause => notified = woke,
         }
     }
     sink.release().await;
@@ -735,13 +763,17 @@ enum Wait {
 }
 
 /// One catch-up of a runner that owns the subscription, reporting progress.
+/// It asks the store for the log's head (for the status's lag) unless a
+/// notification woke it from following: then the catch-up is short, and
+/// the head is where it ends.
 async fn follow_once<S: EventStore, K: Sink>(
     store: &S,
     sink: &mut K,
     report: &watch::Sender<Status>,
     stopped: &watch::Receiver<bool>,
+    ask_head: bool,
 ) -> Result<(), SubscriptionError> {
-    let head = store.last_position().await?;
+    let head = if ask_head { store.last_position().await? } else { 0 };
     report.send_modify(|s| {
         s.state = RunState::CatchingUp;
         s.head = s.head.max(head);
@@ -791,6 +823,7 @@ mod tests {
             poll: Duration::from_millis(10),
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(2),
+            coalesce: Duration::ZERO,
         };
         for (failures, full) in [(1, 100), (2, 200), (3, 400), (5, 1600), (6, 2000), (40, 2000)] {
             for _ in 0..50 {
