@@ -1,0 +1,499 @@
+//! Deciding a command (or taking imported events) and appending what it
+//! decided: retries on conflicts, idempotent command ids, the outcome
+//! recorded in the dispatch span and metrics.
+
+use std::sync::Arc;
+
+use crate::aggregate::{Aggregate, Handle, IntoId};
+use crate::codec::Codec;
+use crate::command::Command;
+use crate::envelope::{Envelope, EventId, Metadata, StreamId, Timestamp};
+use crate::error::{AppendError, DispatchError};
+use crate::event::{Event, IntoEvents};
+use crate::store::{AppendOutcome, AppendRequest, Appended, EventStore, ExpectedVersion, NewEvent};
+
+use super::{Committed, Dispatcher};
+
+impl<S: EventStore, C: Codec> Dispatcher<S, C> {
+    /// Appends events to aggregate `A`'s stream without a command: for
+    /// imports, fixtures and tests. The events go through the same path as
+    /// decided ones: applied to the current state first (an event the
+    /// aggregate cannot apply is never stored: [`DispatchError::Panicked`]),
+    /// encoded with the dispatcher's codec, appended all or nothing at the
+    /// version that state was loaded at (a writer that got there first makes
+    /// it a [`DispatchError::Conflict`], not retried), with `metadata`; a
+    /// command id in it makes the import idempotent, as for a command.
+    /// Takes what a `#[handle]` handler may return: an event, a tuple,
+    /// `Vec` or `Option` of them.
+    ///
+    /// ```
+    /// # use es_core::prelude::*;
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+    /// # pub struct Opened { pub owner: String }
+    /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+    /// # pub struct Deposited { pub amount: u64 }
+    /// # #[derive(Debug, Clone, PartialEq, Event)]
+    /// # pub enum AccountEvent { Opened(Opened), Deposited(Deposited) }
+    /// # #[derive(Debug, thiserror::Error)] #[error("never")] pub struct Never;
+    /// # #[derive(Debug, Default, Clone, Aggregate)]
+    /// # #[aggregate(id = String, event = AccountEvent, error = Never)]
+    /// # pub struct Account { pub balance: u64 }
+    /// # #[es_core::handlers] impl Account {
+    /// #     #[apply] fn opened(&mut self, _: &Opened) {}
+    /// #     #[apply] fn deposited(&mut self, e: &Deposited) { self.balance += e.amount }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let app = Dispatcher::new(InMemoryStore::new());
+    /// let imported = app
+    ///     .append_events::<Account>(
+    ///         "old-1",
+    ///         (Opened { owner: "Ada".into() }, Deposited { amount: 70 }),
+    ///         Metadata::new(),
+    ///     )
+    ///     .await?;
+    /// assert_eq!(imported.version, 2);
+    /// assert_eq!(app.load::<Account>("old-1").await?.balance, 70);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn append_events<A: Aggregate>(
+        &self,
+        id: impl IntoId<A::Id>,
+        events: impl IntoEvents<A::Event>,
+        metadata: Metadata,
+    ) -> Result<Committed<A>, DispatchError<A::Error>> {
+        const COMMAND: &str = "append_events";
+        let inner = &*self.inner;
+        let id = id.into_id();
+        let stream = StreamId::of::<A>(&id);
+        let mut list = Vec::new();
+        events.into_events(&mut list);
+        let cell = self.slot::<A>(&id);
+        let mut slot = cell.take().await;
+        self.refresh(&stream, &mut slot, &tracing::Span::none()).await?;
+        if list.is_empty() {
+            return Ok(Committed {
+                stream,
+                version: slot.version,
+                position: None,
+                events: Vec::new(),
+                deduplicated: false,
+            });
+        }
+        slot.fresh = false;
+        let before = slot.version;
+        if let Err(message) = catch_panic(|| list.iter().for_each(|e| slot.state.apply(e))) {
+            return Err(DispatchError::Panicked {
+                aggregate: A::NAME,
+                stream,
+                command: COMMAND,
+                message,
+            });
+        }
+        let recorded_at = Timestamp::now();
+        let (batch, ids) = encode_batch::<A, C>(&inner.codec, &stream, &list, recorded_at)?;
+        let encoded_metadata = metadata.encode();
+        let request = AppendRequest {
+            stream: &stream,
+            expected: ExpectedVersion::Exact(before),
+            events: batch,
+            metadata: &encoded_metadata,
+            command_id: metadata.command_id.as_deref(),
+            recorded_at,
+        };
+        match inner.store.append(request).await {
+            Ok(AppendOutcome::Committed(appended)) => {
+                slot.version = appended.last_version;
+                slot.fresh = true;
+                let metadata = Arc::new(metadata);
+                let events = envelopes(list, &ids, &stream, &appended, recorded_at, &metadata);
+                self.maybe_snapshot(&stream, &slot, before).await;
+                drop(slot);
+                self.feed_inline().await;
+                Ok(Committed {
+                    stream,
+                    version: appended.last_version,
+                    position: appended.positions.last(),
+                    events,
+                    deduplicated: false,
+                })
+            }
+            Ok(AppendOutcome::Duplicate(record)) => {
+                drop(slot);
+                Ok(self.earlier_outcome(record, metadata).await?)
+            }
+            Err(AppendError::Conflict(conflict)) => Err(DispatchError::Conflict {
+                command: COMMAND,
+                attempts: 1,
+                conflict,
+            }),
+            Err(AppendError::Store(e)) => Err(e.into()),
+        }
+    }
+
+    /// Runs one command: the typed core under [`Dispatcher::dispatch`],
+    /// which is what to call (it takes command enums too).
+    #[doc(hidden)]
+    pub async fn execute<Cmd: Command>(
+        &self,
+        command: Cmd,
+        metadata: Metadata,
+    ) -> Result<Committed<Cmd::Aggregate>, DispatchError<<Cmd::Aggregate as Aggregate>::Error>> {
+        // Until a subscriber exists there is nothing to trace, and the span
+        // macros still cost ~0.5 µs a command (their `log` fallback among
+        // them): skip them.
+        let span = if !tracing::dispatcher::has_been_set() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
+                "es.dispatch",
+                es.aggregate.type = <Cmd::Aggregate as Aggregate>::NAME,
+                es.aggregate.id = %command.aggregate_id(),
+                es.command.type = Cmd::NAME,
+                es.command.id = metadata.command_id.as_deref(),
+                es.correlation_id = metadata.correlation_id.as_deref(),
+                es.attempts = tracing::field::Empty,
+                es.outcome = tracing::field::Empty,
+                es.version = tracing::field::Empty,
+                es.position = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+            )
+        };
+        // Not `.instrument(span)` nor a nested future: either costs a move
+        // of the command's state per call. The load spans name this one as
+        // parent, the handlers run inside it, and every return records its
+        // outcome through `finish`.
+        let span = &span;
+        let probe = &Probe {
+            span,
+            aggregate: <Cmd::Aggregate as Aggregate>::NAME,
+            command: Cmd::NAME,
+            clock: crate::metrics::Clock::start(),
+        };
+        macro_rules! attempt {
+            ($e:expr) => {
+                match $e {
+                    Ok(value) => value,
+                    Err(error) => return finish(probe, Err(error.into())),
+                }
+            };
+        }
+        let inner = &*self.inner;
+        let id = command.aggregate_id();
+        let services = attempt!(self.services::<Cmd::Aggregate>());
+        if let Some(command_id) = &metadata.command_id {
+            let stream = StreamId::of::<Cmd::Aggregate>(id);
+            attempt!(crate::store::validate_stream(S::NAME, &stream));
+            attempt!(crate::store::validate_command_id(S::NAME, command_id));
+            if let Some(record) = attempt!(inner.store.find_command(&stream, command_id).await) {
+                return finish(probe, Ok(attempt!(self.earlier_outcome(record, metadata).await)));
+            }
+        }
+        let encoded_metadata = metadata.encode();
+        let metadata = if metadata.is_empty() {
+            Metadata::shared_empty()
+        } else {
+            Arc::new(metadata)
+        };
+        let cell = self.slot::<Cmd::Aggregate>(id);
+        let mut slot = cell.take().await;
+        let stream = slot
+            .stream
+            .get_or_insert_with(|| StreamId::of::<Cmd::Aggregate>(id))
+            .clone();
+        // Whether the state was read from the store during this command. A
+        // cached state may be stale: an append finds out through its
+        // expected version, but a rejection or a decision with no events
+        // appends nothing, so those are checked against the store first.
+        let mut current = false;
+        if !slot.fresh {
+            attempt!(self.refresh(&stream, &mut slot, span).await);
+            current = true;
+        }
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            if !span.is_disabled() {
+                span.record("es.attempts", attempts);
+            }
+            let decide = || {
+                catch_panic(|| {
+                    slot.state
+                        .handle(crate::__private::CommandClone::clone_command(&command), services)
+                })
+            };
+            let decided = if span.is_none() {
+                decide()
+            } else {
+                span.in_scope(decide)
+            };
+            let decision = match decided {
+                Ok(decision) => decision,
+                Err(message) => {
+                    // The handler may have left the state half-changed (through
+                    // interior mutability): the next command reloads it.
+                    slot.fresh = false;
+                    return finish(probe, Err(panicked::<Cmd>(stream, message)));
+                }
+            };
+            let accepted = matches!(&decision, Ok(events) if !events.is_empty());
+            if !accepted && !current {
+                let seen = slot.version;
+                attempt!(self.refresh(&stream, &mut slot, span).await);
+                current = true;
+                if slot.version != seen {
+                    tracing::debug!(parent: span, %stream, seen, now = slot.version, "cached state was stale, deciding again");
+                    continue;
+                }
+            }
+            let events = match decision {
+                Ok(events) => events,
+                Err(error) => {
+                    return finish(
+                        probe,
+                        Err(DispatchError::Rejected {
+                            command: Cmd::NAME,
+                            stream,
+                            error,
+                        }),
+                    );
+                }
+            };
+            if events.is_empty() {
+                return finish(
+                    probe,
+                    Ok(Committed {
+                        stream,
+                        version: slot.version,
+                        position: None,
+                        events: Vec::new(),
+                        deduplicated: false,
+                    }),
+                );
+            }
+            // Apply before appending: an event its aggregate cannot apply
+            // (a panic, an overflow) is never stored, where it would make the
+            // stream unloadable. Until the append commits, the state holds
+            // events the store does not: any outcome but a commit reloads it.
+            slot.fresh = false;
+            let before = slot.version;
+            if let Err(message) = catch_panic(|| events.iter().for_each(|e| slot.state.apply(e))) {
+                return finish(probe, Err(panicked::<Cmd>(stream, message)));
+            }
+            let recorded_at = Timestamp::now();
+            let (batch, ids) = attempt!(encode_batch::<Cmd::Aggregate, C>(
+                &inner.codec,
+                &stream,
+                &events,
+                recorded_at
+            ));
+            let request = AppendRequest {
+                stream: &stream,
+                expected: ExpectedVersion::Exact(before),
+                events: batch,
+                metadata: &encoded_metadata,
+                command_id: metadata.command_id.as_deref(),
+                recorded_at,
+            };
+            let clock = crate::metrics::Clock::start();
+            let appended = inner.store.append(request).await;
+            crate::metrics::append(S::NAME, &clock);
+            match appended {
+                Ok(AppendOutcome::Committed(appended)) => {
+                    slot.version = appended.last_version;
+                    slot.fresh = true;
+                    let envelopes = envelopes(events, &ids, &stream, &appended, recorded_at, &metadata);
+                    self.maybe_snapshot(&stream, &slot, before).await;
+                    drop(slot);
+                    self.feed_inline().await;
+                    return finish(
+                        probe,
+                        Ok(Committed {
+                            stream,
+                            version: appended.last_version,
+                            position: appended.positions.last(),
+                            events: envelopes,
+                            deduplicated: false,
+                        }),
+                    );
+                }
+                Ok(AppendOutcome::Duplicate(record)) => {
+                    drop(slot);
+                    return finish(
+                        probe,
+                        Ok(attempt!(
+                            self.earlier_outcome(record, Arc::unwrap_or_clone(metadata)).await
+                        )),
+                    );
+                }
+                Err(AppendError::Conflict(conflict)) => {
+                    tracing::debug!(parent: span, %stream, attempts, %conflict, "version conflict, deciding again");
+                    // Let the winner's task run on before racing it again.
+                    tokio::task::yield_now().await;
+                    // Catch up either way, so the next command starts fresh.
+                    let caught_up = self.refresh(&stream, &mut slot, span).await;
+                    current = true;
+                    let giving_up = attempts >= inner.max_attempts || caught_up.is_err();
+                    crate::metrics::conflict(probe.aggregate, !giving_up);
+                    if giving_up {
+                        attempt!(caught_up);
+                        return finish(
+                            probe,
+                            Err(DispatchError::Conflict {
+                                command: Cmd::NAME,
+                                attempts,
+                                conflict,
+                            }),
+                        );
+                    }
+                }
+                // The batch may or may not have committed; the state is
+                // reloaded next time.
+                Err(AppendError::Store(e)) => return finish(probe, Err(e.into())),
+            }
+        }
+    }
+}
+
+/// Runs `f`, turning a panic into its message.
+fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|payload| crate::subscription::panic_message(&*payload))
+}
+
+/// Encodes decided (or imported) events into a batch, with their ids.
+#[inline]
+fn encode_batch<A: Aggregate, C: Codec>(
+    codec: &C,
+    stream: &StreamId,
+    events: &[A::Event],
+    recorded_at: Timestamp,
+) -> Result<(Vec<NewEvent>, EventIds), DispatchError<A::Error>> {
+    let mut ids = EventIds::default();
+    let mut batch = Vec::with_capacity(events.len());
+    for event in events {
+        let payload = event.encode(codec).map_err(|source| DispatchError::Encode {
+            stream: stream.clone(),
+            event_name: event.name(),
+            source: Box::new(source),
+        })?;
+        let event_id = EventId::at(recorded_at);
+        ids.push(event_id);
+        batch.push(NewEvent {
+            event_id,
+            name: event.name().into(),
+            schema_version: event.version(),
+            payload,
+        });
+    }
+    Ok((batch, ids))
+}
+
+/// The committed events in their envelopes.
+#[inline]
+fn envelopes<E>(
+    events: Vec<E>,
+    ids: &EventIds,
+    stream: &StreamId,
+    appended: &Appended,
+    recorded_at: Timestamp,
+    metadata: &Arc<Metadata>,
+) -> Vec<Envelope<E>> {
+    events
+        .into_iter()
+        .zip(ids.iter())
+        .enumerate()
+        .map(|(i, (event, event_id))| Envelope {
+            event_id,
+            stream: stream.clone(),
+            version: appended.first_version + i as u64,
+            position: appended.positions.get(i).unwrap_or_default(),
+            recorded_at,
+            metadata: metadata.clone(),
+            payload: event,
+        })
+        .collect()
+}
+
+/// What `finish` reports a command's outcome to.
+struct Probe<'a> {
+    span: &'a tracing::Span,
+    aggregate: &'static str,
+    command: &'static str,
+    clock: crate::metrics::Clock,
+}
+
+/// Records a command's outcome in its span and metrics, and returns it.
+#[inline]
+fn finish<A: Aggregate>(
+    probe: &Probe<'_>,
+    outcome: Result<Committed<A>, DispatchError<A::Error>>,
+) -> Result<Committed<A>, DispatchError<A::Error>> {
+    let span = probe.span;
+    if span.is_none() && !crate::metrics::ENABLED {
+        return outcome;
+    }
+    let what = match &outcome {
+        Ok(committed) if committed.deduplicated => "duplicate",
+        Ok(committed) if committed.events.is_empty() => "no_events",
+        Ok(_) => "committed",
+        Err(DispatchError::Rejected { .. }) => "rejected",
+        Err(DispatchError::Conflict { .. }) => "conflict",
+        Err(DispatchError::Panicked { .. }) => "panicked",
+        Err(_) => "error",
+    };
+    crate::metrics::command(probe.aggregate, probe.command, what, &probe.clock);
+    if span.is_none() {
+        return outcome;
+    }
+    span.record("es.outcome", what);
+    match &outcome {
+        Ok(committed) => {
+            span.record("es.version", committed.version);
+            if let Some(position) = committed.position {
+                span.record("es.position", position);
+            }
+            span.record("otel.status_code", "OK");
+        }
+        // A rejection is the domain saying no, not a failure.
+        Err(DispatchError::Rejected { .. }) => {}
+        Err(_) => {
+            span.record("otel.status_code", "ERROR").record("error.type", what);
+        }
+    }
+    outcome
+}
+
+fn panicked<Cmd: Command>(stream: StreamId, message: String) -> DispatchError<<Cmd::Aggregate as Aggregate>::Error> {
+    tracing::error!(%stream, command = Cmd::NAME, %message, "a handler panicked; nothing was committed");
+    DispatchError::Panicked {
+        aggregate: <Cmd::Aggregate as Aggregate>::NAME,
+        stream,
+        command: Cmd::NAME,
+        message,
+    }
+}
+
+/// The ids of a batch, without an allocation for the usual single event.
+#[derive(Default)]
+struct EventIds {
+    first: Option<EventId>,
+    rest: Vec<EventId>,
+}
+
+impl EventIds {
+    fn push(&mut self, id: EventId) {
+        if self.first.is_none() {
+            self.first = Some(id);
+        } else {
+            self.rest.push(id);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = EventId> + '_ {
+        self.first.iter().chain(&self.rest).copied()
+    }
+}

@@ -1,0 +1,302 @@
+//! Reading aggregates: from the cache, a snapshot and the events after it,
+//! at a version or a time; snapshots taken after commits; earlier outcomes
+//! of a command id read back.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use crate::aggregate::{Aggregate, IntoId};
+use crate::cache::Slot;
+use crate::codec::Codec;
+use crate::envelope::{Envelope, Metadata, StreamId, Timestamp};
+use crate::error::{DecodeError, StoreError};
+use crate::event::Event;
+use crate::store::{CommandRecord, EventStore, LoadedEvent, RecordedEvent, Snapshot};
+
+use super::{Committed, Dispatcher, LoadError};
+
+impl<S: EventStore, C: Codec> Dispatcher<S, C> {
+    /// The current state of aggregate `A` with id `id` (the default state if
+    /// it has no events). Reads whatever the store has beyond the cache.
+    pub async fn load<A: Aggregate + Clone>(&self, id: impl IntoId<A::Id>) -> Result<A, LoadError> {
+        let id = id.into_id();
+        let stream = StreamId::of::<A>(&id);
+        let cell = self.slot::<A>(&id);
+        let mut slot = cell.take().await;
+        self.refresh(&stream, &mut slot, &tracing::Span::current()).await?;
+        Ok(slot.state.clone())
+    }
+
+    /// The state of aggregate `A` as of stream version `version` (the state
+    /// after its first `version` events).
+    pub async fn load_at_version<A: Aggregate>(
+        &self,
+        id: impl IntoId<A::Id>,
+        version: u64,
+    ) -> Result<(A, u64), LoadError> {
+        self.replay::<A>(&id.into_id(), |e| e.version <= version).await
+    }
+
+    /// The state of aggregate `A` as of time `at`: every event recorded at or
+    /// before `at`. Returns the state and its version.
+    pub async fn load_as_of<A: Aggregate>(&self, id: impl IntoId<A::Id>, at: Timestamp) -> Result<(A, u64), LoadError> {
+        self.replay::<A>(&id.into_id(), |e| e.recorded_at <= at).await
+    }
+
+    pub(super) async fn replay<A: Aggregate>(
+        &self,
+        id: &A::Id,
+        keep: impl Fn(&LoadedEvent<'_>) -> bool + Send + Sync,
+    ) -> Result<(A, u64), LoadError> {
+        let stream = StreamId::of::<A>(id);
+        crate::store::validate_stream(S::NAME, &stream)?;
+        let mut slot = Slot::<A>::empty();
+        self.read_into(&stream, &mut slot, false, keep).await?;
+        Ok((slot.state, slot.version))
+    }
+
+    /// Brings `slot` up to date: a full load if it is not fresh (snapshot,
+    /// then events), otherwise only the events after its version.
+    ///
+    /// Runs in an `es.load` span (level DEBUG): `es.aggregate.type`,
+    /// `es.aggregate.id`, `es.cached` (whether it only read the tail after a
+    /// cached state), `es.snapshot` (whether a snapshot was used),
+    /// `es.version` (the version it reached).
+    pub(super) async fn refresh<A: Aggregate>(
+        &self,
+        stream: &StreamId,
+        slot: &mut Slot<A>,
+        parent: &tracing::Span,
+    ) -> Result<(), LoadError> {
+        let span = if !tracing::dispatcher::has_been_set() {
+            tracing::Span::none()
+        } else {
+            tracing::debug_span!(
+                parent: parent,
+                "es.load",
+                es.aggregate.type = A::NAME,
+                es.aggregate.id = stream.aggregate_id(),
+                es.cached = slot.fresh,
+                es.snapshot = tracing::field::Empty,
+                es.version = tracing::field::Empty,
+            )
+        };
+        let clock = crate::metrics::Clock::start();
+        let loaded = self.refresh_untraced(stream, slot, &span).await;
+        crate::metrics::load(A::NAME, &clock);
+        if !span.is_disabled() {
+            span.record("es.version", slot.version);
+        }
+        loaded
+    }
+
+    pub(super) async fn refresh_untraced<A: Aggregate>(
+        &self,
+        stream: &StreamId,
+        slot: &mut Slot<A>,
+        span: &tracing::Span,
+    ) -> Result<(), LoadError> {
+        if !slot.fresh {
+            crate::store::validate_stream(S::NAME, stream)?;
+            let kept = slot.stream.take();
+            *slot = Slot::empty();
+            slot.stream = kept;
+            let restored = A::SNAPSHOT_EVERY > 0 && self.restore_snapshot(stream, slot).await?;
+            if !span.is_disabled() {
+                span.record("es.snapshot", restored);
+            }
+            if restored {
+                // A snapshot is only good if its version is in the stream (a
+                // snapshot ahead of it would make every append conflict):
+                // the tail read starts at that version to see it.
+                if self.read_into(stream, slot, true, |_| true).await? {
+                    slot.fresh = true;
+                    return Ok(());
+                }
+                tracing::warn!(%stream, version = slot.version, "ignoring a snapshot ahead of its stream; replaying events");
+                let kept = slot.stream.take();
+                *slot = Slot::empty();
+                slot.stream = kept;
+            }
+        }
+        self.read_into(stream, slot, false, |_| true).await?;
+        slot.fresh = true;
+        Ok(())
+    }
+
+    /// Restores the stream's snapshot into `slot`, if it has a usable one.
+    pub(super) async fn restore_snapshot<A: Aggregate>(
+        &self,
+        stream: &StreamId,
+        slot: &mut Slot<A>,
+    ) -> Result<bool, LoadError> {
+        let Some(snapshot) = self.inner.store.load_snapshot(stream).await? else {
+            return Ok(false);
+        };
+        if snapshot.schema_version != A::SNAPSHOT_VERSION {
+            return Ok(false);
+        }
+        let fingerprint = A::snapshot_fingerprint();
+        if fingerprint != 0 && snapshot.fingerprint != fingerprint {
+            tracing::warn!(
+                %stream,
+                version = snapshot.version,
+                stored = snapshot.fingerprint,
+                current = fingerprint,
+                "ignoring a snapshot of another state shape; replaying events"
+            );
+            return Ok(false);
+        }
+        match A::decode_snapshot(&self.inner.codec, &snapshot.payload) {
+            Some(Ok(state)) => {
+                slot.state = state;
+                slot.version = snapshot.version;
+                Ok(true)
+            }
+            Some(Err(error)) => {
+                tracing::warn!(%stream, version = snapshot.version, %error, "ignoring a snapshot that does not decode; replaying events");
+                Ok(false)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Applies the stream's events after `slot.version` while `keep` holds.
+    /// With `confirm`, the read starts at `slot.version` itself, which must
+    /// be there; returns whether it was (always true without `confirm`).
+    pub(super) async fn read_into<A: Aggregate>(
+        &self,
+        stream: &StreamId,
+        slot: &mut Slot<A>,
+        confirm: bool,
+        keep: impl Fn(&LoadedEvent<'_>) -> bool + Send + Sync,
+    ) -> Result<bool, LoadError> {
+        let codec = &self.inner.codec;
+        let mut failure: Option<LoadError> = None;
+        let from = if confirm { slot.version } else { slot.version + 1 };
+        let mut unconfirmed = confirm;
+        let Slot { state, version, .. } = slot;
+        let visit = |e: &LoadedEvent<'_>| {
+            if unconfirmed {
+                unconfirmed = e.version != *version;
+                return if unconfirmed {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                };
+            }
+            if !keep(e) {
+                return ControlFlow::Break(());
+            }
+            if e.version != *version + 1 {
+                failure = Some(LoadError::Store(StoreError::Corrupt {
+                    store: S::NAME,
+                    detail: format!(
+                        "stream `{stream}` returned version {} after version {}",
+                        e.version, *version
+                    ),
+                }));
+                return ControlFlow::Break(());
+            }
+            match state.apply_stored(codec, e.name, e.schema_version, e.payload) {
+                Ok(()) => {
+                    *version = e.version;
+                    ControlFlow::Continue(())
+                }
+                Err(source) => {
+                    failure = Some(LoadError::from(DecodeError {
+                        stream: stream.clone(),
+                        stream_version: e.version,
+                        event_name: e.name.to_owned(),
+                        schema_version: e.schema_version,
+                        source,
+                    }));
+                    ControlFlow::Break(())
+                }
+            }
+        };
+        self.inner.store.load_events(stream, from, visit).await?;
+        match failure {
+            Some(e) => {
+                slot.fresh = false;
+                Err(e)
+            }
+            None => Ok(!unconfirmed),
+        }
+    }
+
+    pub(super) async fn maybe_snapshot<A: Aggregate>(&self, stream: &StreamId, slot: &Slot<A>, before: u64) {
+        let every = A::SNAPSHOT_EVERY;
+        if every == 0 || slot.version / every == before / every {
+            return;
+        }
+        match slot.state.encode_snapshot(&self.inner.codec) {
+            Some(Ok(payload)) => {
+                let snapshot = Snapshot {
+                    version: slot.version,
+                    schema_version: A::SNAPSHOT_VERSION,
+                    fingerprint: A::snapshot_fingerprint(),
+                    payload,
+                };
+                if let Err(error) = self.inner.store.save_snapshot(stream, snapshot).await {
+                    tracing::warn!(%stream, %error, "could not save a snapshot");
+                }
+            }
+            Some(Err(error)) => tracing::warn!(%stream, %error, "could not encode a snapshot"),
+            None => {}
+        }
+    }
+
+    /// What an earlier command with the same id committed, read back.
+    pub(super) async fn earlier_outcome<A: Aggregate>(
+        &self,
+        record: CommandRecord,
+        metadata: Metadata,
+    ) -> Result<Committed<A>, LoadError> {
+        let codec = &self.inner.codec;
+        let mut events = Vec::new();
+        let mut failure = None;
+        let stream = record.stream.clone();
+        let metadata = Arc::new(metadata);
+        let visit = |e: &RecordedEvent<'_>| {
+            if e.version > record.last_version {
+                return ControlFlow::Break(());
+            }
+            let stored = Metadata::decode(e.metadata)
+                .map(Arc::new)
+                .unwrap_or_else(|_| metadata.clone());
+            let decoded = A::Event::decode_each(codec, e.name, e.schema_version, e.payload, |payload| {
+                events.push(Envelope {
+                    event_id: e.event_id,
+                    stream: stream.clone(),
+                    version: e.version,
+                    position: e.position,
+                    recorded_at: e.recorded_at,
+                    metadata: stored.clone(),
+                    payload,
+                })
+            });
+            match decoded {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(source) => {
+                    failure = Some(crate::projection::decode_error(e, source));
+                    ControlFlow::Break(())
+                }
+            }
+        };
+        self.inner
+            .store
+            .read_stream(&record.stream, record.first_version, visit)
+            .await?;
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
+        Ok(Committed {
+            position: events.last().map(|e| e.position),
+            stream: record.stream,
+            version: record.last_version,
+            events,
+            deduplicated: true,
+        })
+    }
+}

@@ -1,0 +1,253 @@
+//! The dispatcher: load, decide, append, apply.
+//!
+//! `mod.rs` holds the dispatcher, its builder and the entry points;
+//! [`outcome`] what a command returns; `execute` deciding and appending;
+//! `load` reading aggregates (cache, snapshots, events).
+
+mod execute;
+mod load;
+mod outcome;
+
+pub use outcome::{AnyCommitted, Committed, LoadError};
+
+use std::any::{Any, TypeId};
+use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use crate::aggregate::Aggregate;
+use crate::cache::{Cache, Cell};
+use crate::codec::{Codec, Json};
+use crate::command::Dispatchable;
+use crate::envelope::Metadata;
+use crate::error::DispatchError;
+use crate::projection::InlineProjection;
+use crate::store::EventStore;
+use crate::util::TypeMap;
+
+/// Configures a [`Dispatcher`].
+pub struct DispatcherBuilder<S, C = Json> {
+    store: S,
+    codec: C,
+    inline: Vec<Box<dyn InlineProjection<S>>>,
+    services: TypeMap<Box<dyn Any + Send + Sync>>,
+    cache_capacity: usize,
+    max_attempts: u32,
+}
+
+impl<S: EventStore, C: Codec> DispatcherBuilder<S, C> {
+    /// Encodes events and snapshots with `codec` instead.
+    pub fn codec<C2: Codec>(self, codec: C2) -> DispatcherBuilder<S, C2> {
+        if !self.inline.is_empty() {
+            tracing::warn!("inline projections are dropped when the codec changes; add them after `codec(..)`");
+        }
+        DispatcherBuilder {
+            store: self.store,
+            codec,
+            inline: Vec::new(),
+            services: self.services,
+            cache_capacity: self.cache_capacity,
+            max_attempts: self.max_attempts,
+        }
+    }
+
+    /// Gives aggregate `A`'s handlers their services.
+    pub fn services<A: Aggregate>(mut self, services: A::Services) -> Self {
+        self.services.insert(TypeId::of::<A>(), Box::new(services));
+        self
+    }
+
+    /// Keeps at most `capacity` recently used instances of each aggregate
+    /// type in memory (default 10,000); 0 loads from the store every time.
+    pub fn cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache_capacity = capacity;
+        self
+    }
+
+    /// Decides a command at most `attempts` times when other writers keep
+    /// winning the append (default 5).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Updates `projection` right after each command commits, before
+    /// `dispatch` returns: its readers see their own writes. A failing
+    /// projection is logged, not the command's failure (the command has
+    /// committed); it catches up on the next command. It reads events with
+    /// the dispatcher's codec type (a dispatcher on `Binary` takes a
+    /// projection made `with_codec(Binary)`).
+    pub fn inline<R: crate::ReadModel>(mut self, projection: crate::Projection<R, C>) -> Self {
+        self.inline.push(Box::new(projection));
+        self
+    }
+
+    /// Builds the dispatcher.
+    pub fn build(self) -> Dispatcher<S, C> {
+        Dispatcher {
+            inner: Arc::new(Inner {
+                store: self.store,
+                codec: self.codec,
+                inline: self.inline,
+                services: self.services,
+                caches: RwLock::new(TypeMap::default()),
+                cache_capacity: self.cache_capacity,
+                max_attempts: self.max_attempts,
+            }),
+        }
+    }
+}
+
+/// Routes commands to aggregates and commits their events.
+///
+/// For each command: find the aggregate (in its in-memory cache, or load it
+/// from snapshot and events), decide with its handler, append the events with
+/// the loaded version as the expected version, and apply them. When another
+/// writer appended first, it reads what it missed and decides again, a
+/// bounded number of times. Clones share the store and the caches.
+pub struct Dispatcher<S, C = Json> {
+    inner: Arc<Inner<S, C>>,
+}
+
+struct Inner<S, C> {
+    store: S,
+    codec: C,
+    inline: Vec<Box<dyn InlineProjection<S>>>,
+    services: TypeMap<Box<dyn Any + Send + Sync>>,
+    caches: RwLock<TypeMap<Arc<dyn Any + Send + Sync>>>,
+    cache_capacity: usize,
+    max_attempts: u32,
+}
+
+impl<S, C> Clone for Dispatcher<S, C> {
+    fn clone(&self) -> Self {
+        Dispatcher {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, C: Codec> fmt::Debug for Dispatcher<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("store", &self.inner.store)
+            .field("codec", &C::NAME)
+            .field("cache_capacity", &self.inner.cache_capacity)
+            .field("max_attempts", &self.inner.max_attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: EventStore> Dispatcher<S, Json> {
+    /// A dispatcher over `store` with the JSON codec and default settings.
+    pub fn new(store: S) -> Self {
+        Self::builder(store).build()
+    }
+
+    /// Starts configuring a dispatcher over `store`.
+    pub fn builder(store: S) -> DispatcherBuilder<S, Json> {
+        DispatcherBuilder {
+            store,
+            codec: Json,
+            inline: Vec::new(),
+            services: TypeMap::default(),
+            cache_capacity: 10_000,
+            max_attempts: 5,
+        }
+    }
+}
+
+impl<S: EventStore, C: Codec> Dispatcher<S, C> {
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    /// The codec.
+    pub fn codec(&self) -> &C {
+        &self.inner.codec
+    }
+
+    /// Dispatches a command (or a command enum) with no metadata.
+    ///
+    /// Each command runs in an `es.dispatch` span (level INFO) with the
+    /// fields `es.aggregate.type`, `es.aggregate.id`, `es.command.type`,
+    /// `es.command.id`, `es.correlation_id`, and, when it ends,
+    /// `es.attempts`, `es.outcome` (`committed`, `duplicate`, `no_events`,
+    /// `rejected`, `conflict`, `panicked`, `error`), `es.version`,
+    /// `es.position`, and OpenTelemetry's `otel.status_code` and
+    /// `error.type` on failure.
+    pub async fn dispatch<D: Dispatchable>(&self, command: D) -> Result<D::Output, DispatchError<D::Rejection>> {
+        command.dispatch_on(self, Metadata::new()).await
+    }
+
+    /// Dispatches a command with metadata, which is stored with every event
+    /// it produces. A command id in the metadata makes the command
+    /// idempotent: dispatching the same id again returns the first outcome.
+    pub async fn dispatch_with<D: Dispatchable>(
+        &self,
+        command: D,
+        metadata: Metadata,
+    ) -> Result<D::Output, DispatchError<D::Rejection>> {
+        command.dispatch_on(self, metadata).await
+    }
+
+    pub(super) async fn feed_inline(&self) {
+        for projection in &self.inner.inline {
+            if let Err(error) = projection.catch_up_inline(&self.inner.store).await {
+                tracing::error!(projection = projection.projection_name(), %error, "an inline projection failed");
+            }
+        }
+    }
+
+    pub(super) fn services<A: Aggregate>(&self) -> Result<&A::Services, DispatchError<A::Error>> {
+        if let Some(unit) = (&() as &dyn Any).downcast_ref::<A::Services>() {
+            return Ok(unit);
+        }
+        self.inner
+            .services
+            .get(&TypeId::of::<A>())
+            .and_then(|s| s.downcast_ref::<A::Services>())
+            .ok_or(DispatchError::MissingServices {
+                aggregate: A::NAME,
+                services: std::any::type_name::<A::Services>(),
+            })
+    }
+
+    pub(super) fn slot<A: Aggregate>(&self, id: &A::Id) -> Arc<Cell<A>> {
+        let capacity = self.inner.cache_capacity;
+        if capacity == 0 {
+            return Cell::new();
+        }
+        let key = TypeId::of::<A>();
+        {
+            let caches = self.inner.caches.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(cache) = caches.get(&key).and_then(|c| c.downcast_ref::<Cache<A>>()) {
+                return cache.cell(id);
+            }
+        }
+        let mut caches = self.inner.caches.write().unwrap_or_else(PoisonError::into_inner);
+        let cache = caches
+            .entry(key)
+            .or_insert_with(|| Arc::new(Cache::<A>::new(capacity)) as Arc<dyn Any + Send + Sync>);
+        match cache.downcast_ref::<Cache<A>>() {
+            Some(cache) => cache.cell(id),
+            None => Cell::new(),
+        }
+    }
+}
+
+/// Dispatches a command enum's variant: the code `#[derive(Command)]` on an
+/// enum generates for each variant.
+#[doc(hidden)]
+pub fn route<D: Dispatchable, S: EventStore, C: Codec>(
+    command: D,
+    dispatcher: &Dispatcher<S, C>,
+    metadata: Metadata,
+) -> crate::__private::RouteFuture<'_> {
+    Box::pin(async move {
+        match command.dispatch_on(dispatcher, metadata).await {
+            Ok(out) => Ok(out.into()),
+            Err(e) => Err(e.erased()),
+        }
+    })
+}
