@@ -1,0 +1,149 @@
+//! Appending a batch: one write transaction that checks the version,
+//! records the command id and inserts the events.
+
+use std::sync::atomic::Ordering;
+
+use es_core::store::{AppendOutcome, AppendRequest, Appended, CommandRecord, Positions};
+use es_core::{AppendError, Conflict, StoreError, StreamId};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::read::stored_u64;
+use crate::{STORE, SqliteStore, error, lock, to_i64};
+
+impl SqliteStore {
+    pub(crate) fn append_now(&self, request: AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
+        es_core::store::validate_append(STORE, &request)?;
+        let mut conn = lock(&self.inner.writer);
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(error("begin an append"))?;
+        let stream = request.stream;
+        if let Some(id) = request.command_id
+            && let Some(record) = find_command(&tx, stream, id)?
+        {
+            return Ok(AppendOutcome::Duplicate(record));
+        }
+        let actual: i64 = tx
+            .prepare_cached(
+                "SELECT COALESCE(MAX(version), 0) FROM es_events WHERE aggregate_type = ?1 AND aggregate_id = ?2",
+            )
+            .and_then(|mut s| s.query_row(params![stream.aggregate_type(), stream.aggregate_id()], |r| r.get(0)))
+            .map_err(error("read a stream's version"))?;
+        let actual = stored_u64(actual, || format!("stream `{stream}` has version {actual}"))?;
+        if !request.expected.matches(actual) {
+            return Err(Conflict {
+                stream: stream.clone(),
+                expected: request.expected,
+                actual,
+            }
+            .into());
+        }
+        let count = request.events.len() as u64;
+        let mut first_position = 0;
+        let mut last_position = 0;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO es_events (event_id, aggregate_type, aggregate_id, version, name, schema_version, \
+                     payload, metadata, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )
+                .map_err(error("prepare an append"))?;
+            for (i, event) in request.events.iter().enumerate() {
+                let version = to_i64(actual + 1 + i as u64, "version")?;
+                insert
+                    .execute(params![
+                        event.event_id.as_uuid().as_bytes().as_slice(),
+                        stream.aggregate_type(),
+                        stream.aggregate_id(),
+                        version,
+                        event.name.as_ref(),
+                        event.schema_version,
+                        event.payload.as_slice(),
+                        request.metadata,
+                        request.recorded_at.as_micros(),
+                    ])
+                    .map_err(|e| match e.sqlite_error_code() {
+                        Some(rusqlite::ErrorCode::ConstraintViolation) if e.to_string().contains("event_id") => {
+                            StoreError::DuplicateEventId {
+                                store: STORE,
+                                event_id: event.event_id,
+                            }
+                        }
+                        _ => error("append an event")(e),
+                    })?;
+                last_position = tx.last_insert_rowid() as u64;
+                if i == 0 {
+                    first_position = last_position;
+                }
+            }
+        }
+        if let (Some(id), true) = (request.command_id, count > 0) {
+            tx.prepare_cached(
+                "INSERT INTO es_commands (command_id, aggregate_type, aggregate_id, first_version, last_version) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    id,
+                    stream.aggregate_type(),
+                    stream.aggregate_id(),
+                    actual as i64 + 1,
+                    (actual + count) as i64
+                ])
+            })
+            .map_err(error("record a command id"))?;
+        }
+        tx.commit().map_err(error("commit an append"))?;
+        if count > 0 {
+            self.inner.last_position.fetch_max(last_position, Ordering::Relaxed);
+            if self.inner.head.receiver_count() > 0 {
+                self.inner.head.send_replace(last_position);
+            }
+        }
+        // One writer at a time: the rowids of one batch are consecutive.
+        let positions = if count == 0 || last_position - first_position + 1 == count {
+            Positions::Consecutive {
+                first: if count == 0 { last_position + 1 } else { first_position },
+                count,
+            }
+        } else {
+            Positions::Listed((first_position..=last_position).collect())
+        };
+        Ok(AppendOutcome::Committed(Appended {
+            first_version: actual + 1,
+            last_version: actual + count,
+            positions,
+        }))
+    }
+}
+
+pub(crate) fn find_command(
+    conn: &Connection,
+    stream: &StreamId,
+    id: &str,
+) -> Result<Option<CommandRecord>, StoreError> {
+    conn.prepare_cached(
+        "SELECT first_version, last_version FROM es_commands \
+         WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND command_id = ?3",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![stream.aggregate_type(), stream.aggregate_id(), id], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+        })
+        .optional()
+    })
+    .map_err(error("look up a command id"))?
+    .map(|(first, last)| {
+        Ok(CommandRecord {
+            command_id: id.to_owned(),
+            stream: stream.clone(),
+            first_version: stored_u64(first, || {
+                format!("a command record of stream `{stream}` has version {first}")
+            })?,
+            last_version: stored_u64(last, || {
+                format!("a command record of stream `{stream}` has version {last}")
+            })?,
+        })
+    })
+    .transpose()
+}
