@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use syn::{Ident, Type};
 
-use crate::ast::handlers::HandlersInput;
+use crate::ast::handlers::{Block, HandlersInput};
 use crate::ast::{Variant, type_name};
 use crate::ctxt::Ctxt;
 
@@ -49,50 +49,45 @@ pub(crate) fn unique_payloads<'a>(
 /// implementations" error.
 pub(crate) fn unique_handlers(cx: &Ctxt, input: &mut HandlersInput) {
     let self_ty = type_name(&input.item.self_ty);
-    // A read model in a database has one transaction type.
-    let mut tx: Option<String> = None;
-    for p in &input.projections {
-        if let Some(t) = &p.tx {
-            let name = type_name(t);
-            match &tx {
-                Some(first) if *first != name => cx.error_spanned_by(
-                    t,
-                    format!(
-                        "every handler of `{self_ty}` takes the same transaction type; the first takes `&mut {first}`"
+    let mut seen: HashMap<String, Ident> = HashMap::new();
+    let mut answered: HashMap<String, Ident> = HashMap::new();
+    match &mut input.block {
+        Block::Aggregate { applies, handles } => {
+            applies.retain(|a| first(cx, &mut seen, &a.event, &a.method, &self_ty, "#[apply]", "event"));
+            handles.retain(|h| {
+                first(
+                    cx,
+                    &mut answered,
+                    &h.command,
+                    &h.method,
+                    &self_ty,
+                    "#[handle]",
+                    "command",
+                )
+            });
+        }
+        Block::ReadModel { projections, answers } => {
+            // A read model in a database has one transaction type.
+            let mut tx: Option<String> = None;
+            for t in projections.iter().filter_map(|p| p.tx.as_ref()) {
+                let name = type_name(t);
+                match &tx {
+                    Some(first) if *first != name => cx.error_spanned_by(
+                        t,
+                        format!(
+                            "every handler of `{self_ty}` takes the same transaction type; the first takes `&mut {first}`"
+                        ),
                     ),
-                ),
-                _ => tx = Some(name),
+                    _ => tx = Some(name),
+                }
             }
+            projections.retain(|p| first(cx, &mut seen, &p.event, &p.method, &self_ty, "#[apply]", "event"));
+            answers.retain(|a| first(cx, &mut answered, &a.query, &a.method, &self_ty, "#[handle]", "query"));
+        }
+        Block::Process { reactions, .. } => {
+            reactions.retain(|r| first(cx, &mut seen, &r.event, &r.method, &self_ty, "#[apply]", "event"));
         }
     }
-    let mut projections: HashMap<String, Ident> = HashMap::new();
-    input
-        .projections
-        .retain(|p| first(cx, &mut projections, &p.event, &p.method, &self_ty, "#[apply]", "event"));
-    let mut answers: HashMap<String, Ident> = HashMap::new();
-    input
-        .answers
-        .retain(|a| first(cx, &mut answers, &a.query, &a.method, &self_ty, "#[handle]", "query"));
-    let mut reactions: HashMap<String, Ident> = HashMap::new();
-    input
-        .reactions
-        .retain(|r| first(cx, &mut reactions, &r.event, &r.method, &self_ty, "#[apply]", "event"));
-    let mut applies: HashMap<String, Ident> = HashMap::new();
-    input
-        .applies
-        .retain(|a| first(cx, &mut applies, &a.event, &a.method, &self_ty, "#[apply]", "event"));
-    let mut handles: HashMap<String, Ident> = HashMap::new();
-    input.handles.retain(|h| {
-        first(
-            cx,
-            &mut handles,
-            &h.command,
-            &h.method,
-            &self_ty,
-            "#[handle]",
-            "command",
-        )
-    });
 }
 
 fn first(

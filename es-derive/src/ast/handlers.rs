@@ -14,18 +14,32 @@ use crate::ctxt::Ctxt;
 pub(crate) struct HandlersInput {
     /// The impl block with the marker attributes removed.
     pub(crate) item: ItemImpl,
-    pub(crate) kind: HandlerKind,
-    /// An aggregate's event handlers.
-    pub(crate) applies: Vec<ApplyFn>,
-    /// An aggregate's command handlers.
-    pub(crate) handles: Vec<HandleFn>,
-    /// A read model's event handlers.
-    pub(crate) projections: Vec<ProjectFn>,
-    /// A read model's query handlers.
-    pub(crate) answers: Vec<AnswerFn>,
-    /// A process's reactions.
-    pub(crate) reactions: Vec<ReactFn>,
+    /// What the block is, holding only the handlers that kind has.
+    pub(crate) block: Block,
     pub(crate) krate: Path,
+}
+
+/// The kinds of handler block, each with its handlers: a mix the attribute
+/// arguments do not allow cannot be built.
+pub(crate) enum Block {
+    /// `#[es_core::handlers]`: `#[apply]` evolves state on events,
+    /// `#[handle]` decides commands.
+    Aggregate {
+        applies: Vec<ApplyFn>,
+        handles: Vec<HandleFn>,
+    },
+    /// `#[es_core::handlers(read_model)]`: `#[apply]` projects events,
+    /// `#[handle]` answers queries.
+    ReadModel {
+        projections: Vec<ProjectFn>,
+        answers: Vec<AnswerFn>,
+    },
+    /// `#[es_core::handlers(process, command = C)]`: `#[apply]` reacts to
+    /// events with commands (`command` is `None` when missing, reported).
+    Process {
+        command: Option<Box<Type>>,
+        reactions: Vec<ReactFn>,
+    },
 }
 
 /// `#[apply] fn method(&mut self, event: &Event)`.
@@ -315,27 +329,35 @@ impl HandlersInput {
     pub(crate) fn from_syn(cx: &Ctxt, args: proc_macro2::TokenStream, mut item: ItemImpl) -> Self {
         let args = attr::handlers_args(cx, args);
         let krate = attr::crate_path(args.krate);
-        let kind = args.kind;
         if let Some((_, trait_path, _)) = &item.trait_ {
             cx.error_spanned_by(
                 trait_path,
                 "`#[es_core::handlers]` goes on an inherent `impl` block (`impl Account { .. }`), not on a trait impl",
             );
         }
-        let mut applies = Vec::new();
-        let mut handles = Vec::new();
-        let mut projections = Vec::new();
-        let mut answers = Vec::new();
-        let mut reactions = Vec::new();
+        let mut block = match args.kind {
+            HandlerKind::Aggregate => Block::Aggregate {
+                applies: Vec::new(),
+                handles: Vec::new(),
+            },
+            HandlerKind::ReadModel => Block::ReadModel {
+                projections: Vec::new(),
+                answers: Vec::new(),
+            },
+            HandlerKind::Process(command) => Block::Process {
+                command,
+                reactions: Vec::new(),
+            },
+        };
         for it in &mut item.items {
             let ImplItem::Fn(f) = it else { continue };
-            match (take_marker(cx, f), &kind) {
-                (Some(Marker::Apply), HandlerKind::Aggregate) => applies.extend(read_apply(cx, f)),
-                (Some(Marker::Handle), HandlerKind::Aggregate) => handles.extend(read_handle(cx, f)),
-                (Some(Marker::Apply), HandlerKind::ReadModel) => projections.extend(read_project(cx, f)),
-                (Some(Marker::Handle), HandlerKind::ReadModel) => answers.extend(read_answer(cx, f)),
-                (Some(Marker::Apply), HandlerKind::Process(_)) => reactions.extend(read_react(cx, f)),
-                (Some(Marker::Handle), HandlerKind::Process(_)) => cx.error_spanned_by(
+            match (take_marker(cx, f), &mut block) {
+                (Some(Marker::Apply), Block::Aggregate { applies, .. }) => applies.extend(read_apply(cx, f)),
+                (Some(Marker::Handle), Block::Aggregate { handles, .. }) => handles.extend(read_handle(cx, f)),
+                (Some(Marker::Apply), Block::ReadModel { projections, .. }) => projections.extend(read_project(cx, f)),
+                (Some(Marker::Handle), Block::ReadModel { answers, .. }) => answers.extend(read_answer(cx, f)),
+                (Some(Marker::Apply), Block::Process { reactions, .. }) => reactions.extend(read_react(cx, f)),
+                (Some(Marker::Handle), Block::Process { .. }) => cx.error_spanned_by(
                     &f.sig.ident,
                     "a process reacts to events with `#[apply]` methods; it handles no commands or queries itself",
                 ),
@@ -348,15 +370,6 @@ impl HandlersInput {
                 f.attrs.push(syn::parse_quote!(#[inline]));
             }
         }
-        HandlersInput {
-            item,
-            kind,
-            applies,
-            handles,
-            projections,
-            answers,
-            reactions,
-            krate,
-        }
+        HandlersInput { item, block, krate }
     }
 }

@@ -22,24 +22,25 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 
 use super::wrap;
-use crate::ast::handlers::{ApplyFn, HandleFn, HandlersInput};
-use crate::attr::HandlerKind;
+use crate::ast::handlers::{ApplyFn, Block, HandleFn, HandlersInput};
 
 /// `checked`: the block had no mistakes of its own, so the checks that need
 /// a well-formed aggregate are emitted.
 pub(crate) fn expand(input: &HandlersInput, checked: bool) -> TokenStream {
     let item = &input.item;
-    let impls: TokenStream = match &input.kind {
-        HandlerKind::Aggregate => input
-            .applies
+    let impls: TokenStream = match &input.block {
+        Block::Aggregate { applies, handles } => applies
             .iter()
             .map(|a| apply_impl(input, a, checked))
-            .chain(input.handles.iter().map(|h| handle_impl(input, h)))
+            .chain(handles.iter().map(|h| handle_impl(input, h)))
             .collect(),
-        HandlerKind::ReadModel => super::read_side::read_model(input),
-        HandlerKind::Process(Some(command)) => super::read_side::process(input, command),
+        Block::ReadModel { projections, answers } => super::read_side::read_model(input, projections, answers),
+        Block::Process {
+            command: Some(command),
+            reactions,
+        } => super::read_side::process(input, command, reactions),
         // Reported: without the command type there is no impl to emit.
-        HandlerKind::Process(None) => TokenStream::new(),
+        Block::Process { command: None, .. } => TokenStream::new(),
     };
     let generated = if impls.is_empty() {
         TokenStream::new()

@@ -34,22 +34,22 @@ use syn::spanned::Spanned;
 use crate::ast::handlers::HandlersInput;
 use crate::ast::read_side::{AnswerFn, ProjectFn, ReactFn};
 
-pub(crate) fn read_model(input: &HandlersInput) -> TokenStream {
+pub(crate) fn read_model(input: &HandlersInput, projections: &[ProjectFn], answers: &[AnswerFn]) -> TokenStream {
     let mut out = TokenStream::new();
-    for p in &input.projections {
+    for p in projections {
         out.extend(match &p.tx {
             None => project_impl(input, p),
             Some(_) => project_in_impl(input, p),
         });
     }
-    for a in &input.answers {
+    for a in answers {
         out.extend(answer_impl(input, a));
     }
-    let in_memory: Vec<&ProjectFn> = input.projections.iter().filter(|p| p.tx.is_none()).collect();
+    let in_memory: Vec<&ProjectFn> = projections.iter().filter(|p| p.tx.is_none()).collect();
     if !in_memory.is_empty() {
         out.extend(read_model_impl(input, &in_memory));
     }
-    let in_database: Vec<&ProjectFn> = input.projections.iter().filter(|p| p.tx.is_some()).collect();
+    let in_database: Vec<&ProjectFn> = projections.iter().filter(|p| p.tx.is_some()).collect();
     if !in_database.is_empty() {
         out.extend(read_model_in_impl(input, &in_database));
     }
@@ -273,12 +273,12 @@ fn read_model_in_impl(input: &HandlersInput, fns: &[&ProjectFn]) -> TokenStream 
     }
 }
 
-pub(crate) fn process(input: &HandlersInput, command: &syn::Type) -> TokenStream {
+pub(crate) fn process(input: &HandlersInput, command: &syn::Type, reactions: &[ReactFn]) -> TokenStream {
     let krate = &input.krate;
     let self_ty = &input.item.self_ty;
     let (impl_generics, _, where_clause) = input.item.generics.split_for_impl();
-    let handles = handles(krate, input.reactions.iter().map(|r| &r.event));
-    let routes = input.reactions.iter().map(|r: &ReactFn| {
+    let handles = handles(krate, reactions.iter().map(|r| &r.event));
+    let routes = reactions.iter().map(|r: &ReactFn| {
         let (event, method) = (&r.event, &r.method);
         let call = match (r.callable, r.context) {
             (true, true) => quote_spanned!(method.span()=> <#self_ty>::#method(self, &event, context)),
