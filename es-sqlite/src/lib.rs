@@ -89,7 +89,7 @@ impl Default for SqliteOptions {
     }
 }
 
-/// An [`EventStore`] in one SQLite file. Clones share the connections.
+/// An [`EventStore`](es_core::EventStore) in one SQLite file. Clones share the connections.
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,

@@ -1,0 +1,5 @@
+//! The store conformance suite on NATS JetStream.
+
+mod support;
+
+tests::conformance_tests!(support::store);
