@@ -69,6 +69,41 @@ use records::Records;
 
 const STORE: &str = "nats";
 
+/// How conditional writes are guarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Guard {
+    /// `Nats-Expected-Last-Subject-Sequence`: writers of different streams
+    /// never wait for each other.
+    Subject,
+    /// `Nats-Expected-Last-Sequence` on the whole JetStream stream, read
+    /// before the subject: replicated streams on servers before 2.10.20,
+    /// whose per-subject check is not part of the replicated write (two
+    /// racing publishes can both pass it, nats-server#4320, fixed in
+    /// 2.9.21; an expected sequence of 0 is not checked at all on the
+    /// replicated path, nats-server#5794, fixed in 2.10.20). Correct there,
+    /// at the price of every conditional write of the store retrying when
+    /// any other lands first.
+    Stream,
+}
+
+/// The guard a server of `version` gives streams of `replicas` copies.
+fn guard_for(version: &str, replicas: usize) -> Guard {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor, patch) = (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    );
+    if replicas > 1 && (major, minor, patch) < (2, 10, 20) {
+        Guard::Stream
+    } else {
+        Guard::Subject
+    }
+}
+
 /// Events a batch may hold: positions keep 16 bits for the index.
 pub const MAX_BATCH_EVENTS: usize = 0xFFFF;
 
@@ -126,6 +161,7 @@ struct Inner {
     checkpoints: Records,
     /// Bumped by each batch committed, here or (once listening) anywhere.
     head: watch::Sender<u64>,
+    guard: Guard,
     listening: AtomicBool,
 }
 
@@ -232,14 +268,20 @@ impl NatsStore {
         Self::connect_with(url, NatsOptions::default()).await
     }
 
-    /// Connects to `url` with `options`.
+    /// Connects to `url` with `options`. `url` may list several servers of
+    /// a cluster, separated by commas; the client also learns the others
+    /// from the server it reaches, and moves to one of them when its server
+    /// goes away.
     pub async fn connect_with(url: &str, options: NatsOptions) -> Result<Self, StoreError> {
         validate_prefix(&options.prefix)?;
-        let client = async_nats::connect(url).await.map_err(|e| StoreError::Unavailable {
-            store: STORE,
-            operation: "connect",
-            source: Box::new(e),
-        })?;
+        let servers: Vec<&str> = url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+        let client = async_nats::connect(servers)
+            .await
+            .map_err(|e| StoreError::Unavailable {
+                store: STORE,
+                operation: "connect",
+                source: Box::new(e),
+            })?;
         Self::from_client(client, options).await
     }
 
@@ -285,11 +327,19 @@ impl NatsStore {
             })
             .await
             .map_err(failed(&client, "create the records stream"))?;
+        let guard = guard_for(&client.server_info().version, options.replicas);
+        if guard == Guard::Stream {
+            tracing::info!(
+                version = client.server_info().version,
+                "a replicated store on a server before 2.10.20: conditional writes are guarded stream-wide (nats-server#4320, #5794)"
+            );
+        }
         let space = |kind: &str| Records {
             context: context.clone(),
             stream: records.clone(),
             client: client.clone(),
             space: format!("{prefix}.records.{kind}"),
+            guard,
         };
         let (commands, event_ids, snapshots, checkpoints) = (
             space("commands"),
@@ -308,6 +358,7 @@ impl NatsStore {
                 checkpoints,
                 prefix,
                 head: watch::channel(0).0,
+                guard,
                 listening: AtomicBool::new(false),
             }),
         })
@@ -316,6 +367,11 @@ impl NatsStore {
     /// The connection.
     pub fn client(&self) -> &async_nats::Client {
         &self.inner.client
+    }
+
+    /// The prefix naming its stream, subjects and records.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
     }
 
     fn subject(&self, stream: &StreamId) -> String {
@@ -454,6 +510,12 @@ impl NatsStore {
         let stream = request.stream;
         let max_payload = self.inner.client.server_info().max_payload;
         loop {
+            // Stream-wide guard: the stream's last sequence first, so any
+            // message after it (the subject's included) fails the publish.
+            let stream_last = match self.inner.guard {
+                Guard::Stream => Some(self.last_sequence().await?),
+                Guard::Subject => None,
+            };
             let (last_sequence, version) = self.last_of(subject).await?;
             if !request.expected.matches(version) {
                 return Err(AppendError::Conflict(Conflict {
@@ -478,9 +540,11 @@ impl NatsStore {
                 ))
                 .into());
             }
-            let mut message = jetstream::message::PublishMessage::build()
-                .payload(payload.into())
-                .expected_last_subject_sequence(last_sequence);
+            let message = jetstream::message::PublishMessage::build().payload(payload.into());
+            let mut message = match stream_last {
+                Some(last) => message.expected_last_sequence(last),
+                None => message.expected_last_subject_sequence(last_sequence),
+            };
             if let Some(command_id) = request.command_id {
                 message = message.message_id(Self::command_key(stream, command_id));
             }
@@ -520,7 +584,12 @@ impl NatsStore {
                     }));
                 }
                 Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
-                    // Another writer got there between the read and the publish.
+                    // Another writer got there between the read and the
+                    // publish. Under the stream-wide guard it may have
+                    // written to another stream: read again and retry.
+                    if stream_last.is_some() {
+                        continue;
+                    }
                     let (_, actual) = self.last_of(subject).await?;
                     if request.expected != ExpectedVersion::Any {
                         return Err(AppendError::Conflict(Conflict {
@@ -871,6 +940,15 @@ mod tests {
         for bad in ["", "a.b", "a b", "a*", &"x".repeat(33)] {
             assert!(validate_prefix(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn replicated_streams_on_old_servers_are_guarded_stream_wide() {
+        assert_eq!(guard_for("2.9.10", 3), Guard::Stream);
+        assert_eq!(guard_for("2.9.10", 1), Guard::Subject);
+        assert_eq!(guard_for("2.9.21", 3), Guard::Stream);
+        assert_eq!(guard_for("2.10.20", 3), Guard::Subject);
+        assert_eq!(guard_for("2.12.1", 5), Guard::Subject);
     }
 
     #[test]

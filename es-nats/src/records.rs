@@ -8,7 +8,7 @@ use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use es_core::StoreError;
 
-use crate::{STORE, failed};
+use crate::{Guard, STORE, failed};
 
 /// One subject space of the records stream.
 pub(crate) struct Records {
@@ -17,6 +17,7 @@ pub(crate) struct Records {
     pub(crate) client: async_nats::Client,
     /// `<prefix>.records.<kind>`
     pub(crate) space: String,
+    pub(crate) guard: Guard,
 }
 
 impl Records {
@@ -39,21 +40,44 @@ impl Records {
         }
     }
 
-    /// Sets the record under `key` if its revision is still `revision`:
-    /// `false` if another writer changed it first.
+    /// Sets the record under `key` if its revision is still `revision`
+    /// (0: there is none): `false` if another writer changed it first.
     pub(crate) async fn replace(&self, key: &str, value: Vec<u8>, revision: u64) -> Result<bool, StoreError> {
-        let message = jetstream::message::PublishMessage::build()
-            .payload(value.into())
-            .expected_last_subject_sequence(revision);
-        let sent = self
-            .context
-            .send_publish(self.subject(key), message)
-            .await
-            .map_err(failed(&self.client, "write a record"))?;
-        match sent.await {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => Ok(false),
-            Err(e) => Err(failed(&self.client, "write a record")(e)),
+        let value = Bytes::from(value);
+        loop {
+            let message = jetstream::message::PublishMessage::build().payload(value.clone());
+            let message = match self.guard {
+                Guard::Subject => message.expected_last_subject_sequence(revision),
+                Guard::Stream => {
+                    // The stream's last sequence, then the record's: any
+                    // write after the first read fails the publish.
+                    let last = self
+                        .stream
+                        .get_info()
+                        .await
+                        .map_err(failed(&self.client, "write a record"))?
+                        .state
+                        .last_sequence;
+                    if self.get_versioned(key).await?.0 != revision {
+                        return Ok(false);
+                    }
+                    message.expected_last_sequence(last)
+                }
+            };
+            let sent = self
+                .context
+                .send_publish(self.subject(key), message)
+                .await
+                .map_err(failed(&self.client, "write a record"))?;
+            match sent.await {
+                Ok(_) => return Ok(true),
+                Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+                    if self.guard == Guard::Subject {
+                        return Ok(false);
+                    }
+                }
+                Err(e) => return Err(failed(&self.client, "write a record")(e)),
+            }
         }
     }
 
@@ -70,19 +94,7 @@ impl Records {
 
     /// Sets the record under `key` if there is none: `false` if there was.
     pub(crate) async fn create(&self, key: String, value: Vec<u8>) -> Result<bool, StoreError> {
-        let message = jetstream::message::PublishMessage::build()
-            .payload(value.into())
-            .expected_last_subject_sequence(0);
-        let sent = self
-            .context
-            .send_publish(self.subject(&key), message)
-            .await
-            .map_err(failed(&self.client, "create a record"))?;
-        match sent.await {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => Ok(false),
-            Err(e) => Err(failed(&self.client, "create a record")(e)),
-        }
+        self.replace(&key, value, 0).await
     }
 
     /// Removes the record under `key`.

@@ -130,3 +130,193 @@ pub(crate) async fn two_connections() -> Option<(NatsStore, NatsStore)> {
     let two = NatsStore::connect_with(&url, options).await.expect("connect");
     Some((one, two))
 }
+
+/// One server of a test cluster, which a test can kill and start again
+/// (on the same ports and data directory, so it rejoins).
+pub(crate) struct Node {
+    config: std::path::PathBuf,
+    log: std::path::PathBuf,
+    pub(crate) port: u16,
+    running: Mutex<Option<(Child, ChildStdin, u32)>>,
+}
+
+impl Node {
+    fn spawn(&self) {
+        let script = format!(
+            "nats-server -c '{}' >>'{}' 2>&1 & pid=$!; echo $pid; read _; kill $pid; wait $pid",
+            self.config.display(),
+            self.log.display()
+        );
+        let mut child = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start a cluster node");
+        let stdin = child.stdin.take().expect("stdin");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+            &mut line,
+        )
+        .expect("the node's pid");
+        let pid = line.trim().parse().expect("a pid");
+        *self.running.lock().unwrap() = Some((child, stdin, pid));
+    }
+
+    /// Kills the server with SIGKILL: no goodbye to the cluster.
+    pub(crate) fn kill(&self) {
+        if let Some((mut child, stdin, pid)) = self.running.lock().unwrap().take() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            drop(stdin);
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again.
+    pub(crate) fn restart(&self) {
+        self.spawn();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Three servers in one JetStream cluster on loopback ports.
+pub(crate) struct Cluster {
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) url: String,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &self.nodes {
+            node.kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A cluster kept in a static is never dropped: its servers stop with the
+/// process (their wrappers see stdin close), its directory is removed by
+/// the next test process.
+fn remove_stale_clusters() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("es-nats-cluster-") else {
+            continue;
+        };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|p| p != std::process::id() && !std::path::Path::new(&format!("/proc/{p}")).exists()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Starts a three-node cluster, or `None` (said loudly; a failure under
+/// `ES_REQUIRE_NATS=1`) when `nats-server` is missing.
+pub(crate) fn cluster() -> Option<Cluster> {
+    if Command::new("nats-server").arg("--version").output().is_err() {
+        url()?;
+        return None;
+    }
+    remove_stale_clusters();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "es-nats-cluster-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a cluster directory");
+    let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let route_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let routes: Vec<String> = route_ports
+        .iter()
+        .map(|p| format!("nats-route://127.0.0.1:{p}"))
+        .collect();
+    let nodes: Vec<Node> = (0..3)
+        .map(|i| {
+            let config = dir.join(format!("n{i}.conf"));
+            std::fs::write(
+                &config,
+                format!(
+                    "server_name: n{i}\nlisten: 127.0.0.1:{}\nmax_payload: 8MB\n\
+                     jetstream {{ store_dir: \"{}\" }}\n\
+                     cluster {{ name: es_test\n listen: 127.0.0.1:{}\n routes: [{}] }}\n",
+                    client_ports[i],
+                    dir.join(format!("n{i}")).display(),
+                    route_ports[i],
+                    routes.join(", ")
+                ),
+            )
+            .expect("a node config");
+            Node {
+                config,
+                log: dir.join(format!("n{i}.log")),
+                port: client_ports[i],
+                running: Mutex::new(None),
+            }
+        })
+        .collect();
+    for node in &nodes {
+        node.spawn();
+    }
+    let url = client_ports
+        .iter()
+        .map(|p| format!("nats://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    Some(Cluster { nodes, url, dir })
+}
+
+impl Cluster {
+    /// A store with three replicas under a prefix of its own, once the
+    /// cluster has elected its JetStream leader.
+    pub(crate) async fn store(&self) -> NatsStore {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let options = NatsOptions {
+                prefix: fresh_prefix(),
+                replicas: 3,
+                ..NatsOptions::default()
+            };
+            match NatsStore::connect_with(&self.url, options).await {
+                Ok(store) => return store,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("cluster not ready yet: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => panic!("the test cluster never became ready: {e}"),
+            }
+        }
+    }
+
+    /// Another store on the same prefix and cluster: another process.
+    pub(crate) async fn same(&self, store: &NatsStore) -> NatsStore {
+        NatsStore::connect_with(
+            &self.url,
+            NatsOptions {
+                prefix: store.prefix().to_owned(),
+                replicas: 3,
+                ..NatsOptions::default()
+            },
+        )
+        .await
+        .expect("connect again")
+    }
+}
