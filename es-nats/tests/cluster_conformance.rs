@@ -1,7 +1,7 @@
 //! The store conformance suite on a three-node JetStream cluster, every
 //! stream with three replicas. One cluster per test process.
 
-mod support;
+use tests::nats as support;
 
 use std::sync::OnceLock;
 

@@ -1,5 +1,5 @@
 //! The store conformance suite on NATS JetStream.
 
-mod support;
+use tests::nats as support;
 
 tests::conformance_tests!(support::store);

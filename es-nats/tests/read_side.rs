@@ -2,7 +2,7 @@
 //! connection follows commits made through another, woken by the server
 //! (its poll is a minute), and command ids hold across connections.
 
-mod support;
+use tests::nats as support;
 
 use std::time::Duration;
 

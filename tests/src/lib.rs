@@ -8,6 +8,7 @@ pub mod faulty;
 pub mod fixtures;
 pub mod guarantees;
 pub mod ledger;
+pub mod nats;
 pub mod postgres;
 pub mod read_side;
 pub mod sqlite;

@@ -1,8 +1,8 @@
 //! A NATS server with JetStream for this test process, started from the
 //! installed `nats-server` on a free loopback port (with `max_payload`
-//! raised, for the large-payload case) and stopped when the process exits.
-// Each test file uses some of these.
-#![allow(dead_code)]
+//! raised, for the large-payload case) and stopped when the process exits;
+//! and three-node clusters a test can kill nodes of. Shared by es-nats's
+//! tests and the benchmarks.
 
 use std::io::Write;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -43,7 +43,7 @@ fn start() -> Option<Running> {
     // The shell stops the server when this process's end of stdin closes,
     // however this process ends.
     let script = format!(
-        "nats-server -c '{}' >'{}' 2>&1 & pid=$!; read _; kill $pid; wait $pid; rm -rf '{}'",
+        "nats-server -c '{}' >'{}' 2>&1 & pid=$!; read _; kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf '{}'",
         config.display(),
         dir.join("server.log").display(),
         dir.display()
@@ -72,7 +72,7 @@ fn start() -> Option<Running> {
 
 /// The server's URL, or `None` (said loudly) when none can be started;
 /// `ES_REQUIRE_NATS=1` turns that into a failure.
-pub(crate) fn url() -> Option<String> {
+pub fn url() -> Option<String> {
     static SERVER: OnceLock<Option<Running>> = OnceLock::new();
     let running = SERVER.get_or_init(start);
     match running {
@@ -88,7 +88,7 @@ pub(crate) fn url() -> Option<String> {
 }
 
 /// A store under a prefix of its own on the test server.
-pub(crate) async fn store() -> Option<NatsStore> {
+pub async fn store() -> Option<NatsStore> {
     store_with(NatsOptions {
         storage: Storage::Memory,
         ..NatsOptions::default()
@@ -97,7 +97,7 @@ pub(crate) async fn store() -> Option<NatsStore> {
 }
 
 /// A store with `options` under a prefix of its own.
-pub(crate) async fn store_with(options: NatsOptions) -> Option<NatsStore> {
+pub async fn store_with(options: NatsOptions) -> Option<NatsStore> {
     let url = url()?;
     Some(
         NatsStore::connect_with(
@@ -113,13 +113,13 @@ pub(crate) async fn store_with(options: NatsOptions) -> Option<NatsStore> {
 }
 
 /// A prefix no other test uses.
-pub(crate) fn fresh_prefix() -> String {
+pub fn fresh_prefix() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     format!("t{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Two stores on one prefix, each with its connection: two processes.
-pub(crate) async fn two_connections() -> Option<(NatsStore, NatsStore)> {
+pub async fn two_connections() -> Option<(NatsStore, NatsStore)> {
     let url = url()?;
     let options = NatsOptions {
         prefix: fresh_prefix(),
@@ -133,17 +133,18 @@ pub(crate) async fn two_connections() -> Option<(NatsStore, NatsStore)> {
 
 /// One server of a test cluster, which a test can kill and start again
 /// (on the same ports and data directory, so it rejoins).
-pub(crate) struct Node {
+pub struct Node {
     config: std::path::PathBuf,
     log: std::path::PathBuf,
-    pub(crate) port: u16,
+    /// Its client port.
+    pub port: u16,
     running: Mutex<Option<(Child, ChildStdin, u32)>>,
 }
 
 impl Node {
     fn spawn(&self) {
         let script = format!(
-            "nats-server -c '{}' >>'{}' 2>&1 & pid=$!; echo $pid; read _; kill $pid; wait $pid",
+            "nats-server -c '{}' >>'{}' 2>&1 & pid=$!; echo $pid; read _; kill $pid 2>/dev/null; wait $pid 2>/dev/null",
             self.config.display(),
             self.log.display()
         );
@@ -165,7 +166,7 @@ impl Node {
     }
 
     /// Kills the server with SIGKILL: no goodbye to the cluster.
-    pub(crate) fn kill(&self) {
+    pub fn kill(&self) {
         if let Some((mut child, stdin, pid)) = self.running.lock().unwrap().take() {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
             drop(stdin);
@@ -174,7 +175,7 @@ impl Node {
     }
 
     /// Starts the server again.
-    pub(crate) fn restart(&self) {
+    pub fn restart(&self) {
         self.spawn();
     }
 }
@@ -186,9 +187,11 @@ impl Drop for Node {
 }
 
 /// Three servers in one JetStream cluster on loopback ports.
-pub(crate) struct Cluster {
-    pub(crate) nodes: Vec<Node>,
-    pub(crate) url: String,
+pub struct Cluster {
+    /// The three servers.
+    pub nodes: Vec<Node>,
+    /// Every node's client URL, comma-separated.
+    pub url: String,
     dir: std::path::PathBuf,
 }
 
@@ -229,7 +232,7 @@ fn free_port() -> u16 {
 
 /// Starts a three-node cluster, or `None` (said loudly; a failure under
 /// `ES_REQUIRE_NATS=1`) when `nats-server` is missing.
-pub(crate) fn cluster() -> Option<Cluster> {
+pub fn cluster() -> Option<Cluster> {
     if Command::new("nats-server").arg("--version").output().is_err() {
         url()?;
         return None;
@@ -287,7 +290,7 @@ pub(crate) fn cluster() -> Option<Cluster> {
 impl Cluster {
     /// A store with three replicas under a prefix of its own, once the
     /// cluster has elected its JetStream leader.
-    pub(crate) async fn store(&self) -> NatsStore {
+    pub async fn store(&self) -> NatsStore {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let options = NatsOptions {
@@ -307,7 +310,7 @@ impl Cluster {
     }
 
     /// Another store on the same prefix and cluster: another process.
-    pub(crate) async fn same(&self, store: &NatsStore) -> NatsStore {
+    pub async fn same(&self, store: &NatsStore) -> NatsStore {
         NatsStore::connect_with(
             &self.url,
             NatsOptions {
