@@ -5,93 +5,12 @@
 //! conflict check. PostgreSQL cases are skipped (with a message) when no
 //! server answers at `ES_POSTGRES_URL`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use benches::baseline::Command;
 use benches::sql::*;
+use benches::stores::*;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use es_core::store::{AppendRequest, NewEvent};
-use es_core::{Dispatcher, EventId, EventStore, ExpectedVersion, StreamId, Timestamp};
-
-static NEXT: AtomicU64 = AtomicU64::new(0);
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-const COMMANDS: usize = 1_000;
-const TASKS: usize = 8;
-
-fn deposit(account: &str) -> Command {
-    Command::Deposit {
-        account: account.to_owned(),
-        amount: 1,
-    }
-}
-
-fn open(account: &str) -> Command {
-    Command::Open {
-        account: account.to_owned(),
-        owner: "ada".into(),
-    }
-}
-
-/// `n` stored events for one account, appended through the store in batches.
-async fn fill<S: EventStore>(store: &S, account: &str, n: usize) {
-    let stream = StreamId::new("bank_account", account);
-    let (events, _) = benches::workloads::events(n);
-    for (i, chunk) in events.chunks(1_000).enumerate() {
-        let batch = chunk
-            .iter()
-            .map(|e| {
-                use es_core::Event;
-                NewEvent {
-                    event_id: EventId::new(),
-                    name: e.name().into(),
-                    schema_version: e.version(),
-                    payload: e.encode(&es_core::Json).expect("encodes"),
-                }
-            })
-            .collect();
-        store
-            .append(AppendRequest {
-                stream: &stream,
-                expected: ExpectedVersion::Exact((i * 1_000) as u64),
-                events: batch,
-                metadata: b"",
-                command_id: None,
-                recorded_at: Timestamp::now(),
-            })
-            .await
-            .expect("append");
-    }
-}
-
-/// `TASKS` tasks, each making its share of the deposits on its own account.
-async fn framework_on_own_accounts<S: EventStore + Clone>(app: Dispatcher<S>) {
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|t| {
-            let app = app.clone();
-            tokio::spawn(async move { framework_deposits(&app, &format!("t{t}"), COMMANDS / TASKS).await })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("task");
-    }
-}
+use es_core::Dispatcher;
 
 fn postgres(c: &mut Criterion) {
     let rt = runtime();
@@ -183,7 +102,7 @@ fn sqlite(c: &mut Criterion) {
     let rt = runtime();
     let dir = std::env::temp_dir().join(unique("es-bench-"));
     std::fs::create_dir_all(&dir).expect("a temporary directory");
-    let file = || dir.join(format!("{}.db", NEXT.fetch_add(1, Ordering::Relaxed)));
+    let file = || dir.join(format!("{}.db", unique("")));
 
     let mut g = c.benchmark_group("sqlite_1000_commands_1_task");
     g.sample_size(10).measurement_time(Duration::from_secs(20));

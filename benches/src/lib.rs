@@ -6,4 +6,5 @@
 pub mod baseline;
 pub mod projections;
 pub mod sql;
+pub mod stores;
 pub mod workloads;

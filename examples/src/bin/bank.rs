@@ -2,6 +2,8 @@
 //!
 //! The first run creates `bank.db` (or the path in `BANK_DB`) and opens the
 //! accounts; every later run continues from what the earlier ones stored.
+//! With `NATS_URL` set (`NATS_URL=nats://127.0.0.1:4222`) the story runs on
+//! NATS JetStream instead (prefix `bank`).
 //! Each run makes deposits and withdrawals, two transfers run by the
 //! transfer process (one completes; the other is refused by a closed
 //! account and refunded), and answers queries from two read models.
@@ -17,9 +19,24 @@ use examples::views::{AllBalances, BalanceOf, Balances, History, HistoryOf, Tota
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let path = std::env::var("BANK_DB").unwrap_or_else(|_| "bank.db".to_owned());
-    let store = SqliteStore::open(&path).await?;
+    match std::env::var("NATS_URL") {
+        Ok(url) => {
+            let options = es_nats::NatsOptions {
+                prefix: "bank".to_owned(),
+                ..Default::default()
+            };
+            let place = format!("NATS JetStream at {url}");
+            story(es_nats::NatsStore::connect_with(&url, options).await?, &place).await
+        }
+        Err(_) => {
+            let path = std::env::var("BANK_DB").unwrap_or_else(|_| "bank.db".to_owned());
+            story(SqliteStore::open(&path).await?, &path).await
+        }
+    }
+}
 
+/// The story on `store`, which `path` names for people.
+async fn story<S: EventStore + Clone>(store: S, path: &str) -> Result<(), Box<dyn std::error::Error>> {
     // Read models live in memory: rebuilt from the file at start, then
     // updated by the dispatcher right after each commit.
     let balances = Projection::new("balances", Balances::default());
@@ -38,7 +55,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let before: BankAccount = app.load(&ada).await?;
     if before.open {
         println!(
-            "{path}: resuming; {} events stored by earlier runs; {ada} holds {}",
+            "{path}: resuming; the log is at position {} after earlier runs; {ada} holds {}",
             store.last_position().await?,
             money(before.balance)
         );

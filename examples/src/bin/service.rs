@@ -1,7 +1,8 @@
 //! The bank as an HTTP service: `cargo run -p examples --bin service`.
 //!
 //! Stores events in a SQLite file (`bank-service.db`, or the path in
-//! `BANK_DB`), or in PostgreSQL when `DATABASE_URL` is set; listens on
+//! `BANK_DB`), in PostgreSQL when `DATABASE_URL` is set, or on NATS
+//! JetStream when `NATS_URL` is (prefix `bank`); listens on
 //! `127.0.0.1:3000` (or `ADDR`). The routes are listed in
 //! `examples::service`. Ctrl-C (or SIGTERM) stops it gracefully: in-flight
 //! commands finish, live event streams end, the read model's runner stops at
@@ -21,6 +22,18 @@ use examples::service;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
+    if let Ok(url) = std::env::var("NATS_URL") {
+        let options = es_nats::NatsOptions {
+            prefix: "bank".to_owned(),
+            ..Default::default()
+        };
+        let store = es_nats::NatsStore::connect_with(&url, options).await?;
+        println!(
+            "events in NATS JetStream at {url}; listening on http://{}",
+            listener.local_addr()?
+        );
+        return serve(store, listener).await;
+    }
     match std::env::var("DATABASE_URL") {
         Ok(url) => {
             let store = es_postgres::PostgresStore::connect(&url).await?;

@@ -1,0 +1,110 @@
+//! The bank workload on NATS JetStream, one server and a three-node
+//! cluster (three replicas), beside the same framework on PostgreSQL in the
+//! same run: 1,000 commands from 1 task and from 8, and loading a stream of
+//! 10,000 events. The servers are started from the installed `nats-server`
+//! (`tests::nats`); JetStream keeps its files without an fsync per message
+//! (it syncs every two minutes by default), PostgreSQL commits durably.
+//! Skipped, with a message, without PostgreSQL or `nats-server`.
+
+use std::time::Duration;
+
+use benches::sql::*;
+use benches::stores::*;
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use es_core::Dispatcher;
+use es_nats::NatsStore;
+
+fn bench(c: &mut Criterion) {
+    let rt = runtime();
+    let Some(pool) = rt.block_on(pg_pool()) else {
+        eprintln!("*** skipping the NATS benchmarks: nothing answers at ES_POSTGRES_URL for the PostgreSQL side");
+        return;
+    };
+    rt.block_on(pg_clean(&pool));
+    let Some(single) = tests::nats::url() else {
+        eprintln!("*** skipping the NATS benchmarks: `nats-server` could not be started");
+        return;
+    };
+    let Some(cluster) = tests::nats::cluster() else {
+        return;
+    };
+    let pg = || {
+        let pool = pool.clone();
+        async move { Dispatcher::new(pg_store(pool, &unique("es_bench_")).await) }
+    };
+    let one = || {
+        let url = single.clone();
+        async move {
+            let options = es_nats::NatsOptions {
+                prefix: unique("b"),
+                ..Default::default()
+            };
+            Dispatcher::new(NatsStore::connect_with(&url, options).await.expect("NATS"))
+        }
+    };
+    let three = || async { Dispatcher::new(cluster.store().await) };
+
+    macro_rules! groups {
+        ($label:literal, $nats:expr) => {{
+            let mut g = c.benchmark_group(concat!($label, "_1000_commands_1_task"));
+            g.sample_size(10).measurement_time(Duration::from_secs(15));
+            g.bench_function("framework", |b| {
+                b.iter_batched(
+                    || rt.block_on($nats()),
+                    |app| rt.block_on(framework_deposits(&app, "a", COMMANDS)),
+                    BatchSize::PerIteration,
+                )
+            });
+            g.bench_function("baseline_postgres", |b| {
+                b.iter_batched(
+                    || rt.block_on(pg()),
+                    |app| rt.block_on(framework_deposits(&app, "a", COMMANDS)),
+                    BatchSize::PerIteration,
+                )
+            });
+            g.finish();
+
+            let mut g = c.benchmark_group(concat!($label, "_1000_commands_8_tasks"));
+            g.sample_size(10).measurement_time(Duration::from_secs(15));
+            g.bench_function("framework", |b| {
+                b.iter_batched(
+                    || rt.block_on($nats()),
+                    |app| rt.block_on(framework_on_own_accounts(app)),
+                    BatchSize::PerIteration,
+                )
+            });
+            g.bench_function("baseline_postgres", |b| {
+                b.iter_batched(
+                    || rt.block_on(pg()),
+                    |app| rt.block_on(framework_on_own_accounts(app)),
+                    BatchSize::PerIteration,
+                )
+            });
+            g.finish();
+
+            let mut g = c.benchmark_group(concat!($label, "_load_10000_events"));
+            g.sample_size(20);
+            let nats = rt.block_on($nats());
+            rt.block_on(fill(nats.store(), "big", 10_000));
+            let nats = Dispatcher::builder(nats.store().clone()).cache_capacity(0).build();
+            let postgres = rt.block_on(pg());
+            rt.block_on(fill(postgres.store(), "big", 10_000));
+            let postgres = Dispatcher::builder(postgres.store().clone()).cache_capacity(0).build();
+            assert_eq!(
+                rt.block_on(framework_balance(&nats, "big")),
+                rt.block_on(framework_balance(&postgres, "big")),
+                "both load the same balance"
+            );
+            g.bench_function("framework", |b| b.iter(|| rt.block_on(framework_balance(&nats, "big"))));
+            g.bench_function("baseline_postgres", |b| {
+                b.iter(|| rt.block_on(framework_balance(&postgres, "big")))
+            });
+            g.finish();
+        }};
+    }
+    groups!("nats1", one);
+    groups!("nats3", three);
+}
+
+criterion_group!(nats, bench);
+criterion_main!(nats);

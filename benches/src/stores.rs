@@ -1,0 +1,95 @@
+//! Helpers the store benchmarks share: fresh names, the runtime, filling a
+//! stream, the many-writer workload.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use es_core::store::{AppendRequest, NewEvent};
+use es_core::{Dispatcher, EventId, EventStore, ExpectedVersion, StreamId, Timestamp};
+
+use crate::baseline::Command;
+use crate::sql::framework_deposits;
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// `prefix` with this process's id and a counter: a fresh schema or prefix.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A two-thread runtime, as the machine has two cores.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Commands per iteration of the command benchmarks.
+pub const COMMANDS: usize = 1_000;
+/// Concurrent writers in the many-writer benchmarks.
+pub const TASKS: usize = 8;
+
+/// A baseline deposit of 1 on `account`.
+pub fn deposit(account: &str) -> Command {
+    Command::Deposit {
+        account: account.to_owned(),
+        amount: 1,
+    }
+}
+
+/// A baseline opening of `account`.
+pub fn open(account: &str) -> Command {
+    Command::Open {
+        account: account.to_owned(),
+        owner: "ada".into(),
+    }
+}
+
+/// `n` stored events for one account, appended through the store in batches.
+pub async fn fill<S: EventStore>(store: &S, account: &str, n: usize) {
+    let stream = StreamId::new("bank_account", account);
+    let (events, _) = crate::workloads::events(n);
+    for (i, chunk) in events.chunks(1_000).enumerate() {
+        let batch = chunk
+            .iter()
+            .map(|e| {
+                use es_core::Event;
+                NewEvent {
+                    event_id: EventId::new(),
+                    name: e.name().into(),
+                    schema_version: e.version(),
+                    payload: e.encode(&es_core::Json).expect("encodes"),
+                }
+            })
+            .collect();
+        store
+            .append(AppendRequest {
+                stream: &stream,
+                expected: ExpectedVersion::Exact((i * 1_000) as u64),
+                events: batch,
+                metadata: b"",
+                command_id: None,
+                recorded_at: Timestamp::now(),
+            })
+            .await
+            .expect("append");
+    }
+}
+
+/// `TASKS` tasks, each making its share of the deposits on its own account.
+pub async fn framework_on_own_accounts<S: EventStore + Clone>(app: Dispatcher<S>) {
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let app = app.clone();
+            tokio::spawn(async move { framework_deposits(&app, &format!("t{t}"), COMMANDS / TASKS).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+}
