@@ -3,8 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use es_core::store::{AppendRequest, NewEvent};
-use es_core::{Dispatcher, EventId, EventStore, ExpectedVersion, StreamId, Timestamp};
+use es_core::{Dispatcher, EventStore, StreamId};
 
 use crate::baseline::Command;
 use crate::sql::framework_deposits;
@@ -52,33 +51,14 @@ pub fn open(account: &str) -> Command {
 
 /// `n` stored events for one account, appended through the store in batches.
 pub async fn fill<S: EventStore>(store: &S, account: &str, n: usize) {
+    use es_core::Event;
     let stream = StreamId::new("bank_account", account);
     let (events, _) = crate::workloads::events(n);
-    for (i, chunk) in events.chunks(1_000).enumerate() {
-        let batch = chunk
-            .iter()
-            .map(|e| {
-                use es_core::Event;
-                NewEvent {
-                    event_id: EventId::new(),
-                    name: e.name().into(),
-                    schema_version: e.version(),
-                    payload: e.encode(&es_core::Json).expect("encodes"),
-                }
-            })
-            .collect();
-        store
-            .append(AppendRequest {
-                stream: &stream,
-                expected: ExpectedVersion::Exact((i * 1_000) as u64),
-                events: batch,
-                metadata: b"",
-                command_id: None,
-                recorded_at: Timestamp::now(),
-            })
-            .await
-            .expect("append");
-    }
+    let encoded: Vec<(&'static str, u32, Vec<u8>)> = events
+        .iter()
+        .map(|e| (e.name(), e.version(), e.encode(&es_core::Json).expect("encodes")))
+        .collect();
+    crate::workloads::append_encoded(store, &stream, &encoded).await;
 }
 
 /// `TASKS` tasks, each making its share of the deposits on its own account.

@@ -1,7 +1,8 @@
 //! The benchmark workloads, through the framework and by hand. Each pair
 //! returns comparable results so the smoke test can check they agree.
 
-use es_core::{Aggregate, Codec, Dispatcher, InMemoryStore};
+use es_core::store::{AppendRequest, NewEvent};
+use es_core::{Aggregate, Codec, Dispatcher, EventId, EventStore, ExpectedVersion, InMemoryStore, StreamId, Timestamp};
 use examples::bank::{AccountEvent, AccountId, AccountOpened, BankAccount, Deposit, MoneyDeposited, OpenAccount};
 
 use crate::baseline::{self, Bank};
@@ -163,8 +164,7 @@ pub async fn cold_load_baseline(store: &InMemoryStore, decode: fn(&str, &[u8]) -
 /// one cent, stored at their current version (4) or, with `behind`, at the
 /// version before it (3, `{net, fee}` with no fee: one upcast each).
 pub async fn stored_withdrawals<C: Codec>(codec: C, n: usize, behind: bool) -> InMemoryStore {
-    use es_core::store::{AppendRequest, NewEvent};
-    use es_core::{Event, EventId, EventStore, ExpectedVersion, StreamId, Timestamp};
+    use es_core::Event;
     use examples::bank::{MoneyWithdrawn, MoneyWithdrawnV3};
     let store = InMemoryStore::new();
     let stream = StreamId::new(BankAccount::NAME, account(0));
@@ -183,8 +183,15 @@ pub async fn stored_withdrawals<C: Codec>(codec: C, n: usize, behind: bool) -> I
             }
         })
         .collect();
+    append_encoded(&store, &stream, &encoded).await;
+    store
+}
+
+/// Appends encoded events (name, schema version, payload) to `stream` in
+/// batches of 1,000, each at the stream's version.
+pub async fn append_encoded<S: EventStore>(store: &S, stream: &StreamId, encoded: &[(&'static str, u32, Vec<u8>)]) {
     for chunk in encoded.chunks(1_000) {
-        let version = store.stream_version(&stream).await.expect("version");
+        let version = store.stream_version(stream).await.expect("version");
         let batch = chunk
             .iter()
             .map(|(name, schema_version, payload)| NewEvent {
@@ -196,7 +203,7 @@ pub async fn stored_withdrawals<C: Codec>(codec: C, n: usize, behind: bool) -> I
             .collect();
         store
             .append(AppendRequest {
-                stream: &stream,
+                stream,
                 expected: ExpectedVersion::Exact(version),
                 events: batch,
                 metadata: b"",
@@ -206,5 +213,4 @@ pub async fn stored_withdrawals<C: Codec>(codec: C, n: usize, behind: bool) -> I
             .await
             .expect("append");
     }
-    store
 }

@@ -144,6 +144,33 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// An engine's error while doing `operation`: [`StoreError::Unavailable`]
+    /// when the engine cannot be reached (`unavailable`), else
+    /// [`StoreError::Backend`]. For store implementations.
+    pub fn from_engine(
+        store: &'static str,
+        operation: &'static str,
+        unavailable: bool,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        let source = source.into();
+        if unavailable {
+            StoreError::Unavailable {
+                store,
+                operation,
+                source,
+            }
+        } else {
+            StoreError::Backend {
+                store,
+                operation,
+                source,
+            }
+        }
+    }
+}
+
 /// An append whose expected version did not match the stream.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("stream `{stream}` is at version {actual}, but the append expected {expected}")]

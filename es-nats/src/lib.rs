@@ -176,19 +176,8 @@ fn failed<'c, E: std::error::Error + Send + Sync + 'static>(
     operation: &'static str,
 ) -> impl Fn(E) -> StoreError + 'c {
     move |e| {
-        if client.connection_state() != async_nats::connection::State::Connected {
-            StoreError::Unavailable {
-                store: STORE,
-                operation,
-                source: Box::new(e),
-            }
-        } else {
-            StoreError::Backend {
-                store: STORE,
-                operation,
-                source: Box::new(e),
-            }
-        }
+        let unavailable = client.connection_state() != async_nats::connection::State::Connected;
+        StoreError::from_engine(STORE, operation, unavailable, e)
     }
 }
 

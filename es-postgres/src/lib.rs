@@ -157,29 +157,18 @@ impl std::fmt::Debug for PostgresStore {
 
 /// Maps an sqlx error, telling "cannot reach the database" apart.
 fn error(operation: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
-    move |e| match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => StoreError::Unavailable {
-            store: STORE,
-            operation,
-            source: Box::new(e),
-        },
-        sqlx::Error::Database(ref db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) => {
+    move |e| {
+        let unavailable = match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
             // admin shutdown, crash shutdown, cannot connect now, connection failures
-            StoreError::Unavailable {
-                store: STORE,
-                operation,
-                source: Box::new(e),
-            }
-        }
-        other => StoreError::Backend {
-            store: STORE,
-            operation,
-            source: Box::new(other),
-        },
+            sqlx::Error::Database(db) => db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")),
+            _ => false,
+        };
+        StoreError::from_engine(STORE, operation, unavailable, e)
     }
 }
 

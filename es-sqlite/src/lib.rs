@@ -144,19 +144,7 @@ fn error(operation: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
                     | rusqlite::ErrorCode::DiskFull
             )
         );
-        if unavailable {
-            StoreError::Unavailable {
-                store: STORE,
-                operation,
-                source: Box::new(e),
-            }
-        } else {
-            StoreError::Backend {
-                store: STORE,
-                operation,
-                source: Box::new(e),
-            }
-        }
+        StoreError::from_engine(STORE, operation, unavailable, e)
     }
 }
 

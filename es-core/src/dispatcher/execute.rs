@@ -74,13 +74,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         let mut slot = cell.take().await;
         self.refresh(&stream, &mut slot, &tracing::Span::none()).await?;
         if list.is_empty() {
-            return Ok(Committed {
-                stream,
-                version: slot.version,
-                position: None,
-                events: Vec::new(),
-                deduplicated: false,
-            });
+            return Ok(Committed::nothing(stream, slot.version));
         }
         slot.fresh = false;
         let before = slot.version;
@@ -263,16 +257,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                 }
             };
             if events.is_empty() {
-                return finish(
-                    probe,
-                    Ok(Committed {
-                        stream,
-                        version: slot.version,
-                        position: None,
-                        events: Vec::new(),
-                        deduplicated: false,
-                    }),
-                );
+                return finish(probe, Ok(Committed::nothing(stream, slot.version)));
             }
             // Apply before appending: an event its aggregate cannot apply
             // (a panic, an overflow) is never stored, where it would make the

@@ -54,6 +54,17 @@ where
 }
 
 impl<A: Aggregate> Committed<A> {
+    /// The outcome of a command that decided no events.
+    pub(crate) fn nothing(stream: StreamId, version: u64) -> Self {
+        Committed {
+            stream,
+            version,
+            position: None,
+            events: Vec::new(),
+            deduplicated: false,
+        }
+    }
+
     /// The committed events without their envelopes.
     pub fn payloads(&self) -> impl Iterator<Item = &A::Event> {
         self.events.iter().map(|e| &e.payload)
