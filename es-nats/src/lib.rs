@@ -32,15 +32,23 @@
 //! - **Command ids**: the publish carries `Nats-Msg-Id` (a hash of stream and
 //!   command id), so the server itself answers a repeated command inside its
 //!   duplicate window ([`NatsOptions::duplicate_window`]) with the first
-//!   message; each committed command is also recorded in the key-value
-//!   bucket `<prefix>_commands`, which answers later repeats. A process that
-//!   dies between the publish and that record leaves only the window's
-//!   protection.
-//! - **Event ids** are unique across the store: each is reserved in the
-//!   bucket `<prefix>_event_ids` before the publish (and released if the
-//!   batch is refused).
-//! - **Snapshots and checkpoints** live in the buckets `<prefix>_snapshots`
-//!   and `<prefix>_checkpoints`.
+//!   message; each committed command is also recorded in the records stream
+//!   (below), which answers later repeats. A process that dies between the
+//!   publish and that record leaves only the window's protection.
+//! - **Records** — command ids, event ids, snapshots, checkpoints — live in a
+//!   second JetStream stream, `<prefix>_records`, that keeps the last message
+//!   of each subject: what JetStream's key-value buckets are made of (the
+//!   key-value API of async-nats 0.46 cannot read server 2.9's answer when it
+//!   creates a bucket). Conditional writes use the same expected-sequence
+//!   headers as appends.
+//! - **Event ids** are unique across the store: each is reserved as a record
+//!   before the publish (and released if the batch is refused).
+//! - **Replicated streams on servers before 2.10.20** check the per-subject
+//!   expected sequence outside the replicated write (nats-server#4320, and
+//!   #5794 for an expected 0), so two racing writers could both pass it.
+//!   There every conditional write is guarded stream-wide instead
+//!   (`Nats-Expected-Last-Sequence`, read before the subject): correct, at
+//!   the price of writers retrying when any other lands first.
 //! - **Followers are woken by the server:** the store subscribes to
 //!   `<prefix>.events.>` and wakes readers on each committed batch, from any
 //!   process.
@@ -120,10 +128,10 @@ pub enum Storage {
 /// Settings for [`NatsStore::connect_with`].
 #[derive(Debug, Clone)]
 pub struct NatsOptions {
-    /// Names the JetStream stream, its subjects and buckets: letters,
+    /// Names the JetStream stream, its subjects and its records stream: letters,
     /// digits, `_` and `-`, at most 32.
     pub prefix: String,
-    /// Copies of every message and bucket in a cluster (1, 3 or 5).
+    /// Copies of every message and record in a cluster (1, 3 or 5).
     pub replicas: usize,
     /// File or memory.
     pub storage: Storage,
@@ -252,7 +260,7 @@ fn validate_prefix(prefix: &str) -> Result<(), StoreError> {
 
 impl NatsStore {
     /// Connects to `url` with the default options (prefix `es`, one
-    /// replica, file storage), creating the stream and buckets if missing.
+    /// replica, file storage), creating its two streams if missing.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         Self::connect_with(url, NatsOptions::default()).await
     }
