@@ -26,12 +26,14 @@ use es_core::{AppendError, EventStore, StoreError, StreamId};
 pub struct ReadmeDoctests;
 
 /// Wraps a store and counts stream reads and the events they visit, to
-/// check what the dispatcher reads.
+/// check what the dispatcher reads, and reads of the global log, to check
+/// what runners read.
 #[derive(Clone)]
 pub struct CountingStore<S> {
     inner: S,
     stream_reads: Arc<AtomicU64>,
     events_read: Arc<AtomicU64>,
+    log_reads: Arc<AtomicU64>,
 }
 
 impl<S: EventStore> CountingStore<S> {
@@ -41,6 +43,7 @@ impl<S: EventStore> CountingStore<S> {
             inner,
             stream_reads: Arc::default(),
             events_read: Arc::default(),
+            log_reads: Arc::default(),
         }
     }
 
@@ -52,6 +55,11 @@ impl<S: EventStore> CountingStore<S> {
     /// How many times a stream was read.
     pub fn stream_reads(&self) -> u64 {
         self.stream_reads.load(Ordering::Relaxed)
+    }
+
+    /// How many reads of the global log there were.
+    pub fn log_reads(&self) -> u64 {
+        self.log_reads.load(Ordering::Relaxed)
     }
 
     /// How many events stream reads visited.
@@ -88,6 +96,7 @@ impl<S: EventStore> EventStore for CountingStore<S> {
         limit: usize,
         visit: impl Visitor,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.log_reads.fetch_add(1, Ordering::Relaxed);
         self.inner.read_all(after, limit, visit)
     }
 
@@ -125,6 +134,10 @@ impl<S: EventStore> EventStore for CountingStore<S> {
 
     fn save_checkpoint(&self, name: &str, position: u64) -> impl Future<Output = Result<(), StoreError>> + Send {
         self.inner.save_checkpoint(name, position)
+    }
+
+    fn notifications(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.inner.notifications()
     }
 }
 

@@ -8,6 +8,8 @@ use es_core::subscription::RunState;
 use es_core::{Dispatcher, EventStore, InMemoryStore, OnRefusal, ProcessManager, Projection, SubscriptionError};
 use es_sqlite::{SqliteProjection, SqliteStore};
 use examples::bank::{AccountId, Deposit, OpenAccount};
+use examples::views::{BalanceOf, Balances};
+use tests::CountingStore;
 use tests::faulty::{Poison, Tally, Welcome};
 use tests::ledger::SqliteLedger;
 
@@ -480,4 +482,29 @@ mod postgres {
         runner.stop().await;
         assert_exactly_once(&store, 4).await;
     }
+}
+
+/// A runner woken while commits keep landing reads them as a few pages, not
+/// one read per commit (`RunOptions::coalesce`): a read model must not
+/// compete with the writers it follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_following_runner_reads_a_burst_of_commits_as_few_pages() {
+    let store = CountingStore::new(InMemoryStore::new());
+    let app = Dispatcher::new(store.clone());
+    open(&app, "burst").await;
+    let balances = Projection::new("balances", Balances::default());
+    let runner = balances.spawn(store.clone(), Duration::from_secs(60));
+    runner.wait_for(1, Duration::from_secs(5)).await.unwrap();
+    let before = store.log_reads();
+    let last = deposit(&app, "burst", &[1; 300]).await;
+    runner.wait_for(last, Duration::from_secs(5)).await.unwrap();
+    let reads = store.log_reads() - before;
+    assert!(reads <= 30, "{reads} reads of the log for 300 commits");
+    assert_eq!(
+        balances.query(BalanceOf {
+            account: "burst".into()
+        }),
+        Some(300)
+    );
+    runner.stop().await;
 }
