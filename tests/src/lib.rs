@@ -144,12 +144,13 @@ impl<S: EventStore> EventStore for CountingStore<S> {
 /// Wraps a store and, while switched off, fails every call as a store that
 /// cannot be reached would: an outage to inject. While contended, another
 /// writer gets to every stream just before each append that expects a
-/// version: a conflict that no retry outlasts.
+/// version: a conflict that no retry outlasts. Appends can be slowed down.
 #[derive(Clone)]
 pub struct SwitchableStore<S> {
     inner: S,
     down: Arc<std::sync::atomic::AtomicBool>,
     contended: Arc<std::sync::atomic::AtomicBool>,
+    append_delay_ms: Arc<AtomicU64>,
 }
 
 impl<S: EventStore> SwitchableStore<S> {
@@ -159,7 +160,13 @@ impl<S: EventStore> SwitchableStore<S> {
             inner,
             down: Arc::default(),
             contended: Arc::default(),
+            append_delay_ms: Arc::default(),
         }
+    }
+
+    /// Makes every append wait `delay` first: a slow commit, in flight.
+    pub fn set_append_delay(&self, delay: std::time::Duration) {
+        self.append_delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Starts or ends the contention.
@@ -189,6 +196,10 @@ impl<S: EventStore> EventStore for SwitchableStore<S> {
 
     async fn append(&self, request: AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
         self.up("append")?;
+        let delay = self.append_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
         let exact = matches!(request.expected, es_core::ExpectedVersion::Exact(_));
         if exact && self.contended.load(Ordering::SeqCst) {
             // The other writer appends a copy of the batch's first event.

@@ -344,3 +344,32 @@ async fn conflicts_that_outlast_the_retries_answer_409() {
     assert_eq!(balance["balance"], json!(3 * (others as u64 + 1)));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_the_commands_in_flight() {
+    let store = SwitchableStore::new(InMemoryStore::new());
+    let server = Server::start(store.clone()).await;
+    let client = reqwest::Client::new();
+    let (status, _, _) = post(&client, &server, r#"{"type":"open","account":"ed","owner":"Ed"}"#, None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // A deposit whose commit takes half a second, and a shutdown during it.
+    store.set_append_delay(Duration::from_millis(500));
+    let request = client
+        .post(server.url("/commands"))
+        .body(r#"{"type":"deposit","account":"ed","amount":9}"#)
+        .send();
+    let in_flight = tokio::spawn(async move {
+        let response = request.await.unwrap();
+        (response.status(), response.json::<Value>().await.unwrap())
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let url = server.url("/commands");
+    server.stop().await;
+    let (status, receipt) = in_flight.await.unwrap();
+    assert_eq!((status, &receipt["version"]), (StatusCode::OK, &json!(2)), "{receipt}");
+    let stream = es_core::StreamId::new("bank_account", "ed");
+    assert_eq!(es_core::EventStore::stream_version(&store, &stream).await.unwrap(), 2);
+    // Stopped means stopped: nothing listens any more.
+    assert!(client.post(url).body("{}").send().await.is_err());
+}
