@@ -179,6 +179,19 @@ pub(crate) async fn streams(db: &Db, aggregate_type: Option<&str>, limit: usize)
                 .collect::<Result<Vec<_>, sqlx::Error>>()
                 .map_err(pg_error("list streams"))
         }
+        Db::Nats(store) => Ok(store
+            .stream_heads()
+            .await?
+            .into_iter()
+            .filter(|h| aggregate_type.is_none_or(|t| h.stream.aggregate_type() == t))
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .map(|h| StreamInfo {
+                aggregate_type: h.stream.aggregate_type().to_owned(),
+                aggregate_id: h.stream.aggregate_id().to_owned(),
+                version: h.version,
+                last_recorded_at: h.last_recorded_at.to_string(),
+            })
+            .collect()),
     }
 }
 
@@ -204,6 +217,12 @@ pub(crate) async fn checkpoints(db: &Db) -> Result<Vec<CheckpointInfo>, CliError
             .await
             .map_err(pg_error("list checkpoints"))?
         }
+        Db::Nats(store) => store
+            .checkpoints()
+            .await?
+            .into_iter()
+            .map(|(name, position)| (name, i64::try_from(position).unwrap_or(i64::MAX)))
+            .collect(),
     };
     let head = last_position(db).await?;
     Ok(named
@@ -222,10 +241,7 @@ pub(crate) async fn checkpoints(db: &Db) -> Result<Vec<CheckpointInfo>, CliError
 
 /// Moves a checkpoint.
 pub(crate) async fn set_checkpoint(db: &Db, name: &str, position: u64) -> Result<(), CliError> {
-    match db {
-        Db::Sqlite(store) => store.save_checkpoint(name, position).await?,
-        Db::Postgres(store) => store.save_checkpoint(name, position).await?,
-    }
+    crate::on_store!(db, store => store.save_checkpoint(name, position).await?);
     Ok(())
 }
 
@@ -277,6 +293,32 @@ pub(crate) async fn catalogue(db: &Db) -> Result<Vec<CatalogueEntry>, CliError> 
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()
                 .map_err(pg_error("list the stored events"))
+        }
+        // No index to ask: the whole log, read a page at a time.
+        Db::Nats(store) => {
+            use es_core::EventStoreExt;
+            let mut kinds: std::collections::BTreeMap<(String, u32), CatalogueEntry> = Default::default();
+            let mut after = 0;
+            loop {
+                let page = store.read_all_vec(after, 5_000).await?;
+                let Some(last) = page.last() else { break };
+                after = last.position;
+                for e in &page {
+                    let at = e.recorded_at.to_string();
+                    let entry = kinds
+                        .entry((e.name.clone(), e.schema_version))
+                        .or_insert_with(|| CatalogueEntry {
+                            name: e.name.clone(),
+                            schema_version: e.schema_version,
+                            count: 0,
+                            first_recorded_at: at.clone(),
+                            last_recorded_at: at.clone(),
+                        });
+                    entry.count += 1;
+                    entry.last_recorded_at = at;
+                }
+            }
+            Ok(kinds.into_values().collect())
         }
     }
 }

@@ -10,8 +10,9 @@
 //! es --db bank.db schema                        # the store's schema version and event catalogue
 //! ```
 //!
-//! `--db` (or `ES_DB`) is a SQLite file or a `postgres://` URL (`--schema`
-//! for a PostgreSQL schema other than `es`). Output is a table on a terminal,
+//! `--db` (or `ES_DB`) is a SQLite file, a `postgres://` URL (`--schema`
+//! for a PostgreSQL schema other than `es`) or a `nats://` URL (`--schema`
+//! names the store's prefix). Output is a table on a terminal,
 //! JSON with `--json` (one document; `follow` writes one line per event).
 //!
 //! Most commands need nothing of the application: payloads stored with the
@@ -65,10 +66,12 @@ use table::Table;
 #[derive(Debug, Parser)]
 #[command(name = "es", version, about = "Look inside an es event store")]
 pub struct Cli {
-    /// The store: a SQLite file's path or a postgres:// URL.
+    /// The store: a SQLite file's path, a postgres:// URL or a nats:// URL
+    /// (several, comma-separated, for a cluster).
     #[arg(long, env = "ES_DB", global = true)]
     pub db: Option<String>,
-    /// The PostgreSQL schema holding the store's tables.
+    /// The PostgreSQL schema holding the store's tables, or the NATS store's
+    /// prefix.
     #[arg(long, default_value = "es", global = true)]
     pub schema: String,
     /// JSON instead of a table.
@@ -139,7 +142,21 @@ pub enum Db {
     Sqlite(SqliteStore),
     /// A PostgreSQL schema.
     Postgres(PostgresStore),
+    /// A NATS JetStream store.
+    Nats(es_nats::NatsStore),
 }
+
+/// Runs `$body` with `$s` bound to whichever store `$db` holds.
+macro_rules! on_store {
+    ($db:expr, $s:ident => $body:expr) => {
+        match $db {
+            Db::Sqlite($s) => $body,
+            Db::Postgres($s) => $body,
+            Db::Nats($s) => $body,
+        }
+    };
+}
+use on_store;
 
 /// What a rebuild returns: the checkpoint it reached.
 pub type RebuildFuture = Pin<Box<dyn Future<Output = Result<u64, Box<dyn std::error::Error + Send + Sync>>> + Send>>;
@@ -235,7 +252,7 @@ pub async fn run(cli: Cli, rebuilds: &Rebuilds, out: &mut (dyn Write + Send)) ->
     let target = cli
         .db
         .clone()
-        .ok_or_else(|| fail("no store given: pass --db <SQLite file | postgres:// URL> or set ES_DB"))?;
+        .ok_or_else(|| fail("no store given: pass --db <SQLite file | postgres:// URL | nats:// URL> or set ES_DB"))?;
     if let Command::Schema = cli.command {
         return schema(&target, &cli, out).await;
     }
@@ -261,16 +278,8 @@ pub async fn run(cli: Cli, rebuilds: &Rebuilds, out: &mut (dyn Write + Send)) ->
             let (kind, id) = stream
                 .split_once('/')
                 .ok_or_else(|| fail(format!("`{stream}` is not a stream: write aggregate_type/aggregate_id")))?;
-            let events = match &db {
-                Db::Sqlite(s) => {
-                    s.read_stream_vec(&StreamId::new(kind.to_owned(), id), after + 1)
-                        .await?
-                }
-                Db::Postgres(s) => {
-                    s.read_stream_vec(&StreamId::new(kind.to_owned(), id), after + 1)
-                        .await?
-                }
-            };
+            let stream_id = StreamId::new(kind.to_owned(), id);
+            let events = on_store!(&db, s => s.read_stream_vec(&stream_id, after + 1).await?);
             if events.is_empty() && *after == 0 {
                 return Err(fail(format!("stream `{stream}` has no events")));
             }
@@ -345,7 +354,18 @@ fn checkpoint_name(name: &str) -> String {
     }
 }
 
+fn is_nats(target: &str) -> bool {
+    target.starts_with("nats://") || target.starts_with("tls://")
+}
+
 async fn open(target: &str, schema: &str) -> Result<Db, CliError> {
+    if is_nats(target) {
+        let options = es_nats::NatsOptions {
+            prefix: schema.to_owned(),
+            ..es_nats::NatsOptions::default()
+        };
+        return Ok(Db::Nats(es_nats::NatsStore::connect_with(target, options).await?));
+    }
     if target.starts_with("postgres://") || target.starts_with("postgresql://") {
         let store = PostgresStore::connect_with(
             target,
@@ -362,7 +382,7 @@ async fn open(target: &str, schema: &str) -> Result<Db, CliError> {
         let path = PathBuf::from(target);
         if !path.is_file() {
             return Err(fail(format!(
-                "`{target}` is not a file; --db takes a SQLite file that exists or a postgres:// URL"
+                "`{target}` is not a file; --db takes a SQLite file that exists, a postgres:// or a nats:// URL"
             )));
         }
         inspect::require_sqlite_store(&path)?;
@@ -371,17 +391,11 @@ async fn open(target: &str, schema: &str) -> Result<Db, CliError> {
 }
 
 async fn load_checkpoint(db: &Db, name: &str) -> Result<Option<u64>, CliError> {
-    Ok(match db {
-        Db::Sqlite(s) => s.load_checkpoint(name).await?,
-        Db::Postgres(s) => s.load_checkpoint(name).await?,
-    })
+    Ok(on_store!(db, s => s.load_checkpoint(name).await?))
 }
 
 async fn last_position(db: &Db) -> Result<u64, CliError> {
-    Ok(match db {
-        Db::Sqlite(s) => s.last_position().await?,
-        Db::Postgres(s) => s.last_position().await?,
-    })
+    Ok(on_store!(db, s => s.last_position().await?))
 }
 
 /// An event as JSON: the payload as stored when it is JSON, hex otherwise.
@@ -419,17 +433,11 @@ async fn follow(
         None => last_position(db).await?,
     };
     let mut printed = 0u64;
-    let mut wake = match db {
-        Db::Sqlite(s) => s.notifications(),
-        Db::Postgres(s) => s.notifications(),
-    };
+    let mut wake = on_store!(db, s => s.notifications());
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
-        let page = match db {
-            Db::Sqlite(s) => s.read_all_vec(after, 500).await?,
-            Db::Postgres(s) => s.read_all_vec(after, 500).await?,
-        };
+        let page = on_store!(db, s => s.read_all_vec(after, 500).await?);
         for e in &page {
             if json_lines {
                 writeln!(out, "{}", event_json(e))?;
@@ -528,7 +536,10 @@ async fn rebuild(
 async fn schema(target: &str, cli: &Cli, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
     // Read the version before opening the store: opening a SQLite file
     // migrates it.
-    let (version, newest) = if target.starts_with("postgres://") || target.starts_with("postgresql://") {
+    let (version, newest) = if is_nats(target) {
+        // Not a schema: the format of its batch messages.
+        (1, 1)
+    } else if target.starts_with("postgres://") || target.starts_with("postgresql://") {
         let db = open(target, &cli.schema).await?;
         let Db::Postgres(store) = &db else { unreachable!() };
         (

@@ -318,3 +318,61 @@ fn files_that_are_not_stores_are_refused_untouched() {
         .expect("count");
     assert_eq!(tables, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_commands_on_a_nats_store() {
+    let (Some(url), Some(store)) = (tests::nats::url(), tests::nats::store().await) else {
+        return;
+    };
+    bank(store.clone()).await;
+    let db = ["--db", url.as_str(), "--schema", store.prefix()];
+    let with = |rest: &[&'static str]| [&db[..], rest].concat();
+
+    let streams = json_of(&with(&["--json", "streams"]));
+    let listed: Vec<(&Value, &Value)> = streams
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|s| (&s["aggregate_id"], &s["version"]))
+        .collect();
+    assert_eq!(listed, [(&json!("bob"), &json!(2)), (&json!("ada"), &json!(3))]);
+
+    let events = json_of(&with(&["--json", "events", "bank_account/ada"]));
+    assert_eq!(events[1]["payload"], json!({"amount": 500}));
+    assert_eq!(events[1]["metadata"]["command_id"], json!("dep-1"));
+    assert_eq!(events[2]["name"], json!("account.withdrawn"));
+
+    let checkpoints = json_of(&with(&["--json", "projections"]));
+    assert_eq!(checkpoints[0]["name"], json!("projection:balances"));
+    assert_eq!(checkpoints[0]["position"], json!(2));
+
+    let schema = json_of(&with(&["--json", "schema"]));
+    let kinds: Vec<(&Value, &Value, &Value)> = schema["events"]
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|e| (&e["name"], &e["schema_version"], &e["count"]))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (&json!("account.deposited"), &json!(1), &json!(2)),
+            (&json!("account.opened"), &json!(1), &json!(2)),
+            (&json!("account.withdrawn"), &json!(4), &json!(1)),
+        ]
+    );
+
+    let follow: Vec<Value> = ok(&with(&["--json", "follow", "--from", "0", "--count", "5"]))
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let names: Vec<&Value> = follow.iter().map(|e| &e["name"]).collect();
+    assert_eq!(names.len(), 5);
+    assert_eq!(names[0], &json!("account.opened"));
+
+    assert_eq!(
+        ok(&with(&["reset", "balances", "--yes"])).trim(),
+        "projection:balances: 2 -> 0"
+    );
+    assert_eq!(json_of(&with(&["--json", "projections"]))[0]["position"], json!(0));
+}

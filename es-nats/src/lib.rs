@@ -723,6 +723,91 @@ impl NatsStore {
     }
 }
 
+/// One stream's head, for operators' tools ([`NatsStore::stream_heads`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamHead {
+    /// The stream.
+    pub stream: StreamId,
+    /// Its version.
+    pub version: u64,
+    /// When its last batch was committed.
+    pub last_recorded_at: es_core::Timestamp,
+    /// The JetStream sequence of its last batch.
+    pub last_sequence: u64,
+}
+
+impl NatsStore {
+    /// Every stream with events, newest last write first. The server lists
+    /// the subjects; each head costs one more request: for tools, not for
+    /// the command path.
+    pub async fn stream_heads(&self) -> Result<Vec<StreamHead>, StoreError> {
+        let client = &self.inner.client;
+        let mut subjects = self
+            .inner
+            .stream
+            .info_with_subjects(format!("{}.events.>", self.inner.prefix))
+            .await
+            .map_err(failed(client, "list streams"))?;
+        let mut names = Vec::new();
+        while let Some(entry) = subjects.next().await {
+            names.push(entry.map_err(failed(client, "list streams"))?.0);
+        }
+        let mut heads = Vec::with_capacity(names.len());
+        for subject in names {
+            let stream = self.stream_of(&subject)?;
+            let message = self
+                .inner
+                .stream
+                .get_last_raw_message_by_subject(&subject)
+                .await
+                .map_err(failed(client, "read a stream's last batch"))?;
+            let batch =
+                Batch::decode(&message.payload).map_err(|e| corrupt(format!("message {}: {e}", message.sequence)))?;
+            heads.push(StreamHead {
+                stream,
+                version: batch.last_version(),
+                last_recorded_at: batch.recorded_at,
+                last_sequence: message.sequence,
+            });
+        }
+        heads.sort_by_key(|h| std::cmp::Reverse(h.last_sequence));
+        Ok(heads)
+    }
+
+    /// Every saved checkpoint and its position.
+    pub async fn checkpoints(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let client = &self.inner.client;
+        let space = &self.inner.checkpoints.space;
+        let mut subjects = self
+            .inner
+            .checkpoints
+            .stream
+            .info_with_subjects(format!("{space}.>"))
+            .await
+            .map_err(failed(client, "list checkpoints"))?;
+        let mut names = Vec::new();
+        while let Some(entry) = subjects.next().await {
+            let subject = entry.map_err(failed(client, "list checkpoints"))?.0;
+            let name = subject
+                .rsplit('.')
+                .next()
+                .and_then(|key| key.strip_prefix('c'))
+                .and_then(unhex)
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .ok_or_else(|| corrupt(format!("record `{subject}` names no checkpoint")))?;
+            names.push(name);
+        }
+        names.sort();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            if let Some(position) = self.load_checkpoint(&name).await? {
+                out.push((name, position));
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Visits each event of `batch` (at `sequence`, in `stream`) from version
 /// `from_version` and after position `after`.
 fn visit_batch(
