@@ -138,6 +138,12 @@ pub struct NatsOptions {
     /// How long the server remembers a command's message id and answers a
     /// repeat with the first message.
     pub duplicate_window: Duration,
+    /// How long a JetStream request (a read, a publish's acknowledgement)
+    /// may take before it fails as unavailable. While a cluster elects a new
+    /// leader, requests to the old one wait this long; a shorter timeout
+    /// fails them sooner, to be retried (a publish that did land is then
+    /// answered by its command id).
+    pub request_timeout: Duration,
 }
 
 impl Default for NatsOptions {
@@ -147,6 +153,7 @@ impl Default for NatsOptions {
             replicas: 1,
             storage: Storage::File,
             duplicate_window: Duration::from_secs(120),
+            request_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -291,7 +298,9 @@ impl NatsStore {
                 options.replicas
             )));
         }
-        let context = jetstream::new(client.clone());
+        let context = jetstream::ContextBuilder::new()
+            .timeout(options.request_timeout)
+            .build(client.clone());
         let prefix = options.prefix.clone();
         let storage = match options.storage {
             Storage::File => stream::StorageType::File,

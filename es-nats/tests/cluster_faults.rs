@@ -48,8 +48,15 @@ async fn a_killed_leader_loses_no_acknowledged_command_and_the_read_model_matche
     let Some(cluster) = support::cluster() else {
         return;
     };
-    let store = cluster.store().await;
-    let reader = cluster.same(&store).await;
+    // Requests fail after a second while there is no leader, and are
+    // retried (the slowest command still takes about ten seconds: the
+    // cluster's election, not the client, sets that).
+    let options = es_nats::NatsOptions {
+        request_timeout: Duration::from_secs(1),
+        ..es_nats::NatsOptions::default()
+    };
+    let store = cluster.store_with(options.clone()).await;
+    let reader = cluster.same(&store, options).await;
     let balances = Projection::new("balances", Balances::default());
     let runner = balances.spawn(reader.clone(), Duration::from_millis(500));
     let app = Dispatcher::new(store.clone());

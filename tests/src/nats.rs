@@ -291,12 +291,17 @@ impl Cluster {
     /// A store with three replicas under a prefix of its own, once the
     /// cluster has elected its JetStream leader.
     pub async fn store(&self) -> NatsStore {
+        self.store_with(NatsOptions::default()).await
+    }
+
+    /// [`Cluster::store`] with `options` (its prefix and replicas replaced).
+    pub async fn store_with(&self, options: NatsOptions) -> NatsStore {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let options = NatsOptions {
                 prefix: fresh_prefix(),
                 replicas: 3,
-                ..NatsOptions::default()
+                ..options.clone()
             };
             match NatsStore::connect_with(&self.url, options).await {
                 Ok(store) => return store,
@@ -310,13 +315,13 @@ impl Cluster {
     }
 
     /// Another store on the same prefix and cluster: another process.
-    pub async fn same(&self, store: &NatsStore) -> NatsStore {
+    pub async fn same(&self, store: &NatsStore, options: NatsOptions) -> NatsStore {
         NatsStore::connect_with(
             &self.url,
             NatsOptions {
                 prefix: store.prefix().to_owned(),
                 replicas: 3,
-                ..NatsOptions::default()
+                ..options
             },
         )
         .await
