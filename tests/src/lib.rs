@@ -151,6 +151,9 @@ pub struct SwitchableStore<S> {
     down: Arc<std::sync::atomic::AtomicBool>,
     contended: Arc<std::sync::atomic::AtomicBool>,
     append_delay_ms: Arc<AtomicU64>,
+    /// A stream version its loads leave out (0: none): a store that lost
+    /// an event.
+    lost_version: Arc<AtomicU64>,
 }
 
 impl<S: EventStore> SwitchableStore<S> {
@@ -161,7 +164,14 @@ impl<S: EventStore> SwitchableStore<S> {
             down: Arc::default(),
             contended: Arc::default(),
             append_delay_ms: Arc::default(),
+            lost_version: Arc::default(),
         }
+    }
+
+    /// Makes loads of every stream leave out the event at `version` (0:
+    /// none), as a corrupt store would.
+    pub fn set_lost_version(&self, version: u64) {
+        self.lost_version.store(version, Ordering::SeqCst);
     }
 
     /// Makes every append wait `delay` first: a slow commit, in flight.
@@ -238,7 +248,17 @@ impl<S: EventStore> EventStore for SwitchableStore<S> {
         visit: impl FnMut(&es_core::store::LoadedEvent<'_>) -> std::ops::ControlFlow<()> + Send,
     ) -> Result<(), StoreError> {
         self.up("load events")?;
-        self.inner.load_events(stream, from_version, visit).await
+        let lost = self.lost_version.load(Ordering::SeqCst);
+        let mut visit = visit;
+        self.inner
+            .load_events(stream, from_version, |e: &es_core::store::LoadedEvent<'_>| {
+                if e.version == lost {
+                    std::ops::ControlFlow::Continue(())
+                } else {
+                    visit(e)
+                }
+            })
+            .await
     }
 
     async fn read_all(&self, after: u64, limit: usize, visit: impl Visitor) -> Result<(), StoreError> {

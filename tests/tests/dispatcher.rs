@@ -743,3 +743,47 @@ async fn imported_events_are_applied_checked_and_appended_whole() {
     assert_eq!(store.last_position().await.unwrap(), 3);
     assert_eq!(app.load::<BankAccount>(&id).await.unwrap().balance, 42);
 }
+
+/// A store that loses an event is reported, by name, with the stream and
+/// the versions around the gap, instead of folding a wrong state.
+#[tokio::test]
+async fn a_store_that_skips_a_version_is_reported_as_corrupt_by_name() {
+    let store = tests::SwitchableStore::new(InMemoryStore::new());
+    let app = Dispatcher::builder(store.clone()).cache_capacity(0).build();
+    app.dispatch(OpenAccount {
+        account: acc("gap"),
+        owner: "Ada".into(),
+    })
+    .await
+    .unwrap();
+    for amount in [5, 7] {
+        app.dispatch(Deposit {
+            account: acc("gap"),
+            amount,
+        })
+        .await
+        .unwrap();
+    }
+    store.set_lost_version(2);
+    let error = app.load::<BankAccount>(acc("gap")).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "memory store holds data it cannot read: stream `bank_account/gap` returned version 3 after version 1"
+    );
+    // A command on it fails the same way and writes nothing.
+    let refused = app
+        .dispatch(Deposit {
+            account: acc("gap"),
+            amount: 1,
+        })
+        .await;
+    assert!(matches!(
+        refused,
+        Err(DispatchError::Store(es_core::StoreError::Corrupt {
+            store: "memory",
+            ..
+        }))
+    ));
+    store.set_lost_version(0);
+    assert_eq!(app.load::<BankAccount>(acc("gap")).await.unwrap().balance, 12);
+}
