@@ -413,29 +413,38 @@ impl NatsStore {
         ])
     }
 
-    /// The sequence of `subject`'s last message and the stream version it
-    /// ends at; `(0, 0)` for a stream without events.
-    async fn last_of(&self, subject: &str) -> Result<(u64, u64), StoreError> {
+    /// `subject`'s last message: its sequence and payload, `None` for a
+    /// stream without events.
+    async fn last_batch(&self, subject: &str) -> Result<Option<(u64, Bytes)>, StoreError> {
         match self.inner.stream.get_last_raw_message_by_subject(subject).await {
-            Ok(message) => {
-                let batch = Batch::decode(&message.payload)
-                    .map_err(|e| corrupt(format!("message {} on `{subject}`: {e}", message.sequence)))?;
-                Ok((message.sequence, batch.last_version()))
-            }
-            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok((0, 0)),
+            Ok(message) => Ok(Some((message.sequence, message.payload))),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(e) => Err(failed(&self.inner.client, "read a stream's last batch")(e)),
         }
     }
 
-    /// The message at `sequence`, decoded.
-    async fn batch_at(&self, sequence: u64) -> Result<(StreamId, Bytes), StoreError> {
+    /// The sequence of `subject`'s last message and the stream version it
+    /// ends at; `(0, 0)` for a stream without events.
+    async fn last_of(&self, subject: &str) -> Result<(u64, u64), StoreError> {
+        match self.last_batch(subject).await? {
+            Some((sequence, payload)) => {
+                let batch =
+                    Batch::decode(&payload).map_err(|e| corrupt(format!("message {sequence} on `{subject}`: {e}")))?;
+                Ok((sequence, batch.last_version()))
+            }
+            None => Ok((0, 0)),
+        }
+    }
+
+    /// The payload of the message at `sequence`.
+    async fn batch_at(&self, sequence: u64) -> Result<Bytes, StoreError> {
         let message = self
             .inner
             .stream
             .get_raw_message(sequence)
             .await
             .map_err(failed(&self.inner.client, "read a batch"))?;
-        Ok((self.stream_of(&message.subject)?, message.payload))
+        Ok(message.payload)
     }
 
     /// Reserves each event id, or fails naming the first that is taken
@@ -562,7 +571,7 @@ impl NatsStore {
                 .map_err(failed(&self.inner.client, "publish a batch"))?;
             match sent.await {
                 Ok(ack) if ack.duplicate => {
-                    let (_, payload) = self.batch_at(ack.sequence).await?;
+                    let payload = self.batch_at(ack.sequence).await?;
                     let batch =
                         Batch::decode(&payload).map_err(|e| corrupt(format!("message {}: {e}", ack.sequence)))?;
                     return Ok(AppendOutcome::Duplicate(CommandRecord {
@@ -641,18 +650,14 @@ impl NatsStore {
     ) -> Result<(), StoreError> {
         es_core::store::validate_stream(STORE, stream)?;
         let subject = self.subject(stream);
-        let (last_sequence, version) = self.last_of(&subject).await?;
-        if version == 0 || from_version > version {
+        let Some((last_sequence, payload)) = self.last_batch(&subject).await? else {
+            return Ok(());
+        };
+        let batch = Batch::decode(&payload).map_err(|e| corrupt(format!("message {last_sequence}: {e}")))?;
+        if from_version > batch.last_version() {
             return Ok(());
         }
         // The usual tail read: everything asked for is in the last batch.
-        let last = self
-            .inner
-            .stream
-            .get_raw_message(last_sequence)
-            .await
-            .map_err(failed(&self.inner.client, "read a stream"))?;
-        let batch = Batch::decode(&last.payload).map_err(|e| corrupt(format!("message {last_sequence}: {e}")))?;
         if batch.first_version <= from_version.max(1) {
             let _ = each(last_sequence, &batch);
             return Ok(());
@@ -903,12 +908,8 @@ impl EventStore for NatsStore {
             return Ok(());
         }
         let mut seen = 0;
-        let mut failure = None;
         self.read_messages(None, start, end, |sequence, batch| {
-            let Ok(stream) = self.stream_of_batch(sequence, batch) else {
-                failure = Some(sequence);
-                return ControlFlow::Break(());
-            };
+            let stream = StreamId::new(batch.aggregate_type.to_owned(), batch.aggregate_id);
             let mut counted = |e: &RecordedEvent<'_>| {
                 seen += 1;
                 let flow = visit(e);
@@ -916,13 +917,7 @@ impl EventStore for NatsStore {
             };
             visit_batch(&stream, sequence, batch, 0, after, &mut counted)
         })
-        .await?;
-        match failure {
-            Some(sequence) => Err(corrupt(format!(
-                "message {sequence} is on a subject that names no stream"
-            ))),
-            None => Ok(()),
-        }
+        .await
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
@@ -935,7 +930,7 @@ impl EventStore for NatsStore {
         if last == 0 {
             return Ok(0);
         }
-        let (_, payload) = self.batch_at(last).await?;
+        let payload = self.batch_at(last).await?;
         let batch = Batch::decode(&payload).map_err(|e| corrupt(format!("message {last}: {e}")))?;
         Ok(position(last, batch.events.len().saturating_sub(1)))
     }
@@ -1004,12 +999,6 @@ impl EventStore for NatsStore {
             .checkpoints
             .put(&format!("c{}", hex(name.as_bytes())), position.to_string().into_bytes())
             .await
-    }
-}
-
-impl NatsStore {
-    fn stream_of_batch(&self, _sequence: u64, batch: &Batch<'_>) -> Result<StreamId, StoreError> {
-        Ok(StreamId::new(batch.aggregate_type.to_owned(), batch.aggregate_id))
     }
 }
 
