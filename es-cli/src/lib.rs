@@ -358,6 +358,10 @@ fn is_nats(target: &str) -> bool {
     target.starts_with("nats://") || target.starts_with("tls://")
 }
 
+fn is_postgres(target: &str) -> bool {
+    target.starts_with("postgres://") || target.starts_with("postgresql://")
+}
+
 async fn open(target: &str, schema: &str) -> Result<Db, CliError> {
     if is_nats(target) {
         let options = es_nats::NatsOptions {
@@ -366,7 +370,7 @@ async fn open(target: &str, schema: &str) -> Result<Db, CliError> {
         };
         return Ok(Db::Nats(es_nats::NatsStore::connect_with(target, options).await?));
     }
-    if target.starts_with("postgres://") || target.starts_with("postgresql://") {
+    if is_postgres(target) {
         let store = PostgresStore::connect_with(
             target,
             PostgresOptions {
@@ -534,25 +538,23 @@ async fn rebuild(
 }
 
 async fn schema(target: &str, cli: &Cli, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
-    // Read the version before opening the store: opening a SQLite file
+    // A SQLite file's version is read before the store opens it: opening
     // migrates it.
-    let (version, newest) = if is_nats(target) {
-        // Not a schema: the format of its batch messages.
-        (1, 1)
-    } else if target.starts_with("postgres://") || target.starts_with("postgresql://") {
-        let db = open(target, &cli.schema).await?;
-        let Db::Postgres(store) = &db else { unreachable!() };
-        (
-            inspect::postgres_schema_version(store).await?,
-            i64::from(es_postgres::SCHEMA_VERSION),
-        )
+    let sqlite_version = if is_nats(target) || is_postgres(target) {
+        None
     } else {
-        (
-            inspect::sqlite_schema_version(&PathBuf::from(target))?,
-            es_sqlite::SCHEMA_VERSION,
-        )
+        Some(inspect::sqlite_schema_version(&PathBuf::from(target))?)
     };
     let db = open(target, &cli.schema).await?;
+    let (version, newest) = match &db {
+        Db::Sqlite(_) => (sqlite_version.unwrap_or_default(), es_sqlite::SCHEMA_VERSION),
+        Db::Postgres(store) => (
+            inspect::postgres_schema_version(store).await?,
+            i64::from(es_postgres::SCHEMA_VERSION),
+        ),
+        // Not a schema: the format of its batch messages.
+        Db::Nats(_) => (1, 1),
+    };
     let catalogue = inspect::catalogue(&db).await?;
     if cli.json {
         writeln!(
