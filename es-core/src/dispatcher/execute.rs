@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::aggregate::{Aggregate, Handle, IntoId};
+use crate::cache::Held;
 use crate::codec::Codec;
 use crate::command::Command;
 use crate::envelope::{Envelope, EventId, Metadata, StreamId, Timestamp};
@@ -99,20 +100,9 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         };
         match inner.store.append(request).await {
             Ok(AppendOutcome::Committed(appended)) => {
-                slot.version = appended.last_version;
-                slot.fresh = true;
                 let metadata = Arc::new(metadata);
                 let events = envelopes(list, &ids, &stream, &appended, recorded_at, &metadata);
-                self.maybe_snapshot(&stream, &slot, before).await;
-                drop(slot);
-                self.feed_inline().await;
-                Ok(Committed {
-                    stream,
-                    version: appended.last_version,
-                    position: appended.positions.last(),
-                    events,
-                    deduplicated: false,
-                })
+                Ok(self.committed(slot, stream, before, appended, events).await)
             }
             Ok(AppendOutcome::Duplicate(record)) => {
                 drop(slot);
@@ -124,6 +114,31 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                 conflict,
             }),
             Err(AppendError::Store(e)) => Err(e.into()),
+        }
+    }
+
+    /// After a commit of `events` at versions after `before`: the slot
+    /// holds the committed state, a snapshot is taken when one is due, and
+    /// inline projections are fed once the slot is released.
+    async fn committed<A: Aggregate>(
+        &self,
+        mut slot: Held<A>,
+        stream: StreamId,
+        before: u64,
+        appended: Appended,
+        events: Vec<Envelope<A::Event>>,
+    ) -> Committed<A> {
+        slot.version = appended.last_version;
+        slot.fresh = true;
+        self.maybe_snapshot(&stream, &slot, before).await;
+        drop(slot);
+        self.feed_inline().await;
+        Committed {
+            stream,
+            version: appended.last_version,
+            position: appended.positions.last(),
+            events,
+            deduplicated: false,
         }
     }
 
@@ -288,21 +303,10 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             crate::metrics::append(S::NAME, &clock);
             match appended {
                 Ok(AppendOutcome::Committed(appended)) => {
-                    slot.version = appended.last_version;
-                    slot.fresh = true;
                     let envelopes = envelopes(events, &ids, &stream, &appended, recorded_at, &metadata);
-                    self.maybe_snapshot(&stream, &slot, before).await;
-                    drop(slot);
-                    self.feed_inline().await;
                     return finish(
                         probe,
-                        Ok(Committed {
-                            stream,
-                            version: appended.last_version,
-                            position: appended.positions.last(),
-                            events: envelopes,
-                            deduplicated: false,
-                        }),
+                        Ok(self.committed(slot, stream, before, appended, envelopes).await),
                     );
                 }
                 Ok(AppendOutcome::Duplicate(record)) => {
