@@ -102,6 +102,18 @@ impl Capture {
     }
 }
 
+/// The spans `run` makes, run on a runtime of its own under a capturing
+/// subscriber.
+fn captured(run: impl std::future::Future<Output = ()>) -> Capture {
+    let capture = Capture::default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tracing::subscriber::with_default(capture.clone(), || rt.block_on(run));
+    capture
+}
+
 fn field<'a>(span: &'a Captured, name: &str) -> &'a str {
     span.fields
         .get(name)
@@ -111,40 +123,33 @@ fn field<'a>(span: &'a Captured, name: &str) -> &'a str {
 
 #[test]
 fn each_dispatch_runs_in_a_span_that_names_the_command_and_its_outcome() {
-    let capture = Capture::default();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    tracing::subscriber::with_default(capture.clone(), || {
-        rt.block_on(async {
-            let app = Dispatcher::new(InMemoryStore::new());
-            let account = AccountId("acc-7".into());
-            app.dispatch(OpenAccount {
-                account: account.clone(),
-                owner: "ada".into(),
-            })
-            .await
-            .unwrap();
-            let metadata = Metadata {
-                command_id: Some("cmd-1".into()),
-                correlation_id: Some("corr-1".into()),
-                ..Metadata::default()
-            };
-            let deposit = Deposit {
-                account: account.clone(),
-                amount: 500,
-            };
-            app.dispatch_with(deposit.clone(), metadata.clone()).await.unwrap();
-            // The same command id again: answered from the store.
-            app.dispatch_with(deposit, metadata).await.unwrap();
-            app.dispatch(Withdraw {
-                account: account.clone(),
-                amount: 10_000,
-            })
-            .await
-            .unwrap_err();
+    let capture = captured(async {
+        let app = Dispatcher::new(InMemoryStore::new());
+        let account = AccountId("acc-7".into());
+        app.dispatch(OpenAccount {
+            account: account.clone(),
+            owner: "ada".into(),
         })
+        .await
+        .unwrap();
+        let metadata = Metadata {
+            command_id: Some("cmd-1".into()),
+            correlation_id: Some("corr-1".into()),
+            ..Metadata::default()
+        };
+        let deposit = Deposit {
+            account: account.clone(),
+            amount: 500,
+        };
+        app.dispatch_with(deposit.clone(), metadata.clone()).await.unwrap();
+        // The same command id again: answered from the store.
+        app.dispatch_with(deposit, metadata).await.unwrap();
+        app.dispatch(Withdraw {
+            account: account.clone(),
+            amount: 10_000,
+        })
+        .await
+        .unwrap_err();
     });
 
     let dispatches = capture.named("es.dispatch");
@@ -191,22 +196,15 @@ fn each_dispatch_runs_in_a_span_that_names_the_command_and_its_outcome() {
 #[test]
 fn a_panicking_handler_marks_its_span_as_an_error() {
     use tests::guarantees::fragile::{PanicIn, Poke};
-    let capture = Capture::default();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    tracing::subscriber::with_default(capture.clone(), || {
-        rt.block_on(async {
-            let app = Dispatcher::new(InMemoryStore::new());
-            let poke = |panic_in| Poke {
-                id: "f".into(),
-                panic_in,
-            };
-            app.dispatch(poke(PanicIn::Nowhere)).await.unwrap();
-            app.dispatch(poke(PanicIn::Decide)).await.unwrap_err();
-            app.dispatch(poke(PanicIn::Apply)).await.unwrap_err();
-        })
+    let capture = captured(async {
+        let app = Dispatcher::new(InMemoryStore::new());
+        let poke = |panic_in| Poke {
+            id: "f".into(),
+            panic_in,
+        };
+        app.dispatch(poke(PanicIn::Nowhere)).await.unwrap();
+        app.dispatch(poke(PanicIn::Decide)).await.unwrap_err();
+        app.dispatch(poke(PanicIn::Apply)).await.unwrap_err();
     });
     let dispatches = capture.named("es.dispatch");
     let outcomes: Vec<(&str, Option<&String>, Option<&String>)> = dispatches
@@ -241,26 +239,19 @@ fn a_panicking_handler_marks_its_span_as_an_error() {
 
 #[test]
 fn each_subscription_page_runs_in_a_span_with_its_positions() {
-    let capture = Capture::default();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    tracing::subscriber::with_default(capture.clone(), || {
-        rt.block_on(async {
-            let store = InMemoryStore::new();
-            let app = Dispatcher::new(store.clone());
-            for i in 0..3 {
-                app.dispatch(OpenAccount {
-                    account: AccountId(format!("acc-{i}")),
-                    owner: "ada".into(),
-                })
-                .await
-                .unwrap();
-            }
-            let balances = es_core::Projection::new("balances", examples::views::Balances::default());
-            assert_eq!(balances.catch_up(&store).await.unwrap(), 3);
-        })
+    let capture = captured(async {
+        let store = InMemoryStore::new();
+        let app = Dispatcher::new(store.clone());
+        for i in 0..3 {
+            app.dispatch(OpenAccount {
+                account: AccountId(format!("acc-{i}")),
+                owner: "ada".into(),
+            })
+            .await
+            .unwrap();
+        }
+        let balances = es_core::Projection::new("balances", examples::views::Balances::default());
+        assert_eq!(balances.catch_up(&store).await.unwrap(), 3);
     });
     let pages = capture.named("es.subscription.page");
     let first = &pages.first().expect("a page span").1;
