@@ -24,11 +24,18 @@ use crate::StreamId;
 use crate::codec::{Codec, Json};
 use crate::envelope::{EventId, Metadata, Timestamp};
 use crate::error::{BoxError, DecodeError, EventDecodeError};
-use crate::store::{EventStore, RecordedEvent};
+use crate::store::{ContextFields, EventStore, RecordedEvent};
 use crate::subscription::{RunOptions, Runner, Sink, SubscriptionError, WaitTimeout};
 
 /// Where and when an event was stored: what a read model handler gets
 /// beside the event.
+///
+/// A projection reads from the store only the parts its handlers use: the
+/// derive looks at each handler's body, and when every use of the context
+/// is a field (`context.aggregate_id`) or `context.stream()` /
+/// `context.metadata()`, the SQL stores leave the other columns unread
+/// (`tests/tests/context_fields.rs`). Any other use — passing the context
+/// on, printing it — reads everything.
 #[derive(Debug, Clone, Copy)]
 pub struct EventContext<'a> {
     /// The event's unique id.
@@ -91,6 +98,12 @@ pub trait ReadModel: Send + Sync + 'static {
     /// Whether an event stored under `name` is one it handles. Others are
     /// skipped without being decoded.
     fn handles(name: &str) -> bool;
+
+    /// The parts of an event's context its handlers use; the rest may be
+    /// left unread (see [`ContextFields`]). The derive works it out from the
+    /// handlers; a hand-written implementation that leaves the default gets
+    /// every field.
+    const CONTEXT_FIELDS: ContextFields = ContextFields::ALL;
 
     /// Decodes `event` and applies it, if it is one the read model handles;
     /// `Ok(false)` if it is not.
@@ -361,6 +374,10 @@ impl<R: ReadModel, C: Codec> Sink for Feed<R, C> {
 
     fn handles(&self, name: &str) -> bool {
         R::handles(name)
+    }
+
+    fn fields(&self) -> ContextFields {
+        R::CONTEXT_FIELDS
     }
 
     fn visit(&mut self, event: &RecordedEvent<'_>) -> Result<(), SubscriptionError> {

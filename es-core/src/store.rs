@@ -333,6 +333,97 @@ impl RecordedEvent<'_> {
     }
 }
 
+/// Which parts of a stored event's context a reader of the log uses, so a
+/// store can leave the rest unread ([`EventStore::read_all_fields`]).
+///
+/// The position, name, schema version and payload of an event are always
+/// read. The derives work out a read model's set from its handlers: a
+/// handler that takes no context needs none; one that reads
+/// `context.aggregate_id` needs [`AGGREGATE_ID`](Self::AGGREGATE_ID); one
+/// that uses its context in any other way (passes it on, prints it) needs
+/// [`ALL`](Self::ALL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ContextFields(u8);
+
+impl ContextFields {
+    /// Nothing beyond position, name, schema version and payload.
+    pub const NONE: Self = ContextFields(0);
+    /// [`RecordedEvent::event_id`].
+    pub const EVENT_ID: Self = ContextFields(1);
+    /// [`RecordedEvent::aggregate_type`].
+    pub const AGGREGATE_TYPE: Self = ContextFields(1 << 1);
+    /// [`RecordedEvent::aggregate_id`].
+    pub const AGGREGATE_ID: Self = ContextFields(1 << 2);
+    /// [`RecordedEvent::version`].
+    pub const VERSION: Self = ContextFields(1 << 3);
+    /// [`RecordedEvent::metadata`].
+    pub const METADATA: Self = ContextFields(1 << 4);
+    /// [`RecordedEvent::recorded_at`].
+    pub const RECORDED_AT: Self = ContextFields(1 << 5);
+    /// Every field.
+    pub const ALL: Self = ContextFields((1 << 6) - 1);
+
+    /// The fields of both.
+    #[must_use]
+    pub const fn union(self, other: Self) -> Self {
+        ContextFields(self.0 | other.0)
+    }
+
+    /// Whether every field of `other` is in `self`.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The set whose [`bits`](Self::bits) are `bits` (bits above the
+    /// fields are ignored).
+    pub const fn from_bits(bits: u8) -> Self {
+        ContextFields(bits & Self::ALL.0)
+    }
+
+    /// The set as a number below 64 (each field one bit), to index a table
+    /// of prepared statements by.
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// The SQL select list of an event row, for a store whose table names
+    /// its columns after the fields of [`RecordedEvent`]: `position, name,
+    /// schema_version, payload`, then, of `event_id, aggregate_type,
+    /// aggregate_id, version, metadata, recorded_at`, those in `self`, in
+    /// that order ([`column`](Self::column) tells where each is).
+    pub fn sql_columns(self) -> String {
+        let mut list = String::from("position, name, schema_version, payload");
+        for (field, name) in Self::OPTIONAL {
+            if self.contains(field) {
+                list.push_str(", ");
+                list.push_str(name);
+            }
+        }
+        list
+    }
+
+    /// The index of `field`'s column in [`sql_columns`](Self::sql_columns)
+    /// (`field` one of the constants), or `None` when it is left out.
+    pub const fn column(self, field: Self) -> Option<usize> {
+        if field.0.count_ones() != 1 || !self.contains(field) {
+            return None;
+        }
+        // The fields before it, in bit order, that are read.
+        let before = self.0 & (field.0 - 1);
+        Some(4 + before.count_ones() as usize)
+    }
+
+    /// The optional fields in column order, with their column names.
+    const OPTIONAL: [(Self, &'static str); 6] = [
+        (Self::EVENT_ID, "event_id"),
+        (Self::AGGREGATE_TYPE, "aggregate_type"),
+        (Self::AGGREGATE_ID, "aggregate_id"),
+        (Self::VERSION, "version"),
+        (Self::METADATA, "metadata"),
+        (Self::RECORDED_AT, "recorded_at"),
+    ];
+}
+
 /// What loading an aggregate needs of a stored event: a store can read it
 /// with fewer columns than a [`RecordedEvent`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -471,6 +562,21 @@ pub trait EventStore: Send + Sync + 'static {
         visit: impl Visitor,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// [`read_all`](EventStore::read_all) for a reader that uses only
+    /// `fields` of each event's context: a store may leave the others
+    /// empty (an empty text, zero, the nil id, the epoch), and SQL stores
+    /// then do not read their columns. The default reads everything.
+    fn read_all_fields(
+        &self,
+        after: u64,
+        limit: usize,
+        fields: ContextFields,
+        visit: impl Visitor,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = fields;
+        self.read_all(after, limit, visit)
+    }
+
     /// The version of `stream` (0 if it has no events).
     fn stream_version(&self, stream: &StreamId) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
@@ -582,6 +688,16 @@ impl<S: EventStore> EventStore for std::sync::Arc<S> {
         visit: impl Visitor,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).read_all(after, limit, visit)
+    }
+
+    fn read_all_fields(
+        &self,
+        after: u64,
+        limit: usize,
+        fields: ContextFields,
+        visit: impl Visitor,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).read_all_fields(after, limit, fields, visit)
     }
 
     fn stream_version(&self, stream: &StreamId) -> impl Future<Output = Result<u64, StoreError>> + Send {

@@ -37,7 +37,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::error::{BoxError, DecodeError, DispatchError, StoreError};
-use crate::store::{EventStore, RecordedEvent, StoredEvent};
+use crate::store::{ContextFields, EventStore, RecordedEvent, StoredEvent};
 
 /// How many events a subscription reads per store round trip, unless its
 /// sink says otherwise.
@@ -82,6 +82,13 @@ pub trait Sink: Send {
     /// Whether events stored under `name` go to [`visit`](Sink::visit);
     /// others only move the checkpoint, undecoded.
     fn handles(&self, name: &str) -> bool;
+
+    /// The parts of each event's context that [`visit`](Sink::visit) uses:
+    /// the store may leave the others empty and unread. The default is
+    /// [`ContextFields::ALL`].
+    fn fields(&self) -> ContextFields {
+        ContextFields::ALL
+    }
 
     /// Takes one handled event, while the store still lends it. A sink that
     /// applies in memory applies it here; one that applies in a transaction
@@ -364,14 +371,19 @@ async fn read_and_commit<S: EventStore, K: Sink>(
     let mut seen = 0;
     let mut last = from;
     let mut failure: Option<Failure> = None;
+    let fields = sink.fields();
+    let mut undecoded_at = None;
     let read = store
-        .read_all(from, size, |e: &RecordedEvent<'_>| {
+        .read_all_fields(from, size, fields, |e: &RecordedEvent<'_>| {
             seen += 1;
             if sink.handles(e.name) {
                 let visited = std::panic::catch_unwind(AssertUnwindSafe(|| sink.visit(e)));
                 let failed = match visited {
                     Ok(Ok(())) => None,
-                    Ok(Err(error)) => Some(Failure::Error(error)),
+                    Ok(Err(error)) => {
+                        undecoded_at = Some(e.position);
+                        Some(Failure::Error(error))
+                    }
                     Err(payload) => Some(Failure::Panic {
                         event_name: e.name.to_owned(),
                         position: e.position,
@@ -387,10 +399,15 @@ async fn read_and_commit<S: EventStore, K: Sink>(
             ControlFlow::Continue(())
         })
         .await;
-    let failure = match (read, failure) {
+    let mut failure = match (read, failure) {
         (Err(e), _) => Some(Failure::Error(e.into())),
         (Ok(()), f) => f,
     };
+    if let (Some(Failure::Error(SubscriptionError::Decode(error))), Some(position)) = (&mut failure, undecoded_at)
+        && fields != ContextFields::ALL
+    {
+        name_the_stream(store, position, error).await;
+    }
     if let Some(failure) = failure {
         sink.abandon();
         return Err(failure.into_error(sink.name()));
@@ -412,6 +429,23 @@ async fn read_and_commit<S: EventStore, K: Sink>(
         }
     }
     Ok((seen, last))
+}
+
+/// Fills in the stream and version of an event that did not decode, which a
+/// read of fewer fields left out: a decoding error names where the event is.
+async fn name_the_stream<S: EventStore>(store: &S, position: u64, error: &mut DecodeError) {
+    let read = store
+        .read_all(position - 1, 1, |e: &RecordedEvent<'_>| {
+            if e.position == position {
+                error.stream = e.stream();
+                error.stream_version = e.version;
+            }
+            ControlFlow::Break(())
+        })
+        .await;
+    if let Err(e) = read {
+        tracing::debug!(position, error = %e, "could not read the undecodable event again to name its stream");
+    }
 }
 
 enum Failure {

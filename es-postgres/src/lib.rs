@@ -76,7 +76,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use es_core::store::{AppendOutcome, AppendRequest, CommandRecord, EventStore, LoadedEvent, Snapshot, Visitor};
+use es_core::store::{
+    AppendOutcome, AppendRequest, CommandRecord, ContextFields, EventStore, LoadedEvent, Snapshot, Visitor,
+};
 use es_core::{AppendError, StoreError, StreamId};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, SqlSafeStr};
@@ -339,7 +341,17 @@ impl EventStore for PostgresStore {
         limit: usize,
         visit: impl Visitor,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.read_log(after, limit, visit)
+        self.read_log(after, limit, ContextFields::ALL, visit)
+    }
+
+    fn read_all_fields(
+        &self,
+        after: u64,
+        limit: usize,
+        fields: ContextFields,
+        visit: impl Visitor,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.read_log(after, limit, fields, visit)
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {

@@ -4,7 +4,7 @@ use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::time::Duration;
 
-use es_core::store::{LoadedEvent, RecordedEvent, Visitor};
+use es_core::store::{ContextFields, LoadedEvent, RecordedEvent, Visitor};
 use es_core::{EventId, StoreError, StreamId, Timestamp};
 use futures_core::Stream;
 use sqlx::Row;
@@ -28,7 +28,7 @@ impl PostgresStore {
             .fetch(&self.inner.pool);
         while let Some(row) = next_row(&mut rows).await {
             let row = row.map_err(error("read a stream"))?;
-            if visit_row(&row, &mut visit)?.is_break() {
+            if visit_row(&row, ContextFields::ALL, &mut visit)?.is_break() {
                 break;
             }
         }
@@ -77,14 +77,20 @@ impl PostgresStore {
     /// there afterwards was rolled back and is passed. Transactions that do
     /// not append to this schema — in this database or another — are never
     /// waited for.
-    pub(crate) async fn read_log(&self, after: u64, limit: usize, mut visit: impl Visitor) -> Result<(), StoreError> {
+    pub(crate) async fn read_log(
+        &self,
+        after: u64,
+        limit: usize,
+        fields: ContextFields,
+        mut visit: impl Visitor,
+    ) -> Result<(), StoreError> {
         let mut next = after + 1;
         let mut left = limit;
         // Holes before this position were waited for and are permanent.
         let mut settled_below = 0u64;
         while left > 0 {
             let asked = left;
-            let page = sqlx::query(self.inner.sql.read_all.clone())
+            let page = sqlx::query(self.inner.sql.read_all[usize::from(fields.bits())].clone())
                 .bind(to_i64(next - 1, "position")?)
                 .bind(i64::try_from(asked).unwrap_or(i64::MAX))
                 .fetch_all(&self.inner.pool)
@@ -97,7 +103,7 @@ impl PostgresStore {
                     blocked_at = Some(position);
                     break;
                 }
-                if visit_row(row, &mut visit)?.is_break() {
+                if visit_row(row, fields, &mut visit)?.is_break() {
                     return Ok(());
                 }
                 next = position + 1;
@@ -147,7 +153,7 @@ impl PostgresStore {
 }
 
 fn position(row: &PgRow) -> Result<u64, StoreError> {
-    let raw = row.try_get_unchecked::<i64, _>(4).map_err(error("read an event row"))?;
+    let raw = row.try_get_unchecked::<i64, _>(0).map_err(error("read an event row"))?;
     stored_u64(raw, || format!("the log holds an event at position {raw}"))
 }
 
@@ -156,31 +162,55 @@ fn schema_version(raw: i32, at: impl Fn() -> String) -> Result<u32, StoreError> 
     u32::try_from(raw).map_err(|_| corrupt(format!("{} has schema version {raw}", at())))
 }
 
-/// Hands one event row (in the column order of `schema::COLUMNS`) to the
-/// visitor, borrowing its text and bytes from the row.
+/// Hands one event row (with the columns of `fields.sql_columns()`; the
+/// fields outside `fields` are left empty) to the visitor, borrowing its
+/// text and bytes from the row.
 ///
 /// Columns are read without sqlx's type check (`try_get_unchecked`): the
 /// statements select columns of known types from the store's own tables,
 /// the check costs a type clone per column, and decoding still refuses a
 /// value of the wrong size.
-pub(crate) fn visit_row(row: &PgRow, visit: &mut impl Visitor) -> Result<ControlFlow<()>, StoreError> {
+pub(crate) fn visit_row(
+    row: &PgRow,
+    fields: ContextFields,
+    visit: &mut impl Visitor,
+) -> Result<ControlFlow<()>, StoreError> {
     let get = error("read an event row");
     let position = position(row)?;
-    let aggregate_type: &str = row.try_get_unchecked(1).map_err(&get)?;
-    let aggregate_id: &str = row.try_get_unchecked(2).map_err(&get)?;
+    let text = |field| match fields.column(field) {
+        Some(i) => row.try_get_unchecked::<&str, _>(i).map_err(&get),
+        None => Ok(""),
+    };
+    let aggregate_type = text(ContextFields::AGGREGATE_TYPE)?;
+    let aggregate_id = text(ContextFields::AGGREGATE_ID)?;
     let at = || format!("the event at position {position} (stream `{aggregate_type}/{aggregate_id}`)");
-    let raw_version = row.try_get_unchecked::<i64, _>(3).map_err(&get)?;
+    let version = match fields.column(ContextFields::VERSION) {
+        Some(i) => {
+            let raw = row.try_get_unchecked::<i64, _>(i).map_err(&get)?;
+            stored_u64(raw, || format!("{} has version {raw}", at()))?
+        }
+        None => 0,
+    };
     let event = RecordedEvent {
-        event_id: EventId::from(row.try_get_unchecked::<uuid::Uuid, _>(0).map_err(&get)?),
+        event_id: match fields.column(ContextFields::EVENT_ID) {
+            Some(i) => EventId::from(row.try_get_unchecked::<uuid::Uuid, _>(i).map_err(&get)?),
+            None => EventId::from(uuid::Uuid::nil()),
+        },
         aggregate_type,
         aggregate_id,
-        version: stored_u64(raw_version, || format!("{} has version {raw_version}", at()))?,
+        version,
         position,
-        name: row.try_get_unchecked(5).map_err(&get)?,
-        schema_version: schema_version(row.try_get_unchecked::<i32, _>(6).map_err(&get)?, at)?,
-        payload: row.try_get_unchecked(7).map_err(&get)?,
-        metadata: row.try_get_unchecked(8).map_err(&get)?,
-        recorded_at: timestamp(row, 9, at)?,
+        name: row.try_get_unchecked(1).map_err(&get)?,
+        schema_version: schema_version(row.try_get_unchecked::<i32, _>(2).map_err(&get)?, at)?,
+        payload: row.try_get_unchecked(3).map_err(&get)?,
+        metadata: match fields.column(ContextFields::METADATA) {
+            Some(i) => row.try_get_unchecked(i).map_err(&get)?,
+            None => &[],
+        },
+        recorded_at: match fields.column(ContextFields::RECORDED_AT) {
+            Some(i) => timestamp(row, i, at)?,
+            None => Timestamp::from_micros(0),
+        },
     };
     Ok(visit(&event))
 }

@@ -3,6 +3,7 @@
 //! Everything lives in one PostgreSQL schema (default `es`), so several
 //! applications, or test runs, can share a database without meeting.
 
+use es_core::store::ContextFields;
 use sqlx::{AssertSqlSafe, SqlStr};
 
 /// The newest schema version this release reads and writes.
@@ -98,7 +99,8 @@ pub(crate) struct Sql {
     pub(crate) stream_version: SqlStr,
     pub(crate) read_stream: SqlStr,
     pub(crate) load_events: SqlStr,
-    pub(crate) read_all: SqlStr,
+    /// The log read for each set of context fields, by its bits.
+    pub(crate) read_all: Vec<SqlStr>,
     pub(crate) last_position: SqlStr,
     pub(crate) find_command: SqlStr,
     pub(crate) load_snapshot: SqlStr,
@@ -106,9 +108,6 @@ pub(crate) struct Sql {
     pub(crate) load_checkpoint: SqlStr,
     pub(crate) save_checkpoint: SqlStr,
 }
-
-const COLUMNS: &str =
-    "event_id, aggregate_type, aggregate_id, version, position, name, schema_version, payload, metadata, recorded_at";
 
 /// The first key of the appender lock, the same for every schema: "es" and 1.
 const APPENDERS: i32 = 0x6573_0001;
@@ -126,6 +125,7 @@ impl Sql {
     pub(crate) fn new(s: &str) -> Self {
         let sql = |text: String| AssertSqlSafe(text).into_sql_str();
         let key = appender_key(s);
+        let all = ContextFields::ALL.sql_columns();
         Sql {
             // One statement, one round trip: read the stream's version while
             // taking the schema's appender lock (see `read_log`) and pinning
@@ -216,7 +216,7 @@ impl Sql {
                 r#"SELECT COALESCE(MAX(version), 0) FROM "{s}".events WHERE aggregate_type = $1 AND aggregate_id = $2"#
             )),
             read_stream: sql(format!(
-                r#"SELECT {COLUMNS} FROM "{s}".events
+                r#"SELECT {all} FROM "{s}".events
                    WHERE aggregate_type = $1 AND aggregate_id = $2 AND version >= $3 ORDER BY version"#
             )),
             // Only what loading an aggregate needs.
@@ -224,9 +224,14 @@ impl Sql {
                 r#"SELECT version, name, schema_version, payload, recorded_at FROM "{s}".events
                    WHERE aggregate_type = $1 AND aggregate_id = $2 AND version >= $3 ORDER BY version"#
             )),
-            read_all: sql(format!(
-                r#"SELECT {COLUMNS} FROM "{s}".events WHERE position > $1 ORDER BY position LIMIT $2"#
-            )),
+            read_all: (0..=ContextFields::ALL.bits())
+                .map(|bits| {
+                    let columns = ContextFields::from_bits(bits).sql_columns();
+                    sql(format!(
+                        r#"SELECT {columns} FROM "{s}".events WHERE position > $1 ORDER BY position LIMIT $2"#
+                    ))
+                })
+                .collect(),
             last_position: sql(format!(r#"SELECT COALESCE(MAX(position), 0) FROM "{s}".events"#)),
             find_command: sql(format!(
                 r#"SELECT first_version, last_version FROM "{s}".commands

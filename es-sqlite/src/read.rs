@@ -2,7 +2,7 @@
 
 use std::ops::ControlFlow;
 
-use es_core::store::{RecordedEvent, Visitor};
+use es_core::store::{ContextFields, RecordedEvent, Visitor};
 use es_core::{EventId, StoreError, Timestamp};
 
 use crate::{corrupt, error};
@@ -41,31 +41,52 @@ pub(crate) fn schema_version_cell(
     u32::try_from(v).map_err(|_| corrupt(format!("{} has schema version {v}, outside 0..=4294967295", at())))
 }
 
-/// Reads one event row in the column order of the `SELECT`s below:
-/// event_id, aggregate_type, aggregate_id, version, position, name,
-/// schema_version, payload, metadata, recorded_at.
-pub(crate) fn visit_row(row: &rusqlite::Row<'_>, visit: &mut impl Visitor) -> Result<ControlFlow<()>, StoreError> {
-    let raw_position = cell(row, 4, "position", &|| "an event".to_owned(), |v| v.as_i64())?;
+/// Reads one event row with the columns of `fields.sql_columns()`; the
+/// fields outside `fields` are left empty.
+pub(crate) fn visit_row(
+    row: &rusqlite::Row<'_>,
+    fields: ContextFields,
+    visit: &mut impl Visitor,
+) -> Result<ControlFlow<()>, StoreError> {
+    let raw_position = cell(row, 0, "position", &|| "an event".to_owned(), |v| v.as_i64())?;
     let position = u64::try_from(raw_position)
         .map_err(|_| corrupt(format!("the log holds an event at position {raw_position}")))?;
     let at_position = || format!("the event at position {position}");
-    let aggregate_type = cell(row, 1, "aggregate_type", &at_position, |v| v.as_str())?;
-    let aggregate_id = cell(row, 2, "aggregate_id", &at_position, |v| v.as_str())?;
+    let text = |field, column| match fields.column(field) {
+        Some(i) => cell(row, i, column, &at_position, |v| v.as_str()),
+        None => Ok(""),
+    };
+    let aggregate_type = text(ContextFields::AGGREGATE_TYPE, "aggregate_type")?;
+    let aggregate_id = text(ContextFields::AGGREGATE_ID, "aggregate_id")?;
     let at = || format!("the event at position {position} (stream `{aggregate_type}/{aggregate_id}`)");
-    let id_bytes = cell(row, 0, "event_id", &at, |v| v.as_blob())?;
-    let event_id = uuid_from(id_bytes)
-        .ok_or_else(|| corrupt(format!("{} has an id of {} bytes, not 16", at(), id_bytes.len())))?;
+    let event_id = match fields.column(ContextFields::EVENT_ID) {
+        Some(i) => {
+            let id_bytes = cell(row, i, "event_id", &at, |v| v.as_blob())?;
+            uuid_from(id_bytes)
+                .ok_or_else(|| corrupt(format!("{} has an id of {} bytes, not 16", at(), id_bytes.len())))?
+        }
+        None => EventId::from(uuid::Uuid::nil()),
+    };
     let event = RecordedEvent {
         event_id,
         aggregate_type,
         aggregate_id,
-        version: version_cell(row, 3, &at)?,
+        version: match fields.column(ContextFields::VERSION) {
+            Some(i) => version_cell(row, i, &at)?,
+            None => 0,
+        },
         position,
-        name: cell(row, 5, "name", &at, |v| v.as_str())?,
-        schema_version: schema_version_cell(row, 6, &at)?,
-        payload: cell(row, 7, "payload", &at, |v| v.as_blob())?,
-        metadata: cell(row, 8, "metadata", &at, |v| v.as_blob())?,
-        recorded_at: Timestamp::from_micros(cell(row, 9, "recorded_at", &at, |v| v.as_i64())?),
+        name: cell(row, 1, "name", &at, |v| v.as_str())?,
+        schema_version: schema_version_cell(row, 2, &at)?,
+        payload: cell(row, 3, "payload", &at, |v| v.as_blob())?,
+        metadata: match fields.column(ContextFields::METADATA) {
+            Some(i) => cell(row, i, "metadata", &at, |v| v.as_blob())?,
+            None => &[],
+        },
+        recorded_at: Timestamp::from_micros(match fields.column(ContextFields::RECORDED_AT) {
+            Some(i) => cell(row, i, "recorded_at", &at, |v| v.as_i64())?,
+            None => 0,
+        }),
     };
     Ok(visit(&event))
 }
@@ -74,6 +95,3 @@ pub(crate) fn uuid_from(bytes: &[u8]) -> Option<EventId> {
     let bytes: [u8; 16] = bytes.try_into().ok()?;
     Some(EventId::from(uuid::Uuid::from_bytes(bytes)))
 }
-
-pub(crate) const EVENT_COLUMNS: &str =
-    "event_id, aggregate_type, aggregate_id, version, position, name, schema_version, payload, metadata, recorded_at";

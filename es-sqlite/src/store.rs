@@ -4,13 +4,15 @@
 use std::future::Future;
 use std::ops::ControlFlow;
 
-use es_core::store::{AppendOutcome, AppendRequest, CommandRecord, EventStore, LoadedEvent, Snapshot, Visitor};
+use es_core::store::{
+    AppendOutcome, AppendRequest, CommandRecord, ContextFields, EventStore, LoadedEvent, Snapshot, Visitor,
+};
 use es_core::{AppendError, StoreError, StreamId, Timestamp};
 use rusqlite::{OptionalExtension, params};
 use tokio::sync::watch;
 
 use crate::append::find_command;
-use crate::read::{EVENT_COLUMNS, cell, schema_version_cell, stored_u64, version_cell, visit_row};
+use crate::read::{cell, schema_version_cell, stored_u64, version_cell, visit_row};
 use crate::{STORE, SqliteStore, blocking, corrupt, error, lock, to_i64};
 
 impl EventStore for SqliteStore {
@@ -31,15 +33,16 @@ impl EventStore for SqliteStore {
             self.read(|conn| {
                 let mut stmt = conn
                     .prepare_cached(&format!(
-                        "SELECT {EVENT_COLUMNS} FROM es_events \
-                         WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND version >= ?3 ORDER BY version"
+                        "SELECT {} FROM es_events \
+                         WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND version >= ?3 ORDER BY version",
+                        ContextFields::ALL.sql_columns()
                     ))
                     .map_err(error("prepare a stream read"))?;
                 let mut rows = stmt
                     .query(params![stream.aggregate_type(), stream.aggregate_id(), from])
                     .map_err(error("read a stream"))?;
                 while let Some(row) = rows.next().map_err(error("read a stream"))? {
-                    if visit_row(row, &mut visit)?.is_break() {
+                    if visit_row(row, ContextFields::ALL, &mut visit)?.is_break() {
                         break;
                     }
                 }
@@ -85,19 +88,35 @@ impl EventStore for SqliteStore {
         })
     }
 
-    async fn read_all(&self, after: u64, limit: usize, mut visit: impl Visitor) -> Result<(), StoreError> {
+    fn read_all(
+        &self,
+        after: u64,
+        limit: usize,
+        visit: impl Visitor,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.read_all_fields(after, limit, ContextFields::ALL, visit)
+    }
+
+    async fn read_all_fields(
+        &self,
+        after: u64,
+        limit: usize,
+        fields: ContextFields,
+        mut visit: impl Visitor,
+    ) -> Result<(), StoreError> {
         let after = to_i64(after, "position")?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         blocking(|| {
             self.read(|conn| {
                 let mut stmt = conn
                     .prepare_cached(&format!(
-                        "SELECT {EVENT_COLUMNS} FROM es_events WHERE position > ?1 ORDER BY position LIMIT ?2"
+                        "SELECT {} FROM es_events WHERE position > ?1 ORDER BY position LIMIT ?2",
+                        fields.sql_columns()
                     ))
                     .map_err(error("prepare a log read"))?;
                 let mut rows = stmt.query(params![after, limit]).map_err(error("read the log"))?;
                 while let Some(row) = rows.next().map_err(error("read the log"))? {
-                    if visit_row(row, &mut visit)?.is_break() {
+                    if visit_row(row, fields, &mut visit)?.is_break() {
                         break;
                     }
                 }

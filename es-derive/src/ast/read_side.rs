@@ -8,7 +8,9 @@
 //! `fn(&self, query: Q) -> Q::Output`. A process's `#[apply]` is
 //! `fn(&self, event: &E[, context: &EventContext<'_>]) -> impl IntoIterator`.
 
-use syn::{ImplItemFn, ReturnType, Type};
+use proc_macro2::{Delimiter, Spacing, TokenStream, TokenTree};
+use quote::ToTokens;
+use syn::{ImplItemFn, Pat, ReturnType, Type};
 
 use super::handlers::{receiver, typed_args};
 use crate::ast::type_name;
@@ -19,6 +21,8 @@ pub(crate) struct ProjectFn {
     pub(crate) method: syn::Ident,
     pub(crate) event: Type,
     pub(crate) context: bool,
+    /// Which fields of the context its body reads (`None`: it may use any).
+    pub(crate) fields: Option<Vec<&'static str>>,
     /// The transaction type, for a database read model's handler.
     pub(crate) tx: Option<Type>,
     pub(crate) is_async: bool,
@@ -164,10 +168,17 @@ pub(crate) fn read_project(cx: &Ctxt, f: &ImplItemFn) -> Option<ProjectFn> {
         );
         callable = false;
     }
+    let context = args.len() >= 2 && !second_is_tx;
+    let fields = if context {
+        context_fields(args[1], &f.block)
+    } else {
+        Some(Vec::new())
+    };
     Some(ProjectFn {
         method: name.clone(),
         event,
-        context: args.len() >= 2 && !second_is_tx,
+        context,
+        fields,
         tx,
         is_async,
         callable,
@@ -277,4 +288,60 @@ pub(crate) fn read_react(cx: &Ctxt, f: &ImplItemFn) -> Option<ReactFn> {
         context: args.len() >= 2,
         callable,
     })
+}
+
+/// The fields of its context argument `arg` that a handler's `body` reads,
+/// as names of `ContextFields` constants; `None` when it may use any (the
+/// context is passed on, bound again, printed, or matched). Read from the
+/// tokens, so it errs towards `None`: every use of the argument's name
+/// must be `name.field` or `name.metadata()` / `name.stream()`.
+pub(crate) fn context_fields(arg: &syn::PatType, body: &syn::Block) -> Option<Vec<&'static str>> {
+    let name = match &*arg.pat {
+        Pat::Wild(_) => return Some(Vec::new()),
+        Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => p.ident.to_string(),
+        _ => return None,
+    };
+    let mut used = Vec::new();
+    scan_context_uses(body.to_token_stream(), &name, &mut used).then_some(used)
+}
+
+fn scan_context_uses(tokens: TokenStream, name: &str, used: &mut Vec<&'static str>) -> bool {
+    let tokens: Vec<TokenTree> = tokens.into_iter().collect();
+    let is_dot = |t: Option<&TokenTree>| matches!(t, Some(TokenTree::Punct(p)) if p.as_char() == '.');
+    for (i, token) in tokens.iter().enumerate() {
+        match token {
+            TokenTree::Group(g) if !scan_context_uses(g.stream(), name, used) => return false,
+            TokenTree::Group(_) => {}
+            // `other.name` is a field of something else.
+            TokenTree::Ident(id) if id == name && !(i > 0 && is_dot(tokens.get(i - 1))) => {
+                let dot = matches!(tokens.get(i + 1), Some(TokenTree::Punct(p)) if p.as_char() == '.' && p.spacing() == Spacing::Alone);
+                let Some(TokenTree::Ident(field)) = tokens.get(i + 2).filter(|_| dot) else {
+                    return false;
+                };
+                let call =
+                    matches!(tokens.get(i + 3), Some(TokenTree::Group(g)) if g.delimiter() == Delimiter::Parenthesis);
+                let needs: &[&'static str] = match (field.to_string().as_str(), call) {
+                    ("event_id", false) => &["EVENT_ID"],
+                    ("aggregate_type", false) => &["AGGREGATE_TYPE"],
+                    ("aggregate_id", false) => &["AGGREGATE_ID"],
+                    ("version", false) => &["VERSION"],
+                    ("recorded_at", false) => &["RECORDED_AT"],
+                    ("position", false) => &[],
+                    ("metadata", true) => &["METADATA"],
+                    ("stream", true) => &["AGGREGATE_TYPE", "AGGREGATE_ID"],
+                    _ => return false,
+                };
+                used.extend(needs.iter().copied().filter(|n| !used.contains(n)).collect::<Vec<_>>());
+            }
+            // `format!("{name}")` captures it whole.
+            TokenTree::Literal(l) => {
+                let text = l.to_string();
+                if text.contains(&format!("{{{name}}}")) || text.contains(&format!("{{{name}:")) {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    true
 }

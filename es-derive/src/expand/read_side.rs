@@ -174,11 +174,26 @@ fn decode_recorded(krate: &syn::Path, event: &syn::Type, each: TokenStream) -> T
     }
 }
 
+/// The union of the context fields the handlers read, or every field if one
+/// of them may use any.
+fn context_fields(krate: &syn::Path, fns: &[&ProjectFn]) -> TokenStream {
+    let mut names: Vec<&'static str> = Vec::new();
+    for p in fns {
+        let Some(used) = &p.fields else {
+            return quote!(#krate::store::ContextFields::ALL);
+        };
+        names.extend(used.iter().filter(|n| !names.contains(n)).collect::<Vec<_>>());
+    }
+    let names = names.iter().map(|n| syn::Ident::new(n, proc_macro2::Span::call_site()));
+    quote!(#krate::store::ContextFields::NONE #(.union(#krate::store::ContextFields::#names))*)
+}
+
 fn read_model_impl(input: &HandlersInput, fns: &[&ProjectFn]) -> TokenStream {
     let krate = &input.krate;
     let self_ty = &input.item.self_ty;
     let (impl_generics, _, where_clause) = input.item.generics.split_for_impl();
     let handles = handles(krate, fns.iter().map(|p| &p.event));
+    let fields = context_fields(krate, fns);
     let routes = fns.iter().map(|p| {
         let event = &p.event;
         let decode = decode_recorded(
@@ -200,6 +215,8 @@ fn read_model_impl(input: &HandlersInput, fns: &[&ProjectFn]) -> TokenStream {
             fn handles(name: &str) -> bool {
                 #handles
             }
+
+            const CONTEXT_FIELDS: #krate::store::ContextFields = #fields;
 
             fn apply_recorded<__C: #krate::Codec>(
                 &mut self,
