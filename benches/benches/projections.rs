@@ -4,8 +4,8 @@
 //! keeps the same balances ("baseline"). Events per second = 20,000 / time.
 
 use benches::projections::{
-    by_hand_over_store, by_hand_postgres, by_hand_postgres_full_rows, by_hand_sqlite, by_hand_sqlite_full_rows,
-    expected_total, fill, framework,
+    by_hand_over_store, by_hand_postgres, by_hand_postgres_catch_up_columns, by_hand_postgres_full_rows,
+    by_hand_sqlite, by_hand_sqlite_catch_up_columns, by_hand_sqlite_full_rows, expected_total, fill, framework,
 };
 use benches::sql::{pg_clean, pg_pool, pg_store};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -43,6 +43,10 @@ fn projections(c: &mut Criterion) {
     g.sample_size(20);
     g.bench_function("framework", |b| b.iter(|| rt.block_on(framework(&sqlite))));
     g.bench_function("baseline", |b| b.iter(by_hand_sqlite));
+    assert_eq!(by_hand_sqlite_catch_up_columns(&raw), expected);
+    g.bench_function("baseline_catch_up_columns", |b| {
+        b.iter(|| by_hand_sqlite_catch_up_columns(&raw))
+    });
     assert_eq!(by_hand_sqlite_full_rows(&raw), expected);
     g.bench_function("baseline_full_rows", |b| b.iter(|| by_hand_sqlite_full_rows(&raw)));
     g.finish();
@@ -62,6 +66,10 @@ fn projections(c: &mut Criterion) {
     g.sample_size(10);
     g.bench_function("framework", |b| b.iter(|| rt.block_on(framework(&pg))));
     g.bench_function("baseline", |b| b.iter(|| rt.block_on(by_hand_pg())));
+    assert_eq!(rt.block_on(by_hand_postgres_catch_up_columns(&pool, &schema)), expected);
+    g.bench_function("baseline_catch_up_columns", |b| {
+        b.iter(|| rt.block_on(by_hand_postgres_catch_up_columns(&pool, &schema)))
+    });
     assert_eq!(rt.block_on(by_hand_postgres_full_rows(&pool, &schema)), expected);
     g.bench_function("baseline_full_rows", |b| {
         b.iter(|| rt.block_on(by_hand_postgres_full_rows(&pool, &schema)))

@@ -118,6 +118,7 @@ async fn projection_catch_ups_agree() {
     let raw = rusqlite::Connection::open(&path).expect("open");
     assert_eq!(framework(&sqlite).await, expected);
     assert_eq!(by_hand_sqlite(&raw), expected);
+    assert_eq!(by_hand_sqlite_catch_up_columns(&raw), expected);
     assert_eq!(by_hand_sqlite_full_rows(&raw), expected);
 }
 
