@@ -30,7 +30,7 @@ use axum::routing::{get, post};
 use es_core::store::StoredEvent;
 use es_core::{
     AnyRejection, DispatchError, Dispatcher, EventStore, EventStoreExt, Metadata, Projection, Runner, StoreError,
-    StreamId, Timestamp,
+    StreamId, Timestamp, Versioned,
 };
 use futures_util::stream::{self, Stream};
 use serde::Deserialize;
@@ -314,20 +314,10 @@ async fn account<S: EventStore + Clone>(
                 .load_as_of::<BankAccount>(&id, Timestamp::from_micros(at))
                 .await
         }
-        (None, None) => match service.dispatcher.load::<BankAccount>(&id).await {
-            Ok(state) => {
-                let version = service
-                    .store
-                    .stream_version(&StreamId::of::<BankAccount>(&id))
-                    .await
-                    .unwrap_or_default();
-                Ok((state, version))
-            }
-            Err(e) => Err(e),
-        },
+        (None, None) => service.dispatcher.load_versioned::<BankAccount>(&id).await,
     };
     match loaded {
-        Ok((state, version)) => {
+        Ok(Versioned { state, version }) => {
             axum::Json(json!({ "account": id.to_string(), "version": version, "state": state })).into_response()
         }
         Err(es_core::LoadError::Store(e)) => store_problem(&e),

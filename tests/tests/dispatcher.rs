@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use es_core::store::{AppendRequest, EventStoreExt, NewEvent};
 use es_core::{
     DispatchError, Dispatcher, EventId, EventStore, ExpectedVersion, InMemoryStore, Metadata, StreamId, Timestamp,
+    Versioned,
 };
 use examples::bank::{
     AccountError, AccountEvent, AccountId, AccountOpened, BankAccount, BankCommand, Deposit, MoneyDeposited,
@@ -389,10 +390,12 @@ async fn handlers_get_their_services_and_missing_ones_are_reported() {
     let id = String::from("c");
     assert_eq!(app.load::<Cart>(&id).await.unwrap().subtotal(), 100);
     assert_eq!(app.load::<Cart>(id.clone()).await.unwrap().subtotal(), 100);
-    let (at_one, version) = app.load_at_version::<Cart>("c", 1).await.unwrap();
-    assert_eq!((at_one.subtotal(), version), (100, 1));
-    let (now, _) = app.load_as_of::<Cart>(&id, Timestamp::now()).await.unwrap();
-    assert_eq!(now.subtotal(), 100);
+    let at_one = app.load_at_version::<Cart>("c", 1).await.unwrap();
+    assert_eq!((at_one.state.subtotal(), at_one.version), (100, 1));
+    let now = app.load_as_of::<Cart>(&id, Timestamp::now()).await.unwrap();
+    assert_eq!(now.state.subtotal(), 100);
+    let current = app.load_versioned::<Cart>(&id).await.unwrap();
+    assert_eq!((current.state.subtotal(), current.version), (100, 1));
 }
 
 #[tokio::test]
@@ -428,15 +431,21 @@ async fn temporal_loads_by_version_and_time() {
         times.push(c.events[0].recorded_at);
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
-    let (state, version) = app.load_at_version::<BankAccount>(&acc("t"), 3).await.unwrap();
+    let Versioned { state, version } = app.load_at_version::<BankAccount>(&acc("t"), 3).await.unwrap();
     assert_eq!((state.balance, version), (30, 3));
-    let (state, version) = app.load_as_of::<BankAccount>(&acc("t"), times[0]).await.unwrap();
+    // Past the end of the stream: all of it, and the version says so.
+    let Versioned { state, version } = app.load_at_version::<BankAccount>(&acc("t"), 99).await.unwrap();
+    assert_eq!((state.balance, version), (60, 4));
+    let Versioned { state, version } = app.load_as_of::<BankAccount>(&acc("t"), times[0]).await.unwrap();
     assert_eq!((state.balance, version), (10, 2));
-    let (state, version) = app
+    let Versioned { state, version } = app
         .load_as_of::<BankAccount>(&acc("t"), Timestamp::from_micros(0))
         .await
         .unwrap();
     assert_eq!((state.balance, version), (0, 0));
+    // The current state and its version, read together.
+    let Versioned { state, version } = app.load_versioned::<BankAccount>(&acc("t")).await.unwrap();
+    assert_eq!((state.balance, version), (60, 4));
 }
 
 mod snapshots {

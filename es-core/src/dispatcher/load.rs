@@ -13,33 +13,51 @@ use crate::error::{DecodeError, StoreError};
 use crate::event::Event;
 use crate::store::{CommandRecord, EventStore, LoadedEvent, RecordedEvent, Snapshot};
 
-use super::{Committed, Dispatcher, LoadError};
+use super::{Committed, Dispatcher, LoadError, Versioned};
 
 impl<S: EventStore, C: Codec> Dispatcher<S, C> {
     /// The current state of aggregate `A` with id `id` (the default state if
     /// it has no events). Reads whatever the store has beyond the cache.
+    /// [`load_versioned`](Self::load_versioned) also tells its version.
     pub async fn load<A: Aggregate + Clone>(&self, id: impl IntoId<A::Id>) -> Result<A, LoadError> {
+        Ok(self.load_versioned(id).await?.state)
+    }
+
+    /// The current state of aggregate `A` and the stream version it
+    /// reflects (0 if it has no events), read together.
+    pub async fn load_versioned<A: Aggregate + Clone>(
+        &self,
+        id: impl IntoId<A::Id>,
+    ) -> Result<Versioned<A>, LoadError> {
         let id = id.into_id();
         let stream = StreamId::of::<A>(&id);
         let cell = self.slot::<A>(&id);
         let mut slot = cell.take().await;
         self.refresh(&stream, &mut slot, &tracing::Span::current()).await?;
-        Ok(slot.state.clone())
+        Ok(Versioned {
+            state: slot.state.clone(),
+            version: slot.version,
+        })
     }
 
-    /// The state of aggregate `A` as of stream version `version` (the state
-    /// after its first `version` events).
+    /// The state of aggregate `A` as of stream version `version`: after its
+    /// first `version` events, or all of them if it has fewer (the version
+    /// returned says which).
     pub async fn load_at_version<A: Aggregate>(
         &self,
         id: impl IntoId<A::Id>,
         version: u64,
-    ) -> Result<(A, u64), LoadError> {
+    ) -> Result<Versioned<A>, LoadError> {
         self.replay::<A>(&id.into_id(), |e| e.version <= version).await
     }
 
     /// The state of aggregate `A` as of time `at`: every event recorded at or
-    /// before `at`. Returns the state and its version.
-    pub async fn load_as_of<A: Aggregate>(&self, id: impl IntoId<A::Id>, at: Timestamp) -> Result<(A, u64), LoadError> {
+    /// before `at`, and the version that makes.
+    pub async fn load_as_of<A: Aggregate>(
+        &self,
+        id: impl IntoId<A::Id>,
+        at: Timestamp,
+    ) -> Result<Versioned<A>, LoadError> {
         self.replay::<A>(&id.into_id(), |e| e.recorded_at <= at).await
     }
 
@@ -47,12 +65,15 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         &self,
         id: &A::Id,
         keep: impl Fn(&LoadedEvent<'_>) -> bool + Send + Sync,
-    ) -> Result<(A, u64), LoadError> {
+    ) -> Result<Versioned<A>, LoadError> {
         let stream = StreamId::of::<A>(id);
         crate::store::validate_stream(S::NAME, &stream)?;
         let mut slot = Slot::<A>::empty();
         self.read_into(&stream, &mut slot, false, keep).await?;
-        Ok((slot.state, slot.version))
+        Ok(Versioned {
+            state: slot.state,
+            version: slot.version,
+        })
     }
 
     /// Brings `slot` up to date: a full load if it is not fresh (snapshot,

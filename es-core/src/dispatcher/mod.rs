@@ -8,7 +8,7 @@ mod execute;
 mod load;
 mod outcome;
 
-pub use outcome::{AnyCommitted, Committed, LoadError};
+pub use outcome::{AnyCommitted, Committed, LoadError, Versioned};
 
 use std::any::{Any, TypeId};
 use std::fmt;

@@ -7,6 +7,19 @@ use crate::envelope::{Envelope, StreamId};
 use crate::error::{DecodeError, DispatchError, StoreError};
 use crate::event::Event;
 
+/// An aggregate's state and the stream version it reflects: what
+/// [`Dispatcher::load_versioned`](crate::Dispatcher::load_versioned),
+/// [`load_at_version`](crate::Dispatcher::load_at_version) and
+/// [`load_as_of`](crate::Dispatcher::load_as_of) return.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned<A> {
+    /// The state.
+    pub state: A,
+    /// How many of the stream's events it reflects (0: none, the default
+    /// state).
+    pub version: u64,
+}
+
 /// What one command committed.
 pub struct Committed<A: Aggregate> {
     /// The aggregate's stream.
