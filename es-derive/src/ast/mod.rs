@@ -56,7 +56,9 @@ pub(crate) struct EventEnum<'a> {
 /// The input of `#[derive(Aggregate)]`.
 pub(crate) struct AggregateInput<'a> {
     pub(crate) ident: &'a Ident,
-    pub(crate) generics: &'a Generics,
+    /// Its generics, with `Send + Sync + 'static` added to a type parameter
+    /// that had no bounds (reported).
+    pub(crate) generics: Generics,
     pub(crate) name: String,
     pub(crate) id: Option<Type>,
     pub(crate) event: Option<Type>,
@@ -341,9 +343,22 @@ impl<'a> AggregateInput<'a> {
                 format!("aggregate `{ident}` needs {} in `#[aggregate(..)]`", join_and(&missing)),
             ));
         }
+        for param in unbounded_type_params(&input.generics) {
+            cx.error_spanned_by(
+                param,
+                format!(
+                    "aggregate `{ident}` has a type parameter `{param}` without bounds: an aggregate is shared \
+                     between tasks and threads for as long as the program runs, so write at least \
+                     `{param}: Send + Sync + 'static` (with `Default` if the state derives `Default`, and what its fields, events and commands need of it)"
+                ),
+            );
+        }
+        // The impl is emitted as if they were written, so the uses of the
+        // aggregate with a fitting parameter do not fail too.
+        let (generics, _) = with_aggregate_bounds(&input.generics);
         Some(AggregateInput {
             ident,
-            generics: &input.generics,
+            generics,
             name: attrs.name.map_or_else(|| ident.to_string(), |g| g.value.value()),
             id: attrs.id.map(|g| g.value),
             event: attrs.event.map(|g| g.value),
@@ -492,4 +507,38 @@ pub(crate) fn type_name(ty: &Type) -> String {
 /// A string literal in generated code, spanned at the user's token.
 pub(crate) fn lit_str(value: &str, span: Span) -> LitStr {
     LitStr::new(value, span)
+}
+
+/// The type parameters with no bounds, neither where they are declared nor
+/// in the where clause: an aggregate's parameters must at least be `Send +
+/// Sync + 'static`, so such a parameter is always a mistake.
+fn unbounded_type_params(generics: &syn::Generics) -> Vec<&syn::Ident> {
+    generics
+        .type_params()
+        .filter(|p| p.bounds.is_empty())
+        .map(|p| &p.ident)
+        .filter(|&ident| {
+            !generics.where_clause.iter().flat_map(|w| &w.predicates).any(|p| {
+                matches!(p, syn::WherePredicate::Type(t)
+                    if matches!(&t.bounded_ty, syn::Type::Path(tp) if tp.qself.is_none() && tp.path.is_ident(ident)))
+            })
+        })
+        .collect()
+}
+
+/// `generics` with `Send + Sync + 'static + Default` added to each
+/// unbounded type parameter, and whether there was one. For an aggregate's
+/// impls: its derive reports such a parameter once, and the impls written
+/// as if the bounds were there add no errors of their own (`Default`: a
+/// derived `Default` of the state asks it of every parameter).
+pub(crate) fn with_aggregate_bounds(generics: &syn::Generics) -> (syn::Generics, bool) {
+    let unbounded: Vec<syn::Ident> = unbounded_type_params(generics).into_iter().cloned().collect();
+    let mut bounded = generics.clone();
+    for p in bounded.type_params_mut().filter(|p| unbounded.contains(&p.ident)) {
+        p.bounds.push(syn::parse_quote!(::core::marker::Send));
+        p.bounds.push(syn::parse_quote!(::core::marker::Sync));
+        p.bounds.push(syn::parse_quote!('static));
+        p.bounds.push(syn::parse_quote!(::core::default::Default));
+    }
+    (bounded, !unbounded.is_empty())
 }

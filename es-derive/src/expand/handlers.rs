@@ -110,7 +110,10 @@ fn apply_impl(input: &HandlersInput, a: &ApplyFn, checked: bool) -> TokenStream 
 fn handle_impl(input: &HandlersInput, h: &HandleFn) -> TokenStream {
     let krate = &input.krate;
     let self_ty = &input.item.self_ty;
-    let (impl_generics, _, where_clause) = input.item.generics.split_for_impl();
+    // An unbounded parameter of a generic aggregate is reported by its
+    // derive: the impl is written as if it had the bounds an aggregate needs.
+    let (generics, _) = crate::ast::with_aggregate_bounds(&input.item.generics);
+    let (impl_generics, _, where_clause) = generics.split_for_impl();
     let HandleFn {
         method,
         command,
