@@ -265,6 +265,20 @@ async fn an_undecodable_event_is_named_by_stream_and_version<S: EventStore + Clo
     assert_eq!(counter.read(|c| c.events), 12);
 }
 
+/// A store wrapper that implements `read_all` alone (to count, decrypt,
+/// filter) still sees every log read of a projection: the default
+/// `read_all_fields` goes through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrapper_that_implements_only_read_all_sees_projection_reads() {
+    let store = tests::CountingStore::new(tests::sqlite::temp_store().await);
+    fill(&store).await;
+    let before = store.log_reads();
+    let counter = Projection::new("counter", Counter::default());
+    counter.catch_up(&store).await.unwrap();
+    assert_eq!(counter.read(|c| c.events), 12);
+    assert!(store.log_reads() > before);
+}
+
 mod handlers_read_what_is_stored {
     use super::*;
 
