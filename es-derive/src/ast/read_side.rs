@@ -291,10 +291,11 @@ pub(crate) fn read_react(cx: &Ctxt, f: &ImplItemFn) -> Option<ReactFn> {
 }
 
 /// The fields of its context argument `arg` that a handler's `body` reads,
-/// as names of `ContextFields` constants; `None` when it may use any (the
-/// context is passed on, bound again, printed, or matched). Read from the
-/// tokens, so it errs towards `None`: every use of the argument's name
-/// must be `name.field` or `name.metadata()` / `name.stream()`.
+/// as names of `ContextFields` constants (a name may repeat); `None` when
+/// it may use any (the context is passed on, bound again, printed, or
+/// matched). Read from the tokens, so it errs towards `None`: every use of
+/// the argument's name must be `name.field` or `name.metadata()` /
+/// `name.stream()`.
 pub(crate) fn context_fields(arg: &syn::PatType, body: &syn::Block) -> Option<Vec<&'static str>> {
     let name = match &*arg.pat {
         Pat::Wild(_) => return Some(Vec::new()),
@@ -331,7 +332,7 @@ fn scan_context_uses(tokens: TokenStream, name: &str, used: &mut Vec<&'static st
                     ("stream", true) => &["AGGREGATE_TYPE", "AGGREGATE_ID"],
                     _ => return false,
                 };
-                used.extend(needs.iter().copied().filter(|n| !used.contains(n)).collect::<Vec<_>>());
+                used.extend_from_slice(needs);
             }
             // `format!("{name}")` captures it whole.
             TokenTree::Literal(l) => {

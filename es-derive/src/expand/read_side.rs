@@ -182,7 +182,11 @@ fn context_fields(krate: &syn::Path, fns: &[&ProjectFn]) -> TokenStream {
         let Some(used) = &p.fields else {
             return quote!(#krate::store::ContextFields::ALL);
         };
-        names.extend(used.iter().filter(|n| !names.contains(n)).collect::<Vec<_>>());
+        for &name in used {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
     }
     let names = names.iter().map(|n| syn::Ident::new(n, proc_macro2::Span::call_site()));
     quote!(#krate::store::ContextFields::NONE #(.union(#krate::store::ContextFields::#names))*)
