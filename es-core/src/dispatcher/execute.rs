@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::aggregate::{Aggregate, Handle, IntoId};
-use crate::cache::Held;
+use crate::cache::{Held, Slot};
 use crate::codec::Codec;
 use crate::command::Command;
 use crate::envelope::{Envelope, EventId, Metadata, StreamId, Timestamp};
@@ -77,16 +77,17 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         if list.is_empty() {
             return Ok(Committed::nothing(stream, slot.version));
         }
-        slot.fresh = false;
-        let before = slot.version;
-        if let Err(message) = catch_panic(|| list.iter().for_each(|e| slot.state.apply(e))) {
-            return Err(DispatchError::Panicked {
-                aggregate: A::NAME,
-                stream,
-                command: COMMAND,
-                message,
-            });
-        }
+        let before = match apply_ahead(&mut slot, &list) {
+            Ok(before) => before,
+            Err(message) => {
+                return Err(DispatchError::Panicked {
+                    aggregate: A::NAME,
+                    stream,
+                    command: COMMAND,
+                    message,
+                });
+            }
+        };
         let recorded_at = Timestamp::now();
         let (batch, ids) = encode_batch::<A, C>(&inner.codec, &stream, &list, recorded_at)?;
         let encoded_metadata = metadata.encode();
@@ -274,15 +275,10 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             if events.is_empty() {
                 return finish(probe, Ok(Committed::nothing(stream, slot.version)));
             }
-            // Apply before appending: an event its aggregate cannot apply
-            // (a panic, an overflow) is never stored, where it would make the
-            // stream unloadable. Until the append commits, the state holds
-            // events the store does not: any outcome but a commit reloads it.
-            slot.fresh = false;
-            let before = slot.version;
-            if let Err(message) = catch_panic(|| events.iter().for_each(|e| slot.state.apply(e))) {
-                return finish(probe, Err(panicked::<Cmd>(stream, message)));
-            }
+            let before = match apply_ahead(&mut slot, &events) {
+                Ok(before) => before,
+                Err(message) => return finish(probe, Err(panicked::<Cmd>(stream, message))),
+            };
             let recorded_at = Timestamp::now();
             let (batch, ids) = attempt!(encode_batch::<Cmd::Aggregate, C>(
                 &inner.codec,
@@ -345,6 +341,19 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             }
         }
     }
+}
+
+/// Applies events about to be appended to the state first: an event its
+/// aggregate cannot apply (a panic, an overflow) is never stored, where it
+/// would make the stream unloadable. Until the append commits, the state
+/// holds events the store does not, so the slot is marked stale: any
+/// outcome but a commit reloads it. Returns the version the events follow,
+/// or the panic's message.
+fn apply_ahead<A: Aggregate>(slot: &mut Slot<A>, events: &[A::Event]) -> Result<u64, String> {
+    slot.fresh = false;
+    let before = slot.version;
+    catch_panic(|| events.iter().for_each(|e| slot.state.apply(e)))?;
+    Ok(before)
 }
 
 /// Runs `f`, turning a panic into its message.
