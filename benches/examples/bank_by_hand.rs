@@ -97,28 +97,30 @@ pub struct BankAccount {
 }
 
 impl BankAccount {
-    fn open(&self, cmd: OpenAccount) -> Result<AccountOpened, AccountError> {
+    fn open(&self, cmd: &OpenAccount) -> Result<AccountOpened, AccountError> {
         if self.open {
             return Err(AccountError::AlreadyOpen);
         }
-        Ok(AccountOpened { owner: cmd.owner })
+        Ok(AccountOpened {
+            owner: cmd.owner.clone(),
+        })
     }
 
-    fn deposit(&self, cmd: Deposit) -> Result<MoneyDeposited, AccountError> {
+    fn deposit(&self, cmd: &Deposit) -> Result<MoneyDeposited, AccountError> {
         if !self.open {
             return Err(AccountError::NotOpen);
         }
         Ok(MoneyDeposited { amount: cmd.amount })
     }
 
-    fn withdraw(&self, cmd: Withdraw) -> Result<MoneyWithdrawn, AccountError> {
+    fn withdraw(&self, cmd: &Withdraw) -> Result<MoneyWithdrawn, AccountError> {
         if cmd.amount > self.balance {
             return Err(AccountError::InsufficientFunds);
         }
         Ok(MoneyWithdrawn { amount: cmd.amount })
     }
 
-    fn close(&self, _: CloseAccount) -> Result<AccountClosed, AccountError> {
+    fn close(&self, _: &CloseAccount) -> Result<AccountClosed, AccountError> {
         if self.balance > 0 {
             return Err(AccountError::NotEmpty);
         }
@@ -285,7 +287,7 @@ macro_rules! command {
             }
         }
         impl Handle<$t> for BankAccount {
-            fn handle(&self, command: $t, _: &()) -> Result<Vec<AccountEvent>, AccountError> {
+            fn handle(&self, command: &$t, _: &()) -> Result<Vec<AccountEvent>, AccountError> {
                 Ok(vec![self.$method(command)?.into()])
             }
         }

@@ -38,19 +38,23 @@ pub async fn fill<S: EventStore + Clone>(store: &S) {
     // Many deposits per round trip: append batches straight to the store.
     for a in 0..ACCOUNTS {
         let stream = StreamId::new("bank_account", format!("p{a:04}"));
-        let events = (0..DEPOSITS)
-            .map(|i| NewEvent {
+        let payloads: Vec<String> = (0..DEPOSITS)
+            .map(|i| format!(r#"{{"amount":{}}}"#, i % 10 + 1))
+            .collect();
+        let events: Vec<NewEvent<'_>> = payloads
+            .iter()
+            .map(|payload| NewEvent {
                 event_id: EventId::new(),
-                name: "account.deposited".into(),
+                name: "account.deposited",
                 schema_version: 1,
-                payload: format!(r#"{{"amount":{}}}"#, i % 10 + 1).into_bytes(),
+                payload: payload.as_bytes(),
             })
             .collect();
         store
             .append(AppendRequest {
                 stream: &stream,
                 expected: ExpectedVersion::Exact(1),
-                events,
+                events: &events,
                 metadata: b"",
                 command_id: None,
                 recorded_at: Timestamp::now(),

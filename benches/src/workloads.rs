@@ -108,20 +108,22 @@ pub async fn stored_account<C: Codec>(codec: C, n: usize) -> InMemoryStore {
     let (events, _) = events(n);
     for chunk in events.chunks(1_000) {
         let version = store.stream_version(&stream).await.expect("version");
-        let batch = chunk
+        let payloads: Vec<Vec<u8>> = chunk.iter().map(|e| e.encode(&codec).expect("encodes")).collect();
+        let batch: Vec<NewEvent<'_>> = chunk
             .iter()
-            .map(|e| NewEvent {
+            .zip(&payloads)
+            .map(|(e, payload)| NewEvent {
                 event_id: EventId::new(),
-                name: e.name().into(),
+                name: e.name(),
                 schema_version: e.version(),
-                payload: e.encode(&codec).expect("encodes"),
+                payload,
             })
             .collect();
         store
             .append(AppendRequest {
                 stream: &stream,
                 expected: ExpectedVersion::Exact(version),
-                events: batch,
+                events: &batch,
                 metadata: b"",
                 command_id: None,
                 recorded_at: Timestamp::now(),
@@ -196,16 +198,16 @@ pub async fn append_encoded<S: EventStore>(store: &S, stream: &StreamId, encoded
             .iter()
             .map(|(name, schema_version, payload)| NewEvent {
                 event_id: EventId::new(),
-                name: (*name).into(),
+                name,
                 schema_version: *schema_version,
-                payload: payload.clone(),
+                payload,
             })
-            .collect();
+            .collect::<Vec<_>>();
         store
             .append(AppendRequest {
                 stream,
                 expected: ExpectedVersion::Exact(version),
-                events: batch,
+                events: &batch,
                 metadata: b"",
                 command_id: None,
                 recorded_at: Timestamp::now(),

@@ -55,6 +55,8 @@ where
 pub trait Storable: Sized {
     /// Encodes `self` with `codec`.
     fn encode_with<C: crate::Codec>(&self, codec: &C) -> Result<Vec<u8>, crate::CodecError>;
+    /// Encodes `self` with `codec` at the end of `out`.
+    fn encode_into_with<C: crate::Codec>(&self, codec: &C, out: &mut Vec<u8>) -> Result<(), crate::CodecError>;
     /// Decodes a value with `codec`.
     fn decode_with<C: crate::Codec>(codec: &C, payload: &[u8]) -> Result<Self, crate::EventDecodeError>;
     /// The stored shape.
@@ -92,6 +94,11 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Storable for T {
     #[inline]
     fn encode_with<C: crate::Codec>(&self, codec: &C) -> Result<Vec<u8>, crate::CodecError> {
         codec.encode(self)
+    }
+
+    #[inline]
+    fn encode_into_with<C: crate::Codec>(&self, codec: &C, out: &mut Vec<u8>) -> Result<(), crate::CodecError> {
+        codec.encode_into(self, out)
     }
 
     #[inline]
@@ -141,11 +148,11 @@ impl<T: Into<C>, C> IntoCommand<C> for T {
     }
 }
 
-/// What a command needs: `Clone`, with the reason.
+/// What a command taken by value needs: `Clone`, with the reason.
 #[diagnostic::on_unimplemented(
-    message = "command `{Self}` must implement `Clone`",
+    message = "command `{Self}` must implement `Clone` for a handler that takes it by value",
     label = "`{Self}` is not `Clone`",
-    note = "the dispatcher keeps a copy of each command to decide it again when another writer appended to the stream first (a version conflict): add `#[derive(Clone)]` to `{Self}`"
+    note = "the dispatcher keeps each command to decide it again when another writer appended to the stream first (a version conflict), and a handler taking it by value gets a copy: take it by reference (`command: &{Self}`), or add `#[derive(Clone)]` to `{Self}`"
 )]
 pub trait CommandClone: Sized {
     /// A copy of the command, to decide it again.

@@ -152,7 +152,7 @@ pub trait Aggregate: Sized + Send + Sync + 'static {
 /// # pub struct Counter { n: u32 }
 /// # impl es_core::Apply<Incremented> for Counter { fn apply(&mut self, e: &Incremented) { self.n += e.by } }
 /// impl Handle<Increment> for Counter {
-///     fn handle(&self, cmd: Increment, _: &()) -> Result<Vec<Incremented>, TooBig> {
+///     fn handle(&self, cmd: &Increment, _: &()) -> Result<Vec<Incremented>, TooBig> {
 ///         if cmd.by > 100 {
 ///             return Err(TooBig);
 ///         }
@@ -163,10 +163,12 @@ pub trait Aggregate: Sized + Send + Sync + 'static {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` has no `#[handle]` handler for command `{C}`",
     label = "`{Self}` cannot handle `{C}`",
-    note = "add `#[handle] fn on_command(&self, command: {C}) -> Result<.., ..> {{ .. }}` to the `#[es_core::handlers] impl {Self}` block"
+    note = "add `#[handle] fn on_command(&self, command: &{C}) -> Result<.., ..> {{ .. }}` to the `#[es_core::handlers] impl {Self}` block"
 )]
 pub trait Handle<C>: Aggregate {
     /// Decides `command` against the current state: the events to append, or
     /// why not. Never mutates; only [`Aggregate::apply`] does.
-    fn handle(&self, command: C, services: &Self::Services) -> Result<Vec<Self::Event>, Self::Error>;
+    /// The command is borrowed: a conflict decides it again, and a handler
+    /// that takes it by value gets a copy.
+    fn handle(&self, command: &C, services: &Self::Services) -> Result<Vec<Self::Event>, Self::Error>;
 }

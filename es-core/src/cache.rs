@@ -64,10 +64,12 @@ impl<A: crate::Aggregate> Cell<A> {
     }
 
     /// Exclusive use of the slot, waiting while another command has it.
-    pub(crate) async fn take(self: &Arc<Self>) -> Held<A> {
+    /// Takes the caller's reference to the cell, which the slot keeps until
+    /// it goes back.
+    pub(crate) async fn take(self: Arc<Self>) -> Held<A> {
         if let Some(slot) = self.try_take() {
             return Held {
-                cell: self.clone(),
+                cell: self,
                 slot: Some(slot),
             };
         }
@@ -83,7 +85,7 @@ impl<A: crate::Aggregate> Cell<A> {
         };
         self.waiting.fetch_sub(1, Ordering::SeqCst);
         Held {
-            cell: self.clone(),
+            cell: self,
             slot: Some(slot),
         }
     }
@@ -122,37 +124,38 @@ impl<A> Drop for Held<A> {
 }
 
 /// Recently used instances of one aggregate type, at most about `capacity`.
+/// The dispatcher keeps the caches of all types under one lock, so finding
+/// a command's instance takes one lock.
 pub(crate) struct Cache<A: Aggregate> {
-    entries: Mutex<FastMap<A::Id, Arc<Cell<A>>>>,
+    entries: FastMap<A::Id, Arc<Cell<A>>>,
     capacity: usize,
 }
 
 impl<A: Aggregate> Cache<A> {
     pub(crate) fn new(capacity: usize) -> Self {
         Cache {
-            entries: Mutex::new(FastMap::default()),
+            entries: FastMap::default(),
             capacity,
         }
     }
 
     /// The cell for `id`, created empty if it is not cached.
-    pub(crate) fn cell(&self, id: &A::Id) -> Arc<Cell<A>> {
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(cell) = entries.get(id) {
+    pub(crate) fn cell(&mut self, id: &A::Id) -> Arc<Cell<A>> {
+        if let Some(cell) = self.entries.get(id) {
             cell.used.store(true, Ordering::Relaxed);
             return cell.clone();
         }
-        if entries.len() >= self.capacity {
-            sweep(&mut entries, self.capacity);
+        if self.entries.len() >= self.capacity {
+            sweep(&mut self.entries, self.capacity);
         }
         let cell = Cell::new();
-        entries.insert(id.clone(), cell.clone());
+        self.entries.insert(id.clone(), cell.clone());
         cell
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.entries.lock().unwrap().len()
+        self.entries.len()
     }
 }
 
@@ -226,7 +229,7 @@ mod tests {
 
     #[test]
     fn the_cache_stays_bounded_and_keeps_recent_and_busy_instances() {
-        let cache = Cache::<Agg>::new(100);
+        let mut cache = Cache::<Agg>::new(100);
         let busy = cache.cell(&0);
         for id in 1..1_000 {
             let _ = cache.cell(&id);
@@ -234,7 +237,7 @@ mod tests {
             let _ = cache.cell(&1);
             assert!(cache.len() <= 100, "{} entries at id {id}", cache.len());
         }
-        let entries = cache.entries.lock().unwrap();
+        let entries = &cache.entries;
         assert!(entries.contains_key(&0), "an instance in use was evicted");
         assert!(entries.contains_key(&1), "a hot instance was evicted");
         assert!(entries.contains_key(&999));
@@ -244,7 +247,7 @@ mod tests {
     #[tokio::test]
     async fn a_second_taker_waits_for_the_slot_to_come_back() {
         let cell = Cell::<Agg>::new();
-        let mut first = cell.take().await;
+        let mut first = cell.clone().take().await;
         first.version = 7;
         let waiter = {
             let cell = cell.clone();
@@ -255,6 +258,6 @@ mod tests {
         drop(first);
         assert_eq!(waiter.await.unwrap(), 7);
         // Back again after the waiter's `Held` dropped.
-        assert_eq!(cell.take().await.version, 7);
+        assert_eq!(cell.clone().take().await.version, 7);
     }
 }

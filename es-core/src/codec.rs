@@ -21,6 +21,15 @@ pub trait Codec: Clone + Send + Sync + 'static {
     /// Encodes `value`.
     fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, CodecError>;
 
+    /// Encodes `value` at the end of `out`, leaving what `out` held before
+    /// in place. The dispatcher encodes a command's events this way, into a
+    /// buffer it reuses; the default goes through [`encode`](Self::encode).
+    /// On an error, what `out` holds is unspecified.
+    fn encode_into<T: Serialize + ?Sized>(&self, value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        out.extend_from_slice(&self.encode(value)?);
+        Ok(())
+    }
+
     /// Decodes a value of type `T` from `bytes`.
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError>;
 }
@@ -74,8 +83,13 @@ impl Codec for Json {
         // Most events are small; a small first buffer keeps allocations in
         // the allocator's fast size classes and stored payloads compact.
         let mut buf = Vec::with_capacity(32);
-        serde_json::to_writer(&mut buf, value).map_err(|e| CodecError::encode::<T>(Self::NAME, e))?;
+        self.encode_into(value, &mut buf)?;
         Ok(buf)
+    }
+
+    #[inline]
+    fn encode_into<T: Serialize + ?Sized>(&self, value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        serde_json::to_writer(out, value).map_err(|e| CodecError::encode::<T>(Self::NAME, e))
     }
 
     #[inline]
@@ -101,6 +115,13 @@ impl Codec for Binary {
     #[inline]
     fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, CodecError> {
         postcard::to_stdvec(value).map_err(|e| CodecError::encode::<T>(Self::NAME, e))
+    }
+
+    #[inline]
+    fn encode_into<T: Serialize + ?Sized>(&self, value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        postcard::to_extend(value, std::mem::take(out))
+            .map(|extended| *out = extended)
+            .map_err(|e| CodecError::encode::<T>(Self::NAME, e))
     }
 
     #[inline]

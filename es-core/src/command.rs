@@ -21,7 +21,7 @@ use crate::store::EventStore;
     label = "`{Self}` does not implement `Command`",
     note = "add `#[derive(Command)]` and `#[command(aggregate = ..)]` to `{Self}`, and mark its id field `#[aggregate_id]`"
 )]
-pub trait Command: crate::__private::CommandClone + Sized + Send + Sync + 'static {
+pub trait Command: Sized + Send + Sync + 'static {
     /// The command's name in logs and errors (its type name).
     const NAME: &'static str;
 

@@ -29,6 +29,14 @@ pub trait Event: Sized + Send + Sync + 'static {
     /// Encodes the value (without its name) with `codec`.
     fn encode<C: Codec>(&self, codec: &C) -> Result<Vec<u8>, CodecError>;
 
+    /// Encodes the value (without its name) with `codec` at the end of
+    /// `out` ([`Codec::encode_into`]); the default goes through
+    /// [`encode`](Self::encode).
+    fn encode_into<C: Codec>(&self, codec: &C, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        out.extend_from_slice(&self.encode(codec)?);
+        Ok(())
+    }
+
     /// Decodes a stored event written under `name` with schema `version`.
     fn decode<C: Codec>(codec: &C, name: &str, version: u32, payload: &[u8]) -> Result<Self, EventDecodeError>;
 

@@ -194,8 +194,9 @@
 //!
 //! `#[command(aggregate = Type)]` names the aggregate that decides it; one
 //! field marked `#[aggregate_id]` holds the target's id, of the aggregate's
-//! id type. Commands are `Clone`: a conflict makes the dispatcher decide a
-//! command again.
+//! id type. A conflict makes the dispatcher decide a command again, so a
+//! handler borrows it or gets a copy: a command whose handler takes it by
+//! reference (`command: &Deposit`) need not be `Clone`.
 //!
 //! ```
 //! # use es_core::prelude::*;
@@ -255,8 +256,9 @@
 //! `#[apply]` event must be one of the aggregate's events (a handler for an
 //! event it never stores is a compile error: it could not run).
 //!
-//! - `#[handle] fn name(&self, command: C) -> Result<X, E>` implements
-//!   [`Handle<C>`]. `X` is one event of the aggregate, an `Option`, `Vec`,
+//! - `#[handle] fn name(&self, command: C) -> Result<X, E>` (or
+//!   `command: &C`, which saves the copy a by-value handler gets and does not
+//!   need `C: Clone`) implements [`Handle<C>`]. `X` is one event of the aggregate, an `Option`, `Vec`,
 //!   array or tuple of them, or `()`; `E` converts into the aggregate's
 //!   error. A third argument `services: &S` receives the aggregate's
 //!   services.

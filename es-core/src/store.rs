@@ -4,7 +4,6 @@
 //! global log across all streams. It knows no domain types. Every store in
 //! the workspace passes the same conformance suite (`tests/src/conformance.rs`).
 
-use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::ops::ControlFlow;
@@ -118,8 +117,8 @@ pub fn validate_append(store: &'static str, request: &AppendRequest<'_>) -> Resu
     if let Some(id) = request.command_id {
         validate_command_id(store, id)?;
     }
-    for event in &request.events {
-        check_text(store, "the event name", &event.name, MAX_EVENT_NAME, true)?;
+    for event in request.events {
+        check_text(store, "the event name", event.name, MAX_EVENT_NAME, true)?;
     }
     Ok(())
 }
@@ -156,17 +155,19 @@ impl fmt::Display for ExpectedVersion {
     }
 }
 
-/// One event to append, already encoded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewEvent {
+/// One event to append, already encoded. It borrows its name and payload:
+/// the dispatcher encodes a command's events into one buffer it reuses, and
+/// a store copies what it keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewEvent<'a> {
     /// Its unique id.
     pub event_id: EventId,
     /// Its stored name.
-    pub name: Cow<'static, str>,
+    pub name: &'a str,
     /// Its schema version.
     pub schema_version: u32,
     /// The encoded event.
-    pub payload: Vec<u8>,
+    pub payload: &'a [u8],
 }
 
 /// A batch to append to one stream: all of it or nothing.
@@ -177,7 +178,7 @@ pub struct AppendRequest<'a> {
     /// The version the writer loaded.
     pub expected: ExpectedVersion,
     /// The events, in order; the first gets version `current + 1`.
-    pub events: Vec<NewEvent>,
+    pub events: &'a [NewEvent<'a>],
     /// Encoded [`Metadata`](crate::Metadata), stored with every event.
     pub metadata: &'a [u8],
     /// The command's id: a store records it with the batch, atomically, and

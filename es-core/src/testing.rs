@@ -113,7 +113,7 @@ impl<A: Aggregate, C: Codec> AggregateTest<A, C> {
                     )
                 }),
             };
-            state.handle(command, services)
+            state.handle(&command, services)
         };
         Outcome {
             given: self.given,

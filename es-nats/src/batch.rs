@@ -69,7 +69,7 @@ pub(crate) fn encode(first_version: u64, request: &AppendRequest<'_>) -> Vec<u8>
     put_len(&mut out, request.metadata, true);
     put_len(&mut out, request.command_id.unwrap_or_default().as_bytes(), false);
     out.extend_from_slice(&(request.events.len() as u32).to_le_bytes());
-    for e in &request.events {
+    for e in request.events {
         out.extend_from_slice(e.event_id.as_uuid().as_bytes());
         put_len(&mut out, e.name.as_bytes(), false);
         out.extend_from_slice(&e.schema_version.to_le_bytes());

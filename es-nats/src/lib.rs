@@ -449,7 +449,7 @@ impl NatsStore {
 
     /// Reserves each event id, or fails naming the first that is taken
     /// (releasing what it reserved).
-    async fn reserve_ids(&self, events: &[NewEvent]) -> Result<(), StoreError> {
+    async fn reserve_ids(&self, events: &[NewEvent<'_>]) -> Result<(), StoreError> {
         let records = &self.inner.event_ids;
         let results = futures_util::future::join_all(
             events
@@ -485,7 +485,7 @@ impl NatsStore {
         }
     }
 
-    async fn release_ids(&self, events: impl Iterator<Item = &NewEvent>) {
+    async fn release_ids<'e>(&self, events: impl Iterator<Item = &'e NewEvent<'e>>) {
         let records = &self.inner.event_ids;
         let removals = events.map(|e| records.remove(hex(e.event_id.as_uuid().as_bytes())));
         for result in futures_util::future::join_all(removals).await {

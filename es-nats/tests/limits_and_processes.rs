@@ -15,19 +15,20 @@ async fn a_batch_over_the_servers_max_payload_is_refused_whole() {
     };
     let stream = StreamId::new("big", "1");
     // The test server takes 8 MiB; three events of 3 MiB are too many.
-    let events: Vec<NewEvent> = (0..3)
+    let blob = vec![7; 3 << 20];
+    let events: Vec<NewEvent<'_>> = (0..3)
         .map(|_| NewEvent {
             event_id: EventId::new(),
-            name: "blob".into(),
+            name: "blob",
             schema_version: 1,
-            payload: vec![7; 3 << 20],
+            payload: &blob,
         })
         .collect();
     let outcome = store
         .append(AppendRequest {
             stream: &stream,
             expected: ExpectedVersion::NoStream,
-            events,
+            events: &events,
             metadata: b"",
             command_id: None,
             recorded_at: Timestamp::now(),

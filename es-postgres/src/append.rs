@@ -149,11 +149,11 @@ impl PostgresStore {
         let mut names = Vec::with_capacity(n);
         let mut versions = Vec::with_capacity(n);
         let mut payloads = Vec::with_capacity(n);
-        for e in &request.events {
+        for e in request.events {
             ids.push(*e.event_id.as_uuid());
-            names.push(e.name.as_ref());
+            names.push(e.name);
             versions.push(e.schema_version as i32);
-            payloads.push(e.payload.as_slice());
+            payloads.push(e.payload);
         }
         let stream = request.stream;
         let result = sqlx::query(self.inner.sql.append.clone())

@@ -49,19 +49,51 @@ pub(crate) struct Appends {
 struct Pending {
     stream: StreamId,
     expected: ExpectedVersion,
-    events: Vec<NewEvent>,
+    events: Vec<OwnedEvent>,
     metadata: Vec<u8>,
     command_id: Option<String>,
     recorded_at: Timestamp,
     done: oneshot::Sender<Result<AppendOutcome, AppendError>>,
 }
 
+/// An event of a waiting append, owned.
+struct OwnedEvent {
+    event_id: es_core::EventId,
+    name: String,
+    schema_version: u32,
+    payload: Vec<u8>,
+}
+
+impl From<&NewEvent<'_>> for OwnedEvent {
+    fn from(e: &NewEvent<'_>) -> Self {
+        OwnedEvent {
+            event_id: e.event_id,
+            name: e.name.to_owned(),
+            schema_version: e.schema_version,
+            payload: e.payload.to_vec(),
+        }
+    }
+}
+
 impl Pending {
-    fn request(&self) -> AppendRequest<'_> {
+    /// Its events, borrowed as a request carries them.
+    fn new_events(&self) -> Vec<NewEvent<'_>> {
+        self.events
+            .iter()
+            .map(|e| NewEvent {
+                event_id: e.event_id,
+                name: &e.name,
+                schema_version: e.schema_version,
+                payload: &e.payload,
+            })
+            .collect()
+    }
+
+    fn request<'a>(&'a self, events: &'a [NewEvent<'a>]) -> AppendRequest<'a> {
         AppendRequest {
             stream: &self.stream,
             expected: self.expected,
-            events: self.events.clone(),
+            events,
             metadata: &self.metadata,
             command_id: self.command_id.as_deref(),
             recorded_at: self.recorded_at,
@@ -94,7 +126,7 @@ impl PostgresStore {
                 appends.queue.push(Pending {
                     stream: request.stream.clone(),
                     expected: request.expected,
-                    events: request.events.clone(),
+                    events: request.events.iter().map(OwnedEvent::from).collect(),
                     metadata: request.metadata.to_vec(),
                     command_id: request.command_id.map(str::to_owned),
                     recorded_at: request.recorded_at,
@@ -172,7 +204,8 @@ impl PostgresStore {
             }
         }
         for pending in batch {
-            let outcome = self.append_alone(&pending.request()).await;
+            let events = pending.new_events();
+            let outcome = self.append_alone(&pending.request(&events)).await;
             let _ = pending.done.send(outcome);
         }
     }
@@ -210,7 +243,7 @@ impl PostgresStore {
                 ev_request.push(r as i32 + 1);
                 ev_index.push(k as i32 + 1);
                 ev_ids.push(*e.event_id.as_uuid());
-                ev_names.push(e.name.as_ref());
+                ev_names.push(e.name.as_str());
                 ev_versions.push(e.schema_version as i32);
                 ev_payloads.push(e.payload.as_slice());
             }

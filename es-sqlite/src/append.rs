@@ -56,9 +56,9 @@ impl SqliteStore {
                         stream.aggregate_type(),
                         stream.aggregate_id(),
                         version,
-                        event.name.as_ref(),
+                        event.name,
                         event.schema_version,
-                        event.payload.as_slice(),
+                        event.payload,
                         request.metadata,
                         request.recorded_at.as_micros(),
                     ])

@@ -393,7 +393,7 @@ impl BankAccount {
     }
 
     #[handle]
-    fn deposit(&self, cmd: Deposit) -> Result<MoneyDeposited, AccountError> {
+    fn deposit(&self, cmd: &Deposit) -> Result<MoneyDeposited, AccountError> {
         self.usable()?;
         if cmd.amount == 0 {
             return Err(AccountError::ZeroAmount);
@@ -403,7 +403,7 @@ impl BankAccount {
     }
 
     #[handle]
-    fn withdraw(&self, cmd: Withdraw) -> Result<MoneyWithdrawn, AccountError> {
+    fn withdraw(&self, cmd: &Withdraw) -> Result<MoneyWithdrawn, AccountError> {
         self.usable()?;
         if cmd.amount == 0 {
             return Err(AccountError::ZeroAmount);
@@ -418,7 +418,7 @@ impl BankAccount {
     }
 
     #[handle]
-    fn close(&self, _: CloseAccount) -> Result<AccountClosed, AccountError> {
+    fn close(&self, _: &CloseAccount) -> Result<AccountClosed, AccountError> {
         self.usable()?;
         if self.balance > 0 {
             return Err(AccountError::NotEmpty(self.balance));

@@ -52,30 +52,52 @@ macro_rules! conformance_tests {
     };
 }
 
-fn event(name: &str, payload: &[u8]) -> NewEvent {
-    NewEvent {
+/// An event to append, owned (a request borrows its events: [`new_events`]).
+#[derive(Debug, Clone)]
+struct Ev {
+    event_id: EventId,
+    name: String,
+    schema_version: u32,
+    payload: Vec<u8>,
+}
+
+fn event(name: &str, payload: &[u8]) -> Ev {
+    Ev {
         event_id: EventId::new(),
-        name: name.to_owned().into(),
+        name: name.to_owned(),
         schema_version: 1,
         payload: payload.to_vec(),
     }
 }
 
-fn events(n: usize, tag: &str) -> Vec<NewEvent> {
+fn events(n: usize, tag: &str) -> Vec<Ev> {
     (0..n).map(|i| event("e", format!("{tag}-{i}").as_bytes())).collect()
+}
+
+/// `events` as a request carries them.
+fn new_events(events: &[Ev]) -> Vec<NewEvent<'_>> {
+    events
+        .iter()
+        .map(|e| NewEvent {
+            event_id: e.event_id,
+            name: &e.name,
+            schema_version: e.schema_version,
+            payload: &e.payload,
+        })
+        .collect()
 }
 
 async fn append<S: EventStore>(
     store: &S,
     stream: &StreamId,
     expected: ExpectedVersion,
-    events: Vec<NewEvent>,
+    events: Vec<Ev>,
 ) -> Result<AppendOutcome, AppendError> {
     store
         .append(AppendRequest {
             stream,
             expected,
-            events,
+            events: &new_events(&events),
             metadata: b"",
             command_id: None,
             recorded_at: Timestamp::now(),
@@ -95,7 +117,7 @@ pub async fn append_and_read_back<S: EventStore>(store: S) {
     let s = StreamId::new("order", "o-1");
     let metadata = Metadata::new().correlation_id("c-1").encode();
     let batch = vec![
-        NewEvent {
+        Ev {
             event_id: EventId::new(),
             name: "order.placed".into(),
             schema_version: 3,
@@ -110,7 +132,7 @@ pub async fn append_and_read_back<S: EventStore>(store: S) {
             .append(AppendRequest {
                 stream: &s,
                 expected: ExpectedVersion::NoStream,
-                events: batch,
+                events: &new_events(&batch),
                 metadata: &metadata,
                 command_id: None,
                 recorded_at: at,
@@ -358,7 +380,7 @@ pub async fn unicode_and_large_payloads<S: EventStore>(store: S) {
     let text = "Zoë 👩‍👩‍👧 ΑΒΓ 日本語 \u{0} nul".as_bytes().to_vec();
     let metadata = Metadata::new().with("ключ", "värde ✓").encode();
     let batch = vec![
-        NewEvent {
+        Ev {
             event_id: EventId::new(),
             name: "événement.créé".into(),
             schema_version: 1,
@@ -370,7 +392,7 @@ pub async fn unicode_and_large_payloads<S: EventStore>(store: S) {
         .append(AppendRequest {
             stream: &s,
             expected: ExpectedVersion::NoStream,
-            events: batch,
+            events: &new_events(&batch),
             metadata: &metadata,
             command_id: None,
             recorded_at: Timestamp::now(),
@@ -528,7 +550,7 @@ pub async fn ids_are_checked_alike<S: EventStore>(store: S) {
             .append(AppendRequest {
                 stream: &s,
                 expected: ExpectedVersion::Any,
-                events: events(1, "x"),
+                events: &new_events(&events(1, "x")),
                 metadata: b"",
                 command_id: Some(&id),
                 recorded_at: Timestamp::now(),
@@ -553,7 +575,7 @@ pub async fn ids_are_checked_alike<S: EventStore>(store: S) {
         .append(AppendRequest {
             stream: &widest,
             expected: ExpectedVersion::NoStream,
-            events: vec![event(&"n".repeat(MAX_EVENT_NAME), "ünïcödé".as_bytes())],
+            events: &new_events(&[event(&"n".repeat(MAX_EVENT_NAME), "ünïcödé".as_bytes())]),
             metadata: b"",
             command_id: Some(&command_id),
             recorded_at: Timestamp::now(),
@@ -623,17 +645,21 @@ pub async fn command_ids_are_recorded<S: EventStore>(store: S) {
     append(&store, &s, ExpectedVersion::NoStream, events(1, "before"))
         .await
         .unwrap();
-    let request = |events| AppendRequest {
-        stream: &s,
-        expected: ExpectedVersion::Any,
-        events,
-        metadata: b"",
-        command_id: Some("command-7"),
-        recorded_at: Timestamp::now(),
-    };
-    let first = committed(store.append(request(events(2, "a"))).await.unwrap());
+    fn request<'a>(s: &'a StreamId, events: &'a [NewEvent<'a>]) -> AppendRequest<'a> {
+        AppendRequest {
+            stream: s,
+            expected: ExpectedVersion::Any,
+            events,
+            metadata: b"",
+            command_id: Some("command-7"),
+            recorded_at: Timestamp::now(),
+        }
+    }
+    let (a, b, c, d) = (events(2, "a"), events(3, "b"), events(1, "c"), events(2, "d"));
+    let (a, b, c, d) = (new_events(&a), new_events(&b), new_events(&c), new_events(&d));
+    let first = committed(store.append(request(&s, &a)).await.unwrap());
     assert_eq!((first.first_version, first.last_version), (2, 3));
-    match store.append(request(events(3, "b"))).await.unwrap() {
+    match store.append(request(&s, &b)).await.unwrap() {
         AppendOutcome::Duplicate(record) => {
             assert_eq!(record.command_id, "command-7");
             assert_eq!(record.stream, s);
@@ -654,7 +680,7 @@ pub async fn command_ids_are_recorded<S: EventStore>(store: S) {
         store
             .append(AppendRequest {
                 stream: &other,
-                ..request(events(1, "c"))
+                ..request(&s, &c)
             })
             .await
             .unwrap(),
@@ -674,7 +700,7 @@ pub async fn command_ids_are_recorded<S: EventStore>(store: S) {
         store
             .append(AppendRequest {
                 stream: &typed,
-                ..request(events(2, "d"))
+                ..request(&s, &d)
             })
             .await
             .unwrap(),

@@ -11,11 +11,11 @@ async fn raw<S: EventStore>(store: &S, stream: &StreamId, name: &'static str, sc
         .append(AppendRequest {
             stream,
             expected: ExpectedVersion::Any,
-            events: vec![NewEvent {
+            events: &[NewEvent {
                 event_id: EventId::new(),
-                name: name.into(),
+                name,
                 schema_version,
-                payload: payload.as_bytes().to_vec(),
+                payload: payload.as_bytes(),
             }],
             metadata: b"",
             command_id: None,

@@ -62,21 +62,23 @@ impl AccountFixture {
     /// Appends the fixture's events, as stored with `codec`, to `store`.
     pub async fn store_into<S: EventStore>(&self, store: &S, codec: Stored) {
         let stream = StreamId::new("bank_account", &self.stream);
-        let events = self
+        let payloads: Vec<Vec<u8>> = self.events.iter().map(|e| e.payload(codec)).collect();
+        let events: Vec<NewEvent<'_>> = self
             .events
             .iter()
-            .map(|e| NewEvent {
+            .zip(&payloads)
+            .map(|(e, payload)| NewEvent {
                 event_id: EventId::new(),
-                name: e.name.clone().into(),
+                name: &e.name,
                 schema_version: e.schema_version,
-                payload: e.payload(codec),
+                payload,
             })
             .collect();
         store
             .append(AppendRequest {
                 stream: &stream,
                 expected: ExpectedVersion::NoStream,
-                events,
+                events: &events,
                 metadata: b"",
                 command_id: None,
                 recorded_at: Timestamp::now(),

@@ -213,20 +213,20 @@ impl<S: EventStore> EventStore for SwitchableStore<S> {
         let exact = matches!(request.expected, es_core::ExpectedVersion::Exact(_));
         if exact && self.contended.load(Ordering::SeqCst) {
             // The other writer appends a copy of the batch's first event.
-            let first = request
+            let first: Vec<_> = request
                 .events
                 .first()
-                .cloned()
-                .into_iter()
                 .map(|e| es_core::store::NewEvent {
                     event_id: es_core::EventId::new(),
-                    ..e
-                });
+                    ..*e
+                })
+                .into_iter()
+                .collect();
             self.inner
                 .append(AppendRequest {
                     stream: request.stream,
                     expected: es_core::ExpectedVersion::Any,
-                    events: first.collect(),
+                    events: &first,
                     metadata: b"",
                     command_id: None,
                     recorded_at: request.recorded_at,

@@ -240,11 +240,11 @@ async fn an_undecodable_event_is_named_by_stream_and_version<S: EventStore + Clo
         .append(AppendRequest {
             stream: &stream,
             expected: ExpectedVersion::Exact(4),
-            events: vec![NewEvent {
+            events: &[NewEvent {
                 event_id: EventId::new(),
-                name: "account.deposited".into(),
+                name: "account.deposited",
                 schema_version: 1,
-                payload: br#"{"amount":"lots"}"#.to_vec(),
+                payload: br#"{"amount":"lots"}"#,
             }],
             metadata: b"",
             command_id: None,

@@ -305,11 +305,11 @@ async fn append_raw(store: &InMemoryStore, stream: &StreamId, name: &'static str
         .append(AppendRequest {
             stream,
             expected: ExpectedVersion::Exact(current),
-            events: vec![NewEvent {
+            events: &[NewEvent {
                 event_id: EventId::new(),
-                name: name.into(),
+                name,
                 schema_version: version,
-                payload: payload.as_bytes().to_vec(),
+                payload: payload.as_bytes(),
             }],
             metadata: b"",
             command_id: None,

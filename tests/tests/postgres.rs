@@ -16,20 +16,24 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-fn request<'a>(stream: &'a StreamId, tag: &str) -> AppendRequest<'a> {
-    AppendRequest {
-        stream,
-        expected: ExpectedVersion::Any,
-        events: vec![NewEvent {
-            event_id: EventId::new(),
-            name: "e".into(),
-            schema_version: 1,
-            payload: tag.as_bytes().to_vec(),
-        }],
-        metadata: b"",
-        command_id: None,
-        recorded_at: Timestamp::now(),
-    }
+/// A request appending one event tagged `tag` (whose payload it borrows
+/// until the end of the statement it is written in).
+macro_rules! request {
+    ($stream:expr, $tag:expr) => {
+        AppendRequest {
+            stream: $stream,
+            expected: ExpectedVersion::Any,
+            events: &[NewEvent {
+                event_id: EventId::new(),
+                name: "e",
+                schema_version: 1,
+                payload: AsRef::<[u8]>::as_ref($tag),
+            }],
+            metadata: b"",
+            command_id: None,
+            recorded_at: Timestamp::now(),
+        }
+    };
 }
 
 fn tags(events: &[es_core::store::StoredEvent]) -> Vec<String> {
@@ -45,17 +49,17 @@ async fn a_reader_never_skips_an_append_that_commits_late() {
         return;
     };
     let s = StreamId::new("t", "1");
-    store.append(request(&s, "first")).await.unwrap();
+    store.append(request!(&s, "first")).await.unwrap();
 
     // An append draws its position, then its transaction stays open...
     let mut open = store.pool().begin().await.unwrap();
     store
-        .append_with(&mut open, request(&StreamId::new("t", "late"), "late"))
+        .append_with(&mut open, request!(&StreamId::new("t", "late"), "late"))
         .await
         .unwrap();
     // ...while others commit after it.
-    store.append(request(&s, "after-1")).await.unwrap();
-    store.append(request(&s, "after-2")).await.unwrap();
+    store.append(request!(&s, "after-1")).await.unwrap();
+    store.append(request!(&s, "after-2")).await.unwrap();
 
     // A reader sees the events before the open one, and nothing past it:
     // reading past it would skip it for good once it commits.
@@ -75,10 +79,10 @@ async fn a_reader_never_skips_an_append_that_commits_late() {
     let mut doomed = store.pool().begin().await.unwrap();
     // (Another stream: an append to the same stream would wait on its lock.)
     store
-        .append_with(&mut doomed, request(&StreamId::new("t", "doomed"), "never"))
+        .append_with(&mut doomed, request!(&StreamId::new("t", "doomed"), "never"))
         .await
         .unwrap();
-    store.append(request(&s, "after-3")).await.unwrap();
+    store.append(request!(&s, "after-3")).await.unwrap();
     assert!(store.read_all_vec(checkpoint, 100).await.unwrap().is_empty());
     doomed.rollback().await.unwrap();
     assert_eq!(tags(&store.read_all_vec(checkpoint, 100).await.unwrap()), ["after-3"]);
@@ -118,7 +122,7 @@ async fn a_reader_following_busy_writers_sees_every_event_once_in_order() {
             for i in 0..each {
                 let s = StreamId::new("busy", format!("{}", (w + i) % 3));
                 loop {
-                    match store.append(request(&s, &format!("{w}-{i}"))).await {
+                    match store.append(request!(&s, &format!("{w}-{i}"))).await {
                         Ok(_) => break,
                         Err(AppendError::Conflict(_)) => continue,
                         Err(e) => panic!("{e}"),
@@ -154,7 +158,7 @@ async fn a_writer_killed_mid_batch_leaves_only_whole_batches() {
         let batches = tests::crash::check_whole_batches(&store).await;
         assert!(batches >= 3, "round {round}: only {batches} batches");
         store
-            .append(request(&StreamId::new("crash", "after"), "x"))
+            .append(request!(&StreamId::new("crash", "after"), "x"))
             .await
             .unwrap();
         // No append of the dead writer is left running: the log reads through.
@@ -393,16 +397,16 @@ async fn readers_do_not_wait_for_transactions_that_never_touch_the_store() {
         .unwrap();
 
     let s = StreamId::new("t", "1");
-    store.append(request(&s, "e1")).await.unwrap();
+    store.append(request!(&s, "e1")).await.unwrap();
     // A rolled-back append leaves a hole in the positions.
     let mut doomed = store.pool().begin().await.unwrap();
     store
-        .append_with(&mut doomed, request(&StreamId::new("t", "doomed"), "never"))
+        .append_with(&mut doomed, request!(&StreamId::new("t", "doomed"), "never"))
         .await
         .unwrap();
     doomed.rollback().await.unwrap();
     for tag in ["e2", "e3", "e4", "e5", "e6"] {
-        store.append(request(&s, tag)).await.unwrap();
+        store.append(request!(&s, tag)).await.unwrap();
     }
     // One read passes the hole: no append of this store is running (a
     // reader that waited for the unrelated transactions would return only
@@ -544,10 +548,10 @@ async fn waiting_appends_share_a_statement_and_keep_their_own_outcomes() {
     store.migrate().await.unwrap();
     let stream = |id: &str| StreamId::new("g", id);
     for id in ["conflict", "dup-cmd"] {
-        store.append(request(&stream(id), "before")).await.unwrap();
+        store.append(request!(&stream(id), "before")).await.unwrap();
     }
     let dup = stream("dup-cmd");
-    let mut cmd = request(&dup, "first");
+    let mut cmd = request!(&dup, "first");
     cmd.command_id = Some("c-1");
     assert!(matches!(store.append(cmd).await.unwrap(), AppendOutcome::Committed(_)));
 
@@ -582,19 +586,21 @@ async fn waiting_appends_share_a_statement_and_keep_their_own_outcomes() {
             let store = store.clone();
             tokio::spawn(async move {
                 let s = StreamId::new("g", id);
-                let events = (0..events)
-                    .map(|i| NewEvent {
+                let payloads: Vec<String> = (0..events).map(|i| format!("{id}-{i}")).collect();
+                let events: Vec<NewEvent<'_>> = payloads
+                    .iter()
+                    .map(|payload| NewEvent {
                         event_id: EventId::new(),
-                        name: "e".into(),
+                        name: "e",
                         schema_version: 1,
-                        payload: format!("{id}-{i}").into_bytes(),
+                        payload: payload.as_bytes(),
                     })
                     .collect();
                 store
                     .append(AppendRequest {
                         stream: &s,
                         expected,
-                        events,
+                        events: &events,
                         metadata: b"",
                         command_id: command,
                         recorded_at: Timestamp::now(),
@@ -644,11 +650,11 @@ async fn waiting_appends_share_a_statement_and_keep_their_own_outcomes() {
                     .append(AppendRequest {
                         stream: &s,
                         expected: ExpectedVersion::Any,
-                        events: vec![NewEvent {
+                        events: &[NewEvent {
                             event_id,
-                            name: "e".into(),
+                            name: "e",
                             schema_version: 1,
-                            payload: id.as_bytes().to_vec(),
+                            payload: id.as_bytes(),
                         }],
                         metadata: b"",
                         command_id: command,

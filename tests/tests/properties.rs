@@ -69,7 +69,7 @@ fn decide_directly(model: &mut [BankAccount; 3], cmd: &Cmd) -> bool {
         Cmd::Open(a) => (
             *a,
             model[*a as usize].handle(
-                OpenAccount {
+                &OpenAccount {
                     account: id(*a),
                     owner: "o".into(),
                 },
@@ -79,7 +79,7 @@ fn decide_directly(model: &mut [BankAccount; 3], cmd: &Cmd) -> bool {
         Cmd::Deposit(a, n) => (
             *a,
             model[*a as usize].handle(
-                Deposit {
+                &Deposit {
                     account: id(*a),
                     amount: *n,
                 },
@@ -89,14 +89,14 @@ fn decide_directly(model: &mut [BankAccount; 3], cmd: &Cmd) -> bool {
         Cmd::Withdraw(a, n) => (
             *a,
             model[*a as usize].handle(
-                Withdraw {
+                &Withdraw {
                     account: id(*a),
                     amount: *n,
                 },
                 &(),
             ),
         ),
-        Cmd::Close(a) => (*a, model[*a as usize].handle(CloseAccount { account: id(*a) }, &())),
+        Cmd::Close(a) => (*a, model[*a as usize].handle(&CloseAccount { account: id(*a) }, &())),
     };
     match result {
         Ok(events) => {

@@ -98,11 +98,11 @@ async fn projections_skip_events_they_do_not_handle_without_decoding_them() {
         .append(AppendRequest {
             stream: &StreamId::new("inventory", "x"),
             expected: ExpectedVersion::Any,
-            events: vec![NewEvent {
+            events: &[NewEvent {
                 event_id: EventId::new(),
-                name: "inventory.counted".into(),
+                name: "inventory.counted",
                 schema_version: 9,
-                payload: b"\xff not json".to_vec(),
+                payload: b"\xff not json",
             }],
             metadata: b"",
             command_id: None,

@@ -22,11 +22,11 @@ async fn a_writer_killed_mid_batch_leaves_only_whole_batches() {
             .append(AppendRequest {
                 stream: &s,
                 expected: ExpectedVersion::Any,
-                events: vec![NewEvent {
+                events: &[NewEvent {
                     event_id: EventId::new(),
-                    name: "after".into(),
+                    name: "after",
                     schema_version: 1,
-                    payload: b"{}".to_vec(),
+                    payload: b"{}",
                 }],
                 metadata: b"",
                 command_id: None,

@@ -71,8 +71,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         let stream = StreamId::of::<A>(&id);
         let mut list = Vec::new();
         events.into_events(&mut list);
-        let cell = self.slot::<A>(&id);
-        let mut slot = cell.take().await;
+        let mut slot = self.slot::<A>(&id).take().await;
         self.refresh(&stream, &mut slot, &tracing::Span::none()).await?;
         if list.is_empty() {
             return Ok(Committed::nothing(stream, slot.version));
@@ -89,12 +88,13 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             }
         };
         let recorded_at = Timestamp::now();
-        let (batch, ids) = encode_batch::<A, C>(&inner.codec, &stream, &list, recorded_at)?;
+        let encoded = encode_batch::<A, C>(&inner.codec, &stream, &list, recorded_at)?;
+        let batch = encoded.batch(&list);
         let encoded_metadata = metadata.encode();
         let request = AppendRequest {
             stream: &stream,
             expected: ExpectedVersion::Exact(before),
-            events: batch,
+            events: batch.as_slice(),
             metadata: &encoded_metadata,
             command_id: metadata.command_id.as_deref(),
             recorded_at,
@@ -102,7 +102,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         match inner.store.append(request).await {
             Ok(AppendOutcome::Committed(appended)) => {
                 let metadata = Arc::new(metadata);
-                let events = envelopes(list, &ids, &stream, &appended, recorded_at, &metadata);
+                let events = envelopes(list, encoded.ids(), &stream, &appended, recorded_at, metadata);
                 Ok(self.committed(slot, stream, before, appended, events).await)
             }
             Ok(AppendOutcome::Duplicate(record)) => {
@@ -208,8 +208,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         } else {
             Arc::new(metadata)
         };
-        let cell = self.slot::<Cmd::Aggregate>(id);
-        let mut slot = cell.take().await;
+        let mut slot = self.slot::<Cmd::Aggregate>(id).take().await;
         let stream = slot
             .stream
             .get_or_insert_with(|| StreamId::of::<Cmd::Aggregate>(id))
@@ -229,12 +228,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             if !span.is_disabled() {
                 span.record("es.attempts", attempts);
             }
-            let decide = || {
-                catch_panic(|| {
-                    slot.state
-                        .handle(crate::__private::CommandClone::clone_command(&command), services)
-                })
-            };
+            let decide = || catch_panic(|| slot.state.handle(&command, services));
             let decided = if span.is_none() {
                 decide()
             } else {
@@ -280,16 +274,17 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                 Err(message) => return finish(probe, Err(panicked::<Cmd>(stream, message))),
             };
             let recorded_at = Timestamp::now();
-            let (batch, ids) = attempt!(encode_batch::<Cmd::Aggregate, C>(
+            let encoded = attempt!(encode_batch::<Cmd::Aggregate, C>(
                 &inner.codec,
                 &stream,
                 &events,
                 recorded_at
             ));
+            let batch = encoded.batch(&events);
             let request = AppendRequest {
                 stream: &stream,
                 expected: ExpectedVersion::Exact(before),
-                events: batch,
+                events: batch.as_slice(),
                 metadata: &encoded_metadata,
                 command_id: metadata.command_id.as_deref(),
                 recorded_at,
@@ -299,7 +294,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             crate::metrics::append(S::NAME, &clock);
             match appended {
                 Ok(AppendOutcome::Committed(appended)) => {
-                    let envelopes = envelopes(events, &ids, &stream, &appended, recorded_at, &metadata);
+                    let envelopes = envelopes(events, encoded.ids(), &stream, &appended, recorded_at, metadata);
                     return finish(
                         probe,
                         Ok(self.committed(slot, stream, before, appended, envelopes).await),
@@ -362,47 +357,132 @@ fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
         .map_err(|payload| crate::subscription::panic_message(&*payload))
 }
 
-/// Encodes decided (or imported) events into a batch, with their ids.
+/// Encodes decided (or imported) events one after another into a buffer,
+/// giving each its id.
 #[inline]
 fn encode_batch<A: Aggregate, C: Codec>(
     codec: &C,
     stream: &StreamId,
     events: &[A::Event],
     recorded_at: Timestamp,
-) -> Result<(Vec<NewEvent>, EventIds), DispatchError<A::Error>> {
-    let mut ids = EventIds::default();
-    let mut batch = Vec::with_capacity(events.len());
+) -> Result<Encoded, DispatchError<A::Error>> {
+    let mut encoded = Encoded {
+        payloads: Payloads::take(),
+        ends: OneOrMore::default(),
+    };
     for event in events {
-        let payload = event.encode(codec).map_err(|source| DispatchError::Encode {
+        let buf = &mut encoded.payloads.0;
+        event.encode_into(codec, buf).map_err(|source| DispatchError::Encode {
             stream: stream.clone(),
             event_name: event.name(),
             source: Box::new(source),
         })?;
-        let event_id = EventId::at(recorded_at);
-        ids.push(event_id);
-        batch.push(NewEvent {
-            event_id,
-            name: event.name().into(),
-            schema_version: event.version(),
-            payload,
-        });
+        encoded.ends.push((EventId::at(recorded_at), buf.len()));
     }
-    Ok((batch, ids))
+    Ok(encoded)
 }
 
-/// The committed events in their envelopes.
+/// A batch's payloads, one after another in one buffer, and each event's id
+/// and where its payload ends.
+struct Encoded {
+    payloads: Payloads,
+    ends: OneOrMore<(EventId, usize)>,
+}
+
+impl Encoded {
+    /// The batch to append: `events` (the ones encoded) with their ids and
+    /// payloads; no allocation for a single event.
+    fn batch<'a, E: Event>(&'a self, events: &[E]) -> Batch<'a> {
+        let mut start = 0;
+        let mut new_event = |event: &E, (event_id, end): (EventId, usize)| {
+            let payload = &self.payloads.0[start..end];
+            start = end;
+            NewEvent {
+                event_id,
+                name: event.name(),
+                schema_version: event.version(),
+                payload,
+            }
+        };
+        match events {
+            [event] => Batch::One([new_event(event, self.ends.first().expect("one event was encoded"))]),
+            _ => Batch::Many(
+                events
+                    .iter()
+                    .zip(self.ends.iter())
+                    .map(|(e, at)| new_event(e, at))
+                    .collect(),
+            ),
+        }
+    }
+
+    fn ids(&self) -> impl Iterator<Item = EventId> + '_ {
+        self.ends.iter().map(|(id, _)| id)
+    }
+}
+
+/// The events of an append request, held inline when there is one.
+enum Batch<'a> {
+    One([NewEvent<'a>; 1]),
+    Many(Vec<NewEvent<'a>>),
+}
+
+impl<'a> Batch<'a> {
+    fn as_slice(&self) -> &[NewEvent<'a>] {
+        match self {
+            Batch::One(one) => one,
+            Batch::Many(many) => many,
+        }
+    }
+}
+
+/// The buffer a command's events are encoded into: the thread's spare one,
+/// given back when dropped, so a command allocates none once the thread
+/// has encoded an event. A buffer grown past 64 KiB is freed instead.
+struct Payloads(Vec<u8>);
+
+thread_local! {
+    static SPARE_PAYLOADS: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+impl Payloads {
+    fn take() -> Self {
+        Payloads(SPARE_PAYLOADS.with(|spare| spare.take()))
+    }
+}
+
+impl Drop for Payloads {
+    fn drop(&mut self) {
+        const MAX_SPARE: usize = 64 * 1024;
+        if self.0.capacity() <= MAX_SPARE {
+            let mut buf = std::mem::take(&mut self.0);
+            buf.clear();
+            // Another command on this thread may have put its own back
+            // meanwhile: keep the larger.
+            SPARE_PAYLOADS.with(|spare| {
+                let other = spare.take();
+                spare.set(if other.capacity() > buf.capacity() { other } else { buf });
+            });
+        }
+    }
+}
+
+/// The committed events in their envelopes. The last one takes
+/// `metadata`, the others share it.
 #[inline]
 fn envelopes<E>(
     events: Vec<E>,
-    ids: &EventIds,
+    ids: impl Iterator<Item = EventId>,
     stream: &StreamId,
     appended: &Appended,
     recorded_at: Timestamp,
-    metadata: &Arc<Metadata>,
+    metadata: Arc<Metadata>,
 ) -> Vec<Envelope<E>> {
+    let last = events.len().saturating_sub(1);
+    let mut metadata = Some(metadata);
     events
         .into_iter()
-        .zip(ids.iter())
+        .zip(ids)
         .enumerate()
         .map(|(i, (event, event_id))| Envelope {
             event_id,
@@ -410,7 +490,7 @@ fn envelopes<E>(
             version: appended.first_version + i as u64,
             position: appended.positions.get(i).unwrap_or_default(),
             recorded_at,
-            metadata: metadata.clone(),
+            metadata: if i == last { metadata.take() } else { metadata.clone() }.unwrap_or_default(),
             payload: event,
         })
         .collect()
@@ -475,23 +555,35 @@ fn panicked<Cmd: Command>(stream: StreamId, message: String) -> DispatchError<<C
     }
 }
 
-/// The ids of a batch, without an allocation for the usual single event.
-#[derive(Default)]
-struct EventIds {
-    first: Option<EventId>,
-    rest: Vec<EventId>,
+/// A list without an allocation for the usual single element.
+struct OneOrMore<T> {
+    first: Option<T>,
+    rest: Vec<T>,
 }
 
-impl EventIds {
-    fn push(&mut self, id: EventId) {
+impl<T> Default for OneOrMore<T> {
+    fn default() -> Self {
+        OneOrMore {
+            first: None,
+            rest: Vec::new(),
+        }
+    }
+}
+
+impl<T: Copy> OneOrMore<T> {
+    fn push(&mut self, item: T) {
         if self.first.is_none() {
-            self.first = Some(id);
+            self.first = Some(item);
         } else {
-            self.rest.push(id);
+            self.rest.push(item);
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = EventId> + '_ {
+    fn first(&self) -> Option<T> {
+        self.first
+    }
+
+    fn iter(&self) -> impl Iterator<Item = T> + '_ {
         self.first.iter().chain(&self.rest).copied()
     }
 }

@@ -31,8 +31,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
     ) -> Result<Versioned<A>, LoadError> {
         let id = id.into_id();
         let stream = StreamId::of::<A>(&id);
-        let cell = self.slot::<A>(&id);
-        let mut slot = cell.take().await;
+        let mut slot = self.slot::<A>(&id).take().await;
         self.refresh(&stream, &mut slot, &tracing::Span::current()).await?;
         Ok(Versioned {
             state: slot.state.clone(),

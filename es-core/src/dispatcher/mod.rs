@@ -12,7 +12,7 @@ pub use outcome::{AnyCommitted, Committed, LoadError, Versioned};
 
 use std::any::{Any, TypeId};
 use std::fmt;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::aggregate::Aggregate;
 use crate::cache::{Cache, Cell};
@@ -89,7 +89,7 @@ impl<S: EventStore, C: Codec> DispatcherBuilder<S, C> {
                 codec: self.codec,
                 inline: self.inline,
                 services: self.services,
-                caches: RwLock::new(TypeMap::default()),
+                caches: Mutex::new(TypeMap::default()),
                 cache_capacity: self.cache_capacity,
                 max_attempts: self.max_attempts,
             }),
@@ -113,7 +113,7 @@ struct Inner<S, C> {
     codec: C,
     inline: Vec<Box<dyn InlineProjection<S>>>,
     services: TypeMap<Box<dyn Any + Send + Sync>>,
-    caches: RwLock<TypeMap<Arc<dyn Any + Send + Sync>>>,
+    caches: Mutex<TypeMap<Box<dyn Any + Send>>>,
     cache_capacity: usize,
     max_attempts: u32,
 }
@@ -218,18 +218,11 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         if capacity == 0 {
             return Cell::new();
         }
-        let key = TypeId::of::<A>();
-        {
-            let caches = self.inner.caches.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(cache) = caches.get(&key).and_then(|c| c.downcast_ref::<Cache<A>>()) {
-                return cache.cell(id);
-            }
-        }
-        let mut caches = self.inner.caches.write().unwrap_or_else(PoisonError::into_inner);
+        let mut caches = self.inner.caches.lock().unwrap_or_else(PoisonError::into_inner);
         let cache = caches
-            .entry(key)
-            .or_insert_with(|| Arc::new(Cache::<A>::new(capacity)) as Arc<dyn Any + Send + Sync>);
-        match cache.downcast_ref::<Cache<A>>() {
+            .entry(TypeId::of::<A>())
+            .or_insert_with(|| Box::new(Cache::<A>::new(capacity)));
+        match cache.downcast_mut::<Cache<A>>() {
             Some(cache) => cache.cell(id),
             None => Cell::new(),
         }

@@ -1,6 +1,5 @@
 //! A store in process memory, for tests and single-process tools.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::{Future, ready};
 use std::hash::BuildHasher;
@@ -44,8 +43,8 @@ struct State {
     /// Every payload, back to back; entries hold offsets.
     payloads: Vec<u8>,
     /// Each distinct (stored name, schema version), once.
-    kinds: Vec<(Cow<'static, str>, u32)>,
-    kinds_by_name: HashMap<Cow<'static, str>, Vec<u32>>,
+    kinds: Vec<(Arc<str>, u32)>,
+    kinds_by_name: HashMap<Arc<str>, Vec<u32>>,
     last_kind: u32,
     streams: Vec<StreamEntries>,
     stream_index: FastMap<StreamId, u32>,
@@ -134,12 +133,12 @@ impl State {
         }
     }
 
-    fn kind(&mut self, name: Cow<'static, str>, schema_version: u32) -> u32 {
+    fn kind(&mut self, name: &str, schema_version: u32) -> u32 {
         // Runs of one kind are common (a stream of deposits): check the
         // last one before hashing the name.
         if let Some((last_name, last_version)) = self.kinds.get(self.last_kind as usize)
             && *last_version == schema_version
-            && *last_name == name
+            && **last_name == *name
         {
             return self.last_kind;
         }
@@ -148,13 +147,14 @@ impl State {
         k
     }
 
-    fn find_or_add_kind(&mut self, name: Cow<'static, str>, schema_version: u32) -> u32 {
-        if let Some(kinds) = self.kinds_by_name.get(&*name)
+    fn find_or_add_kind(&mut self, name: &str, schema_version: u32) -> u32 {
+        if let Some(kinds) = self.kinds_by_name.get(name)
             && let Some(&k) = kinds.iter().find(|&&k| self.kinds[k as usize].1 == schema_version)
         {
             return k;
         }
         let k = self.kinds.len() as u32;
+        let name: Arc<str> = Arc::from(name);
         self.kinds.push((name.clone(), schema_version));
         self.kinds_by_name.entry(name).or_default().push(k);
         k
@@ -322,11 +322,11 @@ impl InMemoryStore {
         let first_position = state.log.len() as u64 + 1;
         state.log.reserve(request.events.len());
         state.streams[stream_at as usize].entries.reserve(request.events.len());
-        for (i, event) in request.events.into_iter().enumerate() {
+        for (i, event) in request.events.iter().enumerate() {
             let index = state.log.len() as u32;
             let kind = state.kind(event.name, event.schema_version);
             let payload_at = state.payloads.len() as u64;
-            state.payloads.extend_from_slice(&event.payload);
+            state.payloads.extend_from_slice(event.payload);
             state.log.push(Entry {
                 event_id: event.event_id,
                 version: actual + 1 + i as u64,
@@ -510,16 +510,16 @@ mod tests {
     use super::*;
     use crate::store::{EventStoreExt, ExpectedVersion, NewEvent};
 
-    fn event(name: &'static str, payload: &str) -> NewEvent {
+    fn event<'a>(name: &'static str, payload: &'a str) -> NewEvent<'a> {
         NewEvent {
             event_id: EventId::new(),
-            name: name.into(),
+            name,
             schema_version: 1,
-            payload: payload.as_bytes().to_vec(),
+            payload: payload.as_bytes(),
         }
     }
 
-    fn request(stream: &StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> AppendRequest<'_> {
+    fn request<'a>(stream: &'a StreamId, expected: ExpectedVersion, events: &'a [NewEvent<'a>]) -> AppendRequest<'a> {
         AppendRequest {
             stream,
             expected,
@@ -538,7 +538,7 @@ mod tests {
             .append(request(
                 &s,
                 ExpectedVersion::NoStream,
-                vec![event("a", "1"), event("b", "2")],
+                &[event("a", "1"), event("b", "2")],
             ))
             .await
             .unwrap();
@@ -551,7 +551,7 @@ mod tests {
             })
         );
         let err = store
-            .append(request(&s, ExpectedVersion::Exact(1), vec![event("c", "3")]))
+            .append(request(&s, ExpectedVersion::Exact(1), &[event("c", "3")]))
             .await
             .unwrap_err();
         assert_eq!(
@@ -569,11 +569,12 @@ mod tests {
     async fn duplicate_ids_in_long_batches_and_against_the_log_write_nothing() {
         let store = InMemoryStore::new();
         let s = StreamId::new("t", "1");
-        let mut batch: Vec<NewEvent> = (0..20).map(|i| event("a", &i.to_string())).collect();
+        let payloads: Vec<String> = (0..20).map(|i| i.to_string()).collect();
+        let mut batch: Vec<NewEvent<'_>> = payloads.iter().map(|p| event("a", p)).collect();
         let repeated = batch[3].event_id;
         batch[19].event_id = repeated;
         let err = store
-            .append(request(&s, ExpectedVersion::Any, batch))
+            .append(request(&s, ExpectedVersion::Any, &batch))
             .await
             .unwrap_err();
         assert!(err.to_string().contains(&repeated.as_uuid().to_string()), "{err}");
@@ -581,15 +582,12 @@ mod tests {
 
         let first = event("a", "1");
         let taken = first.event_id;
-        store
-            .append(request(&s, ExpectedVersion::Any, vec![first]))
-            .await
-            .unwrap();
+        store.append(request(&s, ExpectedVersion::Any, &[first])).await.unwrap();
         let mut again = event("b", "2");
         again.event_id = taken;
         let other = StreamId::new("t", "2");
         let err = store
-            .append(request(&other, ExpectedVersion::Any, vec![event("c", "3"), again]))
+            .append(request(&other, ExpectedVersion::Any, &[event("c", "3"), again]))
             .await
             .unwrap_err();
         assert!(err.to_string().contains(&taken.as_uuid().to_string()), "{err}");
@@ -603,11 +601,12 @@ mod tests {
         let s = StreamId::new("t", "1");
         let mut v2 = event("a", "{}");
         v2.schema_version = 2;
-        let mut req = request(&s, ExpectedVersion::Any, vec![event("a", "[1]"), v2, event("b", "")]);
+        let batch = [event("a", "[1]"), v2, event("b", "")];
+        let mut req = request(&s, ExpectedVersion::Any, &batch);
         req.metadata = b"meta";
         store.append(req).await.unwrap();
         store
-            .append(request(&s, ExpectedVersion::Any, vec![event("a", "[2]")]))
+            .append(request(&s, ExpectedVersion::Any, &[event("a", "[2]")]))
             .await
             .unwrap();
         let read = store.read_stream_vec(&s, 1).await.unwrap();

@@ -55,7 +55,8 @@ pub(crate) struct ApplyFn {
 pub(crate) struct HandleFn {
     pub(crate) method: Ident,
     pub(crate) command: Type,
-    /// Whether the command arrives by reference (an error, but still callable).
+    /// Whether the handler takes the command by reference (`&Deposit`);
+    /// one taking it by value gets a copy.
     pub(crate) command_by_ref: bool,
     pub(crate) services: Option<Type>,
     pub(crate) output: Option<Type>,
@@ -269,16 +270,18 @@ fn read_handle(cx: &Ctxt, f: &ImplItemFn) -> Option<HandleFn> {
         return None;
     };
     let (command, command_by_ref) = match &*command_arg.ty {
-        Type::Reference(r) => {
+        Type::Reference(r) if r.mutability.is_some() => {
             cx.error_spanned_by(
                 r,
                 format!(
-                    "`#[handle]` handlers take the command by value: `command: {}`",
+                    "`#[handle]` handlers decide without changing the command: take it by shared reference, `command: &{}`, or by value",
                     crate::ast::type_name(&r.elem)
                 ),
             );
+            callable = false;
             ((*r.elem).clone(), true)
         }
+        Type::Reference(r) => ((*r.elem).clone(), true),
         ty => (ty.clone(), false),
     };
     let services = match args.get(1) {

@@ -78,6 +78,7 @@ pub(crate) fn expand(input: &EventStruct<'_>) -> TokenStream {
         .predicates
         .push(syn::parse_quote_spanned!(ident.span()=> __EsTarget: #krate::Apply<#ident #ty_generics>));
     let encode = quote_spanned!(ident.span()=> <Self as #krate::__private::Storable>::encode_with::<__C>);
+    let encode_into = quote_spanned!(ident.span()=> <Self as #krate::__private::Storable>::encode_into_with::<__C>);
     let decode = quote_spanned!(ident.span()=> <Self as #krate::__private::Storable>::decode_with::<__C>);
     let shape = quote_spanned!(ident.span()=> <Self as #krate::__private::Storable>::shape);
     // Spanned at the user's type, so a missing `Apply` is reported there.
@@ -153,6 +154,15 @@ pub(crate) fn expand(input: &EventStruct<'_>) -> TokenStream {
                 codec: &__C,
             ) -> ::core::result::Result<::std::vec::Vec<u8>, #krate::CodecError> {
                 #encode(self, codec)
+            }
+
+            #[inline]
+            fn encode_into<__C: #krate::Codec>(
+                &self,
+                codec: &__C,
+                out: &mut ::std::vec::Vec<u8>,
+            ) -> ::core::result::Result<(), #krate::CodecError> {
+                #encode_into(self, codec, out)
             }
 
             #[inline]

@@ -203,6 +203,18 @@ pub(crate) fn expand(input: &EventEnum<'_>) -> TokenStream {
             }
 
             #[inline]
+            fn encode_into<__C: #krate::Codec>(
+                &self,
+                codec: &__C,
+                out: &mut ::std::vec::Vec<u8>,
+            ) -> ::core::result::Result<(), #krate::CodecError> {
+                match self {
+                    #(Self::#names(e) => #as_event::encode_into(e, codec, out),)*
+                    #unreachable
+                }
+            }
+
+            #[inline]
             fn decode<__C: #krate::Codec>(
                 codec: &__C,
                 name: &str,

@@ -122,10 +122,14 @@ fn handle_impl(input: &HandlersInput, h: &HandleFn) -> TokenStream {
         output,
         callable,
     } = h;
+    // A handler taking the command by value gets a copy: the dispatcher
+    // keeps the command to decide it again after a version conflict. The
+    // copy is spanned at the handler's argument, where a command that is
+    // not `Clone` is reported.
     let command_arg = if *command_by_ref {
-        quote!(&command)
-    } else {
         quote!(command)
+    } else {
+        quote_spanned!(command.span()=> #krate::__private::CommandClone::clone_command(command))
     };
     let call = match services {
         Some(ty) => {
@@ -160,7 +164,7 @@ fn handle_impl(input: &HandlersInput, h: &HandleFn) -> TokenStream {
             #[inline]
             fn handle(
                 &self,
-                command: #command,
+                command: &#command,
                 services: &<Self as #krate::Aggregate>::Services,
             ) -> ::core::result::Result<
                 ::std::vec::Vec<<Self as #krate::Aggregate>::Event>,

@@ -13,19 +13,23 @@ async fn run<S: EventStore>(store: S) -> ! {
     let mut batch_no = 0u64;
     loop {
         let stream = StreamId::new("crash", format!("s{}", batch_no % 4));
-        let events = (0..BATCH)
-            .map(|i| NewEvent {
+        let payloads: Vec<String> = (0..BATCH)
+            .map(|i| format!("{batch_no}/{i}/{BATCH}/{}", "x".repeat(2_000)))
+            .collect();
+        let events: Vec<NewEvent<'_>> = payloads
+            .iter()
+            .map(|payload| NewEvent {
                 event_id: EventId::new(),
-                name: "crash.written".into(),
+                name: "crash.written",
                 schema_version: 1,
-                payload: format!("{batch_no}/{i}/{BATCH}/{}", "x".repeat(2_000)).into_bytes(),
+                payload: payload.as_bytes(),
             })
             .collect();
         store
             .append(AppendRequest {
                 stream: &stream,
                 expected: ExpectedVersion::Any,
-                events,
+                events: &events,
                 metadata: b"",
                 command_id: None,
                 recorded_at: Timestamp::now(),

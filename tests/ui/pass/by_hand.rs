@@ -30,7 +30,7 @@ impl Apply<Incremented> for Counter {
 }
 
 impl Handle<Increment> for Counter {
-    fn handle(&self, cmd: Increment, _: &()) -> Result<Vec<Incremented>, TooBig> {
+    fn handle(&self, cmd: &Increment, _: &()) -> Result<Vec<Incremented>, TooBig> {
         if cmd.1 > 10 {
             return Err(TooBig);
         }

@@ -1,4 +1,4 @@
-//! A `#[handle]` handler takes the command by reference.
+//! A `#[handle]` handler takes the command by mutable reference.
 use es_core::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -47,7 +47,7 @@ pub struct BankAccount {
 #[es_core::handlers]
 impl BankAccount {
     #[handle]
-    fn deposit(&self, cmd: &Deposit) -> Result<MoneyDeposited, AccountError> {
+    fn deposit(&self, cmd: &mut Deposit) -> Result<MoneyDeposited, AccountError> {
         Ok(MoneyDeposited { amount: cmd.amount })
     }
 
