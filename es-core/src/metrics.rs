@@ -9,7 +9,7 @@
 //! | `es_command_duration_seconds` | histogram | `aggregate`, `outcome` | from the dispatch call to its answer, retries included |
 //! | `es_conflicts_total` | counter | `aggregate` | version conflicts met by appends (each one, retried or not) |
 //! | `es_command_retries_total` | counter | `aggregate` | commands decided again after a conflict |
-//! | `es_append_duration_seconds` | histogram | `store` | the store's append, as the dispatcher waits for it |
+//! | `es_append_duration_seconds` | histogram | `store` | the store's append, as the dispatcher waits for it (a command's, or an import's through `append_events`) |
 //! | `es_load_duration_seconds` | histogram | `aggregate` | reading an aggregate's snapshot and events (a cold load, or the tail after a cached state) |
 //! | `es_subscription_position` | gauge | `subscription` | the last position a spawned runner committed |
 //! | `es_subscription_lag` | gauge | `subscription` | events between that position and the log's head as the runner last saw it |

@@ -73,7 +73,7 @@ pub(crate) fn encode(first_version: u64, request: &AppendRequest<'_>) -> Vec<u8>
         out.extend_from_slice(e.event_id.as_uuid().as_bytes());
         put_len(&mut out, e.name.as_bytes(), false);
         out.extend_from_slice(&e.schema_version.to_le_bytes());
-        put_len(&mut out, &e.payload, true);
+        put_len(&mut out, e.payload, true);
     }
     out
 }

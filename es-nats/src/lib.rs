@@ -512,7 +512,7 @@ impl NatsStore {
         }
         let subject = self.subject(stream);
         if !request.events.is_empty() {
-            self.reserve_ids(&request.events).await?;
+            self.reserve_ids(request.events).await?;
         }
         let outcome = self.publish(&request, &subject).await;
         if !matches!(outcome, Ok(AppendOutcome::Committed(_))) && !request.events.is_empty() {

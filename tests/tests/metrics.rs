@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use es_core::{Dispatcher, InMemoryStore, Metadata, Projection};
-use examples::bank::{AccountId, BankCommand, Deposit, OpenAccount, Withdraw};
+use examples::bank::{
+    AccountId, AccountOpened, BankAccount, BankCommand, Deposit, MoneyDeposited, OpenAccount, Withdraw,
+};
 use examples::views::Balances;
 use metrics::{
     Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata as Meta, SharedString, Unit,
@@ -154,7 +156,17 @@ async fn commands_conflicts_loads_appends_and_lag_are_measured() {
     one.dispatch_with(deposit("m-1", 2), again)
         .await
         .expect("the same deposit again");
-    let head = first.position.expect("a position");
+    assert!(first.position.is_some());
+    // An import appends through the same store call, and is timed too.
+    let imported = one
+        .append_events::<BankAccount>(
+            AccountId::new("m-2"),
+            (AccountOpened { owner: "Bo".into() }, MoneyDeposited { amount: 3 }),
+            Metadata::new(),
+        )
+        .await
+        .expect("import");
+    let head = imported.position.expect("a position");
 
     let commands = |command: &str, outcome: &str| {
         metrics.count(&format!(
@@ -171,9 +183,10 @@ async fn commands_conflicts_loads_appends_and_lag_are_measured() {
     let durations = metrics.samples("es_command_duration_seconds{aggregate=bank_account,outcome=committed}");
     assert_eq!(durations.len(), 5);
     assert!(durations.iter().all(|s| *s > 0.0 && *s < 10.0), "{durations:?}");
-    // Six appends reached the store (the conflicting one included; the
-    // rejection and the duplicate never got there).
-    assert_eq!(metrics.samples("es_append_duration_seconds{store=memory}").len(), 6);
+    // Seven appends reached the store: six commands' (the conflicting one
+    // included; the rejection and the duplicate never got there) and the
+    // import's.
+    assert_eq!(metrics.samples("es_append_duration_seconds{store=memory}").len(), 7);
     // Loads: each dispatcher's first load, the reload after the conflict,
     // and the check of the rejection decided on cached state.
     assert!(

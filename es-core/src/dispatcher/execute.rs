@@ -99,7 +99,10 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             command_id: metadata.command_id.as_deref(),
             recorded_at,
         };
-        match inner.store.append(request).await {
+        let clock = crate::metrics::Clock::start();
+        let appended = inner.store.append(request).await;
+        crate::metrics::append(S::NAME, &clock);
+        match appended {
             Ok(AppendOutcome::Committed(appended)) => {
                 let metadata = Arc::new(metadata);
                 let events = envelopes(list, encoded.ids(), &stream, &appended, recorded_at, metadata);
