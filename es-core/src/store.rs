@@ -171,6 +171,42 @@ pub struct NewEvent<'a> {
 }
 
 /// A batch to append to one stream: all of it or nothing.
+///
+/// It borrows everything it carries. Appending already-encoded events by
+/// hand (a test, a migration tool) keeps the payloads alive beside it:
+///
+/// ```
+/// # use es_core::prelude::*;
+/// # use es_core::store::{AppendRequest, NewEvent};
+/// # use es_core::{EventId, ExpectedVersion};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = InMemoryStore::new();
+/// let stream = StreamId::new("account", "a-1");
+/// let amounts: Vec<String> = (1..=3).map(|n| format!(r#"{{"amount":{n}}}"#)).collect();
+/// let events: Vec<NewEvent<'_>> = amounts
+///     .iter()
+///     .map(|payload| NewEvent {
+///         event_id: EventId::new(),
+///         name: "account.deposited",
+///         schema_version: 1,
+///         payload: payload.as_bytes(),
+///     })
+///     .collect();
+/// store
+///     .append(AppendRequest {
+///         stream: &stream,
+///         expected: ExpectedVersion::NoStream,
+///         events: &events,
+///         metadata: b"",
+///         command_id: None,
+///         recorded_at: Timestamp::now(),
+///     })
+///     .await?;
+/// assert_eq!(store.stream_version(&stream).await?, 3);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct AppendRequest<'a> {
     /// The stream to append to.
