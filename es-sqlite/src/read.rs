@@ -41,9 +41,100 @@ pub(crate) fn schema_version_cell(
     u32::try_from(v).map_err(|_| corrupt(format!("{} has schema version {v}, outside 0..=4294967295", at())))
 }
 
-/// Reads one event row with the columns of `fields.sql_columns()`; the
-/// fields outside `fields` are left empty.
+/// Where a log read's columns are, worked out once per read from the
+/// fields it selects (`ContextFields::sql_columns`); `None` for a field
+/// left out.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Columns {
+    fields: ContextFields,
+    event_id: Option<usize>,
+    aggregate_type: Option<usize>,
+    aggregate_id: Option<usize>,
+    version: Option<usize>,
+    metadata: Option<usize>,
+    recorded_at: Option<usize>,
+}
+
+impl Columns {
+    pub(crate) const fn of(fields: ContextFields) -> Self {
+        Columns {
+            fields,
+            event_id: fields.column(ContextFields::EVENT_ID),
+            aggregate_type: fields.column(ContextFields::AGGREGATE_TYPE),
+            aggregate_id: fields.column(ContextFields::AGGREGATE_ID),
+            version: fields.column(ContextFields::VERSION),
+            metadata: fields.column(ContextFields::METADATA),
+            recorded_at: fields.column(ContextFields::RECORDED_AT),
+        }
+    }
+}
+
+/// Reads one event row with the columns of `columns`; the fields left out
+/// are empty. A row whose every cell has the type it should is read
+/// straight; any other goes to [`visit_checked_row`], which names what is
+/// wrong with it.
+#[inline]
 pub(crate) fn visit_row(
+    row: &rusqlite::Row<'_>,
+    columns: &Columns,
+    visit: &mut impl Visitor,
+) -> Result<ControlFlow<()>, StoreError> {
+    match plain_row(row, columns) {
+        Some(event) => Ok(visit(&event)),
+        None => visit_checked_row(row, columns.fields, visit),
+    }
+}
+
+/// The row as an event if every cell read has the expected type and range.
+#[inline]
+fn plain_row<'r>(row: &'r rusqlite::Row<'_>, columns: &Columns) -> Option<RecordedEvent<'r>> {
+    use rusqlite::types::ValueRef;
+    let int = |i: usize| match row.get_ref(i) {
+        Ok(ValueRef::Integer(v)) => Some(v),
+        _ => None,
+    };
+    let text = |i: Option<usize>| match i {
+        None => Some(""),
+        Some(i) => match row.get_ref(i) {
+            Ok(ValueRef::Text(t)) => std::str::from_utf8(t).ok(),
+            _ => None,
+        },
+    };
+    let blob = |i: Option<usize>| match i {
+        None => Some(&[][..]),
+        Some(i) => match row.get_ref(i) {
+            Ok(ValueRef::Blob(b)) => Some(b),
+            _ => None,
+        },
+    };
+    Some(RecordedEvent {
+        position: u64::try_from(int(0)?).ok()?,
+        name: text(Some(1))?,
+        schema_version: u32::try_from(int(2)?).ok()?,
+        payload: blob(Some(3))?,
+        event_id: match columns.event_id {
+            Some(_) => uuid_from(blob(columns.event_id)?)?,
+            None => EventId::from(uuid::Uuid::nil()),
+        },
+        aggregate_type: text(columns.aggregate_type)?,
+        aggregate_id: text(columns.aggregate_id)?,
+        version: match columns.version {
+            Some(i) => u64::try_from(int(i)?).ok()?,
+            None => 0,
+        },
+        metadata: blob(columns.metadata)?,
+        recorded_at: Timestamp::from_micros(match columns.recorded_at {
+            Some(i) => int(i)?,
+            None => 0,
+        }),
+    })
+}
+
+/// Reads one event row with the columns of `fields.sql_columns()`, checking
+/// each cell and naming the event and the column of any that does not read;
+/// the fields outside `fields` are left empty.
+#[cold]
+pub(crate) fn visit_checked_row(
     row: &rusqlite::Row<'_>,
     fields: ContextFields,
     visit: &mut impl Visitor,

@@ -12,7 +12,7 @@ use rusqlite::{OptionalExtension, params};
 use tokio::sync::watch;
 
 use crate::append::find_command;
-use crate::read::{cell, schema_version_cell, stored_u64, version_cell, visit_row};
+use crate::read::{Columns, cell, schema_version_cell, stored_u64, version_cell, visit_row};
 use crate::{STORE, SqliteStore, blocking, corrupt, error, lock, to_i64};
 
 impl EventStore for SqliteStore {
@@ -42,7 +42,7 @@ impl EventStore for SqliteStore {
                     .query(params![stream.aggregate_type(), stream.aggregate_id(), from])
                     .map_err(error("read a stream"))?;
                 while let Some(row) = rows.next().map_err(error("read a stream"))? {
-                    if visit_row(row, ContextFields::ALL, &mut visit)?.is_break() {
+                    if visit_row(row, &Columns::of(ContextFields::ALL), &mut visit)?.is_break() {
                         break;
                     }
                 }
@@ -106,6 +106,7 @@ impl EventStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let after = to_i64(after, "position")?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let columns = Columns::of(fields);
         blocking(|| {
             self.read(|conn| {
                 let mut stmt = conn
@@ -116,7 +117,7 @@ impl EventStore for SqliteStore {
                     .map_err(error("prepare a log read"))?;
                 let mut rows = stmt.query(params![after, limit]).map_err(error("read the log"))?;
                 while let Some(row) = rows.next().map_err(error("read the log"))? {
-                    if visit_row(row, fields, &mut visit)?.is_break() {
+                    if visit_row(row, &columns, &mut visit)?.is_break() {
                         break;
                     }
                 }
