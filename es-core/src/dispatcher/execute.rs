@@ -66,7 +66,6 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         metadata: Metadata,
     ) -> Result<Committed<A>, DispatchError<A::Error>> {
         const COMMAND: &str = "append_events";
-        let inner = &*self.inner;
         let id = id.into_id();
         let stream = StreamId::of::<A>(&id);
         let mut list = Vec::new();
@@ -87,9 +86,8 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                 });
             }
         };
-        let recorded_at = Timestamp::now();
-        let encoded = encode_batch::<A, C>(&inner.codec, &stream, &list, recorded_at)?;
-        let batch = encoded.batch(&list);
+        let encoded = encode_batch::<A, C>(&self.inner.codec, &stream, &list)?;
+        let batch = encoded.batch();
         let encoded_metadata = metadata.encode();
         let request = AppendRequest {
             stream: &stream,
@@ -97,15 +95,15 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             events: batch.as_slice(),
             metadata: &encoded_metadata,
             command_id: metadata.command_id.as_deref(),
-            recorded_at,
+            recorded_at: encoded.recorded_at,
         };
         let clock = crate::metrics::Clock::start();
-        let appended = inner.store.append(request).await;
+        let appended = self.inner.store.append(request).await;
         crate::metrics::append(S::NAME, &clock);
         match appended {
             Ok(AppendOutcome::Committed(appended)) => {
                 let metadata = Arc::new(metadata);
-                let events = envelopes(list, encoded.ids(), &stream, &appended, recorded_at, metadata);
+                let events = envelopes(list, &encoded, &stream, &appended, metadata);
                 Ok(self.committed(slot, stream, before, appended, events).await)
             }
             Ok(AppendOutcome::Duplicate(record)) => {
@@ -276,28 +274,25 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                 Ok(before) => before,
                 Err(message) => return finish(probe, Err(panicked::<Cmd>(stream, message))),
             };
-            let recorded_at = Timestamp::now();
-            let encoded = attempt!(encode_batch::<Cmd::Aggregate, C>(
-                &inner.codec,
-                &stream,
-                &events,
-                recorded_at
-            ));
-            let batch = encoded.batch(&events);
+            // The same steps as `append_events`, written out: a nested
+            // future for them would move this command's state once more
+            // (measured: round-robin 0.31 -> 0.30).
+            let encoded = attempt!(encode_batch::<Cmd::Aggregate, C>(&inner.codec, &stream, &events));
+            let batch = encoded.batch();
             let request = AppendRequest {
                 stream: &stream,
                 expected: ExpectedVersion::Exact(before),
                 events: batch.as_slice(),
                 metadata: &encoded_metadata,
                 command_id: metadata.command_id.as_deref(),
-                recorded_at,
+                recorded_at: encoded.recorded_at,
             };
             let clock = crate::metrics::Clock::start();
             let appended = inner.store.append(request).await;
             crate::metrics::append(S::NAME, &clock);
             match appended {
                 Ok(AppendOutcome::Committed(appended)) => {
-                    let envelopes = envelopes(events, encoded.ids(), &stream, &appended, recorded_at, metadata);
+                    let envelopes = envelopes(events, &encoded, &stream, &appended, metadata);
                     return finish(
                         probe,
                         Ok(self.committed(slot, stream, before, appended, envelopes).await),
@@ -361,17 +356,18 @@ fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 }
 
 /// Encodes decided (or imported) events one after another into a buffer,
-/// giving each its id.
+/// giving each its id, all recorded now.
 #[inline]
 fn encode_batch<A: Aggregate, C: Codec>(
     codec: &C,
     stream: &StreamId,
     events: &[A::Event],
-    recorded_at: Timestamp,
 ) -> Result<Encoded, DispatchError<A::Error>> {
+    let recorded_at = Timestamp::now();
     let mut encoded = Encoded {
         payloads: Payloads::take(),
-        ends: OneOrMore::default(),
+        events: OneOrMore::default(),
+        recorded_at,
     };
     for event in events {
         let buf = &mut encoded.payloads.0;
@@ -380,47 +376,54 @@ fn encode_batch<A: Aggregate, C: Codec>(
             event_name: event.name(),
             source: Box::new(source),
         })?;
-        encoded.ends.push((EventId::at(recorded_at), buf.len()));
+        encoded.events.push(EncodedEvent {
+            event_id: EventId::at(recorded_at),
+            name: event.name(),
+            schema_version: event.version(),
+            end: buf.len(),
+        });
     }
     Ok(encoded)
 }
 
-/// A batch's payloads, one after another in one buffer, and each event's id
-/// and where its payload ends.
+/// A batch's payloads, one after another in one buffer, each event's id,
+/// name, schema version and where its payload ends, and its commit time.
 struct Encoded {
     payloads: Payloads,
-    ends: OneOrMore<(EventId, usize)>,
+    events: OneOrMore<EncodedEvent>,
+    recorded_at: Timestamp,
+}
+
+#[derive(Clone, Copy)]
+struct EncodedEvent {
+    event_id: EventId,
+    name: &'static str,
+    schema_version: u32,
+    end: usize,
 }
 
 impl Encoded {
-    /// The batch to append: `events` (the ones encoded) with their ids and
-    /// payloads; no allocation for a single event.
-    fn batch<'a, E: Event>(&'a self, events: &[E]) -> Batch<'a> {
+    /// The batch to append; no allocation for a single event.
+    fn batch(&self) -> Batch<'_> {
         let mut start = 0;
-        let mut new_event = |event: &E, (event_id, end): (EventId, usize)| {
-            let payload = &self.payloads.0[start..end];
-            start = end;
+        let mut new_event = |e: EncodedEvent| {
+            let payload = &self.payloads.0[start..e.end];
+            start = e.end;
             NewEvent {
-                event_id,
-                name: event.name(),
-                schema_version: event.version(),
+                event_id: e.event_id,
+                name: e.name,
+                schema_version: e.schema_version,
                 payload,
             }
         };
-        match events {
-            [event] => Batch::One([new_event(event, self.ends.first().expect("one event was encoded"))]),
-            _ => Batch::Many(
-                events
-                    .iter()
-                    .zip(self.ends.iter())
-                    .map(|(e, at)| new_event(e, at))
-                    .collect(),
-            ),
+        match self.events.single() {
+            Some(e) => Batch::One([new_event(e)]),
+            None => Batch::Many(self.events.iter().map(new_event).collect()),
         }
     }
 
     fn ids(&self) -> impl Iterator<Item = EventId> + '_ {
-        self.ends.iter().map(|(id, _)| id)
+        self.events.iter().map(|e| e.event_id)
     }
 }
 
@@ -470,22 +473,23 @@ impl Drop for Payloads {
     }
 }
 
-/// The committed events in their envelopes. The last one takes
-/// `metadata`, the others share it.
+/// The committed events in their envelopes, with the ids and commit time
+/// they were encoded with. The last one takes `metadata`, the others share
+/// it.
 #[inline]
 fn envelopes<E>(
     events: Vec<E>,
-    ids: impl Iterator<Item = EventId>,
+    encoded: &Encoded,
     stream: &StreamId,
     appended: &Appended,
-    recorded_at: Timestamp,
     metadata: Arc<Metadata>,
 ) -> Vec<Envelope<E>> {
+    let recorded_at = encoded.recorded_at;
     let last = events.len().saturating_sub(1);
     let mut metadata = Some(metadata);
     events
         .into_iter()
-        .zip(ids)
+        .zip(encoded.ids())
         .enumerate()
         .map(|(i, (event, event_id))| Envelope {
             event_id,
@@ -582,8 +586,9 @@ impl<T: Copy> OneOrMore<T> {
         }
     }
 
-    fn first(&self) -> Option<T> {
-        self.first
+    /// The element, if there is exactly one.
+    fn single(&self) -> Option<T> {
+        self.first.filter(|_| self.rest.is_empty())
     }
 
     fn iter(&self) -> impl Iterator<Item = T> + '_ {
