@@ -46,7 +46,6 @@ pub(crate) fn schema_version_cell(
 /// left out.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Columns {
-    fields: ContextFields,
     event_id: Option<usize>,
     aggregate_type: Option<usize>,
     aggregate_id: Option<usize>,
@@ -56,9 +55,11 @@ pub(crate) struct Columns {
 }
 
 impl Columns {
+    /// Every column: a read of whole events.
+    pub(crate) const ALL: Columns = Columns::of(ContextFields::ALL);
+
     pub(crate) const fn of(fields: ContextFields) -> Self {
         Columns {
-            fields,
             event_id: fields.column(ContextFields::EVENT_ID),
             aggregate_type: fields.column(ContextFields::AGGREGATE_TYPE),
             aggregate_id: fields.column(ContextFields::AGGREGATE_ID),
@@ -81,7 +82,7 @@ pub(crate) fn visit_row(
 ) -> Result<ControlFlow<()>, StoreError> {
     match plain_row(row, columns) {
         Some(event) => Ok(visit(&event)),
-        None => visit_checked_row(row, columns.fields, visit),
+        None => visit_checked_row(row, columns, visit),
     }
 }
 
@@ -130,27 +131,27 @@ fn plain_row<'r>(row: &'r rusqlite::Row<'_>, columns: &Columns) -> Option<Record
     })
 }
 
-/// Reads one event row with the columns of `fields.sql_columns()`, checking
-/// each cell and naming the event and the column of any that does not read;
-/// the fields outside `fields` are left empty.
+/// Reads one event row with the columns of `columns`, checking each cell
+/// and naming the event and the column of any that does not read; the
+/// fields left out are empty.
 #[cold]
 pub(crate) fn visit_checked_row(
     row: &rusqlite::Row<'_>,
-    fields: ContextFields,
+    columns: &Columns,
     visit: &mut impl Visitor,
 ) -> Result<ControlFlow<()>, StoreError> {
     let raw_position = cell(row, 0, "position", &|| "an event".to_owned(), |v| v.as_i64())?;
     let position = u64::try_from(raw_position)
         .map_err(|_| corrupt(format!("the log holds an event at position {raw_position}")))?;
     let at_position = || format!("the event at position {position}");
-    let text = |field, column| match fields.column(field) {
+    let text = |at: Option<usize>, column| match at {
         Some(i) => cell(row, i, column, &at_position, |v| v.as_str()),
         None => Ok(""),
     };
-    let aggregate_type = text(ContextFields::AGGREGATE_TYPE, "aggregate_type")?;
-    let aggregate_id = text(ContextFields::AGGREGATE_ID, "aggregate_id")?;
+    let aggregate_type = text(columns.aggregate_type, "aggregate_type")?;
+    let aggregate_id = text(columns.aggregate_id, "aggregate_id")?;
     let at = || format!("the event at position {position} (stream `{aggregate_type}/{aggregate_id}`)");
-    let event_id = match fields.column(ContextFields::EVENT_ID) {
+    let event_id = match columns.event_id {
         Some(i) => {
             let id_bytes = cell(row, i, "event_id", &at, |v| v.as_blob())?;
             uuid_from(id_bytes)
@@ -162,7 +163,7 @@ pub(crate) fn visit_checked_row(
         event_id,
         aggregate_type,
         aggregate_id,
-        version: match fields.column(ContextFields::VERSION) {
+        version: match columns.version {
             Some(i) => version_cell(row, i, &at)?,
             None => 0,
         },
@@ -170,11 +171,11 @@ pub(crate) fn visit_checked_row(
         name: cell(row, 1, "name", &at, |v| v.as_str())?,
         schema_version: schema_version_cell(row, 2, &at)?,
         payload: cell(row, 3, "payload", &at, |v| v.as_blob())?,
-        metadata: match fields.column(ContextFields::METADATA) {
+        metadata: match columns.metadata {
             Some(i) => cell(row, i, "metadata", &at, |v| v.as_blob())?,
             None => &[],
         },
-        recorded_at: Timestamp::from_micros(match fields.column(ContextFields::RECORDED_AT) {
+        recorded_at: Timestamp::from_micros(match columns.recorded_at {
             Some(i) => cell(row, i, "recorded_at", &at, |v| v.as_i64())?,
             None => 0,
         }),

@@ -42,7 +42,7 @@ impl EventStore for SqliteStore {
                     .query(params![stream.aggregate_type(), stream.aggregate_id(), from])
                     .map_err(error("read a stream"))?;
                 while let Some(row) = rows.next().map_err(error("read a stream"))? {
-                    if visit_row(row, &Columns::of(ContextFields::ALL), &mut visit)?.is_break() {
+                    if visit_row(row, &Columns::ALL, &mut visit)?.is_break() {
                         break;
                     }
                 }
