@@ -33,9 +33,10 @@ struct Shared {
 }
 
 /// The data, laid out for memory: an event costs its 56-byte entry, its
-/// payload bytes, 4 bytes in its stream's index and about 10 in the
-/// event-id table; names, streams and metadata are stored once each and
-/// referred to by number.
+/// payload bytes, 4 bytes in its stream's index and 4 in the index of
+/// ascending event ids (about 10 in the event-id table instead, for an id
+/// that arrives out of order); names, streams and metadata are stored once
+/// each and referred to by number.
 #[derive(Default)]
 struct State {
     /// The global log; position `p` is at index `p - 1`.
@@ -50,8 +51,14 @@ struct State {
     stream_index: FastMap<StreamId, u32>,
     /// Each batch's metadata, once per batch; index 0 is "none".
     metadata: Vec<Box<[u8]>>,
-    /// Log indexes, found by the event id they hold: the ids are checked for
-    /// uniqueness without storing each a second time.
+    /// The log indexes of the events whose id was greater than every id
+    /// stored before it, in log order, so their ids ascend: ids made by one
+    /// process (UUID v7 with a counter) mostly arrive in order, and checking
+    /// one then takes a comparison with the last. Together with
+    /// `event_ids`, every event once: ids are checked for uniqueness without
+    /// storing each a second time.
+    ascending: Vec<u32>,
+    /// The log indexes of the other events, found by the event id they hold.
     event_ids: HashTable<u32>,
     id_hasher: foldhash::fast::RandomState,
     snapshots: HashMap<StreamId, Snapshot>,
@@ -160,10 +167,42 @@ impl State {
         k
     }
 
-    fn holds_event_id(&self, hash: u64, id: &EventId) -> bool {
-        self.event_ids
-            .find(hash, |&i| self.log[i as usize].event_id == *id)
-            .is_some()
+    /// Whether `id` is greater than every stored id: then it is new.
+    fn is_greatest(&self, id: &EventId) -> bool {
+        self.ascending
+            .last()
+            .is_none_or(|&i| self.log[i as usize].event_id < *id)
+    }
+
+    fn holds_event_id(&self, id: &EventId) -> bool {
+        if self.is_greatest(id) {
+            return false;
+        }
+        let log = &self.log;
+        self.ascending
+            .binary_search_by(|&i| log[i as usize].event_id.cmp(id))
+            .is_ok()
+            || self
+                .event_ids
+                .find(self.id_hasher.hash_one(id), |&i| log[i as usize].event_id == *id)
+                .is_some()
+    }
+
+    /// Indexes the id of the event just pushed at log index `index`.
+    fn index_event_id(&mut self, index: u32) {
+        let id = self.log[index as usize].event_id;
+        if self.is_greatest(&id) {
+            self.ascending.push(index);
+            return;
+        }
+        let State {
+            log,
+            event_ids,
+            id_hasher,
+            ..
+        } = self;
+        let hash = id_hasher.hash_one(id);
+        event_ids.insert_unique(hash, index, |&i| id_hasher.hash_one(log[i as usize].event_id));
     }
 }
 
@@ -281,18 +320,13 @@ impl InMemoryStore {
         }
         // Validate the whole batch before writing any of it.
         let mut batch_ids = std::collections::HashSet::new();
-        let mut first_hash = 0;
         for (i, event) in request.events.iter().enumerate() {
             let in_batch = if request.events.len() <= 16 {
                 request.events[..i].iter().any(|e| e.event_id == event.event_id)
             } else {
                 !batch_ids.insert(event.event_id)
             };
-            let hash = state.id_hasher.hash_one(event.event_id);
-            if i == 0 {
-                first_hash = hash;
-            }
-            if in_batch || state.holds_event_id(hash, &event.event_id) {
+            if in_batch || state.holds_event_id(&event.event_id) {
                 return Err(StoreError::DuplicateEventId {
                     store: Self::NAME,
                     event_id: event.event_id,
@@ -337,18 +371,7 @@ impl InMemoryStore {
                 kind,
                 metadata,
             });
-            let State {
-                log,
-                event_ids,
-                id_hasher,
-                ..
-            } = state;
-            let hash = if i == 0 {
-                first_hash
-            } else {
-                id_hasher.hash_one(event.event_id)
-            };
-            event_ids.insert_unique(hash, index, |&i| id_hasher.hash_one(log[i as usize].event_id));
+            state.index_event_id(index);
             state.streams[stream_at as usize].entries.push(index);
         }
         let appended = Appended {
@@ -593,6 +616,73 @@ mod tests {
         assert!(err.to_string().contains(&taken.as_uuid().to_string()), "{err}");
         assert_eq!(store.last_position().await.unwrap(), 1);
         assert_eq!(store.stream_version(&other).await.unwrap(), 0);
+    }
+
+    /// Ids arriving in order (the ascending index), out of order (the
+    /// table), and a batch that is not sorted itself: a second use of any
+    /// of them is refused, whichever index holds the first.
+    #[tokio::test]
+    async fn every_stored_id_is_refused_again_whatever_order_the_ids_came_in() {
+        let store = InMemoryStore::new();
+        let s = StreamId::new("t", "1");
+        let id = |n: u128| EventId::from(uuid::Uuid::from_u128(n << 64));
+        let with_id = |n: u128| NewEvent {
+            event_id: id(n),
+            ..event("a", "")
+        };
+        let batches: [&[u128]; 5] = [&[10, 20], &[15], &[30, 25, 40], &[5], &[50]];
+        for batch in batches {
+            let events: Vec<NewEvent<'_>> = batch.iter().map(|&n| with_id(n)).collect();
+            store.append(request(&s, ExpectedVersion::Any, &events)).await.unwrap();
+        }
+        let stored = [10, 20, 15, 30, 25, 40, 5, 50];
+        for n in stored {
+            let err = store
+                .append(request(&s, ExpectedVersion::Any, &[with_id(n)]))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&err, AppendError::Store(StoreError::DuplicateEventId { event_id, .. }) if *event_id == id(n)),
+                "id {n}: {err}"
+            );
+        }
+        // Ids between, below and above the stored ones are new.
+        for n in [12, 1, 45, 60] {
+            store
+                .append(request(&s, ExpectedVersion::Any, &[with_id(n)]))
+                .await
+                .unwrap_or_else(|e| panic!("id {n}: {e}"));
+        }
+        assert_eq!(store.last_position().await.unwrap(), stored.len() as u64 + 4);
+    }
+
+    proptest::proptest! {
+        /// Batches of small ids in any order, repeats among them: each
+        /// batch is refused exactly when one of its ids is stored already or
+        /// repeats in the batch, as a set of the stored ids says.
+        #[test]
+        fn duplicate_ids_are_found_as_a_set_would(
+            batches in proptest::collection::vec(proptest::collection::vec(0u128..40, 1..4), 1..30),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let store = InMemoryStore::new();
+            let s = StreamId::new("t", "1");
+            let mut stored = std::collections::HashSet::new();
+            for batch in batches {
+                let events: Vec<NewEvent<'_>> = batch
+                    .iter()
+                    .map(|&n| NewEvent { event_id: EventId::from(uuid::Uuid::from_u128(n)), ..event("a", "") })
+                    .collect();
+                let mut seen = std::collections::HashSet::new();
+                let fresh = batch.iter().all(|n| !stored.contains(n) && seen.insert(*n));
+                let appended = rt.block_on(store.append(request(&s, ExpectedVersion::Any, &events)));
+                proptest::prop_assert_eq!(appended.is_ok(), fresh, "batch {:?} after {:?}", batch, stored);
+                if fresh {
+                    stored.extend(batch);
+                }
+            }
+            proptest::prop_assert_eq!(rt.block_on(store.last_position()).unwrap(), stored.len() as u64);
+        }
     }
 
     #[tokio::test]
