@@ -55,11 +55,18 @@ fn has_nul(bytes: &[u8]) -> bool {
             return true;
         }
     }
-    // The tail, padded with bytes that are not zero.
-    let tail = chunks.remainder();
-    let mut word = [0xff; 8];
-    word[..tail.len()].copy_from_slice(tail);
-    zero_in(word)
+    // The tail: the last eight bytes again when there are eight (no copy
+    // of a short piece into a word, which costs a library call and a stalled
+    // load), else byte by byte.
+    match bytes.len().checked_sub(8) {
+        Some(start) if !chunks.remainder().is_empty() => {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&bytes[start..]);
+            zero_in(word)
+        }
+        Some(_) => false,
+        None => bytes.iter().any(|&b| b == 0),
+    }
 }
 
 #[cold]
