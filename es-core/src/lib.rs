@@ -70,7 +70,7 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let app = Dispatcher::new(InMemoryStore::new());
 //! let committed = app.dispatch(Increment { id: 7, by: 60 }).await?;
-//! assert_eq!((committed.version, committed.events.len()), (1, 1));
+//! assert_eq!((committed.version, committed.events().len()), (1, 1));
 //! let refused = app.dispatch(Increment { id: 7, by: 60 }).await.unwrap_err();
 //! assert_eq!(refused.rejection(), Some(&CounterError::Limit(100)));
 //! assert_eq!(app.load::<Counter>(&7).await?.value, 60);

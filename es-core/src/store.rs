@@ -65,7 +65,7 @@ fn has_nul(bytes: &[u8]) -> bool {
             zero_in(word)
         }
         Some(_) => false,
-        None => bytes.iter().any(|&b| b == 0),
+        None => bytes.contains(&0),
     }
 }
 

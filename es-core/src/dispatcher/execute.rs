@@ -8,10 +8,11 @@ use crate::aggregate::{Aggregate, Handle, IntoId};
 use crate::cache::{Held, Slot};
 use crate::codec::Codec;
 use crate::command::Command;
-use crate::envelope::{Envelope, EventId, Metadata, StreamId, Timestamp};
+use crate::envelope::{EventId, Metadata, StreamId, Timestamp};
 use crate::error::{AppendError, DispatchError};
 use crate::event::{Event, IntoEvents};
 use crate::store::{AppendOutcome, AppendRequest, Appended, EventStore, ExpectedVersion, NewEvent};
+use crate::util::OneOrMore;
 
 use super::{Committed, Dispatcher};
 
@@ -102,9 +103,10 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         crate::metrics::append(S::NAME, &clock);
         match appended {
             Ok(AppendOutcome::Committed(appended)) => {
-                let metadata = Arc::new(metadata);
-                let events = envelopes(list, &encoded, &stream, &appended, metadata);
-                Ok(self.committed(slot, stream, before, appended, events).await)
+                let metadata = (!metadata.is_empty()).then(|| Arc::new(metadata));
+                Ok(self
+                    .committed(slot, stream, before, appended, list, &encoded, metadata)
+                    .await)
             }
             Ok(AppendOutcome::Duplicate(record)) => {
                 drop(slot);
@@ -119,29 +121,28 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         }
     }
 
-    /// After a commit of `events` at versions after `before`: the slot
-    /// holds the committed state, a snapshot is taken when one is due, and
-    /// inline projections are fed once the slot is released.
+    /// After a commit of `events`, encoded as `encoded`, at versions after
+    /// `before`: the slot holds the committed state, a snapshot is taken
+    /// when one is due, and inline projections are fed once the slot is
+    /// released.
+    #[allow(clippy::too_many_arguments)]
     async fn committed<A: Aggregate>(
         &self,
         mut slot: Held<A>,
         stream: StreamId,
         before: u64,
         appended: Appended,
-        events: Vec<Envelope<A::Event>>,
+        events: Vec<A::Event>,
+        encoded: &Encoded,
+        metadata: Option<Arc<Metadata>>,
     ) -> Committed<A> {
         slot.version = appended.last_version;
         slot.fresh = true;
         self.maybe_snapshot(&stream, &slot, before).await;
         drop(slot);
         self.feed_inline().await;
-        Committed {
-            stream,
-            version: appended.last_version,
-            position: appended.positions.last(),
-            events,
-            deduplicated: false,
-        }
+        let ids = encoded.events.iter().map(|e| e.event_id).collect();
+        Committed::appended(stream, appended, events, ids, encoded.recorded_at, metadata)
     }
 
     /// Runs one command: the typed core under [`Dispatcher::dispatch`],
@@ -204,11 +205,8 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             }
         }
         let encoded_metadata = metadata.encode();
-        let metadata = if metadata.is_empty() {
-            Metadata::shared_empty()
-        } else {
-            Arc::new(metadata)
-        };
+        let metadata = (!metadata.is_empty()).then(|| Arc::new(metadata));
+        let command_id = metadata.as_ref().and_then(|m| m.command_id.as_deref());
         let mut slot = self.slot::<Cmd::Aggregate>(id).take().await;
         let stream = slot
             .stream
@@ -284,7 +282,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                 expected: ExpectedVersion::Exact(before),
                 events: batch.as_slice(),
                 metadata: &encoded_metadata,
-                command_id: metadata.command_id.as_deref(),
+                command_id,
                 recorded_at: encoded.recorded_at,
             };
             let clock = crate::metrics::Clock::start();
@@ -292,18 +290,16 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             crate::metrics::append(S::NAME, &clock);
             match appended {
                 Ok(AppendOutcome::Committed(appended)) => {
-                    let envelopes = envelopes(events, &encoded, &stream, &appended, metadata);
-                    return finish(
-                        probe,
-                        Ok(self.committed(slot, stream, before, appended, envelopes).await),
-                    );
+                    let committed = self.committed(slot, stream, before, appended, events, &encoded, metadata);
+                    return finish(probe, Ok(committed.await));
                 }
                 Ok(AppendOutcome::Duplicate(record)) => {
                     drop(slot);
                     return finish(
                         probe,
                         Ok(attempt!(
-                            self.earlier_outcome(record, Arc::unwrap_or_clone(metadata)).await
+                            self.earlier_outcome(record, metadata.map(Arc::unwrap_or_clone).unwrap_or_default())
+                                .await
                         )),
                     );
                 }
@@ -421,10 +417,6 @@ impl Encoded {
             None => Batch::Many(self.events.iter().map(new_event).collect()),
         }
     }
-
-    fn ids(&self) -> impl Iterator<Item = EventId> + '_ {
-        self.events.iter().map(|e| e.event_id)
-    }
 }
 
 /// The events of an append request, held inline when there is one.
@@ -473,36 +465,6 @@ impl Drop for Payloads {
     }
 }
 
-/// The committed events in their envelopes, with the ids and commit time
-/// they were encoded with. The last one takes `metadata`, the others share
-/// it.
-#[inline]
-fn envelopes<E>(
-    events: Vec<E>,
-    encoded: &Encoded,
-    stream: &StreamId,
-    appended: &Appended,
-    metadata: Arc<Metadata>,
-) -> Vec<Envelope<E>> {
-    let recorded_at = encoded.recorded_at;
-    let last = events.len().saturating_sub(1);
-    let mut metadata = Some(metadata);
-    events
-        .into_iter()
-        .zip(encoded.ids())
-        .enumerate()
-        .map(|(i, (event, event_id))| Envelope {
-            event_id,
-            stream: stream.clone(),
-            version: appended.first_version + i as u64,
-            position: appended.positions.get(i).unwrap_or_default(),
-            recorded_at,
-            metadata: if i == last { metadata.take() } else { metadata.clone() }.unwrap_or_default(),
-            payload: event,
-        })
-        .collect()
-}
-
 /// What `finish` reports a command's outcome to.
 struct Probe<'a> {
     span: &'a tracing::Span,
@@ -523,7 +485,7 @@ fn finish<A: Aggregate>(
     }
     let what = match &outcome {
         Ok(committed) if committed.deduplicated => "duplicate",
-        Ok(committed) if committed.events.is_empty() => "no_events",
+        Ok(committed) if committed.events().len() == 0 => "no_events",
         Ok(_) => "committed",
         Err(DispatchError::Rejected { .. }) => "rejected",
         Err(DispatchError::Conflict { .. }) => "conflict",
@@ -559,39 +521,5 @@ fn panicked<Cmd: Command>(stream: StreamId, message: String) -> DispatchError<<C
         stream,
         command: Cmd::NAME,
         message,
-    }
-}
-
-/// A list without an allocation for the usual single element.
-struct OneOrMore<T> {
-    first: Option<T>,
-    rest: Vec<T>,
-}
-
-impl<T> Default for OneOrMore<T> {
-    fn default() -> Self {
-        OneOrMore {
-            first: None,
-            rest: Vec::new(),
-        }
-    }
-}
-
-impl<T: Copy> OneOrMore<T> {
-    fn push(&mut self, item: T) {
-        if self.first.is_none() {
-            self.first = Some(item);
-        } else {
-            self.rest.push(item);
-        }
-    }
-
-    /// The element, if there is exactly one.
-    fn single(&self) -> Option<T> {
-        self.first.filter(|_| self.rest.is_empty())
-    }
-
-    fn iter(&self) -> impl Iterator<Item = T> + '_ {
-        self.first.iter().chain(&self.rest).copied()
     }
 }

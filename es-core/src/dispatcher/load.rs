@@ -311,12 +311,6 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         if let Some(e) = failure {
             return Err(e.into());
         }
-        Ok(Committed {
-            position: events.last().map(|e| e.position),
-            stream: record.stream,
-            version: record.last_version,
-            events,
-            deduplicated: true,
-        })
+        Ok(Committed::read_back(record.stream, record.last_version, events))
     }
 }

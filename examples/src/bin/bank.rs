@@ -177,7 +177,7 @@ fn signed(cents: i64) -> String {
 }
 
 fn show(committed: Committed<BankAccount>) {
-    for e in &committed.events {
+    for e in committed.events() {
         println!("  event #{} at position {}: {:?}", e.version, e.position, e.payload);
     }
 }

@@ -19,7 +19,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for command in [add("apple", 6), add("coffee", 2), add("tv", 1)] {
         println!("> add {} x {}", command.quantity, command.sku);
         let committed = app.dispatch(command).await?;
-        for e in &committed.events {
+        for e in committed.events() {
             println!("  event #{} {:?}", e.version, e.payload);
         }
     }
@@ -37,7 +37,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             sku: "tv".into(),
         })
         .await?;
-    println!("  {} event(s)", removed.events.len());
+    println!("  {} event(s)", removed.events().len());
     println!("> remove tv again (nothing to remove: no event)");
     let again = app
         .dispatch(RemoveItem {
@@ -45,11 +45,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             sku: "tv".into(),
         })
         .await?;
-    println!("  {} event(s), still at version {}", again.events.len(), again.version);
+    println!(
+        "  {} event(s), still at version {}",
+        again.events().len(),
+        again.version
+    );
 
     println!("> check out");
     let paid = app.dispatch(CheckOut { cart: cart.clone() }).await?;
-    for e in &paid.events {
+    for e in paid.events() {
         println!("  event #{} {:?}", e.version, e.payload);
     }
 
