@@ -181,18 +181,18 @@ fn sweep<K, A, H>(entries: &mut HashMap<K, Arc<Cell<A>>, H>, capacity: usize) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[derive(Default)]
-    struct Agg;
+    pub(crate) struct Agg;
 
     #[derive(Debug, thiserror::Error)]
     #[error("never")]
-    struct Never;
+    pub(crate) struct Never;
 
     #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-    struct Ev;
+    pub(crate) struct Ev;
 
     impl crate::Event for Ev {
         const NAMES: &'static [&'static str] = &["Ev"];

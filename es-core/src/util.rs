@@ -239,22 +239,4 @@ impl<T: Copy> OneOrMore<T> {
     pub(crate) fn iter(&self) -> impl Iterator<Item = T> + '_ {
         self.first.iter().chain(&self.rest).copied()
     }
-
-    /// The `i`-th element.
-    pub(crate) fn get(&self, i: usize) -> Option<T> {
-        match i {
-            0 => self.first,
-            _ => self.rest.get(i - 1).copied(),
-        }
-    }
-}
-
-impl<T: Copy> FromIterator<T> for OneOrMore<T> {
-    fn from_iter<I: IntoIterator<Item = T>>(items: I) -> Self {
-        let mut list = OneOrMore::default();
-        for item in items {
-            list.push(item);
-        }
-        list
-    }
 }

@@ -141,7 +141,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         self.maybe_snapshot(&stream, &slot, before).await;
         drop(slot);
         self.feed_inline().await;
-        let ids = encoded.events.iter().map(|e| e.event_id).collect();
+        let ids = encoded.events.iter().map(|e| e.event_id);
         Committed::appended(stream, appended, events, ids, encoded.recorded_at, metadata)
     }
 

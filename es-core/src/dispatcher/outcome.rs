@@ -8,7 +8,6 @@ use crate::envelope::{Envelope, EventId, Metadata, StreamId, Timestamp};
 use crate::error::{DecodeError, DispatchError, StoreError};
 use crate::event::Event;
 use crate::store::{Appended, Positions};
-use crate::util::OneOrMore;
 
 /// An aggregate's state and the stream version it reflects: what
 /// [`Dispatcher::load_versioned`](crate::Dispatcher::load_versioned),
@@ -45,19 +44,29 @@ pub struct Committed<A: Aggregate> {
 /// The committed events.
 #[derive(Clone)]
 pub(crate) enum Events<E> {
-    /// Appended by this command: the decided events and their ids; the rest
-    /// of each envelope is the batch's.
+    /// Appended by this command: the decided events; the rest of each
+    /// envelope is worked out from the batch's first id, time and the
+    /// command's version and position. Kept small (a `Committed` is moved
+    /// several times on its way to the caller).
     Appended {
         payloads: Vec<E>,
-        ids: OneOrMore<EventId>,
-        first_version: u64,
-        positions: Positions,
+        first_id: EventId,
         recorded_at: Timestamp,
-        /// `None`: the command had none.
-        metadata: Option<Arc<Metadata>>,
+        /// What few commands have: metadata, a second event, positions
+        /// with gaps.
+        more: Option<Box<More>>,
     },
     /// Read back from the store: an earlier outcome of the command's id.
     Read(Vec<Envelope<E>>),
+}
+
+#[derive(Clone, Default)]
+pub(crate) struct More {
+    metadata: Option<Arc<Metadata>>,
+    /// The ids after the first.
+    ids: Vec<EventId>,
+    /// Each event's position, where they are not consecutive.
+    positions: Option<Vec<u64>>,
 }
 
 impl<A: Aggregate> fmt::Debug for Committed<A>
@@ -108,22 +117,35 @@ impl<A: Aggregate> Committed<A> {
         stream: StreamId,
         appended: Appended,
         payloads: Vec<A::Event>,
-        ids: OneOrMore<EventId>,
+        ids: impl Iterator<Item = EventId>,
         recorded_at: Timestamp,
         metadata: Option<Arc<Metadata>>,
     ) -> Self {
+        let mut ids = ids;
+        let first_id = ids.next().unwrap_or_default();
+        let more_ids: Vec<EventId> = ids.collect();
+        let position = appended.positions.last();
+        let positions = match appended.positions {
+            Positions::Consecutive { .. } => None,
+            Positions::Listed(list) => Some(list),
+        };
+        let more = (metadata.is_some() || !more_ids.is_empty() || positions.is_some()).then(|| {
+            Box::new(More {
+                metadata,
+                ids: more_ids,
+                positions,
+            })
+        });
         Committed {
             stream,
             version: appended.last_version,
-            position: appended.positions.last(),
+            position,
             deduplicated: false,
             events: Events::Appended {
                 payloads,
-                ids,
-                first_version: appended.first_version,
-                positions: appended.positions,
+                first_id,
                 recorded_at,
-                metadata,
+                more,
             },
         }
     }
@@ -148,7 +170,8 @@ impl<A: Aggregate> Committed<A> {
 
     /// The committed events, in order, each in its envelope: its id,
     /// stream, version, global position, commit time and the command's
-    /// metadata, with the event borrowed.
+    /// metadata, with the event borrowed (`e.map(Clone::clone)` owns one;
+    /// [`into_events`](Committed::into_events) owns them all).
     ///
     /// ```
     /// # use es_core::prelude::*;
@@ -179,22 +202,7 @@ impl<A: Aggregate> Committed<A> {
     /// ```
     pub fn events(&self) -> impl ExactSizeIterator<Item = Envelope<&A::Event>> + DoubleEndedIterator {
         (0..self.len()).map(move |i| match &self.events {
-            Events::Appended {
-                payloads,
-                ids,
-                first_version,
-                positions,
-                recorded_at,
-                metadata,
-            } => Envelope {
-                event_id: ids.get(i).unwrap_or_default(),
-                stream: self.stream.clone(),
-                version: first_version + i as u64,
-                position: positions.get(i).unwrap_or_default(),
-                recorded_at: *recorded_at,
-                metadata: metadata.clone().unwrap_or_else(Metadata::shared_empty),
-                payload: &payloads[i],
-            },
+            Events::Appended { payloads, .. } => self.envelope(i, payloads.len(), &payloads[i]),
             Events::Read(events) => {
                 let e = &events[i];
                 Envelope {
@@ -210,6 +218,39 @@ impl<A: Aggregate> Committed<A> {
         })
     }
 
+    /// The envelope of the `i`-th of `len` appended events, around
+    /// `payload`.
+    fn envelope<P>(&self, i: usize, len: usize, payload: P) -> Envelope<P> {
+        let Events::Appended {
+            first_id,
+            recorded_at,
+            more,
+            ..
+        } = &self.events
+        else {
+            unreachable!("only appended events are enveloped here")
+        };
+        let back = (len - 1 - i) as u64;
+        let more = more.as_deref();
+        Envelope {
+            event_id: match i {
+                0 => *first_id,
+                _ => more.and_then(|m| m.ids.get(i - 1).copied()).unwrap_or_default(),
+            },
+            stream: self.stream.clone(),
+            version: self.version - back,
+            position: match more.and_then(|m| m.positions.as_ref()) {
+                Some(listed) => listed.get(i).copied().unwrap_or_default(),
+                None => self.position.unwrap_or_default() - back,
+            },
+            recorded_at: *recorded_at,
+            metadata: more
+                .and_then(|m| m.metadata.clone())
+                .unwrap_or_else(Metadata::shared_empty),
+            payload,
+        }
+    }
+
     /// The committed events without their envelopes.
     pub fn payloads(&self) -> impl ExactSizeIterator<Item = &A::Event> + DoubleEndedIterator {
         (0..self.len()).map(move |i| match &self.events {
@@ -219,32 +260,18 @@ impl<A: Aggregate> Committed<A> {
     }
 
     /// The committed events in their envelopes, owned.
-    pub fn into_events(self) -> Vec<Envelope<A::Event>> {
-        match self.events {
-            Events::Appended {
-                payloads,
-                ids,
-                first_version,
-                positions,
-                recorded_at,
-                metadata,
-            } => {
-                let metadata = metadata.unwrap_or_else(Metadata::shared_empty);
+    pub fn into_events(mut self) -> Vec<Envelope<A::Event>> {
+        match &mut self.events {
+            Events::Appended { payloads, .. } => {
+                let payloads = std::mem::take(payloads);
+                let len = payloads.len();
                 payloads
                     .into_iter()
                     .enumerate()
-                    .map(|(i, payload)| Envelope {
-                        event_id: ids.get(i).unwrap_or_default(),
-                        stream: self.stream.clone(),
-                        version: first_version + i as u64,
-                        position: positions.get(i).unwrap_or_default(),
-                        recorded_at,
-                        metadata: metadata.clone(),
-                        payload,
-                    })
+                    .map(|(i, payload)| self.envelope(i, len, payload))
                     .collect()
             }
-            Events::Read(events) => events,
+            Events::Read(events) => std::mem::take(events),
         }
     }
 }
@@ -300,5 +327,67 @@ impl<E> From<LoadError> for DispatchError<E> {
             LoadError::Decode(e) => DispatchError::Decode(e),
             LoadError::Store(e) => DispatchError::Store(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::tests::{Agg, Ev};
+
+    fn ids(n: u128) -> Vec<EventId> {
+        (1..=n).map(|i| EventId::from(uuid::Uuid::from_u128(i))).collect()
+    }
+
+    /// Each envelope as the store would have it, whichever of the compact
+    /// forms the batch took.
+    #[test]
+    fn envelopes_are_worked_out_from_the_batch() {
+        let stream = StreamId::new("agg", "1");
+        let metadata = Arc::new(Metadata::new().command_id("c-1"));
+        let cases = [
+            // One event, no metadata: nothing beyond the inline fields.
+            (1, Positions::Consecutive { first: 8, count: 1 }, None),
+            (3, Positions::Consecutive { first: 8, count: 3 }, Some(metadata.clone())),
+            (3, Positions::Listed(vec![5, 9, 12]), None),
+        ];
+        for (n, positions, metadata) in cases {
+            let appended = Appended {
+                first_version: 4,
+                last_version: 3 + n as u64,
+                positions: positions.clone(),
+            };
+            let committed = Committed::<Agg>::appended(
+                stream.clone(),
+                appended,
+                vec![Ev; n],
+                ids(n as u128).into_iter(),
+                Timestamp::from_micros(77),
+                metadata.clone(),
+            );
+            assert_eq!(committed.position, positions.get(n - 1));
+            let expected: Vec<Envelope<Ev>> = (0..n)
+                .map(|i| Envelope {
+                    event_id: ids(n as u128)[i],
+                    stream: stream.clone(),
+                    version: 4 + i as u64,
+                    position: positions.get(i).unwrap(),
+                    recorded_at: Timestamp::from_micros(77),
+                    metadata: metadata.clone().unwrap_or_default(),
+                    payload: Ev,
+                })
+                .collect();
+            let borrowed: Vec<Envelope<Ev>> = committed.events().map(|e| e.map(Clone::clone)).collect();
+            assert_eq!(borrowed, expected, "{n} events at {positions:?}");
+            assert_eq!(committed.payloads().len(), n);
+            assert_eq!(committed.clone().into_events(), expected);
+        }
+    }
+
+    #[test]
+    fn nothing_has_no_events() {
+        let committed = Committed::<Agg>::nothing(StreamId::new("agg", "1"), 2);
+        assert_eq!((committed.events().len(), committed.position), (0, None));
+        assert!(committed.into_events().is_empty());
     }
 }
