@@ -104,9 +104,8 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         match appended {
             Ok(AppendOutcome::Committed(appended)) => {
                 let metadata = (!metadata.is_empty()).then(|| Arc::new(metadata));
-                Ok(self
-                    .committed(slot, stream, before, appended, list, &encoded, metadata)
-                    .await)
+                self.after_commit(&stream, slot, before, &appended).await;
+                Ok(encoded.committed(stream, appended, list, metadata))
             }
             Ok(AppendOutcome::Duplicate(record)) => {
                 drop(slot);
@@ -121,28 +120,20 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         }
     }
 
-    /// After a commit of `events`, encoded as `encoded`, at versions after
-    /// `before`: the slot holds the committed state, a snapshot is taken
-    /// when one is due, and inline projections are fed once the slot is
-    /// released.
-    #[allow(clippy::too_many_arguments)]
-    async fn committed<A: Aggregate>(
-        &self,
-        mut slot: Held<A>,
-        stream: StreamId,
-        before: u64,
-        appended: Appended,
-        events: Vec<A::Event>,
-        encoded: &Encoded,
-        metadata: Option<Arc<Metadata>>,
-    ) -> Committed<A> {
+    /// After a commit at versions after `before`: the slot holds the
+    /// committed state, a snapshot is taken when one is due, and inline
+    /// projections are fed once the slot is released. Most commits need
+    /// neither, and then nothing here waits.
+    async fn after_commit<A: Aggregate>(&self, stream: &StreamId, mut slot: Held<A>, before: u64, appended: &Appended) {
         slot.version = appended.last_version;
         slot.fresh = true;
-        self.maybe_snapshot(&stream, &slot, before).await;
+        if snapshot_due::<A>(before, slot.version) {
+            self.save_snapshot(stream, &slot).await;
+        }
         drop(slot);
-        self.feed_inline().await;
-        let ids = encoded.events.iter().map(|e| e.event_id);
-        Committed::appended(stream, appended, events, ids, encoded.recorded_at, metadata)
+        if !self.inner.inline.is_empty() {
+            self.feed_inline().await;
+        }
     }
 
     /// Runs one command: the typed core under [`Dispatcher::dispatch`],
@@ -290,8 +281,8 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             crate::metrics::append(S::NAME, &clock);
             match appended {
                 Ok(AppendOutcome::Committed(appended)) => {
-                    let committed = self.committed(slot, stream, before, appended, events, &encoded, metadata);
-                    return finish(probe, Ok(committed.await));
+                    self.after_commit(&stream, slot, before, &appended).await;
+                    return finish(probe, Ok(encoded.committed(stream, appended, events, metadata)));
                 }
                 Ok(AppendOutcome::Duplicate(record)) => {
                     drop(slot);
@@ -399,6 +390,22 @@ struct EncodedEvent {
 }
 
 impl Encoded {
+    /// What a command that committed these events at `appended` returns.
+    fn committed<A: Aggregate>(
+        &self,
+        stream: StreamId,
+        appended: Appended,
+        events: Vec<A::Event>,
+        metadata: Option<Arc<Metadata>>,
+    ) -> Committed<A> {
+        let first_id = self.events.iter().next().map(|e| e.event_id).unwrap_or_default();
+        let more_ids = match self.events.single() {
+            Some(_) => Vec::new(),
+            None => self.events.iter().skip(1).map(|e| e.event_id).collect(),
+        };
+        Committed::appended(stream, appended, events, first_id, more_ids, self.recorded_at, metadata)
+    }
+
     /// The batch to append; no allocation for a single event.
     fn batch(&self) -> Batch<'_> {
         let mut start = 0;
@@ -522,4 +529,12 @@ fn panicked<Cmd: Command>(stream: StreamId, message: String) -> DispatchError<<C
         command: Cmd::NAME,
         message,
     }
+}
+
+/// Whether a snapshot is due after a commit from version `before` to
+/// `after`: one each time the version passes a multiple of
+/// `A::SNAPSHOT_EVERY` (never when that is 0).
+fn snapshot_due<A: Aggregate>(before: u64, after: u64) -> bool {
+    let every = A::SNAPSHOT_EVERY;
+    every != 0 && after / every != before / every
 }

@@ -245,11 +245,9 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         }
     }
 
-    pub(super) async fn maybe_snapshot<A: Aggregate>(&self, stream: &StreamId, slot: &Slot<A>, before: u64) {
-        let every = A::SNAPSHOT_EVERY;
-        if every == 0 || slot.version / every == before / every {
-            return;
-        }
+    /// Saves a snapshot of `slot`'s state (a failure is only logged: the
+    /// events are stored).
+    pub(super) async fn save_snapshot<A: Aggregate>(&self, stream: &StreamId, slot: &Slot<A>) {
         match slot.state.encode_snapshot(&self.inner.codec) {
             Some(Ok(payload)) => {
                 let snapshot = Snapshot {

@@ -111,19 +111,17 @@ impl<A: Aggregate> Committed<A> {
         }
     }
 
-    /// The outcome of an append: `payloads` with `ids`, committed at
-    /// `appended`.
+    /// The outcome of an append: `payloads` with their ids (`first_id`,
+    /// then `more_ids`), committed at `appended`.
     pub(crate) fn appended(
         stream: StreamId,
         appended: Appended,
         payloads: Vec<A::Event>,
-        ids: impl Iterator<Item = EventId>,
+        first_id: EventId,
+        more_ids: Vec<EventId>,
         recorded_at: Timestamp,
         metadata: Option<Arc<Metadata>>,
     ) -> Self {
-        let mut ids = ids;
-        let first_id = ids.next().unwrap_or_default();
-        let more_ids: Vec<EventId> = ids.collect();
         let position = appended.positions.last();
         let positions = match appended.positions {
             Positions::Consecutive { .. } => None,
@@ -361,7 +359,8 @@ mod tests {
                 stream.clone(),
                 appended,
                 vec![Ev; n],
-                ids(n as u128).into_iter(),
+                ids(n as u128)[0],
+                ids(n as u128)[1..].to_vec(),
                 Timestamp::from_micros(77),
                 metadata.clone(),
             );
