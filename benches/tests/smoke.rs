@@ -11,6 +11,7 @@ use examples::bank::{AccountId, BankAccount};
 fn folding_agrees() {
     let (framework, by_hand) = events(1_000);
     assert_eq!(fold_framework(&framework), fold_baseline(&by_hand));
+    assert_eq!(fold_framework(&framework), fold_by_hand_same_events(&framework));
     assert_eq!(
         fold_framework(&framework),
         (1..1_000u64).map(|i| i % 100 + 1).sum::<u64>()
