@@ -60,7 +60,9 @@ pub(crate) enum Events<E> {
     Read(Vec<Envelope<E>>),
 }
 
-#[derive(Clone, Default)]
+/// What an appended batch keeps beside its first id and time, when it has
+/// any of it.
+#[derive(Clone)]
 pub(crate) struct More {
     metadata: Option<Arc<Metadata>>,
     /// The ids after the first.
