@@ -334,6 +334,19 @@ pub struct Envelope<E> {
 }
 
 impl<E> Envelope<E> {
+    /// The same envelope with the payload borrowed.
+    pub fn as_ref(&self) -> Envelope<&E> {
+        Envelope {
+            event_id: self.event_id,
+            stream: self.stream.clone(),
+            version: self.version,
+            position: self.position,
+            recorded_at: self.recorded_at,
+            metadata: self.metadata.clone(),
+            payload: &self.payload,
+        }
+    }
+
     /// Replaces the payload, keeping everything else.
     pub fn map<F>(self, f: impl FnOnce(E) -> F) -> Envelope<F> {
         Envelope {

@@ -205,38 +205,3 @@ mod tests {
         assert!(cut.as_str().starts_with("xé"));
     }
 }
-
-/// A list without an allocation for the usual single element.
-#[derive(Debug, Clone)]
-pub(crate) struct OneOrMore<T> {
-    first: Option<T>,
-    rest: Vec<T>,
-}
-
-impl<T> Default for OneOrMore<T> {
-    fn default() -> Self {
-        OneOrMore {
-            first: None,
-            rest: Vec::new(),
-        }
-    }
-}
-
-impl<T: Copy> OneOrMore<T> {
-    pub(crate) fn push(&mut self, item: T) {
-        if self.first.is_none() {
-            self.first = Some(item);
-        } else {
-            self.rest.push(item);
-        }
-    }
-
-    /// The element, if there is exactly one.
-    pub(crate) fn single(&self) -> Option<T> {
-        self.first.filter(|_| self.rest.is_empty())
-    }
-
-    pub(crate) fn iter(&self) -> impl Iterator<Item = T> + '_ {
-        self.first.iter().chain(&self.rest).copied()
-    }
-}

@@ -12,7 +12,6 @@ use crate::envelope::{EventId, Metadata, StreamId, Timestamp};
 use crate::error::{AppendError, DispatchError};
 use crate::event::{Event, IntoEvents};
 use crate::store::{AppendOutcome, AppendRequest, Appended, EventStore, ExpectedVersion, NewEvent};
-use crate::util::OneOrMore;
 
 use super::{Committed, Dispatcher};
 
@@ -398,11 +397,8 @@ impl Encoded {
         events: Vec<A::Event>,
         metadata: Option<Arc<Metadata>>,
     ) -> Committed<A> {
-        let first_id = self.events.iter().next().map(|e| e.event_id).unwrap_or_default();
-        let more_ids = match self.events.single() {
-            Some(_) => Vec::new(),
-            None => self.events.iter().skip(1).map(|e| e.event_id).collect(),
-        };
+        let first_id = self.events.first.map(|e| e.event_id).unwrap_or_default();
+        let more_ids = self.events.rest.iter().map(|e| e.event_id).collect();
         Committed::appended(stream, appended, events, first_id, more_ids, self.recorded_at, metadata)
     }
 
@@ -537,4 +533,38 @@ fn panicked<Cmd: Command>(stream: StreamId, message: String) -> DispatchError<<C
 fn snapshot_due<A: Aggregate>(before: u64, after: u64) -> bool {
     let every = A::SNAPSHOT_EVERY;
     every != 0 && after / every != before / every
+}
+
+/// A list without an allocation for the usual single element.
+struct OneOrMore<T> {
+    first: Option<T>,
+    rest: Vec<T>,
+}
+
+impl<T> Default for OneOrMore<T> {
+    fn default() -> Self {
+        OneOrMore {
+            first: None,
+            rest: Vec::new(),
+        }
+    }
+}
+
+impl<T: Copy> OneOrMore<T> {
+    fn push(&mut self, item: T) {
+        if self.first.is_none() {
+            self.first = Some(item);
+        } else {
+            self.rest.push(item);
+        }
+    }
+
+    /// The element, if there is exactly one.
+    fn single(&self) -> Option<T> {
+        self.first.filter(|_| self.rest.is_empty())
+    }
+
+    fn iter(&self) -> impl Iterator<Item = T> + '_ {
+        self.first.iter().chain(&self.rest).copied()
+    }
 }

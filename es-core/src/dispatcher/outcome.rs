@@ -203,18 +203,7 @@ impl<A: Aggregate> Committed<A> {
     pub fn events(&self) -> impl ExactSizeIterator<Item = Envelope<&A::Event>> + DoubleEndedIterator {
         (0..self.len()).map(move |i| match &self.events {
             Events::Appended { payloads, .. } => self.envelope(i, payloads.len(), &payloads[i]),
-            Events::Read(events) => {
-                let e = &events[i];
-                Envelope {
-                    event_id: e.event_id,
-                    stream: e.stream.clone(),
-                    version: e.version,
-                    position: e.position,
-                    recorded_at: e.recorded_at,
-                    metadata: e.metadata.clone(),
-                    payload: &e.payload,
-                }
-            }
+            Events::Read(events) => events[i].as_ref(),
         })
     }
 
