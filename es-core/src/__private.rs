@@ -9,7 +9,6 @@ pub type RouteFuture<'a> =
 pub use crate::util::{ConstMessage, first_overlap, names_overlap};
 pub use serde;
 
-use crate::aggregate::Aggregate;
 use crate::event::IntoEvents;
 
 /// The return value of a `#[handle]` method, turned into what
@@ -19,19 +18,22 @@ use crate::event::IntoEvents;
     label = "this return type",
     note = "return `Result<X, E>` where X is an event of the aggregate (or an `Option`, `Vec` or tuple of them, or `()`) and E converts into its error type"
 )]
-pub trait Decision<A: Aggregate> {
+pub trait Decision<A, Ev, Er> {
     /// The events, or the error converted into the aggregate's.
-    fn into_decision(self) -> Result<Vec<A::Event>, A::Error>;
+    fn into_decision(self) -> Result<Vec<Ev>, Er>;
 }
 
-impl<A, T, E> Decision<A> for Result<T, E>
+// `A` is only named in the message. The aggregate's event and error types
+// come as parameters, so that when `A` is not an aggregate this impl does
+// not fail too: the one failure is naming those types, at the handlers
+// block's type, and not one more at every handler's return type.
+impl<A, Ev, Er, T, E> Decision<A, Ev, Er> for Result<T, E>
 where
-    A: Aggregate,
-    T: IntoEvents<A::Event>,
-    E: Into<A::Error>,
+    T: IntoEvents<Ev>,
+    E: Into<Er>,
 {
     #[inline]
-    fn into_decision(self) -> Result<Vec<A::Event>, A::Error> {
+    fn into_decision(self) -> Result<Vec<Ev>, Er> {
         match self {
             Ok(events) => {
                 // One event is the common case: room for exactly that.

@@ -6,12 +6,14 @@
 //!     impl Apply<MoneyDeposited> for BankAccount {
 //!         fn apply(&mut self, event: &MoneyDeposited) { BankAccount::deposited(self, event) }
 //!     }
+//!     // everything but the body spanned at `BankAccount` in `impl BankAccount`
 //!     impl Handle<Deposit> for BankAccount {
-//!         fn handle(&self, command: Deposit, services: &Self::Services)
-//!             -> Result<Vec<Self::Event>, Self::Error>
+//!         fn handle(&self, command: &Deposit, services: &<BankAccount as Aggregate>::Services)
+//!             -> Result<Vec<<BankAccount as Aggregate>::Event>, <BankAccount as Aggregate>::Error>
 //!         {
 //!             // spanned at the method's return type
-//!             Decision::<Self>::into_decision(BankAccount::deposit(self, command))
+//!             Decision::<Self, <BankAccount as Aggregate>::Event, <BankAccount as Aggregate>::Error>
+//!                 ::into_decision(BankAccount::deposit(self, command))
 //!         }
 //!     }
 //! };
@@ -141,12 +143,30 @@ fn handle_impl(input: &HandlersInput, h: &HandleFn) -> TokenStream {
             <#self_ty>::#method(self, #command_arg)
         }),
     };
+    // The impl's header, signature and braces, and each use of the
+    // aggregate's types, are spanned at the block's type: when it is not an
+    // aggregate, every handler's impl gives the same error at the same
+    // place, which the compiler shows once (the rest of the block two
+    // errors, whatever its number of handlers).
+    let at_type = self_ty.span();
+    let aggregate = super::respan(quote!(<#self_ty as #krate::Aggregate>), at_type);
+    let event = quote_spanned!(at_type=> #aggregate::Event);
+    let error = quote_spanned!(at_type=> #aggregate::Error);
+    let services_ty = quote_spanned!(at_type=> #aggregate::Services);
+    let signature = quote_spanned!(at_type=>
+        fn handle(&self, command: &#command, services: &#services_ty)
+            -> ::core::result::Result<::std::vec::Vec<#event>, #error>
+    );
+    let header = super::respan(
+        quote!(impl #impl_generics #krate::Handle<#command> for #self_ty #where_clause),
+        at_type,
+    );
     let body = match (callable, output) {
         (true, Some(output)) => {
             // Both the call and its argument are spanned at the return type,
             // so a wrong return type is reported there.
             let decide = quote_spanned!(output.span()=>
-                #krate::__private::Decision::<Self>::into_decision(decision)
+                #krate::__private::Decision::<Self, #event, #error>::into_decision(decision)
             );
             quote!({
                 let decision = #call;
@@ -158,20 +178,17 @@ fn handle_impl(input: &HandlersInput, h: &HandleFn) -> TokenStream {
             ::core::unreachable!()
         }),
     };
+    let method = braced(body, at_type);
+    let items = braced(quote_spanned!(at_type=> #[inline] #signature #method), at_type);
     quote! {
         #[automatically_derived]
-        impl #impl_generics #krate::Handle<#command> for #self_ty #where_clause {
-            #[inline]
-            fn handle(
-                &self,
-                command: &#command,
-                services: &<Self as #krate::Aggregate>::Services,
-            ) -> ::core::result::Result<
-                ::std::vec::Vec<<Self as #krate::Aggregate>::Event>,
-                <Self as #krate::Aggregate>::Error,
-            > {
-                #body
-            }
-        }
+        #header #items
     }
+}
+
+/// `{ tokens }`, the braces spanned at `span`.
+fn braced(tokens: TokenStream, span: proc_macro2::Span) -> TokenStream {
+    let mut group = proc_macro2::Group::new(proc_macro2::Delimiter::Brace, tokens);
+    group.set_span(span);
+    proc_macro2::TokenTree::Group(group).into()
 }
