@@ -146,14 +146,19 @@ const STEP_BACK_MILLIS: u64 = 10_000;
 static LAST_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The timestamp and counter of the next id made at `millis`: one past the
-/// last id's when `millis` is not after it (and not far before it), else
-/// `millis` with the counter at `start`.
+/// last id's when `millis` is not after it, else `millis` with the counter
+/// at `start`. A time far before the last id's (an import of old events)
+/// gets `millis` and `start` and leaves the sequence alone: the ids made
+/// now, on other threads too, go on increasing.
 fn next_millis_and_counter(millis: u64, start: u16) -> (u64, u16) {
     use std::sync::atomic::Ordering;
     let mut last = LAST_ID.load(Ordering::Relaxed);
     loop {
         let last_millis = last >> 12;
-        let next = if millis > last_millis || millis + STEP_BACK_MILLIS < last_millis {
+        if millis + STEP_BACK_MILLIS < last_millis {
+            return (millis, start);
+        }
+        let next = if millis > last_millis {
             (millis << 12) | u64::from(start)
         } else {
             last + 1
@@ -187,8 +192,10 @@ impl EventId {
     ///
     /// Monotonic with the process's other ids while the times given move
     /// forward or step back by less than ten seconds (a clock that was set
-    /// back, threads reading the clock in another order). A time further
-    /// back (an import of old events) starts the sequence again from it.
+    /// back, threads reading the clock in another order). An id for a time
+    /// further back (an import of old events) keeps that time, with a
+    /// random counter, and does not disturb the sequence of the ids made
+    /// now.
     pub fn at(at: Timestamp) -> Self {
         let millis = u64::try_from(at.as_millis()).unwrap_or(0) & MILLIS_MASK;
         let random = crate::util::random_u128();
