@@ -248,9 +248,18 @@ pub struct Metadata {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causation_id: Option<String>,
     /// The command's own id. The dispatcher answers a command id it has
-    /// already committed with the earlier outcome instead of appending again.
+    /// already committed on the stream with the earlier outcome instead of
+    /// appending again, and refuses it for a command of another type
+    /// ([`DispatchError::CommandIdReused`](crate::DispatchError::CommandIdReused)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_id: Option<String>,
+    /// The type name of the command that carried the command id, recorded
+    /// by the dispatcher. A later command with the same id on the same
+    /// stream but another name is refused
+    /// ([`DispatchError::CommandIdReused`](crate::DispatchError::CommandIdReused))
+    /// instead of being answered with this one's outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_name: Option<String>,
     /// Free key/values (user, tenant, request id, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub values: BTreeMap<String, String>,
@@ -298,6 +307,7 @@ impl Metadata {
         self.correlation_id.is_none()
             && self.causation_id.is_none()
             && self.command_id.is_none()
+            && self.command_name.is_none()
             && self.values.is_empty()
     }
 

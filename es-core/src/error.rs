@@ -306,6 +306,23 @@ pub enum DispatchError<E = AnyRejection> {
         /// What the panic said.
         message: String,
     },
+    /// The command's id was already used on the stream by a command of
+    /// another type: the id names that command, so this one was not run.
+    /// Nothing was written. Give each command its own id (a client retrying
+    /// a request sends the same command with the same id).
+    #[error(
+        "command `{command}` on `{stream}`: its command id `{command_id}` was already used there by command `{earlier}`, so it was not run; give each command its own id"
+    )]
+    CommandIdReused {
+        /// The command's type name.
+        command: &'static str,
+        /// The aggregate's stream.
+        stream: StreamId,
+        /// The command id.
+        command_id: String,
+        /// The type name of the command that used the id first.
+        earlier: String,
+    },
     /// The store failed; whether the command committed is unknown only if
     /// this happened during the append (a retry with the same command id is
     /// safe either way).
@@ -362,6 +379,17 @@ impl<E> DispatchError<E> {
                 stream,
                 command,
                 message,
+            },
+            DispatchError::CommandIdReused {
+                command,
+                stream,
+                command_id,
+                earlier,
+            } => DispatchError::CommandIdReused {
+                command,
+                stream,
+                command_id,
+                earlier,
             },
             DispatchError::Store(e) => DispatchError::Store(e),
         }

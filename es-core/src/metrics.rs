@@ -5,7 +5,7 @@
 //!
 //! | name | kind | labels | what |
 //! |---|---|---|---|
-//! | `es_commands_total` | counter | `aggregate`, `command`, `outcome` | commands dispatched; `outcome` is the `es.outcome` of the dispatch span: `committed`, `duplicate`, `no_events`, `rejected`, `conflict`, `panicked`, `error` |
+//! | `es_commands_total` | counter | `aggregate`, `command`, `outcome` | commands dispatched; `outcome` is the `es.outcome` of the dispatch span: `committed`, `duplicate`, `no_events`, `rejected`, `conflict`, `panicked`, `command_id_reused`, `error` |
 //! | `es_command_duration_seconds` | histogram | `aggregate`, `outcome` | from the dispatch call to its answer, retries included |
 //! | `es_conflicts_total` | counter | `aggregate` | version conflicts met by appends (each one, retried or not) |
 //! | `es_command_retries_total` | counter | `aggregate` | commands decided again after a conflict |

@@ -224,6 +224,14 @@ fn dispatch_problem(error: DispatchError<AnyRejection>) -> Response {
             error.to_string(),
             None,
         ),
+        // The IETF idempotency-key draft's answer to a key reused for
+        // another request.
+        DispatchError::CommandIdReused { .. } => problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the Idempotency-Key was already used by another command",
+            error.to_string(),
+            None,
+        ),
         DispatchError::Store(e) => store_problem(e),
         _ => problem(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -2,8 +2,9 @@
 //! a failing machine would, run against every store by
 //! `tests/tests/guarantees.rs`.
 
-use es_core::{DispatchError, Dispatcher, EventStore, Metadata, StreamId};
-use examples::bank::{AccountId, BankAccount, Deposit, OpenAccount};
+use es_core::store::{AppendRequest, NewEvent};
+use es_core::{DispatchError, Dispatcher, EventId, EventStore, ExpectedVersion, Metadata, StreamId, Timestamp};
+use examples::bank::{AccountId, BankAccount, Deposit, OpenAccount, Withdraw};
 use examples::transfer::{RequestTransfer, Transfer};
 
 fn open(id: &str, owner: &str) -> OpenAccount {
@@ -66,6 +67,166 @@ pub async fn command_ids_are_scoped_to_their_stream<S: EventStore + Clone>(store
     for stream in [&a.stream, &b.stream, &t.stream] {
         assert_eq!(store.stream_version(stream).await.unwrap(), 1, "{stream}");
     }
+}
+
+/// A command id names one command on its stream: a command of another type
+/// reusing it is refused with an error naming both, and writes nothing; the
+/// same command sent again gets the earlier outcome. Also when the two race
+/// (then the store, not the dispatcher's lookup, finds the id taken), for
+/// imports, and for batches stored without the command's name (taken as the
+/// same command, as before names were recorded).
+pub async fn a_command_id_reused_by_another_command_is_refused<S: EventStore + Clone>(store: S) {
+    let app = Dispatcher::new(store.clone());
+    let acct = AccountId::new("reused");
+    let stream = StreamId::new("bank_account", "reused");
+    let id = |k: &str| Metadata::new().command_id(k);
+    app.dispatch_with(open("reused", "Ada"), id("req-1")).await.unwrap();
+    let deposit = |amount| Deposit {
+        account: acct.clone(),
+        amount,
+    };
+    match app.dispatch_with(deposit(50), id("req-1")).await {
+        Err(DispatchError::CommandIdReused {
+            command,
+            stream: at,
+            command_id,
+            earlier,
+        }) => {
+            assert_eq!(
+                (command, earlier.as_str(), command_id.as_str()),
+                ("Deposit", "OpenAccount", "req-1")
+            );
+            assert_eq!(at, stream);
+        }
+        other => panic!("a deposit reusing the open's command id: {other:?}"),
+    }
+    assert_eq!(
+        store.stream_version(&stream).await.unwrap(),
+        1,
+        "the refused deposit wrote nothing"
+    );
+    let again = app
+        .dispatch_with(open("reused", "someone else"), id("req-1"))
+        .await
+        .unwrap();
+    assert!(again.deduplicated);
+
+    // Racing: deposits and withdrawals under one id, from two dispatchers
+    // (so neither answers from its own lookup alone). One commits; the
+    // others of its type get its outcome, the others of the other type are
+    // refused; one event is stored.
+    app.dispatch(deposit(1_000)).await.unwrap();
+    let other = Dispatcher::new(store.clone());
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let (app, acct) = (if i % 2 == 0 { app.clone() } else { other.clone() }, acct.clone());
+            tokio::spawn(async move {
+                let outcome = if i % 4 < 2 {
+                    app.dispatch_with(
+                        Deposit {
+                            account: acct,
+                            amount: 10,
+                        },
+                        Metadata::new().command_id("race"),
+                    )
+                    .await
+                    .map(|c| (c.deduplicated, "Deposit"))
+                } else {
+                    app.dispatch_with(
+                        Withdraw {
+                            account: acct,
+                            amount: 10,
+                        },
+                        Metadata::new().command_id("race"),
+                    )
+                    .await
+                    .map(|c| (c.deduplicated, "Withdraw"))
+                };
+                match outcome {
+                    Ok((deduplicated, name)) => Ok((deduplicated, name)),
+                    Err(DispatchError::CommandIdReused { command, earlier, .. }) => Err((command, earlier)),
+                    Err(e) => panic!("racing on one command id: {e}"),
+                }
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.unwrap());
+    }
+    let winners: Vec<_> = outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().ok())
+        .filter(|(d, _)| !*d)
+        .collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    let winner = winners[0].1;
+    for outcome in &outcomes {
+        match outcome {
+            Ok((_, name)) => assert_eq!(*name, winner, "{outcomes:?}"),
+            Err((command, earlier)) => {
+                assert_ne!(*command, winner, "{outcomes:?}");
+                assert_eq!(earlier, winner, "{outcomes:?}");
+            }
+        }
+    }
+    assert_eq!(store.stream_version(&stream).await.unwrap(), 3);
+    let state: BankAccount = Dispatcher::new(store.clone()).load(&acct).await.unwrap();
+    assert_eq!(state.balance, if winner == "Deposit" { 1_010 } else { 990 });
+
+    // An import's id is the import's: a command reusing it is refused.
+    app.append_events::<BankAccount>(
+        AccountId::new("imported"),
+        examples::bank::AccountOpened { owner: "Old".into() },
+        id("import-1"),
+    )
+    .await
+    .unwrap();
+    let refused = app
+        .dispatch_with(
+            Deposit {
+                account: AccountId::new("imported"),
+                amount: 5,
+            },
+            id("import-1"),
+        )
+        .await;
+    assert!(
+        matches!(&refused, Err(DispatchError::CommandIdReused { earlier, .. }) if earlier == "append_events"),
+        "{refused:?}"
+    );
+
+    // A batch stored with the id but without a name is taken as the same
+    // command.
+    let legacy = StreamId::new("bank_account", "legacy");
+    store
+        .append(AppendRequest {
+            stream: &legacy,
+            expected: ExpectedVersion::NoStream,
+            events: &[NewEvent {
+                event_id: EventId::new(),
+                name: "account.opened",
+                schema_version: 1,
+                payload: br#"{"owner":"Old"}"#,
+            }],
+            metadata: br#"{"command_id":"old-1"}"#,
+            command_id: Some("old-1"),
+            recorded_at: Timestamp::now(),
+        })
+        .await
+        .unwrap();
+    let answered = app
+        .dispatch_with(
+            Deposit {
+                account: AccountId::new("legacy"),
+                amount: 5,
+            },
+            id("old-1"),
+        )
+        .await
+        .unwrap();
+    assert!(answered.deduplicated);
+    assert_eq!(store.stream_version(&legacy).await.unwrap(), 1);
 }
 
 /// An event that cannot be applied is never stored: a deposit that would

@@ -112,6 +112,27 @@ async fn commands_queries_and_every_error_status() {
     let (status, again, _) = post(&client, &server, deposit, Some("dep-1")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!((&again["version"], &again["deduplicated"]), (&json!(2), &json!(true)));
+    // The key reused for another command: 422, and nothing is withdrawn.
+    let (status, reused, content_type) = post(
+        &client,
+        &server,
+        r#"{"type":"withdraw","account":"ada","amount":100}"#,
+        Some("dep-1"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reused}");
+    assert_eq!(content_type, "application/problem+json");
+    assert_eq!(
+        reused["title"],
+        json!("the Idempotency-Key was already used by another command")
+    );
+    assert!(
+        reused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("already used there by command `Deposit`"),
+        "{reused}"
+    );
 
     // A refusal: 422, problem+json, the domain error as data.
     let (status, refused, content_type) = post(

@@ -63,9 +63,10 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         &self,
         id: impl IntoId<A::Id>,
         events: impl IntoEvents<A::Event>,
-        metadata: Metadata,
+        mut metadata: Metadata,
     ) -> Result<Committed<A>, DispatchError<A::Error>> {
         const COMMAND: &str = "append_events";
+        record_command_name(&mut metadata, COMMAND);
         let id = id.into_id();
         let stream = StreamId::of::<A>(&id);
         let mut list = Vec::new();
@@ -108,7 +109,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             }
             Ok(AppendOutcome::Duplicate(record)) => {
                 drop(slot);
-                Ok(self.earlier_outcome(record, metadata).await?)
+                self.earlier_outcome(record, metadata, COMMAND).await
             }
             Err(AppendError::Conflict(conflict)) => Err(DispatchError::Conflict {
                 command: COMMAND,
@@ -141,7 +142,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
     pub async fn execute<Cmd: Command>(
         &self,
         command: Cmd,
-        metadata: Metadata,
+        mut metadata: Metadata,
     ) -> Result<Committed<Cmd::Aggregate>, DispatchError<<Cmd::Aggregate as Aggregate>::Error>> {
         // Until a subscriber exists there is nothing to trace, and the span
         // macros still cost ~0.5 µs a command (their `log` fallback among
@@ -186,12 +187,13 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         let inner = &*self.inner;
         let id = command.aggregate_id();
         let services = attempt!(self.services::<Cmd::Aggregate>());
+        record_command_name(&mut metadata, Cmd::NAME);
         if let Some(command_id) = &metadata.command_id {
             let stream = StreamId::of::<Cmd::Aggregate>(id);
             attempt!(crate::store::validate_stream(S::NAME, &stream));
             attempt!(crate::store::validate_command_id(S::NAME, command_id));
             if let Some(record) = attempt!(inner.store.find_command(&stream, command_id).await) {
-                return finish(probe, Ok(attempt!(self.earlier_outcome(record, metadata).await)));
+                return finish(probe, self.earlier_outcome(record, metadata, Cmd::NAME).await);
             }
         }
         let encoded_metadata = metadata.encode();
@@ -287,10 +289,12 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                     drop(slot);
                     return finish(
                         probe,
-                        Ok(attempt!(
-                            self.earlier_outcome(record, metadata.map(Arc::unwrap_or_clone).unwrap_or_default())
-                                .await
-                        )),
+                        self.earlier_outcome(
+                            record,
+                            metadata.map(Arc::unwrap_or_clone).unwrap_or_default(),
+                            Cmd::NAME,
+                        )
+                        .await,
                     );
                 }
                 Err(AppendError::Conflict(conflict)) => {
@@ -493,6 +497,7 @@ fn finish<A: Aggregate>(
         Err(DispatchError::Rejected { .. }) => "rejected",
         Err(DispatchError::Conflict { .. }) => "conflict",
         Err(DispatchError::Panicked { .. }) => "panicked",
+        Err(DispatchError::CommandIdReused { .. }) => "command_id_reused",
         Err(_) => "error",
     };
     crate::metrics::command(probe.aggregate, probe.command, what, &probe.clock);
@@ -515,6 +520,15 @@ fn finish<A: Aggregate>(
         }
     }
     outcome
+}
+
+/// Records which command carries the command id, if there is one: a later
+/// command of another type with the same id is refused instead of answered
+/// with this one's outcome.
+fn record_command_name(metadata: &mut Metadata, command: &'static str) {
+    if metadata.command_id.is_some() {
+        metadata.command_name = Some(command.to_owned());
+    }
 }
 
 fn panicked<Cmd: Command>(stream: StreamId, message: String) -> DispatchError<<Cmd::Aggregate as Aggregate>::Error> {

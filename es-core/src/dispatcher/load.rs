@@ -9,7 +9,7 @@ use crate::aggregate::{Aggregate, IntoId};
 use crate::cache::Slot;
 use crate::codec::Codec;
 use crate::envelope::{Envelope, Metadata, StreamId, Timestamp};
-use crate::error::{DecodeError, StoreError};
+use crate::error::{DecodeError, DispatchError, StoreError};
 use crate::event::Event;
 use crate::store::{CommandRecord, EventStore, LoadedEvent, RecordedEvent, Snapshot};
 
@@ -265,8 +265,33 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         }
     }
 
-    /// What an earlier command with the same id committed, read back.
+    /// What an earlier command with the same id committed, read back; an
+    /// error if that command was not a `command` (the id was reused).
     pub(super) async fn earlier_outcome<A: Aggregate>(
+        &self,
+        record: CommandRecord,
+        metadata: Metadata,
+        command: &'static str,
+    ) -> Result<Committed<A>, DispatchError<A::Error>> {
+        let command_id = record.command_id.clone();
+        let committed = self.read_back::<A>(record, metadata).await?;
+        // The command that used the id first, as the dispatcher recorded it.
+        // Batches stored without the name (before it was recorded, or
+        // appended straight to the store) are taken as the same command.
+        let first = committed.events().next().map(|e| e.metadata);
+        match first.as_ref().and_then(|m| m.command_name.as_deref()) {
+            Some(earlier) if earlier != command => Err(DispatchError::CommandIdReused {
+                command,
+                earlier: earlier.to_owned(),
+                stream: committed.stream,
+                command_id,
+            }),
+            _ => Ok(committed),
+        }
+    }
+
+    /// The events a command id's record names, read back.
+    async fn read_back<A: Aggregate>(
         &self,
         record: CommandRecord,
         metadata: Metadata,
