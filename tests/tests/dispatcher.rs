@@ -229,6 +229,11 @@ async fn metadata_travels_into_every_event() {
         .command_id("cmd-1")
         .with("user", "ada");
     let committed = app.dispatch_with(open("a"), metadata.clone()).await.unwrap();
+    // With the command's name beside its id, recorded by the dispatcher.
+    let metadata = Metadata {
+        command_name: Some("OpenAccount".into()),
+        ..metadata
+    };
     assert_eq!(*committed.events().next().unwrap().metadata, metadata);
     let stored = store.read_stream_vec(&stream("a"), 1).await.unwrap();
     assert_eq!(Metadata::decode(&stored[0].metadata).unwrap(), metadata);
