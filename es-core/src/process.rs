@@ -67,7 +67,10 @@ pub enum OnRefusal {
     Stop,
 }
 
-/// A command of a process that an aggregate refused.
+/// A command of a process that an aggregate refused, or that was not run
+/// because its command id was already used on the stream by a command of
+/// another type (the process's reaction to the event changed since it last
+/// ran).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     /// The position of the event the command reacted to.
@@ -78,7 +81,7 @@ pub struct Refusal {
     pub command: &'static str,
     /// The stream that refused it.
     pub stream: StreamId,
-    /// The aggregate's error, as text.
+    /// The aggregate's error, or the command that used the id, as text.
     pub reason: String,
     /// When it was refused.
     pub at: Timestamp,
@@ -245,48 +248,61 @@ impl<P: Process> ProcessManager<P> {
                 .command_id(manager.command_id(reaction.event_id, i))
                 .causation_id(reaction.event_id.to_string())
                 .correlation_id(reaction.correlation.clone());
-            match command.dispatch_on(dispatcher, metadata).await {
-                Ok(_) => {}
-                Err(DispatchError::Rejected { command, stream, error }) => {
-                    let refusal = Refusal {
-                        position: reaction.position,
-                        event_id: reaction.event_id,
-                        command,
-                        stream,
-                        reason: error.to_string(),
-                        at: Timestamp::now(),
-                    };
-                    tracing::warn!(process = manager.name(), %refusal, "a process command was refused");
-                    {
-                        let mut log = manager.log();
-                        log.total += 1;
-                        if log.recent.len() == KEPT_REFUSALS {
-                            log.recent.pop_front();
-                        }
-                        log.recent.push_back(refusal.clone());
-                    }
-                    match manager.on_refusal {
-                        OnRefusal::Record => {}
-                        OnRefusal::Retry => {
-                            return Err(SubscriptionError::Refused {
-                                subscription: manager.name().to_owned(),
-                                refusal: Box::new(refusal),
-                            });
-                        }
-                        OnRefusal::Stop => {
-                            return Err(SubscriptionError::Stopped {
-                                subscription: manager.name().to_owned(),
-                                position: reaction.position,
-                                reason: refusal.to_string(),
-                            });
-                        }
-                    }
-                }
+            let (command, stream, reason) = match command.dispatch_on(dispatcher, metadata).await {
+                Ok(_) => continue,
+                Err(DispatchError::Rejected { command, stream, error }) => (command, stream, error.to_string()),
+                // The command id was already used on the stream by a
+                // command of another type (the process's reaction to this
+                // event changed since it last ran): this one was not run,
+                // and the policy decides, as for a refusal.
+                Err(DispatchError::CommandIdReused {
+                    command,
+                    stream,
+                    command_id,
+                    earlier,
+                }) => (
+                    command,
+                    stream,
+                    format!("its command id `{command_id}` was already used there by command `{earlier}`"),
+                ),
                 Err(e) => {
                     return Err(SubscriptionError::Dispatch {
                         subscription: manager.name().to_owned(),
                         position: reaction.position,
                         source: Box::new(e.erased()),
+                    });
+                }
+            };
+            let refusal = Refusal {
+                position: reaction.position,
+                event_id: reaction.event_id,
+                command,
+                stream,
+                reason,
+                at: Timestamp::now(),
+            };
+            tracing::warn!(process = manager.name(), %refusal, "a process command was refused");
+            {
+                let mut log = manager.log();
+                log.total += 1;
+                if log.recent.len() == KEPT_REFUSALS {
+                    log.recent.pop_front();
+                }
+                log.recent.push_back(refusal.clone());
+            }
+            match manager.on_refusal {
+                OnRefusal::Record => {}
+                OnRefusal::Retry => {
+                    return Err(SubscriptionError::Refused {
+                        subscription: manager.name().to_owned(),
+                        refusal: Box::new(refusal),
+                    });
+                }
+                OnRefusal::Stop => {
+                    return Err(SubscriptionError::Stopped {
+                        subscription: manager.name().to_owned(),
+                        position: reaction.position,
+                        reason: refusal.to_string(),
                     });
                 }
             }

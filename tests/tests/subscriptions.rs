@@ -7,7 +7,7 @@ use std::time::Duration;
 use es_core::subscription::RunState;
 use es_core::{Dispatcher, EventStore, InMemoryStore, OnRefusal, ProcessManager, Projection, SubscriptionError};
 use es_sqlite::{SqliteProjection, SqliteStore};
-use examples::bank::{AccountId, Deposit, OpenAccount};
+use examples::bank::{AccountId, CloseAccount, Deposit, OpenAccount};
 use examples::views::{BalanceOf, Balances};
 use tests::CountingStore;
 use tests::faulty::{Poison, Tally, Welcome};
@@ -205,6 +205,45 @@ async fn refused_process_commands_are_recorded_retried_or_stop_the_process() {
         let account: examples::bank::BankAccount = app.load(&AccountId::new(id)).await.unwrap();
         assert_eq!(account.balance, 10, "{id}");
     }
+}
+
+/// A process whose reaction to an event changed since it ran (its command
+/// id was used by a command of another type) does not have the new command
+/// answered with the old one's outcome: it is not run, and the refusal
+/// policy sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_command_whose_id_was_used_by_another_command_is_a_refusal() {
+    use es_core::store::EventStoreExt;
+    let store = InMemoryStore::new();
+    let app = Dispatcher::new(store.clone());
+    open(&app, "changed").await;
+    let welcome = ProcessManager::new("welcome-changed", Welcome { amount: 10 });
+    // What an earlier version of the process sent for the open event.
+    let opened = store
+        .read_stream_vec(&es_core::StreamId::new("bank_account", "changed"), 1)
+        .await
+        .unwrap();
+    app.dispatch_with(
+        CloseAccount {
+            account: AccountId::new("changed"),
+        },
+        es_core::Metadata::new().command_id(welcome.command_id(opened[0].event_id, 0)),
+    )
+    .await
+    .unwrap();
+    // Two events: the open and the close.
+    assert_eq!(welcome.run_once(&app).await.unwrap(), 2);
+    let refusals = welcome.refusals();
+    assert_eq!(refusals.len(), 1);
+    assert_eq!(
+        refusals[0].to_string(),
+        format!(
+            "command `Deposit` reacting to the event at position 1 was refused by `bank_account/changed`: its command id `{}` was already used there by command `CloseAccount`",
+            welcome.command_id(opened[0].event_id, 0)
+        )
+    );
+    let account: examples::bank::BankAccount = app.load(&AccountId::new("changed")).await.unwrap();
+    assert_eq!((account.balance, account.open), (0, false));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
