@@ -12,7 +12,8 @@
 //! | `es_append_duration_seconds` | histogram | `store` | the store's append, as the dispatcher waits for it (a command's, or an import's through `append_events`) |
 //! | `es_load_duration_seconds` | histogram | `aggregate` | reading an aggregate's snapshot and events (a cold load, or the tail after a cached state) |
 //! | `es_subscription_position` | gauge | `subscription` | the last position a spawned runner committed |
-//! | `es_subscription_lag` | gauge | `subscription` | events between that position and the log's head as the runner last saw it |
+//! | `es_subscription_lag` | gauge | `subscription` | events between that position and the log's end as the runner last counted them |
+//! | `es_subscription_skipped_total` | counter | `subscription` | entries of the log that were not events of the store (a foreign message on NATS), skipped |
 //!
 //! [`metrics`]: https://docs.rs/metrics
 
@@ -83,15 +84,26 @@ pub(crate) fn load(aggregate: &'static str, started: &Clock) {
     let _ = (aggregate, started);
 }
 
-/// A runner's committed position and the head it knows of.
+/// A runner's committed position and its lag in events.
 #[inline(always)]
-pub(crate) fn subscription(name: &str, position: u64, head: u64) {
+pub(crate) fn subscription(name: &str, position: u64, lag: u64) {
     #[cfg(feature = "metrics")]
     {
         let name = name.to_owned();
         ::metrics::gauge!("es_subscription_position", "subscription" => name.clone()).set(position as f64);
-        ::metrics::gauge!("es_subscription_lag", "subscription" => name).set(head.saturating_sub(position) as f64);
+        ::metrics::gauge!("es_subscription_lag", "subscription" => name).set(lag as f64);
     }
     #[cfg(not(feature = "metrics"))]
-    let _ = (name, position, head);
+    let _ = (name, position, lag);
+}
+
+/// Foreign entries of the log a runner skipped.
+#[inline(always)]
+pub(crate) fn skipped(name: &str, count: u64) {
+    #[cfg(feature = "metrics")]
+    if count > 0 {
+        ::metrics::counter!("es_subscription_skipped_total", "subscription" => name.to_owned()).increment(count);
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (name, count);
 }

@@ -24,6 +24,18 @@ pub const MAX_COMMAND_ID: usize = 1_024;
 /// The longest stored event name, in bytes.
 pub const MAX_EVENT_NAME: usize = 255;
 
+/// The name under which [`EventStore::read_all`] hands over an entry of the
+/// log that is not an event of this store: on NATS, a message another client
+/// published on the store's subjects (a test script, a misconfigured
+/// client), which the stream keeps and nobody may delete. Such an entry has
+/// the position it holds in the log, version 0, the nil event id, the raw
+/// bytes as its payload and, as its aggregate id, where it was found (the
+/// subject). Readers skip it: no sink handles this name, so the subscription
+/// engine moves its checkpoint past it, counts it in its
+/// [`Status::skipped`](crate::subscription::Status::skipped) and logs a
+/// warning. No event may be stored under this name.
+pub const FOREIGN: &str = "$foreign";
+
 /// Checks a text a store keeps as an id or name: not empty (where
 /// `required`), at most `max` bytes, no NUL character (which PostgreSQL's
 /// `TEXT` cannot hold). Every store checks the same way, so an id that one
@@ -126,6 +138,12 @@ pub fn validate_append(store: &'static str, request: &AppendRequest<'_>) -> Resu
     }
     for event in request.events {
         check_text(store, "the event name", event.name, MAX_EVENT_NAME, true)?;
+        if event.name == FOREIGN {
+            return Err(StoreError::Invalid {
+                store,
+                detail: format!("the event name {FOREIGN:?}: it marks entries of the log that are not events"),
+            });
+        }
     }
     Ok(())
 }
@@ -598,7 +616,8 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Visits up to `limit` events of the global log with position `> after`,
     /// in position order. Never skips an event that commits later with a
-    /// smaller position than one already returned.
+    /// smaller position than one already returned. An entry of the log that
+    /// is not an event of this store is visited as one named [`FOREIGN`].
     fn read_all(
         &self,
         after: u64,
@@ -626,6 +645,30 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// The position of the last event in the global log (0 if empty).
     fn last_position(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// How many events of the global log come after `position`: a reader's
+    /// lag, in events (positions may leave gaps: a rolled-back transaction
+    /// on PostgreSQL, a record between two events on NATS). The default
+    /// counts by reading the log; stores count without reading it.
+    fn events_after(&self, position: u64) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        async move {
+            let mut after = position;
+            let mut count = 0u64;
+            loop {
+                let mut seen = 0;
+                self.read_all_fields(after, 10_000, ContextFields::NONE, |e: &RecordedEvent<'_>| {
+                    seen += 1;
+                    after = e.position;
+                    ControlFlow::Continue(())
+                })
+                .await?;
+                count += seen;
+                if seen < 10_000 {
+                    return Ok(count);
+                }
+            }
+        }
+    }
 
     /// What an earlier batch with `command_id` committed to `stream`, if
     /// any. Command ids are scoped to their stream: a batch on another stream
@@ -750,6 +793,10 @@ impl<S: EventStore> EventStore for std::sync::Arc<S> {
 
     fn last_position(&self) -> impl Future<Output = Result<u64, StoreError>> + Send {
         (**self).last_position()
+    }
+
+    fn events_after(&self, position: u64) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        (**self).events_after(position)
     }
 
     fn find_command(

@@ -37,7 +37,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::error::{BoxError, DecodeError, DispatchError, StoreError};
-use crate::store::{ContextFields, EventStore, RecordedEvent, StoredEvent};
+use crate::store::{ContextFields, EventStore, FOREIGN, RecordedEvent, StoredEvent};
 
 /// How many events a subscription reads per store round trip, unless its
 /// sink says otherwise.
@@ -317,18 +317,38 @@ impl From<DecodeError> for SubscriptionError {
 /// Applies every event after the sink's checkpoint, page by page, up to the
 /// end of the log. Returns the new checkpoint.
 pub async fn catch_up<S: EventStore, K: Sink>(store: &S, sink: &mut K) -> Result<u64, SubscriptionError> {
-    run_pages(store, sink, &mut |_| {}, &|| false).await
+    Ok(run_pages(store, sink, false, &mut |_| {}, &|| false).await?.0)
 }
 
-/// The catch-up loop: pages until a short one, reporting each committed
-/// position and stopping early when `stop` says so.
+/// What a catch-up reports as it goes.
+enum Step {
+    /// The events after the checkpoint when it started.
+    Lag(u64),
+    /// A committed page.
+    Page {
+        /// The new checkpoint.
+        position: u64,
+        /// The events it read.
+        events: u64,
+        /// The foreign entries it skipped.
+        skipped: u64,
+    },
+}
+
+/// The catch-up loop: pages until a short one, reporting the lag (when
+/// `count_lag`) and each committed page, and stopping early when `stop`
+/// says so. Returns the new checkpoint and whether it reached the end.
 async fn run_pages<S: EventStore, K: Sink>(
     store: &S,
     sink: &mut K,
-    progress: &mut (dyn FnMut(u64) + Send),
+    count_lag: bool,
+    progress: &mut (dyn FnMut(Step) + Send),
     stop: &(dyn Fn() -> bool + Sync),
-) -> Result<u64, SubscriptionError> {
+) -> Result<(u64, bool), SubscriptionError> {
     let mut position = sink.checkpoint().await?;
+    if count_lag {
+        progress(Step::Lag(store.events_after(position).await?));
+    }
     let size = sink.page_size().max(1);
     loop {
         let span = tracing::debug_span!(
@@ -341,7 +361,7 @@ async fn run_pages<S: EventStore, K: Sink>(
         let page = read_and_commit(store, sink, position, size)
             .instrument(span.clone())
             .await;
-        let (seen, last) = match page {
+        let Page { seen, last, foreign } = match page {
             Ok(page) => page,
             Err(SubscriptionError::Moved { .. }) => {
                 tracing::debug!(parent: &span, "checkpoint moved by another runner; reading from it");
@@ -353,12 +373,29 @@ async fn run_pages<S: EventStore, K: Sink>(
         span.record("es.to", last).record("es.events", seen);
         if last > position {
             position = last;
-            progress(position);
+            progress(Step::Page {
+                position,
+                events: (seen as u64).saturating_sub(foreign),
+                skipped: foreign,
+            });
         }
-        if seen < size || stop() {
-            return Ok(position);
+        if seen < size {
+            return Ok((position, true));
+        }
+        if stop() {
+            return Ok((position, false));
         }
     }
+}
+
+/// What one page read and committed.
+struct Page {
+    /// Entries read, foreign ones included.
+    seen: usize,
+    /// The position of the last one: the new checkpoint.
+    last: u64,
+    /// Entries that were not events ([`FOREIGN`]), skipped.
+    foreign: u64,
 }
 
 /// One page: read it, visiting handled events, then commit it.
@@ -367,8 +404,9 @@ async fn read_and_commit<S: EventStore, K: Sink>(
     sink: &mut K,
     from: u64,
     size: usize,
-) -> Result<(usize, u64), SubscriptionError> {
+) -> Result<Page, SubscriptionError> {
     let mut seen = 0;
+    let mut foreign = 0;
     let mut last = from;
     let mut failure: Option<Failure> = None;
     let fields = sink.fields();
@@ -376,7 +414,16 @@ async fn read_and_commit<S: EventStore, K: Sink>(
     let read = store
         .read_all_fields(from, size, fields, |e: &RecordedEvent<'_>| {
             seen += 1;
-            if sink.handles(e.name) {
+            if e.name == FOREIGN {
+                foreign += 1;
+                tracing::warn!(
+                    subscription = sink.name(),
+                    position = e.position,
+                    found_at = ?e.aggregate_id,
+                    bytes = e.payload.len(),
+                    "skipped an entry of the log that is not an event of this store"
+                );
+            } else if sink.handles(e.name) {
                 let visited = std::panic::catch_unwind(AssertUnwindSafe(|| sink.visit(e)));
                 let failed = match visited {
                     Ok(Ok(())) => None,
@@ -428,7 +475,7 @@ async fn read_and_commit<S: EventStore, K: Sink>(
             return Err(failure.into_error(sink.name()));
         }
     }
-    Ok((seen, last))
+    Ok(Page { seen, last, foreign })
 }
 
 /// Fills in the stream and version of an event that did not decode, which a
@@ -581,19 +628,19 @@ pub struct Status {
     pub state: RunState,
     /// The position of the last event it applied or skipped.
     pub position: u64,
-    /// The end of the log when it last looked.
-    pub head: u64,
+    /// How many events it is behind the end of the log, as last counted
+    /// ([`EventStore::events_after`] when a catch-up starts, less what it
+    /// has read since; 0 once it reached the end): events, not positions,
+    /// which may leave gaps.
+    pub lag: u64,
+    /// Entries of the log it skipped because they were not events of the
+    /// store ([`FOREIGN`]: a message another client published on a NATS
+    /// store's subjects), since it was spawned.
+    pub skipped: u64,
     /// Failures in a row (0 once a catch-up succeeds).
     pub failures: u32,
     /// The last failure, kept after recovering until the next one.
     pub last_error: Option<String>,
-}
-
-impl Status {
-    /// How many positions it is behind the log's end, as last seen.
-    pub fn lag(&self) -> u64 {
-        self.head.saturating_sub(self.position)
-    }
 }
 
 /// Waiting for a subscription ran out of time.
@@ -681,7 +728,8 @@ where
     let (report, status) = watch::channel(Status {
         state: RunState::Starting,
         position: 0,
-        head: 0,
+        lag: 0,
+        skipped: 0,
         failures: 0,
         last_error: None,
     });
@@ -710,10 +758,10 @@ async fn supervise<S: EventStore, K: Sink>(
         if *stopped.borrow() {
             break;
         }
-        let ask_head = !std::mem::take(&mut notified);
+        let count_lag = !std::mem::take(&mut notified);
         let wait = match catch_panic_async(sink.acquire()).await {
             Ok(Ok(true)) => {
-                match catch_panic_async(follow_once(&store, &mut sink, &report, &stopped, ask_head)).await {
+                match catch_panic_async(follow_once(&store, &mut sink, &report, &stopped, count_lag)).await {
                     Ok(Ok(())) => Wait::Woken,
                     Ok(Err(SubscriptionError::Fenced { subscription, detail })) => {
                         tracing::warn!(subscription, detail, "lost ownership; standing by");
@@ -797,39 +845,49 @@ enum Wait {
 }
 
 /// One catch-up of a runner that owns the subscription, reporting progress.
-/// It asks the store for the log's head (for the status's lag) unless a
-/// notification woke it from following: then the catch-up is short, and
-/// the head is where it ends.
+/// It counts the events ahead of it (for the status's lag) unless a
+/// notification woke it from following: then the catch-up is short, and it
+/// ends at the end of the log.
 async fn follow_once<S: EventStore, K: Sink>(
     store: &S,
     sink: &mut K,
     report: &watch::Sender<Status>,
     stopped: &watch::Receiver<bool>,
-    ask_head: bool,
+    count_lag: bool,
 ) -> Result<(), SubscriptionError> {
-    let head = if ask_head { store.last_position().await? } else { 0 };
-    report.send_modify(|s| {
-        s.state = RunState::CatchingUp;
-        s.head = s.head.max(head);
-    });
+    report.send_modify(|s| s.state = RunState::CatchingUp);
     let name = if crate::metrics::ENABLED {
         sink.name().to_owned()
     } else {
         String::new()
     };
-    let mut progress = |position: u64| {
+    let mut progress = |step: Step| {
         report.send_modify(|s| {
-            s.position = position;
-            s.head = s.head.max(position);
-            crate::metrics::subscription(&name, position, s.head);
+            match step {
+                Step::Lag(lag) => s.lag = lag,
+                Step::Page {
+                    position,
+                    events,
+                    skipped,
+                } => {
+                    s.position = position;
+                    s.lag = s.lag.saturating_sub(events);
+                    s.skipped += skipped;
+                    crate::metrics::skipped(&name, skipped);
+                }
+            }
+            crate::metrics::subscription(&name, s.position, s.lag);
         })
     };
-    let position = run_pages(store, sink, &mut progress, &|| *stopped.borrow()).await?;
+    let (position, at_end) = run_pages(store, sink, count_lag, &mut progress, &|| *stopped.borrow()).await?;
     report.send_modify(|s| {
         s.state = RunState::Following;
         s.position = position;
-        s.head = s.head.max(position);
+        if at_end {
+            s.lag = 0;
+        }
         s.failures = 0;
+        crate::metrics::subscription(&name, s.position, s.lag);
     });
     Ok(())
 }

@@ -367,6 +367,15 @@ impl EventStore for PostgresStore {
         append::stored_u64(last, || format!("the log ends at position {last}"))
     }
 
+    async fn events_after(&self, position: u64) -> Result<u64, StoreError> {
+        let count = sqlx::query_scalar::<_, i64>(self.inner.sql.events_after.clone())
+            .bind(i64::try_from(position).unwrap_or(i64::MAX))
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(error("count the events after a position"))?;
+        append::stored_u64(count, || format!("{count} events after position {position}"))
+    }
+
     async fn find_command(&self, stream: &StreamId, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
         let mut conn = self.inner.pool.acquire().await.map_err(error("acquire a connection"))?;
         self.find_command_on(&mut conn, stream, command_id).await

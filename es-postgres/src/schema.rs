@@ -102,6 +102,7 @@ pub(crate) struct Sql {
     /// The log read for each set of context fields, by its bits.
     pub(crate) read_all: Vec<SqlStr>,
     pub(crate) last_position: SqlStr,
+    pub(crate) events_after: SqlStr,
     pub(crate) find_command: SqlStr,
     pub(crate) load_snapshot: SqlStr,
     pub(crate) save_snapshot: SqlStr,
@@ -233,6 +234,7 @@ impl Sql {
                 })
                 .collect(),
             last_position: sql(format!(r#"SELECT COALESCE(MAX(position), 0) FROM "{s}".events"#)),
+            events_after: sql(format!(r#"SELECT count(*) FROM "{s}".events WHERE position > $1"#)),
             find_command: sql(format!(
                 r#"SELECT first_version, last_version FROM "{s}".commands
                    WHERE aggregate_type = $1 AND aggregate_id = $2 AND command_id = $3"#

@@ -155,6 +155,19 @@ impl EventStore for SqliteStore {
         })
     }
 
+    async fn events_after(&self, position: u64) -> Result<u64, StoreError> {
+        let after = i64::try_from(position).unwrap_or(i64::MAX);
+        blocking(|| {
+            self.read(|conn| {
+                conn.query_row("SELECT count(*) FROM es_events WHERE position > ?1", [after], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map_err(error("count the events after a position"))
+                .and_then(|v| stored_u64(v, || format!("{v} events after position {position}")))
+            })
+        })
+    }
+
     async fn find_command(&self, stream: &StreamId, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
         es_core::store::validate_command_id(STORE, command_id)?;
         blocking(|| self.read(|conn| find_command(conn, stream, command_id)))

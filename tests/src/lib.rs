@@ -108,6 +108,10 @@ impl<S: EventStore> EventStore for CountingStore<S> {
         self.inner.last_position()
     }
 
+    fn events_after(&self, position: u64) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        self.inner.events_after(position)
+    }
+
     fn find_command(
         &self,
         stream: &StreamId,
@@ -274,6 +278,11 @@ impl<S: EventStore> EventStore for SwitchableStore<S> {
     async fn last_position(&self) -> Result<u64, StoreError> {
         self.up("read the last position")?;
         self.inner.last_position().await
+    }
+
+    async fn events_after(&self, position: u64) -> Result<u64, StoreError> {
+        self.up("count events")?;
+        self.inner.events_after(position).await
     }
 
     async fn find_command(&self, stream: &StreamId, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {

@@ -184,6 +184,10 @@ impl<S: EventStore> EventStore for CrashingStore<S> {
         self.inner.last_position()
     }
 
+    fn events_after(&self, position: u64) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send {
+        self.inner.events_after(position)
+    }
+
     fn find_command(
         &self,
         stream: &StreamId,

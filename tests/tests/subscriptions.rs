@@ -138,7 +138,7 @@ async fn a_runner_stuck_on_a_poisoned_event_says_so_and_stops_on_request() {
     .await;
     let status = runner.status();
     assert_eq!((status.state, status.position), (RunState::Retrying, before));
-    assert_eq!(status.lag(), 2);
+    assert_eq!(status.lag, 2);
     assert!(
         status
             .last_error

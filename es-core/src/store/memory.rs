@@ -477,6 +477,11 @@ impl EventStore for InMemoryStore {
         ready(Ok(self.shared.read().log.len() as u64))
     }
 
+    fn events_after(&self, position: u64) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        // Positions are 1, 2, 3, ...: one per event, no gaps.
+        ready(Ok((self.shared.read().log.len() as u64).saturating_sub(position)))
+    }
+
     fn find_command(
         &self,
         stream: &StreamId,
