@@ -182,6 +182,7 @@ pub(crate) async fn streams(db: &Db, aggregate_type: Option<&str>, limit: usize)
         Db::Nats(store) => Ok(store
             .stream_heads()
             .await?
+            .streams
             .into_iter()
             .filter(|h| aggregate_type.is_none_or(|t| h.stream.aggregate_type() == t))
             .take(usize::try_from(limit).unwrap_or(usize::MAX))
@@ -225,18 +226,19 @@ pub(crate) async fn checkpoints(db: &Db) -> Result<Vec<CheckpointInfo>, CliError
             .collect(),
     };
     let head = last_position(db).await?;
-    Ok(named
-        .into_iter()
-        .map(|(name, position)| {
-            let position = unsigned(position);
-            CheckpointInfo {
-                name,
-                position,
-                head,
-                lag: head.saturating_sub(position),
-            }
-        })
-        .collect())
+    let mut out = Vec::with_capacity(named.len());
+    for (name, position) in named {
+        let position = unsigned(position);
+        // Events, not positions: positions may leave gaps.
+        let lag = crate::on_store!(db, store => store.events_after(position).await?);
+        out.push(CheckpointInfo {
+            name,
+            position,
+            head,
+            lag,
+        });
+    }
+    Ok(out)
 }
 
 /// Moves a checkpoint.

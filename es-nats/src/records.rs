@@ -1,113 +1,107 @@
-//! Keyed records (command ids, event ids, snapshots, checkpoints) on one
-//! JetStream stream that keeps the last message per subject: what
-//! JetStream's key-value buckets are made of, built from the same calls the
-//! event stream uses (the key-value API of async-nats 0.46 cannot parse
-//! server 2.9's answer when it creates a bucket).
+//! Snapshots and checkpoints, in the records stream: the last message of
+//! each subject is the record, as in a key-value bucket.
 
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
-use es_core::StoreError;
+use es_core::store::Snapshot;
+use es_core::{StoreError, StreamId};
 
-use crate::{Guard, STORE, failed};
+use crate::{NatsStore, STORE, corrupt, failed, hex, key_hash, wire};
 
-/// One subject space of the records stream.
-pub(crate) struct Records {
-    pub(crate) context: jetstream::Context,
-    pub(crate) stream: stream::Stream,
-    pub(crate) client: async_nats::Client,
-    /// `<prefix>.records.<kind>`
-    pub(crate) space: String,
-    pub(crate) guard: Guard,
-}
-
-impl Records {
-    fn subject(&self, key: &str) -> String {
-        format!("{}.{key}", self.space)
+impl NatsStore {
+    fn snapshot_subject(&self, stream: &StreamId) -> String {
+        let key = key_hash(&[stream.aggregate_type().as_bytes(), stream.aggregate_id().as_bytes()]);
+        format!("{}.{key}", self.inner.names.snapshots())
     }
 
-    /// The record under `key`, if any.
-    pub(crate) async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        Ok(self.get_versioned(key).await?.1)
+    pub(crate) fn checkpoint_subject(&self, name: &str) -> String {
+        format!("{}.c{}", self.inner.names.checkpoints(), hex(name.as_bytes()))
     }
 
-    /// The record under `key` with its revision (0 when there is none), for
-    /// [`Records::replace`].
-    pub(crate) async fn get_versioned(&self, key: &str) -> Result<(u64, Option<Bytes>), StoreError> {
-        match self.stream.get_last_raw_message_by_subject(&self.subject(key)).await {
-            Ok(message) => Ok((message.sequence, Some(message.payload))),
-            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok((0, None)),
-            Err(e) => Err(failed(&self.client, "read a record")(e)),
+    /// The record on `subject`, with its sequence (for a compare-and-set),
+    /// from the records stream's leader.
+    async fn record(&self, subject: &str) -> Result<Option<(u64, Bytes)>, StoreError> {
+        match self
+            .inner
+            .records
+            .raw_message_builder()
+            .last_by_subject(subject)
+            .send()
+            .await
+        {
+            Ok(message) => Ok(Some((message.sequence, message.payload))),
+            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(failed(&self.inner.client, "read a record")(e)),
         }
     }
 
-    /// Sets the record under `key` if its revision is still `revision`
-    /// (0: there is none): `false` if another writer changed it first.
-    pub(crate) async fn replace(&self, key: &str, value: Vec<u8>, revision: u64) -> Result<bool, StoreError> {
-        let value = Bytes::from(value);
+    /// Writes the record on `subject` if its sequence is still `revision`
+    /// (0: there is none; `None`: whatever it is). `false` when another
+    /// writer changed it first.
+    async fn write_record(&self, subject: &str, value: Vec<u8>, revision: Option<u64>) -> Result<bool, StoreError> {
+        let mut message = jetstream::message::PublishMessage::build().payload(value.into());
+        if let Some(revision) = revision {
+            message = message.expected_last_subject_sequence(revision);
+        }
+        let sent = self
+            .inner
+            .context
+            .send_publish(subject.to_owned(), message)
+            .await
+            .map_err(failed(&self.inner.client, "write a record"))?;
+        match sent.await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => Ok(false),
+            Err(e) => Err(failed(&self.inner.client, "write a record")(e)),
+        }
+    }
+
+    pub(crate) async fn load_snapshot_now(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+        es_core::store::validate_stream(STORE, stream)?;
+        match self.record(&self.snapshot_subject(stream)).await? {
+            None => Ok(None),
+            Some((_, value)) => wire::decode_snapshot(&value, stream)
+                .map(Some)
+                .ok_or_else(|| corrupt(format!("the snapshot of `{stream}` cannot be read"))),
+        }
+    }
+
+    pub(crate) async fn save_snapshot_now(&self, stream: &StreamId, snapshot: Snapshot) -> Result<(), StoreError> {
+        es_core::store::validate_stream(STORE, stream)?;
+        let subject = self.snapshot_subject(stream);
+        // An older snapshot never replaces a newer one of the same shape;
+        // a compare-and-set keeps that true when writers race.
         loop {
-            let message = jetstream::message::PublishMessage::build().payload(value.clone());
-            let message = match self.guard {
-                Guard::Subject => message.expected_last_subject_sequence(revision),
-                Guard::Stream => {
-                    // The stream's last sequence, then the record's: any
-                    // write after the first read fails the publish.
-                    let last = self
-                        .stream
-                        .get_info()
-                        .await
-                        .map_err(failed(&self.client, "write a record"))?
-                        .state
-                        .last_sequence;
-                    if self.get_versioned(key).await?.0 != revision {
-                        return Ok(false);
-                    }
-                    message.expected_last_sequence(last)
-                }
-            };
-            let sent = self
-                .context
-                .send_publish(self.subject(key), message)
-                .await
-                .map_err(failed(&self.client, "write a record"))?;
-            match sent.await {
-                Ok(_) => return Ok(true),
-                Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
-                    if self.guard == Guard::Subject {
-                        return Ok(false);
-                    }
-                }
-                Err(e) => return Err(failed(&self.client, "write a record")(e)),
+            let current = self.record(&subject).await?;
+            let revision = current.as_ref().map_or(0, |(sequence, _)| *sequence);
+            if let Some(current) = current.as_ref().and_then(|(_, v)| wire::decode_snapshot(v, stream))
+                && current.schema_version == snapshot.schema_version
+                && current.fingerprint == snapshot.fingerprint
+                && current.version >= snapshot.version
+            {
+                return Ok(());
+            }
+            let value = wire::encode_snapshot(stream, &snapshot);
+            if self.write_record(&subject, value, Some(revision)).await? {
+                return Ok(());
             }
         }
     }
 
-    /// Sets the record under `key`.
-    pub(crate) async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
-        self.context
-            .publish(self.subject(key), value.into())
-            .await
-            .map_err(failed(&self.client, "write a record"))?
-            .await
-            .map(drop)
-            .map_err(failed(&self.client, "write a record"))
+    pub(crate) async fn load_checkpoint_now(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        match self.record(&self.checkpoint_subject(name)).await? {
+            None => Ok(None),
+            Some((_, value)) => std::str::from_utf8(&value)
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .map(Some)
+                .ok_or_else(|| corrupt(format!("checkpoint {name:?} is not a position"))),
+        }
     }
 
-    /// Sets the record under `key` if there is none: `false` if there was.
-    pub(crate) async fn create(&self, key: String, value: Vec<u8>) -> Result<bool, StoreError> {
-        self.replace(&key, value, 0).await
-    }
-
-    /// Removes the record under `key`.
-    pub(crate) async fn remove(&self, key: String) -> Result<(), StoreError> {
-        self.stream
-            .purge()
-            .filter(self.subject(&key))
+    pub(crate) async fn save_checkpoint_now(&self, name: &str, position: u64) -> Result<(), StoreError> {
+        self.write_record(&self.checkpoint_subject(name), position.to_string().into_bytes(), None)
             .await
             .map(drop)
-            .map_err(|e| StoreError::Backend {
-                store: STORE,
-                operation: "remove a record",
-                source: Box::new(e),
-            })
     }
 }

