@@ -56,9 +56,11 @@ impl JsError {
     /// many batches in flight, a batch it abandoned, a leader change.
     pub(crate) fn is_transient(&self) -> bool {
         match self {
-            JsError::Refused { description, .. } => {
+            JsError::Refused { code, description } => {
                 let d = description.to_ascii_lowercase();
-                d.contains("too many inflight") || d.contains("incomplete") || d.contains("leader")
+                // 503: no server answers for the stream yet (a replica
+                // catching up after a restart turns its direct gets off).
+                *code == 503 || d.contains("too many inflight") || d.contains("incomplete") || d.contains("leader")
             }
             JsError::Transport(_) => false,
         }

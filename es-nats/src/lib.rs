@@ -398,18 +398,8 @@ impl NatsStore {
 
     /// The last message on `subject` of the event stream, from its leader.
     async fn last_on(&self, subject: &str) -> Result<Option<jetstream::message::StreamMessage>, StoreError> {
-        match self
-            .inner
-            .events
-            .raw_message_builder()
-            .last_by_subject(subject)
-            .send()
-            .await
-        {
-            Ok(message) => Ok(Some(message)),
-            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(failed(&self.inner.client, "read a stream's last message")(e)),
-        }
+        let read = self.inner.events.raw_message_builder().last_by_subject(subject).send();
+        self.leader_read(read, "read a stream's last message").await
     }
 
     /// The first message on `subject` at `sequence` or after, from the
@@ -419,33 +409,57 @@ impl NatsStore {
         subject: &str,
         sequence: u64,
     ) -> Result<Option<jetstream::message::StreamMessage>, StoreError> {
-        match self
+        let read = self
             .inner
             .events
             .raw_message_builder()
             .sequence(sequence)
             .next_by_subject(subject)
-            .send()
-            .await
-        {
-            Ok(message) => Ok(Some(message)),
-            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(failed(&self.inner.client, "read a message")(e)),
+            .send();
+        self.leader_read(read, "read a message").await
+    }
+
+    /// A read from a stream's leader, within the request timeout (the
+    /// client's own is ten seconds, a leader election's length).
+    async fn leader_read(
+        &self,
+        read: impl Future<Output = Result<jetstream::message::StreamMessage, stream::RawMessageError>>,
+        operation: &'static str,
+    ) -> Result<Option<jetstream::message::StreamMessage>, StoreError> {
+        match tokio::time::timeout(self.inner.timeout, read).await {
+            Ok(Ok(message)) => Ok(Some(message)),
+            Ok(Err(e)) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
+            Ok(Err(e)) => Err(failed(&self.inner.client, operation)(e)),
+            Err(_) => Err(StoreError::Unavailable {
+                store: STORE,
+                operation,
+                source: format!("no answer from the stream's leader within {:?}", self.inner.timeout).into(),
+            }),
         }
     }
 
-    /// A batched direct get on the event stream.
+    /// A batched direct get on the event stream. While no replica answers
+    /// direct gets (each turns them off while it catches up, after a
+    /// restart), it asks again for up to a request timeout.
     async fn page(&self, start: u64, filter: &str, batch: usize) -> Result<js::Page, StoreError> {
-        js::direct_batch(
-            &self.inner.client,
-            &self.inner.names.events,
-            start,
-            filter,
-            batch,
-            self.inner.timeout,
-        )
-        .await
-        .map_err(js_failed("read events"))
+        let started = std::time::Instant::now();
+        loop {
+            let page = js::direct_batch(
+                &self.inner.client,
+                &self.inner.names.events,
+                start,
+                filter,
+                batch,
+                self.inner.timeout,
+            )
+            .await;
+            match page {
+                Err(e) if e.is_transient() && started.elapsed() < self.inner.timeout => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                page => return page.map_err(js_failed("read events")),
+            }
+        }
     }
 
     fn cached_head(&self, subject: &str) -> Option<Head> {

@@ -1,7 +1,7 @@
 //! Snapshots and checkpoints, in the records stream: the last message of
 //! each subject is the record, as in a key-value bucket.
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream;
 use bytes::Bytes;
 use es_core::store::Snapshot;
 use es_core::{StoreError, StreamId};
@@ -21,18 +21,11 @@ impl NatsStore {
     /// The record on `subject`, with its sequence (for a compare-and-set),
     /// from the records stream's leader.
     async fn record(&self, subject: &str) -> Result<Option<(u64, Bytes)>, StoreError> {
-        match self
-            .inner
-            .records
-            .raw_message_builder()
-            .last_by_subject(subject)
-            .send()
-            .await
-        {
-            Ok(message) => Ok(Some((message.sequence, message.payload))),
-            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(failed(&self.inner.client, "read a record")(e)),
-        }
+        let read = self.inner.records.raw_message_builder().last_by_subject(subject).send();
+        Ok(self
+            .leader_read(read, "read a record")
+            .await?
+            .map(|message| (message.sequence, message.payload)))
     }
 
     /// Writes the record on `subject` if its sequence is still `revision`

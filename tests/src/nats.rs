@@ -371,3 +371,91 @@ impl Cluster {
         .expect("connect again")
     }
 }
+
+impl Cluster {
+    /// A plain client of the cluster, for what the store does not do:
+    /// asking who leads a stream, making a leader step down.
+    pub async fn observer(&self) -> async_nats::Client {
+        async_nats::connect(self.url.split(',').collect::<Vec<_>>())
+            .await
+            .expect("an observer")
+    }
+
+    /// The index of the node leading JetStream stream `name`, once it has
+    /// a leader.
+    pub async fn leader_of(&self, name: &str) -> usize {
+        let js = async_nats::jetstream::new(self.observer().await);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let leader = match js.get_stream(name).await {
+                Ok(mut stream) => match stream.info().await {
+                    Ok(info) => info.cluster.clone().and_then(|c| c.leader),
+                    Err(_) => None,
+                },
+                Err(_) => None,
+            };
+            if let Some(leader) = leader {
+                return leader.trim_start_matches('n').parse().expect("a node name");
+            }
+            assert!(Instant::now() < deadline, "stream `{name}` has no leader after 60 s");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Asks stream `name`'s leader to step down (a failover with no node
+    /// lost); whether the cluster took the request.
+    pub async fn step_down(&self, name: &str) -> bool {
+        let client = self.observer().await;
+        let reply = client
+            .request(format!("$JS.API.STREAM.LEADER.STEPDOWN.{name}"), "".into())
+            .await;
+        matches!(reply, Ok(m) if String::from_utf8_lossy(&m.payload).contains("\"success\":true"))
+    }
+
+    /// SIGKILLs every node at once: a power cut of the whole cluster.
+    pub fn kill_all(&self) {
+        for node in &self.nodes {
+            node.kill();
+        }
+    }
+
+    /// Starts every node again.
+    pub fn restart_all(&self) {
+        for node in &self.nodes {
+            node.restart();
+        }
+    }
+}
+
+/// How many events each command id (from the events' metadata) put in the
+/// log of `store`, by stream: a command stored twice shows as more events
+/// than it decided.
+pub async fn events_per_command(store: &NatsStore) -> std::collections::BTreeMap<(String, String), usize> {
+    use es_core::EventStoreExt;
+    let mut counts = std::collections::BTreeMap::new();
+    let mut after = 0;
+    let started = Instant::now();
+    loop {
+        let page = match store.read_all_vec(after, 1_000).await {
+            Ok(page) => page,
+            // A cluster just restarted answers once its replicas caught up.
+            Err(e @ es_core::StoreError::Unavailable { .. }) if started.elapsed() < Duration::from_secs(60) => {
+                eprintln!("the log is not readable yet: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(e) => panic!("read the log: {e}"),
+        };
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        for event in &page {
+            let Ok(metadata) = es_core::Metadata::decode(&event.metadata) else {
+                continue;
+            };
+            if let Some(id) = metadata.command_id {
+                *counts.entry((event.stream.to_string(), id)).or_insert(0) += 1;
+            }
+        }
+    }
+    counts
+}
