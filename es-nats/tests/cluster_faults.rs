@@ -13,7 +13,7 @@ use tests::nats as support;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use es_core::{DispatchError, Dispatcher, EventStore, EventStoreExt, Metadata, ProcessManager, Projection, StreamId};
@@ -23,9 +23,9 @@ use examples::transfer::{RequestTransfer, Transfer, TransferProcess, TransferSta
 use examples::views::{BalanceOf, Balances};
 
 /// One cluster at a time: three nodes each, on two cores.
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SERIAL.lock().await
 }
 
 /// A command of the bank's workload, with the id it is always sent under.
@@ -250,7 +250,7 @@ fn options() -> NatsOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_leader_loses_no_acknowledged_command_and_the_read_model_matches_a_rebuild() {
-    let _turn = one_at_a_time();
+    let _turn = one_at_a_time().await;
     let Some(cluster) = support::cluster() else {
         return;
     };
@@ -322,7 +322,7 @@ async fn a_killed_leader_loses_no_acknowledged_command_and_the_read_model_matche
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leaders_of_both_streams_failing_over_double_no_command_and_no_reaction() {
-    let _turn = one_at_a_time();
+    let _turn = one_at_a_time().await;
     let Some(cluster) = support::cluster() else {
         return;
     };
@@ -378,7 +378,7 @@ async fn leaders_of_both_streams_failing_over_double_no_command_and_no_reaction(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_power_cut_of_the_whole_cluster_forgets_no_command_id_and_no_checkpoint() {
-    let _turn = one_at_a_time();
+    let _turn = one_at_a_time().await;
     let Some(cluster) = support::cluster() else {
         return;
     };
@@ -465,7 +465,7 @@ async fn a_power_cut_of_the_whole_cluster_forgets_no_command_id_and_no_checkpoin
 /// stream-wide guard).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writers_of_two_processes_are_served_alike() {
-    let _turn = one_at_a_time();
+    let _turn = one_at_a_time().await;
     let Some(cluster) = support::cluster() else {
         return;
     };

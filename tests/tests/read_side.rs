@@ -336,3 +336,25 @@ async fn two_postgres_runners_never_work_at_once_and_the_second_takes_over() {
     assert_eq!(count as usize, events + more);
     let _ = store.read_all_vec(0, 1).await.unwrap();
 }
+
+mod lag_counts_events {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memory() {
+        lag_counts_events(InMemoryStore::new()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        lag_counts_events(tests::sqlite::temp_store().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        let Some(store) = tests::postgres::store().await else {
+            return;
+        };
+        lag_counts_events(store).await;
+    }
+}
