@@ -12,17 +12,36 @@ use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
 
 use crate::{CliError, Db, fail, last_position};
 
-/// One stream.
+/// One stream; on NATS also a subject holding only foreign messages.
 #[derive(Debug, Clone, Serialize)]
 pub struct StreamInfo {
-    /// Its aggregate type.
+    /// Its aggregate type (empty for a foreign subject).
     pub aggregate_type: String,
-    /// Its aggregate id.
+    /// Its aggregate id (the subject, for a foreign subject).
     pub aggregate_id: String,
-    /// Its version: the number of its events.
+    /// Its version: the number of its events (the number of messages, for
+    /// a foreign subject).
     pub version: u64,
-    /// When its last event was committed.
+    /// When its last event was committed (empty for a foreign subject).
     pub last_recorded_at: String,
+    /// Whether this is no stream but a NATS subject under the store's event
+    /// subjects where another client published messages that are not
+    /// events; readers skip them (`es foreign` shows them).
+    pub foreign: bool,
+}
+
+/// A message on a NATS store's event subjects that is not one of its
+/// events.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForeignInfo {
+    /// Its sequence: its position in the log.
+    pub position: u64,
+    /// The subject it was published on.
+    pub subject: String,
+    /// Its size in bytes.
+    pub bytes: usize,
+    /// What it holds: the text where it is UTF-8, else hex.
+    pub payload: String,
 }
 
 /// One checkpoint and how far behind the log's head it is.
@@ -148,6 +167,7 @@ pub(crate) async fn streams(db: &Db, aggregate_type: Option<&str>, limit: usize)
                         aggregate_id: r.get(1)?,
                         version: unsigned(r.get(2)?),
                         last_recorded_at: time(r.get(3)?),
+                        foreign: false,
                     })
                 })
                 .map_err(sqlite_error("list streams"))?;
@@ -174,25 +194,44 @@ pub(crate) async fn streams(db: &Db, aggregate_type: Option<&str>, limit: usize)
                         aggregate_id: r.try_get(1)?,
                         version: unsigned(r.try_get(2)?),
                         last_recorded_at: time(r.try_get(3)?),
+                        foreign: false,
                     })
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()
                 .map_err(pg_error("list streams"))
         }
-        Db::Nats(store) => Ok(store
-            .stream_heads()
-            .await?
-            .streams
-            .into_iter()
-            .filter(|h| aggregate_type.is_none_or(|t| h.stream.aggregate_type() == t))
-            .take(usize::try_from(limit).unwrap_or(usize::MAX))
-            .map(|h| StreamInfo {
-                aggregate_type: h.stream.aggregate_type().to_owned(),
-                aggregate_id: h.stream.aggregate_id().to_owned(),
-                version: h.version,
-                last_recorded_at: h.last_recorded_at.to_string(),
-            })
-            .collect()),
+        Db::Nats(store) => {
+            let heads = store.stream_heads().await?;
+            let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+            let mut out: Vec<StreamInfo> = heads
+                .streams
+                .into_iter()
+                .filter(|h| aggregate_type.is_none_or(|t| h.stream.aggregate_type() == t))
+                .take(limit)
+                .map(|h| StreamInfo {
+                    aggregate_type: h.stream.aggregate_type().to_owned(),
+                    aggregate_id: h.stream.aggregate_id().to_owned(),
+                    version: h.version,
+                    last_recorded_at: h.last_recorded_at.to_string(),
+                    foreign: false,
+                })
+                .collect();
+            if aggregate_type.is_none() {
+                out.extend(
+                    heads
+                        .foreign_subjects
+                        .into_iter()
+                        .map(|(subject, messages)| StreamInfo {
+                            aggregate_type: String::new(),
+                            aggregate_id: subject,
+                            version: messages,
+                            last_recorded_at: String::new(),
+                            foreign: true,
+                        }),
+                );
+            }
+            Ok(out)
+        }
     }
 }
 
@@ -305,7 +344,7 @@ pub(crate) async fn catalogue(db: &Db) -> Result<Vec<CatalogueEntry>, CliError> 
                 let page = store.read_all_vec(after, 5_000).await?;
                 let Some(last) = page.last() else { break };
                 after = last.position;
-                for e in &page {
+                for e in page.iter().filter(|e| e.name != es_core::store::FOREIGN) {
                     let at = e.recorded_at.to_string();
                     let entry = kinds
                         .entry((e.name.clone(), e.schema_version))
@@ -323,4 +362,26 @@ pub(crate) async fn catalogue(db: &Db) -> Result<Vec<CatalogueEntry>, CliError> 
             Ok(kinds.into_values().collect())
         }
     }
+}
+
+/// Up to `limit` foreign messages after `after`: only a NATS store's log
+/// can hold them.
+pub(crate) async fn foreign(db: &Db, after: u64, limit: usize) -> Result<Vec<ForeignInfo>, CliError> {
+    let Db::Nats(store) = db else {
+        return Ok(Vec::new());
+    };
+    Ok(store
+        .foreign_messages(after, limit)
+        .await?
+        .into_iter()
+        .map(|m| ForeignInfo {
+            position: m.sequence,
+            bytes: m.payload.len(),
+            payload: match std::str::from_utf8(&m.payload) {
+                Ok(text) => text.to_owned(),
+                Err(_) => m.payload.iter().map(|b| format!("{b:02x}")).collect(),
+            },
+            subject: m.subject,
+        })
+        .collect())
 }

@@ -8,6 +8,7 @@
 //! es --db bank.db reset balances --yes          # forget a projection's checkpoint
 //! es --db bank.db rebuild balances              # clear and replay a registered read model
 //! es --db bank.db schema                        # the store's schema version and event catalogue
+//! es --db nats://localhost:4222 foreign         # messages on a NATS store's subjects that are no events
 //! ```
 //!
 //! `--db` (or `ES_DB`) is a SQLite file, a `postgres://` URL (`--schema`
@@ -59,7 +60,7 @@ use serde_json::{Value, json};
 mod inspect;
 mod table;
 
-pub use inspect::{CatalogueEntry, CheckpointInfo, StreamInfo};
+pub use inspect::{CatalogueEntry, CheckpointInfo, ForeignInfo, StreamInfo};
 use table::Table;
 
 /// The command line.
@@ -133,6 +134,17 @@ pub enum Command {
     },
     /// The store's schema version and the catalogue of stored events.
     Schema,
+    /// Messages another client published on a NATS store's event subjects:
+    /// the stream keeps them (it denies deletes) and readers skip them.
+    /// SQLite and PostgreSQL stores hold none.
+    Foreign {
+        /// Start after this position.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
 }
 
 /// An opened store of either kind.
@@ -265,11 +277,19 @@ pub async fn run(cli: Cli, rebuilds: &Rebuilds, out: &mut (dyn Write + Send)) ->
             } else {
                 let mut t = Table::new(["STREAM", "VERSION", "LAST WRITE"]);
                 for s in &streams {
-                    t.row([
-                        format!("{}/{}", s.aggregate_type, s.aggregate_id),
-                        s.version.to_string(),
-                        s.last_recorded_at.clone(),
-                    ]);
+                    if s.foreign {
+                        t.row([
+                            format!("(foreign) {}", printable(&s.aggregate_id)),
+                            format!("{} messages", s.version),
+                            "see `es foreign`".to_owned(),
+                        ]);
+                    } else {
+                        t.row([
+                            printable(&format!("{}/{}", s.aggregate_type, s.aggregate_id)),
+                            s.version.to_string(),
+                            s.last_recorded_at.clone(),
+                        ]);
+                    }
                 }
                 t.write(out)?;
             }
@@ -340,9 +360,45 @@ pub async fn run(cli: Cli, rebuilds: &Rebuilds, out: &mut (dyn Write + Send)) ->
             }
         }
         Command::Rebuild { name } => rebuild(&db, rebuilds, name, cli.json, out).await?,
+        Command::Foreign { after, limit } => {
+            let found = inspect::foreign(&db, *after, *limit).await?;
+            if cli.json {
+                writeln!(out, "{}", json!(found))?;
+            } else {
+                let mut t = Table::new(["POSITION", "SUBJECT", "BYTES", "PAYLOAD"]);
+                for m in &found {
+                    let shown: String = m.payload.chars().take(80).collect();
+                    let more = if shown.len() < m.payload.len() { "…" } else { "" };
+                    t.row([
+                        m.position.to_string(),
+                        printable(&m.subject),
+                        m.bytes.to_string(),
+                        format!("{}{more}", printable(&shown)),
+                    ]);
+                }
+                t.write(out)?;
+            }
+        }
         Command::Schema => unreachable!("handled before opening the store"),
     }
     Ok(())
+}
+
+/// `text` safe for a terminal: control characters (escape sequences,
+/// carriage returns, a forged line) are written as escapes.
+fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// `projection:<name>` unless the name is a checkpoint's already.
@@ -364,8 +420,10 @@ fn is_postgres(target: &str) -> bool {
 
 async fn open(target: &str, schema: &str) -> Result<Db, CliError> {
     if is_nats(target) {
+        // Inspecting never creates a store: a mistyped prefix is an error.
         let options = es_nats::NatsOptions {
             prefix: schema.to_owned(),
+            create: false,
             ..es_nats::NatsOptions::default()
         };
         return Ok(Db::Nats(es_nats::NatsStore::connect_with(target, options).await?));
@@ -443,14 +501,37 @@ async fn follow(
     loop {
         let page = on_store!(db, s => s.read_all_vec(after, 500).await?);
         for e in &page {
-            if json_lines {
+            if e.name == es_core::store::FOREIGN {
+                let subject = e.stream.aggregate_id();
+                if json_lines {
+                    writeln!(
+                        out,
+                        "{}",
+                        json!({"position": e.position, "foreign": subject, "bytes": e.payload.len()})
+                    )?;
+                } else {
+                    writeln!(
+                        out,
+                        "{:>8}  (a foreign message on {}, {} bytes: skipped by readers)",
+                        e.position,
+                        printable(subject),
+                        e.payload.len()
+                    )?;
+                }
+            } else if json_lines {
                 writeln!(out, "{}", event_json(e))?;
             } else {
                 let j = event_json(e);
                 writeln!(
                     out,
                     "{:>8}  {}  {}@{}  {} v{}  {}",
-                    e.position, e.recorded_at, e.stream, e.version, e.name, e.schema_version, j["payload"]
+                    e.position,
+                    e.recorded_at,
+                    printable(&e.stream.to_string()),
+                    e.version,
+                    printable(&e.name),
+                    e.schema_version,
+                    j["payload"]
                 )?;
             }
             after = e.position;
@@ -552,8 +633,8 @@ async fn schema(target: &str, cli: &Cli, out: &mut (dyn Write + Send)) -> Result
             inspect::postgres_schema_version(store).await?,
             i64::from(es_postgres::SCHEMA_VERSION),
         ),
-        // Not a schema: the format of its batch messages.
-        Db::Nats(_) => (1, 1),
+        // Not a schema: the format of its event messages.
+        Db::Nats(_) => (2, 2),
     };
     let catalogue = inspect::catalogue(&db).await?;
     if cli.json {

@@ -376,3 +376,81 @@ async fn the_read_commands_on_a_nats_store() {
     );
     assert_eq!(json_of(&with(&["--json", "projections"]))[0]["position"], json!(0));
 }
+
+/// A message a stray client published on a NATS store's event subjects is
+/// listed as foreign, printed escaped (it may hold terminal escapes), and
+/// skipped by `follow` and `schema`; a mistyped prefix creates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_messages_on_a_nats_store() {
+    let (Some(url), Some(store)) = (tests::nats::url(), tests::nats::store().await) else {
+        return;
+    };
+    bank(store.clone()).await;
+    let client = async_nats::connect(url.as_str()).await.expect("a plain client");
+    let js = async_nats::jetstream::new(client);
+    let subject = format!("{}.events.script", store.prefix());
+    // An OSC 52 sequence (it would write the operator's clipboard) and a
+    // forged line.
+    js.publish(subject.clone(), "\x1b]52;c;cm0gLXJmIH4=\x07\nada  999 forged".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    let db = ["--db", url.as_str(), "--schema", store.prefix()];
+    let with = |rest: &[&'static str]| [&db[..], rest].concat();
+
+    let streams = json_of(&with(&["--json", "streams"]));
+    let foreign: Vec<&Value> = streams
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["foreign"] == json!(true))
+        .collect();
+    assert_eq!(foreign.len(), 1);
+    assert_eq!(
+        (&foreign[0]["aggregate_id"], &foreign[0]["version"]),
+        (&json!(subject), &json!(1))
+    );
+    let table = ok(&with(&["streams"]));
+    assert!(table.contains(&format!("(foreign) {subject}")), "{table}");
+
+    let listed = json_of(&with(&["--json", "foreign"]));
+    assert_eq!(listed[0]["subject"], json!(subject));
+    assert_eq!(
+        listed[0]["payload"],
+        json!("\x1b]52;c;cm0gLXJmIH4=\x07\nada  999 forged")
+    );
+    let table = ok(&with(&["foreign"]));
+    assert!(
+        !table.contains('\x1b') && !table.contains('\x07'),
+        "raw escapes reached the terminal: {table:?}"
+    );
+    assert!(
+        table.contains("\\u{1b}]52;c;") && table.contains("\\u{a}ada"),
+        "{table}"
+    );
+    assert_eq!(table.lines().count(), 2, "one header and one row: {table}");
+
+    let follow = ok(&with(&["follow", "--from", "0", "--count", "6"]));
+    assert!(follow.contains("(a foreign message on"), "{follow}");
+    let schema = json_of(&with(&["--json", "schema"]));
+    assert!(
+        schema["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["name"] != json!("$foreign"))
+    );
+
+    // A mistyped prefix: an error, and no streams made under it.
+    let error = failing(&["--db", url.as_str(), "--schema", "no_such_store", "streams"]);
+    assert!(
+        error.contains("holds no store") && error.contains("no_such_store_events"),
+        "{error}"
+    );
+    let names: Vec<String> = {
+        use futures_util::StreamExt;
+        js.stream_names().map(|n| n.unwrap()).collect().await
+    };
+    assert!(!names.iter().any(|n| n.starts_with("no_such_store")), "{names:?}");
+}

@@ -125,6 +125,10 @@ pub struct NatsOptions {
     /// the log (a process's commands are still answered once by their
     /// command ids, which live with the events). Off by default.
     pub accept_lost_records: bool,
+    /// Creates the store's streams when there are none (the default).
+    /// Tools that inspect a store turn it off: a mistyped prefix is then an
+    /// error naming the streams looked for, not a new empty store.
+    pub create: bool,
 }
 
 impl Default for NatsOptions {
@@ -135,6 +139,7 @@ impl Default for NatsOptions {
             storage: Storage::File,
             request_timeout: Duration::from_secs(5),
             accept_lost_records: false,
+            create: true,
         }
     }
 }

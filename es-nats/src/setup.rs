@@ -192,6 +192,12 @@ pub(crate) async fn open(
     let events = existing(context, &names.events).await?;
     let records = existing(context, &names.records).await?;
     let (mut events, records, fresh) = match (events, records) {
+        (None, None) if !options.create => {
+            return Err(invalid(format!(
+                "the prefix {:?}: the server holds no store under it (no stream `{}`); check the prefix",
+                names.prefix, names.events
+            )));
+        }
         (None, None) => {
             let events = create(context, events_config(names, options)).await?;
             let records = create(context, records_config(names, options)).await?;

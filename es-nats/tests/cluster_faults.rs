@@ -12,8 +12,8 @@
 use tests::nats as support;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use es_core::{DispatchError, Dispatcher, EventStore, EventStoreExt, Metadata, ProcessManager, Projection, StreamId};
