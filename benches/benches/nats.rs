@@ -1,10 +1,14 @@
 //! The bank workload on NATS JetStream, one server and a three-node
 //! cluster (three replicas), beside the same framework on PostgreSQL in the
 //! same run: 1,000 commands from 1 task and from 8, and loading a stream of
-//! 10,000 events. The servers are started from the installed `nats-server`
-//! (`tests::nats`); JetStream keeps its files without an fsync per message
-//! (it syncs every two minutes by default), PostgreSQL commits durably.
-//! Skipped, with a message, without PostgreSQL or `nats-server`.
+//! 10,000 events; and, on one server, 1,000 commands while a hundred read
+//! models follow the store, beside the same commands with none. The
+//! servers are started from `$ES_NATS_SERVER` or the `nats-server` on the
+//! `PATH` (`tests::nats`, 2.12 or newer). One server syncs each atomic
+//! batch (each append) to disk before it answers; a cluster answers once
+//! a quorum stored it (and syncs every two minutes); PostgreSQL commits
+//! durably. Skipped, with a message, without PostgreSQL or a current
+//! `nats-server`.
 
 use std::time::Duration;
 
@@ -104,6 +108,44 @@ fn bench(c: &mut Criterion) {
     }
     groups!("nats1", one);
     groups!("nats3", three);
+
+    // Read models following the store while commands run: the cost of a
+    // hundred idle followers (each woken by every commit) to the writer,
+    // beside the same commands with none.
+    let mut g = c.benchmark_group("nats1_1000_commands_100_followers");
+    g.sample_size(10).measurement_time(Duration::from_secs(15));
+    g.bench_function("framework", |b| {
+        b.iter_batched(
+            || {
+                let app = rt.block_on(one());
+                let followers: Vec<_> = (0..100)
+                    .map(|_| {
+                        let _guard = rt.enter();
+                        es_core::Projection::new("balances", examples::views::Balances::default())
+                            .spawn(app.store().clone(), Duration::from_millis(500))
+                    })
+                    .collect();
+                (app, followers)
+            },
+            |(app, followers)| {
+                rt.block_on(framework_deposits(&app, "a", COMMANDS));
+                rt.block_on(async {
+                    for runner in followers {
+                        runner.stop().await;
+                    }
+                });
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("baseline_no_followers", |b| {
+        b.iter_batched(
+            || rt.block_on(one()),
+            |app| rt.block_on(framework_deposits(&app, "a", COMMANDS)),
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
 }
 
 criterion_group!(nats, bench);

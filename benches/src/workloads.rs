@@ -216,9 +216,11 @@ pub async fn stored_withdrawals<C: Codec>(codec: C, n: usize, behind: bool) -> I
 }
 
 /// Appends encoded events (name, schema version, payload) to `stream` in
-/// batches of 1,000, each at the stream's version.
+/// batches of 400, each at the stream's version.
 pub async fn append_encoded<S: EventStore>(store: &S, stream: &StreamId, encoded: &[(&'static str, u32, Vec<u8>)]) {
-    for chunk in encoded.chunks(1_000) {
+    // 400 events an append: within every store's limit (NATS: 499 with a
+    // command id, each event and its id record one message of a batch).
+    for chunk in encoded.chunks(400) {
         let version = store.stream_version(stream).await.expect("version");
         let batch = chunk
             .iter()

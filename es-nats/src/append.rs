@@ -7,13 +7,10 @@ use bytes::Bytes;
 use es_core::store::{AppendOutcome, AppendRequest, Appended, CommandRecord, Positions};
 use es_core::{AppendError, Conflict, ExpectedVersion, StoreError, StreamId};
 
+use crate::commit::MAX_BATCH_MESSAGES;
 use crate::js::{self, Outbound};
 use crate::wire::{self, EventMessage, NewEventMessage};
 use crate::{Head, NatsStore, STORE, corrupt, invalid, js_failed};
-
-/// The most messages the server takes in one atomic batch (its default
-/// `max_batch_size`).
-const MAX_BATCH_MESSAGES: usize = 1_000;
 
 /// What a message carries beyond its payload: the subject and the headers
 /// the batch adds (batch id and sequence, expected sequence, commit).
@@ -90,7 +87,12 @@ impl NatsStore {
             let batch = self.batch(&request, &subject, head, max_payload)?;
             let count = request.events.len() as u64;
             let total = batch.len() as u64;
-            match js::publish_batch(&self.inner.client, batch, self.inner.timeout).await {
+            let committed = self
+                .inner
+                .committer
+                .commit(&self.inner.client, self.inner.timeout, batch)
+                .await;
+            match committed {
                 Ok(last) => {
                     // The events come first in the batch, at consecutive
                     // sequences ending `total - count` before the last.

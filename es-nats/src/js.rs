@@ -17,6 +17,7 @@ pub(crate) const WRONG_LAST_SEQUENCE_IN_FLIGHT: u64 = 10164;
 pub(crate) const BATCH_TOO_LARGE: u64 = 10199;
 
 /// A message of an atomic batch.
+#[derive(Clone)]
 pub(crate) struct Outbound {
     pub(crate) subject: String,
     pub(crate) payload: Bytes,

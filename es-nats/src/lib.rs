@@ -81,6 +81,7 @@ use tokio::sync::watch;
 
 mod admin;
 mod append;
+mod commit;
 mod js;
 mod read;
 mod records;
@@ -174,6 +175,7 @@ struct Inner {
     /// this process's appends, or (once listening) any process's.
     known: watch::Sender<u64>,
     listening: AtomicBool,
+    committer: commit::Committer,
 }
 
 impl std::fmt::Debug for NatsStore {
@@ -339,6 +341,7 @@ impl NatsStore {
                 heads: Mutex::new(HashMap::new()),
                 known: watch::channel(0).0,
                 listening: AtomicBool::new(false),
+                committer: commit::Committer::default(),
             }),
         })
     }
