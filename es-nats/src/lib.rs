@@ -176,6 +176,7 @@ struct Inner {
     known: watch::Sender<u64>,
     listening: AtomicBool,
     committer: commit::Committer,
+    tail: tokio::sync::Mutex<read::Tail>,
 }
 
 impl std::fmt::Debug for NatsStore {
@@ -342,6 +343,7 @@ impl NatsStore {
                 known: watch::channel(0).0,
                 listening: AtomicBool::new(false),
                 committer: commit::Committer::default(),
+                tail: tokio::sync::Mutex::new(read::Tail::default()),
             }),
         })
     }
@@ -406,7 +408,7 @@ impl NatsStore {
 
     /// The last message on `subject` of the event stream, from its leader.
     async fn last_on(&self, subject: &str) -> Result<Option<jetstream::message::StreamMessage>, StoreError> {
-        let read = self.inner.events.raw_message_builder().last_by_subject(subject).send();
+        let read = || self.inner.events.raw_message_builder().last_by_subject(subject).send();
         self.leader_read(read, "read a stream's last message").await
     }
 
@@ -417,32 +419,57 @@ impl NatsStore {
         subject: &str,
         sequence: u64,
     ) -> Result<Option<jetstream::message::StreamMessage>, StoreError> {
-        let read = self
-            .inner
-            .events
-            .raw_message_builder()
-            .sequence(sequence)
-            .next_by_subject(subject)
-            .send();
+        let read = || {
+            self.inner
+                .events
+                .raw_message_builder()
+                .sequence(sequence)
+                .next_by_subject(subject)
+                .send()
+        };
         self.leader_read(read, "read a message").await
     }
 
     /// A read from a stream's leader, within the request timeout (the
     /// client's own is ten seconds, a leader election's length).
-    async fn leader_read(
+    ///
+    /// While the stream has no leader (an election: the server answers
+    /// "temporarily unavailable") it asks again, within the same timeout.
+    async fn leader_read<F>(
         &self,
-        read: impl Future<Output = Result<jetstream::message::StreamMessage, stream::RawMessageError>>,
+        read: impl Fn() -> F,
         operation: &'static str,
-    ) -> Result<Option<jetstream::message::StreamMessage>, StoreError> {
-        match tokio::time::timeout(self.inner.timeout, read).await {
-            Ok(Ok(message)) => Ok(Some(message)),
-            Ok(Err(e)) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
-            Ok(Err(e)) => Err(failed(&self.inner.client, operation)(e)),
-            Err(_) => Err(StoreError::Unavailable {
-                store: STORE,
-                operation,
-                source: format!("no answer from the stream's leader within {:?}", self.inner.timeout).into(),
-            }),
+    ) -> Result<Option<jetstream::message::StreamMessage>, StoreError>
+    where
+        F: Future<Output = Result<jetstream::message::StreamMessage, stream::RawMessageError>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.inner.timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, read()).await {
+                Ok(Ok(message)) => return Ok(Some(message)),
+                Ok(Err(e)) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => return Ok(None),
+                Ok(Err(e)) => {
+                    let electing = matches!(e.kind(), stream::RawMessageErrorKind::JetStream(ref j) if j.code() == 503);
+                    if !electing {
+                        return Err(failed(&self.inner.client, operation)(e));
+                    }
+                    if tokio::time::Instant::now() + Duration::from_millis(20) >= deadline {
+                        return Err(StoreError::Unavailable {
+                            store: STORE,
+                            operation,
+                            source: Box::new(e),
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(_) => {
+                    return Err(StoreError::Unavailable {
+                        store: STORE,
+                        operation,
+                        source: format!("no answer from the stream's leader within {:?}", self.inner.timeout).into(),
+                    });
+                }
+            }
         }
     }
 

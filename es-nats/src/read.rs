@@ -2,14 +2,32 @@
 //! direct gets that any replica answers, checked against what the leader
 //! or a notification says is stored.
 
+use std::collections::VecDeque;
 use std::ops::ControlFlow;
 use std::time::Duration;
 
 use es_core::store::{FOREIGN, RecordedEvent};
 use es_core::{EventId, StoreError, StreamId, Timestamp};
 
+use crate::js::Stored;
 use crate::wire::EventMessage;
 use crate::{Head, NatsStore, corrupt};
+
+/// The newest messages of the log, as the last reads found them, shared by
+/// the readers following it: a commit that wakes a hundred of them costs
+/// one read of the server.
+#[derive(Debug, Default)]
+pub(crate) struct Tail {
+    /// Every message on the event subjects with a sequence in `from..=to`
+    /// is in `messages`, in order.
+    from: u64,
+    to: u64,
+    messages: VecDeque<Stored>,
+}
+
+/// How many messages the shared tail keeps, and how near the end of the
+/// log a reader must be to use it.
+const TAIL: usize = 4_096;
 
 /// Messages per direct get.
 const PAGE: usize = 1_000;
@@ -158,53 +176,103 @@ impl NatsStore {
         limit: usize,
         mut visit: impl FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send,
     ) -> Result<(), StoreError> {
-        let mut left = limit;
-        let mut at = after.saturating_add(1);
-        let mut behind = 0;
-        while left > 0 {
-            let known = *self.inner.known.borrow();
-            let page = self.page(at, &self.inner.names.all_events, left.min(PAGE)).await?;
-            for message in &page.messages {
-                at = message.sequence + 1;
-                left -= 1;
-                let flow = match EventMessage::decode(&message.payload)
-                    .filter(|e| self.names_stream(&message.subject, e.aggregate_type, e.aggregate_id))
-                {
-                    Some(e) => visit(&RecordedEvent {
-                        event_id: e.event_id,
-                        aggregate_type: e.aggregate_type,
-                        aggregate_id: e.aggregate_id,
-                        version: e.version,
-                        position: message.sequence,
-                        name: e.name,
-                        schema_version: e.schema_version,
-                        payload: e.payload,
-                        metadata: e.metadata,
-                        recorded_at: e.recorded_at,
-                    }),
-                    None => visit(&RecordedEvent {
-                        event_id: EventId::from(uuid::Uuid::nil()),
-                        aggregate_type: "",
-                        aggregate_id: &message.subject,
-                        version: 0,
-                        position: message.sequence,
-                        name: FOREIGN,
-                        schema_version: 0,
-                        payload: &message.payload,
-                        metadata: b"",
-                        recorded_at: Timestamp::from_micros(0),
-                    }),
-                };
-                if flow.is_break() || left == 0 {
-                    return Ok(());
+        if limit == 0 {
+            return Ok(());
+        }
+        for message in self.log_messages(after, limit).await? {
+            let flow = match EventMessage::decode(&message.payload)
+                .filter(|e| self.names_stream(&message.subject, e.aggregate_type, e.aggregate_id))
+            {
+                Some(e) => visit(&RecordedEvent {
+                    event_id: e.event_id,
+                    aggregate_type: e.aggregate_type,
+                    aggregate_id: e.aggregate_id,
+                    version: e.version,
+                    position: message.sequence,
+                    name: e.name,
+                    schema_version: e.schema_version,
+                    payload: e.payload,
+                    metadata: e.metadata,
+                    recorded_at: e.recorded_at,
+                }),
+                None => visit(&RecordedEvent {
+                    event_id: EventId::from(uuid::Uuid::nil()),
+                    aggregate_type: "",
+                    aggregate_id: &message.subject,
+                    version: 0,
+                    position: message.sequence,
+                    name: FOREIGN,
+                    schema_version: 0,
+                    payload: &message.payload,
+                    metadata: b"",
+                    recorded_at: Timestamp::from_micros(0),
+                }),
+            };
+            if flow.is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` messages of the log after `after`: from the shared
+    /// tail when the reader is near the end of the log (one read then serves
+    /// every follower a commit woke), from the server otherwise.
+    async fn log_messages(&self, after: u64, limit: usize) -> Result<Vec<Stored>, StoreError> {
+        let known = *self.inner.known.borrow();
+        if known.saturating_sub(after) > TAIL as u64 {
+            // Far behind (a rebuild): its pages would only push the
+            // followers' out.
+            return self.fetch_log(after, limit).await;
+        }
+        let mut tail = self.inner.tail.lock().await;
+        if after.saturating_add(1) < tail.from || after > tail.to {
+            *tail = Tail {
+                from: after.saturating_add(1),
+                to: after,
+                messages: VecDeque::new(),
+            };
+        }
+        let first = tail.messages.partition_point(|m| m.sequence <= after);
+        let mut out: Vec<Stored> = tail.messages.range(first..).take(limit).cloned().collect();
+        if out.len() < limit {
+            let newer = self.fetch_log(tail.to, limit - out.len()).await?;
+            if let Some(last) = newer.last() {
+                tail.to = last.sequence;
+            }
+            tail.messages.extend(newer.iter().cloned());
+            while tail.messages.len() > TAIL {
+                if let Some(dropped) = tail.messages.pop_front() {
+                    tail.from = dropped.sequence + 1;
                 }
             }
-            if page.pending > 0 && !page.messages.is_empty() {
-                // The page was cut short by size: there is more.
+            out.extend(newer);
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` messages of the log after `after`, from the server:
+    /// as many as there are, asking again while the replica that answered
+    /// is behind what is known to be stored.
+    async fn fetch_log(&self, after: u64, limit: usize) -> Result<Vec<Stored>, StoreError> {
+        let mut out = Vec::new();
+        let mut at = after.saturating_add(1);
+        let mut behind = 0;
+        while out.len() < limit {
+            let known = *self.inner.known.borrow();
+            let page = self
+                .page(at, &self.inner.names.all_events, (limit - out.len()).min(PAGE))
+                .await?;
+            let cut_short = page.pending > 0 && !page.messages.is_empty();
+            if let Some(last) = page.messages.last() {
+                at = last.sequence + 1;
+            }
+            out.extend(page.messages);
+            if out.len() >= limit || cut_short {
                 continue;
             }
             if at > known {
-                return Ok(());
+                break;
             }
             // Known to be stored, not yet on the replica that answered.
             behind += 1;
@@ -213,7 +281,7 @@ impl NatsStore {
             }
             tokio::time::sleep(BEHIND_PAUSE).await;
         }
-        Ok(())
+        Ok(out)
     }
 
     /// How many messages on the event subjects come after `position`: one

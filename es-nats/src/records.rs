@@ -21,7 +21,7 @@ impl NatsStore {
     /// The record on `subject`, with its sequence (for a compare-and-set),
     /// from the records stream's leader.
     async fn record(&self, subject: &str) -> Result<Option<(u64, Bytes)>, StoreError> {
-        let read = self.inner.records.raw_message_builder().last_by_subject(subject).send();
+        let read = || self.inner.records.raw_message_builder().last_by_subject(subject).send();
         Ok(self
             .leader_read(read, "read a record")
             .await?

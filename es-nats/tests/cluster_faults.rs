@@ -239,6 +239,23 @@ async fn check_exactly_once(store: &NatsStore, app: &Dispatcher<NatsStore>, sent
     }
 }
 
+/// Runs the transfer process until it has reacted to everything, asking
+/// again while the cluster is still electing a leader (a spawned runner
+/// retries the same way).
+async fn settle(app: &Dispatcher<NatsStore>) -> u64 {
+    let started = Instant::now();
+    loop {
+        match ProcessManager::new("transfers", TransferProcess).settle(app).await {
+            Ok(position) => return position,
+            Err(error) if started.elapsed() < Duration::from_secs(60) => {
+                eprintln!("the transfers do not settle yet: {error}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => panic!("the transfers never settled: {error}"),
+        }
+    }
+}
+
 fn options() -> NatsOptions {
     // Requests fail after a second while there is no leader, and are
     // retried.
@@ -278,8 +295,7 @@ async fn a_killed_leader_loses_no_acknowledged_command_and_the_read_model_matche
     sent.extend(written);
     let elapsed = started.elapsed();
 
-    let transfers = ProcessManager::new("transfers", TransferProcess);
-    transfers.settle(&app).await.expect("the transfers settle");
+    settle(&app).await;
     let repeats = send_everything_again(&app, &sent).await;
     assert_eq!(repeats, sent.len());
     check_exactly_once(&store, &app, &sent, 4).await;
@@ -359,8 +375,7 @@ async fn leaders_of_both_streams_failing_over_double_no_command_and_no_reaction(
 
     let process_status = process.status();
     process.stop().await;
-    let transfers = ProcessManager::new("transfers", TransferProcess);
-    transfers.settle(&app).await.expect("the transfers settle");
+    settle(&app).await;
     let repeats = send_everything_again(&app, &sent).await;
     assert_eq!(repeats, sent.len());
     check_exactly_once(&store, &app, &sent, 4).await;
@@ -390,7 +405,7 @@ async fn a_power_cut_of_the_whole_cluster_forgets_no_command_id_and_no_checkpoin
     let (written, _) = racing_writers(&app, 4, 30, 3, &failures).await;
     sent.extend(written);
     let transfers = ProcessManager::new("transfers", TransferProcess);
-    let checkpoint = transfers.settle(&app).await.expect("the transfers settle");
+    let checkpoint = settle(&app).await;
     let per_command_before = support::events_per_command(&store).await;
     let end_before = store.last_position().await.unwrap();
 
@@ -435,10 +450,18 @@ async fn a_power_cut_of_the_whole_cluster_forgets_no_command_id_and_no_checkpoin
         assert_eq!(per_command_after.get(key), Some(n), "{key:?} after the power cut");
     }
     assert!(store.last_position().await.unwrap() >= end_before);
-    let saved = store
-        .load_checkpoint(&transfers.checkpoint())
-        .await
-        .expect("read the checkpoint");
+    // The records stream may still be electing its leader.
+    let started = Instant::now();
+    let saved = loop {
+        match store.load_checkpoint(&transfers.checkpoint()).await {
+            Ok(saved) => break saved,
+            Err(e @ es_core::StoreError::Unavailable { .. }) if started.elapsed() < Duration::from_secs(60) => {
+                eprintln!("the checkpoint is not readable yet: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("read the checkpoint: {e}"),
+        }
+    };
     assert_eq!(saved, Some(checkpoint), "the process's checkpoint after the power cut");
 
     // Every command id again, from a new connection (a restarted
@@ -446,8 +469,7 @@ async fn a_power_cut_of_the_whole_cluster_forgets_no_command_id_and_no_checkpoin
     let restarted = Dispatcher::new(cluster.same(&store, options()).await);
     let repeats = send_everything_again(&restarted, &sent).await;
     assert_eq!(repeats, sent.len());
-    let transfers = ProcessManager::new("transfers", TransferProcess);
-    transfers.settle(&restarted).await.expect("the transfers settle again");
+    settle(&restarted).await;
     check_exactly_once(&store, &restarted, &sent, 3).await;
     eprintln!(
         "power cut: {} commands; every node SIGKILLed, back and answering {:.1} s later; {} failed attempts \
