@@ -77,7 +77,7 @@ impl NatsStore {
             match EventMessage::decode(&tail.payload).filter(|e| e.is_of(&stream)) {
                 Some(e) => last = Some((tail.sequence, e.version, e.recorded_at)),
                 None => {
-                    self.visit_range(&subject, &stream, 1, tail.sequence, 1, &mut |sequence, e| {
+                    self.visit_range(&subject, &stream, 1, tail.sequence, 1, true, &mut |sequence, e| {
                         last = Some((sequence, e.version, e.recorded_at));
                         ControlFlow::Continue(())
                     })
@@ -141,6 +141,7 @@ impl NatsStore {
                 start,
                 &space,
                 1_000,
+                true,
                 self.inner.timeout,
             )
             .await

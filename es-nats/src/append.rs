@@ -265,7 +265,7 @@ impl NatsStore {
             None => {
                 tracing::warn!(%stream, sequence = last.sequence, "the stream's last message is foreign; reading back to its last event");
                 let mut version = 0;
-                self.visit_range(subject, stream, 1, last.sequence, 1, &mut |_, e| {
+                self.visit_range(subject, stream, 1, last.sequence, 1, false, &mut |_, e| {
                     version = e.version;
                     std::ops::ControlFlow::Continue(())
                 })

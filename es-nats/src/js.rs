@@ -150,11 +150,14 @@ pub(crate) struct Stored {
 /// What one batched direct get returned.
 #[derive(Debug, Default)]
 pub(crate) struct Page {
-    /// The messages, in sequence order.
+    /// The messages, in sequence order (without their sequences and
+    /// subjects when read without headers).
     pub(crate) messages: Vec<Stored>,
     /// How many messages matching the filter come after the last one, as
     /// the answering server knew them.
     pub(crate) pending: u64,
+    /// The sequence of the last message returned.
+    pub(crate) last: Option<u64>,
 }
 
 #[derive(serde::Serialize)]
@@ -163,6 +166,8 @@ struct DirectGet<'a> {
     next_by_subj: &'a str,
     batch: usize,
     max_bytes: usize,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    no_hdr: bool,
 }
 
 /// How much one direct get may return: the server stops a batch there.
@@ -175,12 +180,16 @@ fn header_u64(headers: Option<&HeaderMap>, name: impl async_nats::header::IntoHe
 /// Up to `batch` messages of stream `stream` on subjects matching `filter`
 /// from sequence `start`, in one request that any replica may answer (it
 /// may be a little behind the leader, never ahead and never with a gap).
+/// Without `headers` the server leaves every header out, the message's
+/// sequence and subject included (the page's `last` still says where it
+/// ended): a tenth of the work for a reader that needs neither.
 pub(crate) async fn direct_batch(
     client: &async_nats::Client,
     stream: &str,
     start: u64,
     filter: &str,
     batch: usize,
+    headers: bool,
     timeout: Duration,
 ) -> Result<Page, JsError> {
     let body = serde_json::to_vec(&DirectGet {
@@ -188,6 +197,7 @@ pub(crate) async fn direct_batch(
         next_by_subj: filter,
         batch: batch.max(1),
         max_bytes: MAX_BYTES,
+        no_hdr: !headers,
     })
     .map_err(|e| JsError::Transport(e.to_string()))?;
     let inbox = client.new_inbox();
@@ -200,8 +210,9 @@ pub(crate) async fn direct_batch(
         .await
         .map_err(|e| JsError::Transport(format!("ask for a read: {e}")))?;
     let mut page = Page::default();
+    let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let reply = match tokio::time::timeout(timeout, replies.next()).await {
+        let reply = match tokio::time::timeout_at(deadline, replies.next()).await {
             Ok(Some(reply)) => reply,
             Ok(None) => return Err(JsError::Transport("the connection closed during a read".to_owned())),
             Err(_) => {
@@ -211,6 +222,11 @@ pub(crate) async fn direct_batch(
             }
         };
         match reply.status.map(|s| s.as_u16()) {
+            None if !headers => page.messages.push(Stored {
+                sequence: 0,
+                subject: String::new(),
+                payload: reply.payload,
+            }),
             None => {
                 let headers = reply.headers.as_ref();
                 let sequence = header_u64(headers, async_nats::header::NATS_SEQUENCE)
@@ -220,6 +236,7 @@ pub(crate) async fn direct_batch(
                     .map(|s| s.as_str().to_owned())
                     .unwrap_or_default();
                 page.pending = header_u64(headers, "Nats-Num-Pending").unwrap_or(0);
+                page.last = Some(sequence);
                 page.messages.push(Stored {
                     sequence,
                     subject,
@@ -228,7 +245,9 @@ pub(crate) async fn direct_batch(
             }
             // The end of the batch.
             Some(204) => {
-                page.pending = header_u64(reply.headers.as_ref(), "Nats-Num-Pending").unwrap_or(page.pending);
+                let eob = reply.headers.as_ref();
+                page.pending = header_u64(eob, "Nats-Num-Pending").unwrap_or(page.pending);
+                page.last = header_u64(eob, async_nats::header::NATS_LAST_SEQUENCE).or(page.last);
                 return Ok(page);
             }
             // Nothing from `start` on.

@@ -476,7 +476,7 @@ impl NatsStore {
     /// A batched direct get on the event stream. While no replica answers
     /// direct gets (each turns them off while it catches up, after a
     /// restart), it asks again for up to a request timeout.
-    async fn page(&self, start: u64, filter: &str, batch: usize) -> Result<js::Page, StoreError> {
+    async fn page(&self, start: u64, filter: &str, batch: usize, headers: bool) -> Result<js::Page, StoreError> {
         let started = std::time::Instant::now();
         loop {
             let page = js::direct_batch(
@@ -485,6 +485,7 @@ impl NatsStore {
                 start,
                 filter,
                 batch,
+                headers,
                 self.inner.timeout,
             )
             .await;
@@ -578,7 +579,7 @@ impl EventStore for NatsStore {
         from_version: u64,
         mut visit: impl Visitor,
     ) -> Result<(), StoreError> {
-        self.read_stream_now(stream, from_version, |sequence, e| {
+        self.read_stream_now(stream, from_version, true, |sequence, e| {
             visit(&RecordedEvent {
                 event_id: e.event_id,
                 aggregate_type: e.aggregate_type,
@@ -601,7 +602,8 @@ impl EventStore for NatsStore {
         from_version: u64,
         mut visit: impl FnMut(&LoadedEvent<'_>) -> ControlFlow<()> + Send,
     ) -> Result<(), StoreError> {
-        self.read_stream_now(stream, from_version, |_, e| {
+        // A load needs no positions: read without headers.
+        self.read_stream_now(stream, from_version, false, |_, e| {
             visit(&LoadedEvent {
                 version: e.version,
                 name: e.name,

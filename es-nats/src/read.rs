@@ -45,6 +45,7 @@ impl NatsStore {
         &self,
         stream: &StreamId,
         from_version: u64,
+        positions: bool,
         mut each: impl FnMut(u64, &EventMessage<'_>) -> ControlFlow<()> + Send,
     ) -> Result<(), StoreError> {
         es_core::store::validate_stream(crate::STORE, stream)?;
@@ -59,7 +60,7 @@ impl NatsStore {
             // from its start, stepping over it.
             tracing::warn!(%stream, sequence = tail.sequence, "the stream's last message is foreign");
             return self
-                .visit_range(&subject, stream, 1, tail.sequence, from, &mut each)
+                .visit_range(&subject, stream, 1, tail.sequence, from, positions, &mut each)
                 .await;
         };
         self.remember_head(
@@ -86,7 +87,7 @@ impl NatsStore {
             self.find_start(&subject, stream, from, tail.sequence, last.version)
                 .await?
         };
-        self.visit_range(&subject, stream, start, tail.sequence, from, &mut each)
+        self.visit_range(&subject, stream, start, tail.sequence, from, positions, &mut each)
             .await
     }
 
@@ -120,6 +121,9 @@ impl NatsStore {
     /// Visits the events of `stream` stored on `subject` at sequences
     /// `start..=end` with version `from` and after, in order, each exactly
     /// once; steps over foreign messages; refuses a gap in the versions.
+    /// Without `positions`, it reads without headers and hands each event
+    /// sequence 0.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn visit_range(
         &self,
         subject: &str,
@@ -127,19 +131,25 @@ impl NatsStore {
         start: u64,
         end: u64,
         from: u64,
+        positions: bool,
         each: &mut (impl FnMut(u64, &EventMessage<'_>) -> ControlFlow<()> + Send),
     ) -> Result<(), StoreError> {
         let mut at = start;
         let mut next: Option<u64> = None;
         let mut behind = 0;
         while at <= end {
-            let page = self.page(at, subject, PAGE).await?;
+            let page = self.page(at, subject, PAGE, positions).await?;
             let before = at;
+            // Without headers only the page's end is known: a page that
+            // ran past `end` (a message stored since the tail was read)
+            // is cut by version below, where `end`'s version is known.
             for message in &page.messages {
-                if message.sequence > end {
-                    return Ok(());
+                if positions {
+                    if message.sequence > end {
+                        return Ok(());
+                    }
+                    at = message.sequence + 1;
                 }
-                at = message.sequence + 1;
                 let Some(event) = EventMessage::decode(&message.payload).filter(|e| e.is_of(stream)) else {
                     tracing::warn!(%stream, sequence = message.sequence, "stepped over a foreign message on the stream's subject");
                     continue;
@@ -148,14 +158,25 @@ impl NatsStore {
                     && event.version != expected
                 {
                     return Err(corrupt(format!(
-                        "`{stream}` has version {} at sequence {} where version {expected} should be: an event is missing",
-                        event.version, message.sequence
+                        "`{stream}` has version {} where version {expected} should be (sequence {}): an event is missing",
+                        event.version,
+                        if positions {
+                            message.sequence.to_string()
+                        } else {
+                            format!("after {before}")
+                        }
                     )));
                 }
                 next = Some(event.version + 1);
                 if event.version >= from && each(message.sequence, &event).is_break() {
                     return Ok(());
                 }
+            }
+            if !positions && let Some(last) = page.last {
+                if last >= end {
+                    return Ok(());
+                }
+                at = last + 1;
             }
             if at <= end && (at == before || page.pending == 0) {
                 // The replica that answered has not stored `end` yet.
@@ -261,7 +282,7 @@ impl NatsStore {
         while out.len() < limit {
             let known = *self.inner.known.borrow();
             let page = self
-                .page(at, &self.inner.names.all_events, (limit - out.len()).min(PAGE))
+                .page(at, &self.inner.names.all_events, (limit - out.len()).min(PAGE), true)
                 .await?;
             let cut_short = page.pending > 0 && !page.messages.is_empty();
             if let Some(last) = page.messages.last() {
@@ -288,7 +309,7 @@ impl NatsStore {
     /// direct get, whose answer says how many more match.
     pub(crate) async fn count_after(&self, position: u64) -> Result<u64, StoreError> {
         let page = self
-            .page(position.saturating_add(1), &self.inner.names.all_events, 1)
+            .page(position.saturating_add(1), &self.inner.names.all_events, 1, true)
             .await?;
         Ok(match page.messages.first() {
             Some(_) => 1 + page.pending,

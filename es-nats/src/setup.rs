@@ -328,9 +328,17 @@ async fn check_checkpoints(
     let space = format!("{}.>", names.checkpoints());
     let mut start = 1;
     loop {
-        let page = js::direct_batch(client, &names.records, start, &space, 1_000, options.request_timeout)
-            .await
-            .map_err(|e| failed("read the checkpoints")(Box::new(e)))?;
+        let page = js::direct_batch(
+            client,
+            &names.records,
+            start,
+            &space,
+            1_000,
+            true,
+            options.request_timeout,
+        )
+        .await
+        .map_err(|e| failed("read the checkpoints")(Box::new(e)))?;
         for message in &page.messages {
             let position = std::str::from_utf8(&message.payload)
                 .ok()
