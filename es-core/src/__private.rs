@@ -6,8 +6,44 @@ pub use crate::projection::decode_error;
 /// The future of a routed command.
 pub type RouteFuture<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<crate::AnyCommitted, crate::DispatchError>> + Send + 'a>>;
+pub use crate::command::Fingerprint;
 pub use crate::util::{ConstMessage, first_overlap, names_overlap};
 pub use serde;
+
+/// `#[derive(Command)]`'s fingerprint: through serde where the command is
+/// `Serialize`, none otherwise, chosen at compile time by method lookup
+/// (`(&Probe(cmd)).es_fingerprint(name)` finds [`BySerde`] on `Probe` first
+/// when it applies, else [`Unavailable`] on `&Probe`).
+pub mod fingerprint {
+    use crate::command::Fingerprint;
+
+    /// Wraps the command for the lookup.
+    pub struct Probe<'a, T>(pub &'a T);
+
+    /// The command is `Serialize`: fingerprint its JSON.
+    pub trait BySerde {
+        /// The fingerprint.
+        fn es_fingerprint(&self, name: &str) -> Option<Fingerprint>;
+    }
+
+    impl<T: serde::Serialize> BySerde for Probe<'_, T> {
+        fn es_fingerprint(&self, name: &str) -> Option<Fingerprint> {
+            crate::command::command_fingerprint(name, self.0)
+        }
+    }
+
+    /// The command is not `Serialize`: no fingerprint.
+    pub trait Unavailable {
+        /// None.
+        fn es_fingerprint(&self, name: &str) -> Option<Fingerprint>;
+    }
+
+    impl<T> Unavailable for &Probe<'_, T> {
+        fn es_fingerprint(&self, _name: &str) -> Option<Fingerprint> {
+            None
+        }
+    }
+}
 
 use crate::event::IntoEvents;
 

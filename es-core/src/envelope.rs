@@ -260,6 +260,12 @@ pub struct Metadata {
     /// instead of being answered with this one's outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_name: Option<String>,
+    /// The fingerprint of that command's content
+    /// ([`Command::fingerprint`](crate::Command::fingerprint), in hex),
+    /// recorded by the dispatcher with the name. A later command with the
+    /// same id and name but another fingerprint is refused too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_fingerprint: Option<String>,
     /// Free key/values (user, tenant, request id, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub values: BTreeMap<String, String>,
@@ -308,6 +314,7 @@ impl Metadata {
             && self.causation_id.is_none()
             && self.command_id.is_none()
             && self.command_name.is_none()
+            && self.command_fingerprint.is_none()
             && self.values.is_empty()
     }
 

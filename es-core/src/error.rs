@@ -311,7 +311,8 @@ pub enum DispatchError<E = AnyRejection> {
     /// Nothing was written. Give each command its own id (a client retrying
     /// a request sends the same command with the same id).
     #[error(
-        "command `{command}` on `{stream}`: its command id `{command_id}` was already used there by command `{earlier}`, so it was not run; give each command its own id"
+        "command `{command}` on `{stream}`: its command id `{command_id}` was already used there by {}, so it was not run; a command id names one command: give each command its own id",
+        used_by(command, earlier)
     )]
     CommandIdReused {
         /// The command's type name.
@@ -320,7 +321,8 @@ pub enum DispatchError<E = AnyRejection> {
         stream: StreamId,
         /// The command id.
         command_id: String,
-        /// The type name of the command that used the id first.
+        /// The type name of the command that used the id first: the same
+        /// name when the same kind of command was sent with other content.
         earlier: String,
     },
     /// The store failed; whether the command committed is unknown only if
@@ -408,5 +410,15 @@ impl<E> DispatchError<E> {
 impl<E> From<DecodeError> for DispatchError<E> {
     fn from(e: DecodeError) -> Self {
         DispatchError::Decode(Box::new(e))
+    }
+}
+
+/// Who used a reused command id: another kind of command, or the same kind
+/// with other content.
+fn used_by(command: &str, earlier: &str) -> String {
+    if command == earlier {
+        format!("another `{earlier}` with other content")
+    } else {
+        format!("command `{earlier}`")
     }
 }

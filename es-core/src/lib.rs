@@ -460,7 +460,7 @@ pub use crate::aggregate::{Aggregate, AggregateId, Handle, IntoId};
 #[cfg(feature = "binary")]
 pub use crate::codec::Binary;
 pub use crate::codec::{Codec, CodecError, Json};
-pub use crate::command::{Command, Dispatchable};
+pub use crate::command::{Command, Dispatchable, Fingerprint, command_fingerprint};
 pub use crate::dispatcher::{AnyCommitted, Committed, Dispatcher, DispatcherBuilder, LoadError, Versioned};
 pub use crate::envelope::{Envelope, EventId, Metadata, StreamId, Timestamp};
 pub use crate::error::{

@@ -151,5 +151,6 @@ async fn command_ids_on_nats() {
         return;
     };
     tests::guarantees::command_ids_are_scoped_to_their_stream(store.clone()).await;
-    tests::guarantees::a_command_id_reused_by_another_command_is_refused(store).await;
+    tests::guarantees::a_command_id_reused_by_another_command_is_refused(store.clone()).await;
+    tests::guarantees::a_command_id_reused_with_other_content_is_refused(store).await;
 }

@@ -355,6 +355,7 @@ impl EventStore for PostgresStore {
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        es_core::store::validate_stream(STORE, stream)?;
         let mut conn = self.inner.pool.acquire().await.map_err(error("acquire a connection"))?;
         self.version_on(&mut conn, stream).await
     }
@@ -377,11 +378,13 @@ impl EventStore for PostgresStore {
     }
 
     async fn find_command(&self, stream: &StreamId, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
+        es_core::store::validate_stream(STORE, stream)?;
         let mut conn = self.inner.pool.acquire().await.map_err(error("acquire a connection"))?;
         self.find_command_on(&mut conn, stream, command_id).await
     }
 
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+        es_core::store::validate_stream(STORE, stream)?;
         let row: Option<(i64, i32, Vec<u8>, i64)> = sqlx::query_as(self.inner.sql.load_snapshot.clone())
             .bind(stream.aggregate_type())
             .bind(stream.aggregate_id())
@@ -403,6 +406,7 @@ impl EventStore for PostgresStore {
     }
 
     async fn save_snapshot(&self, stream: &StreamId, snapshot: Snapshot) -> Result<(), StoreError> {
+        es_core::store::validate_stream(STORE, stream)?;
         sqlx::query(self.inner.sql.save_snapshot.clone())
             .bind(stream.aggregate_type())
             .bind(stream.aggregate_id())

@@ -20,6 +20,7 @@ impl PostgresStore {
         from_version: u64,
         mut visit: impl Visitor,
     ) -> Result<(), StoreError> {
+        es_core::store::validate_stream(crate::STORE, stream)?;
         let from = to_i64(from_version, "version")?;
         let mut rows = sqlx::query(self.inner.sql.read_stream.clone())
             .bind(stream.aggregate_type())
@@ -41,6 +42,7 @@ impl PostgresStore {
         from_version: u64,
         mut visit: impl FnMut(&LoadedEvent<'_>) -> ControlFlow<()> + Send,
     ) -> Result<(), StoreError> {
+        es_core::store::validate_stream(crate::STORE, stream)?;
         let from = to_i64(from_version, "version")?;
         let mut rows = sqlx::query(self.inner.sql.load_events.clone())
             .bind(stream.aggregate_type())

@@ -28,6 +28,7 @@ impl EventStore for SqliteStore {
         from_version: u64,
         mut visit: impl Visitor,
     ) -> Result<(), StoreError> {
+        es_core::store::validate_stream(STORE, stream)?;
         let from = to_i64(from_version, "version")?;
         blocking(|| {
             self.read(|conn| {
@@ -57,6 +58,7 @@ impl EventStore for SqliteStore {
         from_version: u64,
         mut visit: impl FnMut(&LoadedEvent<'_>) -> ControlFlow<()> + Send,
     ) -> Result<(), StoreError> {
+        es_core::store::validate_stream(STORE, stream)?;
         let from = to_i64(from_version, "version")?;
         blocking(|| {
             self.read(|conn| {
@@ -127,6 +129,7 @@ impl EventStore for SqliteStore {
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        es_core::store::validate_stream(STORE, stream)?;
         blocking(|| {
             self.read(|conn| {
                 conn.prepare_cached(
@@ -169,11 +172,13 @@ impl EventStore for SqliteStore {
     }
 
     async fn find_command(&self, stream: &StreamId, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
+        es_core::store::validate_stream(STORE, stream)?;
         es_core::store::validate_command_id(STORE, command_id)?;
         blocking(|| self.read(|conn| find_command(conn, stream, command_id)))
     }
 
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+        es_core::store::validate_stream(STORE, stream)?;
         blocking(|| {
             self.read(|conn| {
                 conn.prepare_cached(
@@ -209,6 +214,7 @@ impl EventStore for SqliteStore {
     }
 
     async fn save_snapshot(&self, stream: &StreamId, snapshot: Snapshot) -> Result<(), StoreError> {
+        es_core::store::validate_stream(STORE, stream)?;
         let version = to_i64(snapshot.version, "version")?;
         blocking(|| {
             lock(&self.inner.writer)

@@ -9,18 +9,32 @@
 //! | `GET /events[?from=P]` | the global log after position `P` as server-sent events, live; each event's SSE id is its position, so a client that reconnects with `Last-Event-ID` resumes where it stopped. |
 //! | `GET /health`, `GET /ready` | the process answers; the store answers and the read model has caught up. |
 //!
-//! Errors are `application/problem+json` (RFC 9457): 400 for malformed JSON,
-//! an unknown command or an invalid id; 422 when the account refuses the
-//! command (the body's `error` is the [`AccountError`]); 409 when conflicts
-//! outlasted the retries; 503 when the store is unreachable; 504 when a read
-//! did not catch up in time.
+//! Errors are `application/problem+json` (RFC 9457), the framework's own
+//! included: 400 for malformed JSON, an unknown command, an invalid or
+//! empty id or a bad query string; 404 for an unknown route; 405 for a
+//! method a route does not take; 408 when a body is not sent in time; 413
+//! for a body over [`Limits::max_body`]; 415 for a command that is not
+//! `application/json` (so a cross-site HTML form cannot post one); 422
+//! when the account refuses the command (the body's `error` is the
+//! [`AccountError`]) or when an `Idempotency-Key` was used for another
+//! command — another kind, or the same kind with other content; 409 when
+//! conflicts outlasted the retries; 503 when the store is unreachable;
+//! 504 when a read did not catch up in time.
+//!
+//! Clients are held to [`Limits`]: the time to send a request's headers
+//! (an idle connection is closed after it too), the time to send its
+//! body, its size, the connections served at once, and how long a
+//! graceful shutdown waits for them. The live event stream is fed by one
+//! follower of the log for the whole service: an idle client costs nothing
+//! when a command commits.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -32,10 +46,10 @@ use es_core::{
     AnyRejection, DispatchError, Dispatcher, EventStore, EventStoreExt, Metadata, Projection, Runner, StoreError,
     StreamId, Timestamp, Versioned,
 };
-use futures_util::stream::{self, Stream};
+use futures_util::stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, broadcast, watch};
 
 use crate::bank::{AccountError, AccountId, BankAccount, BankCommand};
 use crate::views::{BalanceOf, Balances};
@@ -43,12 +57,43 @@ use crate::views::{BalanceOf, Balances};
 /// How long a read waits for its read model to reach the position it asked for.
 pub const READ_YOUR_WRITES_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What a service allows its clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// How long a client may take to send a request's headers; a
+    /// connection idle this long between requests is closed too.
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body (408 after).
+    pub body_timeout: Duration,
+    /// The largest request body, in bytes (413 above).
+    pub max_body: usize,
+    /// Connections served at once; more wait in the listen queue until one
+    /// ends. Keep it below the process's open-file limit.
+    pub max_connections: usize,
+    /// How long a graceful shutdown waits for the requests in flight before
+    /// it closes the connections left.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            max_body: 64 * 1024,
+            max_connections: 200,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
 /// What the handlers share.
 pub struct Service<S: EventStore + Clone> {
     dispatcher: Dispatcher<S>,
     store: S,
     balances: Projection<Balances>,
     shutdown: watch::Receiver<bool>,
+    feed: Feed,
 }
 
 /// A running service's parts that outlive the router: stop them with
@@ -56,6 +101,7 @@ pub struct Service<S: EventStore + Clone> {
 pub struct Running {
     balances: Runner,
     shutdown: watch::Sender<bool>,
+    limits: Limits,
 }
 
 impl Running {
@@ -65,28 +111,80 @@ impl Running {
         self.shutdown.send_replace(true);
     }
 
-    /// Serves `router` on `listener` until `signal` resolves, then shuts down
-    /// gracefully: new connections are refused, in-flight requests finish,
-    /// live event streams end, and the read model's runner stops at a
-    /// checkpoint.
+    /// Serves `router` on `listener` until `signal` resolves, within the
+    /// service's [`Limits`], then shuts down gracefully: no new connection
+    /// is taken, in-flight requests finish, live event streams end, the
+    /// connections left after [`Limits::shutdown_grace`] are closed, and the
+    /// read model's runner stops at a checkpoint.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         router: Router,
         signal: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let running = Arc::new(self);
-        let on_signal = running.clone();
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                signal.await;
-                on_signal.end_streams();
-            })
-            .await;
-        if let Ok(running) = Arc::try_unwrap(running) {
-            running.stop().await;
+        let limits = self.limits;
+        let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+        let (close, closing) = watch::channel(false);
+        let mut connections = tokio::task::JoinSet::new();
+        tokio::pin!(signal);
+        loop {
+            // A free slot first: past the limit, clients wait in the
+            // kernel's queue instead of taking the process's files.
+            let slot = tokio::select! {
+                slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+                () = &mut signal => break,
+            };
+            let stream = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(error) => {
+                        // Out of files, or a connection reset before it was
+                        // taken: wait a moment, never stop serving.
+                        tracing::warn!(%error, "could not accept a connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut signal => break,
+            };
+            let service = hyper_util::service::TowerToHyperService::new(router.clone());
+            let mut closing = closing.clone();
+            connections.spawn(async move {
+                let _slot = slot;
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(limits.header_timeout);
+                let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                tokio::pin!(connection);
+                let closed = tokio::select! {
+                    _ = connection.as_mut() => false,
+                    closed = closing.wait_for(|closing| *closing) => closed.is_ok(),
+                };
+                if closed {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            });
+            // Reap the connections that ended.
+            while connections.try_join_next().is_some() {}
         }
-        served
+        drop(listener);
+        self.end_streams();
+        close.send_replace(true);
+        let drained = tokio::time::timeout(limits.shutdown_grace, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = connections.len(),
+                "connections still open after the shutdown grace; closing them"
+            );
+            connections.abort_all();
+        }
+        self.stop().await;
+        Ok(())
     }
 
     /// Stops the read model's runner after its current page (checkpoint
@@ -97,16 +195,24 @@ impl Running {
     }
 }
 
-/// Builds the router over `store` and starts the read model's runner.
+/// Builds the router over `store` with the default [`Limits`], and starts
+/// the read model's runner and the event feed.
 pub fn start<S: EventStore + Clone>(store: S) -> (Router, Running) {
+    start_with(store, Limits::default())
+}
+
+/// [`start`] with `limits`.
+pub fn start_with<S: EventStore + Clone>(store: S, limits: Limits) -> (Router, Running) {
     let balances = Projection::new("balances", Balances::default());
     let runner = balances.spawn(store.clone(), Duration::from_millis(100));
     let (shutdown_tx, shutdown) = watch::channel(false);
+    let feed = Feed::start(store.clone(), shutdown.clone());
     let service = Arc::new(Service {
         dispatcher: Dispatcher::new(store.clone()),
         store,
         balances,
         shutdown,
+        feed,
     });
     let router = Router::new()
         .route("/commands", post(command::<S>))
@@ -116,6 +222,9 @@ pub fn start<S: EventStore + Clone>(store: S) -> (Router, Running) {
         .route("/events", get(tail::<S>))
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready::<S>))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(limits, limit_body))
         .layer(middleware::from_fn(request_span))
         .with_state(service);
     (
@@ -123,10 +232,123 @@ pub fn start<S: EventStore + Clone>(store: S) -> (Router, Running) {
         Running {
             balances: runner,
             shutdown: shutdown_tx,
+            limits,
         },
     )
 }
 
+/// Connects to PostgreSQL at `url` and creates or upgrades the store's
+/// tables: a service on a fresh database works from its first request.
+pub async fn postgres(url: &str) -> Result<es_postgres::PostgresStore, StoreError> {
+    let store = es_postgres::PostgresStore::connect(url).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+async fn not_found(request: Request) -> Response {
+    problem(
+        StatusCode::NOT_FOUND,
+        "no such route",
+        format!("nothing is served at {}", printable_path(request.uri().path())),
+        None,
+    )
+}
+
+async fn method_not_allowed(request: Request) -> Response {
+    problem(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed",
+        format!(
+            "{} is not served at {}",
+            request.method(),
+            printable_path(request.uri().path())
+        ),
+        None,
+    )
+}
+
+/// A path as it may be shown back: at most 200 characters.
+fn printable_path(path: &str) -> String {
+    let shown: String = path.chars().take(200).collect();
+    if shown.len() < path.len() {
+        format!("{shown}…")
+    } else {
+        shown
+    }
+}
+
+/// Reads the whole body within [`Limits::body_timeout`] and
+/// [`Limits::max_body`] before any handler runs.
+async fn limit_body(State(limits): State<Limits>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limits.max_body as u64) {
+        return too_large(limits);
+    }
+    let limited = http_body_util::Limited::new(body, limits.max_body);
+    let read = tokio::time::timeout(limits.body_timeout, http_body_util::BodyExt::collect(limited)).await;
+    let bytes = match read {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => return too_large(limits),
+        Ok(Err(error)) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "unreadable body",
+                format!("the request's body could not be read: {error}"),
+                None,
+            );
+        }
+        Err(_) => {
+            return problem(
+                StatusCode::REQUEST_TIMEOUT,
+                "the body took too long",
+                format!("send the request's body within {:?}", limits.body_timeout),
+                None,
+            );
+        }
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes))).await
+}
+
+fn too_large(limits: Limits) -> Response {
+    problem(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "the body is too large",
+        format!("a request's body may hold up to {} bytes", limits.max_body),
+        None,
+    )
+}
+
+fn bad_query(rejection: QueryRejection) -> Response {
+    problem(
+        StatusCode::BAD_REQUEST,
+        "invalid query string",
+        rejection.body_text(),
+        None,
+    )
+}
+
+fn bad_path(rejection: PathRejection) -> Response {
+    problem(StatusCode::BAD_REQUEST, "invalid path", rejection.body_text(), None)
+}
+
+/// A 400 when `id` is no id an account can have: empty, or not storable on
+/// every store (a NUL, too long).
+fn invalid_account(id: &str) -> Option<Response> {
+    let stream = StreamId::of::<BankAccount>(&AccountId::new(id));
+    let checked = if id.is_empty() {
+        Err("the account id is empty".to_owned())
+    } else {
+        es_core::store::validate_stream("http", &stream).map_err(|e| e.to_string())
+    };
+    checked
+        .err()
+        .map(|detail| problem(StatusCode::BAD_REQUEST, "invalid account id", detail, None))
+}
 /// An `application/problem+json` answer.
 fn problem(status: StatusCode, title: &str, detail: impl Into<String>, extra: Option<Value>) -> Response {
     let mut body = json!({
@@ -169,6 +391,19 @@ async fn command<S: EventStore + Clone>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return problem(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "commands are JSON",
+            "send the command with `Content-Type: application/json`",
+            None,
+        );
+    }
     let command: BankCommand = match serde_json::from_slice(&body) {
         Ok(command) => command,
         Err(e) => {
@@ -180,6 +415,9 @@ async fn command<S: EventStore + Clone>(
             );
         }
     };
+    if let Some(invalid) = invalid_account(command_account(&command)) {
+        return invalid;
+    }
     let mut metadata = Metadata::new();
     if let Some(key) = headers.get("idempotency-key") {
         match key.to_str() {
@@ -207,6 +445,16 @@ async fn command<S: EventStore + Clone>(
     }
 }
 
+/// The account a command is for.
+fn command_account(command: &BankCommand) -> &str {
+    match command {
+        BankCommand::Open(c) => &c.account.0,
+        BankCommand::Deposit(c) => &c.account.0,
+        BankCommand::Withdraw(c) => &c.account.0,
+        BankCommand::Close(c) => &c.account.0,
+    }
+}
+
 fn dispatch_problem(error: DispatchError<AnyRejection>) -> Response {
     match &error {
         DispatchError::Rejected { error: rejection, .. } => {
@@ -225,7 +473,7 @@ fn dispatch_problem(error: DispatchError<AnyRejection>) -> Response {
             None,
         ),
         // The IETF idempotency-key draft's answer to a key reused for
-        // another request.
+        // another request (another command, or the same with another body).
         DispatchError::CommandIdReused { .. } => problem(
             StatusCode::UNPROCESSABLE_ENTITY,
             "the Idempotency-Key was already used by another command",
@@ -270,9 +518,17 @@ struct After {
 
 async fn balance<S: EventStore + Clone>(
     State(service): State<Arc<Service<S>>>,
-    Path(id): Path<String>,
-    Query(after): Query<After>,
+    id: Result<Path<String>, PathRejection>,
+    after: Result<Query<After>, QueryRejection>,
 ) -> Response {
+    let (Path(id), Query(after)) = match (id, after) {
+        (Ok(id), Ok(after)) => (id, after),
+        (Err(rejection), _) => return bad_path(rejection),
+        (_, Err(rejection)) => return bad_query(rejection),
+    };
+    if let Some(invalid) = invalid_account(&id) {
+        return invalid;
+    }
     if let Some(position) = after.after
         && let Err(timeout) = service.balances.wait_for(position, READ_YOUR_WRITES_TIMEOUT).await
     {
@@ -302,9 +558,17 @@ struct AsOf {
 
 async fn account<S: EventStore + Clone>(
     State(service): State<Arc<Service<S>>>,
-    Path(id): Path<String>,
-    Query(as_of): Query<AsOf>,
+    id: Result<Path<String>, PathRejection>,
+    as_of: Result<Query<AsOf>, QueryRejection>,
 ) -> Response {
+    let (Path(id), Query(as_of)) = match (id, as_of) {
+        (Ok(id), Ok(as_of)) => (id, as_of),
+        (Err(rejection), _) => return bad_path(rejection),
+        (_, Err(rejection)) => return bad_query(rejection),
+    };
+    if let Some(invalid) = invalid_account(&id) {
+        return invalid;
+    }
     let id = AccountId::new(&id);
     let loaded = match (as_of.version, as_of.at) {
         (Some(_), Some(_)) => {
@@ -359,7 +623,17 @@ fn event_json(e: &StoredEvent) -> Value {
     })
 }
 
-async fn audit<S: EventStore + Clone>(State(service): State<Arc<Service<S>>>, Path(id): Path<String>) -> Response {
+async fn audit<S: EventStore + Clone>(
+    State(service): State<Arc<Service<S>>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    let id = match id {
+        Ok(Path(id)) => id,
+        Err(rejection) => return bad_path(rejection),
+    };
+    if let Some(invalid) = invalid_account(&id) {
+        return invalid;
+    }
     let stream = StreamId::of::<BankAccount>(&AccountId::new(&id));
     match service.store.read_stream_vec(&stream, 1).await {
         Ok(events) => axum::Json(Value::Array(events.iter().map(event_json).collect())).into_response(),
@@ -372,48 +646,49 @@ struct From {
     from: Option<u64>,
 }
 
-/// The live log. Each SSE event carries one stored event; its id is the
-/// position, so `Last-Event-ID` resumes after it.
-async fn tail<S: EventStore + Clone>(
-    State(service): State<Arc<Service<S>>>,
-    headers: HeaderMap,
-    Query(from): Query<From>,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let resume = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let after = resume.or(from.from).unwrap_or(0);
-    let store = service.store.clone();
-    let notifications = store.notifications();
-    let shutdown = service.shutdown.clone();
-    let state = (store, after, std::collections::VecDeque::new(), notifications, shutdown);
-    let events = stream::unfold(
-        state,
-        |(store, mut after, mut pending, mut notifications, mut shutdown)| async move {
+/// The service's one follower of the log: it reads each commit once and
+/// hands it to every live event stream, so idle streams cost nothing when
+/// a command commits.
+struct Feed {
+    events: broadcast::Sender<Arc<StoredEvent>>,
+}
+
+impl Feed {
+    /// Events a slow stream may fall behind the feed before it reads from
+    /// the store again.
+    const BUFFER: usize = 1_024;
+
+    fn start<S: EventStore + Clone>(store: S, mut shutdown: watch::Receiver<bool>) -> Feed {
+        let (events, _) = broadcast::channel(Self::BUFFER);
+        let sender = events.clone();
+        tokio::spawn(async move {
+            let mut notifications = store.notifications();
+            // Streams read what was stored before they opened themselves.
+            let mut after = loop {
+                match store.last_position().await {
+                    Ok(head) => break head,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the event feed cannot read the log's end; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            };
             loop {
                 if *shutdown.borrow() {
-                    return None;
-                }
-                if let Some(e) = pending.pop_front() {
-                    let e: StoredEvent = e;
-                    after = e.position;
-                    let sse = SseEvent::default()
-                        .id(e.position.to_string())
-                        .event(e.name.clone())
-                        .data(event_json(&e).to_string());
-                    return Some((Ok(sse), (store, after, pending, notifications, shutdown)));
+                    return;
                 }
                 match store.read_all_vec(after, 256).await {
                     Ok(page) if !page.is_empty() => {
-                        pending.extend(page);
+                        for e in page {
+                            after = e.position;
+                            // No receiver is no error: nobody listens.
+                            let _ = sender.send(Arc::new(e));
+                        }
                         continue;
                     }
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "the event tail could not read the log; retrying"),
+                    Err(e) => tracing::warn!(error = %e, "the event feed could not read the log; retrying"),
                 }
-                // Wait for a commit (or poll, for a store without
-                // notifications), or the end.
                 let wake = async {
                     match notifications.as_mut() {
                         Some(rx) => {
@@ -430,9 +705,102 @@ async fn tail<S: EventStore + Clone>(
                     _ = shutdown.changed() => {}
                 }
             }
+        });
+        Feed { events }
+    }
+}
+
+/// Where a live event stream reads next.
+enum Source {
+    /// The store, from the stream's position, until its end.
+    Store,
+    /// The feed, past the stream's position.
+    Feed,
+}
+
+/// The live log. Each SSE event carries one stored event; its id is the
+/// position, so `Last-Event-ID` resumes after it. A stream reads the store
+/// until it has caught up, then follows the service's feed (and reads the
+/// store again if it falls more than the feed's buffer behind).
+async fn tail<S: EventStore + Clone>(
+    State(service): State<Arc<Service<S>>>,
+    headers: HeaderMap,
+    from: Result<Query<From>, QueryRejection>,
+) -> Response {
+    let Query(from) = match from {
+        Ok(from) => from,
+        Err(rejection) => return bad_query(rejection),
+    };
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let after = resume.or(from.from).unwrap_or(0);
+    let store = service.store.clone();
+    // Subscribed before the store is read: nothing committed in between is
+    // missed (what both hold is sent once, by position).
+    let feed = service.feed.events.subscribe();
+    let shutdown = service.shutdown.clone();
+    let state = (
+        store,
+        after,
+        std::collections::VecDeque::new(),
+        feed,
+        Source::Store,
+        shutdown,
+    );
+    let events = stream::unfold(
+        state,
+        |(store, mut after, mut pending, mut feed, mut source, mut shutdown)| async move {
+            loop {
+                if *shutdown.borrow() {
+                    return None;
+                }
+                if let Some(e) = pending.pop_front() {
+                    let e: Arc<StoredEvent> = e;
+                    if e.position <= after {
+                        continue;
+                    }
+                    after = e.position;
+                    let sse = SseEvent::default()
+                        .id(e.position.to_string())
+                        .event(e.name.clone())
+                        .data(event_json(&e).to_string());
+                    return Some((
+                        Ok::<_, Infallible>(sse),
+                        (store, after, pending, feed, source, shutdown),
+                    ));
+                }
+                match source {
+                    Source::Store => match store.read_all_vec(after, 256).await {
+                        Ok(page) => {
+                            if page.len() < 256 {
+                                source = Source::Feed;
+                            }
+                            pending.extend(page.into_iter().map(Arc::new));
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "an event stream could not read the log; retrying");
+                            tokio::select! {
+                                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                                _ = shutdown.changed() => {}
+                            }
+                        }
+                    },
+                    Source::Feed => tokio::select! {
+                        received = feed.recv() => match received {
+                            Ok(e) => pending.push_back(e),
+                            // Fell behind the feed's buffer: the store has it.
+                            Err(broadcast::error::RecvError::Lagged(_)) => source = Source::Store,
+                            Err(broadcast::error::RecvError::Closed) => return None,
+                        },
+                        _ = shutdown.changed() => {}
+                    },
+                }
+            }
         },
     );
-    Sse::new(events).keep_alive(KeepAlive::default())
+    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
 }
 
 async fn ready<S: EventStore + Clone>(State(service): State<Arc<Service<S>>>) -> Response {

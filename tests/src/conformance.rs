@@ -519,6 +519,26 @@ pub async fn ids_are_checked_alike<S: EventStore>(store: S) {
     for (stream, what) in &bad_streams {
         let result = append(&store, stream, ExpectedVersion::Any, events(1, "x")).await;
         refused(result, what);
+        // Reads refuse them alike (an id from a URL must not reach the
+        // engine, where PostgreSQL fails on a NUL as if it were down).
+        let reads: [(&str, Result<(), StoreError>); 5] = [
+            ("read_stream", store.read_stream_vec(stream, 1).await.map(drop)),
+            (
+                "load_events",
+                store
+                    .load_events(stream, 1, |_: &LoadedEvent<'_>| std::ops::ControlFlow::Continue(()))
+                    .await,
+            ),
+            ("stream_version", store.stream_version(stream).await.map(drop)),
+            ("load_snapshot", store.load_snapshot(stream).await.map(drop)),
+            ("find_command", store.find_command(stream, "c").await.map(drop)),
+        ];
+        for (read, result) in reads {
+            match result {
+                Err(StoreError::Invalid { detail, .. }) => assert!(detail.starts_with(what), "{read}: {detail}"),
+                other => panic!("{read} of {stream:?}: expected a refusal, got {other:?}"),
+            }
+        }
     }
     let detail = refused(
         append(

@@ -49,8 +49,9 @@ pub async fn command_ids_are_scoped_to_their_stream<S: EventStore + Clone>(store
     assert!(!t.deduplicated);
     assert_eq!(t.stream, StreamId::new("transfer", "t-1"));
 
-    // The same id on the same stream is the same command: the earlier outcome.
-    let again = app.dispatch_with(open("a-acct", "someone else"), id()).await.unwrap();
+    // The same command under the same id on the same stream: the earlier
+    // outcome.
+    let again = app.dispatch_with(open("a-acct", "Tenant A"), id()).await.unwrap();
     assert!(again.deduplicated);
     assert_eq!(again.stream, a.stream);
     assert_eq!(again.version, 1);
@@ -105,10 +106,7 @@ pub async fn a_command_id_reused_by_another_command_is_refused<S: EventStore + C
         1,
         "the refused deposit wrote nothing"
     );
-    let again = app
-        .dispatch_with(open("reused", "someone else"), id("req-1"))
-        .await
-        .unwrap();
+    let again = app.dispatch_with(open("reused", "Ada"), id("req-1")).await.unwrap();
     assert!(again.deduplicated);
 
     // Racing: deposits and withdrawals under one id, from two dispatchers
@@ -374,4 +372,75 @@ pub async fn a_panicking_handler_commits_nothing<S: EventStore + Clone>(store: S
         assert_eq!(state.pokes, stored);
     }
     assert_eq!(store.stream_version(&StreamId::new("fragile", "f")).await.unwrap(), 3);
+}
+
+/// A command id reused by a command of the same type with other content (an
+/// `Idempotency-Key` sent again with another body) is refused, not answered
+/// with the first command's outcome; the same command sent again still is.
+/// Racing: twenty deposits under one id from two dispatchers, ten of 5 and
+/// ten of 500: one is stored, those like it are answered with its outcome,
+/// the others are refused.
+pub async fn a_command_id_reused_with_other_content_is_refused<S: EventStore + Clone>(store: S) {
+    let app = Dispatcher::new(store.clone());
+    let acct = AccountId::new("content");
+    let stream = StreamId::new("bank_account", "content");
+    app.dispatch(open("content", "Ada")).await.unwrap();
+    let deposit = |amount| Deposit {
+        account: acct.clone(),
+        amount,
+    };
+    let key = |k: &str| Metadata::new().command_id(k);
+    let first = app.dispatch_with(deposit(5), key("key-1")).await.unwrap();
+    assert!(!first.deduplicated);
+    match app.dispatch_with(deposit(500), key("key-1")).await {
+        Err(error @ DispatchError::CommandIdReused { .. }) => {
+            let text = error.to_string();
+            assert!(
+                text.contains("another `Deposit` with other content") && text.contains("`key-1`"),
+                "{text}"
+            );
+        }
+        other => panic!("a deposit of 500 under the key of a deposit of 5: {other:?}"),
+    }
+    let again = app.dispatch_with(deposit(5), key("key-1")).await.unwrap();
+    assert!(again.deduplicated);
+    assert_eq!(again.version, first.version);
+    assert_eq!(
+        store.stream_version(&stream).await.unwrap(),
+        2,
+        "the refused deposit wrote nothing"
+    );
+
+    let other = Dispatcher::new(store.clone());
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let app = if i % 2 == 0 { app.clone() } else { other.clone() };
+            let amount = if i % 4 < 2 { 5 } else { 500 };
+            let command = deposit(amount);
+            tokio::spawn(async move {
+                match app.dispatch_with(command, Metadata::new().command_id("race")).await {
+                    Ok(c) => (amount, Ok(c.deduplicated)),
+                    Err(DispatchError::CommandIdReused { .. }) => (amount, Err(())),
+                    Err(e) => panic!("racing on one key: {e}"),
+                }
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.unwrap());
+    }
+    let stored: Vec<u64> = outcomes
+        .iter()
+        .filter(|(_, o)| matches!(o, Ok(false)))
+        .map(|(a, _)| *a)
+        .collect();
+    assert_eq!(stored.len(), 1, "{outcomes:?}");
+    let winner = stored[0];
+    for (amount, outcome) in &outcomes {
+        assert_eq!(outcome.is_ok(), *amount == winner, "{outcomes:?}");
+    }
+    assert_eq!(store.stream_version(&stream).await.unwrap(), 3);
+    let state: BankAccount = Dispatcher::new(store.clone()).load(&acct).await.unwrap();
+    assert_eq!(state.balance, 5 + winner);
 }

@@ -36,6 +36,7 @@ macro_rules! on_every_store {
 on_every_store!(
     command_ids_are_scoped_to_their_stream,
     a_command_id_reused_by_another_command_is_refused,
+    a_command_id_reused_with_other_content_is_refused,
     an_event_that_cannot_be_applied_is_never_stored,
     a_panicking_handler_commits_nothing,
 );

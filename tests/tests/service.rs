@@ -22,9 +22,13 @@ struct Server {
 
 impl Server {
     async fn start<S: es_core::EventStore + Clone>(store: S) -> Server {
+        Self::start_with(store, service::Limits::default()).await
+    }
+
+    async fn start_with<S: es_core::EventStore + Clone>(store: S, limits: service::Limits) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let (router, running) = service::start(store);
+        let (router, running) = service::start_with(store, limits);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             running
@@ -56,7 +60,10 @@ impl Server {
 }
 
 async fn post(client: &reqwest::Client, server: &Server, body: &str, key: Option<&str>) -> (StatusCode, Value, String) {
-    let mut request = client.post(server.url("/commands")).body(body.to_owned());
+    let mut request = client
+        .post(server.url("/commands"))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
     if let Some(key) = key {
         request = request.header("Idempotency-Key", key);
     }
@@ -378,6 +385,7 @@ async fn shutdown_finishes_the_commands_in_flight() {
     store.set_append_delay(Duration::from_millis(500));
     let request = client
         .post(server.url("/commands"))
+        .header("content-type", "application/json")
         .body(r#"{"type":"deposit","account":"ed","amount":9}"#)
         .send();
     let in_flight = tokio::spawn(async move {
@@ -393,4 +401,335 @@ async fn shutdown_finishes_the_commands_in_flight() {
     assert_eq!(es_core::EventStore::stream_version(&store, &stream).await.unwrap(), 2);
     // Stopped means stopped: nothing listens any more.
     assert!(client.post(url).body("{}").send().await.is_err());
+}
+
+/// Stripe's rule: a key reused with another body is refused. Twenty
+/// deposits race under one key, ten of 5 and ten of 500: one is stored,
+/// those with its body get its outcome (200), the others a 422.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_reused_with_another_body_is_a_422_and_withdraws_nothing() {
+    let server = Server::start(InMemoryStore::new()).await;
+    let client = reqwest::Client::new();
+    let (status, _, _) = post(&client, &server, r#"{"type":"open","account":"key","owner":"K"}"#, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let requests: Vec<_> = (0..20)
+        .map(|i| {
+            let (client, url) = (client.clone(), server.url("/commands"));
+            let amount = if i % 2 == 0 { 5 } else { 500 };
+            tokio::spawn(async move {
+                let response = client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .header("Idempotency-Key", "same-key")
+                    .body(format!(r#"{{"type":"deposit","account":"key","amount":{amount}}}"#))
+                    .send()
+                    .await
+                    .unwrap();
+                (amount, response.status(), response.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for request in requests {
+        answers.push(request.await.unwrap());
+    }
+    let stored: Vec<_> = answers
+        .iter()
+        .filter(|(_, status, body)| *status == StatusCode::OK && body["deduplicated"] == json!(false))
+        .collect();
+    assert_eq!(stored.len(), 1, "{answers:?}");
+    let winner = stored[0].0;
+    for (amount, status, body) in &answers {
+        if *amount == winner {
+            assert_eq!(*status, StatusCode::OK, "{body}");
+        } else {
+            assert_eq!(*status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+            assert!(
+                body["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("another `Deposit` with other content"),
+                "{body}"
+            );
+        }
+    }
+    let (_, balance) = get(&client, &server, "/accounts/key?version=2").await;
+    assert_eq!(balance["state"]["balance"], json!(winner));
+    let (_, events) = get(&client, &server, "/accounts/key/events").await;
+    assert_eq!(events.as_array().unwrap().len(), 2, "one deposit stored");
+    server.stop().await;
+}
+
+/// What the framework answers by itself is `application/problem+json` too:
+/// 404, 405, 413, a bad query string, a command that is not JSON (a form
+/// post), an empty account id, and an id no store keeps.
+async fn framework_errors_on<S: es_core::EventStore + Clone>(store: S) {
+    let server = Server::start(store).await;
+    let client = reqwest::Client::new();
+    let problem = async |response: reqwest::Response| {
+        let status = response.status();
+        let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(content_type, "application/problem+json", "{status} {body}");
+        assert_eq!(body["status"], json!(status.as_u16()));
+        (status, body)
+    };
+    let (status, body) = problem(client.get(server.url("/nowhere")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, _) = problem(client.get(server.url("/commands")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let huge = format!(r#"{{"type":"open","account":"a","owner":"{}"}}"#, "x".repeat(100_000));
+    let (status, _) = problem(
+        client
+            .post(server.url("/commands"))
+            .header("content-type", "application/json")
+            .body(huge)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let (status, body) = problem(
+        client
+            .get(server.url("/accounts/a/balance?after=abc"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) = problem(client.get(server.url("/events?from=-1")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // A cross-site form can post `application/x-www-form-urlencoded` or
+    // `text/plain`, never JSON.
+    for content_type in [None, Some("text/plain"), Some("application/x-www-form-urlencoded")] {
+        let mut request = client
+            .post(server.url("/commands"))
+            .body(r#"{"type":"open","account":"form","owner":"F"}"#);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let (status, _) = problem(request.send().await.unwrap()).await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{content_type:?}");
+    }
+    let (status, body, _) = post(&client, &server, r#"{"type":"open","account":"","owner":"E"}"#, None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("empty"), "{body}");
+    let (status, body) = problem(client.get(server.url("/accounts/a%00b/events")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) = problem(client.get(server.url("/accounts/a%00b")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framework_errors_are_problems_too() {
+    framework_errors_on(InMemoryStore::new()).await;
+    if let Some(store) = tests::postgres::store().await {
+        framework_errors_on(store).await;
+    }
+}
+
+/// The README's command on a database that has never seen es: the service
+/// creates its tables and answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_runs_on_a_fresh_postgres_database() {
+    let Some(pool) = tests::postgres::pool().await else {
+        return;
+    };
+    let database = format!("es_fresh_{}", std::process::id());
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        r#"DROP DATABASE IF EXISTS "{database}" WITH (FORCE)"#
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{database}""#)))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let server_url = tests::postgres::server_url();
+    let base = server_url
+        .split('?')
+        .next()
+        .unwrap()
+        .rsplit_once('/')
+        .unwrap()
+        .0
+        .to_owned();
+    let store = service::postgres(&format!("{base}/{database}"))
+        .await
+        .expect("connect and create the tables");
+    let server = Server::start(store.clone()).await;
+    let client = reqwest::Client::new();
+    let (status, body, _) = post(
+        &client,
+        &server,
+        r#"{"type":"open","account":"fresh","owner":"F"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = get(&client, &server, "/accounts/fresh/events").await;
+    assert_eq!((status, body.as_array().map(Vec::len)), (StatusCode::OK, Some(1)));
+    server.stop().await;
+    store.pool().close().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        r#"DROP DATABASE "{database}" WITH (FORCE)"#
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+}
+
+/// Slow clients (one header byte at a time, a body that never ends) are cut
+/// off by the limits; while they hold every connection slot, a real client
+/// is served as soon as one frees; a shutdown does not wait for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_and_do_not_hold_the_service() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let limits = service::Limits {
+        header_timeout: Duration::from_millis(800),
+        body_timeout: Duration::from_millis(800),
+        max_connections: 20,
+        shutdown_grace: Duration::from_secs(2),
+        ..service::Limits::default()
+    };
+    let server = Server::start_with(InMemoryStore::new(), limits).await;
+    let address = server.base.trim_start_matches("http://").to_owned();
+    // Fifty clients trickling one header byte every 200 ms.
+    let started = std::time::Instant::now();
+    let slow: Vec<_> = (0..50)
+        .map(|_| {
+            let address = address.clone();
+            tokio::spawn(async move {
+                let Ok(mut stream) = tokio::net::TcpStream::connect(&address).await else {
+                    return None;
+                };
+                let opened = std::time::Instant::now();
+                for byte in b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ".iter().cycle() {
+                    if stream.write_all(&[*byte]).await.is_err() {
+                        break;
+                    }
+                    let mut buf = [0u8; 512];
+                    match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await {
+                        Ok(Ok(0)) | Ok(Err(_)) => break,
+                        _ => {}
+                    }
+                    if opened.elapsed() > Duration::from_secs(20) {
+                        return Some(opened.elapsed());
+                    }
+                }
+                Some(opened.elapsed())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A real client, while the slow ones hold every slot.
+    let client = reqwest::Client::new();
+    let (status, body, _) = post(
+        &client,
+        &server,
+        r#"{"type":"open","account":"real","owner":"R"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let served_after = started.elapsed();
+    // A body that never ends: 408.
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stream
+        .write_all(
+            b"POST /commands HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "a body that never ends held the connection for 5 s");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let mut held = Vec::new();
+    for task in slow {
+        if let Some(elapsed) = task.await.unwrap() {
+            held.push(elapsed);
+        }
+    }
+    let longest = held.iter().max().copied().unwrap_or_default();
+    assert!(longest < Duration::from_secs(5), "a slow client was held {longest:?}");
+    // Slow clients again, then a shutdown: it ends within the grace.
+    let address_again = address.clone();
+    let lingering: Vec<_> = (0..10)
+        .map(|_| {
+            let address = address_again.clone();
+            tokio::spawn(async move {
+                let mut stream = tokio::net::TcpStream::connect(&address).await.ok()?;
+                stream.write_all(b"GET /heal").await.ok()?;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Some(stream)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopping = std::time::Instant::now();
+    server.stop().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(4),
+        "shutdown took {:?}",
+        stopping.elapsed()
+    );
+    for task in lingering {
+        task.abort();
+    }
+    eprintln!(
+        "slow clients: {} cut off after at most {longest:?}; a real client served after {served_after:?}",
+        held.len()
+    );
+}
+
+/// One follower feeds every live event stream: fifty idle streams add no
+/// read of the log per command, and each still gets every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_event_streams_cost_no_reads_per_command() {
+    let store = tests::CountingStore::new(InMemoryStore::new());
+    let server = Server::start(store.clone()).await;
+    let client = reqwest::Client::new();
+    let (status, _, _) = post(&client, &server, r#"{"type":"open","account":"sse","owner":"S"}"#, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut streams = Vec::new();
+    for _ in 0..50 {
+        let response = client.get(server.url("/events?from=0")).send().await.unwrap();
+        streams.push((response.bytes_stream(), String::new()));
+    }
+    // Each has its first event: it caught up from the store.
+    for (stream, buffer) in &mut streams {
+        let events = next_events(stream, buffer, 1).await;
+        assert_eq!(events.len(), 1);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = store.log_reads();
+    for _ in 0..20 {
+        let (status, _, _) = post(
+            &client,
+            &server,
+            r#"{"type":"deposit","account":"sse","amount":1}"#,
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    for (stream, buffer) in &mut streams {
+        let events = next_events(stream, buffer, 20).await;
+        assert_eq!(events.len(), 20);
+        assert_eq!(events.last().unwrap().0, 21);
+    }
+    let reads = store.log_reads() - before;
+    // The feed and the read model: about two reads a command, not fifty.
+    assert!(
+        reads <= 20 * 4,
+        "{reads} reads of the log for 20 commands and 50 idle streams"
+    );
+    drop(streams);
+    server.stop().await;
 }

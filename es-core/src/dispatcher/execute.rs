@@ -188,6 +188,9 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         let id = command.aggregate_id();
         let services = attempt!(self.services::<Cmd::Aggregate>());
         record_command_name(&mut metadata, Cmd::NAME);
+        if metadata.command_id.is_some() {
+            metadata.command_fingerprint = command.fingerprint().as_ref().map(crate::command::fingerprint_hex);
+        }
         if let Some(command_id) = &metadata.command_id {
             let stream = StreamId::of::<Cmd::Aggregate>(id);
             attempt!(crate::store::validate_stream(S::NAME, &stream));

@@ -274,20 +274,26 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         command: &'static str,
     ) -> Result<Committed<A>, DispatchError<A::Error>> {
         let command_id = record.command_id.clone();
+        let fingerprint = metadata.command_fingerprint.clone();
         let committed = self.read_back::<A>(record, metadata).await?;
         // The command that used the id first, as the dispatcher recorded it.
-        // Batches stored without the name (before it was recorded, or
-        // appended straight to the store) are taken as the same command.
+        // Batches stored without the name or the fingerprint (before they
+        // were recorded, appended straight to the store, or of a command
+        // without a fingerprint) are taken as the same command.
         let first = committed.events().next().map(|e| e.metadata);
-        match first.as_ref().and_then(|m| m.command_name.as_deref()) {
-            Some(earlier) if earlier != command => Err(DispatchError::CommandIdReused {
+        let earlier_name = first.as_ref().and_then(|m| m.command_name.as_deref());
+        let earlier_fingerprint = first.as_ref().and_then(|m| m.command_fingerprint.as_deref());
+        let other_name = earlier_name.is_some_and(|earlier| earlier != command);
+        let other_content = matches!((earlier_fingerprint, fingerprint.as_deref()), (Some(a), Some(b)) if a != b);
+        if other_name || other_content {
+            return Err(DispatchError::CommandIdReused {
                 command,
-                earlier: earlier.to_owned(),
+                earlier: earlier_name.unwrap_or(command).to_owned(),
                 stream: committed.stream,
                 command_id,
-            }),
-            _ => Ok(committed),
+            });
         }
+        Ok(committed)
     }
 
     /// The events a command id's record names, read back.

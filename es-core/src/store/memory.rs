@@ -441,6 +441,9 @@ impl EventStore for InMemoryStore {
         from_version: u64,
         mut visit: impl Visitor,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        if let Err(e) = super::validate_stream(Self::NAME, stream) {
+            return ready(Err(e));
+        }
         self.visit_stream(stream, from_version, |state, index| visit(&state.recorded(index)));
         ready(Ok(()))
     }
@@ -451,6 +454,9 @@ impl EventStore for InMemoryStore {
         from_version: u64,
         mut visit: impl FnMut(&LoadedEvent<'_>) -> ControlFlow<()> + Send,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        if let Err(e) = super::validate_stream(Self::NAME, stream) {
+            return ready(Err(e));
+        }
         self.visit_stream(stream, from_version, |state, index| visit(&state.loaded(index)));
         ready(Ok(()))
     }
@@ -466,6 +472,9 @@ impl EventStore for InMemoryStore {
     }
 
     fn stream_version(&self, stream: &StreamId) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        if let Err(e) = super::validate_stream(Self::NAME, stream) {
+            return ready(Err(e));
+        }
         let state = self.shared.read();
         ready(Ok(state
             .stream_index
@@ -487,6 +496,9 @@ impl EventStore for InMemoryStore {
         stream: &StreamId,
         command_id: &str,
     ) -> impl Future<Output = Result<Option<CommandRecord>, StoreError>> + Send {
+        if let Err(e) = super::validate_stream(Self::NAME, stream) {
+            return ready(Err(e));
+        }
         if let Err(e) = super::validate_command_id(Self::NAME, command_id) {
             return ready(Err(e));
         }
@@ -498,6 +510,9 @@ impl EventStore for InMemoryStore {
     }
 
     fn load_snapshot(&self, stream: &StreamId) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send {
+        if let Err(e) = super::validate_stream(Self::NAME, stream) {
+            return ready(Err(e));
+        }
         ready(Ok(self.shared.read().snapshots.get(stream).cloned()))
     }
 
@@ -506,6 +521,9 @@ impl EventStore for InMemoryStore {
         stream: &StreamId,
         snapshot: Snapshot,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        if let Err(e) = super::validate_stream(Self::NAME, stream) {
+            return ready(Err(e));
+        }
         let mut state = self.shared.write();
         match state.snapshots.get(stream) {
             Some(old)

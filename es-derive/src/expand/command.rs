@@ -8,6 +8,10 @@
 //!     // error here, at the command's definition
 //!     type Aggregate = BankAccount;
 //!     fn aggregate_id(&self) -> &<BankAccount as Aggregate>::Id { &self.account }
+//!     // its JSON's fingerprint when it is `Serialize`, `None` otherwise
+//!     fn fingerprint(&self) -> Option<Fingerprint> {
+//!         (&Probe(self)).es_fingerprint("Deposit")
+//!     }
 //! }
 //! ```
 
@@ -52,6 +56,12 @@ pub(crate) fn expand(input: &CommandStruct<'_>) -> TokenStream {
             #[inline]
             fn aggregate_id(&self) -> &<#aggregate as #krate::Aggregate>::Id {
                 #id
+            }
+
+            fn fingerprint(&self) -> ::core::option::Option<#krate::__private::Fingerprint> {
+                #[allow(unused_imports)]
+                use #krate::__private::fingerprint::{BySerde as _, Unavailable as _};
+                (&#krate::__private::fingerprint::Probe(self)).es_fingerprint(#name)
             }
         }
     })

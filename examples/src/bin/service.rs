@@ -9,8 +9,8 @@
 //! a checkpoint.
 //!
 //! ```sh
-//! curl -s localhost:3000/commands -d '{"type":"open","account":"ada","owner":"Ada"}'
-//! curl -s localhost:3000/commands -H 'Idempotency-Key: dep-1' -d '{"type":"deposit","account":"ada","amount":500}'
+//! curl -s localhost:3000/commands -H 'Content-Type: application/json' -d '{"type":"open","account":"ada","owner":"Ada"}'
+//! curl -s localhost:3000/commands -H 'Content-Type: application/json' -H 'Idempotency-Key: dep-1' -d '{"type":"deposit","account":"ada","amount":500}'
 //! curl -s 'localhost:3000/accounts/ada/balance?after=2'
 //! curl -sN localhost:3000/events
 //! ```
@@ -36,7 +36,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     match std::env::var("DATABASE_URL") {
         Ok(url) => {
-            let store = es_postgres::PostgresStore::connect(&url).await?;
+            let store = service::postgres(&url).await?;
             println!("events in PostgreSQL; listening on http://{}", listener.local_addr()?);
             serve(store, listener).await
         }
