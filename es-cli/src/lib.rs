@@ -61,7 +61,7 @@ mod inspect;
 mod table;
 
 pub use inspect::{CatalogueEntry, CheckpointInfo, ForeignInfo, StreamInfo};
-use table::Table;
+use table::{Table, printable};
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -243,7 +243,8 @@ pub async fn main_with(rebuilds: Rebuilds) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.0.is_empty() => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // Errors quote ids and names from the store: escaped too.
+            eprintln!("error: {}", printable(&e.to_string()));
             ExitCode::FAILURE
         }
     }
@@ -268,7 +269,10 @@ pub async fn run(cli: Cli, rebuilds: &Rebuilds, out: &mut (dyn Write + Send)) ->
     if let Command::Schema = cli.command {
         return schema(&target, &cli, out).await;
     }
-    let db = open(&target, &cli.schema).await?;
+    // Only `reset` and `rebuild` write; every other command opens the
+    // store read-only (nothing created, migrated or written).
+    let writes = matches!(cli.command, Command::Reset { .. } | Command::Rebuild { .. });
+    let db = open(&target, &cli.schema, !writes).await?;
     match &cli.command {
         Command::Streams { aggregate_type, limit } => {
             let streams = inspect::streams(&db, aggregate_type.as_deref(), *limit).await?;
@@ -356,7 +360,7 @@ pub async fn run(cli: Cli, rebuilds: &Rebuilds, out: &mut (dyn Write + Send)) ->
             if cli.json {
                 writeln!(out, "{}", json!({"checkpoint": checkpoint, "from": before, "to": to}))?;
             } else {
-                writeln!(out, "{checkpoint}: {before} -> {to}")?;
+                writeln!(out, "{}: {before} -> {to}", printable(&checkpoint))?;
             }
         }
         Command::Rebuild { name } => rebuild(&db, rebuilds, name, cli.json, out).await?,
@@ -384,23 +388,6 @@ pub async fn run(cli: Cli, rebuilds: &Rebuilds, out: &mut (dyn Write + Send)) ->
     Ok(())
 }
 
-/// `text` safe for a terminal: control characters (escape sequences,
-/// carriage returns, a forged line) are written as escapes.
-fn printable(text: &str) -> String {
-    if !text.chars().any(char::is_control) {
-        return text.to_owned();
-    }
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_unicode().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
-
 /// `projection:<name>` unless the name is a checkpoint's already.
 fn checkpoint_name(name: &str) -> String {
     if name.contains(':') {
@@ -418,7 +405,7 @@ fn is_postgres(target: &str) -> bool {
     target.starts_with("postgres://") || target.starts_with("postgresql://")
 }
 
-async fn open(target: &str, schema: &str) -> Result<Db, CliError> {
+async fn open(target: &str, schema: &str, read_only: bool) -> Result<Db, CliError> {
     if is_nats(target) {
         // Inspecting never creates a store: a mistyped prefix is an error.
         let options = es_nats::NatsOptions {
@@ -448,7 +435,11 @@ async fn open(target: &str, schema: &str) -> Result<Db, CliError> {
             )));
         }
         inspect::require_sqlite_store(&path)?;
-        Ok(Db::Sqlite(SqliteStore::open(&path).await?))
+        let options = es_sqlite::SqliteOptions {
+            read_only,
+            ..es_sqlite::SqliteOptions::default()
+        };
+        Ok(Db::Sqlite(SqliteStore::open_with(&path, options).await?))
     }
 }
 
@@ -626,7 +617,7 @@ async fn schema(target: &str, cli: &Cli, out: &mut (dyn Write + Send)) -> Result
     } else {
         Some(inspect::sqlite_schema_version(&PathBuf::from(target))?)
     };
-    let db = open(target, &cli.schema).await?;
+    let db = open(target, &cli.schema, true).await?;
     let (version, newest) = match &db {
         Db::Sqlite(_) => (sqlite_version.unwrap_or_default(), es_sqlite::SCHEMA_VERSION),
         Db::Postgres(store) => (
@@ -645,7 +636,7 @@ async fn schema(target: &str, cli: &Cli, out: &mut (dyn Write + Send)) -> Result
         )?;
     } else {
         let note = if version < newest {
-            format!(" (this build migrates it to {newest} when it opens it)")
+            format!(" (the application migrates it to {newest} when it opens it; `es` never does)")
         } else {
             String::new()
         };

@@ -2,7 +2,26 @@
 
 use std::io::Write;
 
-/// Rows under a header, each column as wide as its widest cell.
+/// `text` safe for a terminal: control characters (escape sequences that
+/// move the cursor, recolour or write the clipboard, carriage returns and
+/// line feeds that forge a row) are written as `\u{..}` escapes.
+pub(crate) fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// Rows under a header, each column as wide as its widest cell. Every cell
+/// is made [`printable`].
 pub(crate) struct Table {
     rows: Vec<Vec<String>>,
 }
@@ -15,7 +34,7 @@ impl Table {
     }
 
     pub(crate) fn row<const N: usize>(&mut self, cells: [String; N]) {
-        self.rows.push(cells.into());
+        self.rows.push(cells.iter().map(|cell| printable(cell)).collect());
     }
 
     pub(crate) fn write(&self, out: &mut (dyn Write + Send)) -> std::io::Result<()> {

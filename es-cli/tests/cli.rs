@@ -454,3 +454,133 @@ async fn foreign_messages_on_a_nats_store() {
     };
     assert!(!names.iter().any(|n| n.starts_with("no_such_store")), "{names:?}");
 }
+
+/// A SQLite store and its side files: each one's length and a hash of its
+/// bytes (`None` when it does not exist).
+fn file_bytes(path: &str) -> Vec<(String, Option<(usize, u64)>)> {
+    use std::hash::{Hash, Hasher};
+    ["", "-wal", "-shm"]
+        .iter()
+        .map(|suffix| {
+            let name = format!("{path}{suffix}");
+            let summary = std::fs::read(&name).ok().map(|bytes| {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                bytes.hash(&mut hasher);
+                (bytes.len(), hasher.finish())
+            });
+            (name, summary)
+        })
+        .collect()
+}
+
+/// Inspecting never writes: every read-only command leaves the file's bytes
+/// as they were, on a current file and on one at schema 1 (which the
+/// application would migrate: `es` must not, or an inspection during a
+/// rolling upgrade takes the older running application down).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspecting_a_sqlite_file_never_writes_it() {
+    let current = TempDb::new();
+    {
+        let store = SqliteStore::open(current.path()).await.unwrap();
+        bank(store.clone()).await;
+        store
+            .with_connection(|conn| conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)"))
+            .unwrap();
+    }
+    let old = TempDb::new();
+    {
+        let conn = rusqlite::Connection::open(old.path()).unwrap();
+        conn.execute_batch(
+            r#"
+            CREATE TABLE es_events (
+                position INTEGER PRIMARY KEY AUTOINCREMENT, event_id BLOB NOT NULL UNIQUE,
+                aggregate_type TEXT NOT NULL, aggregate_id TEXT NOT NULL, version INTEGER NOT NULL,
+                name TEXT NOT NULL, schema_version INTEGER NOT NULL, payload BLOB NOT NULL,
+                metadata BLOB NOT NULL, recorded_at INTEGER NOT NULL,
+                UNIQUE (aggregate_type, aggregate_id, version));
+            CREATE TABLE es_commands (command_id TEXT PRIMARY KEY, aggregate_type TEXT NOT NULL,
+                aggregate_id TEXT NOT NULL, first_version INTEGER NOT NULL, last_version INTEGER NOT NULL);
+            CREATE TABLE es_snapshots (aggregate_type TEXT NOT NULL, aggregate_id TEXT NOT NULL,
+                version INTEGER NOT NULL, schema_version INTEGER NOT NULL, payload BLOB NOT NULL,
+                PRIMARY KEY (aggregate_type, aggregate_id));
+            CREATE TABLE es_checkpoints (name TEXT PRIMARY KEY, position INTEGER NOT NULL);
+            INSERT INTO es_events VALUES (1, x'00112233445566778899aabbccddeeff', 'bank_account', 'a', 1,
+                'account.opened', 1, CAST('{"owner":"Ada"}' AS BLOB), x'', 0);
+            INSERT INTO es_checkpoints VALUES ('projection:balances', 1);
+            PRAGMA user_version = 1;
+            "#,
+        )
+        .unwrap();
+    }
+    let commands: [&[&str]; 8] = [
+        &["streams"],
+        &["--json", "streams"],
+        &["events", "bank_account/a"],
+        &["projections"],
+        &["schema"],
+        &["--json", "schema"],
+        &["follow", "--from", "0", "--count", "1"],
+        &["foreign"],
+    ];
+    for db in [&current, &old] {
+        let before = file_bytes(db.path());
+        for command in commands {
+            let args = [&["--db", db.path()][..], command].concat();
+            let out = es(&args);
+            // The schema-1 file has no stream `a`'s... it has; both answer.
+            assert!(
+                out.status.success() || command == ["events", "bank_account/a"],
+                "es {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // The database file's bytes are what they were. A reader of a
+            // WAL file may leave SQLite's (empty) side files behind: they
+            // hold no data, and the next writer takes them over.
+            let after = file_bytes(db.path());
+            assert_eq!(after[0], before[0], "es {args:?} changed the file");
+            assert!(
+                after[1].1.is_none_or(|(len, _)| len == 0) || after[1] == before[1],
+                "es {args:?} wrote to the write-ahead log"
+            );
+        }
+    }
+    let schema = ok(&["--db", old.path(), "schema"]);
+    assert!(
+        schema.starts_with("schema version 1 (the application migrates it"),
+        "{schema}"
+    );
+}
+
+/// Ids and names from the store reach the terminal escaped: an OSC 52
+/// sequence (it writes the operator's clipboard), a screen clear and a
+/// forged row stay text, in every table, in `follow` and in errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_store_holds_is_escaped_on_the_terminal() {
+    let db = TempDb::new();
+    let evil = "ada\x1b]52;c;cm0gLXJmIH4=\x07\r\nbank_account/forged  999";
+    {
+        let store = SqliteStore::open(db.path()).await.unwrap();
+        let app = Dispatcher::new(store.clone());
+        app.dispatch(open(evil)).await.unwrap();
+        store.save_checkpoint("projection:cp\x1b[2J", 1).await.unwrap();
+    }
+    let raw = |text: &str| text.contains('\x1b') || text.contains('\x07') || text.contains('\r');
+    for args in [
+        vec!["--db", db.path(), "streams"],
+        vec!["--db", db.path(), "projections"],
+        vec!["--db", db.path(), "follow", "--from", "0", "--count", "1"],
+    ] {
+        let out = ok(&args);
+        assert!(!raw(&out), "es {args:?} printed raw control characters: {out:?}");
+        assert!(out.contains("\\u{1b}"), "es {args:?}: {out}");
+        assert!(
+            !out.lines().any(|l| l.starts_with("bank_account/forged")),
+            "a forged row: {out}"
+        );
+    }
+    let stream = format!("bank_account/{evil}x");
+    let error = failing(&["--db", db.path(), "events", &stream]);
+    assert!(!raw(&error), "an error printed raw control characters: {error:?}");
+    let reset = ok(&["--db", db.path(), "reset", "cp\x1b[2J", "--yes"]);
+    assert!(!raw(&reset) && reset.contains("\\u{1b}[2J"), "{reset:?}");
+}

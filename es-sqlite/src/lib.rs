@@ -77,6 +77,13 @@ pub struct SqliteOptions {
     pub busy_timeout: Duration,
     /// At most this many idle read connections are kept.
     pub max_readers: usize,
+    /// Opens the file read-only, for tools that inspect a store: nothing is
+    /// created, migrated or written (appends and checkpoint saves fail),
+    /// so an inspection during a rolling upgrade cannot move the file to a
+    /// schema the running application does not know. A file at an older
+    /// schema is read as it is (the log's table is the same in every
+    /// schema so far); a newer one is refused.
+    pub read_only: bool,
 }
 
 impl Default for SqliteOptions {
@@ -85,6 +92,7 @@ impl Default for SqliteOptions {
             durability: Durability::Full,
             busy_timeout: Duration::from_secs(5),
             max_readers: 4,
+            read_only: false,
         }
     }
 }
@@ -167,9 +175,11 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         blocking(|| {
             let writer = Self::connect(&path, &options)?;
-            writer
-                .pragma_update(None, "journal_mode", "WAL")
-                .map_err(error("enable write-ahead logging"))?;
+            if !options.read_only {
+                writer
+                    .pragma_update(None, "journal_mode", "WAL")
+                    .map_err(error("enable write-ahead logging"))?;
+            }
             Self::finish(writer, Some(path), options)
         })
     }
@@ -184,13 +194,17 @@ impl SqliteStore {
     }
 
     fn connect(path: &Path, options: &SqliteOptions) -> Result<Connection, StoreError> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(error("open the database file"))?;
+        let flags = if options.read_only {
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        } else {
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        };
+        let conn = Connection::open_with_flags(path, flags).map_err(error("open the database file"))?;
         conn.busy_timeout(options.busy_timeout)
             .map_err(error("set the busy timeout"))?;
+        if options.read_only {
+            return Ok(conn);
+        }
         let synchronous = match options.durability {
             Durability::Full => "FULL",
             Durability::Normal => "NORMAL",
@@ -201,7 +215,11 @@ impl SqliteStore {
     }
 
     fn finish(mut writer: Connection, path: Option<PathBuf>, options: SqliteOptions) -> Result<Self, StoreError> {
-        migrate(&mut writer)?;
+        if options.read_only {
+            check_readable(&writer)?;
+        } else {
+            migrate(&mut writer)?;
+        }
         let last: i64 = writer
             .query_row("SELECT COALESCE(MAX(position), 0) FROM es_events", [], |r| r.get(0))
             .map_err(error("read the last position"))?;
@@ -259,6 +277,24 @@ impl SqliteStore {
         }
         result
     }
+}
+
+/// Refuses a file a read-only store cannot read: one written by a newer
+/// es-sqlite, or one without a store.
+fn check_readable(conn: &Connection) -> Result<(), StoreError> {
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(error("read the schema version"))?;
+    if found > schema::SCHEMA_VERSION {
+        return Err(corrupt(format!(
+            "the file has schema version {found}, written by a newer es-sqlite; this one reads up to version {}",
+            schema::SCHEMA_VERSION
+        )));
+    }
+    if found < 1 {
+        return Err(corrupt(format!("the file holds no es store (schema version {found})")));
+    }
+    Ok(())
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
