@@ -218,12 +218,12 @@ impl Sql {
             )),
             read_stream: sql(format!(
                 r#"SELECT {all} FROM "{s}".events
-                   WHERE aggregate_type = $1 AND aggregate_id = $2 AND version >= $3 ORDER BY version"#
+                   WHERE aggregate_type = $1 AND aggregate_id = $2 AND (version >= $3 OR version < 1) ORDER BY version"#
             )),
             // Only what loading an aggregate needs.
             load_events: sql(format!(
                 r#"SELECT version, name, schema_version, payload, recorded_at FROM "{s}".events
-                   WHERE aggregate_type = $1 AND aggregate_id = $2 AND version >= $3 ORDER BY version"#
+                   WHERE aggregate_type = $1 AND aggregate_id = $2 AND (version >= $3 OR version < 1) ORDER BY version"#
             )),
             read_all: (0..=ContextFields::ALL.bits())
                 .map(|bits| {

@@ -35,7 +35,7 @@ impl EventStore for SqliteStore {
                 let mut stmt = conn
                     .prepare_cached(&format!(
                         "SELECT {} FROM es_events \
-                         WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND version >= ?3 ORDER BY version",
+                         WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND (version >= ?3 OR version < 1) ORDER BY version",
                         ContextFields::ALL.sql_columns()
                     ))
                     .map_err(error("prepare a stream read"))?;
@@ -65,7 +65,7 @@ impl EventStore for SqliteStore {
                 let mut stmt = conn
                     .prepare_cached(
                         "SELECT version, name, schema_version, payload, recorded_at FROM es_events \
-                         WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND version >= ?3 ORDER BY version",
+                         WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND (version >= ?3 OR version < 1) ORDER BY version",
                     )
                     .map_err(error("prepare a stream load"))?;
                 let mut rows = stmt

@@ -77,3 +77,49 @@ pub async fn check_undecodable_row<S: EventStore + Clone>(store: S) {
         3
     );
 }
+
+/// A stream one of whose rows was edited to a version below 1 (here the
+/// third event, now at -7): loading it is an error naming the stream and
+/// the row, not a shorter history; the next command appends nothing over
+/// the gap. `corrupt` edits the row in the store's own table.
+pub async fn check_negative_version<S: EventStore + Clone>(store: S, corrupt: impl AsyncFnOnce(&S)) {
+    let app = Dispatcher::builder(store.clone()).cache_capacity(0).build();
+    let account = AccountId::new("edited");
+    app.dispatch(OpenAccount {
+        account: account.clone(),
+        owner: "Ed".into(),
+    })
+    .await
+    .unwrap();
+    for amount in [5, 7] {
+        app.dispatch(Deposit {
+            account: account.clone(),
+            amount,
+        })
+        .await
+        .unwrap();
+    }
+    corrupt(&store).await;
+    let stream = StreamId::new("bank_account", "edited");
+    match app.load::<BankAccount>(account.clone()).await {
+        Err(LoadError::Store(es_core::StoreError::Corrupt { detail, .. })) => {
+            assert!(detail.contains("bank_account") && detail.contains("-7"), "{detail}");
+        }
+        other => panic!("a row at version -7 must fail the load, got {other:?}"),
+    }
+    let refused = app
+        .dispatch(Deposit {
+            account: account.clone(),
+            amount: 1,
+        })
+        .await;
+    assert!(
+        matches!(&refused, Err(DispatchError::Store(es_core::StoreError::Corrupt { .. }))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        store.stream_version(&stream).await.unwrap(),
+        2,
+        "nothing was appended over the gap"
+    );
+}

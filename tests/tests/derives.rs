@@ -42,6 +42,16 @@ fn event_structs_encode_without_their_name_and_decode_older_versions() {
         }) => assert_eq!((name, stored, supported), ("renamed.in.rust", 3, 2)),
         other => panic!("expected a newer-version error, got {other:?}"),
     }
+    // Versions start at 1: a stored 0 is corrupt, not an older version.
+    for decoded in [
+        SomeRustName::decode(&Json, "renamed.in.rust", 0, b"{}"),
+        MoneyDeposited::decode(&Json, "account.deposited", 0, br#"{"amount":1}"#).map(|_| SomeRustName { added: 0 }),
+    ] {
+        match decoded {
+            Err(EventDecodeError::UnknownVersion { stored, .. }) => assert_eq!(stored, 0),
+            other => panic!("a stored version 0 must be refused, got {other:?}"),
+        }
+    }
     match SomeRustName::decode(&Json, "SomeRustName", 2, b"{}") {
         Err(EventDecodeError::UnknownName { name, known, .. }) => {
             assert_eq!((name.as_str(), known), ("SomeRustName", &["renamed.in.rust"][..]))

@@ -686,3 +686,21 @@ async fn waiting_appends_share_a_statement_and_keep_their_own_outcomes() {
     }
     assert_eq!(tags(&store.read_all_vec(before, 100).await.unwrap()).len(), 3);
 }
+
+/// A row edited to a negative version fails the load, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_at_a_negative_version_fails_the_load() {
+    let Some(store) = tests::postgres::store().await else {
+        return;
+    };
+    tests::decoding::check_negative_version(store, async |store: &es_postgres::PostgresStore| {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            r#"UPDATE "{}".events SET version = -7 WHERE aggregate_id = 'edited' AND version = 3"#,
+            store.schema()
+        )))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    })
+    .await;
+}

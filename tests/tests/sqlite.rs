@@ -201,3 +201,20 @@ async fn corrupt_rows_name_their_place() {
         other => panic!("expected a corruption error, got {other:?}"),
     }
 }
+
+/// A row edited to a negative version fails the load, naming it.
+#[tokio::test]
+async fn a_row_at_a_negative_version_fails_the_load() {
+    let store = tests::sqlite::temp_store().await;
+    tests::decoding::check_negative_version(store, async |store: &SqliteStore| {
+        store
+            .with_connection(|conn| {
+                conn.execute(
+                    "UPDATE es_events SET version = -7 WHERE aggregate_id = 'edited' AND version = 3",
+                    [],
+                )
+            })
+            .unwrap();
+    })
+    .await;
+}

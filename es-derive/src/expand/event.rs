@@ -193,6 +193,11 @@ pub(crate) fn expand(input: &EventStruct<'_>) -> TokenStream {
                 if version > #version {
                     return ::core::result::Result::Err(#krate::__private::newer_version(#name, version, #version));
                 }
+                // Versions start at 1: a 0 is corrupt data, not an older
+                // version to read as the current one.
+                if version == 0 {
+                    return ::core::result::Result::Err(#krate::__private::unknown_version(#name, 0, #version));
+                }
                 #older_one
             }
 
@@ -238,6 +243,9 @@ pub(crate) fn expand(input: &EventStruct<'_>) -> TokenStream {
                 }
                 if version > #version {
                     return ::core::result::Result::Err(#krate::__private::newer_version(#name, version, #version));
+                }
+                if version == 0 {
+                    return ::core::result::Result::Err(#krate::__private::unknown_version(#name, 0, #version));
                 }
                 #older_each
             }
