@@ -6,7 +6,7 @@
 //! es --db postgres://localhost/app follow       # the global log, live (Ctrl-C ends it)
 //! es --db bank.db projections                   # each checkpoint, the log's head and the lag
 //! es --db bank.db reset balances --yes          # forget a projection's checkpoint
-//! es --db bank.db rebuild balances              # clear and replay a registered read model
+//! es --db bank.db rebuild balances --yes        # clear and replay a registered read model
 //! es --db bank.db schema                        # the store's schema version and event catalogue
 //! es --db nats://localhost:4222 foreign         # messages on a NATS store's subjects that are no events
 //! ```
@@ -131,6 +131,11 @@ pub enum Command {
     Rebuild {
         /// The read model's registered name.
         name: String,
+        /// Confirm: the read model is cleared before the log is replayed
+        /// into it. Without it, `rebuild` says what it would do and does
+        /// nothing.
+        #[arg(long)]
+        yes: bool,
     },
     /// The store's schema version and the catalogue of stored events.
     Schema,
@@ -356,6 +361,13 @@ pub async fn run(cli: Cli, rebuilds: &Rebuilds, out: &mut (dyn Write + Send)) ->
                      then pass --yes"
                 )));
             }
+            let head = last_position(&db).await?;
+            if *to > head {
+                return Err(fail(format!(
+                    "position {to} is past the end of the log ({head}): the read model would skip every event \
+                     up to there, those still to come included; give a position at or before {head}"
+                )));
+            }
             inspect::set_checkpoint(&db, &checkpoint, *to).await?;
             if cli.json {
                 writeln!(out, "{}", json!({"checkpoint": checkpoint, "from": before, "to": to}))?;
@@ -363,7 +375,7 @@ pub async fn run(cli: Cli, rebuilds: &Rebuilds, out: &mut (dyn Write + Send)) ->
                 writeln!(out, "{}: {before} -> {to}", printable(&checkpoint))?;
             }
         }
-        Command::Rebuild { name } => rebuild(&db, rebuilds, name, cli.json, out).await?,
+        Command::Rebuild { name, yes } => rebuild(&db, rebuilds, name, *yes, cli.json, out).await?,
         Command::Foreign { after, limit } => {
             let found = inspect::foreign(&db, *after, *limit).await?;
             if cli.json {
@@ -556,6 +568,7 @@ async fn rebuild(
     db: &Db,
     rebuilds: &Rebuilds,
     name: &str,
+    confirmed: bool,
     json_out: bool,
     out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
@@ -572,6 +585,15 @@ async fn rebuild(
         }));
     };
     let head = last_position(db).await?;
+    if !confirmed {
+        let at = load_checkpoint(db, checkpoint).await?.unwrap_or(0);
+        return Err(fail(format!(
+            "rebuilding `{name}` clears it and replays the log into it: {} events, up to position {head} \
+             (its checkpoint `{checkpoint}` is at {at}); while it runs, the read model is incomplete, and if \
+             another process runs it, the rebuild waits for it. Pass --yes to go ahead",
+            on_store!(db, s => s.events_after(0).await?)
+        )));
+    }
     let bar = if std::io::stderr().is_terminal() && !json_out {
         indicatif::ProgressBar::new(head)
     } else {

@@ -186,6 +186,10 @@ fn inspects(db: &[&str]) {
     );
     assert_eq!(json_of(&with(&["--json", "projections"]))[0]["lag"], json!(5));
     assert!(failing(&with(&["reset", "nothing", "--yes"])).contains("no checkpoint `projection:nothing`"));
+    // Past the end of the log: refused (the read model would skip events
+    // yet to come), and the checkpoint stays.
+    let past = failing(&with(&["reset", "balances", "--to", "1000", "--yes"]));
+    assert!(past.contains("past the end of the log"), "{past}");
     assert!(failing(&with(&["rebuild", "balances"])).contains("needs the application's admin binary"));
 }
 
@@ -263,9 +267,21 @@ async fn rebuild_clears_and_replays_a_registered_read_model() {
             .await?)
     });
     let mut out = Vec::new();
-    es_cli::run_args(["es", "--db", db.path(), "rebuild", "ledger"], &rebuilds, &mut out)
-        .await
-        .expect("rebuild");
+    // Without --yes it says what it would do, and does nothing.
+    let mut said = Vec::new();
+    let refused = es_cli::run_args(["es", "--db", db.path(), "rebuild", "ledger"], &rebuilds, &mut said).await;
+    let refused = refused.expect_err("a rebuild needs --yes").to_string();
+    assert!(
+        refused.contains("clears it and replays") && refused.contains("--yes"),
+        "{refused}"
+    );
+    es_cli::run_args(
+        ["es", "--db", db.path(), "rebuild", "ledger", "--yes"],
+        &rebuilds,
+        &mut out,
+    )
+    .await
+    .expect("rebuild");
     assert_eq!(
         String::from_utf8(out).expect("UTF-8"),
         "rebuilt ledger: 5 events replayed, checkpoint at 5\n"
@@ -288,7 +304,7 @@ async fn rebuild_clears_and_replays_a_registered_read_model() {
     );
 
     let unknown = es_cli::run_args(
-        ["es", "--db", db.path(), "rebuild", "other"],
+        ["es", "--db", db.path(), "rebuild", "other", "--yes"],
         &rebuilds,
         &mut Vec::new(),
     )
