@@ -7,6 +7,31 @@ pub use crate::projection::decode_error;
 pub type RouteFuture<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<crate::AnyCommitted, crate::DispatchError>> + Send + 'a>>;
 pub use crate::command::Fingerprint;
+
+/// The fingerprint `#[derive(Aggregate)]` records with snapshots: the state
+/// shape's, or — when the shape cannot be traced (a validated newtype that
+/// refuses the tracer's samples, say) — [`UNTRACED_SHAPE`](crate::aggregate::UNTRACED_SHAPE),
+/// which turns the aggregate's snapshots off and says so once, naming the
+/// fix: never a silent 0 that turns the check off.
+pub fn snapshot_fingerprint<T: serde::de::DeserializeOwned>(aggregate: &str) -> u64 {
+    match crate::shape::of::<T>() {
+        Ok(shape) => match shape.fingerprint() {
+            // 0 and UNTRACED_SHAPE mean something else.
+            0 | crate::aggregate::UNTRACED_SHAPE => 1,
+            f => f,
+        },
+        Err(error) => {
+            tracing::error!(
+                aggregate,
+                %error,
+                "the state's shape cannot be traced, so its snapshots are off: a snapshot of another shape \
+                 could be loaded into it unnoticed. Make its `Deserialize` accept the tracer's samples, or \
+                 write `#[aggregate(snapshot_untraced)]` and bump `snapshot_version` whenever the state changes"
+            );
+            crate::aggregate::UNTRACED_SHAPE
+        }
+    }
+}
 pub use crate::util::{ConstMessage, first_overlap, names_overlap};
 pub use serde;
 

@@ -112,8 +112,11 @@ pub trait Aggregate: Sized + Send + Sync + 'static {
     /// nested types included; see [`shape`](crate::shape)), stored with each
     /// snapshot: a snapshot of another shape is not used, so changing the
     /// state struct never loads an old snapshot into it. 0 when snapshots
-    /// are off or the shape cannot be traced (then only
-    /// [`SNAPSHOT_VERSION`](Aggregate::SNAPSHOT_VERSION) tells).
+    /// are off or the aggregate says `snapshot_untraced` (then only
+    /// [`SNAPSHOT_VERSION`](Aggregate::SNAPSHOT_VERSION) tells);
+    /// [`UNTRACED_SHAPE`] when the shape cannot be traced and nobody said so:
+    /// snapshots are then neither read nor written, the derive logs why,
+    /// and the test fixture fails.
     fn snapshot_fingerprint() -> u64 {
         0
     }
@@ -132,6 +135,10 @@ pub trait Aggregate: Sized + Send + Sync + 'static {
         None
     }
 }
+
+/// The snapshot fingerprint of a state whose shape cannot be traced: its
+/// snapshots are off (see [`Aggregate::snapshot_fingerprint`]).
+pub const UNTRACED_SHAPE: u64 = u64::MAX;
 
 /// "This aggregate decides command `C`."
 ///

@@ -186,6 +186,7 @@
 //! | `services = Type` | what handlers may take as `&Services` | `()` |
 //! | `snapshot_every = N` | store a snapshot every N events (needs serde on the state) | never |
 //! | `snapshot_version = N` | bump to ignore older snapshots (snapshots of another state shape are ignored anyway: each records a fingerprint of the state's serialized shape) | 1 |
+//! | `snapshot_untraced` | the state's shape cannot be traced (a `Deserialize` that refuses sample values, such as a validated newtype): snapshots are told apart by `snapshot_version` alone, which you bump whenever the state changes. Without it such a state takes no snapshots, says so in the log, and fails its `AggregateTest`s | off |
 //! | `crate = "path"` | where es-core is, if renamed | `::es_core` |
 //!
 //! The state starts as `Default` and changes only in `#[apply]` handlers.
@@ -456,7 +457,7 @@ pub mod testing;
 pub mod time_conversions;
 mod util;
 
-pub use crate::aggregate::{Aggregate, AggregateId, Handle, IntoId};
+pub use crate::aggregate::{Aggregate, AggregateId, Handle, IntoId, UNTRACED_SHAPE};
 #[cfg(feature = "binary")]
 pub use crate::codec::Binary;
 pub use crate::codec::{Codec, CodecError, Json};

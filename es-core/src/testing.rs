@@ -157,6 +157,7 @@ where
             "{caller}: `{}` produced other events than expected\n produced: {produced:#?}\n expected: {want:#?}",
             A::NAME
         );
+        check_snapshot_shape::<A>(caller);
         let decoded = check_round_trips::<A, C>(&self.codec, self.given.iter().chain(&produced), caller);
         check_replay(self.state, &produced, decoded, caller)
     }
@@ -168,6 +169,7 @@ where
         A::Error: PartialEq,
     {
         let caller = Location::caller();
+        check_snapshot_shape::<A>(caller);
         check_round_trips::<A, C>(&self.codec, self.given.iter(), caller);
         match self.result {
             Err(error) => assert!(
@@ -186,6 +188,7 @@ where
     #[track_caller]
     pub fn then_error_matches(self, check: impl FnOnce(&A::Error) -> bool) {
         let caller = Location::caller();
+        check_snapshot_shape::<A>(caller);
         check_round_trips::<A, C>(&self.codec, self.given.iter(), caller);
         match self.result {
             Err(error) => assert!(
@@ -206,6 +209,7 @@ where
         let caller = Location::caller();
         match self.result {
             Ok(events) => {
+                check_snapshot_shape::<A>(caller);
                 let decoded = check_round_trips::<A, C>(&self.codec, self.given.iter().chain(&events), caller);
                 check_replay(self.state, &events, decoded, caller);
                 events
@@ -213,6 +217,19 @@ where
             Err(error) => panic!("{caller}: `{}` rejected the command with {error:?}", A::NAME),
         }
     }
+}
+
+/// An aggregate with snapshots whose state's shape cannot be traced, and
+/// that did not say so, fails its tests: its snapshots are off.
+#[track_caller]
+fn check_snapshot_shape<A: Aggregate>(caller: &Location<'_>) {
+    assert!(
+        A::snapshot_fingerprint() != crate::aggregate::UNTRACED_SHAPE,
+        "{caller}: `{}` takes snapshots, but its state's shape cannot be traced, so they are off (a snapshot of \
+         another shape could be loaded unnoticed). Make its `Deserialize` accept the tracer's samples, or write \
+         `#[aggregate(snapshot_untraced)]` and bump `snapshot_version` whenever the state changes",
+        A::NAME
+    );
 }
 
 /// Each event must come back equal from its stored form; returns the

@@ -221,6 +221,7 @@ pub(crate) struct AggregateAttrs {
     pub(crate) services: Option<Given<Type>>,
     pub(crate) snapshot_every: Option<Given<LitInt>>,
     pub(crate) snapshot_version: Option<Given<LitInt>>,
+    pub(crate) snapshot_untraced: Option<Given<()>>,
     pub(crate) krate: Option<Given<Path>>,
 }
 
@@ -232,6 +233,7 @@ pub(crate) const AGGREGATE_KEYS: &[&str] = &[
     "services",
     "snapshot_every",
     "snapshot_version",
+    "snapshot_untraced",
     "crate",
 ];
 
@@ -260,6 +262,11 @@ pub(crate) fn aggregate_attrs(cx: &Ctxt, attrs: &[Attribute]) -> AggregateAttrs 
         } else if p.is_ident("snapshot_version") {
             let v = parse_positive(meta, "snapshot_version")?;
             set(cx, &mut out.snapshot_version, meta, v, "aggregate");
+        } else if p.is_ident("snapshot_untraced") {
+            if meta.input.peek(Token![=]) {
+                return Err(meta.error("`snapshot_untraced` takes no value: write `snapshot_untraced`"));
+            }
+            set(cx, &mut out.snapshot_untraced, meta, (), "aggregate");
         } else if p.is_ident("crate") {
             let v = parse_crate(meta)?;
             set(cx, &mut out.krate, meta, v, "aggregate");

@@ -669,6 +669,137 @@ mod snapshots {
         );
     }
 
+    /// A name checked when it is read back: its `Deserialize` refuses the
+    /// shape tracer's sample, so the state's shape cannot be traced.
+    #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(try_from = "String", into = "String")]
+    pub(crate) struct Label(String);
+
+    impl TryFrom<String> for Label {
+        type Error = &'static str;
+        fn try_from(s: String) -> Result<Self, Self::Error> {
+            if s.starts_with("label:") {
+                Ok(Label(s))
+            } else {
+                Err("not a label")
+            }
+        }
+    }
+
+    impl From<Label> for String {
+        fn from(l: Label) -> String {
+            l.0
+        }
+    }
+
+    /// The first release of a tally: a label and a count.
+    mod labelled_v1 {
+        use super::*;
+
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+        #[event(name = "tally.counted")]
+        pub(crate) struct Counted {}
+
+        #[derive(Debug, Clone, Command)]
+        #[command(aggregate = Tally)]
+        pub(crate) struct Count {
+            #[aggregate_id]
+            pub(crate) id: u32,
+        }
+
+        #[derive(Debug, Default, Clone, Serialize, Deserialize, Aggregate)]
+        #[aggregate(name = "tally", id = u32, event = Counted, error = Never, snapshot_every = 4)]
+        pub(crate) struct Tally {
+            pub(crate) label: Option<Label>,
+            pub(crate) count: u64,
+        }
+
+        #[es_core::handlers]
+        impl Tally {
+            #[handle]
+            fn count(&self, _cmd: Count) -> Result<Counted, Never> {
+                Ok(Counted {})
+            }
+
+            #[apply]
+            fn counted(&mut self, _e: &Counted) {
+                self.count += 1;
+            }
+        }
+    }
+
+    /// The same tally, saying its shape is not traced: snapshots by version.
+    mod labelled_untraced {
+        use super::*;
+
+        #[derive(Debug, Default, Clone, Serialize, Deserialize, Aggregate)]
+        #[aggregate(name = "tally", id = u32, event = labelled_v1::Counted, error = Never, snapshot_every = 4, snapshot_untraced)]
+        pub(crate) struct Tally {
+            pub(crate) label: Option<Label>,
+            pub(crate) count: u64,
+        }
+
+        #[es_core::handlers]
+        impl Tally {
+            #[apply]
+            fn counted(&mut self, _e: &labelled_v1::Counted) {
+                self.count += 1;
+            }
+        }
+    }
+
+    /// A state whose shape cannot be traced never gets a silent
+    /// fingerprint 0 (which turned the check off: an old snapshot of
+    /// another shape was loaded, and a count read 0 instead of 8): its
+    /// snapshots are off, a stale one is not read, and its tests fail
+    /// naming the fix, unless it says `snapshot_untraced`.
+    #[tokio::test]
+    async fn an_untraceable_state_takes_no_snapshot_silently() {
+        assert_eq!(
+            <labelled_v1::Tally as Aggregate>::snapshot_fingerprint(),
+            es_core::UNTRACED_SHAPE
+        );
+        assert_eq!(<labelled_untraced::Tally as Aggregate>::snapshot_fingerprint(), 0);
+        let store = InMemoryStore::new();
+        let s = StreamId::new("tally", "1");
+        // A snapshot from some earlier state shape, at version 4, says 0.
+        store
+            .save_snapshot(
+                &s,
+                es_core::store::Snapshot {
+                    version: 4,
+                    schema_version: 1,
+                    fingerprint: 0,
+                    payload: br#"{"label":null,"count":0}"#.to_vec(),
+                },
+            )
+            .await
+            .unwrap();
+        let app = Dispatcher::new(store.clone());
+        for _ in 0..8 {
+            app.dispatch(labelled_v1::Count { id: 1 }).await.unwrap();
+        }
+        let tally = Dispatcher::new(store.clone())
+            .load::<labelled_v1::Tally>(&1)
+            .await
+            .unwrap();
+        assert_eq!(tally.count, 8, "the stale snapshot was not read");
+        let kept = store.load_snapshot(&s).await.unwrap().unwrap();
+        assert_eq!(kept.version, 4, "no snapshot was written over it");
+        // The fixture fails, naming the fix.
+        let failed = std::panic::catch_unwind(|| {
+            es_core::testing::AggregateTest::<labelled_v1::Tally>::given(Vec::<labelled_v1::Counted>::new())
+                .when(labelled_v1::Count { id: 1 })
+                .then_expect(labelled_v1::Counted {})
+        });
+        let message = failed.expect_err("the fixture must fail");
+        let message = message.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(
+            message.contains("`tally` takes snapshots") && message.contains("snapshot_untraced"),
+            "{message}"
+        );
+    }
+
     #[test]
     fn the_counter_is_an_aggregate() {
         assert_eq!(<Counter as Aggregate>::SNAPSHOT_EVERY, 10);

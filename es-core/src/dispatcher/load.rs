@@ -157,6 +157,9 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             return Ok(false);
         }
         let fingerprint = A::snapshot_fingerprint();
+        if fingerprint == crate::aggregate::UNTRACED_SHAPE {
+            return Ok(false);
+        }
         if fingerprint != 0 && snapshot.fingerprint != fingerprint {
             tracing::warn!(
                 %stream,
@@ -248,6 +251,9 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
     /// Saves a snapshot of `slot`'s state (a failure is only logged: the
     /// events are stored).
     pub(super) async fn save_snapshot<A: Aggregate>(&self, stream: &StreamId, slot: &Slot<A>) {
+        if A::snapshot_fingerprint() == crate::aggregate::UNTRACED_SHAPE {
+            return;
+        }
         match slot.state.encode_snapshot(&self.inner.codec) {
             Some(Ok(payload)) => {
                 let snapshot = Snapshot {

@@ -66,6 +66,9 @@ pub(crate) struct AggregateInput<'a> {
     pub(crate) services: Option<Type>,
     pub(crate) snapshot_every: Option<LitInt>,
     pub(crate) snapshot_version: Option<LitInt>,
+    /// `snapshot_untraced`: the state's shape cannot be traced, and the
+    /// user bumps `snapshot_version` when it changes.
+    pub(crate) snapshot_untraced: bool,
     pub(crate) krate: Path,
 }
 
@@ -366,6 +369,7 @@ impl<'a> AggregateInput<'a> {
             services: attrs.services.map(|g| g.value),
             snapshot_every: attrs.snapshot_every.map(|g| g.value),
             snapshot_version: attrs.snapshot_version.map(|g| g.value),
+            snapshot_untraced: attrs.snapshot_untraced.is_some(),
             krate: attr::crate_path(attrs.krate),
         })
     }

@@ -35,6 +35,7 @@ pub(crate) fn expand(input: &AggregateInput<'_>) -> TokenStream {
         services,
         snapshot_every,
         snapshot_version,
+        snapshot_untraced,
         krate,
     } = input;
     let (Some(id), Some(error)) = (id, error) else {
@@ -76,7 +77,13 @@ pub(crate) fn expand(input: &AggregateInput<'_>) -> TokenStream {
         let version = snapshot_version.as_ref().map_or_else(|| quote!(1), |v| quote!(#v));
         let encode = quote_spanned!(ident.span()=> #krate::Codec::encode(codec, self));
         let decode = quote_spanned!(ident.span()=> #krate::Codec::decode::<Self>(codec, bytes));
-        let fingerprint = quote_spanned!(ident.span()=> #krate::shape::fingerprint::<Self>().unwrap_or(0));
+        // A shape that cannot be traced turns snapshots off, loudly, unless
+        // the user said so (`snapshot_untraced`: the version alone tells).
+        let fingerprint = if *snapshot_untraced {
+            quote!(0)
+        } else {
+            quote_spanned!(ident.span()=> #krate::__private::snapshot_fingerprint::<Self>(#name))
+        };
         // Traced once; a generic aggregate's instances each have their own
         // shape, and a static in a generic function would be shared.
         let fingerprint = if generics.params.is_empty() {
