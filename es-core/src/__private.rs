@@ -37,8 +37,8 @@ pub use serde;
 
 /// `#[derive(Command)]`'s fingerprint: through serde where the command is
 /// `Serialize`, none otherwise, chosen at compile time by method lookup
-/// (`(&Probe(cmd)).es_fingerprint(name)` finds [`BySerde`] on `Probe` first
-/// when it applies, else [`Unavailable`] on `&Probe`).
+/// (`(&Probe(cmd)).es_fingerprint(name)` finds `BySerde` on `Probe` first
+/// when it applies, else `Unavailable` on `&Probe`).
 pub mod fingerprint {
     use crate::command::Fingerprint;
 
