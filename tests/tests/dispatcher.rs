@@ -229,9 +229,12 @@ async fn metadata_travels_into_every_event() {
         .command_id("cmd-1")
         .with("user", "ada");
     let committed = app.dispatch_with(open("a"), metadata.clone()).await.unwrap();
-    // With the command's name beside its id, recorded by the dispatcher.
+    // With the command's name and content fingerprint beside its id,
+    // recorded by the dispatcher.
+    let fingerprint = es_core::Command::fingerprint(&open("a")).expect("a serde command has a fingerprint");
     let metadata = Metadata {
         command_name: Some("OpenAccount".into()),
+        command_fingerprint: Some(fingerprint.iter().map(|b| format!("{b:02x}")).collect()),
         ..metadata
     };
     assert_eq!(*committed.events().next().unwrap().metadata, metadata);
@@ -262,11 +265,19 @@ async fn a_command_id_already_committed_returns_the_earlier_outcome() {
         .dispatch_with(deposit("a", 30), Metadata::new().command_id("d-1"))
         .await
         .unwrap();
-    // The same id again, even from another dispatcher, with another amount:
-    // nothing is appended and the first outcome comes back.
+    // The same command under the same id again, even from another
+    // dispatcher: nothing is appended and the first outcome comes back.
+    // With another amount it is another command, refused.
     let other = Dispatcher::new(store.clone());
-    let again = other
+    let reused = other
         .dispatch_with(deposit("a", 999), Metadata::new().command_id("d-1"))
+        .await;
+    assert!(
+        matches!(reused, Err(es_core::DispatchError::CommandIdReused { .. })),
+        "{reused:?}"
+    );
+    let again = other
+        .dispatch_with(deposit("a", 30), Metadata::new().command_id("d-1"))
         .await
         .unwrap();
     assert!(again.deduplicated);

@@ -75,8 +75,12 @@ pub(crate) fn expand(input: &AggregateInput<'_>) -> TokenStream {
     let initial = quote_spanned!(ident.span()=> <Self as #krate::__private::InitialState>::initial_state);
     let snapshots = snapshot_every.as_ref().map(|every| {
         let version = snapshot_version.as_ref().map_or_else(|| quote!(1), |v| quote!(#v));
-        let encode = quote_spanned!(ident.span()=> #krate::Codec::encode(codec, self));
-        let decode = quote_spanned!(ident.span()=> #krate::Codec::decode::<Self>(codec, bytes));
+        // The arguments are the generated function's own (call-site) names,
+        // never respanned: inside a `macro_rules!` macro the user's span
+        // carries the macro's hygiene, and they would not be found.
+        let (codec, this, bytes) = (quote!(codec), quote!(self), quote!(bytes));
+        let encode = quote_spanned!(ident.span()=> #krate::Codec::encode(#codec, #this));
+        let decode = quote_spanned!(ident.span()=> #krate::Codec::decode::<Self>(#codec, #bytes));
         // A shape that cannot be traced turns snapshots off, loudly, unless
         // the user said so (`snapshot_untraced`: the version alone tells).
         let fingerprint = if *snapshot_untraced {

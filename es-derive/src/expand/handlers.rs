@@ -124,22 +124,33 @@ fn handle_impl(input: &HandlersInput, h: &HandleFn) -> TokenStream {
         output,
         callable,
     } = h;
+    // The generated parameters are declared and used with one span each,
+    // the user's token where an error about them belongs: outside a
+    // `macro_rules!` macro that is the call site's hygiene too, and inside
+    // one, declaration and uses still agree (mixing a macro's tokens with
+    // the call site's would lose the names).
+    let command_param = if *command_by_ref {
+        quote!(command)
+    } else {
+        quote_spanned!(command.span()=> command)
+    };
+    let services_param = match services {
+        Some(ty) => quote_spanned!(ty.span()=> services),
+        None => quote!(services),
+    };
     // A handler taking the command by value gets a copy: the dispatcher
     // keeps the command to decide it again after a version conflict. The
     // copy is spanned at the handler's argument, where a command that is
     // not `Clone` is reported.
     let command_arg = if *command_by_ref {
-        quote!(command)
+        command_param.clone()
     } else {
-        quote_spanned!(command.span()=> #krate::__private::CommandClone::clone_command(command))
+        quote_spanned!(command.span()=> #krate::__private::CommandClone::clone_command(#command_param))
     };
     let call = match services {
-        Some(ty) => {
-            let services = quote_spanned!(ty.span()=> services);
-            quote!(<#self_ty>::#method(self, #command_arg, #services))
-        }
+        Some(_) => quote!(<#self_ty>::#method(self, #command_arg, #services_param)),
         None => quote!({
-            let _ = services;
+            let _ = #services_param;
             <#self_ty>::#method(self, #command_arg)
         }),
     };
@@ -153,8 +164,9 @@ fn handle_impl(input: &HandlersInput, h: &HandleFn) -> TokenStream {
     let event = quote_spanned!(at_type=> #aggregate::Event);
     let error = quote_spanned!(at_type=> #aggregate::Error);
     let services_ty = quote_spanned!(at_type=> #aggregate::Services);
+    let this = quote!(self);
     let signature = quote_spanned!(at_type=>
-        fn handle(&self, command: &#command, services: &#services_ty)
+        fn handle(&#this, #command_param: &#command, #services_param: &#services_ty)
             -> ::core::result::Result<::std::vec::Vec<#event>, #error>
     );
     let header = super::respan(
@@ -174,7 +186,7 @@ fn handle_impl(input: &HandlersInput, h: &HandleFn) -> TokenStream {
             })
         }
         _ => quote!({
-            let _ = (command, services, <#self_ty>::#method);
+            let _ = (#command_param, #services_param, <#self_ty>::#method);
             ::core::unreachable!()
         }),
     };

@@ -159,7 +159,9 @@ fn answer_impl(input: &HandlersInput, a: &AnswerFn) -> TokenStream {
 
 /// `false || <E1 as Event>::knows(name) || ..`
 fn handles<'a>(krate: &syn::Path, events: impl Iterator<Item = &'a syn::Type>) -> TokenStream {
-    let events = events.map(|e| quote_spanned!(e.span()=> <#e as #krate::Event>::knows(name)));
+    // `name` is the generated function's own (see `super::located`).
+    let name = quote!(name);
+    let events = events.map(|e| quote_spanned!(e.span()=> <#e as #krate::Event>::knows(#name)));
     quote!(false #(|| #events)*)
 }
 
@@ -302,8 +304,14 @@ pub(crate) fn process(input: &HandlersInput, command: &syn::Type, reactions: &[R
     let routes = reactions.iter().map(|r: &ReactFn| {
         let (event, method) = (&r.event, &r.method);
         let call = match (r.callable, r.context) {
-            (true, true) => quote_spanned!(method.span()=> <#self_ty>::#method(self, &event, context)),
-            (true, false) => quote_spanned!(method.span()=> <#self_ty>::#method(self, &event)),
+            (true, true) => {
+                let (this, event, context) = (quote!(self), quote!(event), quote!(context));
+                quote_spanned!(method.span()=> <#self_ty>::#method(#this, &#event, #context))
+            }
+            (true, false) => {
+                let (this, event) = (quote!(self), quote!(event));
+                quote_spanned!(method.span()=> <#self_ty>::#method(#this, &#event))
+            }
             (false, _) => quote!({
                 let _ = <#self_ty>::#method;
                 ::core::option::Option::<#command>::None
