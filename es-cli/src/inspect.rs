@@ -148,6 +148,37 @@ pub(crate) async fn postgres_schema_version(store: &es_postgres::PostgresStore) 
     Ok(i64::from(v.unwrap_or(0)))
 }
 
+/// One row of a stream listing, or an error naming the stream whose row
+/// does not read (a version below 1, a cell of the wrong type): a corrupt
+/// row fails the listing, and says where.
+fn stream_row(
+    kind: &str,
+    id: &str,
+    version: Result<i64, String>,
+    recorded_at: Result<i64, String>,
+    lowest: Result<i64, String>,
+) -> Result<StreamInfo, CliError> {
+    let version = version.map_err(|e| fail(format!("stream `{kind}/{id}`: its version does not read: {e}")))?;
+    let lowest = lowest.map_err(|e| fail(format!("stream `{kind}/{id}`: a version does not read: {e}")))?;
+    if lowest < 1 {
+        return Err(fail(format!(
+            "stream `{kind}/{id}`: a stored version of {lowest}, below 1: the store is corrupt there"
+        )));
+    }
+    let recorded_at = recorded_at.map_err(|e| {
+        fail(format!(
+            "stream `{kind}/{id}`: its last write's time does not read: {e}"
+        ))
+    })?;
+    Ok(StreamInfo {
+        aggregate_type: kind.to_owned(),
+        aggregate_id: id.to_owned(),
+        version: unsigned(version),
+        last_recorded_at: time(recorded_at),
+        foreign: false,
+    })
+}
+
 /// Streams, the most recently written first.
 pub(crate) async fn streams(db: &Db, aggregate_type: Option<&str>, limit: usize) -> Result<Vec<StreamInfo>, CliError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -155,30 +186,37 @@ pub(crate) async fn streams(db: &Db, aggregate_type: Option<&str>, limit: usize)
         Db::Sqlite(store) => store.read_with(|conn| {
             let mut stmt = conn
                 .prepare(
-                    "SELECT aggregate_type, aggregate_id, MAX(version), MAX(recorded_at) FROM es_events
+                    "SELECT aggregate_type, aggregate_id, MAX(version), MAX(recorded_at), MIN(version) FROM es_events
                      WHERE ?1 IS NULL OR aggregate_type = ?1
                      GROUP BY aggregate_type, aggregate_id ORDER BY MAX(position) DESC LIMIT ?2",
                 )
                 .map_err(sqlite_error("list streams"))?;
-            let rows = stmt
-                .query_map(rusqlite::params![aggregate_type, limit], |r| {
-                    Ok(StreamInfo {
-                        aggregate_type: r.get(0)?,
-                        aggregate_id: r.get(1)?,
-                        version: unsigned(r.get(2)?),
-                        last_recorded_at: time(r.get(3)?),
-                        foreign: false,
-                    })
-                })
+            let mut rows = stmt
+                .query(rusqlite::params![aggregate_type, limit])
                 .map_err(sqlite_error("list streams"))?;
-            rows.collect::<Result<Vec<_>, _>>()
-                .map_err(sqlite_error("list streams"))
+            let mut out = Vec::new();
+            while let Some(r) = rows.next().map_err(sqlite_error("list streams"))? {
+                let text = |i| match r.get_ref(i) {
+                    Ok(rusqlite::types::ValueRef::Text(t)) => String::from_utf8_lossy(t).into_owned(),
+                    Ok(other) => format!("{other:?}"),
+                    Err(e) => format!("({e})"),
+                };
+                let (kind, id) = (text(0), text(1));
+                out.push(stream_row(
+                    &kind,
+                    &id,
+                    r.get::<_, i64>(2).map_err(|e| e.to_string()),
+                    r.get::<_, i64>(3).map_err(|e| e.to_string()),
+                    r.get::<_, i64>(4).map_err(|e| e.to_string()),
+                )?);
+            }
+            Ok(out)
         })?,
         Db::Postgres(store) => {
             let s = store.schema();
             let rows = sqlx::query(sql(format!(
                 r#"SELECT aggregate_type, aggregate_id, MAX(version),
-                          (EXTRACT(EPOCH FROM MAX(recorded_at)) * 1000000)::BIGINT
+                          (EXTRACT(EPOCH FROM MAX(recorded_at)) * 1000000)::BIGINT, MIN(version)
                    FROM "{s}".events WHERE $1::TEXT IS NULL OR aggregate_type = $1
                    GROUP BY aggregate_type, aggregate_id ORDER BY MAX(position) DESC LIMIT $2"#
             )))
@@ -189,16 +227,17 @@ pub(crate) async fn streams(db: &Db, aggregate_type: Option<&str>, limit: usize)
             .map_err(pg_error("list streams"))?;
             rows.iter()
                 .map(|r| {
-                    Ok(StreamInfo {
-                        aggregate_type: r.try_get(0)?,
-                        aggregate_id: r.try_get(1)?,
-                        version: unsigned(r.try_get(2)?),
-                        last_recorded_at: time(r.try_get(3)?),
-                        foreign: false,
-                    })
+                    let kind: String = r.try_get(0).unwrap_or_else(|e| format!("({e})"));
+                    let id: String = r.try_get(1).unwrap_or_else(|e| format!("({e})"));
+                    stream_row(
+                        &kind,
+                        &id,
+                        r.try_get::<i64, _>(2).map_err(|e| e.to_string()),
+                        r.try_get::<i64, _>(3).map_err(|e| e.to_string()),
+                        r.try_get::<i64, _>(4).map_err(|e| e.to_string()),
+                    )
                 })
-                .collect::<Result<Vec<_>, sqlx::Error>>()
-                .map_err(pg_error("list streams"))
+                .collect()
         }
         Db::Nats(store) => {
             let heads = store.stream_heads().await?;

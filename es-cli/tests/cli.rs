@@ -600,3 +600,30 @@ async fn what_the_store_holds_is_escaped_on_the_terminal() {
     let reset = ok(&["--db", db.path(), "reset", "cp\x1b[2J", "--yes"]);
     assert!(!raw(&reset) && reset.contains("\\u{1b}[2J"), "{reset:?}");
 }
+
+/// A corrupt row fails a listing naming its stream, and `events` on a
+/// stream with a row at version -7 fails naming it, instead of showing
+/// less.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_row_is_named_not_skipped() {
+    let db = TempDb::new();
+    {
+        let store = SqliteStore::open(db.path()).await.unwrap();
+        bank(store.clone()).await;
+        store
+            .with_connection(|conn| {
+                conn.execute(
+                    "UPDATE es_events SET version = -7 WHERE aggregate_id = 'bob' AND version = 2",
+                    [],
+                )
+            })
+            .unwrap();
+    }
+    let listed = failing(&["--db", db.path(), "streams"]);
+    assert!(listed.contains("bank_account/bob") && listed.contains("-7"), "{listed}");
+    let events = failing(&["--db", db.path(), "events", "bank_account/bob"]);
+    assert!(events.contains("bank_account/bob") && events.contains("-7"), "{events}");
+    // Other streams still read.
+    let ada = json_of(&["--db", db.path(), "--json", "events", "bank_account/ada"]);
+    assert_eq!(ada.as_array().unwrap().len(), 3);
+}
