@@ -140,17 +140,3 @@ async fn the_transfer_process_runs_on_nats() {
     let position = transfers.settle(&app).await.expect("settle again");
     assert_eq!(transfers.settle(&app).await.expect("and again"), position);
 }
-
-/// The dispatcher's command-id guarantees hold on NATS as on the other
-/// stores: an id reaches no other stream, and an id reused by another
-/// command on its stream is refused (also when two race to the server's
-/// de-duplication).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn command_ids_on_nats() {
-    let Some(store) = support::store().await else {
-        return;
-    };
-    tests::guarantees::command_ids_are_scoped_to_their_stream(store.clone()).await;
-    tests::guarantees::a_command_id_reused_by_another_command_is_refused(store.clone()).await;
-    tests::guarantees::a_command_id_reused_with_other_content_is_refused(store).await;
-}

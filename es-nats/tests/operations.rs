@@ -323,13 +323,3 @@ async fn a_hundred_idle_followers_hold_no_server_consumers() {
         runner.stop().await;
     }
 }
-
-/// A runner's lag on NATS is in events, though three messages stand for
-/// each event (it, its event-id record, its command's record).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lag_counts_events() {
-    let Some(store) = support::store().await else {
-        return;
-    };
-    tests::read_side::lag_counts_events(store).await;
-}

@@ -314,3 +314,70 @@ impl<S: EventStore> EventStore for SwitchableStore<S> {
         self.inner.notifications()
     }
 }
+
+/// One test per case and per store — in memory, a SQLite file, PostgreSQL
+/// (skipped loudly without a server) and NATS JetStream on one node
+/// (skipped loudly without a current `nats-server`): what the README calls
+/// "every store". Each case is `name => |store| future`:
+///
+/// ```text
+/// tests::on_every_store! {
+///     a_guarantee => |store| tests::guarantees::a_guarantee(store),
+/// }
+/// ```
+#[macro_export]
+macro_rules! on_every_store {
+    ($($name:ident => |$store:ident| $body:expr),* $(,)?) => {
+        mod memory {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let $store = ::es_core::InMemoryStore::new();
+                    $body.await;
+                }
+            )*
+        }
+
+        mod sqlite {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let $store = $crate::sqlite::temp_store().await;
+                    $body.await;
+                }
+            )*
+        }
+
+        mod postgres {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let ::core::option::Option::Some($store) = $crate::postgres::store().await else {
+                        return;
+                    };
+                    $body.await;
+                }
+            )*
+        }
+
+        mod nats {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let ::core::option::Option::Some($store) = $crate::nats::store().await else {
+                        return;
+                    };
+                    $body.await;
+                }
+            )*
+        }
+    };
+}

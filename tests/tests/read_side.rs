@@ -16,28 +16,6 @@ use examples::views::{BalanceOf, Balances, History, HistoryOf};
 use tests::ledger::{PgLedger, SQLITE_LEDGER, SqliteLedger};
 use tests::read_side::*;
 
-mod rebuild_equals_live {
-    use super::*;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn memory() {
-        rebuild_equals_live(InMemoryStore::new()).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() {
-        rebuild_equals_live(tests::sqlite::temp_store().await).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres() {
-        let Some(store) = tests::postgres::store().await else {
-            return;
-        };
-        rebuild_equals_live(store).await;
-    }
-}
-
 mod transfers_survive_a_crash_at_every_step {
     use super::*;
 
@@ -337,24 +315,9 @@ async fn two_postgres_runners_never_work_at_once_and_the_second_takes_over() {
     let _ = store.read_all_vec(0, 1).await.unwrap();
 }
 
-mod lag_counts_events {
-    use super::*;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn memory() {
-        lag_counts_events(InMemoryStore::new()).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() {
-        lag_counts_events(tests::sqlite::temp_store().await).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres() {
-        let Some(store) = tests::postgres::store().await else {
-            return;
-        };
-        lag_counts_events(store).await;
+mod every_store {
+    tests::on_every_store! {
+        rebuild_equals_live => |store| tests::read_side::rebuild_equals_live(store),
+        lag_counts_events => |store| tests::read_side::lag_counts_events(store),
     }
 }

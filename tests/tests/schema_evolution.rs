@@ -3,7 +3,7 @@
 //! every store and with both codecs: by the aggregate, by a read model of
 //! the aggregate's event enum and by one of the event struct itself.
 
-use es_core::{Binary, Codec, Dispatcher, EventStore, InMemoryStore, Json, Projection};
+use es_core::{Binary, Codec, Dispatcher, EventStore, Json, Projection};
 use examples::bank::{AccountId, BankAccount, Withdraw};
 use examples::views::{BalanceOf, Balances, History, HistoryOf};
 use tests::fixtures::{Stored, account};
@@ -59,43 +59,7 @@ async fn replays_through_the_chain<S: EventStore + Clone, C: Codec>(store: S, co
     );
 }
 
-macro_rules! on_every_store {
-    ($($name:ident: $codec:expr, $stored:expr;)*) => {
-        mod memory {
-            use super::*;
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    replays_through_the_chain(InMemoryStore::new(), $codec, $stored).await;
-                }
-            )*
-        }
-
-        mod sqlite {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    replays_through_the_chain(tests::sqlite::temp_store().await, $codec, $stored).await;
-                }
-            )*
-        }
-
-        mod postgres {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(store) = tests::postgres::store().await {
-                        replays_through_the_chain(store, $codec, $stored).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-on_every_store! {
-    json: Json, Stored::Json;
-    postcard: Binary, Stored::Postcard;
+tests::on_every_store! {
+    json => |store| replays_through_the_chain(store, Json, Stored::Json),
+    postcard => |store| replays_through_the_chain(store, Binary, Stored::Postcard),
 }
