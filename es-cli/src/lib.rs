@@ -52,7 +52,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use es_core::store::StoredEvent;
-use es_core::{EventStore, EventStoreExt, Metadata, StreamId};
+use es_core::{EventStore, EventStoreExt, StreamId};
 use es_postgres::{PostgresOptions, PostgresStore};
 use es_sqlite::SqliteStore;
 use serde_json::{Value, json};
@@ -313,12 +313,12 @@ pub async fn run(cli: Cli, rebuilds: &Rebuilds, out: &mut (dyn Write + Send)) ->
                 return Err(fail(format!("stream `{stream}` has no events")));
             }
             if cli.json {
-                let all: Vec<Value> = events.iter().map(event_json).collect();
+                let all: Vec<Value> = events.iter().map(StoredEvent::to_json).collect();
                 writeln!(out, "{}", Value::Array(all))?;
             } else {
                 let mut t = Table::new(["VERSION", "POSITION", "RECORDED", "EVENT", "PAYLOAD", "METADATA"]);
                 for e in &events {
-                    let j = event_json(e);
+                    let j = e.to_json();
                     t.row([
                         e.version.to_string(),
                         e.position.to_string(),
@@ -463,29 +463,6 @@ async fn last_position(db: &Db) -> Result<u64, CliError> {
     Ok(on_store!(db, s => s.last_position().await?))
 }
 
-/// An event as JSON: the payload as stored when it is JSON, hex otherwise.
-fn event_json(e: &StoredEvent) -> Value {
-    let payload = serde_json::from_slice::<Value>(&e.payload).unwrap_or_else(|_| {
-        let hex: String = e.payload.iter().map(|b| format!("{b:02x}")).collect();
-        json!({ "hex": hex })
-    });
-    let metadata = match Metadata::decode(&e.metadata) {
-        Ok(m) => json!(m),
-        Err(_) => json!({ "undecodable": String::from_utf8_lossy(&e.metadata) }),
-    };
-    json!({
-        "position": e.position,
-        "stream": e.stream.to_string(),
-        "version": e.version,
-        "event_id": e.event_id.to_string(),
-        "name": e.name,
-        "schema_version": e.schema_version,
-        "recorded_at": e.recorded_at.to_string(),
-        "payload": payload,
-        "metadata": metadata,
-    })
-}
-
 async fn follow(
     db: &Db,
     from: Option<u64>,
@@ -493,75 +470,55 @@ async fn follow(
     json_lines: bool,
     out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
-    let mut after = match from {
+    let after = match from {
         Some(p) => p,
         None => last_position(db).await?,
     };
+    on_store!(db, s => follow_tail(es_core::subscription::Tail::new(s.clone(), after), count, json_lines, out).await)
+}
+
+async fn follow_tail<S: EventStore>(
+    mut tail: es_core::subscription::Tail<S>,
+    count: Option<u64>,
+    json_lines: bool,
+    out: &mut (dyn Write + Send),
+) -> Result<(), CliError> {
     let mut printed = 0u64;
-    let mut wake = on_store!(db, s => s.notifications());
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
-    loop {
-        let page = on_store!(db, s => s.read_all_vec(after, 500).await?);
-        for e in &page {
-            if e.name == es_core::store::FOREIGN {
-                let subject = e.stream.aggregate_id();
-                if json_lines {
-                    writeln!(
-                        out,
-                        "{}",
-                        json!({"position": e.position, "foreign": subject, "bytes": e.payload.len()})
-                    )?;
-                } else {
-                    writeln!(
-                        out,
-                        "{:>8}  (a foreign message on {}, {} bytes: skipped by readers)",
-                        e.position,
-                        printable(subject),
-                        e.payload.len()
-                    )?;
-                }
-            } else if json_lines {
-                writeln!(out, "{}", event_json(e))?;
-            } else {
-                let j = event_json(e);
-                writeln!(
-                    out,
-                    "{:>8}  {}  {}@{}  {} v{}  {}",
-                    e.position,
-                    e.recorded_at,
-                    printable(&e.stream.to_string()),
-                    e.version,
-                    printable(&e.name),
-                    e.schema_version,
-                    j["payload"]
-                )?;
-            }
-            after = e.position;
-            printed += 1;
-            if count.is_some_and(|c| printed >= c) {
-                out.flush()?;
-                return Ok(());
-            }
+    while count.is_none_or(|c| printed < c) {
+        let e = tokio::select! {
+            _ = &mut ctrl_c => return Ok(()),
+            e = tail.next() => e?,
+        };
+        let j = e.to_json();
+        if json_lines {
+            writeln!(out, "{j}")?;
+        } else if e.name == es_core::store::FOREIGN {
+            writeln!(
+                out,
+                "{:>8}  (a foreign message on {}, {} bytes: skipped by readers)",
+                e.position,
+                printable(e.stream.aggregate_id()),
+                e.payload.len()
+            )?;
+        } else {
+            writeln!(
+                out,
+                "{:>8}  {}  {}@{}  {} v{}  {}",
+                e.position,
+                e.recorded_at,
+                printable(&e.stream.to_string()),
+                e.version,
+                printable(&e.name),
+                e.schema_version,
+                j["payload"]
+            )?;
         }
         out.flush()?;
-        if page.len() == 500 {
-            continue;
-        }
-        // New events wake this process's readers at once (PostgreSQL: also
-        // other processes' appends, through LISTEN); others are polled.
-        let poll = tokio::time::sleep(Duration::from_millis(200));
-        tokio::select! {
-            _ = &mut ctrl_c => return Ok(()),
-            () = poll => {}
-            () = async {
-                match wake.as_mut() {
-                    Some(w) => { let _ = w.changed().await; }
-                    None => std::future::pending::<()>().await,
-                }
-            } => {}
-        }
+        printed += 1;
     }
+    Ok(())
 }
 
 async fn rebuild(

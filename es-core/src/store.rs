@@ -538,6 +538,42 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
+    /// The event as JSON, the one rendering tools and services show: its
+    /// place (`position`, `stream`, `version`), `event_id`, `name`,
+    /// `schema_version`, `recorded_at` (RFC 3339, UTC) and
+    /// `recorded_at_micros`, the `payload` as stored when it is JSON
+    /// (`{"hex": ..}` otherwise: another codec), and the decoded `metadata`
+    /// (`{"undecodable": ..}` when it does not decode). An entry that is not
+    /// an event ([`FOREIGN`]) renders as `{"position", "foreign", "bytes"}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        if self.name == FOREIGN {
+            return serde_json::json!({
+                "position": self.position,
+                "foreign": self.stream.aggregate_id(),
+                "bytes": self.payload.len(),
+            });
+        }
+        let payload = serde_json::from_slice::<serde_json::Value>(&self.payload)
+            .unwrap_or_else(|_| serde_json::json!({ "hex": hex(&self.payload) }));
+        let metadata = match crate::Metadata::decode(&self.metadata) {
+            Ok(m) => serde_json::to_value(m).unwrap_or_default(),
+            Err(_) => serde_json::json!({ "undecodable": String::from_utf8_lossy(&self.metadata) }),
+        };
+        serde_json::json!({
+            "position": self.position,
+            "stream": self.stream.to_string(),
+            "version": self.version,
+            "event_id": self.event_id.to_string(),
+            "name": self.name,
+            "schema_version": self.schema_version,
+            "recorded_at": self.recorded_at.to_string(),
+            "recorded_at_micros": self.recorded_at.as_micros(),
+            "payload": payload,
+            "metadata": metadata,
+        })
+    }
+
     /// A borrowed view.
     pub fn as_recorded(&self) -> RecordedEvent<'_> {
         RecordedEvent {

@@ -602,27 +602,6 @@ async fn account<S: EventStore + Clone>(
     }
 }
 
-/// An event as the audit trail and the tail show it.
-fn event_json(e: &StoredEvent) -> Value {
-    let payload: Value = serde_json::from_slice(&e.payload).unwrap_or(Value::Null);
-    let metadata: Value = if e.metadata.is_empty() {
-        json!({})
-    } else {
-        serde_json::from_slice(&e.metadata).unwrap_or(Value::Null)
-    };
-    json!({
-        "position": e.position,
-        "stream": e.stream.to_string(),
-        "version": e.version,
-        "event_id": e.event_id.as_uuid().to_string(),
-        "name": e.name,
-        "schema_version": e.schema_version,
-        "recorded_at_micros": e.recorded_at.as_micros(),
-        "payload": payload,
-        "metadata": metadata,
-    })
-}
-
 async fn audit<S: EventStore + Clone>(
     State(service): State<Arc<Service<S>>>,
     id: Result<Path<String>, PathRejection>,
@@ -636,7 +615,7 @@ async fn audit<S: EventStore + Clone>(
     }
     let stream = StreamId::of::<BankAccount>(&AccountId::new(&id));
     match service.store.read_stream_vec(&stream, 1).await {
-        Ok(events) => axum::Json(Value::Array(events.iter().map(event_json).collect())).into_response(),
+        Ok(events) => axum::Json(Value::Array(events.iter().map(StoredEvent::to_json).collect())).into_response(),
         Err(e) => store_problem(&e),
     }
 }
@@ -662,9 +641,8 @@ impl Feed {
         let (events, _) = broadcast::channel(Self::BUFFER);
         let sender = events.clone();
         tokio::spawn(async move {
-            let mut notifications = store.notifications();
             // Streams read what was stored before they opened themselves.
-            let mut after = loop {
+            let after = loop {
                 match store.last_position().await {
                     Ok(head) => break head,
                     Err(e) => {
@@ -673,36 +651,23 @@ impl Feed {
                     }
                 }
             };
+            let mut tail = es_core::subscription::Tail::new(store, after);
             loop {
-                if *shutdown.borrow() {
-                    return;
-                }
-                match store.read_all_vec(after, 256).await {
-                    Ok(page) if !page.is_empty() => {
-                        for e in page {
-                            after = e.position;
-                            // No receiver is no error: nobody listens.
+                tokio::select! {
+                    next = tail.next() => match next {
+                        // No receiver is no error: nobody listens.
+                        Ok(e) => {
                             let _ = sender.send(Arc::new(e));
                         }
-                        continue;
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "the event feed could not read the log; retrying"),
-                }
-                let wake = async {
-                    match notifications.as_mut() {
-                        Some(rx) => {
-                            if rx.changed().await.is_err() {
-                                std::future::pending::<()>().await;
-                            }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the event feed could not read the log; retrying");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
                         }
-                        None => tokio::time::sleep(Duration::from_millis(200)).await,
-                    }
-                };
-                tokio::select! {
-                    () = wake => {}
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    },
                     _ = shutdown.changed() => {}
+                }
+                if *shutdown.borrow() {
+                    return;
                 }
             }
         });
@@ -765,7 +730,7 @@ async fn tail<S: EventStore + Clone>(
                     let sse = SseEvent::default()
                         .id(e.position.to_string())
                         .event(e.name.clone())
-                        .data(event_json(&e).to_string());
+                        .data(e.to_json().to_string());
                     return Some((
                         Ok::<_, Infallible>(sse),
                         (store, after, pending, feed, source, shutdown),
