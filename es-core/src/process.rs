@@ -17,7 +17,6 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use crate::codec::Codec;
 use crate::command::Dispatchable;
@@ -210,12 +209,17 @@ impl<P: Process> ProcessManager<P> {
     }
 
     /// Runs the process in a background task, following the log (woken by
-    /// the store's notifications, or every `poll`). Failures are retried
+    /// the store's notifications, or every poll). Failures are retried
     /// with backoff and shown in the runner's
-    /// [`status`](crate::Runner::status).
-    pub fn spawn<S: EventStore + Clone, C: Codec>(self, dispatcher: Dispatcher<S, C>, poll: Duration) -> Runner {
+    /// [`status`](crate::Runner::status). `options` are the engine's
+    /// [`RunOptions`], or just the poll as a `Duration`.
+    pub fn spawn<S: EventStore + Clone, C: Codec>(
+        self,
+        dispatcher: Dispatcher<S, C>,
+        options: impl Into<RunOptions>,
+    ) -> Runner {
         let store = dispatcher.store().clone();
-        crate::subscription::spawn(store, self.sink(dispatcher), RunOptions::polling(poll))
+        crate::subscription::spawn(store, self.sink(dispatcher), options.into())
     }
 
     fn sink<S, C>(&self, dispatcher: Dispatcher<S, C>) -> React<P, S, C> {

@@ -338,11 +338,12 @@ impl<R: ReadModel, C: Codec> Projection<R, C> {
 
     /// Feeds the projection in a background task: catches up, then follows
     /// new events (woken by the store's notifications where it has them,
-    /// otherwise every `poll`). Failures are retried with backoff and shown
+    /// otherwise every poll). Failures are retried with backoff and shown
     /// in the runner's [`status`](Runner::status). Stop it with
-    /// [`Runner::stop`].
-    pub fn spawn<S: EventStore + Clone>(&self, store: S, poll: Duration) -> Runner {
-        crate::subscription::spawn(store, self.feed(), RunOptions::polling(poll))
+    /// [`Runner::stop`]. `options` are the engine's [`RunOptions`], or just
+    /// the poll as a `Duration`.
+    pub fn spawn<S: EventStore + Clone>(&self, store: S, options: impl Into<RunOptions>) -> Runner {
+        crate::subscription::spawn(store, self.feed(), options.into())
     }
 }
 

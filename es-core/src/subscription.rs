@@ -663,6 +663,14 @@ impl Default for RunOptions {
     }
 }
 
+/// The defaults, polling every `poll`: what `spawn` takes as its options
+/// when given just a `Duration`.
+impl From<Duration> for RunOptions {
+    fn from(poll: Duration) -> Self {
+        RunOptions::polling(poll)
+    }
+}
+
 impl RunOptions {
     /// The defaults, polling every `poll`.
     pub fn polling(poll: Duration) -> Self {

@@ -4,7 +4,6 @@
 use std::borrow::Borrow;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use es_core::store::StoredEvent;
 use es_core::subscription::{self, PageSink, Paged, RunOptions, Sink};
@@ -154,16 +153,17 @@ impl<R: ReadModelIn<PgConnection>, C: Codec> PgProjection<R, C> {
 
     /// Runs the projection in the background: stands by until it owns the
     /// projection (another process may), then catches up and follows the
-    /// log (woken by notifications, or every `poll`), checking on every
+    /// log (woken by notifications, or every poll), checking on every
     /// wake-up that it still owns it. Failures are retried with backoff and
-    /// shown in the runner's status.
-    pub fn spawn(self, poll: Duration) -> Runner
+    /// shown in the runner's status. `options` are the engine's
+    /// [`RunOptions`], or just the poll as a `Duration`.
+    pub fn spawn(self, options: impl Into<RunOptions>) -> Runner
     where
         R: 'static,
         C: 'static,
     {
         let store = self.store.clone();
-        subscription::spawn(store, Paged::new(Pages::new(Arc::new(self))), RunOptions::polling(poll))
+        subscription::spawn(store, Paged::new(Pages::new(Arc::new(self))), options.into())
     }
 }
 

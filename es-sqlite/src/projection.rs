@@ -8,7 +8,6 @@ use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
 
 use es_core::store::StoredEvent;
 use es_core::subscription::{self, PageSink, Paged, RunOptions};
@@ -103,15 +102,16 @@ impl<R: ReadModelIn<Connection>, C: Codec> SqliteProjection<R, C> {
     }
 
     /// Catches up now, then follows new events (woken by this process's
-    /// appends, or every `poll`) in a background task. Failures are retried
-    /// with backoff and shown in the runner's status.
-    pub fn spawn(self, poll: Duration) -> Runner
+    /// appends, or every poll) in a background task. Failures are retried
+    /// with backoff and shown in the runner's status. `options` are the
+    /// engine's [`RunOptions`], or just the poll as a `Duration`.
+    pub fn spawn(self, options: impl Into<RunOptions>) -> Runner
     where
         R: 'static,
         C: 'static,
     {
         let store = self.store.clone();
-        subscription::spawn(store, Pages::paged(Arc::new(self)), RunOptions::polling(poll))
+        subscription::spawn(store, Pages::paged(Arc::new(self)), options.into())
     }
 }
 
