@@ -1,11 +1,12 @@
 //! What generated code needs. Not public API: it changes without notice.
 
-pub use crate::dispatcher::route;
-pub use crate::projection::decode_error;
+pub use crate::dispatcher::{RouteFuture, route};
 
-/// The future of a routed command.
-pub type RouteFuture<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<crate::AnyCommitted, crate::DispatchError>> + Send + 'a>>;
+/// The decoding failure of `event`, with where it is stored.
+pub fn decode_error(event: &crate::store::RecordedEvent<'_>, source: crate::EventDecodeError) -> crate::DecodeError {
+    crate::error::decode_error(event, source)
+}
+
 pub use crate::command::Fingerprint;
 
 /// The fingerprint `#[derive(Aggregate)]` records with snapshots: the state
@@ -133,9 +134,9 @@ pub fn describe<T>(
     aliases: &'static [&'static str],
     current: bool,
     shape: Result<crate::shape::Shape, crate::shape::ShapeError>,
-    out: &mut Vec<crate::schema::EventShape>,
+    out: &mut Vec<crate::event::EventShape>,
 ) {
-    out.push(crate::schema::EventShape {
+    out.push(crate::event::EventShape {
         name,
         version,
         aliases,
@@ -230,16 +231,7 @@ impl<T: Clone> CommandClone for T {
     }
 }
 
-/// What an aggregate's error needs: to be an error that crosses threads.
-#[diagnostic::on_unimplemented(
-    message = "the error type `{Self}` of an aggregate must implement `std::error::Error + Send + Sync + 'static`",
-    label = "`{Self}` is not a `std::error::Error`",
-    note = "derive it with `thiserror`: `#[derive(Debug, thiserror::Error)]` and an `#[error(\"..\")]` message on each variant"
-)]
-pub trait AggregateError: std::error::Error + Send + Sync + 'static {}
-
-#[diagnostic::do_not_recommend]
-impl<T: std::error::Error + Send + Sync + 'static> AggregateError for T {}
+pub use crate::aggregate::AggregateError;
 
 /// The `#[aggregate_id]` field of a command, which must have the type of
 /// its aggregate's id.

@@ -73,7 +73,7 @@ pub trait Aggregate: Sized + Send + Sync + 'static {
     type Event: Event;
 
     /// Why a command is refused.
-    type Error: crate::__private::AggregateError;
+    type Error: AggregateError;
 
     /// Dependencies handlers may read (a clock, exchange rates, ...); `()`
     /// when there are none.
@@ -179,3 +179,15 @@ pub trait Handle<C>: Aggregate {
     /// that takes it by value gets a copy.
     fn handle(&self, command: &C, services: &Self::Services) -> Result<Vec<Self::Event>, Self::Error>;
 }
+
+/// What an aggregate's error type must be: a `std::error::Error` that
+/// crosses threads (derive it with `thiserror`). Every such type is one.
+#[diagnostic::on_unimplemented(
+    message = "the error type `{Self}` of an aggregate must implement `std::error::Error + Send + Sync + 'static`",
+    label = "`{Self}` is not a `std::error::Error`",
+    note = "derive it with `thiserror`: `#[derive(Debug, thiserror::Error)]` and an `#[error(\"..\")]` message on each variant"
+)]
+pub trait AggregateError: std::error::Error + Send + Sync + 'static {}
+
+#[diagnostic::do_not_recommend]
+impl<T: std::error::Error + Send + Sync + 'static> AggregateError for T {}

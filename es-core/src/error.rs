@@ -422,3 +422,14 @@ fn used_by(command: &str, earlier: &str) -> String {
         format!("command `{earlier}`")
     }
 }
+
+/// The decoding failure of `event`, with where it is stored.
+pub(crate) fn decode_error(event: &crate::store::RecordedEvent<'_>, source: EventDecodeError) -> DecodeError {
+    DecodeError {
+        stream: event.stream(),
+        stream_version: event.version,
+        event_name: event.name.to_owned(),
+        schema_version: event.schema_version,
+        source,
+    }
+}

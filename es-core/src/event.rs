@@ -91,7 +91,7 @@ pub trait Event: Sized + Send + Sync + 'static {
     /// ([`schema`](crate::schema)): an event struct, then its older
     /// versions; an enum, each of its events.
     #[doc(hidden)]
-    fn describe(out: &mut Vec<crate::schema::EventShape>) {
+    fn describe(out: &mut Vec<EventShape>) {
         let _ = out;
     }
 
@@ -263,4 +263,24 @@ pub fn events_of<E>(events: impl IntoEvents<E>) -> Vec<E> {
     let mut out = Vec::new();
     events.into_events(&mut out);
     out
+}
+
+/// One stored version of one event, as the code reads it: what
+/// [`Event::describe`] lists for the schema lock ([`schema`](crate::schema)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventShape {
+    /// Its stored name.
+    pub name: &'static str,
+    /// Its schema version.
+    pub version: u32,
+    /// Other stored names it is read under.
+    pub aliases: &'static [&'static str],
+    /// The Rust struct that reads it.
+    pub rust_type: &'static str,
+    /// Whether it is the version written today (not an older one, read to
+    /// be upcast).
+    pub current: bool,
+    /// Its stored shape ([`Shape::structure`](crate::shape::Shape::structure)),
+    /// or why it could not be traced.
+    pub shape: String,
 }

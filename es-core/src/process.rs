@@ -15,15 +15,15 @@
 //! appending again. So every reaction takes effect exactly once.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::codec::Codec;
 use crate::command::Dispatchable;
 use crate::dispatcher::Dispatcher;
-use crate::envelope::{EventId, Metadata, StreamId, Timestamp};
+use crate::envelope::{EventId, Metadata, Timestamp};
+use crate::error::decode_error;
 use crate::error::{DispatchError, EventDecodeError};
-use crate::projection::{EventContext, decode_error};
+use crate::projection::EventContext;
 use crate::store::{EventStore, RecordedEvent};
 use crate::subscription::{RunOptions, Runner, Sink, SubscriptionError};
 
@@ -66,35 +66,7 @@ pub enum OnRefusal {
     Stop,
 }
 
-/// A command of a process that an aggregate refused, or that was not run
-/// because its command id was already used on the stream by a command of
-/// another type (the process's reaction to the event changed since it last
-/// ran).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// The position of the event the command reacted to.
-    pub position: u64,
-    /// That event's id.
-    pub event_id: EventId,
-    /// The command's type name.
-    pub command: &'static str,
-    /// The stream that refused it.
-    pub stream: StreamId,
-    /// The aggregate's error, or the command that used the id, as text.
-    pub reason: String,
-    /// When it was refused.
-    pub at: Timestamp,
-}
-
-impl fmt::Display for Refusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "command `{}` reacting to the event at position {} was refused by `{}`: {}",
-            self.command, self.position, self.stream, self.reason
-        )
-    }
-}
+pub use crate::subscription::Refusal;
 
 /// How many refusals a manager keeps.
 const KEPT_REFUSALS: usize = 100;

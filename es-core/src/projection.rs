@@ -23,7 +23,7 @@ use std::time::Duration;
 use crate::StreamId;
 use crate::codec::{Codec, Json};
 use crate::envelope::{EventId, Metadata, Timestamp};
-use crate::error::{BoxError, DecodeError, EventDecodeError};
+use crate::error::{BoxError, EventDecodeError};
 use crate::store::{ContextFields, EventStore, RecordedEvent};
 use crate::subscription::{RunOptions, Runner, Sink, SubscriptionError, WaitTimeout};
 
@@ -166,17 +166,6 @@ pub trait Query: Send + 'static {
 pub trait Answer<Q: Query> {
     /// Answers `query` from the read model's current state.
     fn answer(&self, query: Q) -> Q::Output;
-}
-
-/// The decoding failure of `event`, with where it is stored.
-pub fn decode_error(event: &RecordedEvent<'_>, source: EventDecodeError) -> DecodeError {
-    DecodeError {
-        stream: event.stream(),
-        stream_version: event.version,
-        event_name: event.name.to_owned(),
-        schema_version: event.schema_version,
-        source,
-    }
 }
 
 /// A read model kept in memory and fed from the global log.
@@ -393,7 +382,7 @@ impl<R: ReadModel, C: Codec> Sink for Feed<R, C> {
             model
                 .state
                 .apply_recorded(&self.projection.codec, event)
-                .map_err(|source| SubscriptionError::from(decode_error(event, source)))?;
+                .map_err(|source| SubscriptionError::from(crate::error::decode_error(event, source)))?;
             model.position = event.position;
         }
         self.applied = model.position;
@@ -421,27 +410,24 @@ impl<R: ReadModel, C: Codec> Sink for Feed<R, C> {
     }
 }
 
-/// A projection the dispatcher updates right after each commit.
-pub(crate) trait InlineProjection<S>: Send + Sync + 'static {
-    /// Catches up with the store.
-    fn catch_up_inline<'a>(
-        &'a self,
-        store: &'a S,
-    ) -> Pin<Box<dyn Future<Output = Result<u64, SubscriptionError>> + Send + 'a>>;
-
-    /// The projection's name.
-    fn projection_name(&self) -> &'static str;
-}
-
-impl<R: ReadModel, S: EventStore, C: Codec> InlineProjection<S> for Projection<R, C> {
-    fn catch_up_inline<'a>(
-        &'a self,
-        store: &'a S,
-    ) -> Pin<Box<dyn Future<Output = Result<u64, SubscriptionError>> + Send + 'a>> {
-        Box::pin(self.catch_up(store))
+impl<R: ReadModel, S: EventStore, C: Codec> crate::dispatcher::InlineProjection<S> for Projection<R, C> {
+    fn catch_up_inline<'a>(&'a self, store: &'a S) -> Pin<Box<dyn Future<Output = Result<u64, BoxError>> + Send + 'a>> {
+        Box::pin(async move { self.catch_up(store).await.map_err(BoxError::from) })
     }
 
     fn projection_name(&self) -> &'static str {
         self.name()
+    }
+}
+
+impl<S: EventStore, C: Codec> crate::DispatcherBuilder<S, C> {
+    /// Updates `projection` right after each command commits, before
+    /// `dispatch` returns: its readers see their own writes. A failing
+    /// projection is logged, not the command's failure (the command has
+    /// committed); it catches up on the next command. It reads events with
+    /// the dispatcher's codec type (a dispatcher on `Binary` takes a
+    /// projection made `with_codec(Binary)`).
+    pub fn inline<R: ReadModel>(self, projection: Projection<R, C>) -> Self {
+        self.push_inline(Box::new(projection))
     }
 }

@@ -46,24 +46,7 @@ use crate::{Aggregate, Event};
 /// The variable that makes [`SchemaLock::check`] rewrite the lock file.
 pub const UPDATE_VARIABLE: &str = "ES_UPDATE_SCHEMA_LOCK";
 
-/// One stored version of one event, as the code reads it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventShape {
-    /// Its stored name.
-    pub name: &'static str,
-    /// Its schema version.
-    pub version: u32,
-    /// Other stored names it is read under.
-    pub aliases: &'static [&'static str],
-    /// The Rust struct that reads it.
-    pub rust_type: &'static str,
-    /// Whether it is the version written today (not an older one, read to
-    /// be upcast).
-    pub current: bool,
-    /// Its stored shape ([`Shape::structure`](crate::shape::Shape::structure)),
-    /// or why it could not be traced.
-    pub shape: String,
-}
+pub use crate::event::EventShape;
 
 /// The events of an application, grouped (by aggregate, usually).
 #[derive(Debug, Clone, Default)]

@@ -26,7 +26,6 @@
 //!
 //! [`Projection`]: crate::Projection
 
-use std::any::Any;
 use std::future::Future;
 use std::ops::ControlFlow;
 use std::panic::AssertUnwindSafe;
@@ -36,6 +35,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use crate::envelope::{EventId, StreamId, Timestamp};
 use crate::error::{BoxError, DecodeError, DispatchError, StoreError};
 use crate::store::{ContextFields, EventStore, FOREIGN, RecordedEvent, StoredEvent};
 
@@ -214,6 +214,36 @@ impl<T: PageSink> Sink for Paged<T> {
     }
 }
 
+/// A command of a process (a sink of this engine, in [`process`](crate::process)) that an aggregate refused, or that was not run
+/// because its command id was already used on the stream by a command of
+/// another type (the process's reaction to the event changed since it last
+/// ran).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The position of the event the command reacted to.
+    pub position: u64,
+    /// That event's id.
+    pub event_id: EventId,
+    /// The command's type name.
+    pub command: &'static str,
+    /// The stream that refused it.
+    pub stream: StreamId,
+    /// The aggregate's error, or the command that used the id, as text.
+    pub reason: String,
+    /// When it was refused.
+    pub at: Timestamp,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "command `{}` reacting to the event at position {} was refused by `{}`: {}",
+            self.command, self.position, self.stream, self.reason
+        )
+    }
+}
+
 /// Why a subscription could not go on.
 #[derive(Debug, thiserror::Error)]
 pub enum SubscriptionError {
@@ -285,7 +315,7 @@ pub enum SubscriptionError {
         /// The process's name.
         subscription: String,
         /// The refusal.
-        refusal: Box<crate::process::Refusal>,
+        refusal: Box<Refusal>,
     },
     /// The subscription stopped itself and must not be retried: a process
     /// whose policy is to stop on a refused command. Its checkpoint stays
@@ -522,16 +552,7 @@ impl Failure {
     }
 }
 
-/// The text a panic was raised with (its `&str` or `String` payload).
-pub fn panic_message(payload: &(dyn Any + Send)) -> String {
-    match payload.downcast_ref::<&str>() {
-        Some(s) => (*s).to_owned(),
-        None => match payload.downcast_ref::<String>() {
-            Some(s) => s.clone(),
-            None => "a panic without a message".to_owned(),
-        },
-    }
-}
+pub use crate::util::panic_message;
 
 /// Runs `future`, turning a panic in it into its message: for sinks whose
 /// handlers are async, so that a panic names its event.

@@ -344,8 +344,7 @@ fn apply_ahead<A: Aggregate>(slot: &mut Slot<A>, events: &[A::Event]) -> Result<
 
 /// Runs `f`, turning a panic into its message.
 fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .map_err(|payload| crate::subscription::panic_message(&*payload))
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| crate::util::panic_message(&*payload))
 }
 
 /// Encodes decided (or imported) events one after another into a buffer,

@@ -334,7 +334,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             match decoded {
                 Ok(()) => ControlFlow::Continue(()),
                 Err(source) => {
-                    failure = Some(crate::projection::decode_error(e, source));
+                    failure = Some(crate::error::decode_error(e, source));
                     ControlFlow::Break(())
                 }
             }

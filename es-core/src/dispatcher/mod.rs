@@ -20,7 +20,20 @@ use crate::codec::{Codec, Json};
 use crate::command::Dispatchable;
 use crate::envelope::Metadata;
 use crate::error::DispatchError;
-use crate::projection::InlineProjection;
+
+/// What the dispatcher feeds right after each commit, in the command's
+/// task: an in-memory read model (see `DispatcherBuilder::inline`, defined
+/// with the read side). The write side names no read-side type.
+pub(crate) trait InlineProjection<S>: Send + Sync + 'static {
+    /// Catches up with the store.
+    fn catch_up_inline<'a>(
+        &'a self,
+        store: &'a S,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<u64, crate::error::BoxError>> + Send + 'a>>;
+
+    /// The projection's name.
+    fn projection_name(&self) -> &'static str;
+}
 use crate::store::EventStore;
 use crate::util::TypeMap;
 
@@ -70,14 +83,10 @@ impl<S: EventStore, C: Codec> DispatcherBuilder<S, C> {
         self
     }
 
-    /// Updates `projection` right after each command commits, before
-    /// `dispatch` returns: its readers see their own writes. A failing
-    /// projection is logged, not the command's failure (the command has
-    /// committed); it catches up on the next command. It reads events with
-    /// the dispatcher's codec type (a dispatcher on `Binary` takes a
-    /// projection made `with_codec(Binary)`).
-    pub fn inline<R: crate::ReadModel>(mut self, projection: crate::Projection<R, C>) -> Self {
-        self.inline.push(Box::new(projection));
+    /// Adds something to feed after each commit (`inline`, defined by the
+    /// read side, calls it: the write side knows no read model).
+    pub(crate) fn push_inline(mut self, inline: Box<dyn InlineProjection<S>>) -> Self {
+        self.inline.push(inline);
         self
     }
 
@@ -236,7 +245,7 @@ pub fn route<D: Dispatchable, S: EventStore, C: Codec>(
     command: D,
     dispatcher: &Dispatcher<S, C>,
     metadata: Metadata,
-) -> crate::__private::RouteFuture<'_> {
+) -> RouteFuture<'_> {
     Box::pin(async move {
         match command.dispatch_on(dispatcher, metadata).await {
             Ok(out) => Ok(out.into()),
@@ -244,3 +253,7 @@ pub fn route<D: Dispatchable, S: EventStore, C: Codec>(
         }
     })
 }
+
+/// The future of a routed command.
+pub type RouteFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<crate::AnyCommitted, crate::DispatchError>> + Send + 'a>>;
