@@ -28,17 +28,15 @@
 //! follower of the log for the whole service: an idle client costs nothing
 //! when a command commits.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use es_core::store::StoredEvent;
@@ -46,46 +44,22 @@ use es_core::{
     AnyRejection, DispatchError, Dispatcher, EventStore, EventStoreExt, Metadata, Projection, Runner, StoreError,
     StreamId, Timestamp, Versioned,
 };
-use futures_util::stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::{Semaphore, broadcast, watch};
+use tokio::sync::watch;
 
 use crate::bank::{AccountError, AccountId, BankAccount, BankCommand};
 use crate::views::{BalanceOf, Balances};
 
+mod events;
+mod serve;
+
+use events::{Feed, tail};
+pub use serve::Limits;
+use serve::limit_body;
+
 /// How long a read waits for its read model to reach the position it asked for.
 pub const READ_YOUR_WRITES_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// What a service allows its clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// How long a client may take to send a request's headers; a
-    /// connection idle this long between requests is closed too.
-    pub header_timeout: Duration,
-    /// How long a client may take to send a request's body (408 after).
-    pub body_timeout: Duration,
-    /// The largest request body, in bytes (413 above).
-    pub max_body: usize,
-    /// Connections served at once; more wait in the listen queue until one
-    /// ends. Keep it below the process's open-file limit.
-    pub max_connections: usize,
-    /// How long a graceful shutdown waits for the requests in flight before
-    /// it closes the connections left.
-    pub shutdown_grace: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            header_timeout: Duration::from_secs(10),
-            body_timeout: Duration::from_secs(10),
-            max_body: 64 * 1024,
-            max_connections: 200,
-            shutdown_grace: Duration::from_secs(10),
-        }
-    }
-}
 
 /// What the handlers share.
 pub struct Service<S: EventStore + Clone> {
@@ -102,97 +76,6 @@ pub struct Running {
     balances: Runner,
     shutdown: watch::Sender<bool>,
     limits: Limits,
-}
-
-impl Running {
-    /// Ends the live event streams, so a graceful shutdown does not wait for
-    /// clients that never hang up.
-    pub fn end_streams(&self) {
-        self.shutdown.send_replace(true);
-    }
-
-    /// Serves `router` on `listener` until `signal` resolves, within the
-    /// service's [`Limits`], then shuts down gracefully: no new connection
-    /// is taken, in-flight requests finish, live event streams end, the
-    /// connections left after [`Limits::shutdown_grace`] are closed, and the
-    /// read model's runner stops at a checkpoint.
-    pub async fn serve(
-        self,
-        listener: tokio::net::TcpListener,
-        router: Router,
-        signal: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        let limits = self.limits;
-        let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-        let (close, closing) = watch::channel(false);
-        let mut connections = tokio::task::JoinSet::new();
-        tokio::pin!(signal);
-        loop {
-            // A free slot first: past the limit, clients wait in the
-            // kernel's queue instead of taking the process's files.
-            let slot = tokio::select! {
-                slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
-                () = &mut signal => break,
-            };
-            let stream = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(error) => {
-                        // Out of files, or a connection reset before it was
-                        // taken: wait a moment, never stop serving.
-                        tracing::warn!(%error, "could not accept a connection");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = &mut signal => break,
-            };
-            let service = hyper_util::service::TowerToHyperService::new(router.clone());
-            let mut closing = closing.clone();
-            connections.spawn(async move {
-                let _slot = slot;
-                let mut builder = hyper::server::conn::http1::Builder::new();
-                builder
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(limits.header_timeout);
-                let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                tokio::pin!(connection);
-                let closed = tokio::select! {
-                    _ = connection.as_mut() => false,
-                    closed = closing.wait_for(|closing| *closing) => closed.is_ok(),
-                };
-                if closed {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
-            });
-            // Reap the connections that ended.
-            while connections.try_join_next().is_some() {}
-        }
-        drop(listener);
-        self.end_streams();
-        close.send_replace(true);
-        let drained = tokio::time::timeout(limits.shutdown_grace, async {
-            while connections.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(
-                left = connections.len(),
-                "connections still open after the shutdown grace; closing them"
-            );
-            connections.abort_all();
-        }
-        self.stop().await;
-        Ok(())
-    }
-
-    /// Stops the read model's runner after its current page (checkpoint
-    /// kept).
-    pub async fn stop(self) {
-        self.end_streams();
-        self.balances.stop().await;
-    }
 }
 
 /// Builds the router over `store` with the default [`Limits`], and starts
@@ -275,52 +158,6 @@ fn printable_path(path: &str) -> String {
     } else {
         shown
     }
-}
-
-/// Reads the whole body within [`Limits::body_timeout`] and
-/// [`Limits::max_body`] before any handler runs.
-async fn limit_body(State(limits): State<Limits>, request: Request, next: Next) -> Response {
-    let (parts, body) = request.into_parts();
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limits.max_body as u64) {
-        return too_large(limits);
-    }
-    let limited = http_body_util::Limited::new(body, limits.max_body);
-    let read = tokio::time::timeout(limits.body_timeout, http_body_util::BodyExt::collect(limited)).await;
-    let bytes = match read {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => return too_large(limits),
-        Ok(Err(error)) => {
-            return problem(
-                StatusCode::BAD_REQUEST,
-                "unreadable body",
-                format!("the request's body could not be read: {error}"),
-                None,
-            );
-        }
-        Err(_) => {
-            return problem(
-                StatusCode::REQUEST_TIMEOUT,
-                "the body took too long",
-                format!("send the request's body within {:?}", limits.body_timeout),
-                None,
-            );
-        }
-    };
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
-}
-
-fn too_large(limits: Limits) -> Response {
-    problem(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "the body is too large",
-        format!("a request's body may hold up to {} bytes", limits.max_body),
-        None,
-    )
 }
 
 fn bad_query(rejection: QueryRejection) -> Response {
@@ -618,154 +455,6 @@ async fn audit<S: EventStore + Clone>(
         Ok(events) => axum::Json(Value::Array(events.iter().map(StoredEvent::to_json).collect())).into_response(),
         Err(e) => store_problem(&e),
     }
-}
-
-#[derive(Deserialize)]
-struct From {
-    from: Option<u64>,
-}
-
-/// The service's one follower of the log: it reads each commit once and
-/// hands it to every live event stream, so idle streams cost nothing when
-/// a command commits.
-struct Feed {
-    events: broadcast::Sender<Arc<StoredEvent>>,
-}
-
-impl Feed {
-    /// Events a slow stream may fall behind the feed before it reads from
-    /// the store again.
-    const BUFFER: usize = 1_024;
-
-    fn start<S: EventStore + Clone>(store: S, mut shutdown: watch::Receiver<bool>) -> Feed {
-        let (events, _) = broadcast::channel(Self::BUFFER);
-        let sender = events.clone();
-        tokio::spawn(async move {
-            // Streams read what was stored before they opened themselves.
-            let after = loop {
-                match store.last_position().await {
-                    Ok(head) => break head,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "the event feed cannot read the log's end; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
-            };
-            let mut tail = es_core::subscription::Tail::new(store, after);
-            loop {
-                tokio::select! {
-                    next = tail.next() => match next {
-                        // No receiver is no error: nobody listens.
-                        Ok(e) => {
-                            let _ = sender.send(Arc::new(e));
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "the event feed could not read the log; retrying");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                    },
-                    _ = shutdown.changed() => {}
-                }
-                if *shutdown.borrow() {
-                    return;
-                }
-            }
-        });
-        Feed { events }
-    }
-}
-
-/// Where a live event stream reads next.
-enum Source {
-    /// The store, from the stream's position, until its end.
-    Store,
-    /// The feed, past the stream's position.
-    Feed,
-}
-
-/// The live log. Each SSE event carries one stored event; its id is the
-/// position, so `Last-Event-ID` resumes after it. A stream reads the store
-/// until it has caught up, then follows the service's feed (and reads the
-/// store again if it falls more than the feed's buffer behind).
-async fn tail<S: EventStore + Clone>(
-    State(service): State<Arc<Service<S>>>,
-    headers: HeaderMap,
-    from: Result<Query<From>, QueryRejection>,
-) -> Response {
-    let Query(from) = match from {
-        Ok(from) => from,
-        Err(rejection) => return bad_query(rejection),
-    };
-    let resume = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let after = resume.or(from.from).unwrap_or(0);
-    let store = service.store.clone();
-    // Subscribed before the store is read: nothing committed in between is
-    // missed (what both hold is sent once, by position).
-    let feed = service.feed.events.subscribe();
-    let shutdown = service.shutdown.clone();
-    let state = (
-        store,
-        after,
-        std::collections::VecDeque::new(),
-        feed,
-        Source::Store,
-        shutdown,
-    );
-    let events = stream::unfold(
-        state,
-        |(store, mut after, mut pending, mut feed, mut source, mut shutdown)| async move {
-            loop {
-                if *shutdown.borrow() {
-                    return None;
-                }
-                if let Some(e) = pending.pop_front() {
-                    let e: Arc<StoredEvent> = e;
-                    if e.position <= after {
-                        continue;
-                    }
-                    after = e.position;
-                    let sse = SseEvent::default()
-                        .id(e.position.to_string())
-                        .event(e.name.clone())
-                        .data(e.to_json().to_string());
-                    return Some((
-                        Ok::<_, Infallible>(sse),
-                        (store, after, pending, feed, source, shutdown),
-                    ));
-                }
-                match source {
-                    Source::Store => match store.read_all_vec(after, 256).await {
-                        Ok(page) => {
-                            if page.len() < 256 {
-                                source = Source::Feed;
-                            }
-                            pending.extend(page.into_iter().map(Arc::new));
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "an event stream could not read the log; retrying");
-                            tokio::select! {
-                                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                                _ = shutdown.changed() => {}
-                            }
-                        }
-                    },
-                    Source::Feed => tokio::select! {
-                        received = feed.recv() => match received {
-                            Ok(e) => pending.push_back(e),
-                            // Fell behind the feed's buffer: the store has it.
-                            Err(broadcast::error::RecvError::Lagged(_)) => source = Source::Store,
-                            Err(broadcast::error::RecvError::Closed) => return None,
-                        },
-                        _ = shutdown.changed() => {}
-                    },
-                }
-            }
-        },
-    );
-    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
 }
 
 async fn ready<S: EventStore + Clone>(State(service): State<Arc<Service<S>>>) -> Response {
