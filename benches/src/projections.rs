@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 
-use es_core::store::{AppendRequest, NewEvent, RecordedEvent};
+use es_core::store::{AppendRequest, ContextFields, NewEvent, RecordedEvent};
 use es_core::{Dispatcher, EventId, EventStore, ExpectedVersion, Projection, StreamId, Timestamp};
 use examples::bank::{AccountId, OpenAccount};
 use examples::views::{Balances, TotalHeld};
@@ -91,7 +91,7 @@ pub async fn by_hand_over_store<S: EventStore>(store: &S) -> u64 {
     loop {
         let mut seen = 0;
         store
-            .read_all(after, 1_000, |e: &RecordedEvent<'_>| {
+            .read_all(after, 1_000, ContextFields::ALL, |e: &RecordedEvent<'_>| {
                 seen += 1;
                 after = e.position;
                 fold_row(&mut balances, e.aggregate_id, e.name, e.payload);

@@ -170,16 +170,16 @@ pub async fn cold_load_framework<C: Codec>(app: &Dispatcher<InMemoryStore, C>) -
 }
 
 /// The baseline of a cold load, on the bytes where the store keeps them:
-/// read the stream through the same slim `load_events` call and, by hand,
+/// read the stream through the same narrow read a load makes and, by hand,
 /// decode each event with the same codec and
 /// fold it with a `match` (no name routing, no version checks, no cache).
 pub async fn cold_load_baseline(store: &InMemoryStore, decode: fn(&str, &[u8]) -> baseline::Event) -> u64 {
     use es_core::EventStore;
-    use es_core::store::LoadedEvent;
+    use es_core::store::{ContextFields, RecordedEvent};
     let stream = es_core::StreamId::new(BankAccount::NAME, account(0));
     let mut state = baseline::Account::default();
     store
-        .load_events(&stream, 1, |e: &LoadedEvent<'_>| {
+        .read_stream(&stream, 1, ContextFields::LOAD, |e: &RecordedEvent<'_>| {
             state.apply(&decode(e.name, e.payload));
             std::ops::ControlFlow::Continue(())
         })

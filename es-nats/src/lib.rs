@@ -65,15 +65,13 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use es_core::store::{
-    AppendOutcome, AppendRequest, CommandRecord, ContextFields, EventStore, LoadedEvent, RecordedEvent, Snapshot,
-    Visitor,
+    AppendOutcome, AppendRequest, CommandRecord, ContextFields, EventStore, RecordedEvent, Snapshot, Visitor,
 };
 use es_core::{AppendError, StoreError, StreamId};
 use futures_util::StreamExt;
@@ -504,9 +502,13 @@ impl EventStore for NatsStore {
         &self,
         stream: &StreamId,
         from_version: u64,
+        fields: ContextFields,
         mut visit: impl Visitor,
     ) -> Result<(), StoreError> {
-        self.read_stream_now(stream, from_version, true, |sequence, e| {
+        // The position is in a message's headers: a read that needs none
+        // (an aggregate's load) goes without them, and is cheaper.
+        let positions = fields.contains(ContextFields::POSITION);
+        self.read_stream_now(stream, from_version, positions, |sequence, e| {
             visit(&RecordedEvent {
                 event_id: e.event_id,
                 aggregate_type: e.aggregate_type,
@@ -523,30 +525,7 @@ impl EventStore for NatsStore {
         .await
     }
 
-    async fn load_events(
-        &self,
-        stream: &StreamId,
-        from_version: u64,
-        mut visit: impl FnMut(&LoadedEvent<'_>) -> ControlFlow<()> + Send,
-    ) -> Result<(), StoreError> {
-        // A load needs no positions: read without headers.
-        self.read_stream_now(stream, from_version, false, |_, e| {
-            visit(&LoadedEvent {
-                version: e.version,
-                name: e.name,
-                schema_version: e.schema_version,
-                payload: e.payload,
-                recorded_at: e.recorded_at,
-            })
-        })
-        .await
-    }
-
-    async fn read_all(&self, after: u64, limit: usize, visit: impl Visitor) -> Result<(), StoreError> {
-        self.read_log(after, limit, visit).await
-    }
-
-    async fn read_all_fields(
+    async fn read_all(
         &self,
         after: u64,
         limit: usize,

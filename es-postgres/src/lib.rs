@@ -71,14 +71,11 @@ pub use projection::PgProjection;
 /// The schema version this release writes (and the newest it reads).
 pub const SCHEMA_VERSION: i32 = schema::SCHEMA_VERSION;
 
-use std::ops::ControlFlow;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use es_core::store::{
-    AppendOutcome, AppendRequest, CommandRecord, ContextFields, EventStore, LoadedEvent, Snapshot, Visitor,
-};
+use es_core::store::{AppendOutcome, AppendRequest, CommandRecord, ContextFields, EventStore, Snapshot, Visitor};
 use es_core::{AppendError, StoreError, StreamId};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, SqlSafeStr};
@@ -321,30 +318,13 @@ impl EventStore for PostgresStore {
         &self,
         stream: &StreamId,
         from_version: u64,
+        fields: ContextFields,
         visit: impl Visitor,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.read_stream_rows(stream, from_version, visit)
-    }
-
-    fn load_events(
-        &self,
-        stream: &StreamId,
-        from_version: u64,
-        visit: impl FnMut(&LoadedEvent<'_>) -> ControlFlow<()> + Send,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.load_rows(stream, from_version, visit)
+        self.read_stream_rows(stream, from_version, fields, visit)
     }
 
     fn read_all(
-        &self,
-        after: u64,
-        limit: usize,
-        visit: impl Visitor,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.read_log(after, limit, ContextFields::ALL, visit)
-    }
-
-    fn read_all_fields(
         &self,
         after: u64,
         limit: usize,

@@ -4,7 +4,7 @@ use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::time::Duration;
 
-use es_core::store::{ContextFields, LoadedEvent, RecordedEvent, Visitor};
+use es_core::store::{ContextFields, RecordedEvent, Visitor};
 use es_core::{EventId, StoreError, StreamId, Timestamp};
 use futures_core::Stream;
 use sqlx::Row;
@@ -18,51 +18,22 @@ impl PostgresStore {
         &self,
         stream: &StreamId,
         from_version: u64,
+        fields: ContextFields,
         mut visit: impl Visitor,
     ) -> Result<(), StoreError> {
         es_core::store::validate_stream(crate::STORE, stream)?;
         let from = to_i64(from_version, "version")?;
-        let mut rows = sqlx::query(self.inner.sql.read_stream.clone())
+        // The version always; the stream's names come from the caller.
+        let names = ContextFields::AGGREGATE_TYPE.union(ContextFields::AGGREGATE_ID);
+        let fields = ContextFields::from_bits((fields.bits() | ContextFields::VERSION.bits()) & !names.bits());
+        let mut rows = sqlx::query(self.inner.sql.read_stream[usize::from(fields.bits())].clone())
             .bind(stream.aggregate_type())
             .bind(stream.aggregate_id())
             .bind(from)
             .fetch(&self.inner.pool);
         while let Some(row) = next_row(&mut rows).await {
             let row = row.map_err(error("read a stream"))?;
-            if visit_row(&row, ContextFields::ALL, &mut visit)?.is_break() {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    pub(crate) async fn load_rows(
-        &self,
-        stream: &StreamId,
-        from_version: u64,
-        mut visit: impl FnMut(&LoadedEvent<'_>) -> ControlFlow<()> + Send,
-    ) -> Result<(), StoreError> {
-        es_core::store::validate_stream(crate::STORE, stream)?;
-        let from = to_i64(from_version, "version")?;
-        let mut rows = sqlx::query(self.inner.sql.load_events.clone())
-            .bind(stream.aggregate_type())
-            .bind(stream.aggregate_id())
-            .bind(from)
-            .fetch(&self.inner.pool);
-        let get = error("read an event row");
-        while let Some(row) = next_row(&mut rows).await {
-            let row = row.map_err(error("read a stream"))?;
-            let raw = row.try_get_unchecked::<i64, _>(0).map_err(&get)?;
-            let version = stored_u64(raw, || format!("stream `{stream}` holds an event at version {raw}"))?;
-            let at = || format!("version {version} of stream `{stream}`");
-            let event = LoadedEvent {
-                version,
-                name: row.try_get_unchecked(1).map_err(&get)?,
-                schema_version: schema_version(row.try_get_unchecked::<i32, _>(2).map_err(&get)?, at)?,
-                payload: row.try_get_unchecked(3).map_err(&get)?,
-                recorded_at: timestamp(&row, 4, at)?,
-            };
-            if visit(&event).is_break() {
+            if visit_row(&row, fields, Some(stream), &mut visit)?.is_break() {
                 break;
             }
         }
@@ -105,7 +76,7 @@ impl PostgresStore {
                     blocked_at = Some(position);
                     break;
                 }
-                if visit_row(row, fields, &mut visit)?.is_break() {
+                if visit_row(row, fields, None, &mut visit)?.is_break() {
                     return Ok(());
                 }
                 next = position + 1;
@@ -175,6 +146,7 @@ fn schema_version(raw: i32, at: impl Fn() -> String) -> Result<u32, StoreError> 
 pub(crate) fn visit_row(
     row: &PgRow,
     fields: ContextFields,
+    stream: Option<&StreamId>,
     visit: &mut impl Visitor,
 ) -> Result<ControlFlow<()>, StoreError> {
     let get = error("read an event row");
@@ -183,15 +155,22 @@ pub(crate) fn visit_row(
         Some(i) => row.try_get_unchecked::<&str, _>(i).map_err(&get),
         None => Ok(""),
     };
-    let aggregate_type = text(ContextFields::AGGREGATE_TYPE)?;
-    let aggregate_id = text(ContextFields::AGGREGATE_ID)?;
-    let at = || format!("the event at position {position} (stream `{aggregate_type}/{aggregate_id}`)");
+    let (aggregate_type, aggregate_id) = match stream {
+        Some(stream) => (stream.aggregate_type(), stream.aggregate_id()),
+        None => (text(ContextFields::AGGREGATE_TYPE)?, text(ContextFields::AGGREGATE_ID)?),
+    };
+    let in_log = || format!("the event at position {position} (stream `{aggregate_type}/{aggregate_id}`)");
     let version = match fields.column(ContextFields::VERSION) {
         Some(i) => {
             let raw = row.try_get_unchecked::<i64, _>(i).map_err(&get)?;
-            stored_u64(raw, || format!("{} has version {raw}", at()))?
+            stored_u64(raw, || format!("{} has version {raw}", in_log()))?
         }
         None => 0,
+    };
+    // A read of a stream names the event by its version there.
+    let at = || match stream {
+        Some(stream) => format!("version {version} of stream `{stream}`"),
+        None => in_log(),
     };
     let event = RecordedEvent {
         event_id: match fields.column(ContextFields::EVENT_ID) {

@@ -97,8 +97,8 @@ pub(crate) struct Sql {
     pub(crate) appenders: SqlStr,
     pub(crate) appenders_running: SqlStr,
     pub(crate) stream_version: SqlStr,
-    pub(crate) read_stream: SqlStr,
-    pub(crate) load_events: SqlStr,
+    /// The stream read for each set of context fields, by its bits.
+    pub(crate) read_stream: Vec<SqlStr>,
     /// The log read for each set of context fields, by its bits.
     pub(crate) read_all: Vec<SqlStr>,
     pub(crate) last_position: SqlStr,
@@ -126,7 +126,6 @@ impl Sql {
     pub(crate) fn new(s: &str) -> Self {
         let sql = |text: String| AssertSqlSafe(text).into_sql_str();
         let key = appender_key(s);
-        let all = ContextFields::ALL.sql_columns();
         Sql {
             // One statement, one round trip: read the stream's version while
             // taking the schema's appender lock (see `read_log`) and pinning
@@ -216,15 +215,18 @@ impl Sql {
             stream_version: sql(format!(
                 r#"SELECT COALESCE(MAX(version), 0) FROM "{s}".events WHERE aggregate_type = $1 AND aggregate_id = $2"#
             )),
-            read_stream: sql(format!(
-                r#"SELECT {all} FROM "{s}".events
-                   WHERE aggregate_type = $1 AND aggregate_id = $2 AND (version >= $3 OR version < 1) ORDER BY version"#
-            )),
-            // Only what loading an aggregate needs.
-            load_events: sql(format!(
-                r#"SELECT version, name, schema_version, payload, recorded_at FROM "{s}".events
-                   WHERE aggregate_type = $1 AND aggregate_id = $2 AND (version >= $3 OR version < 1) ORDER BY version"#
-            )),
+            // Rows below version 1 come too, so that a read fails naming
+            // them rather than returning a shorter history.
+            read_stream: (0..=ContextFields::ALL.bits())
+                .map(|bits| {
+                    let columns = ContextFields::from_bits(bits).sql_columns();
+                    sql(format!(
+                        r#"SELECT {columns} FROM "{s}".events
+                           WHERE aggregate_type = $1 AND aggregate_id = $2 AND (version >= $3 OR version < 1)
+                           ORDER BY version"#
+                    ))
+                })
+                .collect(),
             read_all: (0..=ContextFields::ALL.bits())
                 .map(|bits| {
                     let columns = ContextFields::from_bits(bits).sql_columns();

@@ -3,7 +3,7 @@
 use std::ops::ControlFlow;
 
 use es_core::store::{ContextFields, RecordedEvent, Visitor};
-use es_core::{EventId, StoreError, Timestamp};
+use es_core::{EventId, StoreError, StreamId, Timestamp};
 
 use crate::{corrupt, error};
 
@@ -55,9 +55,6 @@ pub(crate) struct Columns {
 }
 
 impl Columns {
-    /// Every column: a read of whole events.
-    pub(crate) const ALL: Columns = Columns::of(ContextFields::ALL);
-
     pub(crate) const fn of(fields: ContextFields) -> Self {
         Columns {
             event_id: fields.column(ContextFields::EVENT_ID),
@@ -78,17 +75,29 @@ impl Columns {
 pub(crate) fn visit_row(
     row: &rusqlite::Row<'_>,
     columns: &Columns,
+    stream: Option<&StreamId>,
     visit: &mut impl Visitor,
 ) -> Result<ControlFlow<()>, StoreError> {
-    match plain_row(row, columns) {
+    match plain_row(row, columns, stream) {
         Some(event) => Ok(visit(&event)),
-        None => visit_checked_row(row, columns, visit),
+        None => visit_checked_row(row, columns, stream, visit),
     }
+}
+
+/// The fields a read of one stream selects: its version always, and not
+/// its names, which the caller already has.
+pub(crate) fn stream_fields(fields: ContextFields) -> ContextFields {
+    let names = ContextFields::AGGREGATE_TYPE.union(ContextFields::AGGREGATE_ID);
+    ContextFields::from_bits((fields.bits() | ContextFields::VERSION.bits()) & !names.bits())
 }
 
 /// The row as an event if every cell read has the expected type and range.
 #[inline]
-fn plain_row<'r>(row: &'r rusqlite::Row<'_>, columns: &Columns) -> Option<RecordedEvent<'r>> {
+fn plain_row<'r>(
+    row: &'r rusqlite::Row<'_>,
+    columns: &Columns,
+    stream: Option<&'r StreamId>,
+) -> Option<RecordedEvent<'r>> {
     use rusqlite::types::ValueRef;
     let int = |i: usize| match row.get_ref(i) {
         Ok(ValueRef::Integer(v)) => Some(v),
@@ -117,8 +126,14 @@ fn plain_row<'r>(row: &'r rusqlite::Row<'_>, columns: &Columns) -> Option<Record
             Some(_) => uuid_from(blob(columns.event_id)?)?,
             None => EventId::from(uuid::Uuid::nil()),
         },
-        aggregate_type: text(columns.aggregate_type)?,
-        aggregate_id: text(columns.aggregate_id)?,
+        aggregate_type: match stream {
+            Some(stream) => stream.aggregate_type(),
+            None => text(columns.aggregate_type)?,
+        },
+        aggregate_id: match stream {
+            Some(stream) => stream.aggregate_id(),
+            None => text(columns.aggregate_id)?,
+        },
         version: match columns.version {
             Some(i) => u64::try_from(int(i)?).ok()?,
             None => 0,
@@ -138,6 +153,7 @@ fn plain_row<'r>(row: &'r rusqlite::Row<'_>, columns: &Columns) -> Option<Record
 pub(crate) fn visit_checked_row(
     row: &rusqlite::Row<'_>,
     columns: &Columns,
+    stream: Option<&StreamId>,
     visit: &mut impl Visitor,
 ) -> Result<ControlFlow<()>, StoreError> {
     let raw_position = cell(row, 0, "position", &|| "an event".to_owned(), |v| v.as_i64())?;
@@ -148,9 +164,23 @@ pub(crate) fn visit_checked_row(
         Some(i) => cell(row, i, column, &at_position, |v| v.as_str()),
         None => Ok(""),
     };
-    let aggregate_type = text(columns.aggregate_type, "aggregate_type")?;
-    let aggregate_id = text(columns.aggregate_id, "aggregate_id")?;
-    let at = || format!("the event at position {position} (stream `{aggregate_type}/{aggregate_id}`)");
+    let (aggregate_type, aggregate_id) = match stream {
+        Some(stream) => (stream.aggregate_type(), stream.aggregate_id()),
+        None => (
+            text(columns.aggregate_type, "aggregate_type")?,
+            text(columns.aggregate_id, "aggregate_id")?,
+        ),
+    };
+    let in_log = || format!("the event at position {position} (stream `{aggregate_type}/{aggregate_id}`)");
+    let version = match columns.version {
+        Some(i) => version_cell(row, i, &in_log)?,
+        None => 0,
+    };
+    // A read of a stream names the event by its version there.
+    let at = || match stream {
+        Some(stream) => format!("version {version} of stream `{stream}`"),
+        None => in_log(),
+    };
     let event_id = match columns.event_id {
         Some(i) => {
             let id_bytes = cell(row, i, "event_id", &at, |v| v.as_blob())?;
@@ -163,10 +193,7 @@ pub(crate) fn visit_checked_row(
         event_id,
         aggregate_type,
         aggregate_id,
-        version: match columns.version {
-            Some(i) => version_cell(row, i, &at)?,
-            None => 0,
-        },
+        version,
         position,
         name: cell(row, 1, "name", &at, |v| v.as_str())?,
         schema_version: schema_version_cell(row, 2, &at)?,

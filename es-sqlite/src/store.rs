@@ -2,17 +2,14 @@
 //! the writer, off the async threads.
 
 use std::future::Future;
-use std::ops::ControlFlow;
 
-use es_core::store::{
-    AppendOutcome, AppendRequest, CommandRecord, ContextFields, EventStore, LoadedEvent, Snapshot, Visitor,
-};
-use es_core::{AppendError, StoreError, StreamId, Timestamp};
+use es_core::store::{AppendOutcome, AppendRequest, CommandRecord, ContextFields, EventStore, Snapshot, Visitor};
+use es_core::{AppendError, StoreError, StreamId};
 use rusqlite::{OptionalExtension, params};
 use tokio::sync::watch;
 
 use crate::append::find_command;
-use crate::read::{Columns, cell, schema_version_cell, stored_u64, version_cell, visit_row};
+use crate::read::{Columns, stored_u64, stream_fields, visit_row};
 use crate::{STORE, SqliteStore, blocking, corrupt, error, lock, to_i64};
 
 impl EventStore for SqliteStore {
@@ -26,24 +23,29 @@ impl EventStore for SqliteStore {
         &self,
         stream: &StreamId,
         from_version: u64,
+        fields: ContextFields,
         mut visit: impl Visitor,
     ) -> Result<(), StoreError> {
         es_core::store::validate_stream(STORE, stream)?;
         let from = to_i64(from_version, "version")?;
+        let fields = stream_fields(fields);
+        let columns = Columns::of(fields);
         blocking(|| {
             self.read(|conn| {
+                // Rows below version 1 come too, so that a read fails naming
+                // them rather than returning a shorter history.
                 let mut stmt = conn
                     .prepare_cached(&format!(
                         "SELECT {} FROM es_events \
                          WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND (version >= ?3 OR version < 1) ORDER BY version",
-                        ContextFields::ALL.sql_columns()
+                        fields.sql_columns()
                     ))
                     .map_err(error("prepare a stream read"))?;
                 let mut rows = stmt
                     .query(params![stream.aggregate_type(), stream.aggregate_id(), from])
                     .map_err(error("read a stream"))?;
                 while let Some(row) = rows.next().map_err(error("read a stream"))? {
-                    if visit_row(row, &Columns::ALL, &mut visit)?.is_break() {
+                    if visit_row(row, &columns, Some(stream), &mut visit)?.is_break() {
                         break;
                     }
                 }
@@ -52,54 +54,7 @@ impl EventStore for SqliteStore {
         })
     }
 
-    async fn load_events(
-        &self,
-        stream: &StreamId,
-        from_version: u64,
-        mut visit: impl FnMut(&LoadedEvent<'_>) -> ControlFlow<()> + Send,
-    ) -> Result<(), StoreError> {
-        es_core::store::validate_stream(STORE, stream)?;
-        let from = to_i64(from_version, "version")?;
-        blocking(|| {
-            self.read(|conn| {
-                let mut stmt = conn
-                    .prepare_cached(
-                        "SELECT version, name, schema_version, payload, recorded_at FROM es_events \
-                         WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND (version >= ?3 OR version < 1) ORDER BY version",
-                    )
-                    .map_err(error("prepare a stream load"))?;
-                let mut rows = stmt
-                    .query(params![stream.aggregate_type(), stream.aggregate_id(), from])
-                    .map_err(error("load a stream"))?;
-                while let Some(row) = rows.next().map_err(error("load a stream"))? {
-                    let version = version_cell(row, 0, &|| format!("an event of stream `{stream}`"))?;
-                    let at = || format!("version {version} of stream `{stream}`");
-                    let event = LoadedEvent {
-                        version,
-                        name: cell(row, 1, "name", &at, |v| v.as_str())?,
-                        schema_version: schema_version_cell(row, 2, &at)?,
-                        payload: cell(row, 3, "payload", &at, |v| v.as_blob())?,
-                        recorded_at: Timestamp::from_micros(cell(row, 4, "recorded_at", &at, |v| v.as_i64())?),
-                    };
-                    if visit(&event).is_break() {
-                        break;
-                    }
-                }
-                Ok(())
-            })
-        })
-    }
-
-    fn read_all(
-        &self,
-        after: u64,
-        limit: usize,
-        visit: impl Visitor,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.read_all_fields(after, limit, ContextFields::ALL, visit)
-    }
-
-    async fn read_all_fields(
+    async fn read_all(
         &self,
         after: u64,
         limit: usize,
@@ -119,7 +74,7 @@ impl EventStore for SqliteStore {
                     .map_err(error("prepare a log read"))?;
                 let mut rows = stmt.query(params![after, limit]).map_err(error("read the log"))?;
                 while let Some(row) = rows.next().map_err(error("read the log"))? {
-                    if visit_row(row, &columns, &mut visit)?.is_break() {
+                    if visit_row(row, &columns, None, &mut visit)?.is_break() {
                         break;
                     }
                 }

@@ -11,7 +11,7 @@
 use std::ops::ControlFlow;
 
 use es_core::store::{
-    AppendOutcome, AppendRequest, Appended, EventStoreExt, ExpectedVersion, LoadedEvent, NewEvent, RecordedEvent,
+    AppendOutcome, AppendRequest, Appended, ContextFields, EventStoreExt, ExpectedVersion, NewEvent, RecordedEvent,
     Snapshot,
 };
 use es_core::{AppendError, EventId, EventStore, Metadata, StoreError, StreamId, Timestamp};
@@ -154,10 +154,13 @@ pub async fn append_and_read_back<S: EventStore>(store: S) {
     assert_eq!(read[0].recorded_at, at);
     assert_eq!(read[0].position, appended.positions.get(0).unwrap());
     assert_eq!(read[1].position, appended.positions.get(1).unwrap());
-    // Loading reads the same events, with what a load needs.
+    // A narrow read (what a load asks for) reads the same events, with
+    // their stream, version, name, schema version and payload, and the
+    // fields asked for.
     let mut loaded = Vec::new();
     store
-        .load_events(&s, 1, |e: &LoadedEvent<'_>| {
+        .read_stream(&s, 1, ContextFields::LOAD, |e: &RecordedEvent<'_>| {
+            assert_eq!(e.stream(), s);
             loaded.push((
                 e.version,
                 e.name.to_owned(),
@@ -185,7 +188,7 @@ pub async fn append_and_read_back<S: EventStore>(store: S) {
     for (from, versions) in [(2, &[2][..]), (3, &[][..]), (100, &[][..])] {
         let mut loaded = Vec::new();
         store
-            .load_events(&s, from, |e: &LoadedEvent<'_>| {
+            .read_stream(&s, from, ContextFields::NONE, |e: &RecordedEvent<'_>| {
                 loaded.push(e.version);
                 ControlFlow::Continue(())
             })
@@ -195,10 +198,15 @@ pub async fn append_and_read_back<S: EventStore>(store: S) {
     }
     let mut none = 0;
     store
-        .load_events(&StreamId::new("order", "none"), 1, |_: &LoadedEvent<'_>| {
-            none += 1;
-            ControlFlow::Continue(())
-        })
+        .read_stream(
+            &StreamId::new("order", "none"),
+            1,
+            ContextFields::LOAD,
+            |_: &RecordedEvent<'_>| {
+                none += 1;
+                ControlFlow::Continue(())
+            },
+        )
         .await
         .unwrap();
     assert_eq!(none, 0);
@@ -524,9 +532,11 @@ pub async fn ids_are_checked_alike<S: EventStore>(store: S) {
         let reads: [(&str, Result<(), StoreError>); 5] = [
             ("read_stream", store.read_stream_vec(stream, 1).await.map(drop)),
             (
-                "load_events",
+                "read_stream (a load)",
                 store
-                    .load_events(stream, 1, |_: &LoadedEvent<'_>| std::ops::ControlFlow::Continue(()))
+                    .read_stream(stream, 1, ContextFields::LOAD, |_: &RecordedEvent<'_>| {
+                        std::ops::ControlFlow::Continue(())
+                    })
                     .await,
             ),
             ("stream_version", store.stream_version(stream).await.map(drop)),
@@ -795,19 +805,23 @@ pub async fn reads_stop_when_asked<S: EventStore>(store: S) {
     }
     let mut seen = 0;
     store
-        .read_stream(&s, 1, |_: &RecordedEvent<'_>| stop_at(3, &mut seen))
+        .read_stream(&s, 1, ContextFields::ALL, |_: &RecordedEvent<'_>| stop_at(3, &mut seen))
         .await
         .unwrap();
     assert_eq!(seen, 3);
     let mut seen = 0;
     store
-        .load_events(&s, 1, |_: &LoadedEvent<'_>| stop_at(2, &mut seen))
+        .read_stream(&s, 1, ContextFields::LOAD, |_: &RecordedEvent<'_>| {
+            stop_at(2, &mut seen)
+        })
         .await
         .unwrap();
     assert_eq!(seen, 2);
     let mut seen = 0;
     store
-        .read_all(0, 100, |_: &RecordedEvent<'_>| stop_at(4, &mut seen))
+        .read_all(0, 100, ContextFields::NONE, |_: &RecordedEvent<'_>| {
+            stop_at(4, &mut seen)
+        })
         .await
         .unwrap();
     assert_eq!(seen, 4);

@@ -17,7 +17,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use es_core::store::{AppendOutcome, AppendRequest, CommandRecord, RecordedEvent, Snapshot, Visitor};
+use es_core::store::{AppendOutcome, AppendRequest, CommandRecord, ContextFields, RecordedEvent, Snapshot, Visitor};
 use es_core::{AppendError, EventStore, StoreError, StreamId};
 
 /// The README's code blocks, compiled and run as doctests.
@@ -79,6 +79,7 @@ impl<S: EventStore> EventStore for CountingStore<S> {
         &self,
         stream: &StreamId,
         from_version: u64,
+        fields: ContextFields,
         mut visit: impl Visitor,
     ) -> Result<(), StoreError> {
         self.stream_reads.fetch_add(1, Ordering::Relaxed);
@@ -87,17 +88,18 @@ impl<S: EventStore> EventStore for CountingStore<S> {
             counter.fetch_add(1, Ordering::Relaxed);
             visit(e)
         };
-        self.inner.read_stream(stream, from_version, counting).await
+        self.inner.read_stream(stream, from_version, fields, counting).await
     }
 
     fn read_all(
         &self,
         after: u64,
         limit: usize,
+        fields: ContextFields,
         visit: impl Visitor,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         self.log_reads.fetch_add(1, Ordering::Relaxed);
-        self.inner.read_all(after, limit, visit)
+        self.inner.read_all(after, limit, fields, visit)
     }
 
     fn stream_version(&self, stream: &StreamId) -> impl Future<Output = Result<u64, StoreError>> + Send {
@@ -240,22 +242,18 @@ impl<S: EventStore> EventStore for SwitchableStore<S> {
         self.inner.append(request).await
     }
 
-    async fn read_stream(&self, stream: &StreamId, from_version: u64, visit: impl Visitor) -> Result<(), StoreError> {
-        self.up("read a stream")?;
-        self.inner.read_stream(stream, from_version, visit).await
-    }
-
-    async fn load_events(
+    async fn read_stream(
         &self,
         stream: &StreamId,
         from_version: u64,
-        visit: impl FnMut(&es_core::store::LoadedEvent<'_>) -> std::ops::ControlFlow<()> + Send,
+        fields: ContextFields,
+        visit: impl Visitor,
     ) -> Result<(), StoreError> {
-        self.up("load events")?;
+        self.up("read a stream")?;
         let lost = self.lost_version.load(Ordering::SeqCst);
         let mut visit = visit;
         self.inner
-            .load_events(stream, from_version, |e: &es_core::store::LoadedEvent<'_>| {
+            .read_stream(stream, from_version, fields, |e: &RecordedEvent<'_>| {
                 if e.version == lost {
                     std::ops::ControlFlow::Continue(())
                 } else {
@@ -265,9 +263,15 @@ impl<S: EventStore> EventStore for SwitchableStore<S> {
             .await
     }
 
-    async fn read_all(&self, after: u64, limit: usize, visit: impl Visitor) -> Result<(), StoreError> {
+    async fn read_all(
+        &self,
+        after: u64,
+        limit: usize,
+        fields: ContextFields,
+        visit: impl Visitor,
+    ) -> Result<(), StoreError> {
         self.up("read the log")?;
-        self.inner.read_all(after, limit, visit).await
+        self.inner.read_all(after, limit, fields, visit).await
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {

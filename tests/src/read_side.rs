@@ -1,11 +1,10 @@
 //! Shared scenarios for the read side, run against each store.
 
-use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use es_core::store::{AppendOutcome, AppendRequest, CommandRecord, LoadedEvent, Snapshot, Visitor};
+use es_core::store::{AppendOutcome, AppendRequest, CommandRecord, ContextFields, Snapshot, Visitor};
 use es_core::{AppendError, Dispatcher, EventStore, ProcessManager, Projection, StoreError, StreamId};
 use examples::bank::{AccountId, BankAccount, CloseAccount, Deposit, OpenAccount, Withdraw};
 use examples::transfer::{RequestTransfer, Transfer, TransferProcess, TransferStatus};
@@ -153,27 +152,20 @@ impl<S: EventStore> EventStore for CrashingStore<S> {
         &self,
         stream: &StreamId,
         from_version: u64,
+        fields: ContextFields,
         visit: impl Visitor,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
-        self.inner.read_stream(stream, from_version, visit)
-    }
-
-    fn load_events(
-        &self,
-        stream: &StreamId,
-        from_version: u64,
-        visit: impl FnMut(&LoadedEvent<'_>) -> ControlFlow<()> + Send,
-    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
-        self.inner.load_events(stream, from_version, visit)
+        self.inner.read_stream(stream, from_version, fields, visit)
     }
 
     fn read_all(
         &self,
         after: u64,
         limit: usize,
+        fields: ContextFields,
         visit: impl Visitor,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
-        self.inner.read_all(after, limit, visit)
+        self.inner.read_all(after, limit, fields, visit)
     }
 
     fn stream_version(&self, stream: &StreamId) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send {

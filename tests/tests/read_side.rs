@@ -150,18 +150,23 @@ async fn fill_named<S: EventStore + Clone>(
 async fn deposits_and_withdrawals<S: EventStore>(store: &S) -> Vec<(u64, i64)> {
     let mut rows = Vec::new();
     store
-        .read_all(0, 1_000_000, |e: &RecordedEvent<'_>| {
-            let change = match e.name {
-                "account.deposited" | "account.withdrawn" => {
-                    let v: serde_json::Value = serde_json::from_slice(e.payload).unwrap();
-                    let amount = v["amount"].as_i64().unwrap();
-                    if e.name == "account.deposited" { amount } else { -amount }
-                }
-                _ => return ControlFlow::Continue(()),
-            };
-            rows.push((e.position, change));
-            ControlFlow::Continue(())
-        })
+        .read_all(
+            0,
+            1_000_000,
+            es_core::store::ContextFields::ALL,
+            |e: &RecordedEvent<'_>| {
+                let change = match e.name {
+                    "account.deposited" | "account.withdrawn" => {
+                        let v: serde_json::Value = serde_json::from_slice(e.payload).unwrap();
+                        let amount = v["amount"].as_i64().unwrap();
+                        if e.name == "account.deposited" { amount } else { -amount }
+                    }
+                    _ => return ControlFlow::Continue(()),
+                };
+                rows.push((e.position, change));
+                ControlFlow::Continue(())
+            },
+        )
         .await
         .unwrap();
     rows

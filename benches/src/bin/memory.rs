@@ -68,14 +68,19 @@ fn main() {
     let mut ids: Vec<([u8; 16], u32, u32)> = Vec::with_capacity(events);
     let mut payloads: Vec<u8> = Vec::new();
     let mut offsets: Vec<u32> = Vec::with_capacity(events);
-    rt.block_on(store.read_all(0, usize::MAX, |e: &es_core::store::RecordedEvent<'_>| {
-        payload_bytes += e.payload.len();
-        let account: u32 = e.aggregate_id[4..].parse().unwrap_or(0);
-        ids.push((*e.event_id.as_uuid().as_bytes(), account, e.version as u32));
-        offsets.push(payloads.len() as u32);
-        payloads.extend_from_slice(e.payload);
-        std::ops::ControlFlow::Continue(())
-    }))
+    rt.block_on(store.read_all(
+        0,
+        usize::MAX,
+        es_core::store::ContextFields::ALL,
+        |e: &es_core::store::RecordedEvent<'_>| {
+            payload_bytes += e.payload.len();
+            let account: u32 = e.aggregate_id[4..].parse().unwrap_or(0);
+            ids.push((*e.event_id.as_uuid().as_bytes(), account, e.version as u32));
+            offsets.push(payloads.len() as u32);
+            payloads.extend_from_slice(e.payload);
+            std::ops::ControlFlow::Continue(())
+        },
+    ))
     .expect("reads");
     let floor_after = resident_bytes();
     assert_eq!(ids.len(), events);

@@ -11,7 +11,7 @@ use crate::codec::Codec;
 use crate::envelope::{Envelope, Metadata, StreamId, Timestamp};
 use crate::error::{DecodeError, DispatchError, StoreError};
 use crate::event::Event;
-use crate::store::{CommandRecord, EventStore, LoadedEvent, RecordedEvent, Snapshot};
+use crate::store::{CommandRecord, ContextFields, EventStore, RecordedEvent, Snapshot};
 
 use super::{Committed, Dispatcher, LoadError, Versioned};
 
@@ -63,7 +63,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
     pub(super) async fn replay<A: Aggregate>(
         &self,
         id: &A::Id,
-        keep: impl Fn(&LoadedEvent<'_>) -> bool + Send + Sync,
+        keep: impl Fn(&RecordedEvent<'_>) -> bool + Send + Sync,
     ) -> Result<Versioned<A>, LoadError> {
         let stream = StreamId::of::<A>(id);
         crate::store::validate_stream(S::NAME, &stream)?;
@@ -192,14 +192,14 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         stream: &StreamId,
         slot: &mut Slot<A>,
         confirm: bool,
-        keep: impl Fn(&LoadedEvent<'_>) -> bool + Send + Sync,
+        keep: impl Fn(&RecordedEvent<'_>) -> bool + Send + Sync,
     ) -> Result<bool, LoadError> {
         let codec = &self.inner.codec;
         let mut failure: Option<LoadError> = None;
         let from = if confirm { slot.version } else { slot.version + 1 };
         let mut unconfirmed = confirm;
         let Slot { state, version, .. } = slot;
-        let visit = |e: &LoadedEvent<'_>| {
+        let visit = |e: &RecordedEvent<'_>| {
             if unconfirmed {
                 unconfirmed = e.version != *version;
                 return if unconfirmed {
@@ -238,7 +238,10 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                 }
             }
         };
-        self.inner.store.load_events(stream, from, visit).await?;
+        self.inner
+            .store
+            .read_stream(stream, from, ContextFields::LOAD, visit)
+            .await?;
         match failure {
             Some(e) => {
                 slot.fresh = false;
@@ -341,7 +344,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         };
         self.inner
             .store
-            .read_stream(&record.stream, record.first_version, visit)
+            .read_stream(&record.stream, record.first_version, ContextFields::ALL, visit)
             .await?;
         if let Some(e) = failure {
             return Err(e.into());

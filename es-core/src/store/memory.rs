@@ -10,8 +10,8 @@ use hashbrown::HashTable;
 use tokio::sync::watch;
 
 use super::{
-    AppendOutcome, AppendRequest, Appended, CommandRecord, EventStore, LoadedEvent, Positions, RecordedEvent, Snapshot,
-    Visitor,
+    AppendOutcome, AppendRequest, Appended, CommandRecord, ContextFields, EventStore, Positions, RecordedEvent,
+    Snapshot, Visitor,
 };
 use crate::envelope::{EventId, StreamId, Timestamp};
 use crate::error::{AppendError, Conflict, StoreError};
@@ -124,18 +124,6 @@ impl State {
             } else {
                 &self.metadata[e.metadata as usize - 1]
             },
-            recorded_at: e.recorded_at,
-        }
-    }
-
-    fn loaded(&self, index: usize) -> LoadedEvent<'_> {
-        let e = &self.log[index];
-        let (name, schema_version) = &self.kinds[e.kind as usize];
-        LoadedEvent {
-            version: e.version,
-            name,
-            schema_version: *schema_version,
-            payload: self.payload(e),
             recorded_at: e.recorded_at,
         }
     }
@@ -439,8 +427,10 @@ impl EventStore for InMemoryStore {
         &self,
         stream: &StreamId,
         from_version: u64,
+        _fields: ContextFields,
         mut visit: impl Visitor,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        // Every field is at hand: leaving some out saves nothing.
         if let Err(e) = super::validate_stream(Self::NAME, stream) {
             return ready(Err(e));
         }
@@ -448,23 +438,11 @@ impl EventStore for InMemoryStore {
         ready(Ok(()))
     }
 
-    fn load_events(
-        &self,
-        stream: &StreamId,
-        from_version: u64,
-        mut visit: impl FnMut(&LoadedEvent<'_>) -> ControlFlow<()> + Send,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        if let Err(e) = super::validate_stream(Self::NAME, stream) {
-            return ready(Err(e));
-        }
-        self.visit_stream(stream, from_version, |state, index| visit(&state.loaded(index)));
-        ready(Ok(()))
-    }
-
     fn read_all(
         &self,
         after: u64,
         limit: usize,
+        _fields: ContextFields,
         visit: impl Visitor,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         self.read_all_now(after, limit, visit);

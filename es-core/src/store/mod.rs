@@ -16,8 +16,8 @@ mod validate;
 
 pub use memory::InMemoryStore;
 pub use records::{
-    AppendOutcome, AppendRequest, Appended, CommandRecord, ContextFields, ExpectedVersion, LoadedEvent, NewEvent,
-    Positions, RecordedEvent, Snapshot, StoredEvent,
+    AppendOutcome, AppendRequest, Appended, CommandRecord, ContextFields, ExpectedVersion, NewEvent, Positions,
+    RecordedEvent, Snapshot, StoredEvent,
 };
 pub use validate::{validate_append, validate_command_id, validate_stream};
 
@@ -64,53 +64,35 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Visits the events of `stream` with version `>= from_version`, in
     /// version order. A stream that does not exist has no events.
+    ///
+    /// Each event carries its stream's names, its version, name, schema
+    /// version and payload; of the rest, the store may leave those not in
+    /// `fields` empty (zero, the nil id, an empty text, the epoch), and SQL
+    /// stores then do not read their columns. Loading an aggregate asks for
+    /// [`ContextFields::LOAD`].
     fn read_stream(
         &self,
         stream: &StreamId,
         from_version: u64,
+        fields: ContextFields,
         visit: impl Visitor,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
-
-    /// Visits what loading an aggregate needs of the events of `stream` with
-    /// version `>= from_version`, in version order. The default reads
-    /// [`read_stream`](EventStore::read_stream); SQL stores read only the
-    /// columns a load uses.
-    fn load_events(
-        &self,
-        stream: &StreamId,
-        from_version: u64,
-        mut visit: impl FnMut(&LoadedEvent<'_>) -> ControlFlow<()> + Send,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.read_stream(stream, from_version, move |e: &RecordedEvent<'_>| {
-            visit(&LoadedEvent::from(e))
-        })
-    }
 
     /// Visits up to `limit` events of the global log with position `> after`,
     /// in position order. Never skips an event that commits later with a
     /// smaller position than one already returned. An entry of the log that
     /// is not an event of this store is visited as one named [`FOREIGN`].
+    ///
+    /// Each event carries its position, name, schema version and payload;
+    /// of the rest, the store may leave those not in `fields` empty, as
+    /// [`read_stream`](EventStore::read_stream) does.
     fn read_all(
-        &self,
-        after: u64,
-        limit: usize,
-        visit: impl Visitor,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-
-    /// [`read_all`](EventStore::read_all) for a reader that uses only
-    /// `fields` of each event's context: a store may leave the others
-    /// empty (an empty text, zero, the nil id, the epoch), and SQL stores
-    /// then do not read their columns. The default reads everything.
-    fn read_all_fields(
         &self,
         after: u64,
         limit: usize,
         fields: ContextFields,
         visit: impl Visitor,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        let _ = fields;
-        self.read_all(after, limit, visit)
-    }
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The version of `stream` (0 if it has no events).
     fn stream_version(&self, stream: &StreamId) -> impl Future<Output = Result<u64, StoreError>> + Send;
@@ -128,7 +110,7 @@ pub trait EventStore: Send + Sync + 'static {
             let mut count = 0u64;
             loop {
                 let mut seen = 0;
-                self.read_all_fields(after, 10_000, ContextFields::NONE, |e: &RecordedEvent<'_>| {
+                self.read_all(after, 10_000, ContextFields::NONE, |e: &RecordedEvent<'_>| {
                     seen += 1;
                     after = e.position;
                     ControlFlow::Continue(())
@@ -185,7 +167,7 @@ pub trait EventStoreExt: EventStore {
     ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send {
         async move {
             let mut out = Vec::new();
-            self.read_stream(stream, from_version, |e: &RecordedEvent<'_>| {
+            self.read_stream(stream, from_version, ContextFields::ALL, |e: &RecordedEvent<'_>| {
                 out.push(e.to_owned());
                 ControlFlow::Continue(())
             })
@@ -202,7 +184,7 @@ pub trait EventStoreExt: EventStore {
     ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send {
         async move {
             let mut out = Vec::new();
-            self.read_all(after, limit, |e: &RecordedEvent<'_>| {
+            self.read_all(after, limit, ContextFields::ALL, |e: &RecordedEvent<'_>| {
                 out.push(e.to_owned());
                 ControlFlow::Continue(())
             })
@@ -226,37 +208,20 @@ impl<S: EventStore> EventStore for std::sync::Arc<S> {
         &self,
         stream: &StreamId,
         from_version: u64,
+        fields: ContextFields,
         visit: impl Visitor,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        (**self).read_stream(stream, from_version, visit)
-    }
-
-    fn load_events(
-        &self,
-        stream: &StreamId,
-        from_version: u64,
-        visit: impl FnMut(&LoadedEvent<'_>) -> ControlFlow<()> + Send,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        (**self).load_events(stream, from_version, visit)
+        (**self).read_stream(stream, from_version, fields, visit)
     }
 
     fn read_all(
         &self,
         after: u64,
         limit: usize,
-        visit: impl Visitor,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        (**self).read_all(after, limit, visit)
-    }
-
-    fn read_all_fields(
-        &self,
-        after: u64,
-        limit: usize,
         fields: ContextFields,
         visit: impl Visitor,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        (**self).read_all_fields(after, limit, fields, visit)
+        (**self).read_all(after, limit, fields, visit)
     }
 
     fn stream_version(&self, stream: &StreamId) -> impl Future<Output = Result<u64, StoreError>> + Send {

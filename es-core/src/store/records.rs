@@ -253,11 +253,14 @@ impl RecordedEvent<'_> {
     }
 }
 
-/// Which parts of a stored event's context a reader of the log uses, so a
-/// store can leave the rest unread ([`EventStore::read_all_fields`](super::EventStore::read_all_fields)).
+/// Which parts of a stored event's context a reader uses, so a store can
+/// leave the rest unread: an argument of
+/// [`EventStore::read_all`](super::EventStore::read_all) and
+/// [`EventStore::read_stream`](super::EventStore::read_stream).
 ///
-/// The position, name, schema version and payload of an event are always
-/// read. The derives work out a read model's set from its handlers: a
+/// The name, schema version and payload of an event are always read; so is
+/// its position in a read of the log, and its stream and version in a read
+/// of a stream. The derives work out a read model's set from its handlers: a
 /// handler that takes no context needs none; one that reads
 /// `context.aggregate_id` needs [`AGGREGATE_ID`](Self::AGGREGATE_ID); one
 /// that uses its context in any other way (passes it on, prints it) needs
@@ -280,8 +283,13 @@ impl ContextFields {
     pub const METADATA: Self = ContextFields(1 << 4);
     /// [`RecordedEvent::recorded_at`].
     pub const RECORDED_AT: Self = ContextFields(1 << 5);
+    /// [`RecordedEvent::position`] in a read of a stream (a read of the
+    /// log always has it).
+    pub const POSITION: Self = ContextFields(1 << 6);
+    /// What loading an aggregate uses: the version and commit time.
+    pub const LOAD: Self = ContextFields(Self::VERSION.0 | Self::RECORDED_AT.0);
     /// Every field.
-    pub const ALL: Self = ContextFields((1 << 6) - 1);
+    pub const ALL: Self = ContextFields((1 << 7) - 1);
 
     /// The fields of both.
     #[must_use]
@@ -300,7 +308,7 @@ impl ContextFields {
         ContextFields(bits & Self::ALL.0)
     }
 
-    /// The set as a number below 64 (each field one bit), to index a table
+    /// The set as a number below 128 (each field one bit), to index a table
     /// of prepared statements by.
     pub const fn bits(self) -> u8 {
         self.0
@@ -310,7 +318,8 @@ impl ContextFields {
     /// its columns after the fields of [`RecordedEvent`]: `position, name,
     /// schema_version, payload`, then, of `event_id, aggregate_type,
     /// aggregate_id, version, metadata, recorded_at`, those in `self`, in
-    /// that order ([`column`](Self::column) tells where each is).
+    /// that order ([`column`](Self::column) tells where each is). The
+    /// position is always selected: it costs an SQL store nothing.
     pub fn sql_columns(self) -> String {
         let mut list = String::from("position, name, schema_version, payload");
         for (field, name) in Self::OPTIONAL {
@@ -328,6 +337,9 @@ impl ContextFields {
         if field.0.count_ones() != 1 || !self.contains(field) {
             return None;
         }
+        if field.0 == Self::POSITION.0 {
+            return Some(0);
+        }
         // The fields before it, in bit order, that are read.
         let before = self.0 & (field.0 - 1);
         Some(4 + before.count_ones() as usize)
@@ -342,34 +354,6 @@ impl ContextFields {
         (Self::METADATA, "metadata"),
         (Self::RECORDED_AT, "recorded_at"),
     ];
-}
-
-/// What loading an aggregate needs of a stored event: a store can read it
-/// with fewer columns than a [`RecordedEvent`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LoadedEvent<'a> {
-    /// Its version in the stream.
-    pub version: u64,
-    /// Its stored name.
-    pub name: &'a str,
-    /// Its schema version.
-    pub schema_version: u32,
-    /// The encoded event.
-    pub payload: &'a [u8],
-    /// When it was committed.
-    pub recorded_at: Timestamp,
-}
-
-impl<'a> From<&RecordedEvent<'a>> for LoadedEvent<'a> {
-    fn from(e: &RecordedEvent<'a>) -> Self {
-        LoadedEvent {
-            version: e.version,
-            name: e.name,
-            schema_version: e.schema_version,
-            payload: e.payload,
-            recorded_at: e.recorded_at,
-        }
-    }
 }
 
 /// An owned stored event.

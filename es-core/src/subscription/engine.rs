@@ -110,7 +110,7 @@ async fn read_and_commit<S: EventStore, K: Sink>(
     let fields = sink.fields();
     let mut undecoded_at = None;
     let read = store
-        .read_all_fields(from, size, fields, |e: &RecordedEvent<'_>| {
+        .read_all(from, size, fields, |e: &RecordedEvent<'_>| {
             seen += 1;
             if e.name == FOREIGN {
                 foreign += 1;
@@ -149,7 +149,11 @@ async fn read_and_commit<S: EventStore, K: Sink>(
         (Ok(()), f) => f,
     };
     if let (Some(Failure::Error(SubscriptionError::Decode(error))), Some(position)) = (&mut failure, undecoded_at)
-        && fields != ContextFields::ALL
+        && !fields.contains(
+            ContextFields::AGGREGATE_TYPE
+                .union(ContextFields::AGGREGATE_ID)
+                .union(ContextFields::VERSION),
+        )
     {
         name_the_stream(store, position, error).await;
     }
@@ -180,7 +184,7 @@ async fn read_and_commit<S: EventStore, K: Sink>(
 /// read of fewer fields left out: a decoding error names where the event is.
 async fn name_the_stream<S: EventStore>(store: &S, position: u64, error: &mut DecodeError) {
     let read = store
-        .read_all(position - 1, 1, |e: &RecordedEvent<'_>| {
+        .read_all(position - 1, 1, ContextFields::ALL, |e: &RecordedEvent<'_>| {
             if e.position == position {
                 error.stream = e.stream();
                 error.stream_version = e.version;

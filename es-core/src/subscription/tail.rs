@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::error::StoreError;
-use crate::store::{EventStore, RecordedEvent, StoredEvent};
+use crate::store::{ContextFields, EventStore, RecordedEvent, StoredEvent};
 
 /// The log from a position on, one event at a time, waiting for new ones:
 /// what a tool's `follow` and a service's live event stream read. It keeps
@@ -69,7 +69,7 @@ impl<S: EventStore> Tail<S> {
             }
             let mut page = std::collections::VecDeque::new();
             self.store
-                .read_all(self.after, 256, |e: &RecordedEvent<'_>| {
+                .read_all(self.after, 256, ContextFields::ALL, |e: &RecordedEvent<'_>| {
                     page.push_back(e.to_owned());
                     ControlFlow::Continue(())
                 })

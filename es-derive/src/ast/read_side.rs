@@ -327,7 +327,7 @@ fn scan_context_uses(tokens: TokenStream, name: &str, used: &mut Vec<&'static st
                     ("aggregate_id", false) => &["AGGREGATE_ID"],
                     ("version", false) => &["VERSION"],
                     ("recorded_at", false) => &["RECORDED_AT"],
-                    ("position", false) => &[],
+                    ("position", false) => &["POSITION"],
                     ("metadata", true) => &["METADATA"],
                     ("stream", true) => &["AGGREGATE_TYPE", "AGGREGATE_ID"],
                     _ => return false,
