@@ -51,13 +51,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use es_core::store::StoredEvent;
 use es_core::{EventStore, EventStoreExt, StreamId};
 use es_postgres::{PostgresOptions, PostgresStore};
 use es_sqlite::SqliteStore;
 use serde_json::{Value, json};
 
 mod inspect;
+mod personal;
 mod table;
 
 pub use inspect::{CatalogueEntry, CheckpointInfo, ForeignInfo, StreamInfo};
@@ -139,6 +139,16 @@ pub enum Command {
     },
     /// The store's schema version and the catalogue of stored events.
     Schema,
+    /// Forget a data subject: erase the key that seals its personal data
+    /// (no master key is needed) and record the forget in the log.
+    Forget {
+        /// The subject, as stored beside its key (a guest's id, say).
+        subject: String,
+        /// Confirm: every personal value of the subject, in every event and
+        /// snapshot, becomes unreadable for good.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Messages another client published on a NATS store's event subjects:
     /// the stream keeps them (it denies deletes) and readers skip them.
     /// SQLite and PostgreSQL stores hold none.
@@ -276,7 +286,10 @@ pub async fn run(cli: Cli, rebuilds: &Rebuilds, out: &mut (dyn Write + Send)) ->
     }
     // Only `reset` and `rebuild` write; every other command opens the
     // store read-only (nothing created, migrated or written).
-    let writes = matches!(cli.command, Command::Reset { .. } | Command::Rebuild { .. });
+    let writes = matches!(
+        cli.command,
+        Command::Reset { .. } | Command::Rebuild { .. } | Command::Forget { .. }
+    );
     let db = open(&target, &cli.schema, !writes).await?;
     match &cli.command {
         Command::Streams { aggregate_type, limit } => {
@@ -312,13 +325,18 @@ pub async fn run(cli: Cli, rebuilds: &Rebuilds, out: &mut (dyn Write + Send)) ->
             if events.is_empty() && *after == 0 {
                 return Err(fail(format!("stream `{stream}` has no events")));
             }
+            let mut subjects = personal::Subjects::default();
+            let mut shown = Vec::with_capacity(events.len());
+            for e in &events {
+                let mut j = e.to_json();
+                subjects.mask(&db, &mut j["payload"]).await?;
+                shown.push(j);
+            }
             if cli.json {
-                let all: Vec<Value> = events.iter().map(StoredEvent::to_json).collect();
-                writeln!(out, "{}", Value::Array(all))?;
+                writeln!(out, "{}", Value::Array(shown))?;
             } else {
                 let mut t = Table::new(["VERSION", "POSITION", "RECORDED", "EVENT", "PAYLOAD", "METADATA"]);
-                for e in &events {
-                    let j = e.to_json();
+                for (e, j) in events.iter().zip(shown) {
                     t.row([
                         e.version.to_string(),
                         e.position.to_string(),
@@ -376,6 +394,22 @@ pub async fn run(cli: Cli, rebuilds: &Rebuilds, out: &mut (dyn Write + Send)) ->
             }
         }
         Command::Rebuild { name, yes } => rebuild(&db, rebuilds, name, *yes, cli.json, out).await?,
+        Command::Forget { subject, yes } => {
+            if !yes {
+                return Err(fail(format!(
+                    "forgetting `{}` erases the key of its personal data: every value sealed with it, in \
+                     every event and snapshot, becomes unreadable for good (backups keep their copy). \
+                     Pass --yes to forget it",
+                    printable(subject)
+                )));
+            }
+            personal::forget(&db, subject).await?;
+            if cli.json {
+                writeln!(out, "{}", json!({"forgotten": subject}))?;
+            } else {
+                writeln!(out, "forgot `{}`", printable(subject))?;
+            }
+        }
         Command::Foreign { after, limit } => {
             let found = inspect::foreign(&db, *after, *limit).await?;
             if cli.json {
@@ -474,15 +508,17 @@ async fn follow(
         Some(p) => p,
         None => last_position(db).await?,
     };
-    on_store!(db, s => follow_tail(es_core::subscription::Tail::new(s.clone(), after), count, json_lines, out).await)
+    on_store!(db, s => follow_tail(db, es_core::subscription::Tail::new(s.clone(), after), count, json_lines, out).await)
 }
 
 async fn follow_tail<S: EventStore>(
+    db: &Db,
     mut tail: es_core::subscription::Tail<S>,
     count: Option<u64>,
     json_lines: bool,
     out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
+    let mut subjects = personal::Subjects::default();
     let mut printed = 0u64;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -491,7 +527,8 @@ async fn follow_tail<S: EventStore>(
             _ = &mut ctrl_c => return Ok(()),
             e = tail.next() => e?,
         };
-        let j = e.to_json();
+        let mut j = e.to_json();
+        subjects.mask(db, &mut j["payload"]).await?;
         if json_lines {
             writeln!(out, "{j}")?;
         } else if e.name == es_core::store::FOREIGN {

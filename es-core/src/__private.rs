@@ -127,6 +127,18 @@ pub trait Storable: Sized {
     fn shape() -> Result<crate::shape::Shape, crate::shape::ShapeError>;
 }
 
+/// Decodes an event struct with personal fields and binds each to its
+/// subject.
+#[inline]
+pub fn decode_bound<E: crate::Event + Storable, C: crate::Codec>(
+    codec: &C,
+    payload: &[u8],
+) -> Result<E, crate::EventDecodeError> {
+    let mut event = E::decode_with(codec, payload)?;
+    event.bind_personal().map_err(crate::EventDecodeError::Personal)?;
+    Ok(event)
+}
+
 /// An event struct's entry in the schema lock.
 pub fn describe<T>(
     name: &'static str,

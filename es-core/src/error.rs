@@ -27,6 +27,10 @@ pub enum EventDecodeError {
         /// The names that type knows.
         known: &'static [&'static str],
     },
+    /// A personal field's sealed value belongs to another field or subject
+    /// (the stored event was altered).
+    #[error("{0}")]
+    Personal(String),
     /// The event was written by newer code than this one.
     #[error(
         "`{name}` was stored with schema version {stored}, newer than version {supported} that this code knows; deploy the newer code or add an upcast"
@@ -131,6 +135,15 @@ pub enum StoreError {
         /// Which store.
         store: &'static str,
         /// What is wrong, and the limit.
+        detail: String,
+    },
+    /// A data key that seals personal data could not be used: a wrong or
+    /// missing master key, an altered key record. Never holds key material.
+    #[error("{store} store: {detail}")]
+    Keys {
+        /// Which store.
+        store: &'static str,
+        /// Which subject's key, and what is wrong.
         detail: String,
     },
     /// An appended event reuses the id of a stored one; nothing of the

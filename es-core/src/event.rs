@@ -108,6 +108,18 @@ pub trait Event: Sized + Send + Sync + 'static {
     /// upcast (`#[event(next = ..)]`): it cannot be in an event enum.
     #[doc(hidden)]
     const SUPERSEDED: bool = false;
+
+    /// Whether the event (or one of the enum's) has personal fields
+    /// (`#[personal(subject = ..)]`), sealed in the store.
+    #[doc(hidden)]
+    const PERSONAL: bool = false;
+
+    /// Binds each personal field to its subject and name; a value read from
+    /// the store must have been sealed for them.
+    #[doc(hidden)]
+    fn bind_personal(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// How an event stored with an older schema version becomes events of the

@@ -82,6 +82,7 @@ mod append;
 mod commit;
 mod js;
 mod keys;
+mod personal;
 mod read;
 mod records;
 mod setup;
@@ -151,6 +152,7 @@ impl Default for NatsOptions {
 #[derive(Clone)]
 pub struct NatsStore {
     inner: Arc<Inner>,
+    keyring: Option<Arc<es_core::personal::Keyring>>,
 }
 
 /// A stream's last message as a writer last saw it.
@@ -167,6 +169,9 @@ struct Inner {
     context: jetstream::Context,
     events: stream::Stream,
     records: stream::Stream,
+    /// The data keys of personal data (`None`: opened without creating
+    /// what is missing, on a store that has none).
+    keys: Option<stream::Stream>,
     names: setup::Names,
     timeout: Duration,
     /// Heads of streams this process wrote or read, so that the next
@@ -256,12 +261,14 @@ impl NatsStore {
             .build(client.clone());
         let names = setup::Names::new(&options.prefix);
         let (events, records) = setup::open(&client, &context, &names, &options).await?;
+        let keys = setup::open_keys(&context, &names, &options).await?;
         Ok(NatsStore {
             inner: Arc::new(Inner {
                 client,
                 context,
                 events,
                 records,
+                keys,
                 names,
                 timeout: options.request_timeout,
                 heads: Mutex::new(HashMap::new()),
@@ -270,6 +277,7 @@ impl NatsStore {
                 committer: commit::Committer::default(),
                 tail: tokio::sync::Mutex::new(read::Tail::default()),
             }),
+            keyring: None,
         })
     }
 
@@ -482,7 +490,7 @@ impl NatsStore {
                     .and_then(|h| h.get(async_nats::header::NATS_SEQUENCE))
                     .and_then(|s| s.as_str().parse::<u64>().ok());
                 match sequence {
-                    Some(sequence) => NatsStore { inner }.saw(sequence),
+                    Some(sequence) => NatsStore { inner, keyring: None }.saw(sequence),
                     // Not the server's: wake readers anyway, they read.
                     None => inner.known.send_modify(|_| {}),
                 }
@@ -493,6 +501,10 @@ impl NatsStore {
 
 impl EventStore for NatsStore {
     const NAME: &'static str = STORE;
+
+    fn keyring(&self) -> Option<&Arc<es_core::personal::Keyring>> {
+        self.keyring.as_ref()
+    }
 
     fn append(&self, request: AppendRequest<'_>) -> impl Future<Output = Result<AppendOutcome, AppendError>> + Send {
         self.append_now(request)

@@ -47,6 +47,11 @@ impl Names {
         format!("{}.records.store", self.prefix)
     }
 
+    /// `<prefix>_keys`: the data keys of personal data.
+    pub(crate) fn keys(&self) -> String {
+        format!("{}_keys", self.prefix)
+    }
+
     pub(crate) fn checkpoints(&self) -> String {
         format!("{}.records.checkpoints", self.prefix)
     }
@@ -126,6 +131,35 @@ fn records_config(names: &Names, options: &NatsOptions) -> stream::Config {
         deny_delete: true,
         deny_purge: true,
         ..Default::default()
+    }
+}
+
+fn keys_config(names: &Names, options: &NatsOptions) -> stream::Config {
+    stream::Config {
+        name: names.keys(),
+        subjects: vec![format!("{}.keys.>", names.prefix)],
+        storage: storage(options),
+        num_replicas: options.replicas,
+        allow_direct: true,
+        // A key's older message is erased once its newer one is stored (a
+        // rotation, a forget); the stream is never purged.
+        deny_delete: false,
+        deny_purge: true,
+        ..Default::default()
+    }
+}
+
+/// The key stream: made if missing (unless the store is opened without
+/// creating anything, where a store without one has no keys).
+pub(crate) async fn open_keys(
+    context: &jetstream::Context,
+    names: &Names,
+    options: &NatsOptions,
+) -> Result<Option<stream::Stream>, StoreError> {
+    match existing(context, &names.keys()).await? {
+        Some(stream) => Ok(Some(stream)),
+        None if options.create => create(context, keys_config(names, options)).await.map(Some),
+        None => Ok(None),
     }
 }
 

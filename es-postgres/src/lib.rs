@@ -61,6 +61,7 @@
 
 mod append;
 mod group;
+mod keys;
 mod notify;
 mod projection;
 mod read;
@@ -126,6 +127,7 @@ impl Default for PostgresOptions {
 #[derive(Clone)]
 pub struct PostgresStore {
     inner: Arc<Inner>,
+    keyring: Option<Arc<es_core::personal::Keyring>>,
 }
 
 struct Inner {
@@ -226,6 +228,7 @@ impl PostgresStore {
                 max_concurrent_appends: options.max_concurrent_appends.max(1),
                 appends: Mutex::default(),
             }),
+            keyring: None,
         })
     }
 
@@ -309,6 +312,10 @@ impl PostgresStore {
 
 impl EventStore for PostgresStore {
     const NAME: &'static str = STORE;
+
+    fn keyring(&self) -> Option<&Arc<es_core::personal::Keyring>> {
+        self.keyring.as_ref()
+    }
 
     async fn append(&self, request: AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
         self.append_pooled(&request).await

@@ -353,17 +353,53 @@ where
         let epoch = self.epoch;
         let p = self.projection.borrow();
         async move {
+            // Personal values open with cached keys; a page that met a key
+            // not cached yet is rolled back, the key fetched, and the page
+            // applied again.
+            let mut opener = es_core::EventStore::keyring(&p.store).map(es_core::personal::Opener::new);
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                let applied = p.apply_page(from, to, &events, epoch, opener.as_mut()).await;
+                if let Some(opener) = opener.as_mut()
+                    && applied.is_err()
+                    && opener.missing()
+                    && attempts < 4
+                {
+                    opener.fetch_missing().await?;
+                    continue;
+                }
+                return applied;
+            }
+        }
+    }
+}
+
+impl<R: ReadModelIn<PgConnection>, C: Codec> PgProjection<R, C> {
+    async fn apply_page(
+        &self,
+        from: u64,
+        to: u64,
+        events: &[StoredEvent],
+        epoch: Option<i64>,
+        mut opener: Option<&mut es_core::personal::Opener>,
+    ) -> Result<(), SubscriptionError> {
+        let p = self;
+        {
             let mut tx = p.begin().await?;
-            for event in &events {
+            for event in events {
                 let recorded = event.as_recorded();
-                let applied = subscription::catch_panic_async(p.model.apply_recorded_in(&p.codec, &recorded, &mut tx))
-                    .await
-                    .map_err(|message| SubscriptionError::Panicked {
-                        subscription: p.name.clone(),
-                        event_name: event.name.clone(),
-                        position: event.position,
-                        message,
-                    })?;
+                let apply = subscription::catch_panic_async(p.model.apply_recorded_in(&p.codec, &recorded, &mut tx));
+                let applied = match opener.as_deref_mut() {
+                    None => apply.await,
+                    Some(opener) => opener.run_async(&recorded, apply).await,
+                };
+                let applied = applied.map_err(|message| SubscriptionError::Panicked {
+                    subscription: p.name.clone(),
+                    event_name: event.name.clone(),
+                    position: event.position,
+                    message,
+                })?;
                 applied?;
             }
             if p.check_owner(&mut tx, epoch).await? != from {

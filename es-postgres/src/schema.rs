@@ -7,7 +7,7 @@ use es_core::store::ContextFields;
 use sqlx::{AssertSqlSafe, SqlStr};
 
 /// The newest schema version this release reads and writes.
-pub(crate) const SCHEMA_VERSION: i32 = 2;
+pub(crate) const SCHEMA_VERSION: i32 = 3;
 
 /// Checks that `name` can be used as a schema name as is: lowercase ASCII
 /// letters, digits and `_`, not starting with a digit, at most 63 bytes.
@@ -87,6 +87,16 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE "{s}".checkpoints ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0;
     -- The fingerprint of the state's shape (0: unknown), the bits of a u64.
     ALTER TABLE "{s}".snapshots ADD COLUMN fingerprint BIGINT NOT NULL DEFAULT 0;
+    "#,
+    // 2 -> 3: the data keys of personal data, one per subject, wrapped by
+    // a master key; a forgotten subject keeps its row without a key.
+    r#"
+    CREATE TABLE IF NOT EXISTS "{s}".personal_keys (
+        subject         TEXT        PRIMARY KEY,
+        master_key      TEXT,
+        wrapped         BYTEA,
+        forgotten_at    TIMESTAMPTZ
+    );
     "#,
 ];
 

@@ -33,6 +33,7 @@
 //! (WAL allows that).
 
 mod append;
+mod keys;
 mod projection;
 mod read;
 mod schema;
@@ -101,6 +102,7 @@ impl Default for SqliteOptions {
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
+    keyring: Option<Arc<es_core::personal::Keyring>>,
 }
 
 struct Inner {
@@ -189,6 +191,9 @@ impl SqliteStore {
         let options = SqliteOptions::default();
         blocking(|| {
             let writer = Connection::open_in_memory().map_err(error("open an in-memory database"))?;
+            writer
+                .pragma_update(None, "secure_delete", "ON")
+                .map_err(error("turn on secure delete"))?;
             Self::finish(writer, None, options)
         })
     }
@@ -211,6 +216,10 @@ impl SqliteStore {
         };
         conn.pragma_update(None, "synchronous", synchronous)
             .map_err(error("set the synchronous mode"))?;
+        // Freed space is zeroed: a forgotten subject's key leaves no copy
+        // in the file's free pages or cells.
+        conn.pragma_update(None, "secure_delete", "ON")
+            .map_err(error("turn on secure delete"))?;
         Ok(conn)
     }
 
@@ -234,6 +243,7 @@ impl SqliteStore {
                 head: watch::channel(last).0,
                 last_position: AtomicU64::new(last),
             }),
+            keyring: None,
         })
     }
 

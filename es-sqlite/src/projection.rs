@@ -152,7 +152,25 @@ where
         events: Vec<StoredEvent>,
     ) -> impl Future<Output = Result<(), SubscriptionError>> + Send {
         let p = self.projection.borrow();
-        std::future::ready(blocking(|| p.apply_page(from, to, &events)))
+        async move {
+            let Some(keyring) = p.store.keyring_ref() else {
+                return blocking(|| p.apply_page(from, to, &events, None));
+            };
+            // Personal values open with cached keys; a page that met a key
+            // not cached yet is rolled back, the key fetched, and the page
+            // applied again.
+            let mut opener = es_core::personal::Opener::new(keyring);
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                let applied = blocking(|| p.apply_page(from, to, &events, Some(&mut opener)));
+                if applied.is_err() && opener.missing() && attempts < 4 {
+                    opener.fetch_missing().await?;
+                    continue;
+                }
+                return applied;
+            }
+        }
     }
 }
 
@@ -210,7 +228,13 @@ impl Drop for WriteTransaction<'_> {
 impl<R: ReadModelIn<Connection>, C: Codec> SqliteProjection<R, C> {
     /// One page in one write transaction: the handlers, then the
     /// checkpoint, or nothing.
-    fn apply_page(&self, from: u64, to: u64, events: &[StoredEvent]) -> Result<(), SubscriptionError> {
+    fn apply_page(
+        &self,
+        from: u64,
+        to: u64,
+        events: &[StoredEvent],
+        mut opener: Option<&mut es_core::personal::Opener>,
+    ) -> Result<(), SubscriptionError> {
         let mut conn = lock(&self.store.inner.writer);
         let mut tx = WriteTransaction::begin(&mut conn).map_err(error("begin a projection transaction"))?;
         // Another runner (in this process or another sharing the file) may
@@ -228,10 +252,16 @@ impl<R: ReadModelIn<Connection>, C: Codec> SqliteProjection<R, C> {
         }
         for event in events {
             let recorded = event.as_recorded();
-            let applied = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                let future = pin!(self.model.apply_recorded_in(&self.codec, &recorded, &mut tx));
-                future.poll(&mut Context::from_waker(Waker::noop()))
-            }));
+            let mut apply = || {
+                std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    let future = pin!(self.model.apply_recorded_in(&self.codec, &recorded, &mut tx));
+                    future.poll(&mut Context::from_waker(Waker::noop()))
+                }))
+            };
+            let applied = match opener.as_deref_mut() {
+                None => apply(),
+                Some(opener) => opener.run(&recorded, apply),
+            };
             match applied {
                 Ok(Poll::Ready(result)) => {
                     result?;

@@ -5,7 +5,7 @@
 //! a file from a newer release is refused rather than misread.
 
 /// The newest schema this release reads and writes.
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
 pub(crate) const MIGRATIONS: &[&str] = &[
@@ -64,5 +64,15 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     -- The fingerprint of the state's shape (0: unknown), stored as the
     -- bits of a u64.
     ALTER TABLE es_snapshots ADD COLUMN fingerprint INTEGER NOT NULL DEFAULT 0;
+    "#,
+    // 2 -> 3: the data keys of personal data, one per subject, wrapped by
+    // a master key; a forgotten subject keeps its row without a key.
+    r#"
+    CREATE TABLE IF NOT EXISTS es_personal_keys (
+        subject         TEXT    PRIMARY KEY,
+        master_key      TEXT,
+        wrapped         BLOB,
+        forgotten_at    INTEGER -- microseconds since the Unix epoch
+    );
     "#,
 ];

@@ -15,6 +15,10 @@ use crate::{STORE, SqliteStore, blocking, corrupt, error, lock, to_i64};
 impl EventStore for SqliteStore {
     const NAME: &'static str = STORE;
 
+    fn keyring(&self) -> Option<&std::sync::Arc<es_core::personal::Keyring>> {
+        self.keyring_ref()
+    }
+
     fn append(&self, request: AppendRequest<'_>) -> impl Future<Output = Result<AppendOutcome, AppendError>> + Send {
         std::future::ready(blocking(|| self.append_now(request)))
     }

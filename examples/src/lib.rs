@@ -3,6 +3,7 @@
 
 pub mod bank;
 pub mod cart;
+pub mod hotel;
 pub mod service;
 pub mod transfer;
 pub mod views;

@@ -9,6 +9,7 @@ pub mod fixtures;
 pub mod guarantees;
 pub mod ledger;
 pub mod nats;
+pub mod personal;
 pub mod postgres;
 pub mod read_side;
 pub mod sqlite;
@@ -70,6 +71,10 @@ impl<S: EventStore> CountingStore<S> {
 
 impl<S: EventStore> EventStore for CountingStore<S> {
     const NAME: &'static str = S::NAME;
+
+    fn keyring(&self) -> Option<&Arc<es_core::personal::Keyring>> {
+        self.inner.keyring()
+    }
 
     fn append(&self, request: AppendRequest<'_>) -> impl Future<Output = Result<AppendOutcome, AppendError>> + Send {
         self.inner.append(request)
@@ -209,6 +214,10 @@ impl<S: EventStore> SwitchableStore<S> {
 
 impl<S: EventStore> EventStore for SwitchableStore<S> {
     const NAME: &'static str = S::NAME;
+
+    fn keyring(&self) -> Option<&Arc<es_core::personal::Keyring>> {
+        self.inner.keyring()
+    }
 
     async fn append(&self, request: AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
         self.up("append")?;

@@ -129,6 +129,16 @@ pub fn url() -> Option<String> {
     }
 }
 
+/// Where the test server keeps JetStream's files (`None` without one).
+pub fn store_dir() -> Option<std::path::PathBuf> {
+    url()?;
+    Some(
+        std::env::temp_dir()
+            .join(format!("es-nats-test-{}", std::process::id()))
+            .join("data"),
+    )
+}
+
 /// A store under a prefix of its own on the test server.
 pub async fn store() -> Option<NatsStore> {
     store_with(NatsOptions {

@@ -143,6 +143,10 @@ impl<S: EventStore> CrashingStore<S> {
 impl<S: EventStore> EventStore for CrashingStore<S> {
     const NAME: &'static str = S::NAME;
 
+    fn keyring(&self) -> Option<&Arc<es_core::personal::Keyring>> {
+        self.inner.keyring()
+    }
+
     async fn append(&self, request: AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
         self.write()?;
         self.inner.append(request).await

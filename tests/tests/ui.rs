@@ -26,6 +26,7 @@ fn ui() {
         "event",
         "evolution",
         "handle",
+        "personal",
         "read_side",
         "wiring",
     ] {

@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use crate::aggregate::{Aggregate, Handle, IntoId};
 use crate::cache::{Held, Slot};
-use crate::codec::Codec;
+use crate::codec::{Codec, CodecError};
 use crate::command::Command;
 use crate::envelope::{EventId, Metadata, StreamId, Timestamp};
 use crate::error::{AppendError, DispatchError};
 use crate::event::{Event, IntoEvents};
+use crate::personal::seal::{At, Scope};
 use crate::store::{AppendOutcome, AppendRequest, Appended, EventStore, ExpectedVersion, NewEvent};
 
 use super::{Committed, Dispatcher};
@@ -71,6 +72,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         let stream = StreamId::of::<A>(&id);
         let mut list = Vec::new();
         events.into_events(&mut list);
+        bind_personal::<A>(&stream, &mut list)?;
         let mut slot = self.slot::<A>(&id).take().await;
         self.refresh(&stream, &mut slot, &tracing::Span::none()).await?;
         if list.is_empty() {
@@ -87,7 +89,11 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                 });
             }
         };
-        let encoded = encode_batch::<A, C>(&self.inner.codec, &stream, &list)?;
+        let encoded = if <A::Event as Event>::PERSONAL {
+            self.encode_sealed::<A>(&stream, &list).await?
+        } else {
+            encode_batch::<A, C>(&self.inner.codec, &stream, &list, None)?
+        };
         let batch = encoded.batch();
         let encoded_metadata = metadata.encode();
         let request = AppendRequest {
@@ -247,7 +253,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                     continue;
                 }
             }
-            let events = match decision {
+            let mut events = match decision {
                 Ok(events) => events,
                 Err(error) => {
                     return finish(
@@ -263,6 +269,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             if events.is_empty() {
                 return finish(probe, Ok(Committed::nothing(stream, slot.version)));
             }
+            attempt!(bind_personal::<Cmd::Aggregate>(&stream, &mut events));
             let before = match apply_ahead(&mut slot, &events) {
                 Ok(before) => before,
                 Err(message) => return finish(probe, Err(panicked::<Cmd>(stream, message))),
@@ -270,7 +277,11 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             // The same steps as `append_events`, written out: a nested
             // future for them would move this command's state once more
             // (measured: round-robin 0.31 -> 0.30).
-            let encoded = attempt!(encode_batch::<Cmd::Aggregate, C>(&inner.codec, &stream, &events));
+            let encoded = if <<Cmd::Aggregate as Aggregate>::Event as Event>::PERSONAL {
+                attempt!(self.encode_sealed::<Cmd::Aggregate>(&stream, &events).await)
+            } else {
+                attempt!(encode_batch::<Cmd::Aggregate, C>(&inner.codec, &stream, &events, None))
+            };
             let batch = encoded.batch();
             let request = AppendRequest {
                 stream: &stream,
@@ -347,13 +358,60 @@ fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| crate::util::panic_message(&*payload))
 }
 
+/// Binds the personal fields of decided (or imported) events to their
+/// subjects, before they are applied, so a state that keeps them keeps
+/// whose they are.
+#[inline]
+fn bind_personal<A: Aggregate>(stream: &StreamId, events: &mut [A::Event]) -> Result<(), DispatchError<A::Error>> {
+    if !<A::Event as Event>::PERSONAL {
+        return Ok(());
+    }
+    for event in events {
+        event.bind_personal().map_err(|message| DispatchError::Encode {
+            stream: stream.clone(),
+            event_name: event.name(),
+            source: Box::new(CodecError::encode::<A::Event>("personal", message)),
+        })?;
+    }
+    Ok(())
+}
+
+impl<S: EventStore, C: Codec> Dispatcher<S, C> {
+    /// [`encode_batch`] for events with personal fields: sealed, with the
+    /// keys of subjects seen for the first time made and stored first.
+    async fn encode_sealed<A: Aggregate>(
+        &self,
+        stream: &StreamId,
+        events: &[A::Event],
+    ) -> Result<Encoded, DispatchError<A::Error>> {
+        let Some(mut scope) = self.personal_scope::<A>(true)? else {
+            return encode_batch::<A, C>(&self.inner.codec, stream, events, None);
+        };
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let encoded = encode_batch::<A, C>(&self.inner.codec, stream, events, Some(&mut scope));
+            if encoded.is_err() && !scope.missing.is_empty() && attempts < 4 {
+                scope.fetch_missing(true).await?;
+                continue;
+            }
+            if scope.forgotten {
+                tracing::warn!(%stream, "new events carry personal data of a forgotten subject: stored as forgotten");
+            }
+            return encoded;
+        }
+    }
+}
+
 /// Encodes decided (or imported) events one after another into a buffer,
-/// giving each its id, all recorded now.
+/// giving each its id, all recorded now; in `scope`, personal fields are
+/// sealed.
 #[inline]
 fn encode_batch<A: Aggregate, C: Codec>(
     codec: &C,
     stream: &StreamId,
     events: &[A::Event],
+    mut scope: Option<&mut Scope>,
 ) -> Result<Encoded, DispatchError<A::Error>> {
     let recorded_at = Timestamp::now();
     let mut encoded = Encoded {
@@ -363,13 +421,21 @@ fn encode_batch<A: Aggregate, C: Codec>(
     };
     for event in events {
         let buf = &mut encoded.payloads.0;
-        event.encode_into(codec, buf).map_err(|source| DispatchError::Encode {
+        let event_id = EventId::at(recorded_at);
+        let written = match scope.as_deref_mut() {
+            None => event.encode_into(codec, buf),
+            Some(scope) => {
+                scope.place(stream.aggregate_type(), stream.aggregate_id(), At::Event(event_id));
+                scope.run(|| event.encode_into(codec, buf))
+            }
+        };
+        written.map_err(|source| DispatchError::Encode {
             stream: stream.clone(),
             event_name: event.name(),
             source: Box::new(source),
         })?;
         encoded.events.push(EncodedEvent {
-            event_id: EventId::at(recorded_at),
+            event_id,
             name: event.name(),
             schema_version: event.version(),
             end: buf.len(),

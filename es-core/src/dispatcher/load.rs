@@ -11,6 +11,7 @@ use crate::codec::Codec;
 use crate::envelope::{Envelope, Metadata, StreamId, Timestamp};
 use crate::error::{DecodeError, DispatchError, StoreError};
 use crate::event::Event;
+use crate::personal::seal::{At, Scope};
 use crate::store::{CommandRecord, ContextFields, EventStore, RecordedEvent, Snapshot};
 
 use super::{Committed, Dispatcher, LoadError, Versioned};
@@ -170,7 +171,33 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             );
             return Ok(false);
         }
-        match A::decode_snapshot(&self.inner.codec, &snapshot.payload) {
+        let decoded = match self.personal_scope::<A>(false)? {
+            None => A::decode_snapshot(&self.inner.codec, &snapshot.payload),
+            Some(mut scope) => {
+                let mut attempts = 0;
+                loop {
+                    attempts += 1;
+                    scope.place(
+                        stream.aggregate_type(),
+                        stream.aggregate_id(),
+                        At::Snapshot(snapshot.version),
+                    );
+                    let decoded = scope.run(|| A::decode_snapshot(&self.inner.codec, &snapshot.payload));
+                    if matches!(decoded, Some(Err(_))) && !scope.missing.is_empty() && attempts < 3 {
+                        scope.fetch_missing(false).await?;
+                        continue;
+                    }
+                    if scope.forgotten {
+                        // It holds a value whose subject was forgotten: what
+                        // the state made of it is rebuilt from the events.
+                        tracing::debug!(%stream, version = snapshot.version, "ignoring a snapshot with forgotten personal data; replaying events");
+                        return Ok(false);
+                    }
+                    break decoded;
+                }
+            }
+        };
+        match decoded {
             Some(Ok(state)) => {
                 slot.state = state;
                 slot.version = snapshot.version;
@@ -194,7 +221,44 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         confirm: bool,
         keep: impl Fn(&RecordedEvent<'_>) -> bool + Send + Sync,
     ) -> Result<bool, LoadError> {
+        let Some(mut scope) = self.personal_scope::<A>(false)? else {
+            return self.read_once(stream, slot, confirm, &keep, None).await;
+        };
+        // Personal values open with keys from the keyring's cache; a key
+        // not there yet stops the read at its event, is fetched, and the
+        // read goes on from there.
+        let mut confirm = confirm;
+        let mut stalled = 0;
+        loop {
+            let before = slot.version;
+            let read = self.read_once(stream, slot, confirm, &keep, Some(&mut scope)).await;
+            if read.is_err() && !scope.missing.is_empty() {
+                stalled = if slot.version == before { stalled + 1 } else { 0 };
+                if stalled < 3 {
+                    scope.fetch_missing(false).await?;
+                    // The confirmed event was passed before any decoding.
+                    confirm = false;
+                    continue;
+                }
+            }
+            return read;
+        }
+    }
+
+    async fn read_once<A: Aggregate>(
+        &self,
+        stream: &StreamId,
+        slot: &mut Slot<A>,
+        confirm: bool,
+        keep: &(impl Fn(&RecordedEvent<'_>) -> bool + Send + Sync),
+        mut scope: Option<&mut Scope>,
+    ) -> Result<bool, LoadError> {
         let codec = &self.inner.codec;
+        let fields = if scope.is_some() {
+            ContextFields::LOAD.union(ContextFields::EVENT_ID)
+        } else {
+            ContextFields::LOAD
+        };
         let mut failure: Option<LoadError> = None;
         let from = if confirm { slot.version } else { slot.version + 1 };
         let mut unconfirmed = confirm;
@@ -221,7 +285,14 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                 }));
                 return ControlFlow::Break(());
             }
-            match state.apply_stored(codec, e.name, e.schema_version, e.payload) {
+            let applied = match scope.as_deref_mut() {
+                None => state.apply_stored(codec, e.name, e.schema_version, e.payload),
+                Some(scope) => {
+                    scope.place(stream.aggregate_type(), stream.aggregate_id(), At::Event(e.event_id));
+                    scope.run(|| state.apply_stored(codec, e.name, e.schema_version, e.payload))
+                }
+            };
+            match applied {
                 Ok(()) => {
                     *version = e.version;
                     ControlFlow::Continue(())
@@ -238,10 +309,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                 }
             }
         };
-        self.inner
-            .store
-            .read_stream(stream, from, ContextFields::LOAD, visit)
-            .await?;
+        self.inner.store.read_stream(stream, from, fields, visit).await?;
         match failure {
             Some(e) => {
                 slot.fresh = false;
@@ -257,7 +325,31 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         if A::snapshot_fingerprint() == crate::aggregate::UNTRACED_SHAPE {
             return;
         }
-        match slot.state.encode_snapshot(&self.inner.codec) {
+        let encoded = match self.personal_scope::<A>(true) {
+            Ok(None) => slot.state.encode_snapshot(&self.inner.codec),
+            Ok(Some(mut scope)) => {
+                let mut attempts = 0;
+                loop {
+                    attempts += 1;
+                    scope.place(
+                        stream.aggregate_type(),
+                        stream.aggregate_id(),
+                        At::Snapshot(slot.version),
+                    );
+                    let encoded = scope.run(|| slot.state.encode_snapshot(&self.inner.codec));
+                    if matches!(encoded, Some(Err(_))) && !scope.missing.is_empty() && attempts < 3 {
+                        if let Err(error) = scope.fetch_missing(false).await {
+                            tracing::warn!(%stream, %error, "could not seal a snapshot");
+                            return;
+                        }
+                        continue;
+                    }
+                    break encoded;
+                }
+            }
+            Err(error) => Some(Err(crate::CodecError::encode::<A>("personal", error))),
+        };
+        match encoded {
             Some(Ok(payload)) => {
                 let snapshot = Snapshot {
                     version: slot.version,
@@ -311,11 +403,34 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         record: CommandRecord,
         metadata: Metadata,
     ) -> Result<Committed<A>, LoadError> {
+        let mut scope = self.personal_scope::<A>(false)?;
+        let metadata = Arc::new(metadata);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let read = self.read_back_once::<A>(&record, &metadata, scope.as_mut()).await;
+            if let Some(scope) = scope.as_mut()
+                && read.is_err()
+                && !scope.missing.is_empty()
+                && attempts < 3
+            {
+                scope.fetch_missing(false).await?;
+                continue;
+            }
+            return read;
+        }
+    }
+
+    async fn read_back_once<A: Aggregate>(
+        &self,
+        record: &CommandRecord,
+        metadata: &Arc<Metadata>,
+        mut scope: Option<&mut Scope>,
+    ) -> Result<Committed<A>, LoadError> {
         let codec = &self.inner.codec;
         let mut events = Vec::new();
         let mut failure = None;
         let stream = record.stream.clone();
-        let metadata = Arc::new(metadata);
         let visit = |e: &RecordedEvent<'_>| {
             if e.version > record.last_version {
                 return ControlFlow::Break(());
@@ -323,17 +438,26 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             let stored = Metadata::decode(e.metadata)
                 .map(Arc::new)
                 .unwrap_or_else(|_| metadata.clone());
-            let decoded = A::Event::decode_each(codec, e.name, e.schema_version, e.payload, |payload| {
-                events.push(Envelope {
-                    event_id: e.event_id,
-                    stream: stream.clone(),
-                    version: e.version,
-                    position: e.position,
-                    recorded_at: e.recorded_at,
-                    metadata: stored.clone(),
-                    payload,
+            let mut decode = || {
+                A::Event::decode_each(codec, e.name, e.schema_version, e.payload, |payload| {
+                    events.push(Envelope {
+                        event_id: e.event_id,
+                        stream: stream.clone(),
+                        version: e.version,
+                        position: e.position,
+                        recorded_at: e.recorded_at,
+                        metadata: stored.clone(),
+                        payload,
+                    })
                 })
-            });
+            };
+            let decoded = match scope.as_deref_mut() {
+                None => decode(),
+                Some(scope) => {
+                    scope.place(e.aggregate_type, e.aggregate_id, At::Event(e.event_id));
+                    scope.run(decode)
+                }
+            };
             match decoded {
                 Ok(()) => ControlFlow::Continue(()),
                 Err(source) => {
@@ -349,6 +473,6 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         if let Some(e) = failure {
             return Err(e.into());
         }
-        Ok(Committed::read_back(record.stream, record.last_version, events))
+        Ok(Committed::read_back(record.stream.clone(), record.last_version, events))
     }
 }

@@ -7,8 +7,10 @@
 mod execute;
 mod load;
 mod outcome;
+mod personal;
 
 pub use outcome::{AnyCommitted, Committed, LoadError, Versioned};
+pub use personal::{FORGOTTEN_STREAM, SubjectForgotten, forget_subject};
 
 use std::any::{Any, TypeId};
 use std::fmt;

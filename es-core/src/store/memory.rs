@@ -15,6 +15,7 @@ use super::{
 };
 use crate::envelope::{EventId, StreamId, Timestamp};
 use crate::error::{AppendError, Conflict, StoreError};
+use crate::personal::{KeyProvider, Keyring, StoredKey};
 use crate::util::FastMap;
 
 /// An [`EventStore`] in process memory.
@@ -24,12 +25,15 @@ use crate::util::FastMap;
 /// last clone is dropped.
 #[derive(Clone)]
 pub struct InMemoryStore {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
+    keyring: Option<Arc<Keyring>>,
 }
 
-struct Shared {
+pub(super) struct Shared {
     state: RwLock<State>,
     head: watch::Sender<u64>,
+    /// The data keys of personal data, by subject.
+    pub(super) keys: std::sync::Mutex<std::collections::BTreeMap<String, StoredKey>>,
 }
 
 /// The data, laid out for memory: an event costs its 56-byte entry, its
@@ -242,8 +246,23 @@ impl InMemoryStore {
             shared: Arc::new(Shared {
                 state: RwLock::new(State::default()),
                 head: watch::channel(0).0,
+                keys: std::sync::Mutex::default(),
             }),
+            keyring: None,
         }
+    }
+
+    /// This store, sealing personal data with data keys it keeps wrapped
+    /// by `provider`'s master keys (see [`personal`](crate::personal)).
+    /// Clones made before this call do not seal.
+    #[must_use]
+    pub fn with_keys(mut self, provider: impl KeyProvider) -> Self {
+        let backend = InMemoryStore {
+            shared: self.shared.clone(),
+            keyring: None,
+        };
+        self.keyring = Some(Arc::new(Keyring::new(provider, backend)));
+        self
     }
 
     /// Watches the position of the last committed event.
@@ -418,6 +437,10 @@ impl InMemoryStore {
 
 impl EventStore for InMemoryStore {
     const NAME: &'static str = "memory";
+
+    fn keyring(&self) -> Option<&Arc<Keyring>> {
+        self.keyring.as_ref()
+    }
 
     fn append(&self, request: AppendRequest<'_>) -> impl Future<Output = Result<AppendOutcome, AppendError>> + Send {
         ready(self.append_now(request))

@@ -11,6 +11,7 @@ use crate::envelope::StreamId;
 use crate::error::{AppendError, StoreError};
 
 mod memory;
+mod memory_keys;
 mod records;
 mod validate;
 
@@ -19,7 +20,7 @@ pub use records::{
     AppendOutcome, AppendRequest, Appended, CommandRecord, ContextFields, ExpectedVersion, NewEvent, Positions,
     RecordedEvent, Snapshot, StoredEvent,
 };
-pub use validate::{validate_append, validate_command_id, validate_stream};
+pub use validate::{validate_append, validate_command_id, validate_stream, validate_subject};
 
 /// The longest aggregate type name a store keeps, in bytes.
 pub const MAX_AGGREGATE_TYPE: usize = 255;
@@ -155,6 +156,11 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Saves the checkpoint of a named reader.
     fn save_checkpoint(&self, name: &str, position: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The keyring that seals and opens personal data in this store, if it
+    /// was opened with a key provider (`with_keys`); see
+    /// [`personal`](crate::personal).
+    fn keyring(&self) -> Option<&std::sync::Arc<crate::personal::Keyring>>;
 }
 
 /// Owned reads for tests, tools and code where convenience beats speed.
@@ -266,5 +272,9 @@ impl<S: EventStore> EventStore for std::sync::Arc<S> {
 
     fn save_checkpoint(&self, name: &str, position: u64) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).save_checkpoint(name, position)
+    }
+
+    fn keyring(&self) -> Option<&std::sync::Arc<crate::personal::Keyring>> {
+        (**self).keyring()
     }
 }

@@ -93,6 +93,11 @@ pub fn validate_stream(store: &'static str, stream: &StreamId) -> Result<(), Sto
     )
 }
 
+/// Checks that a data subject (whose key seals personal data) can be stored.
+pub fn validate_subject(store: &'static str, subject: &str) -> Result<(), StoreError> {
+    check_text(store, "the data subject", subject, MAX_AGGREGATE_ID, true)
+}
+
 /// Checks that a command id can be stored.
 pub fn validate_command_id(store: &'static str, command_id: &str) -> Result<(), StoreError> {
     check_text(store, "the command id", command_id, MAX_COMMAND_ID, true)

@@ -10,6 +10,7 @@ use tracing::Instrument;
 
 use super::{Sink, SubscriptionError};
 use crate::error::DecodeError;
+use crate::personal::seal::{At, Scope};
 use crate::store::{ContextFields, EventStore, FOREIGN, RecordedEvent};
 
 /// Applies every event after the sink's checkpoint, page by page, up to the
@@ -96,18 +97,51 @@ struct Page {
     foreign: u64,
 }
 
-/// One page: read it, visiting handled events, then commit it.
+/// One page: read it, visiting handled events, then commit it. On a store
+/// with keys, personal values open with keys from the keyring's cache; a
+/// key not there yet fails the page, which is read again once it is.
 async fn read_and_commit<S: EventStore, K: Sink>(
     store: &S,
     sink: &mut K,
     from: u64,
     size: usize,
 ) -> Result<Page, SubscriptionError> {
+    let Some(keyring) = store.keyring() else {
+        return read_and_commit_once(store, sink, from, size, None).await;
+    };
+    let mut scope = Scope::new(keyring.clone(), false);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let page = read_and_commit_once(store, sink, from, size, Some(&mut scope)).await;
+        if page.is_err() && !scope.missing.is_empty() && attempts < 4 {
+            scope.fetch_missing(false).await?;
+            continue;
+        }
+        return page;
+    }
+}
+
+async fn read_and_commit_once<S: EventStore, K: Sink>(
+    store: &S,
+    sink: &mut K,
+    from: u64,
+    size: usize,
+    mut scope: Option<&mut Scope>,
+) -> Result<Page, SubscriptionError> {
     let mut seen = 0;
     let mut foreign = 0;
     let mut last = from;
     let mut failure: Option<Failure> = None;
-    let fields = sink.fields();
+    let fields = match scope {
+        // Where each event is, for the sealed values' associated data.
+        Some(_) => sink.fields().union(
+            ContextFields::EVENT_ID
+                .union(ContextFields::AGGREGATE_TYPE)
+                .union(ContextFields::AGGREGATE_ID),
+        ),
+        None => sink.fields(),
+    };
     let mut undecoded_at = None;
     let read = store
         .read_all(from, size, fields, |e: &RecordedEvent<'_>| {
@@ -122,7 +156,13 @@ async fn read_and_commit<S: EventStore, K: Sink>(
                     "skipped an entry of the log that is not an event of this store"
                 );
             } else if sink.handles(e.name) {
-                let visited = std::panic::catch_unwind(AssertUnwindSafe(|| sink.visit(e)));
+                let visited = match scope.as_deref_mut() {
+                    None => std::panic::catch_unwind(AssertUnwindSafe(|| sink.visit(e))),
+                    Some(scope) => {
+                        scope.place(e.aggregate_type, e.aggregate_id, At::Event(e.event_id));
+                        scope.run(|| std::panic::catch_unwind(AssertUnwindSafe(|| sink.visit(e))))
+                    }
+                };
                 let failed = match visited {
                     Ok(Ok(())) => None,
                     Ok(Err(error)) => {

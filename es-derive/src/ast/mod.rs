@@ -11,6 +11,7 @@ use syn::{Attribute, Data, DeriveInput, Fields, Generics, Ident, LitInt, LitStr,
 use crate::attr::{self, Given};
 
 pub(crate) mod handlers;
+pub(crate) mod personal;
 pub(crate) mod read_side;
 use crate::ctxt::Ctxt;
 
@@ -40,6 +41,8 @@ pub(crate) struct EventStruct<'a> {
     /// the user implements `Upcast` (`custom_upcast`).
     pub(crate) next: Option<Type>,
     pub(crate) custom_upcast: bool,
+    /// Its personal fields, each with the field naming its subject.
+    pub(crate) personal: Vec<personal::PersonalField>,
     pub(crate) krate: Path,
 }
 
@@ -189,7 +192,8 @@ impl<'a> EventInput<'a> {
         let attrs = attr::event_attrs(cx, &input.attrs);
         let krate = attr::crate_path(attrs.krate);
         match &input.data {
-            Data::Struct(_) => {
+            Data::Struct(data) => {
+                let personal = personal::personal_fields(cx, &input.ident, data);
                 let (name, name_span) = match attrs.name {
                     Some(Given { value, .. }) => (value.value(), value.span()),
                     None => (input.ident.to_string(), input.ident.span()),
@@ -262,6 +266,7 @@ impl<'a> EventInput<'a> {
                     older: older.map(|(_, list)| list).unwrap_or_default(),
                     next: next.map(|(_, ty)| ty),
                     custom_upcast: attrs.custom_upcast.is_some(),
+                    personal,
                     krate,
                 })))
             }

@@ -52,6 +52,7 @@ pub(crate) fn expand(input: &EventStruct<'_>) -> TokenStream {
         older,
         next,
         custom_upcast,
+        personal,
         krate,
     } = input;
     let name = lit_str(name, *name_span);
@@ -79,7 +80,13 @@ pub(crate) fn expand(input: &EventStruct<'_>) -> TokenStream {
         .push(syn::parse_quote_spanned!(ident.span()=> __EsTarget: #krate::Apply<#ident #ty_generics>));
     let encode = quote_spanned!(ident.span()=> <Self as #krate::__private::Storable>::encode_with::<__C>);
     let encode_into = quote_spanned!(ident.span()=> <Self as #krate::__private::Storable>::encode_into_with::<__C>);
-    let decode = quote_spanned!(ident.span()=> <Self as #krate::__private::Storable>::decode_with::<__C>);
+    // A struct with personal fields binds each to its subject once decoded.
+    let decode = if personal.is_empty() {
+        quote_spanned!(ident.span()=> <Self as #krate::__private::Storable>::decode_with::<__C>)
+    } else {
+        quote_spanned!(ident.span()=> #krate::__private::decode_bound::<Self, __C>)
+    };
+    let personal_items = personal_items(krate, personal);
     let shape = quote_spanned!(ident.span()=> <Self as #krate::__private::Storable>::shape);
     // Spanned at the user's type, so a missing `Apply` is reported there.
     let apply_to = quote_spanned! {ident.span()=>
@@ -137,6 +144,7 @@ pub(crate) fn expand(input: &EventStruct<'_>) -> TokenStream {
             const SINGLE: bool = true;
             const VERSION: u32 = #version;
             const SUPERSEDED: bool = #superseded;
+            #personal_items
 
             #[inline]
             fn name(&self) -> &'static str {
@@ -334,5 +342,31 @@ fn chain(input: &EventStruct<'_>, name: &syn::LitStr) -> TokenStream {
         }
 
         #(#checks)*
+    }
+}
+
+/// `PERSONAL` and the binding of each personal field to its subject.
+fn personal_items(krate: &syn::Path, personal: &[crate::ast::personal::PersonalField]) -> TokenStream {
+    if personal.is_empty() {
+        return TokenStream::new();
+    }
+    let binds = personal.iter().map(|p| {
+        let field = &p.field;
+        let subject = &p.subject;
+        let field_name = field.to_string();
+        // Spanned at the subject in the attribute: a subject of a type
+        // that cannot be an id is reported there.
+        let subject_value = quote_spanned!(subject.span()=> #krate::personal::__subject(&self.#subject));
+        quote! {
+            self.#field.__bind(&#subject_value, #field_name)?;
+        }
+    });
+    quote! {
+        const PERSONAL: bool = true;
+
+        fn bind_personal(&mut self) -> ::core::result::Result<(), ::std::string::String> {
+            #(#binds)*
+            ::core::result::Result::Ok(())
+        }
     }
 }

@@ -174,6 +174,15 @@ pub(crate) fn expand(input: &EventEnum<'_>) -> TokenStream {
         #[automatically_derived]
         impl #impl_generics #krate::Event for #ident #ty_generics #where_clause {
             const NAMES: &'static [&'static str] = #all_names;
+            const PERSONAL: bool = false #(|| #as_event::PERSONAL)*;
+
+            #[inline]
+            fn bind_personal(&mut self) -> ::core::result::Result<(), ::std::string::String> {
+                match self {
+                    #(Self::#names(e) => #as_event::bind_personal(e),)*
+                    #unreachable
+                }
+            }
 
             #[inline]
             fn name(&self) -> &'static str {
