@@ -9,6 +9,8 @@
 //! es --db bank.db rebuild balances --yes        # clear and replay a registered read model
 //! es --db bank.db schema                        # the store's schema version and event catalogue
 //! es --db nats://localhost:4222 foreign         # messages on a NATS store's subjects that are no events
+//! es --db hotel.db forget guest-7 --yes          # erase a data subject's key: its personal data reads as forgotten
+//! es --db hotel.db unsealed                      # events holding a personal field in clear (written before it was made personal)
 //! ```
 //!
 //! `--db` (or `ES_DB`) is a SQLite file, a `postgres://` URL (`--schema`
@@ -61,6 +63,7 @@ mod personal;
 mod table;
 
 pub use inspect::{CatalogueEntry, CheckpointInfo, ForeignInfo, StreamInfo};
+pub use personal::{Unsealed, UnsealedReport};
 use table::{Table, printable};
 
 /// The command line.
@@ -148,6 +151,15 @@ pub enum Command {
         /// snapshot, becomes unreadable for good.
         #[arg(long)]
         yes: bool,
+    },
+    /// List the events that hold a personal field in clear (written before
+    /// the field was made personal): fields some event stores sealed are
+    /// found by themselves; name others with `--field`. Values are not
+    /// shown.
+    Unsealed {
+        /// A personal field as `event.name:field` (repeatable).
+        #[arg(long = "field", value_name = "EVENT:FIELD")]
+        fields: Vec<String>,
     },
     /// Messages another client published on a NATS store's event subjects:
     /// the stream keeps them (it denies deletes) and readers skip them.
@@ -408,6 +420,48 @@ pub async fn run(cli: Cli, rebuilds: &Rebuilds, out: &mut (dyn Write + Send)) ->
                 writeln!(out, "{}", json!({"forgotten": subject}))?;
             } else {
                 writeln!(out, "forgot `{}`", printable(subject))?;
+            }
+        }
+        Command::Unsealed { fields } => {
+            let mut declared = Vec::new();
+            for field in fields {
+                let Some((name, field)) = field.rsplit_once(':').filter(|(n, f)| !n.is_empty() && !f.is_empty()) else {
+                    return Err(fail(format!(
+                        "`--field {}`: write the event's stored name and the field as `event.name:field`",
+                        printable(field)
+                    )));
+                };
+                declared.push((name.to_owned(), field.to_owned()));
+            }
+            let report = personal::unsealed(&db, &declared).await?;
+            if cli.json {
+                writeln!(out, "{}", json!(report))?;
+            } else {
+                let mut t = Table::new(["POSITION", "STREAM", "VERSION", "EVENT", "FIELD"]);
+                for u in &report.found {
+                    t.row([
+                        u.position.to_string(),
+                        printable(&u.stream),
+                        u.version.to_string(),
+                        printable(&u.name),
+                        printable(&u.field),
+                    ]);
+                }
+                t.write(out)?;
+                let fields: Vec<String> = report.fields.iter().map(|f| printable(f)).collect();
+                writeln!(
+                    out,
+                    "{} events hold a personal field in clear; personal fields: {}",
+                    report.found.len(),
+                    if fields.is_empty() {
+                        "none found".to_owned()
+                    } else {
+                        fields.join(", ")
+                    }
+                )?;
+                if report.not_json > 0 {
+                    writeln!(out, "{} events are not JSON and were not looked into", report.not_json)?;
+                }
             }
         }
         Command::Foreign { after, limit } => {

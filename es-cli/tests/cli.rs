@@ -627,3 +627,103 @@ async fn a_corrupt_row_is_named_not_skipped() {
     let ada = json_of(&["--db", db.path(), "--json", "events", "bank_account/ada"]);
     assert_eq!(ada.as_array().unwrap().len(), 3);
 }
+
+/// Personal data on the command line: sealed values are shown as whose
+/// they are, never opened; `forget` needs `--yes`, erases the key and
+/// records the forget; afterwards `events` shows `<forgotten>`; `unsealed`
+/// lists an event written before the fields were made personal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_and_unsealed_on_a_sqlite_file() {
+    use es_core::store::{AppendRequest, NewEvent};
+    use es_core::{EventId, ExpectedVersion, StreamId, Timestamp};
+
+    let db = TempDb::new();
+    let store = SqliteStore::open(db.path())
+        .await
+        .expect("open")
+        .with_keys(tests::personal::keys());
+    tests::personal::register(&Dispatcher::new(store.clone()), "guest-7").await;
+    // A guest registered before the name and address were personal.
+    let old = br#"{"guest_id":"guest-1","name":"Old Name","email":"old@example.org"}"#;
+    let at = Timestamp::now();
+    store
+        .append(AppendRequest {
+            stream: &StreamId::new("guest", "guest-1"),
+            expected: ExpectedVersion::NoStream,
+            events: &[NewEvent {
+                event_id: EventId::at(at),
+                name: "guest.registered",
+                schema_version: 1,
+                payload: old,
+            }],
+            metadata: b"",
+            command_id: None,
+            recorded_at: at,
+        })
+        .await
+        .expect("append");
+    let with = |args: &[&str]| {
+        let mut all = vec!["--db", db.path()];
+        all.extend_from_slice(args);
+        all.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let run = |args: Vec<String>| ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let shown = run(with(&["--json", "events", "guest/guest-7"]));
+    assert!(!shown.contains(tests::personal::NAME), "{shown}");
+    assert!(shown.contains("<sealed: guest-7>"), "{shown}");
+
+    let report: Value = serde_json::from_str(&run(with(&["--json", "unsealed"]))).unwrap();
+    assert_eq!(
+        report["fields"],
+        json!(["guest.registered:email", "guest.registered:name"])
+    );
+    let found: Vec<(&str, &str)> = report["found"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["stream"].as_str().unwrap(), u["field"].as_str().unwrap()))
+        .collect();
+    assert_eq!(found, [("guest/guest-1", "email"), ("guest/guest-1", "name")]);
+    let table = run(with(&["unsealed"]));
+    assert!(!table.contains("Old Name"), "values are never shown: {table}");
+    assert!(table.contains("2 events hold a personal field in clear"), "{table}");
+    let declared: Value =
+        serde_json::from_str(&run(with(&["--json", "unsealed", "--field", "guest.room_booked:room"]))).unwrap();
+    assert!(
+        declared["fields"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("guest.room_booked:room")),
+        "{declared}"
+    );
+    assert_eq!(declared["found"].as_array().unwrap().len(), 3, "{declared}");
+    let args = with(&["unsealed", "--field", "room"]);
+    let bad = failing(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(bad.contains("event.name:field"), "{bad}");
+
+    let args = with(&["forget", "guest-7"]);
+    let refused = failing(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(refused.contains("--yes"), "{refused}");
+    assert!(
+        !store.keyring().unwrap().is_forgotten("guest-7").await.unwrap(),
+        "forgotten without --yes"
+    );
+    assert!(run(with(&["forget", "guest-7", "--yes"])).contains("forgot `guest-7`"));
+    let shown = run(with(&["events", "guest/guest-7"]));
+    assert!(shown.contains("<forgotten>"), "{shown}");
+    assert!(!shown.contains("<sealed"), "{shown}");
+    let recorded = run(with(&["--json", "events", "es.personal/guest-7"]));
+    assert!(recorded.contains("es.subject_forgotten"), "{recorded}");
+
+    // The application sees it forgotten: a fresh process (no key cached).
+    let fresh = SqliteStore::open(db.path())
+        .await
+        .expect("open")
+        .with_keys(tests::personal::keys());
+    let guest = Dispatcher::new(fresh)
+        .load::<examples::hotel::Guest>("guest-7")
+        .await
+        .expect("loads");
+    assert!(guest.name.as_ref().is_some_and(|n| n.is_forgotten()), "{guest:?}");
+}

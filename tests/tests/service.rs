@@ -733,3 +733,69 @@ async fn idle_event_streams_cost_no_reads_per_command() {
     drop(streams);
     server.stop().await;
 }
+
+/// `POST /subjects/{subject}/forget`: the guest's values read as forgotten
+/// afterwards, the forget is recorded once, a form cannot post it, an id
+/// no store keeps is a 400, and a store without keys answers 501.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forget_request_forgets_the_subject() {
+    use examples::hotel::Guest;
+
+    let store = InMemoryStore::new().with_keys(tests::personal::keys());
+    let server = Server::start(store.clone()).await;
+    let client = reqwest::Client::new();
+    let guest = tests::personal::guest();
+    tests::personal::register(&es_core::Dispatcher::new(store.clone()), &guest).await;
+
+    let forget = |subject: &str, content_type: Option<&str>| {
+        let mut request = client.post(server.url(&format!("/subjects/{subject}/forget")));
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        request.send()
+    };
+    let refused = forget(&guest, Some("application/x-www-form-urlencoded")).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let loaded = es_core::Dispatcher::new(store.clone())
+        .load::<Guest>(&guest)
+        .await
+        .unwrap();
+    assert!(
+        loaded.name.as_ref().is_some_and(|n| n.get().is_some()),
+        "a refused forget forgot"
+    );
+
+    for _ in 0..2 {
+        let answer = forget(&guest, Some("application/json")).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body, json!({"subject": guest, "forgotten": true}));
+    }
+    let loaded = es_core::Dispatcher::new(store.clone())
+        .load::<Guest>(&guest)
+        .await
+        .unwrap();
+    assert!(loaded.name.as_ref().is_some_and(|n| n.is_forgotten()), "{loaded:?}");
+    assert!(loaded.email.as_ref().is_some_and(|n| n.is_forgotten()));
+    assert_eq!(loaded.nights, 2);
+    let recorded =
+        es_core::EventStoreExt::read_stream_vec(&store, &es_core::StreamId::new(es_core::FORGOTTEN_STREAM, &guest), 1)
+            .await
+            .unwrap();
+    assert_eq!(recorded.len(), 1, "one forget event for two requests");
+
+    let bad = forget("a%00b", Some("application/json")).await.unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    server.stop().await;
+
+    let server = Server::start(InMemoryStore::new()).await;
+    let answer = client
+        .post(server.url("/subjects/someone/forget"))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(answer.headers()["content-type"], "application/problem+json");
+    server.stop().await;
+}

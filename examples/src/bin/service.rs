@@ -8,6 +8,10 @@
 //! commands finish, live event streams end, the read model's runner stops at
 //! a checkpoint.
 //!
+//! With `ES_MASTER_KEYS` set (`id:base64key`, see `es_core::personal`),
+//! the store is opened with keys and `POST /subjects/{subject}/forget`
+//! forgets a data subject; without it, that route answers 501.
+//!
 //! ```sh
 //! curl -s localhost:3000/commands -H 'Content-Type: application/json' -d '{"type":"open","account":"ada","owner":"Ada"}'
 //! curl -s localhost:3000/commands -H 'Content-Type: application/json' -H 'Idempotency-Key: dep-1' -d '{"type":"deposit","account":"ada","amount":500}'
@@ -16,6 +20,7 @@
 //! ```
 
 use es_core::EventStore;
+use es_core::personal::EnvKeys;
 use examples::service;
 
 #[tokio::main]
@@ -27,7 +32,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             prefix: "bank".to_owned(),
             ..Default::default()
         };
-        let store = es_nats::NatsStore::connect_with(&url, options).await?;
+        let mut store = es_nats::NatsStore::connect_with(&url, options).await?;
+        if let Some(keys) = master_keys()? {
+            store = store.with_keys(keys);
+        }
         println!(
             "events in NATS JetStream at {url}; listening on http://{}",
             listener.local_addr()?
@@ -36,17 +44,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     match std::env::var("DATABASE_URL") {
         Ok(url) => {
-            let store = service::postgres(&url).await?;
+            let mut store = service::postgres(&url).await?;
+            if let Some(keys) = master_keys()? {
+                store = store.with_keys(keys);
+            }
             println!("events in PostgreSQL; listening on http://{}", listener.local_addr()?);
             serve(store, listener).await
         }
         Err(_) => {
             let path = std::env::var("BANK_DB").unwrap_or_else(|_| "bank-service.db".to_owned());
-            let store = es_sqlite::SqliteStore::open(&path).await?;
+            let mut store = es_sqlite::SqliteStore::open(&path).await?;
+            if let Some(keys) = master_keys()? {
+                store = store.with_keys(keys);
+            }
             println!("events in {path}; listening on http://{}", listener.local_addr()?);
             serve(store, listener).await
         }
     }
+}
+
+/// The master keys in `ES_MASTER_KEYS`, when it is set.
+fn master_keys() -> Result<Option<EnvKeys>, Box<dyn std::error::Error>> {
+    if std::env::var_os("ES_MASTER_KEYS").is_none() {
+        return Ok(None);
+    }
+    Ok(Some(EnvKeys::from_env()?))
 }
 
 async fn serve<S: EventStore + Clone>(

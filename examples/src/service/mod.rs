@@ -7,6 +7,7 @@
 //! | `GET /accounts/{id}[?version=N \| ?at=MICROS]` | the account's state, now, after its `N`th event, or as of a time (Unix microseconds). |
 //! | `GET /accounts/{id}/events` | its audit trail: every event, decoded, with metadata. |
 //! | `GET /events[?from=P]` | the global log after position `P` as server-sent events, live; each event's SSE id is its position, so a client that reconnects with `Last-Event-ID` resumes where it stopped. |
+//! | `POST /subjects/{subject}/forget` | forgets a data subject ([`Dispatcher::forget`]): its key is erased, every personal value sealed for it reads as forgotten, and an `es.subject_forgotten` event is appended. Answers `{subject, forgotten: true}`; 501 when the store was opened without keys (the binary opens it with `ES_MASTER_KEYS`). JSON content type required, as for commands. |
 //! | `GET /health`, `GET /ready` | the process answers; the store answers and the read model has caught up. |
 //!
 //! Errors are `application/problem+json` (RFC 9457), the framework's own
@@ -103,6 +104,7 @@ pub fn start_with<S: EventStore + Clone>(store: S, limits: Limits) -> (Router, R
         .route("/accounts/{id}/balance", get(balance::<S>))
         .route("/accounts/{id}/events", get(audit::<S>))
         .route("/events", get(tail::<S>))
+        .route("/subjects/{subject}/forget", post(forget::<S>))
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready::<S>))
         .fallback(not_found)
@@ -228,18 +230,8 @@ async fn command<S: EventStore + Clone>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !json {
-        return problem(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "commands are JSON",
-            "send the command with `Content-Type: application/json`",
-            None,
-        );
+    if let Some(refused) = not_json(&headers) {
+        return refused;
     }
     let command: BankCommand = match serde_json::from_slice(&body) {
         Ok(command) => command,
@@ -279,6 +271,51 @@ async fn command<S: EventStore + Clone>(
         }))
         .into_response(),
         Err(error) => dispatch_problem(error),
+    }
+}
+
+/// A 415 unless the request says it is JSON: an HTML form cannot send
+/// that, so a cross-site form cannot post a command or a forget.
+fn not_json(headers: &HeaderMap) -> Option<Response> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    (!json).then(|| {
+        problem(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "commands are JSON",
+            "send the request with `Content-Type: application/json`",
+            None,
+        )
+    })
+}
+
+/// `POST /subjects/{subject}/forget`.
+async fn forget<S: EventStore + Clone>(
+    State(service): State<Arc<Service<S>>>,
+    headers: HeaderMap,
+    subject: Result<Path<String>, PathRejection>,
+) -> Response {
+    let Path(subject) = match subject {
+        Ok(subject) => subject,
+        Err(rejection) => return bad_path(rejection),
+    };
+    if let Some(refused) = not_json(&headers) {
+        return refused;
+    }
+    if service.store.keyring().is_none() {
+        return problem(
+            StatusCode::NOT_IMPLEMENTED,
+            "this service keeps no personal data",
+            "the store was opened without a key provider (start the service with ES_MASTER_KEYS)",
+            None,
+        );
+    }
+    match service.dispatcher.forget(subject.as_str()).await {
+        Ok(()) => axum::Json(json!({ "subject": subject, "forgotten": true })).into_response(),
+        Err(error) => store_problem(&error),
     }
 }
 
