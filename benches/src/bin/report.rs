@@ -51,6 +51,26 @@ const GROUPS: &[(&str, &str, &str)] = &[
     ),
     ("event_ids_10k", "10,000 event ids", "≥ 1.0"),
     (
+        "personal_1000_commands",
+        "1,000 commands sealing two personal fields (against plain fields)",
+        "≥ 0.8",
+    ),
+    (
+        "personal_cold_load_10000_events",
+        "cold load, 10,000 events with two sealed fields (against plain fields)",
+        "≥ 0.5",
+    ),
+    (
+        "personal_aead_seal_10000_values",
+        "sealing 10,000 values, AES-256-GCM (against XChaCha20-Poly1305)",
+        "report",
+    ),
+    (
+        "personal_aead_open_10000_values",
+        "opening 10,000 values, AES-256-GCM (against XChaCha20-Poly1305)",
+        "report",
+    ),
+    (
         "binary_codec_round_trip_100k",
         "binary codec round trip, 100,000 events",
         "report",

@@ -8,8 +8,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chacha20poly1305::aead::{Aead, Generate, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use aes_gcm::aead::{Aead, Generate, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use zeroize::Zeroize;
 use zeroize::Zeroizing;
 
 use crate::envelope::Timestamp;
@@ -42,9 +43,10 @@ impl MasterKey {
     /// A new random master key named `id`, from the operating system's
     /// random source.
     pub fn generate(id: impl Into<String>) -> Self {
-        let key = chacha20poly1305::Key::generate();
+        let mut key = aes_gcm::Key::<Aes256Gcm>::generate();
         let mut bytes = [0u8; KEY_LEN];
         bytes.copy_from_slice(&key);
+        key.as_mut_slice().zeroize();
         MasterKey::new(id, bytes)
     }
 
@@ -90,8 +92,8 @@ impl MasterKey {
         &self.id
     }
 
-    fn cipher(&self) -> XChaCha20Poly1305 {
-        XChaCha20Poly1305::new_from_slice(self.bytes.as_slice()).expect("a master key is 32 bytes")
+    fn cipher(&self) -> Aes256Gcm {
+        Aes256Gcm::new_from_slice(self.bytes.as_slice()).expect("a master key is 32 bytes")
     }
 }
 
@@ -314,14 +316,28 @@ pub trait KeyBackend: Send + Sync + 'static {
     fn read_keys<'a>(&'a self, after: &'a str, limit: usize) -> KeyFuture<'a, Vec<(String, StoredKey)>>;
 }
 
-/// An unwrapped data key, wiped when dropped.
-pub(crate) struct DataKey(Zeroizing<[u8; KEY_LEN]>);
+/// An unwrapped data key, ready to use (its key schedule computed once),
+/// wiped when dropped.
+pub(crate) struct DataKey {
+    bytes: Zeroizing<[u8; KEY_LEN]>,
+    cipher: Aes256Gcm,
+}
 
 impl DataKey {
-    pub(crate) fn cipher(&self) -> XChaCha20Poly1305 {
-        XChaCha20Poly1305::new_from_slice(self.0.as_slice()).expect("a data key is 32 bytes")
+    fn new(bytes: Zeroizing<[u8; KEY_LEN]>) -> Self {
+        let cipher = Aes256Gcm::new((&*bytes).into());
+        DataKey { bytes, cipher }
+    }
+
+    pub(crate) fn cipher(&self) -> &Aes256Gcm {
+        &self.cipher
     }
 }
+
+/// The length of a nonce: 96 bits, drawn at random for each value. Each
+/// data key seals one subject's values, so a key meets nowhere near the
+/// 2^32 random nonces that AES-GCM allows under one key.
+pub(crate) const NONCE_LEN: usize = 12;
 
 /// What the cache knows of a subject.
 #[derive(Clone)]
@@ -453,11 +469,11 @@ impl Keyring {
                     format!("it is wrapped by master key {master_key:?}, which the key provider does not have"),
                 )
             })?;
-        if wrapped.len() < 24 {
+        if wrapped.len() < NONCE_LEN {
             return Err(self.key_error(subject, "the stored key is too short"));
         }
-        let (nonce, sealed) = wrapped.split_at(24);
-        let nonce = XNonce::try_from(nonce).map_err(|_| self.key_error(subject, "the stored key is too short"))?;
+        let (nonce, sealed) = wrapped.split_at(NONCE_LEN);
+        let nonce = Nonce::try_from(nonce).map_err(|_| self.key_error(subject, "the stored key is too short"))?;
         let plain = Zeroizing::new(
             master
                 .cipher()
@@ -477,15 +493,17 @@ impl Keyring {
                     )
                 })?,
         );
-        let bytes: [u8; KEY_LEN] = plain
-            .as_slice()
-            .try_into()
-            .map_err(|_| self.key_error(subject, "it unwraps to a key of the wrong length"))?;
-        Ok(Known::Key(Arc::new(DataKey(Zeroizing::new(bytes)))))
+        let bytes: Zeroizing<[u8; KEY_LEN]> = Zeroizing::new(
+            plain
+                .as_slice()
+                .try_into()
+                .map_err(|_| self.key_error(subject, "it unwraps to a key of the wrong length"))?,
+        );
+        Ok(Known::Key(Arc::new(DataKey::new(bytes))))
     }
 
     fn wrap_key(&self, subject: &str, master: &MasterKey, key: &[u8; KEY_LEN]) -> Result<Vec<u8>, StoreError> {
-        let nonce = XNonce::generate();
+        let nonce = Nonce::generate();
         let sealed = master
             .cipher()
             .encrypt(
@@ -514,9 +532,10 @@ impl Keyring {
                     .provider
                     .current()
                     .map_err(|e| self.key_error(subject, format!("the key provider failed: {e}")))?;
-                let fresh = chacha20poly1305::Key::generate();
+                let mut fresh = aes_gcm::Key::<Aes256Gcm>::generate();
                 let mut key = Zeroizing::new([0u8; KEY_LEN]);
                 key.copy_from_slice(&fresh);
+                fresh.as_mut_slice().zeroize();
                 let wrapped = self.wrap_key(subject, &master, &key)?;
                 self.backend
                     .write_key(
@@ -592,7 +611,7 @@ impl Keyring {
                 let Known::Key(key) = self.unwrap_key(&subject, &stored)? else {
                     continue;
                 };
-                let rewrapped = self.wrap_key(&subject, &current, &key.0)?;
+                let rewrapped = self.wrap_key(&subject, &current, &key.bytes)?;
                 self.backend
                     .write_key(
                         &subject,

@@ -3,8 +3,8 @@
 //!
 //! A sealed value is, as bytes: format `1`; the subject (length as two
 //! bytes, little-endian, then UTF-8); the field (length as one byte, then
-//! UTF-8); a 24-byte nonce; the value's JSON sealed with XChaCha20-Poly1305
-//! under the subject's data key. The associated data binds it to where it
+//! UTF-8); a 12-byte nonce; the value's JSON sealed with AES-256-GCM under
+//! the subject's data key. The associated data binds it to where it
 //! is: the stream, the event id (or, in a snapshot, its version), the field
 //! and the subject. Text formats hold it as `es-personal:` and the bytes in
 //! unpadded URL-safe base64.
@@ -12,18 +12,17 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use chacha20poly1305::XNonce;
-use chacha20poly1305::aead::{Aead, Generate, Payload};
+use aes_gcm::Nonce;
+use aes_gcm::aead::{Aead, Generate, Payload};
 use zeroize::Zeroizing;
 
-use super::keys::{Keyring, Known};
+use super::keys::{Keyring, Known, NONCE_LEN as NONCE};
 use crate::envelope::EventId;
 
 /// What a sealed value starts with in a text format.
 pub(crate) const PREFIX: &str = "es-personal:";
 
 const FORMAT: u8 = 1;
-const NONCE: usize = 24;
 
 /// Where the values being sealed or opened are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,7 +169,7 @@ pub(crate) fn seal(subject: &Arc<str>, field: &str, plain: &[u8]) -> Result<Seal
         if subject.len() > usize::from(u16::MAX) || field.len() > usize::from(u8::MAX) {
             return Err(format!("field `{field}` or its subject is too long to seal"));
         }
-        let nonce = XNonce::generate();
+        let nonce = Nonce::generate();
         let sealed = key
             .cipher()
             .encrypt(
@@ -256,7 +255,7 @@ pub(crate) fn open(parts: &Parts<'_>) -> Option<Result<Opened, String>> {
                 )));
             }
         };
-        let Ok(nonce) = XNonce::try_from(parts.nonce) else {
+        let Ok(nonce) = Nonce::try_from(parts.nonce) else {
             return Some(Err("a sealed value with a short nonce".to_owned()));
         };
         let plain = key.cipher().decrypt(
