@@ -1,10 +1,11 @@
 //! Shared scenarios for the read side, run against each store.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
+
+use es_core::store::AppendRequest;
 use std::time::Duration;
 
-use es_core::store::{AppendOutcome, AppendRequest, CommandRecord, ContextFields, Snapshot, Visitor};
 use es_core::{AppendError, Dispatcher, EventStore, ProcessManager, Projection, StoreError, StreamId};
 use examples::bank::{AccountId, BankAccount, CloseAccount, Deposit, OpenAccount, Withdraw};
 use examples::transfer::{RequestTransfer, Transfer, TransferProcess, TransferStatus};
@@ -103,116 +104,7 @@ pub async fn rebuild_equals_live<S: EventStore + Clone>(store: S) {
     assert!(history.query(q()).len() > 12);
 }
 
-/// Fails every write after the first `allowed`, as if the process died
-/// there; reads keep working.
-#[derive(Clone)]
-pub struct CrashingStore<S> {
-    inner: S,
-    writes: Arc<AtomicU64>,
-    allowed: u64,
-}
-
-impl<S: EventStore> CrashingStore<S> {
-    /// `inner`, dying after `allowed` writes.
-    pub fn new(inner: S, allowed: u64) -> Self {
-        CrashingStore {
-            inner,
-            writes: Arc::default(),
-            allowed,
-        }
-    }
-
-    fn write(&self) -> Result<(), StoreError> {
-        if self.writes.fetch_add(1, Ordering::SeqCst) >= self.allowed {
-            Err(StoreError::Unavailable {
-                store: "crashing",
-                operation: "write",
-                source: "the process died here".into(),
-            })
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Whether it died.
-    pub fn crashed(&self) -> bool {
-        self.writes.load(Ordering::SeqCst) > self.allowed
-    }
-}
-
-impl<S: EventStore> EventStore for CrashingStore<S> {
-    const NAME: &'static str = S::NAME;
-
-    fn keyring(&self) -> Option<&Arc<es_core::personal::Keyring>> {
-        self.inner.keyring()
-    }
-
-    async fn append(&self, request: AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
-        self.write()?;
-        self.inner.append(request).await
-    }
-
-    fn read_stream(
-        &self,
-        stream: &StreamId,
-        from_version: u64,
-        fields: ContextFields,
-        visit: impl Visitor,
-    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
-        self.inner.read_stream(stream, from_version, fields, visit)
-    }
-
-    fn read_all(
-        &self,
-        after: u64,
-        limit: usize,
-        fields: ContextFields,
-        visit: impl Visitor,
-    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
-        self.inner.read_all(after, limit, fields, visit)
-    }
-
-    fn stream_version(&self, stream: &StreamId) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send {
-        self.inner.stream_version(stream)
-    }
-
-    fn last_position(&self) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send {
-        self.inner.last_position()
-    }
-
-    fn events_after(&self, position: u64) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send {
-        self.inner.events_after(position)
-    }
-
-    fn find_command(
-        &self,
-        stream: &StreamId,
-        command_id: &str,
-    ) -> impl std::future::Future<Output = Result<Option<CommandRecord>, StoreError>> + Send {
-        self.inner.find_command(stream, command_id)
-    }
-
-    fn load_snapshot(
-        &self,
-        stream: &StreamId,
-    ) -> impl std::future::Future<Output = Result<Option<Snapshot>, StoreError>> + Send {
-        self.inner.load_snapshot(stream)
-    }
-
-    async fn save_snapshot(&self, stream: &StreamId, snapshot: Snapshot) -> Result<(), StoreError> {
-        self.write()?;
-        self.inner.save_snapshot(stream, snapshot).await
-    }
-
-    fn load_checkpoint(&self, name: &str) -> impl std::future::Future<Output = Result<Option<u64>, StoreError>> + Send {
-        self.inner.load_checkpoint(name)
-    }
-
-    async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {
-        self.write()?;
-        self.inner.save_checkpoint(name, position).await
-    }
-}
+pub use crate::doubles::CrashingStore;
 
 /// Two transfers (one completes, one is refused by a closed account and
 /// refunded), with the process dying after each possible number of writes
