@@ -88,7 +88,7 @@ pub struct Unsealed {
     pub field: String,
 }
 
-/// What [`unsealed`] found.
+/// What `es unsealed` found.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct UnsealedReport {
     /// The personal fields looked at, as `event.name:field`: those some

@@ -430,6 +430,34 @@
 //!
 //! `tests/tests/layers.rs` fails on a new back-edge, naming the file.
 //!
+//! # Glossary
+//!
+//! One word per concept, in the API, the docs and the messages
+//! (`tests/tests/glossary.rs` keeps retired words out):
+//!
+//! - **rejection**: an aggregate's own error when it refuses a command
+//!   ([`DispatchError::Rejected`]).
+//! - **refusal**: what a process manager records when a command it sent
+//!   was not taken: rejected, or its derived id used by another command
+//!   ([`Refusal`], handled by [`OnRefusal`]). A refusal may hold a
+//!   rejection; a rejection is never called a refusal.
+//! - **version**: a stream's version, the number of its events (also
+//!   `#[event(version = N)]`, where the attribute's context says which).
+//! - **schema version**: the version of an event's stored shape
+//!   (`schema_version` in records).
+//! - **position**: an event's place in the global log.
+//! - **checkpoint**: the position a named reader has processed up to
+//!   (`load_checkpoint`, `Sink::checkpoint`); the name it is saved under is
+//!   its `checkpoint_name()`.
+//! - **catch up**: process every event up to the head once and return
+//!   ([`Projection::catch_up`], [`ProcessManager::catch_up`]); **run** or
+//!   **spawn**: keep following the log ([`Runner`]).
+//! - **committed**: what the dispatcher returns for a command that took
+//!   effect ([`Committed`]); **appended**: what a store answers for a batch
+//!   it wrote ([`store::AppendOutcome::Appended`]).
+//! - **codec**, **services**: set on every builder with `.codec(..)` and
+//!   `.services(..)`.
+//!
 //! # Every public name, and what it means
 //!
 //! Each name means one thing. The types and traits below are all the crate

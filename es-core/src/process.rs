@@ -133,7 +133,7 @@ impl<P: Process> ProcessManager<P> {
     }
 
     /// The checkpoint's name in the store.
-    pub fn checkpoint(&self) -> String {
+    pub fn checkpoint_name(&self) -> String {
         format!("process:{}", self.inner.name)
     }
 
@@ -159,7 +159,7 @@ impl<P: Process> ProcessManager<P> {
 
     /// Reacts to every event after the checkpoint, then returns the new
     /// checkpoint.
-    pub async fn run_once<S: EventStore, C: Codec>(
+    pub async fn catch_up<S: EventStore, C: Codec>(
         &self,
         dispatcher: &Dispatcher<S, C>,
     ) -> Result<u64, SubscriptionError> {
@@ -173,7 +173,7 @@ impl<P: Process> ProcessManager<P> {
         dispatcher: &Dispatcher<S, C>,
     ) -> Result<u64, SubscriptionError> {
         loop {
-            let position = self.run_once(dispatcher).await?;
+            let position = self.catch_up(dispatcher).await?;
             if position >= dispatcher.store().last_position().await? {
                 return Ok(position);
             }
@@ -293,7 +293,7 @@ impl<P: Process, S: EventStore, C: Codec> Sink for React<P, S, C> {
     }
 
     async fn checkpoint(&mut self) -> Result<u64, SubscriptionError> {
-        let name = self.manager.checkpoint();
+        let name = self.manager.checkpoint_name();
         Ok(self.dispatcher.store().load_checkpoint(&name).await?.unwrap_or(0))
     }
 
@@ -326,7 +326,7 @@ impl<P: Process, S: EventStore, C: Codec> Sink for React<P, S, C> {
     /// them again, and their ids make the dispatcher answer with the
     /// earlier outcome.
     async fn commit(&mut self, _from: u64, to: u64) -> Result<(), SubscriptionError> {
-        let checkpoint = self.manager.checkpoint();
+        let checkpoint = self.manager.checkpoint_name();
         let reactions = std::mem::take(&mut self.reactions);
         for reaction in reactions {
             let position = reaction.position;

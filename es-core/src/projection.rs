@@ -250,7 +250,7 @@ impl<R: ReadModel> Projection<R> {
     /// The same projection reading events stored with `codec` (the one the
     /// dispatcher writes with). Call it before cloning: clones made earlier
     /// keep the codec they had.
-    pub fn with_codec<C: Codec>(self, codec: C) -> Projection<R, C> {
+    pub fn codec<C: Codec>(self, codec: C) -> Projection<R, C> {
         Projection {
             inner: self.inner,
             codec,
@@ -426,7 +426,7 @@ impl<S: EventStore, C: Codec> crate::DispatcherBuilder<S, C> {
     /// projection is logged, not the command's failure (the command has
     /// committed); it catches up on the next command. It reads events with
     /// the dispatcher's codec type (a dispatcher on `Binary` takes a
-    /// projection made `with_codec(Binary)`).
+    /// projection made `codec(Binary)`).
     pub fn inline<R: ReadModel>(self, projection: Projection<R, C>) -> Self {
         self.push_inline(Box::new(projection))
     }

@@ -77,13 +77,13 @@ impl<A: Aggregate> AggregateTest<A, Json> {
 
 impl<A: Aggregate, C: Codec> AggregateTest<A, C> {
     /// Gives the handlers these services (required when `A::Services` is not `()`).
-    pub fn with_services(mut self, services: A::Services) -> Self {
+    pub fn services(mut self, services: A::Services) -> Self {
         self.services = Some(services);
         self
     }
 
     /// Checks round trips with `codec` instead of JSON.
-    pub fn with_codec<C2: Codec>(self, codec: C2) -> AggregateTest<A, C2> {
+    pub fn codec<C2: Codec>(self, codec: C2) -> AggregateTest<A, C2> {
         AggregateTest {
             given: self.given,
             services: self.services,
@@ -107,7 +107,7 @@ impl<A: Aggregate, C: Codec> AggregateTest<A, C> {
                 Some(unit) => unit,
                 None => self.services.as_ref().unwrap_or_else(|| {
                     panic!(
-                        "aggregate `{}` needs services of type `{}`; call `.with_services(..)`",
+                        "aggregate `{}` needs services of type `{}`; call `.services(..)`",
                         A::NAME,
                         std::any::type_name::<A::Services>()
                     )

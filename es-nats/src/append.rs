@@ -36,7 +36,7 @@ impl NatsStore {
             }
             let head = self.head_of(&subject, stream).await?;
             return match request.expected.matches(head.version) {
-                true => Ok(AppendOutcome::Committed(Appended {
+                true => Ok(AppendOutcome::Appended(Appended {
                     first_version: head.version + 1,
                     last_version: head.version,
                     positions: Positions::from_vec(Vec::new()),
@@ -103,7 +103,7 @@ impl NatsStore {
                     };
                     self.remember_head(&subject, new_head);
                     self.saw(new_head.sequence);
-                    return Ok(AppendOutcome::Committed(Appended {
+                    return Ok(AppendOutcome::Appended(Appended {
                         first_version: head.version + 1,
                         last_version: new_head.version,
                         positions: Positions::Consecutive { first, count },

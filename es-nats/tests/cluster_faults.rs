@@ -453,7 +453,7 @@ async fn a_power_cut_of_the_whole_cluster_forgets_no_command_id_and_no_checkpoin
     // The records stream may still be electing its leader.
     let started = Instant::now();
     let saved = loop {
-        match store.load_checkpoint(&transfers.checkpoint()).await {
+        match store.load_checkpoint(&transfers.checkpoint_name()).await {
             Ok(saved) => break saved,
             Err(e @ es_core::StoreError::Unavailable { .. }) if started.elapsed() < Duration::from_secs(60) => {
                 eprintln!("the checkpoint is not readable yet: {e}");

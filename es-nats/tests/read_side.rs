@@ -26,14 +26,14 @@ async fn a_read_model_follows_another_connections_commits_woken_by_the_server() 
     .expect("open");
     let mut last = 0;
     for amount in [5, 7, 11] {
-        let receipt = app
+        let committed = app
             .dispatch(BankCommand::Deposit(Deposit {
                 account: AccountId::new("ada"),
                 amount,
             }))
             .await
             .expect("deposit");
-        last = receipt.position.expect("a position");
+        last = committed.position.expect("a position");
     }
     runner
         .wait_for(last, Duration::from_secs(10))

@@ -41,7 +41,7 @@ impl PostgresStore {
             attempts += 1;
             let lost = match self.try_append(&mut conn, request).await {
                 Ok(outcome) => {
-                    if let AppendOutcome::Committed(appended) = &outcome
+                    if let AppendOutcome::Appended(appended) = &outcome
                         && let Some(last) = appended.positions.last()
                     {
                         self.appended(last);
@@ -199,7 +199,7 @@ impl PostgresStore {
             ))
             .into());
         }
-        Ok(AppendOutcome::Committed(Appended {
+        Ok(AppendOutcome::Appended(Appended {
             first_version: actual + 1,
             last_version: actual + n as u64,
             positions: Positions::from_vec(positions),

@@ -283,7 +283,7 @@ impl PostgresStore {
         let mut last = None;
         for (p, row) in batch.iter().zip(&rows) {
             outcomes.push(batch_outcome(p, row).map_err(Some)?);
-            if let Some(Ok(AppendOutcome::Committed(appended))) = outcomes.last() {
+            if let Some(Ok(AppendOutcome::Appended(appended))) = outcomes.last() {
                 last = last.max(appended.positions.last());
             }
         }
@@ -320,7 +320,7 @@ fn batch_outcome(p: &Pending, row: &sqlx::postgres::PgRow) -> Result<Result<Appe
         .into_iter()
         .map(|v| stored_u64(v, || format!("an append to `{stream}` got position {v}")))
         .collect::<Result<Vec<u64>, StoreError>>()?;
-    Ok(Ok(AppendOutcome::Committed(Appended {
+    Ok(Ok(AppendOutcome::Appended(Appended {
         first_version: actual + 1,
         last_version: actual + n as u64,
         positions: Positions::from_vec(positions),

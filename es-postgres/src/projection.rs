@@ -88,7 +88,7 @@ impl<R: ReadModelIn<PgConnection>> PgProjection<R, Json> {
 
 impl<R: ReadModelIn<PgConnection>, C: Codec> PgProjection<R, C> {
     /// Decodes events with `codec` instead of JSON.
-    pub fn with_codec<C2: Codec>(self, codec: C2) -> PgProjection<R, C2> {
+    pub fn codec<C2: Codec>(self, codec: C2) -> PgProjection<R, C2> {
         PgProjection {
             store: self.store,
             name: self.name,
@@ -106,7 +106,7 @@ impl<R: ReadModelIn<PgConnection>, C: Codec> PgProjection<R, C> {
     }
 
     /// The checkpoint's name in the store.
-    pub fn checkpoint(&self) -> String {
+    pub fn checkpoint_name(&self) -> String {
         self.checkpoint.clone()
     }
 

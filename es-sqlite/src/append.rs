@@ -109,7 +109,7 @@ impl SqliteStore {
         } else {
             Positions::Listed((first_position..=last_position).collect())
         };
-        Ok(AppendOutcome::Committed(Appended {
+        Ok(AppendOutcome::Appended(Appended {
             first_version: actual + 1,
             last_version: actual + count,
             positions,

@@ -54,7 +54,7 @@ impl<R: ReadModelIn<Connection>> SqliteProjection<R, Json> {
 
 impl<R: ReadModelIn<Connection>, C: Codec> SqliteProjection<R, C> {
     /// Decodes events with `codec` instead of JSON.
-    pub fn with_codec<C2: Codec>(self, codec: C2) -> SqliteProjection<R, C2> {
+    pub fn codec<C2: Codec>(self, codec: C2) -> SqliteProjection<R, C2> {
         SqliteProjection {
             store: self.store,
             name: self.name,
@@ -70,7 +70,7 @@ impl<R: ReadModelIn<Connection>, C: Codec> SqliteProjection<R, C> {
     }
 
     /// The checkpoint's name in the store.
-    pub fn checkpoint(&self) -> String {
+    pub fn checkpoint_name(&self) -> String {
         self.checkpoint.clone()
     }
 

@@ -248,7 +248,7 @@ mod tests {
     #[test]
     fn adding_uses_the_catalogue_price() {
         AggregateTest::<Cart>::given_nothing()
-            .with_services(prices())
+            .services(prices())
             .when(AddItem {
                 cart: "c".into(),
                 sku: "apple".into(),
@@ -260,7 +260,7 @@ mod tests {
     #[test]
     fn unknown_articles_are_refused() {
         AggregateTest::<Cart>::given_nothing()
-            .with_services(prices())
+            .services(prices())
             .when(AddItem {
                 cart: "c".into(),
                 sku: "pear".into(),
@@ -272,7 +272,7 @@ mod tests {
     #[test]
     fn removing_what_is_not_there_does_nothing() {
         AggregateTest::<Cart>::given(added("apple", 1, 50))
-            .with_services(prices())
+            .services(prices())
             .when(RemoveItem {
                 cart: "c".into(),
                 sku: "tv".into(),
@@ -283,7 +283,7 @@ mod tests {
     #[test]
     fn clearing_removes_each_article() {
         let state = AggregateTest::<Cart>::given((added("apple", 1, 50), added("tv", 1, 40_000)))
-            .with_services(prices())
+            .services(prices())
             .when(ClearCart { cart: "c".into() })
             .then_expect(vec![
                 ItemRemoved { sku: "apple".into() },
@@ -295,11 +295,11 @@ mod tests {
     #[test]
     fn big_orders_get_a_discount() {
         AggregateTest::<Cart>::given(added("tv", 1, 40_000))
-            .with_services(prices())
+            .services(prices())
             .when(CheckOut { cart: "c".into() })
             .then_expect((DiscountGranted { amount: 2_000 }, CheckedOut { total: 38_000 }));
         AggregateTest::<Cart>::given(added("apple", 2, 50))
-            .with_services(prices())
+            .services(prices())
             .when(CheckOut { cart: "c".into() })
             .then_expect(CheckedOut { total: 100 });
     }

@@ -107,7 +107,7 @@ async fn append<S: EventStore>(
 
 fn committed(outcome: AppendOutcome) -> Appended {
     match outcome {
-        AppendOutcome::Committed(a) => a,
+        AppendOutcome::Appended(a) => a,
         other => panic!("expected a commit, got {other:?}"),
     }
 }

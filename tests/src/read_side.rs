@@ -51,7 +51,7 @@ pub async fn busy_bank<S: EventStore + Clone>(app: &Dispatcher<S>, accounts: usi
         })
         .await
         .unwrap();
-        process.run_once(app).await.unwrap();
+        process.catch_up(app).await.unwrap();
     }
     // Settle every transfer.
     process.settle(app).await.unwrap();
@@ -147,7 +147,7 @@ pub async fn transfers_survive_a_crash_at_every_step<S: EventStore + Clone>(make
         let doomed = Dispatcher::new(dying.clone());
         let first = ProcessManager::new("transfers", TransferProcess);
         for _ in 0..10 {
-            if first.run_once(&doomed).await.is_err() {
+            if first.catch_up(&doomed).await.is_err() {
                 break;
             }
         }
@@ -155,7 +155,7 @@ pub async fn transfers_survive_a_crash_at_every_step<S: EventStore + Clone>(make
         // ...and its next life, on a healthy store, finishes the work.
         let second = ProcessManager::new("transfers", TransferProcess);
         for _ in 0..10 {
-            second.run_once(&app).await.unwrap();
+            second.catch_up(&app).await.unwrap();
         }
         let transfer = |id: &'static str| {
             let app = app.clone();

@@ -308,10 +308,10 @@ async fn a_command_enum_routes_each_variant_to_its_aggregate() {
     )
     .unwrap();
     let mut commands = commands.into_iter();
-    let receipt = app.dispatch(commands.next().unwrap()).await.unwrap();
-    assert_eq!(receipt.events, ["account.opened"]);
-    let receipt = app.dispatch(commands.next().unwrap()).await.unwrap();
-    assert_eq!((receipt.stream, receipt.version), (stream("r"), 2));
+    let committed = app.dispatch(commands.next().unwrap()).await.unwrap();
+    assert_eq!(committed.events, ["account.opened"]);
+    let committed = app.dispatch(commands.next().unwrap()).await.unwrap();
+    assert_eq!((committed.stream, committed.version), (stream("r"), 2));
     let err = app.dispatch(commands.next().unwrap()).await.unwrap_err();
     let rejection = err.rejection().expect("a rejection");
     assert_eq!(

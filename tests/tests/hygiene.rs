@@ -234,7 +234,7 @@ fn generated_code_works_under_shadowing() {
     the_std::assert_eq!(Touch(3).aggregate_id(), &3);
     let _ = Any::from(Touch(1));
     let state = AggregateTest::<Thing<Blue>>::given(Unit)
-        .with_services(Services { base: 7 })
+        .services(Services { base: 7 })
         .when(Make {
             id: 1,
             tag: the_std::marker::PhantomData,
@@ -253,7 +253,7 @@ fn generated_code_works_under_shadowing() {
     AggregateTest::<Thing<Blue>>::given(Named {
         text: the_std::string::String::new(),
     })
-    .with_services(Services { base: 0 })
+    .services(Services { base: 0 })
     .when(Touch(1))
     .then_expect(Tuple(1, -1));
 }

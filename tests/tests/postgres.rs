@@ -553,7 +553,7 @@ async fn waiting_appends_share_a_statement_and_keep_their_own_outcomes() {
     let dup = stream("dup-cmd");
     let mut cmd = request!(&dup, "first");
     cmd.command_id = Some("c-1");
-    assert!(matches!(store.append(cmd).await.unwrap(), AppendOutcome::Committed(_)));
+    assert!(matches!(store.append(cmd).await.unwrap(), AppendOutcome::Appended(_)));
 
     // Runs `make` while a lock holds back every insert: the first append
     // takes the only slot and waits on the lock, the others queue; when the
@@ -619,7 +619,7 @@ async fn waiting_appends_share_a_statement_and_keep_their_own_outcomes() {
     .await;
     // Each request's outcome, as if it had run alone.
     let committed = |o: &Result<AppendOutcome, AppendError>| match o {
-        Ok(AppendOutcome::Committed(a)) => (a.first_version, a.last_version, a.positions.len()),
+        Ok(AppendOutcome::Appended(a)) => (a.first_version, a.last_version, a.positions.len()),
         other => panic!("expected a commit, got {other:?}"),
     };
     assert_eq!(committed(&outcomes[0]), (1, 1, 1));

@@ -187,7 +187,11 @@ async fn a_sqlite_read_model_killed_mid_catch_up_resumes_exactly_once() {
     );
 
     let projection = SqliteProjection::new(store.clone(), "ledger", SqliteLedger::default());
-    let checkpoint = store.load_checkpoint(&projection.checkpoint()).await.unwrap().unwrap();
+    let checkpoint = store
+        .load_checkpoint(&projection.checkpoint_name())
+        .await
+        .unwrap()
+        .unwrap();
     let last = store.last_position().await.unwrap();
     assert!(
         checkpoint > 0 && checkpoint < last,
@@ -245,7 +249,11 @@ async fn a_postgres_read_model_killed_mid_catch_up_resumes_exactly_once() {
     );
 
     let projection = PgProjection::new(store.clone(), "ledger", PgLedger::new(&schema));
-    let checkpoint = store.load_checkpoint(&projection.checkpoint()).await.unwrap().unwrap();
+    let checkpoint = store
+        .load_checkpoint(&projection.checkpoint_name())
+        .await
+        .unwrap()
+        .unwrap();
     let last = store.last_position().await.unwrap();
     assert!(
         checkpoint > 0 && checkpoint < last,

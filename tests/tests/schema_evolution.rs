@@ -19,7 +19,7 @@ async fn replays_through_the_chain<S: EventStore + Clone, C: Codec>(store: S, co
     assert_eq!((account.owner.as_str(), account.balance), ("Fixture", fixture.balance));
 
     // Read models: one over the event enum, one over the struct.
-    let balances = Projection::new("balances", Balances::default()).with_codec(codec.clone());
+    let balances = Projection::new("balances", Balances::default()).codec(codec.clone());
     balances.catch_up(&store).await.unwrap();
     assert_eq!(
         balances.query(BalanceOf {
@@ -27,7 +27,7 @@ async fn replays_through_the_chain<S: EventStore + Clone, C: Codec>(store: S, co
         }),
         Some(fixture.balance)
     );
-    let history = Projection::new("history", History::default()).with_codec(codec.clone());
+    let history = Projection::new("history", History::default()).codec(codec.clone());
     history.catch_up(&store).await.unwrap();
     let lines = history.query(HistoryOf {
         account: fixture.stream.clone(),

@@ -354,9 +354,9 @@ async fn conflicts_that_outlast_the_retries_answer_409() {
     // The same request, retried by the client once the contention is over,
     // is decided afresh: the first attempt wrote nothing of its own.
     store.set_contended(false);
-    let (status, receipt, _) = post(&client, &server, deposit, Some("dep-di")).await;
-    assert_eq!(status, StatusCode::OK, "{receipt}");
-    assert_eq!(receipt["deduplicated"], json!(false));
+    let (status, committed, _) = post(&client, &server, deposit, Some("dep-di")).await;
+    assert_eq!(status, StatusCode::OK, "{committed}");
+    assert_eq!(committed["deduplicated"], json!(false));
     let (_, events) = get(&client, &server, "/accounts/di/events").await;
     let events = events.as_array().expect("an array");
     let mine: Vec<&Value> = events
@@ -367,7 +367,7 @@ async fn conflicts_that_outlast_the_retries_answer_409() {
     // The other writer's deposits are real: the balance counts them.
     let others = events.len() - 2;
     assert!(others >= 1);
-    let after = receipt["position"].as_u64().unwrap();
+    let after = committed["position"].as_u64().unwrap();
     let (_, balance) = get(&client, &server, &format!("/accounts/di/balance?after={after}")).await;
     assert_eq!(balance["balance"], json!(3 * (others as u64 + 1)));
     server.stop().await;
@@ -395,8 +395,12 @@ async fn shutdown_finishes_the_commands_in_flight() {
     tokio::time::sleep(Duration::from_millis(150)).await;
     let url = server.url("/commands");
     server.stop().await;
-    let (status, receipt) = in_flight.await.unwrap();
-    assert_eq!((status, &receipt["version"]), (StatusCode::OK, &json!(2)), "{receipt}");
+    let (status, committed) = in_flight.await.unwrap();
+    assert_eq!(
+        (status, &committed["version"]),
+        (StatusCode::OK, &json!(2)),
+        "{committed}"
+    );
     let stream = es_core::StreamId::new("bank_account", "ed");
     assert_eq!(es_core::EventStore::stream_version(&store, &stream).await.unwrap(), 2);
     // Stopped means stopped: nothing listens any more.

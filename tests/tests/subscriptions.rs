@@ -159,7 +159,7 @@ async fn refused_process_commands_are_recorded_retried_or_stop_the_process() {
 
     // Record (the default): the refusals are kept, and the process goes on.
     let recording = ProcessManager::new("welcome-record", Welcome { amount: 0 });
-    assert_eq!(recording.run_once(&app).await.unwrap(), 2);
+    assert_eq!(recording.catch_up(&app).await.unwrap(), 2);
     let refusals = recording.refusals();
     assert_eq!(recording.refused_count(), 2);
     assert_eq!(refusals.len(), 2);
@@ -171,11 +171,11 @@ async fn refused_process_commands_are_recorded_retried_or_stop_the_process() {
 
     // Retry: the refusal fails the run, the checkpoint stays before it.
     let retrying = ProcessManager::new("welcome-retry", Welcome { amount: 0 }).on_refusal(OnRefusal::Retry);
-    match retrying.run_once(&app).await {
+    match retrying.catch_up(&app).await {
         Err(SubscriptionError::Refused { refusal, .. }) => assert_eq!(refusal.position, 1),
         other => panic!("expected a refusal, got {other:?}"),
     }
-    assert_eq!(store.load_checkpoint(&retrying.checkpoint()).await.unwrap(), None);
+    assert_eq!(store.load_checkpoint(&retrying.checkpoint_name()).await.unwrap(), None);
 
     // Stop: a spawned runner fails for good, says why, and keeps its place.
     let stopping = ProcessManager::new("welcome-stop", Welcome { amount: 0 }).on_refusal(OnRefusal::Stop);
@@ -193,7 +193,7 @@ async fn refused_process_commands_are_recorded_retried_or_stop_the_process() {
         )
     );
     assert_eq!(watcher.refused_count(), 1);
-    assert_eq!(store.load_checkpoint(&watcher.checkpoint()).await.unwrap(), None);
+    assert_eq!(store.load_checkpoint(&watcher.checkpoint_name()).await.unwrap(), None);
     runner.stop().await;
 
     // A process whose commands are accepted reacts once per event.
@@ -232,7 +232,7 @@ async fn a_process_command_whose_id_was_used_by_another_command_is_a_refusal() {
     .await
     .unwrap();
     // Two events: the open and the close.
-    assert_eq!(welcome.run_once(&app).await.unwrap(), 2);
+    assert_eq!(welcome.catch_up(&app).await.unwrap(), 2);
     let refusals = welcome.refusals();
     assert_eq!(refusals.len(), 1);
     assert_eq!(
@@ -279,7 +279,10 @@ async fn a_panicking_sqlite_handler_rolls_back_and_leaves_the_database_usable() 
             .unwrap()
     };
     assert_eq!(rows(), 0);
-    assert_eq!(store.load_checkpoint(&projection.checkpoint()).await.unwrap(), None);
+    assert_eq!(
+        store.load_checkpoint(&projection.checkpoint_name()).await.unwrap(),
+        None
+    );
     // The write lock was given back: appends work in this process, and
     // from another connection to the file (as another process would).
     deposit(&app, "a", &[4]).await;

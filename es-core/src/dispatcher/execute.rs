@@ -108,7 +108,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         let appended = self.inner.store.append(request).await;
         crate::metrics::append(S::NAME, &clock);
         match appended {
-            Ok(AppendOutcome::Committed(appended)) => {
+            Ok(AppendOutcome::Appended(appended)) => {
                 let metadata = (!metadata.is_empty()).then(|| Arc::new(metadata));
                 self.after_commit(&stream, slot, before, &appended).await;
                 Ok(encoded.committed(stream, appended, list, metadata))
@@ -295,7 +295,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             let appended = inner.store.append(request).await;
             crate::metrics::append(S::NAME, &clock);
             match appended {
-                Ok(AppendOutcome::Committed(appended)) => {
+                Ok(AppendOutcome::Appended(appended)) => {
                     self.after_commit(&stream, slot, before, &appended).await;
                     return finish(probe, Ok(encoded.committed(stream, appended, events, metadata)));
                 }

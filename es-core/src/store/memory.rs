@@ -203,7 +203,7 @@ const MAX_EVENTS: usize = u32::MAX as usize;
 
 /// What an empty batch commits to a stream at version `actual`: nothing.
 fn nothing_appended(actual: u64, log: &[Entry]) -> AppendOutcome {
-    AppendOutcome::Committed(Appended {
+    AppendOutcome::Appended(Appended {
         first_version: actual + 1,
         last_version: actual,
         positions: Positions::Consecutive {
@@ -400,7 +400,7 @@ impl InMemoryStore {
         if self.shared.head.receiver_count() > 0 {
             self.shared.head.send_replace(head);
         }
-        Ok(AppendOutcome::Committed(appended))
+        Ok(AppendOutcome::Appended(appended))
     }
 
     /// Visits the entries of `stream` from `from_version`, by log index.
@@ -591,7 +591,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             out,
-            AppendOutcome::Committed(Appended {
+            AppendOutcome::Appended(Appended {
                 first_version: 1,
                 last_version: 2,
                 positions: Positions::Consecutive { first: 1, count: 2 }

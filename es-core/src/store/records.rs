@@ -200,7 +200,7 @@ pub struct CommandRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AppendOutcome {
     /// The batch is committed.
-    Committed(Appended),
+    Appended(Appended),
     /// A batch with the same command id was committed earlier; nothing was
     /// appended now.
     Duplicate(CommandRecord),

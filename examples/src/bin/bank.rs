@@ -105,10 +105,10 @@ async fn story<S: EventStore + Clone>(store: S, path: &str) -> Result<(), Box<dy
     // Commands that arrive as JSON are routed by the command enum.
     let json = r#"{"type": "deposit", "account": "bob-002", "amount": 250}"#;
     println!("> {json}");
-    let receipt = app.dispatch(serde_json::from_str::<BankCommand>(json)?).await?;
+    let committed = app.dispatch(serde_json::from_str::<BankCommand>(json)?).await?;
     println!(
         "  {} -> version {}, events {:?}",
-        receipt.stream, receipt.version, receipt.events
+        committed.stream, committed.version, committed.events
     );
 
     // Two transfers, each run by the transfer process: debit, credit (or

@@ -262,12 +262,12 @@ async fn command<S: EventStore + Clone>(
         }
     }
     match service.dispatcher.dispatch_with(command, metadata).await {
-        Ok(receipt) => axum::Json(json!({
-            "stream": receipt.stream.to_string(),
-            "version": receipt.version,
-            "position": receipt.position,
-            "events": receipt.events,
-            "deduplicated": receipt.deduplicated,
+        Ok(committed) => axum::Json(json!({
+            "stream": committed.stream.to_string(),
+            "version": committed.version,
+            "position": committed.position,
+            "events": committed.events,
+            "deduplicated": committed.deduplicated,
         }))
         .into_response(),
         Err(error) => dispatch_problem(error),

@@ -19,7 +19,7 @@ async fn main() {
                 ..Default::default()
             };
             let projection = es_sqlite::SqliteProjection::new(store.clone(), "ledger", ledger);
-            let checkpoint = projection.checkpoint();
+            let checkpoint = projection.checkpoint_name();
             tokio::spawn(async move { projection.catch_up().await.expect("catch up") });
             announce(&store, &checkpoint).await;
         }
@@ -34,7 +34,7 @@ async fn main() {
             let mut ledger = tests::ledger::PgLedger::new(&args[2]);
             ledger.slow = slow;
             let projection = es_postgres::PgProjection::new(store.clone(), "ledger", ledger);
-            let checkpoint = projection.checkpoint();
+            let checkpoint = projection.checkpoint_name();
             tokio::spawn(async move { projection.catch_up().await.expect("catch up") });
             announce(&store, &checkpoint).await;
         }

@@ -98,7 +98,7 @@ fn main() {
     assert_eq!(<Log as Aggregate>::SNAPSHOT_EVERY, 100);
     assert_eq!(<Log as Aggregate>::SNAPSHOT_VERSION, 2);
     assert_eq!(LogEvent::Noted(Noted("x".into())).version(), 3);
-    let t = || AggregateTest::<Log>::given_nothing().with_services(Clock(10));
+    let t = || AggregateTest::<Log>::given_nothing().services(Clock(10));
     t().when(Tick { id: 1, times: 2 }).then_expect(vec![Ticked { at: 10 }, Ticked { at: 11 }]);
     t().when(Note { id: 1, text: None }).then_expect(());
     t().when(Both { id: 1 }).then_expect((Ticked { at: 10 }, Noted("both".into())));
