@@ -476,7 +476,7 @@
 //! | running | [`Runner`] (a spawned subscription), its [`Status`] and [`RunState`], [`SubscriptionError`], [`WaitTimeout`] |
 //! | personal data | the [`personal`] module: `Personal<T>` (a field sealed under its subject's key, known or forgotten), `Subject`, `Keyring` and the key providers; [`Dispatcher::forget`] forgets a subject, recording [`SubjectForgotten`] on the stream [`FORGOTTEN_STREAM`]; [`forget_subject`] does the same from a tool holding only a store |
 //! | storing | [`EventStore`] (the storage contract), [`EventStoreExt`] (its conveniences), [`InMemoryStore`], [`ExpectedVersion`]; [`Codec`], [`Json`] (and `Binary` with the `binary` feature) |
-//! | what the derives implement | [`ApplyTo`] (an event enum applied to a state), [`IntoEvents`] (what a handler may return: one event, an enum, a `Vec`, an `Option`), [`ReadModel`], [`ReadModelIn`], [`Project`], [`ProjectIn`] (read models in memory and in a database transaction), [`Process`]; [`events_of`] lists an aggregate's stored names. Each has a method that decodes a stored event and applies it, generated and not called by hand. |
+//! | what the derives implement | [`ApplyTo`] (an event enum applied to a state), [`IntoEvents`] (what a handler may return: one event, an enum, a `Vec`, an `Option`), [`ReadModel`], [`ReadModelIn`], [`Project`], [`ProjectIn`] (read models in memory and in a database transaction), [`Process`]; [`events_of`] collects what a handler returned into a `Vec` of events. Each has a method that decodes a stored event and applies it, generated and not called by hand. |
 //!
 //! Modules: [`store`] (the records a store reads and writes), [`codec`],
 //! [`personal`] (personal data: sealed fields, keys, forgetting),

@@ -5,6 +5,7 @@
 //! cargo run -p benches --bin report                    # print the table
 //! cargo run -p benches --bin report -- --write         # and put it in BENCHMARKS.md
 //! cargo run -p benches --bin report -- --before DIR    # beside another run's ratios
+//! cargo run -p benches --bin report -- --before DIR --before-label 2aa624a
 //! ```
 //!
 //! Each group holds a `framework` and a `baseline` function timed in the
@@ -306,11 +307,13 @@ fn git(args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-fn table(rows: &[Row], before: Option<&[Row]>) -> String {
+fn table(rows: &[Row], before: Option<&[Row]>, before_label: &str) -> String {
     let mut out = String::new();
     match before {
         Some(_) => {
-            out.push_str("| case | framework | baseline | ratio | before | target |\n");
+            out.push_str(&format!(
+                "| case | framework | baseline | ratio | ratio before ({before_label}) | target |\n"
+            ));
             out.push_str("|---|---|---|---|---|---|\n");
         }
         None => {
@@ -347,15 +350,17 @@ fn table(rows: &[Row], before: Option<&[Row]>) -> String {
 fn main() {
     let mut root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/criterion");
     let mut before_root: Option<PathBuf> = None;
+    let mut before_label = "an earlier commit".to_owned();
     let mut write = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--write" => write = true,
             "--before" => before_root = args.next().map(PathBuf::from),
+            "--before-label" => before_label = args.next().unwrap_or(before_label),
             _ if !arg.starts_with('-') => root = PathBuf::from(arg),
             _ => {
-                eprintln!("usage: report [CRITERION_DIR] [--before CRITERION_DIR] [--write]");
+                eprintln!("usage: report [CRITERION_DIR] [--before CRITERION_DIR [--before-label TEXT]] [--write]");
                 std::process::exit(2);
             }
         }
@@ -367,7 +372,7 @@ fn main() {
     let (mut rows, newest) = rows(&root).unwrap_or_else(|e| fail(e));
     rows.sort_by_key(|r| order(&r.group));
     let before = before_root.map(|b| rows_of(&b).unwrap_or_else(|e| fail(e)));
-    let table = table(&rows, before.as_deref());
+    let table = table(&rows, before.as_deref(), &before_label);
     if !write {
         print!("{table}");
         return;
@@ -376,9 +381,13 @@ fn main() {
     let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
     let when = newest.map_or_else(|| "an unknown date".to_owned(), date);
     let section = format!(
-        "{START}\nThe last full run: {when}, commit {commit}{}; written by \
-         `cargo run -p benches --bin report -- --write`.\n\n{table}{END}",
-        if dirty { " with uncommitted changes" } else { "" }
+        "{START}\nThe run: {when}, commit {commit}{}, {} groups (a group not in it is left out); written \
+         by `cargo run -p benches --bin report -- --write`.\n\n{table}{END}",
+        if dirty { " with uncommitted changes" } else { "" },
+        rows.iter()
+            .map(|r| r.group.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
     );
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../BENCHMARKS.md");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| fail(format!("{}: {e}", path.display())));

@@ -4,6 +4,7 @@
 //! [`outcome`] what a command returns; `execute` deciding and appending;
 //! `load` reading aggregates (cache, snapshots, events).
 
+mod encode;
 mod execute;
 mod load;
 mod outcome;

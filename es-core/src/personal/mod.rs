@@ -72,6 +72,7 @@
 //! JSON, and stay so).
 
 mod keys;
+mod master;
 pub(crate) mod seal;
 
 use std::borrow::Cow;
