@@ -103,7 +103,7 @@ impl KeyProviderError {
 
 /// Where the master keys come from: the current one wraps new data keys;
 /// older ones, looked up by name, still unwrap the data keys they wrapped
-/// until [`Keyring::rotate`] has re-wrapped them.
+/// until [`Keyring::rotate`](super::Keyring::rotate) has re-wrapped them.
 ///
 /// Built in: [`EnvKeys`] (an environment variable), [`FileKeys`] (a file),
 /// [`StaticKeys`] (keys in memory, for tests). A key management service
