@@ -204,6 +204,143 @@ pub async fn store_on(pool: PgPool) -> PostgresStore {
     store
 }
 
+/// A PostgreSQL server of the test's own: Debian's `initdb` and `pg_ctl`
+/// (run as the `postgres` user when the tests run as root), on a free
+/// loopback port, under a temporary directory; stopped and removed when
+/// dropped. For a test that needs a server no other client uses (no
+/// transaction of another client holds back what `VACUUM` may remove).
+/// The shared server is never touched.
+pub struct PrivateServer {
+    dir: std::path::PathBuf,
+    bin: std::path::PathBuf,
+    /// `postgres://postgres@127.0.0.1:<port>/postgres`.
+    pub url: String,
+}
+
+impl PrivateServer {
+    /// Starts one, or says loudly why it cannot and returns `None`
+    /// (a failure under `ES_REQUIRE_POSTGRES=1`).
+    pub fn start() -> Option<PrivateServer> {
+        match Self::try_start() {
+            Ok(server) => Some(server),
+            Err(e) if std::env::var("ES_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
+                panic!("ES_REQUIRE_POSTGRES=1 but a private PostgreSQL server could not be started: {e}")
+            }
+            Err(e) => {
+                eprintln!("*** skipping a test: a private PostgreSQL server could not be started: {e}");
+                None
+            }
+        }
+    }
+
+    fn try_start() -> Result<PrivateServer, String> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .map_err(|e| format!("/usr/lib/postgresql: {e}"))?
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .find(|b| b.join("initdb").exists())
+            .ok_or("no initdb under /usr/lib/postgresql/*/bin")?;
+        let dir = std::env::temp_dir().join(format!(
+            "es-private-pg-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let server = PrivateServer {
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            dir,
+            bin,
+        };
+        if is_root() {
+            run("chown", &["-R", "postgres:postgres", &server.dir.to_string_lossy()])?;
+        }
+        let data = server.dir.join("data");
+        server.pg(
+            "initdb",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        )?;
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            server.dir.display()
+        );
+        server.pg(
+            "pg_ctl",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-o",
+                &options,
+                "-l",
+                &server.dir.join("log").to_string_lossy(),
+                "-w",
+                "start",
+            ],
+        )?;
+        Ok(server)
+    }
+
+    /// Runs one of the server's programs, as `postgres` when root.
+    fn pg(&self, program: &str, args: &[&str]) -> Result<(), String> {
+        let path = self.bin.join(program);
+        let path = path.to_string_lossy();
+        if is_root() {
+            let mut all = vec!["-u", "postgres", "--", path.as_ref()];
+            all.extend_from_slice(args);
+            run("runuser", &all)
+        } else {
+            run(&path, args)
+        }
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let _ = self.pg(
+            "pg_ctl",
+            &["-D", &data.to_string_lossy(), "-m", "immediate", "-w", "stop"],
+        );
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::with_database;
