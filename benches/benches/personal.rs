@@ -9,6 +9,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+use chacha20poly1305::aead::{Aead, Generate, Nonce, Payload};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use es_core::personal::{MasterKey, Personal, StaticKeys};
 use es_core::prelude::*;
@@ -240,113 +241,67 @@ fn cold_load(c: &mut Criterion) {
 fn aead_choice(c: &mut Criterion) {
     use aes_gcm::Aes256Gcm;
     use chacha20poly1305::XChaCha20Poly1305;
-    use chacha20poly1305::aead::{Aead, Generate, KeyInit, Payload};
+    use chacha20poly1305::aead::KeyInit;
 
-    let aad = [0x42u8; 64];
     let xchacha = XChaCha20Poly1305::new(&[9u8; 32].into());
     let aes = Aes256Gcm::new(&[9u8; 32].into());
     let mut g = c.benchmark_group("personal_aead_seal_10000_values");
     g.sample_size(20);
-    g.bench_function("baseline", |b| {
-        b.iter(|| {
-            let mut bytes = 0;
-            for _ in 0..10_000 {
-                let nonce = chacha20poly1305::XNonce::generate();
-                let sealed = xchacha
-                    .encrypt(
-                        &nonce,
-                        Payload {
-                            msg: EMAIL.as_bytes(),
-                            aad: &aad,
-                        },
-                    )
-                    .expect("seals");
-                bytes += sealed.len();
-            }
-            bytes
-        })
-    });
-    g.bench_function("framework", |b| {
-        b.iter(|| {
-            let mut bytes = 0;
-            for _ in 0..10_000 {
-                let nonce = aes_gcm::Nonce::generate();
-                let sealed = aes
-                    .encrypt(
-                        &nonce,
-                        Payload {
-                            msg: EMAIL.as_bytes(),
-                            aad: &aad,
-                        },
-                    )
-                    .expect("seals");
-                bytes += sealed.len();
-            }
-            bytes
-        })
-    });
+    g.bench_function("baseline", |b| b.iter(|| seal_values(&xchacha, 10_000)));
+    g.bench_function("framework", |b| b.iter(|| seal_values(&aes, 10_000)));
     g.finish();
 
     // Opening: what a load pays per personal value.
-    let nonce_x = chacha20poly1305::XNonce::generate();
-    let sealed_x = xchacha
-        .encrypt(
-            &nonce_x,
-            Payload {
-                msg: EMAIL.as_bytes(),
-                aad: &aad,
-            },
-        )
-        .expect("seals");
-    let nonce_a = aes_gcm::Nonce::generate();
-    let sealed_a = aes
-        .encrypt(
-            &nonce_a,
-            Payload {
-                msg: EMAIL.as_bytes(),
-                aad: &aad,
-            },
-        )
-        .expect("seals");
+    let (nonce_x, sealed_x) = sealed_value(&xchacha);
+    let (nonce_a, sealed_a) = sealed_value(&aes);
     let mut g = c.benchmark_group("personal_aead_open_10000_values");
     g.sample_size(20);
     g.bench_function("baseline", |b| {
-        b.iter(|| {
-            let mut bytes = 0;
-            for _ in 0..10_000 {
-                let open = xchacha
-                    .decrypt(
-                        &nonce_x,
-                        Payload {
-                            msg: black_box(&sealed_x),
-                            aad: &aad,
-                        },
-                    )
-                    .expect("opens");
-                bytes += open.len();
-            }
-            bytes
-        })
+        b.iter(|| open_values(&xchacha, &nonce_x, &sealed_x, 10_000))
     });
     g.bench_function("framework", |b| {
-        b.iter(|| {
-            let mut bytes = 0;
-            for _ in 0..10_000 {
-                let open = aes
-                    .decrypt(
-                        &nonce_a,
-                        Payload {
-                            msg: black_box(&sealed_a),
-                            aad: &aad,
-                        },
-                    )
-                    .expect("opens");
-                bytes += open.len();
-            }
-            bytes
-        })
+        b.iter(|| open_values(&aes, &nonce_a, &sealed_a, 10_000))
     });
     g.finish();
+}
+
+/// The associated data of each value sealed in the AEAD groups.
+const AAD: [u8; 64] = [0x42; 64];
+
+/// Seals [`EMAIL`] `n` times with `cipher`, each under a fresh random
+/// nonce; returns the bytes sealed.
+fn seal_values<A: Aead>(cipher: &A, n: usize) -> usize
+where
+    Nonce<A>: Generate,
+{
+    (0..n).map(|_| sealed_value(cipher).1.len()).sum()
+}
+
+/// [`EMAIL`] sealed by `cipher` under a fresh random nonce, and the nonce.
+fn sealed_value<A: Aead>(cipher: &A) -> (Nonce<A>, Vec<u8>)
+where
+    Nonce<A>: Generate,
+{
+    let nonce = Nonce::<A>::generate();
+    let payload = Payload {
+        msg: EMAIL.as_bytes(),
+        aad: &AAD,
+    };
+    let sealed = cipher.encrypt(&nonce, payload).expect("seals");
+    (nonce, sealed)
+}
+
+/// Opens `sealed` `n` times; returns the bytes opened.
+fn open_values<A: Aead>(cipher: &A, nonce: &Nonce<A>, sealed: &[u8], n: usize) -> usize {
+    (0..n)
+        .map(|_| {
+            let payload = Payload {
+                msg: black_box(sealed),
+                aad: &AAD,
+            };
+            cipher.decrypt(nonce, payload).expect("opens").len()
+        })
+        .sum()
 }
 
 criterion_group!(benches, commands, cold_load, aead_choice);

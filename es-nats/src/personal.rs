@@ -192,19 +192,30 @@ impl NatsStore {
         }
     }
 
+    /// The first message of the key stream on `filter` at `sequence` or
+    /// after, from its leader.
+    async fn next_key(
+        &self,
+        filter: &str,
+        sequence: u64,
+        operation: &'static str,
+    ) -> Result<Option<async_nats::jetstream::message::StreamMessage>, StoreError> {
+        let keys = self.keys_stream()?;
+        let read = || {
+            keys.raw_message_builder()
+                .sequence(sequence)
+                .next_by_subject(filter)
+                .send()
+        };
+        self.leader_read(read, operation).await
+    }
+
     /// Erases every message of `subject` before `sequence`.
     async fn erase_before(&self, subject: &str, sequence: u64) -> Result<(), StoreError> {
-        let keys = self.keys_stream()?;
         let key_subject = self.key_subject(subject);
         let mut from = 1;
         while from < sequence {
-            let read = || {
-                keys.raw_message_builder()
-                    .sequence(from)
-                    .next_by_subject(&key_subject)
-                    .send()
-            };
-            let Some(message) = self.leader_read(read, "read an old data key").await? else {
+            let Some(message) = self.next_key(&key_subject, from, "read an old data key").await? else {
                 return Ok(());
             };
             if message.sequence >= sequence {
@@ -217,22 +228,16 @@ impl NatsStore {
     }
 
     async fn read_keys_now(&self, after: &str, limit: usize) -> Result<Vec<(String, StoredKey)>, StoreError> {
-        let Ok(keys) = self.keys_stream() else {
+        if self.keys_stream().is_err() {
             return Ok(Vec::new());
-        };
+        }
         // The stream holds each subject's last message only (older ones
         // are erased): read them all, in sequence order, and page by name.
         let mut all = std::collections::BTreeMap::new();
         let mut next = 1;
         let prefix = format!("{}.keys.>", self.inner.names.prefix);
         loop {
-            let read = || {
-                keys.raw_message_builder()
-                    .sequence(next)
-                    .next_by_subject(&prefix)
-                    .send()
-            };
-            let Some(message) = self.leader_read(read, "list data keys").await? else {
+            let Some(message) = self.next_key(&prefix, next, "list data keys").await? else {
                 break;
             };
             next = message.sequence + 1;

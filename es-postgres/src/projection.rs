@@ -356,20 +356,16 @@ where
             // Personal values open with cached keys; a page that met a key
             // not cached yet is rolled back, the key fetched, and the page
             // applied again.
-            let mut opener = es_core::EventStore::keyring(&p.store).map(es_core::personal::Opener::new);
-            let mut attempts = 0;
+            let Some(keyring) = es_core::EventStore::keyring(&p.store) else {
+                return p.apply_page(from, to, &events, epoch, None).await;
+            };
+            let mut opener = es_core::personal::Opener::new(keyring);
+            let mut runs = 0;
             loop {
-                attempts += 1;
-                let applied = p.apply_page(from, to, &events, epoch, opener.as_mut()).await;
-                if let Some(opener) = opener.as_mut()
-                    && applied.is_err()
-                    && opener.missing()
-                    && attempts < 4
-                {
-                    opener.fetch_missing().await?;
-                    continue;
+                let applied = p.apply_page(from, to, &events, epoch, Some(&mut opener)).await;
+                if !opener.again(applied.is_err(), &mut runs).await? {
+                    return applied;
                 }
-                return applied;
             }
         }
     }

@@ -31,10 +31,6 @@ impl SqliteStore {
         self.keyring = Some(Arc::new(Keyring::new(provider, backend)));
         self
     }
-
-    pub(crate) fn keyring_ref(&self) -> Option<&Arc<Keyring>> {
-        self.keyring.as_ref()
-    }
 }
 
 fn stored_key(

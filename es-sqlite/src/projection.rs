@@ -153,22 +153,19 @@ where
     ) -> impl Future<Output = Result<(), SubscriptionError>> + Send {
         let p = self.projection.borrow();
         async move {
-            let Some(keyring) = p.store.keyring_ref() else {
+            let Some(keyring) = EventStore::keyring(&p.store) else {
                 return blocking(|| p.apply_page(from, to, &events, None));
             };
             // Personal values open with cached keys; a page that met a key
             // not cached yet is rolled back, the key fetched, and the page
             // applied again.
             let mut opener = es_core::personal::Opener::new(keyring);
-            let mut attempts = 0;
+            let mut runs = 0;
             loop {
-                attempts += 1;
                 let applied = blocking(|| p.apply_page(from, to, &events, Some(&mut opener)));
-                if applied.is_err() && opener.missing() && attempts < 4 {
-                    opener.fetch_missing().await?;
-                    continue;
+                if !opener.again(applied.is_err(), &mut runs).await? {
+                    return applied;
                 }
-                return applied;
             }
         }
     }

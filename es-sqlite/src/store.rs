@@ -16,7 +16,7 @@ impl EventStore for SqliteStore {
     const NAME: &'static str = STORE;
 
     fn keyring(&self) -> Option<&std::sync::Arc<es_core::personal::Keyring>> {
-        self.keyring_ref()
+        self.keyring.as_ref()
     }
 
     fn append(&self, request: AppendRequest<'_>) -> impl Future<Output = Result<AppendOutcome, AppendError>> + Send {

@@ -124,6 +124,19 @@ impl<S, H> Watched<S, H> {
     }
 }
 
+impl<S: EventStore, H: Hooks<S>> Watched<S, H> {
+    /// `visit`, handed only the events the hooks keep from a read.
+    fn kept<'a>(&'a self, op: Op, mut visit: impl Visitor + 'a) -> impl Visitor + 'a {
+        move |e: &RecordedEvent<'_>| {
+            if self.hooks.keep(op, e) {
+                visit(e)
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+    }
+}
+
 impl<S: EventStore, H: Hooks<S>> EventStore for Watched<S, H> {
     const NAME: &'static str = S::NAME;
 
@@ -142,17 +155,10 @@ impl<S: EventStore, H: Hooks<S>> EventStore for Watched<S, H> {
         stream: &StreamId,
         from_version: u64,
         fields: ContextFields,
-        mut visit: impl Visitor,
+        visit: impl Visitor,
     ) -> Result<(), StoreError> {
         self.hooks.before(Op::ReadStream)?;
-        let hooks = &self.hooks;
-        let kept = move |e: &RecordedEvent<'_>| {
-            if hooks.keep(Op::ReadStream, e) {
-                visit(e)
-            } else {
-                ControlFlow::Continue(())
-            }
-        };
+        let kept = self.kept(Op::ReadStream, visit);
         self.inner.read_stream(stream, from_version, fields, kept).await
     }
 
@@ -161,17 +167,10 @@ impl<S: EventStore, H: Hooks<S>> EventStore for Watched<S, H> {
         after: u64,
         limit: usize,
         fields: ContextFields,
-        mut visit: impl Visitor,
+        visit: impl Visitor,
     ) -> Result<(), StoreError> {
         self.hooks.before(Op::ReadAll)?;
-        let hooks = &self.hooks;
-        let kept = move |e: &RecordedEvent<'_>| {
-            if hooks.keep(Op::ReadAll, e) {
-                visit(e)
-            } else {
-                ControlFlow::Continue(())
-            }
-        };
+        let kept = self.kept(Op::ReadAll, visit);
         self.inner.read_all(after, limit, fields, kept).await
     }
 

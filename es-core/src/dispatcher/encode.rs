@@ -24,19 +24,15 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         let Some(mut scope) = self.personal_scope::<A>(true)? else {
             return encode_batch::<A, C>(&self.inner.codec, stream, events, None);
         };
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let encoded = encode_batch::<A, C>(&self.inner.codec, stream, events, Some(&mut scope));
-            if encoded.is_err() && !scope.missing.is_empty() && attempts < 4 {
-                scope.fetch_missing(true).await?;
-                continue;
-            }
-            if scope.forgotten {
-                tracing::warn!(%stream, "new events carry personal data of a forgotten subject: stored as forgotten");
-            }
-            return encoded;
+        let encoded = scope
+            .retry_fetching(true, 4, Result::is_err, |scope| {
+                encode_batch::<A, C>(&self.inner.codec, stream, events, Some(scope))
+            })
+            .await?;
+        if scope.forgotten {
+            tracing::warn!(%stream, "new events carry personal data of a forgotten subject: stored as forgotten");
         }
+        encoded
     }
 }
 

@@ -174,27 +174,28 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         let decoded = match self.personal_scope::<A>(false)? {
             None => A::decode_snapshot(&self.inner.codec, &snapshot.payload),
             Some(mut scope) => {
-                let mut attempts = 0;
-                loop {
-                    attempts += 1;
-                    scope.place(
-                        stream.aggregate_type(),
-                        stream.aggregate_id(),
-                        At::Snapshot(snapshot.version),
-                    );
-                    let decoded = scope.run(|| A::decode_snapshot(&self.inner.codec, &snapshot.payload));
-                    if matches!(decoded, Some(Err(_))) && !scope.missing.is_empty() && attempts < 3 {
-                        scope.fetch_missing(false).await?;
-                        continue;
-                    }
-                    if scope.forgotten {
-                        // It holds a value whose subject was forgotten: what
-                        // the state made of it is rebuilt from the events.
-                        tracing::debug!(%stream, version = snapshot.version, "ignoring a snapshot with forgotten personal data; replaying events");
-                        return Ok(false);
-                    }
-                    break decoded;
+                let decoded = scope
+                    .retry_fetching(
+                        false,
+                        3,
+                        |d| matches!(d, Some(Err(_))),
+                        |scope| {
+                            scope.place(
+                                stream.aggregate_type(),
+                                stream.aggregate_id(),
+                                At::Snapshot(snapshot.version),
+                            );
+                            scope.run(|| A::decode_snapshot(&self.inner.codec, &snapshot.payload))
+                        },
+                    )
+                    .await?;
+                if scope.forgotten {
+                    // It holds a value whose subject was forgotten: what the
+                    // state made of it is rebuilt from the events.
+                    tracing::debug!(%stream, version = snapshot.version, "ignoring a snapshot with forgotten personal data; replaying events");
+                    return Ok(false);
                 }
+                decoded
             }
         };
         match decoded {
@@ -328,23 +329,27 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         let encoded = match self.personal_scope::<A>(true) {
             Ok(None) => slot.state.encode_snapshot(&self.inner.codec),
             Ok(Some(mut scope)) => {
-                let mut attempts = 0;
-                loop {
-                    attempts += 1;
-                    scope.place(
-                        stream.aggregate_type(),
-                        stream.aggregate_id(),
-                        At::Snapshot(slot.version),
-                    );
-                    let encoded = scope.run(|| slot.state.encode_snapshot(&self.inner.codec));
-                    if matches!(encoded, Some(Err(_))) && !scope.missing.is_empty() && attempts < 3 {
-                        if let Err(error) = scope.fetch_missing(false).await {
-                            tracing::warn!(%stream, %error, "could not seal a snapshot");
-                            return;
-                        }
-                        continue;
+                let sealed = scope
+                    .retry_fetching(
+                        false,
+                        3,
+                        |e| matches!(e, Some(Err(_))),
+                        |scope| {
+                            scope.place(
+                                stream.aggregate_type(),
+                                stream.aggregate_id(),
+                                At::Snapshot(slot.version),
+                            );
+                            scope.run(|| slot.state.encode_snapshot(&self.inner.codec))
+                        },
+                    )
+                    .await;
+                match sealed {
+                    Ok(encoded) => encoded,
+                    Err(error) => {
+                        tracing::warn!(%stream, %error, "could not seal a snapshot");
+                        return;
                     }
-                    break encoded;
                 }
             }
             Err(error) => Some(Err(crate::CodecError::encode::<A>("personal", error))),
@@ -405,19 +410,15 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
     ) -> Result<Committed<A>, LoadError> {
         let mut scope = self.personal_scope::<A>(false)?;
         let metadata = Arc::new(metadata);
-        let mut attempts = 0;
+        let mut runs = 0;
         loop {
-            attempts += 1;
             let read = self.read_back_once::<A>(&record, &metadata, scope.as_mut()).await;
-            if let Some(scope) = scope.as_mut()
-                && read.is_err()
-                && !scope.missing.is_empty()
-                && attempts < 3
-            {
-                scope.fetch_missing(false).await?;
-                continue;
+            let Some(scope) = scope.as_mut() else {
+                return read;
+            };
+            if !scope.again(read.is_err(), false, &mut runs, 3).await? {
+                return read;
             }
-            return read;
         }
     }
 

@@ -382,8 +382,8 @@ mod serde_bytes_buf {
 /// Opens the personal values of stored events decoded inside
 /// [`Opener::run`]: for read-model runners that decode a page's events
 /// after reading it (in their own transaction). A key not cached yet fails
-/// the decoding; [`Opener::fetch_missing`] fetches it, and the page is
-/// applied again.
+/// the decoding; [`Opener::again`] fetches it, and the page is applied
+/// again.
 #[doc(hidden)]
 pub struct Opener(seal::Scope);
 
@@ -420,14 +420,11 @@ impl Opener {
         std::future::poll_fn(|cx| self.0.run(|| future.as_mut().poll(cx))).await
     }
 
-    /// Whether a key was missing.
-    pub fn missing(&self) -> bool {
-        !self.0.missing.is_empty()
-    }
-
-    /// Fetches the missing keys into the keyring's cache.
-    pub async fn fetch_missing(&mut self) -> Result<(), crate::StoreError> {
-        self.0.fetch_missing(false).await
+    /// After a page was applied (its values opened by this opener): whether
+    /// to apply it again, because it `failed` for keys not cached yet,
+    /// which are fetched first. Four runs at most, counted in `runs`.
+    pub async fn again(&mut self, failed: bool, runs: &mut u32) -> Result<bool, crate::StoreError> {
+        self.0.again(failed, false, runs, 4).await
     }
 }
 

@@ -87,6 +87,43 @@ impl Scope {
         Ok(())
     }
 
+    /// After a run in this scope: whether to run it again, because it
+    /// `failed` for keys not loaded yet, which are fetched first (made,
+    /// with `create`). `tries` runs at most, counted in `runs`.
+    pub(crate) async fn again(
+        &mut self,
+        failed: bool,
+        create: bool,
+        runs: &mut u32,
+        tries: u32,
+    ) -> Result<bool, crate::error::StoreError> {
+        *runs += 1;
+        if !failed || self.missing.is_empty() || *runs >= tries {
+            return Ok(false);
+        }
+        self.fetch_missing(create).await?;
+        Ok(true)
+    }
+
+    /// Runs `attempt` (which places the scope and runs in it) until
+    /// [`again`](Scope::again) says no.
+    pub(crate) async fn retry_fetching<R>(
+        &mut self,
+        create: bool,
+        tries: u32,
+        failed: impl Fn(&R) -> bool,
+        mut attempt: impl FnMut(&mut Scope) -> R,
+    ) -> Result<R, crate::error::StoreError> {
+        let mut runs = 0;
+        loop {
+            let out = attempt(self);
+            let failed = failed(&out);
+            if !self.again(failed, create, &mut runs, tries).await? {
+                return Ok(out);
+            }
+        }
+    }
+
     /// Runs `f` with this scope current on this thread: what a
     /// [`Personal`](super::Personal) serialized or deserialized inside
     /// sees. `f` must not await (the scope is the thread's).

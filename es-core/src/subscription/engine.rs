@@ -110,15 +110,12 @@ async fn read_and_commit<S: EventStore, K: Sink>(
         return read_and_commit_once(store, sink, from, size, None).await;
     };
     let mut scope = Scope::new(keyring.clone(), false);
-    let mut attempts = 0;
+    let mut runs = 0;
     loop {
-        attempts += 1;
         let page = read_and_commit_once(store, sink, from, size, Some(&mut scope)).await;
-        if page.is_err() && !scope.missing.is_empty() && attempts < 4 {
-            scope.fetch_missing(false).await?;
-            continue;
+        if !scope.again(page.is_err(), false, &mut runs, 4).await? {
+            return page;
         }
-        return page;
     }
 }
 

@@ -385,6 +385,23 @@ fn account_error(error: &AccountError) -> Value {
     value
 }
 
+/// A request's account id (from its path) and query string, or the
+/// problem to answer when either is invalid.
+fn account_request<Q>(
+    id: Result<Path<String>, PathRejection>,
+    query: Result<Query<Q>, QueryRejection>,
+) -> Result<(String, Q), Box<Response>> {
+    let (Path(id), Query(query)) = match (id, query) {
+        (Ok(id), Ok(query)) => (id, query),
+        (Err(rejection), _) => return Err(Box::new(bad_path(rejection))),
+        (_, Err(rejection)) => return Err(Box::new(bad_query(rejection))),
+    };
+    match invalid_account(&id) {
+        Some(invalid) => Err(Box::new(invalid)),
+        None => Ok((id, query)),
+    }
+}
+
 #[derive(Deserialize)]
 struct After {
     after: Option<u64>,
@@ -395,14 +412,10 @@ async fn balance<S: EventStore + Clone>(
     id: Result<Path<String>, PathRejection>,
     after: Result<Query<After>, QueryRejection>,
 ) -> Response {
-    let (Path(id), Query(after)) = match (id, after) {
-        (Ok(id), Ok(after)) => (id, after),
-        (Err(rejection), _) => return bad_path(rejection),
-        (_, Err(rejection)) => return bad_query(rejection),
+    let (id, after) = match account_request(id, after) {
+        Ok(request) => request,
+        Err(problem) => return *problem,
     };
-    if let Some(invalid) = invalid_account(&id) {
-        return invalid;
-    }
     if let Some(position) = after.after
         && let Err(timeout) = service.balances.wait_for(position, READ_YOUR_WRITES_TIMEOUT).await
     {
@@ -435,14 +448,10 @@ async fn account<S: EventStore + Clone>(
     id: Result<Path<String>, PathRejection>,
     as_of: Result<Query<AsOf>, QueryRejection>,
 ) -> Response {
-    let (Path(id), Query(as_of)) = match (id, as_of) {
-        (Ok(id), Ok(as_of)) => (id, as_of),
-        (Err(rejection), _) => return bad_path(rejection),
-        (_, Err(rejection)) => return bad_query(rejection),
+    let (id, as_of) = match account_request(id, as_of) {
+        Ok(request) => request,
+        Err(problem) => return *problem,
     };
-    if let Some(invalid) = invalid_account(&id) {
-        return invalid;
-    }
     let id = AccountId::new(&id);
     let loaded = match (as_of.version, as_of.at) {
         (Some(_), Some(_)) => {
