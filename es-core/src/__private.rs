@@ -243,8 +243,6 @@ impl<T: Clone> CommandClone for T {
     }
 }
 
-pub use crate::aggregate::AggregateError;
-
 /// The `#[aggregate_id]` field of a command, which must have the type of
 /// its aggregate's id.
 #[diagnostic::on_unimplemented(

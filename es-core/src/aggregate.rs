@@ -6,23 +6,17 @@ use std::hash::Hash;
 use crate::codec::{Codec, CodecError};
 use crate::event::Event;
 
-/// An aggregate id: any type that is cheap to clone, hashable and displayable.
-/// Its `Display` form is the stored stream id, so it must be stable.
-pub trait AggregateId: Clone + Eq + Hash + Display + Debug + Send + Sync + 'static {}
-
-impl<T: Clone + Eq + Hash + Display + Debug + Send + Sync + 'static> AggregateId for T {}
-
 /// What a method taking an aggregate id accepts: the id by value or by
 /// reference, and a `&str` for a `String` id, so `load::<Guest>("g1")` needs
 /// no `&"g1".to_owned()`.
-pub trait IntoId<I: AggregateId> {
+pub trait IntoId<I: Clone> {
     /// The id, borrowed when it can be.
     fn into_id<'a>(self) -> std::borrow::Cow<'a, I>
     where
         Self: 'a;
 }
 
-impl<I: AggregateId> IntoId<I> for I {
+impl<I: Clone> IntoId<I> for I {
     fn into_id<'a>(self) -> std::borrow::Cow<'a, I>
     where
         Self: 'a,
@@ -31,7 +25,7 @@ impl<I: AggregateId> IntoId<I> for I {
     }
 }
 
-impl<I: AggregateId> IntoId<I> for &I {
+impl<I: Clone> IntoId<I> for &I {
     fn into_id<'a>(self) -> std::borrow::Cow<'a, I>
     where
         Self: 'a,
@@ -66,14 +60,15 @@ pub trait Aggregate: Sized + Send + Sync + 'static {
     /// change it once events are stored.
     const NAME: &'static str;
 
-    /// The id type; its `Display` form is the second half of the stream id.
-    type Id: AggregateId;
+    /// The id type: cheap to clone, hashable, and displayable; its `Display`
+    /// form is the second half of the stream id, so it must be stable.
+    type Id: Clone + Eq + Hash + Display + Debug + Send + Sync + 'static;
 
     /// The aggregate's events: usually an enum deriving [`Event`].
     type Event: Event;
 
     /// Why a command is refused.
-    type Error: AggregateError;
+    type Error: std::error::Error + Send + Sync + 'static;
 
     /// Dependencies handlers may read (a clock, exchange rates, ...); `()`
     /// when there are none.
@@ -179,15 +174,3 @@ pub trait Handle<C>: Aggregate {
     /// that takes it by value gets a copy.
     fn handle(&self, command: &C, services: &Self::Services) -> Result<Vec<Self::Event>, Self::Error>;
 }
-
-/// What an aggregate's error type must be: a `std::error::Error` that
-/// crosses threads (derive it with `thiserror`). Every such type is one.
-#[diagnostic::on_unimplemented(
-    message = "the error type `{Self}` of an aggregate must implement `std::error::Error + Send + Sync + 'static`",
-    label = "`{Self}` is not a `std::error::Error`",
-    note = "derive it with `thiserror`: `#[derive(Debug, thiserror::Error)]` and an `#[error(\"..\")]` message on each variant"
-)]
-pub trait AggregateError: std::error::Error + Send + Sync + 'static {}
-
-#[diagnostic::do_not_recommend]
-impl<T: std::error::Error + Send + Sync + 'static> AggregateError for T {}

@@ -65,14 +65,13 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
-use es_core::store::{
-    AppendOutcome, AppendRequest, CommandRecord, ContextFields, EventStore, RecordedEvent, Snapshot, Visitor,
-};
+use es_core::store::{AppendOutcome, AppendRequest, CommandRecord, ContextFields, EventStore, RecordedEvent, Snapshot};
 use es_core::{AppendError, StoreError, StreamId};
 use futures_util::StreamExt;
 use tokio::sync::watch;
@@ -515,7 +514,7 @@ impl EventStore for NatsStore {
         stream: &StreamId,
         from_version: u64,
         fields: ContextFields,
-        mut visit: impl Visitor,
+        mut visit: impl FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send,
     ) -> Result<(), StoreError> {
         // The position is in a message's headers: a read that needs none
         // (an aggregate's load) goes without them, and is cheaper.
@@ -542,7 +541,7 @@ impl EventStore for NatsStore {
         after: u64,
         limit: usize,
         _fields: ContextFields,
-        visit: impl Visitor,
+        visit: impl FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send,
     ) -> Result<(), StoreError> {
         // Every field is in the message already read: leaving some out
         // saves nothing.

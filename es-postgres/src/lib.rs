@@ -76,10 +76,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use es_core::store::{AppendOutcome, AppendRequest, CommandRecord, ContextFields, EventStore, Snapshot, Visitor};
+use es_core::store::{AppendOutcome, AppendRequest, CommandRecord, ContextFields, EventStore, RecordedEvent, Snapshot};
 use es_core::{AppendError, StoreError, StreamId};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, SqlSafeStr};
+use std::ops::ControlFlow;
 
 use crate::schema::Sql;
 
@@ -326,7 +327,7 @@ impl EventStore for PostgresStore {
         stream: &StreamId,
         from_version: u64,
         fields: ContextFields,
-        visit: impl Visitor,
+        visit: impl FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         self.read_stream_rows(stream, from_version, fields, visit)
     }
@@ -336,7 +337,7 @@ impl EventStore for PostgresStore {
         after: u64,
         limit: usize,
         fields: ContextFields,
-        visit: impl Visitor,
+        visit: impl FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         self.read_log(after, limit, fields, visit)
     }

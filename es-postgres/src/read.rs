@@ -4,7 +4,7 @@ use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::time::Duration;
 
-use es_core::store::{ContextFields, RecordedEvent, Visitor};
+use es_core::store::{ContextFields, RecordedEvent};
 use es_core::{EventId, StoreError, StreamId, Timestamp};
 use futures_core::Stream;
 use sqlx::Row;
@@ -19,7 +19,7 @@ impl PostgresStore {
         stream: &StreamId,
         from_version: u64,
         fields: ContextFields,
-        mut visit: impl Visitor,
+        mut visit: impl FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send,
     ) -> Result<(), StoreError> {
         es_core::store::validate_stream(crate::STORE, stream)?;
         let from = to_i64(from_version, "version")?;
@@ -55,7 +55,7 @@ impl PostgresStore {
         after: u64,
         limit: usize,
         fields: ContextFields,
-        mut visit: impl Visitor,
+        mut visit: impl FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send,
     ) -> Result<(), StoreError> {
         let mut next = after + 1;
         let mut left = limit;
@@ -147,7 +147,7 @@ pub(crate) fn visit_row(
     row: &PgRow,
     fields: ContextFields,
     stream: Option<&StreamId>,
-    visit: &mut impl Visitor,
+    visit: &mut (impl FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send),
 ) -> Result<ControlFlow<()>, StoreError> {
     let get = error("read an event row");
     let position = position(row)?;

@@ -2,7 +2,7 @@
 
 use std::ops::ControlFlow;
 
-use es_core::store::{ContextFields, RecordedEvent, Visitor};
+use es_core::store::{ContextFields, RecordedEvent};
 use es_core::{EventId, StoreError, StreamId, Timestamp};
 
 use crate::{corrupt, error};
@@ -76,7 +76,7 @@ pub(crate) fn visit_row(
     row: &rusqlite::Row<'_>,
     columns: &Columns,
     stream: Option<&StreamId>,
-    visit: &mut impl Visitor,
+    visit: &mut (impl FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send),
 ) -> Result<ControlFlow<()>, StoreError> {
     match plain_row(row, columns, stream) {
         Some(event) => Ok(visit(&event)),
@@ -154,7 +154,7 @@ pub(crate) fn visit_checked_row(
     row: &rusqlite::Row<'_>,
     columns: &Columns,
     stream: Option<&StreamId>,
-    visit: &mut impl Visitor,
+    visit: &mut (impl FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send),
 ) -> Result<ControlFlow<()>, StoreError> {
     let raw_position = cell(row, 0, "position", &|| "an event".to_owned(), |v| v.as_i64())?;
     let position = u64::try_from(raw_position)

@@ -3,9 +3,10 @@
 
 use std::future::Future;
 
-use es_core::store::{AppendOutcome, AppendRequest, CommandRecord, ContextFields, EventStore, Snapshot, Visitor};
+use es_core::store::{AppendOutcome, AppendRequest, CommandRecord, ContextFields, EventStore, RecordedEvent, Snapshot};
 use es_core::{AppendError, StoreError, StreamId};
 use rusqlite::{OptionalExtension, params};
+use std::ops::ControlFlow;
 use tokio::sync::watch;
 
 use crate::append::find_command;
@@ -28,7 +29,7 @@ impl EventStore for SqliteStore {
         stream: &StreamId,
         from_version: u64,
         fields: ContextFields,
-        mut visit: impl Visitor,
+        mut visit: impl FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send,
     ) -> Result<(), StoreError> {
         es_core::store::validate_stream(STORE, stream)?;
         let from = to_i64(from_version, "version")?;
@@ -63,7 +64,7 @@ impl EventStore for SqliteStore {
         after: u64,
         limit: usize,
         fields: ContextFields,
-        mut visit: impl Visitor,
+        mut visit: impl FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send,
     ) -> Result<(), StoreError> {
         let after = to_i64(after, "position")?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);

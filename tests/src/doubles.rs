@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use es_core::store::{AppendOutcome, AppendRequest, CommandRecord, ContextFields, RecordedEvent, Snapshot, Visitor};
+use es_core::store::{AppendOutcome, AppendRequest, CommandRecord, ContextFields, RecordedEvent, Snapshot};
 use es_core::{AppendError, EventStore, StoreError, StreamId};
 
 /// One call of the storage contract.
@@ -126,7 +126,11 @@ impl<S, H> Watched<S, H> {
 
 impl<S: EventStore, H: Hooks<S>> Watched<S, H> {
     /// `visit`, handed only the events the hooks keep from a read.
-    fn kept<'a>(&'a self, op: Op, mut visit: impl Visitor + 'a) -> impl Visitor + 'a {
+    fn kept<'a>(
+        &'a self,
+        op: Op,
+        mut visit: impl FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send + 'a,
+    ) -> impl FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send + 'a {
         move |e: &RecordedEvent<'_>| {
             if self.hooks.keep(op, e) {
                 visit(e)
@@ -155,7 +159,7 @@ impl<S: EventStore, H: Hooks<S>> EventStore for Watched<S, H> {
         stream: &StreamId,
         from_version: u64,
         fields: ContextFields,
-        visit: impl Visitor,
+        visit: impl FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send,
     ) -> Result<(), StoreError> {
         self.hooks.before(Op::ReadStream)?;
         let kept = self.kept(Op::ReadStream, visit);
@@ -167,7 +171,7 @@ impl<S: EventStore, H: Hooks<S>> EventStore for Watched<S, H> {
         after: u64,
         limit: usize,
         fields: ContextFields,
-        visit: impl Visitor,
+        visit: impl FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send,
     ) -> Result<(), StoreError> {
         self.hooks.before(Op::ReadAll)?;
         let kept = self.kept(Op::ReadAll, visit);

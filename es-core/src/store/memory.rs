@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use super::{
     AppendOutcome, AppendRequest, Appended, CommandRecord, ContextFields, EventStore, Positions, RecordedEvent,
-    Snapshot, Visitor,
+    Snapshot,
 };
 use crate::envelope::{EventId, StreamId, Timestamp};
 use crate::error::{AppendError, Conflict, StoreError};
@@ -423,7 +423,12 @@ impl InMemoryStore {
         }
     }
 
-    fn read_all_now(&self, after: u64, limit: usize, mut visit: impl Visitor) {
+    fn read_all_now(
+        &self,
+        after: u64,
+        limit: usize,
+        mut visit: impl FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send,
+    ) {
         let state = self.shared.read();
         let start = usize::try_from(after).unwrap_or(usize::MAX).min(state.log.len());
         let end = start.saturating_add(limit).min(state.log.len());
@@ -451,7 +456,7 @@ impl EventStore for InMemoryStore {
         stream: &StreamId,
         from_version: u64,
         _fields: ContextFields,
-        mut visit: impl Visitor,
+        mut visit: impl FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         // Every field is at hand: leaving some out saves nothing.
         if let Err(e) = super::validate_stream(Self::NAME, stream) {
@@ -466,7 +471,7 @@ impl EventStore for InMemoryStore {
         after: u64,
         limit: usize,
         _fields: ContextFields,
-        visit: impl Visitor,
+        visit: impl FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         self.read_all_now(after, limit, visit);
         ready(Ok(()))

@@ -43,13 +43,6 @@ pub const MAX_EVENT_NAME: usize = 255;
 /// warning. No event may be stored under this name.
 pub const FOREIGN: &str = "$foreign";
 
-/// What reads call with each event: return `ControlFlow::Break(())` to stop
-/// early. Reads are generic over it, so a fold through an in-process store
-/// compiles to one loop.
-pub trait Visitor: FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send {}
-
-impl<F: FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send> Visitor for F {}
-
 /// An event store: streams with optimistic concurrency and one global log.
 ///
 /// Reads hand each event to a visitor while it is still borrowed from the
@@ -76,7 +69,7 @@ pub trait EventStore: Send + Sync + 'static {
         stream: &StreamId,
         from_version: u64,
         fields: ContextFields,
-        visit: impl Visitor,
+        visit: impl FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Visits up to `limit` events of the global log with position `> after`,
@@ -92,7 +85,7 @@ pub trait EventStore: Send + Sync + 'static {
         after: u64,
         limit: usize,
         fields: ContextFields,
-        visit: impl Visitor,
+        visit: impl FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The version of `stream` (0 if it has no events).
@@ -215,7 +208,7 @@ impl<S: EventStore> EventStore for std::sync::Arc<S> {
         stream: &StreamId,
         from_version: u64,
         fields: ContextFields,
-        visit: impl Visitor,
+        visit: impl FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).read_stream(stream, from_version, fields, visit)
     }
@@ -225,7 +218,7 @@ impl<S: EventStore> EventStore for std::sync::Arc<S> {
         after: u64,
         limit: usize,
         fields: ContextFields,
-        visit: impl Visitor,
+        visit: impl FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).read_all(after, limit, fields, visit)
     }
