@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use es_core::store::{AppendOutcome, AppendRequest, Appended, CommandRecord, Positions};
+use es_core::store::{AppendOutcome, AppendRequest, Appended, CommandRecord, Link, Positions, link_batch};
 use es_core::{AppendError, Conflict, ExpectedVersion, StoreError, StreamId};
 
 use crate::commit::MAX_BATCH_MESSAGES;
@@ -84,7 +84,15 @@ impl NatsStore {
                 }
                 return Err(conflict(stream, request.expected, head.version));
             }
-            let batch = self.batch(&request, &subject, head, max_payload)?;
+            let links = link_batch(
+                head.link,
+                stream,
+                head.version + 1,
+                request.events,
+                request.metadata,
+                request.recorded_at,
+            );
+            let batch = self.batch(&request, &subject, head, &links, max_payload)?;
             let count = request.events.len() as u64;
             let total = batch.len() as u64;
             let committed = self
@@ -100,6 +108,7 @@ impl NatsStore {
                     let new_head = Head {
                         sequence: first + count - 1,
                         version: head.version + count,
+                        link: links.last().copied().unwrap_or(head.link),
                     };
                     self.remember_head(&subject, new_head);
                     self.saw(new_head.sequence);
@@ -187,6 +196,7 @@ impl NatsStore {
         request: &AppendRequest<'_>,
         subject: &str,
         head: Head,
+        links: &[Link],
         max_payload: usize,
     ) -> Result<Vec<Outbound>, StoreError> {
         let stream = request.stream;
@@ -201,6 +211,7 @@ impl NatsStore {
                 event_id: event.event_id,
                 name: event.name,
                 schema_version: event.schema_version,
+                link: links[index],
                 metadata: request.metadata,
                 payload: event.payload,
             };
@@ -255,24 +266,27 @@ impl NatsStore {
             return Ok(Head {
                 sequence: 0,
                 version: 0,
+                link: Link::GENESIS,
             });
         };
         let head = match EventMessage::decode(&last.payload).filter(|e| e.is_of(stream)) {
             Some(event) => Head {
                 sequence: last.sequence,
                 version: event.version,
+                link: event.link,
             },
             None => {
                 tracing::warn!(%stream, sequence = last.sequence, "the stream's last message is foreign; reading back to its last event");
-                let mut version = 0;
+                let (mut version, mut link) = (0, Link::GENESIS);
                 self.visit_range(subject, stream, 1, last.sequence, 1, false, &mut |_, e| {
-                    version = e.version;
+                    (version, link) = (e.version, e.link);
                     std::ops::ControlFlow::Continue(())
                 })
                 .await?;
                 Head {
                     sequence: last.sequence,
                     version,
+                    link,
                 }
             }
         };

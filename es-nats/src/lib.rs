@@ -161,6 +161,8 @@ struct Head {
     sequence: u64,
     /// The stream's version: its last event's.
     version: u64,
+    /// Its last event's link ([`Link::GENESIS`] for none).
+    link: es_core::store::Link,
 }
 
 struct Inner {
@@ -520,18 +522,7 @@ impl EventStore for NatsStore {
         // (an aggregate's load) goes without them, and is cheaper.
         let positions = fields.contains(ContextFields::POSITION);
         self.read_stream_now(stream, from_version, positions, |sequence, e| {
-            visit(&RecordedEvent {
-                event_id: e.event_id,
-                aggregate_type: e.aggregate_type,
-                aggregate_id: e.aggregate_id,
-                version: e.version,
-                position: sequence,
-                name: e.name,
-                schema_version: e.schema_version,
-                payload: e.payload,
-                metadata: e.metadata,
-                recorded_at: e.recorded_at,
-            })
+            visit(&e.recorded(sequence))
         })
         .await
     }

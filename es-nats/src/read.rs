@@ -68,6 +68,7 @@ impl NatsStore {
             Head {
                 sequence: tail.sequence,
                 version: last.version,
+                link: last.link,
             },
         );
         if from > last.version {
@@ -204,18 +205,7 @@ impl NatsStore {
             let flow = match EventMessage::decode(&message.payload)
                 .filter(|e| self.names_stream(&message.subject, e.aggregate_type, e.aggregate_id))
             {
-                Some(e) => visit(&RecordedEvent {
-                    event_id: e.event_id,
-                    aggregate_type: e.aggregate_type,
-                    aggregate_id: e.aggregate_id,
-                    version: e.version,
-                    position: message.sequence,
-                    name: e.name,
-                    schema_version: e.schema_version,
-                    payload: e.payload,
-                    metadata: e.metadata,
-                    recorded_at: e.recorded_at,
-                }),
+                Some(e) => visit(&e.recorded(message.sequence)),
                 None => visit(&RecordedEvent {
                     event_id: EventId::from(uuid::Uuid::nil()),
                     aggregate_type: "",
@@ -227,6 +217,7 @@ impl NatsStore {
                     payload: &message.payload,
                     metadata: b"",
                     recorded_at: Timestamp::from_micros(0),
+                    link: es_core::store::Link::GENESIS,
                 }),
             };
             if flow.is_break() {

@@ -1,14 +1,19 @@
 //! The bytes of what es-nats stores, integers little-endian.
 //!
-//! An event message, on `<prefix>.events.x<type>.x<id>` (format 2):
+//! An event message, on `<prefix>.events.x<type>.x<id>` (format 3):
 //!
 //! ```text
-//! [2] 0xE5 0x02
+//! [2] 0xE5 0x03
 //! u16 len, aggregate type | u16 len, aggregate id          (UTF-8)
 //! u64 version | u32 index within its append | i64 recorded at (µs)
 //! [16] event id | u16 len, name | u32 schema version
+//! [32] link in its stream's hash chain
 //! u32 len, metadata | the payload: the rest of the message
 //! ```
+//!
+//! Format 2 (written before chaining) is the same without the link; such an
+//! event reads with [`Link::GENESIS`], which verification reports as a
+//! changed event: JetStream messages cannot be rewritten in place.
 //!
 //! A message on the event subjects that does not read as one (or names
 //! another stream than its subject) is foreign: readers skip it.
@@ -21,16 +26,17 @@
 //! stream, `u64` version, `u32` schema version, `u64` fingerprint, `u32`
 //! length and the state.
 
-use es_core::store::{CommandRecord, Snapshot};
+use es_core::store::{CommandRecord, Link, RecordedEvent, Snapshot};
 use es_core::{EventId, StreamId, Timestamp};
 
 const MAGIC: u8 = 0xE5;
-const EVENT: u8 = 2;
+const EVENT: u8 = 3;
+const EVENT_UNCHAINED: u8 = 2;
 const COMMAND: u8 = b'C';
 const SNAPSHOT: u8 = b'S';
 
 /// The bytes of an event message before its name and payload, at most.
-const EVENT_OVERHEAD: usize = 2 + 2 + 2 + 8 + 4 + 8 + 16 + 2 + 4 + 4;
+const EVENT_OVERHEAD: usize = 2 + 2 + 2 + 8 + 4 + 8 + 16 + 2 + 4 + 32 + 4;
 
 /// One event message, borrowing its bytes.
 #[derive(Debug)]
@@ -45,6 +51,7 @@ pub(crate) struct EventMessage<'a> {
     pub(crate) event_id: EventId,
     pub(crate) name: &'a str,
     pub(crate) schema_version: u32,
+    pub(crate) link: Link,
     pub(crate) metadata: &'a [u8],
     pub(crate) payload: &'a [u8],
 }
@@ -58,6 +65,7 @@ pub(crate) struct NewEventMessage<'a> {
     pub(crate) event_id: EventId,
     pub(crate) name: &'a str,
     pub(crate) schema_version: u32,
+    pub(crate) link: Link,
     pub(crate) metadata: &'a [u8],
     pub(crate) payload: &'a [u8],
 }
@@ -97,6 +105,7 @@ impl NewEventMessage<'_> {
         out.extend_from_slice(self.event_id.as_uuid().as_bytes());
         put_len(&mut out, self.name.as_bytes(), false);
         out.extend_from_slice(&self.schema_version.to_le_bytes());
+        out.extend_from_slice(self.link.as_bytes());
         put_len(&mut out, self.metadata, true);
         out.extend_from_slice(self.payload);
         out
@@ -156,7 +165,11 @@ impl<'a> EventMessage<'a> {
     /// Decodes an event message; `None` if the bytes are not one.
     pub(crate) fn decode(bytes: &'a [u8]) -> Option<Self> {
         let mut r = Reader { bytes };
-        r.tag(EVENT)?;
+        let chained = match r.array::<2>()? {
+            [MAGIC, EVENT] => true,
+            [MAGIC, EVENT_UNCHAINED] => false,
+            _ => return None,
+        };
         let aggregate_type = r.text()?;
         let aggregate_id = r.text()?;
         let version = r.u64()?;
@@ -165,6 +178,10 @@ impl<'a> EventMessage<'a> {
         let event_id = EventId::from(uuid::Uuid::from_bytes(r.array()?));
         let name = r.text()?;
         let schema_version = r.u32()?;
+        let link = match chained {
+            true => Link(r.array()?),
+            false => Link::GENESIS,
+        };
         let metadata = r.bytes(true)?;
         let payload = r.bytes;
         if version == 0 || aggregate_type.is_empty() || u64::from(index) >= version {
@@ -179,9 +196,27 @@ impl<'a> EventMessage<'a> {
             event_id,
             name,
             schema_version,
+            link,
             metadata,
             payload,
         })
+    }
+
+    /// The event as stored at `position`.
+    pub(crate) fn recorded(&self, position: u64) -> RecordedEvent<'a> {
+        RecordedEvent {
+            event_id: self.event_id,
+            aggregate_type: self.aggregate_type,
+            aggregate_id: self.aggregate_id,
+            version: self.version,
+            position,
+            name: self.name,
+            schema_version: self.schema_version,
+            payload: self.payload,
+            metadata: self.metadata,
+            recorded_at: self.recorded_at,
+            link: self.link,
+        }
     }
 
     /// Whether it belongs to `stream`.
@@ -256,6 +291,7 @@ mod tests {
             event_id: EventId::new(),
             name: "account.opened",
             schema_version: 3,
+            link: Link([9; 32]),
             metadata: b"{\"m\":1}",
             payload,
         }

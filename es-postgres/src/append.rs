@@ -1,7 +1,11 @@
 //! Appends: one statement per batch, conflicts, command ids, and appends
 //! inside a caller's transaction.
 
-use es_core::store::{AppendOutcome, AppendRequest, Appended, CommandRecord, ExpectedVersion, Positions};
+use std::sync::PoisonError;
+
+use es_core::store::{
+    AppendOutcome, AppendRequest, Appended, CommandRecord, ExpectedVersion, Link, Positions, link_batch,
+};
 use es_core::{AppendError, Conflict, EventId, StoreError, StreamId};
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row, SqlSafeStr};
@@ -11,6 +15,27 @@ use crate::{PostgresStore, STORE, corrupt, error, to_i64};
 /// How often an append with [`ExpectedVersion::Any`] is tried again when
 /// concurrent appends to its stream keep taking the next version first.
 const ANY_ATTEMPTS: u32 = 100;
+
+/// The most stream heads a store remembers (about 100 bytes each); past
+/// it, it forgets them all and learns again, one statement per stream.
+const MAX_HEADS: usize = 100_000;
+
+/// The link of a stream's head as the append statement read it (`link`,
+/// NULL for an empty stream).
+pub(crate) fn head_link(row: &PgRow, stream: &StreamId, version: u64) -> Result<Option<Link>, StoreError> {
+    let bytes: Option<Vec<u8>> = row.try_get("link").map_err(error("read the append's result"))?;
+    match (version, bytes) {
+        (0, _) => Ok(None),
+        (_, Some(b)) => match Link::from_slice(&b) {
+            Some(link) => Ok(Some(link)),
+            None => Err(corrupt(format!(
+                "version {version} of stream `{stream}` has a link of {} bytes, not 32",
+                b.len()
+            ))),
+        },
+        (_, None) => Err(corrupt(format!("version {version} of stream `{stream}` has no link"))),
+    }
+}
 
 /// Why one try of the append statement did not commit.
 enum Lost {
@@ -22,6 +47,9 @@ enum Lost {
     EventId,
     /// The stream was not at the expected version when the statement read it.
     Expected(u64),
+    /// The stream's head was not the one the links were computed from (it
+    /// was at the version given).
+    Stale(u64),
     /// Anything else.
     Failed(AppendError),
 }
@@ -117,6 +145,8 @@ impl PostgresStore {
             }
             Lost::Version => Err(conflict(self.version_on(conn, stream).await?)),
             Lost::Expected(actual) => Err(conflict(actual)),
+            Lost::Stale(actual) if request.expected.matches(actual) && attempts < ANY_ATTEMPTS => Ok(None),
+            Lost::Stale(actual) => Err(conflict(actual)),
             Lost::CommandId => match request.command_id {
                 Some(id) => match self.find_command_on(conn, stream, id).await? {
                     Some(record) => Ok(Some(AppendOutcome::Duplicate(record))),
@@ -156,6 +186,16 @@ impl PostgresStore {
             payloads.push(e.payload);
         }
         let stream = request.stream;
+        let (assumed_version, assumed_link) = self.assumed_head(stream, request.expected);
+        let links = link_batch(
+            assumed_link.unwrap_or(Link::GENESIS),
+            stream,
+            assumed_version + 1,
+            request.events,
+            request.metadata,
+            request.recorded_at,
+        );
+        let link_bytes: Vec<&[u8]> = links.iter().map(|l| l.as_bytes().as_slice()).collect();
         let result = sqlx::query(self.inner.sql.append.clone())
             .bind(stream.aggregate_type())
             .bind(stream.aggregate_id())
@@ -167,6 +207,9 @@ impl PostgresStore {
             .bind(request.metadata)
             .bind(request.recorded_at.as_micros())
             .bind(request.command_id)
+            .bind(&link_bytes)
+            .bind(to_i64(assumed_version, "version")?)
+            .bind(assumed_link.as_ref().map(|l| l.as_bytes().as_slice()))
             .fetch_one(&mut *conn)
             .await;
         let row = match result {
@@ -184,8 +227,14 @@ impl PostgresStore {
         let read = error("read the append's result");
         let actual: i64 = row.try_get("actual").map_err(&read)?;
         let actual = stored_u64(actual, || format!("stream `{stream}` has version {actual}"))?;
+        let head_link = head_link(&row, stream, actual)?;
         if !request.expected.matches(actual) {
+            self.remember_head(stream, actual, head_link);
             return Err(Lost::Expected(actual));
+        }
+        if n > 0 && (actual != assumed_version || head_link != assumed_link) {
+            self.remember_head(stream, actual, head_link);
+            return Err(Lost::Stale(actual));
         }
         let positions: Vec<i64> = row.try_get("positions").map_err(&read)?;
         let positions = positions
@@ -199,11 +248,48 @@ impl PostgresStore {
             ))
             .into());
         }
+        if let Some(last) = links.last() {
+            self.remember_head(stream, actual + n as u64, Some(*last));
+        }
         Ok(AppendOutcome::Appended(Appended {
             first_version: actual + 1,
             last_version: actual + n as u64,
             positions: Positions::from_vec(positions),
         }))
+    }
+
+    /// The head an append computes its links from: none for a new stream,
+    /// else the one remembered (the statement checks it), else the
+    /// expected version with no link, which the statement refuses for a
+    /// stream with events, reporting its head.
+    pub(crate) fn assumed_head(&self, stream: &StreamId, expected: ExpectedVersion) -> (u64, Option<Link>) {
+        if expected == ExpectedVersion::NoStream {
+            return (0, None);
+        }
+        let heads = self.inner.heads.lock().unwrap_or_else(PoisonError::into_inner);
+        match heads.get(stream) {
+            Some(&(version, link)) => (version, Some(link)),
+            None => match expected {
+                ExpectedVersion::Exact(v) => (v, None),
+                _ => (0, None),
+            },
+        }
+    }
+
+    /// Remembers a stream's head for the next append's links.
+    pub(crate) fn remember_head(&self, stream: &StreamId, version: u64, link: Option<Link>) {
+        let mut heads = self.inner.heads.lock().unwrap_or_else(PoisonError::into_inner);
+        match link {
+            Some(link) if version > 0 => {
+                if heads.len() >= MAX_HEADS && !heads.contains_key(stream) {
+                    heads.clear();
+                }
+                heads.insert(stream.clone(), (version, link));
+            }
+            _ => {
+                heads.remove(stream);
+            }
+        }
     }
 
     pub(crate) async fn version_on(&self, conn: &mut PgConnection, stream: &StreamId) -> Result<u64, StoreError> {

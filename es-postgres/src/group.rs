@@ -23,12 +23,12 @@
 use std::collections::HashSet;
 use std::sync::PoisonError;
 
-use es_core::store::{AppendOutcome, AppendRequest, Appended, ExpectedVersion, NewEvent, Positions};
+use es_core::store::{AppendOutcome, AppendRequest, Appended, ExpectedVersion, Link, NewEvent, Positions, link_batch};
 use es_core::{AppendError, StoreError, StreamId, Timestamp};
 use sqlx::Row;
 use tokio::sync::oneshot;
 
-use crate::append::stored_u64;
+use crate::append::{head_link, stored_u64};
 use crate::{PostgresStore, corrupt, error, to_i64};
 
 /// The most requests one combined statement carries.
@@ -189,6 +189,13 @@ impl PostgresStore {
             match self.try_batch(&batch).await {
                 Ok(outcomes) => {
                     for (pending, outcome) in batch.into_iter().zip(outcomes) {
+                        let outcome = match outcome {
+                            Some(outcome) => outcome,
+                            None => {
+                                let events = pending.new_events();
+                                self.append_alone(&pending.request(&events)).await
+                            }
+                        };
                         let _ = pending.done.send(outcome);
                     }
                     return;
@@ -216,7 +223,7 @@ impl PostgresStore {
     async fn try_batch(
         &self,
         batch: &[Pending],
-    ) -> Result<Vec<Result<AppendOutcome, AppendError>>, Option<StoreError>> {
+    ) -> Result<Vec<Option<Result<AppendOutcome, AppendError>>>, Option<StoreError>> {
         let n = batch.len();
         let mut types = Vec::with_capacity(n);
         let mut ids = Vec::with_capacity(n);
@@ -227,7 +234,23 @@ impl PostgresStore {
         let mut counts = Vec::with_capacity(n);
         let (mut ev_request, mut ev_index, mut ev_ids, mut ev_names, mut ev_versions, mut ev_payloads) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut assumed_versions, mut assumed_links, mut ev_links) = (Vec::new(), Vec::new(), Vec::new());
+        let mut assumed = Vec::with_capacity(n);
         for (r, p) in batch.iter().enumerate() {
+            let (version, link) = self.assumed_head(&p.stream, p.expected);
+            let events = p.new_events();
+            let links = link_batch(
+                link.unwrap_or(Link::GENESIS),
+                &p.stream,
+                version + 1,
+                &events,
+                &p.metadata,
+                p.recorded_at,
+            );
+            assumed_versions.push(to_i64(version, "version").map_err(Some)?);
+            assumed_links.push(link.map(|l| l.as_bytes().to_vec()));
+            ev_links.extend(links.iter().map(|l| l.as_bytes().to_vec()));
+            assumed.push((version, link, links.last().copied()));
             types.push(p.stream.aggregate_type());
             ids.push(p.stream.aggregate_id());
             expected.push(match p.expected {
@@ -262,6 +285,9 @@ impl PostgresStore {
             .bind(&ev_names)
             .bind(&ev_versions)
             .bind(&ev_payloads)
+            .bind(&assumed_versions)
+            .bind(&assumed_links)
+            .bind(&ev_links)
             .fetch_all(&self.inner.pool)
             .await;
         let rows = match rows {
@@ -281,11 +307,12 @@ impl PostgresStore {
         }
         let mut outcomes = Vec::with_capacity(n);
         let mut last = None;
-        for (p, row) in batch.iter().zip(&rows) {
-            outcomes.push(batch_outcome(p, row).map_err(Some)?);
-            if let Some(Ok(AppendOutcome::Appended(appended))) = outcomes.last() {
+        for ((p, row), assumed) in batch.iter().zip(&rows).zip(assumed) {
+            let outcome = batch_outcome(self, p, row, assumed).map_err(Some)?;
+            if let Some(Ok(AppendOutcome::Appended(appended))) = &outcome {
                 last = last.max(appended.positions.last());
             }
+            outcomes.push(outcome);
         }
         if let Some(last) = last {
             self.appended(last);
@@ -294,19 +321,35 @@ impl PostgresStore {
     }
 }
 
-/// One request's outcome from its row of the combined statement.
-fn batch_outcome(p: &Pending, row: &sqlx::postgres::PgRow) -> Result<Result<AppendOutcome, AppendError>, StoreError> {
+/// One request's outcome from its row of the combined statement, or `None`
+/// when its links were computed from a head that is no longer the stream's
+/// (nothing of it was written: it goes again, alone).
+fn batch_outcome(
+    store: &PostgresStore,
+    p: &Pending,
+    row: &sqlx::postgres::PgRow,
+    (assumed_version, assumed_link, last_link): (u64, Option<Link>, Option<Link>),
+) -> Result<Option<Result<AppendOutcome, AppendError>>, StoreError> {
     let read = error("read a combined append's result");
     let actual: i64 = row.try_get("actual").map_err(&read)?;
     let stream = &p.stream;
     let actual = stored_u64(actual, || format!("stream `{stream}` has version {actual}"))?;
+    let head_link = head_link(row, stream, actual)?;
     if !p.expected.matches(actual) {
-        return Ok(Err(es_core::Conflict {
+        store.remember_head(stream, actual, head_link);
+        return Ok(Some(Err(es_core::Conflict {
             stream: stream.clone(),
             expected: p.expected,
             actual,
         }
-        .into()));
+        .into())));
+    }
+    if !p.events.is_empty() && (actual != assumed_version || head_link != assumed_link) {
+        store.remember_head(stream, actual, head_link);
+        return Ok(None);
+    }
+    if last_link.is_some() {
+        store.remember_head(stream, actual + p.events.len() as u64, last_link);
     }
     let positions: Vec<i64> = row.try_get("positions").map_err(&read)?;
     let n = p.events.len();
@@ -320,11 +363,11 @@ fn batch_outcome(p: &Pending, row: &sqlx::postgres::PgRow) -> Result<Result<Appe
         .into_iter()
         .map(|v| stored_u64(v, || format!("an append to `{stream}` got position {v}")))
         .collect::<Result<Vec<u64>, StoreError>>()?;
-    Ok(Ok(AppendOutcome::Appended(Appended {
+    Ok(Some(Ok(AppendOutcome::Appended(Appended {
         first_version: actual + 1,
         last_version: actual + n as u64,
         positions: Positions::from_vec(positions),
-    })))
+    }))))
 }
 
 /// The queued appends for the next batch: in arrival order, one per stream

@@ -147,6 +147,11 @@ struct Inner {
     notifier: Mutex<Option<tokio::task::JoinHandle<()>>>,
     max_concurrent_appends: usize,
     appends: Mutex<group::Appends>,
+    /// The heads (version and link) of streams this store appended to or
+    /// read the head of: what the next append's links are computed from. A
+    /// hint only: the append statement stores its events only if the head
+    /// is still this one, and reports the head it found otherwise.
+    heads: Mutex<std::collections::HashMap<StreamId, (u64, es_core::store::Link)>>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -228,6 +233,7 @@ impl PostgresStore {
                 notifier: Mutex::new(None),
                 max_concurrent_appends: options.max_concurrent_appends.max(1),
                 appends: Mutex::default(),
+                heads: Mutex::default(),
             }),
             keyring: None,
         })
@@ -294,6 +300,9 @@ impl PostgresStore {
                 .map_err(error("migrate the schema"))?;
             tracing::info!(schema = %s, from = version, to = version + 1, "migrated the es-postgres schema");
         }
+        if found > 0 && found < schema::CHAINED_FROM {
+            chain_stored_events(&mut tx, s).await?;
+        }
         if found < schema::SCHEMA_VERSION {
             sqlx::query(ddl(format!(r#"DELETE FROM "{s}".schema_version"#)))
                 .execute(&mut *tx)
@@ -309,6 +318,68 @@ impl PostgresStore {
         }
         tx.commit().await.map_err(error("commit the migration"))
     }
+}
+
+/// Gives the events stored before chaining their links, in log order, a
+/// page at a time, inside the migration's transaction: what this proves is
+/// that nothing changed after the migration (see the README's "Audit trail
+/// you can prove").
+async fn chain_stored_events(tx: &mut PgConnection, s: &str) -> Result<(), StoreError> {
+    let select = format!(
+        r#"SELECT position, event_id, aggregate_type, aggregate_id, version, name, schema_version, payload, metadata,
+                  (EXTRACT(EPOCH FROM recorded_at) * 1000000)::BIGINT
+           FROM "{s}".events WHERE position > $1 ORDER BY position LIMIT 1000"#
+    );
+    let update = format!(
+        r#"UPDATE "{s}".events e SET link = u.link FROM UNNEST($1::BIGINT[], $2::BYTEA[]) AS u(position, link)
+           WHERE e.position = u.position"#
+    );
+    use sqlx::Row;
+    let ddl = |text: String| AssertSqlSafe(text).into_sql_str();
+    let mut heads = es_core::store::Heads::default();
+    let mut after = 0_i64;
+    let mut count = 0_u64;
+    loop {
+        let rows = sqlx::query(ddl(select.clone()))
+            .bind(after)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(error("read the events to chain"))?;
+        let Some(last) = rows.last() else { break };
+        after = last.try_get(0).map_err(error("read an event to chain"))?;
+        let mut positions = Vec::with_capacity(rows.len());
+        let mut links = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let get = error("read an event to chain");
+            let position: i64 = row.try_get(0).map_err(&get)?;
+            let version: i64 = row.try_get(4).map_err(&get)?;
+            let schema_version: i32 = row.try_get(6).map_err(&get)?;
+            let event = es_core::store::Linked {
+                event_id: es_core::EventId::from(row.try_get::<uuid::Uuid, _>(1).map_err(&get)?),
+                aggregate_type: row.try_get(2).map_err(&get)?,
+                aggregate_id: row.try_get(3).map_err(&get)?,
+                version: append::stored_u64(version, || {
+                    format!("the event at position {position} has version {version}")
+                })?,
+                name: row.try_get(5).map_err(&get)?,
+                schema_version: schema_version as u32,
+                payload: row.try_get(7).map_err(&get)?,
+                metadata: row.try_get(8).map_err(&get)?,
+                recorded_at: es_core::Timestamp::from_micros(row.try_get(9).map_err(&get)?),
+            };
+            positions.push(position);
+            links.push(heads.advance(&event).as_bytes().to_vec());
+        }
+        count += rows.len() as u64;
+        sqlx::query(ddl(update.clone()))
+            .bind(&positions)
+            .bind(&links)
+            .execute(&mut *tx)
+            .await
+            .map_err(error("chain the stored events"))?;
+    }
+    tracing::info!(schema = %s, events = count, streams = heads.len(), "chained the events stored before chaining");
+    Ok(())
 }
 
 impl EventStore for PostgresStore {

@@ -4,7 +4,7 @@ use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::time::Duration;
 
-use es_core::store::{ContextFields, RecordedEvent};
+use es_core::store::{ContextFields, Link, RecordedEvent};
 use es_core::{EventId, StoreError, StreamId, Timestamp};
 use futures_core::Stream;
 use sqlx::Row;
@@ -191,6 +191,15 @@ pub(crate) fn visit_row(
         recorded_at: match fields.column(ContextFields::RECORDED_AT) {
             Some(i) => timestamp(row, i, at)?,
             None => Timestamp::from_micros(0),
+        },
+        link: match fields.column(ContextFields::LINK) {
+            Some(i) => {
+                let bytes: Option<&[u8]> = row.try_get_unchecked(i).map_err(&get)?;
+                bytes
+                    .and_then(Link::from_slice)
+                    .ok_or_else(|| corrupt(format!("{} has no readable link", at())))?
+            }
+            None => Link::GENESIS,
         },
     };
     Ok(visit(&event))

@@ -7,7 +7,11 @@ use es_core::store::ContextFields;
 use sqlx::{AssertSqlSafe, SqlStr};
 
 /// The newest schema version this release reads and writes.
-pub(crate) const SCHEMA_VERSION: i32 = 3;
+pub(crate) const SCHEMA_VERSION: i32 = 4;
+
+/// The migration that added the `link` column: a schema migrated from
+/// below it has its stored events chained once, in log order.
+pub(crate) const CHAINED_FROM: i32 = 4;
 
 /// Checks that `name` can be used as a schema name as is: lowercase ASCII
 /// letters, digits and `_`, not starting with a digit, at most 63 bytes.
@@ -98,6 +102,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         forgotten_at    TIMESTAMPTZ
     );
     "#,
+    // 3 -> 4: each event's link in its stream's hash chain (32 bytes); the
+    // events stored before get theirs in the same migration.
+    r#"
+    ALTER TABLE "{s}".events ADD COLUMN IF NOT EXISTS link BYTEA;
+    "#,
 ];
 
 /// The statements the store runs, with its schema name filled in.
@@ -137,7 +146,9 @@ impl Sql {
         let sql = |text: String| AssertSqlSafe(text).into_sql_str();
         let key = appender_key(s);
         Sql {
-            // One statement, one round trip: read the stream's version while
+            // One statement, one round trip: read the stream's head (version
+            // and link: the events' links ($11) were computed from the head
+            // in $12/$13, and are stored only if that is still it) while
             // taking the schema's appender lock (see `read_log`) and pinning
             // the transaction id, both before any position is drawn; insert
             // the batch only if the version matches ($3, NULL for any); record
@@ -146,18 +157,20 @@ impl Sql {
             // for every command, and its planning and start-up cost the
             // server more than its inserts.
             append: sql(format!(
-                r#"WITH cur AS MATERIALIZED (
-                    SELECT COALESCE(MAX(version), 0) AS v, pg_current_xact_id() AS tx,
-                           pg_advisory_xact_lock_shared({APPENDERS}, {key}) AS locked
-                    FROM "{s}".events WHERE aggregate_type = $1 AND aggregate_id = $2),
+                r#"WITH head AS MATERIALIZED (
+                    SELECT version, link FROM "{s}".events WHERE aggregate_type = $1 AND aggregate_id = $2
+                    ORDER BY version DESC LIMIT 1),
+                cur AS MATERIALIZED (
+                    SELECT COALESCE((SELECT version FROM head), 0) AS v, (SELECT link FROM head) AS link,
+                           pg_current_xact_id() AS tx, pg_advisory_xact_lock_shared({APPENDERS}, {key}) AS locked),
                 ins AS (
                     INSERT INTO "{s}".events (transaction_id, event_id, aggregate_type, aggregate_id, version, name,
-                                              schema_version, payload, metadata, recorded_at)
+                                              schema_version, payload, metadata, recorded_at, link)
                     SELECT cur.tx, e.event_id, $1, $2, cur.v + e.ord, e.name, e.schema_version, e.payload, $8,
-                           TIMESTAMPTZ 'epoch' + $9::BIGINT * INTERVAL '1 microsecond'
-                    FROM cur, UNNEST($4::UUID[], $5::TEXT[], $6::INTEGER[], $7::BYTEA[])
-                         WITH ORDINALITY AS e(event_id, name, schema_version, payload, ord)
-                    WHERE $3::BIGINT IS NULL OR cur.v = $3
+                           TIMESTAMPTZ 'epoch' + $9::BIGINT * INTERVAL '1 microsecond', e.link
+                    FROM cur, UNNEST($4::UUID[], $5::TEXT[], $6::INTEGER[], $7::BYTEA[], $11::BYTEA[])
+                         WITH ORDINALITY AS e(event_id, name, schema_version, payload, link, ord)
+                    WHERE ($3::BIGINT IS NULL OR cur.v = $3) AND cur.v = $12 AND cur.link IS NOT DISTINCT FROM $13
                     ORDER BY e.ord
                     RETURNING position, version
                 ),
@@ -165,33 +178,41 @@ impl Sql {
                     INSERT INTO "{s}".commands (command_id, aggregate_type, aggregate_id, first_version, last_version)
                     SELECT $10, $1, $2, cur.v + 1, cur.v + cardinality($4::UUID[])
                     FROM cur WHERE $10::TEXT IS NOT NULL AND ($3::BIGINT IS NULL OR cur.v = $3)
-                      AND cardinality($4::UUID[]) > 0
+                      AND cur.v = $12 AND cur.link IS NOT DISTINCT FROM $13 AND cardinality($4::UUID[]) > 0
                 )
-                SELECT cur.v AS actual, ARRAY(SELECT position FROM ins ORDER BY version) AS positions FROM cur"#
+                SELECT cur.v AS actual, cur.link AS link, ARRAY(SELECT position FROM ins ORDER BY version) AS positions
+                FROM cur"#
             )),
             // Many requests in one statement (see `group.rs`): the requests
-            // ($1..$7, one element each) and their events ($8..$13, each with
-            // its request's number and its place in it). Each request's
-            // version is read and checked on its own; one row per request.
+            // ($1..$7, $14, $15, one element each) and their events ($8..$13,
+            // $16, each with its request's number and its place in it). Each
+            // request's head is read and checked on its own (its version
+            // against the expected one, and both against the head its links
+            // were computed from); one row per request.
             append_batch: sql(format!(
                 r#"WITH cur AS MATERIALIZED (
                     SELECT r.*, pg_current_xact_id() AS tx,
                            pg_advisory_xact_lock_shared({APPENDERS}, {key}) AS locked,
-                           (SELECT COALESCE(MAX(e.version), 0) FROM "{s}".events e
-                            WHERE e.aggregate_type = r.aggregate_type AND e.aggregate_id = r.aggregate_id) AS v
+                           COALESCE(h.version, 0) AS v, h.link
                     FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::BYTEA[], $6::BIGINT[],
-                                $7::INTEGER[])
+                                $7::INTEGER[], $14::BIGINT[], $15::BYTEA[])
                          WITH ORDINALITY AS r(aggregate_type, aggregate_id, expected, command_id, metadata,
-                                              recorded_at, n, req)),
-                ok AS (SELECT * FROM cur WHERE expected IS NULL OR v = expected),
+                                              recorded_at, n, assumed_v, assumed_link, req)
+                    LEFT JOIN LATERAL (
+                        SELECT e.version, e.link FROM "{s}".events e
+                        WHERE e.aggregate_type = r.aggregate_type AND e.aggregate_id = r.aggregate_id
+                        ORDER BY e.version DESC LIMIT 1) h ON TRUE),
+                ok AS (SELECT * FROM cur WHERE (expected IS NULL OR v = expected)
+                       AND v = assumed_v AND link IS NOT DISTINCT FROM assumed_link),
                 ins AS (
                     INSERT INTO "{s}".events (transaction_id, event_id, aggregate_type, aggregate_id, version, name,
-                                              schema_version, payload, metadata, recorded_at)
+                                              schema_version, payload, metadata, recorded_at, link)
                     SELECT ok.tx, e.event_id, ok.aggregate_type, ok.aggregate_id, ok.v + e.k, e.name,
                            e.schema_version, e.payload, ok.metadata,
-                           TIMESTAMPTZ 'epoch' + ok.recorded_at * INTERVAL '1 microsecond'
-                    FROM UNNEST($8::INTEGER[], $9::INTEGER[], $10::UUID[], $11::TEXT[], $12::INTEGER[], $13::BYTEA[])
-                         WITH ORDINALITY AS e(req, k, event_id, name, schema_version, payload, ord)
+                           TIMESTAMPTZ 'epoch' + ok.recorded_at * INTERVAL '1 microsecond', e.link
+                    FROM UNNEST($8::INTEGER[], $9::INTEGER[], $10::UUID[], $11::TEXT[], $12::INTEGER[], $13::BYTEA[],
+                                $16::BYTEA[])
+                         WITH ORDINALITY AS e(req, k, event_id, name, schema_version, payload, link, ord)
                     JOIN ok ON ok.req = e.req
                     ORDER BY e.ord
                     RETURNING position, aggregate_type, aggregate_id, version
@@ -201,7 +222,7 @@ impl Sql {
                     SELECT command_id, aggregate_type, aggregate_id, v + 1, v + n FROM ok
                     WHERE command_id IS NOT NULL AND n > 0
                 )
-                SELECT cur.v AS actual,
+                SELECT cur.v AS actual, cur.link AS link,
                        ARRAY(SELECT i.position FROM ins i
                              WHERE i.aggregate_type = cur.aggregate_type AND i.aggregate_id = cur.aggregate_id
                              ORDER BY i.version) AS positions

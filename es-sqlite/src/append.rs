@@ -3,12 +3,12 @@
 
 use std::sync::atomic::Ordering;
 
-use es_core::store::{AppendOutcome, AppendRequest, Appended, CommandRecord, Positions};
+use es_core::store::{AppendOutcome, AppendRequest, Appended, CommandRecord, Link, Positions, link_batch};
 use es_core::{AppendError, Conflict, StoreError, StreamId};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::read::stored_u64;
-use crate::{STORE, SqliteStore, error, lock, to_i64};
+use crate::{STORE, SqliteStore, corrupt, error, lock, to_i64};
 
 impl SqliteStore {
     pub(crate) fn append_now(&self, request: AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
@@ -23,13 +23,29 @@ impl SqliteStore {
         {
             return Ok(AppendOutcome::Duplicate(record));
         }
-        let actual: i64 = tx
+        let head: Option<(i64, Option<Vec<u8>>)> = tx
             .prepare_cached(
-                "SELECT COALESCE(MAX(version), 0) FROM es_events WHERE aggregate_type = ?1 AND aggregate_id = ?2",
+                "SELECT version, link FROM es_events WHERE aggregate_type = ?1 AND aggregate_id = ?2 \
+                 ORDER BY version DESC LIMIT 1",
             )
-            .and_then(|mut s| s.query_row(params![stream.aggregate_type(), stream.aggregate_id()], |r| r.get(0)))
+            .and_then(|mut s| {
+                s.query_row(params![stream.aggregate_type(), stream.aggregate_id()], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()
+            })
             .map_err(error("read a stream's version"))?;
-        let actual = stored_u64(actual, || format!("stream `{stream}` has version {actual}"))?;
+        let (actual, previous) = match head {
+            None => (0, Link::GENESIS),
+            Some((v, link)) => {
+                let v = stored_u64(v, || format!("stream `{stream}` has version {v}"))?;
+                let link = link
+                    .as_deref()
+                    .and_then(Link::from_slice)
+                    .ok_or_else(|| corrupt(format!("version {v} of stream `{stream}` has no readable link")))?;
+                (v, link)
+            }
+        };
         if !request.expected.matches(actual) {
             return Err(Conflict {
                 stream: stream.clone(),
@@ -39,13 +55,21 @@ impl SqliteStore {
             .into());
         }
         let count = request.events.len() as u64;
+        let links = link_batch(
+            previous,
+            stream,
+            actual + 1,
+            request.events,
+            request.metadata,
+            request.recorded_at,
+        );
         let mut first_position = 0;
         let mut last_position = 0;
         {
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO es_events (event_id, aggregate_type, aggregate_id, version, name, schema_version, \
-                     payload, metadata, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                     payload, metadata, recorded_at, link) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )
                 .map_err(error("prepare an append"))?;
             for (i, event) in request.events.iter().enumerate() {
@@ -61,6 +85,7 @@ impl SqliteStore {
                         event.payload,
                         request.metadata,
                         request.recorded_at.as_micros(),
+                        links[i].as_bytes().as_slice(),
                     ])
                     .map_err(|e| match e.sqlite_error_code() {
                         Some(rusqlite::ErrorCode::ConstraintViolation) if e.to_string().contains("event_id") => {

@@ -307,6 +307,52 @@ fn check_readable(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Gives the events stored before chaining their links, in log order: what
+/// this proves is that nothing changed after the migration (see the
+/// README's "Audit trail you can prove").
+fn chain_stored_events(tx: &Connection) -> Result<(), StoreError> {
+    let mut heads = es_core::store::Heads::default();
+    let mut select = tx
+        .prepare(
+            "SELECT position, event_id, aggregate_type, aggregate_id, version, name, schema_version, payload, \
+             metadata, recorded_at FROM es_events ORDER BY position",
+        )
+        .map_err(error("read the events to chain"))?;
+    let mut update = tx
+        .prepare("UPDATE es_events SET link = ?1 WHERE position = ?2")
+        .map_err(error("chain the stored events"))?;
+    let mut rows = select.query([]).map_err(error("read the events to chain"))?;
+    let mut count = 0_u64;
+    while let Some(row) = rows.next().map_err(error("read the events to chain"))? {
+        let position: i64 = row.get(0).map_err(error("read an event to chain"))?;
+        let at = || format!("the event at position {position}");
+        let id = read::cell(row, 1, "event_id", &at, |v| v.as_blob())?;
+        let event = es_core::store::Linked {
+            event_id: read::uuid_from(id)
+                .ok_or_else(|| corrupt(format!("{} has an id of {} bytes", at(), id.len())))?,
+            aggregate_type: read::cell(row, 2, "aggregate_type", &at, |v| v.as_str())?,
+            aggregate_id: read::cell(row, 3, "aggregate_id", &at, |v| v.as_str())?,
+            version: read::version_cell(row, 4, &at)?,
+            name: read::cell(row, 5, "name", &at, |v| v.as_str())?,
+            schema_version: read::schema_version_cell(row, 6, &at)?,
+            payload: read::cell(row, 7, "payload", &at, |v| v.as_blob())?,
+            metadata: read::cell(row, 8, "metadata", &at, |v| v.as_blob())?,
+            recorded_at: es_core::Timestamp::from_micros(read::cell(row, 9, "recorded_at", &at, |v| v.as_i64())?),
+        };
+        let link = heads.advance(&event);
+        update
+            .execute(rusqlite::params![link.as_bytes().as_slice(), position])
+            .map_err(error("chain the stored events"))?;
+        count += 1;
+    }
+    tracing::info!(
+        events = count,
+        streams = heads.len(),
+        "chained the events stored before chaining"
+    );
+    Ok(())
+}
+
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -326,6 +372,9 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     for (version, migration) in schema::MIGRATIONS.iter().enumerate().skip(found as usize) {
         tx.execute_batch(migration).map_err(error("migrate the schema"))?;
         tracing::info!(from = version, to = version + 1, "migrated the es-sqlite schema");
+    }
+    if found > 0 && found < schema::CHAINED_FROM {
+        chain_stored_events(&tx)?;
     }
     tx.pragma_update(None, "user_version", schema::SCHEMA_VERSION)
         .map_err(error("record the schema version"))?;

@@ -2,7 +2,7 @@
 
 use std::ops::ControlFlow;
 
-use es_core::store::{ContextFields, RecordedEvent};
+use es_core::store::{ContextFields, Link, RecordedEvent};
 use es_core::{EventId, StoreError, StreamId, Timestamp};
 
 use crate::{corrupt, error};
@@ -52,6 +52,7 @@ pub(crate) struct Columns {
     version: Option<usize>,
     metadata: Option<usize>,
     recorded_at: Option<usize>,
+    link: Option<usize>,
 }
 
 impl Columns {
@@ -63,6 +64,7 @@ impl Columns {
             version: fields.column(ContextFields::VERSION),
             metadata: fields.column(ContextFields::METADATA),
             recorded_at: fields.column(ContextFields::RECORDED_AT),
+            link: fields.column(ContextFields::LINK),
         }
     }
 }
@@ -143,6 +145,10 @@ fn plain_row<'r>(
             Some(i) => int(i)?,
             None => 0,
         }),
+        link: match columns.link {
+            Some(_) => Link::from_slice(blob(columns.link)?)?,
+            None => Link::GENESIS,
+        },
     })
 }
 
@@ -206,6 +212,14 @@ pub(crate) fn visit_checked_row(
             Some(i) => cell(row, i, "recorded_at", &at, |v| v.as_i64())?,
             None => 0,
         }),
+        link: match columns.link {
+            Some(i) => {
+                let bytes = cell(row, i, "link", &at, |v| v.as_blob())?;
+                Link::from_slice(bytes)
+                    .ok_or_else(|| corrupt(format!("{} has a link of {} bytes, not 32", at(), bytes.len())))?
+            }
+            None => Link::GENESIS,
+        },
     };
     Ok(visit(&event))
 }

@@ -5,7 +5,7 @@
 //! a file from a newer release is refused rather than misread.
 
 /// The newest schema this release reads and writes.
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
 pub(crate) const MIGRATIONS: &[&str] = &[
@@ -75,4 +75,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         forgotten_at    INTEGER -- microseconds since the Unix epoch
     );
     "#,
+    // 3 -> 4: each event's link in its stream's hash chain (32 bytes); the
+    // events stored before get theirs from `chain_stored_events`.
+    r#"
+    ALTER TABLE es_events ADD COLUMN link BLOB;
+    "#,
 ];
+
+/// The migration that added the `link` column: a file migrated from below
+/// it has its stored events chained once, in log order.
+pub(crate) const CHAINED_FROM: i64 = 4;

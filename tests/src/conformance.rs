@@ -37,6 +37,7 @@ macro_rules! conformance_tests {
             command_ids_are_recorded,
             snapshots_and_checkpoints,
             reads_stop_when_asked,
+            streams_are_hash_chained,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -825,4 +826,58 @@ pub async fn reads_stop_when_asked<S: EventStore>(store: S) {
         .await
         .unwrap();
     assert_eq!(seen, 4);
+}
+
+/// Each event's stored link is its stored form chained to the event before
+/// it in its stream: batches, appends at any version racing each other, and
+/// interleaved streams all chain, and every read that asks for the link
+/// returns the same one.
+pub async fn streams_are_hash_chained<S: EventStore + Clone>(store: S) {
+    use es_core::store::{Heads, Link, Linked};
+    let a = StreamId::new("chain", "a");
+    let b = StreamId::new("chain", "b");
+    committed(
+        append(&store, &a, ExpectedVersion::NoStream, events(3, "a"))
+            .await
+            .unwrap(),
+    );
+    committed(append(&store, &b, ExpectedVersion::Any, events(1, "b")).await.unwrap());
+    committed(
+        append(&store, &a, ExpectedVersion::Exact(3), events(2, "a2"))
+            .await
+            .unwrap(),
+    );
+    let mut tasks = Vec::new();
+    for task in 0..4 {
+        let (store, b) = (store.clone(), b.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..10 {
+                let batch = events(1 + i % 3, &format!("b{task}-{i}"));
+                committed(append(&store, &b, ExpectedVersion::Any, batch).await.unwrap());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let log = store.read_all_vec(0, 10_000).await.unwrap();
+    assert_eq!(log.len(), 3 + 1 + 2 + 4 * 19);
+    let mut heads = Heads::default();
+    for e in &log {
+        let expected = heads.advance(&Linked::recorded(&e.as_recorded()));
+        assert_eq!(e.link, expected, "the link of version {} of `{}`", e.version, e.stream);
+        assert_ne!(e.link, Link::GENESIS);
+    }
+    for stream in [&a, &b] {
+        let mut links = Vec::new();
+        store
+            .read_stream(stream, 1, ContextFields::LINK, |e: &RecordedEvent<'_>| {
+                links.push(e.link);
+                ControlFlow::Continue(())
+            })
+            .await
+            .unwrap();
+        let from_log: Vec<Link> = log.iter().filter(|e| &e.stream == stream).map(|e| e.link).collect();
+        assert_eq!(links, from_log, "the links of `{stream}` read alone");
+    }
 }

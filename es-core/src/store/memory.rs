@@ -10,8 +10,8 @@ use hashbrown::HashTable;
 use tokio::sync::watch;
 
 use super::{
-    AppendOutcome, AppendRequest, Appended, CommandRecord, ContextFields, EventStore, Positions, RecordedEvent,
-    Snapshot,
+    AppendOutcome, AppendRequest, Appended, CommandRecord, ContextFields, EventStore, Link, Linked, Positions,
+    RecordedEvent, Snapshot,
 };
 use crate::envelope::{EventId, StreamId, Timestamp};
 use crate::error::{AppendError, Conflict, StoreError};
@@ -37,6 +37,7 @@ pub(super) struct Shared {
 }
 
 /// The data, laid out for memory: an event costs its 56-byte entry, its
+/// 32-byte link,
 /// payload bytes, 4 bytes in its stream's index and 4 in the index of
 /// ascending event ids (about 10 in the event-id table instead, for an id
 /// that arrives out of order); names, streams and metadata are stored once
@@ -45,6 +46,8 @@ pub(super) struct Shared {
 struct State {
     /// The global log; position `p` is at index `p - 1`.
     log: Vec<Entry>,
+    /// Each event's link in its stream's hash chain, by log index.
+    links: Vec<Link>,
     /// Every payload, back to back; entries hold offsets.
     payloads: Vec<u8>,
     /// Each distinct (stored name, schema version), once.
@@ -129,6 +132,7 @@ impl State {
                 &self.metadata[e.metadata as usize - 1]
             },
             recorded_at: e.recorded_at,
+            link: self.links[index],
         }
     }
 
@@ -361,16 +365,24 @@ impl InMemoryStore {
             state.metadata.len() as u32
         };
         let first_position = state.log.len() as u64 + 1;
+        let mut link = match actual {
+            0 => Link::GENESIS,
+            v => state.links[state.streams[stream_at as usize].entries[v as usize - 1] as usize],
+        };
         state.log.reserve(request.events.len());
+        state.links.reserve(request.events.len());
         state.streams[stream_at as usize].entries.reserve(request.events.len());
         for (i, event) in request.events.iter().enumerate() {
             let index = state.log.len() as u32;
             let kind = state.kind(event.name, event.schema_version);
             let payload_at = state.payloads.len() as u64;
             state.payloads.extend_from_slice(event.payload);
+            let version = actual + 1 + i as u64;
+            link = Linked::new_event(request.stream, version, event, request.metadata, request.recorded_at).link(&link);
+            state.links.push(link);
             state.log.push(Entry {
                 event_id: event.event_id,
-                version: actual + 1 + i as u64,
+                version,
                 recorded_at: request.recorded_at,
                 payload_at,
                 payload_len: event.payload.len() as u32,

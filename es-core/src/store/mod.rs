@@ -10,11 +10,13 @@ use std::ops::ControlFlow;
 use crate::envelope::StreamId;
 use crate::error::{AppendError, StoreError};
 
+pub mod chain;
 mod memory;
 mod memory_keys;
 mod records;
 mod validate;
 
+pub use chain::{Heads, Link, Linked, link_batch};
 pub use memory::InMemoryStore;
 pub use records::{
     AppendOutcome, AppendRequest, Appended, CommandRecord, ContextFields, ExpectedVersion, NewEvent, Positions,

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use super::FOREIGN;
+use super::chain::Link;
 use crate::envelope::{EventId, StreamId, Timestamp};
 
 /// What the writer believes the stream's version is.
@@ -229,6 +230,9 @@ pub struct RecordedEvent<'a> {
     pub metadata: &'a [u8],
     /// When it was committed.
     pub recorded_at: Timestamp,
+    /// Its link in its stream's hash chain ([`Link::GENESIS`] when the
+    /// read left it out: see [`ContextFields::LINK`]).
+    pub link: Link,
 }
 
 impl RecordedEvent<'_> {
@@ -249,6 +253,7 @@ impl RecordedEvent<'_> {
             payload: self.payload.to_vec(),
             metadata: self.metadata.to_vec(),
             recorded_at: self.recorded_at,
+            link: self.link,
         }
     }
 }
@@ -286,10 +291,12 @@ impl ContextFields {
     /// [`RecordedEvent::position`] in a read of a stream (a read of the
     /// log always has it).
     pub const POSITION: Self = ContextFields(1 << 6);
+    /// [`RecordedEvent::link`], the event's link in its stream's hash chain.
+    pub const LINK: Self = ContextFields(1 << 7);
     /// What loading an aggregate uses: the version and commit time.
     pub const LOAD: Self = ContextFields(Self::VERSION.0 | Self::RECORDED_AT.0);
     /// Every field.
-    pub const ALL: Self = ContextFields((1 << 7) - 1);
+    pub const ALL: Self = ContextFields(u8::MAX);
 
     /// The fields of both.
     #[must_use]
@@ -302,14 +309,13 @@ impl ContextFields {
         self.0 & other.0 == other.0
     }
 
-    /// The set whose [`bits`](Self::bits) are `bits` (bits above the
-    /// fields are ignored).
+    /// The set whose [`bits`](Self::bits) are `bits`.
     pub const fn from_bits(bits: u8) -> Self {
-        ContextFields(bits & Self::ALL.0)
+        ContextFields(bits)
     }
 
-    /// The set as a number below 128 (each field one bit), to index a table
-    /// of prepared statements by.
+    /// The set as a number (each field one bit), to index a table of
+    /// prepared statements by.
     pub const fn bits(self) -> u8 {
         self.0
     }
@@ -317,7 +323,7 @@ impl ContextFields {
     /// The SQL select list of an event row, for a store whose table names
     /// its columns after the fields of [`RecordedEvent`]: `position, name,
     /// schema_version, payload`, then, of `event_id, aggregate_type,
-    /// aggregate_id, version, metadata, recorded_at`, those in `self`, in
+    /// aggregate_id, version, metadata, recorded_at, link`, those in `self`, in
     /// that order ([`column`](Self::column) tells where each is). The
     /// position is always selected: it costs an SQL store nothing.
     pub fn sql_columns(self) -> String {
@@ -340,19 +346,21 @@ impl ContextFields {
         if field.0 == Self::POSITION.0 {
             return Some(0);
         }
-        // The fields before it, in bit order, that are read.
-        let before = self.0 & (field.0 - 1);
+        // The fields before it, in bit order, that are read (the position,
+        // always column 0, aside).
+        let before = self.0 & (field.0 - 1) & !Self::POSITION.0;
         Some(4 + before.count_ones() as usize)
     }
 
     /// The optional fields in column order, with their column names.
-    const OPTIONAL: [(Self, &'static str); 6] = [
+    const OPTIONAL: [(Self, &'static str); 7] = [
         (Self::EVENT_ID, "event_id"),
         (Self::AGGREGATE_TYPE, "aggregate_type"),
         (Self::AGGREGATE_ID, "aggregate_id"),
         (Self::VERSION, "version"),
         (Self::METADATA, "metadata"),
         (Self::RECORDED_AT, "recorded_at"),
+        (Self::LINK, "link"),
     ];
 }
 
@@ -377,6 +385,8 @@ pub struct StoredEvent {
     pub metadata: Vec<u8>,
     /// When it was committed.
     pub recorded_at: Timestamp,
+    /// Its link in its stream's hash chain.
+    pub link: Link,
 }
 
 impl StoredEvent {
@@ -411,6 +421,7 @@ impl StoredEvent {
             "schema_version": self.schema_version,
             "recorded_at": self.recorded_at.to_string(),
             "recorded_at_micros": self.recorded_at.as_micros(),
+            "link": self.link.to_string(),
             "payload": payload,
             "metadata": metadata,
         })
@@ -429,6 +440,7 @@ impl StoredEvent {
             payload: &self.payload,
             metadata: &self.metadata,
             recorded_at: self.recorded_at,
+            link: self.link,
         }
     }
 }

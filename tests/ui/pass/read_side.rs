@@ -140,6 +140,7 @@ fn main() {
         payload: &payload,
         metadata: &[],
         recorded_at: Timestamp::now(),
+        link: es_core::store::Link::GENESIS,
     };
     let mut rows = Vec::new();
     {
