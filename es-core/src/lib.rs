@@ -487,6 +487,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod aggregate;
+pub mod audit;
 mod cache;
 pub mod codec;
 mod command;

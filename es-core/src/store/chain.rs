@@ -198,42 +198,54 @@ pub fn link_batch(
 
 /// The head (version and link) of each stream's chain, for computing links
 /// in log order: what a migration that chains the events stored before
-/// chaining keeps, and what a verifier compares with.
+/// chaining keeps, and what a verifier compares with. A lookup allocates
+/// nothing; a new stream allocates its names once.
 #[derive(Debug, Default)]
-pub struct Heads(std::collections::HashMap<(String, String), (u64, Link)>);
+pub struct Heads {
+    streams: std::collections::HashMap<String, std::collections::HashMap<String, (u64, Link)>>,
+    len: usize,
+}
 
 impl Heads {
     /// The head of a stream's chain, if it has one.
     pub fn get(&self, aggregate_type: &str, aggregate_id: &str) -> Option<(u64, Link)> {
-        self.0
-            .get(&(aggregate_type.to_owned(), aggregate_id.to_owned()))
-            .copied()
+        self.streams.get(aggregate_type)?.get(aggregate_id).copied()
     }
 
     /// Chains `event` to its stream's head ([`Link::GENESIS`] for a stream
     /// not seen yet), makes it the head and returns its link.
     pub fn advance(&mut self, event: &Linked<'_>) -> Link {
-        let key = (event.aggregate_type.to_owned(), event.aggregate_id.to_owned());
-        let previous = self.0.get(&key).map_or(Link::GENESIS, |h| h.1);
+        let previous = self
+            .get(event.aggregate_type, event.aggregate_id)
+            .map_or(Link::GENESIS, |h| h.1);
         let link = event.link(&previous);
-        self.0.insert(key, (event.version, link));
+        self.set(event.aggregate_type, event.aggregate_id, event.version, link);
         link
     }
 
     /// Makes `link` the head of a stream, at `version`.
     pub fn set(&mut self, aggregate_type: &str, aggregate_id: &str, version: u64, link: Link) {
-        self.0
-            .insert((aggregate_type.to_owned(), aggregate_id.to_owned()), (version, link));
+        let ids = match self.streams.get_mut(aggregate_type) {
+            Some(ids) => ids,
+            None => self.streams.entry(aggregate_type.to_owned()).or_default(),
+        };
+        match ids.get_mut(aggregate_id) {
+            Some(head) => *head = (version, link),
+            None => {
+                ids.insert(aggregate_id.to_owned(), (version, link));
+                self.len += 1;
+            }
+        }
     }
 
     /// How many streams it holds.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.len
     }
 
     /// Whether it holds none.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len == 0
     }
 }
 
