@@ -11,6 +11,12 @@
 //! es --db nats://localhost:4222 foreign         # messages on a NATS store's subjects that are no events
 //! es --db hotel.db forget guest-7 --yes          # erase a data subject's key: its personal data reads as forgotten
 //! es --db hotel.db unsealed                      # events holding a personal field in clear (written before it was made personal)
+//! es audit keygen --out seal.key                 # a new seal key; prints its public key
+//! es --db bank.db audit seal --key-file seal.key # sign a seal of the log now
+//! es --db bank.db audit head > head.json         # export the latest seal, to keep elsewhere
+//! es --db bank.db audit verify --key <HEX> --head head.json   # every chain, every seal, the log grew from the head
+//! es --db bank.db audit prove 42 > proof.json    # an inclusion proof of the event at position 42
+//! es audit check proof.json --key <HEX>          # check it offline, with the public key alone
 //! ```
 //!
 //! `--db` (or `ES_DB`) is a SQLite file, a `postgres://` URL (`--schema`
@@ -57,11 +63,13 @@ use es_postgres::{PostgresOptions, PostgresStore};
 use es_sqlite::SqliteStore;
 use serde_json::{Value, json};
 
+mod audit;
 mod commands;
 mod inspect;
 mod personal;
 mod table;
 
+pub use audit::AuditCommand;
 use commands::{follow, rebuild, schema};
 pub use inspect::{CatalogueEntry, CheckpointInfo, ForeignInfo, StreamInfo};
 pub use personal::{Unsealed, UnsealedReport};
@@ -172,6 +180,13 @@ pub enum Command {
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+    },
+    /// The audit trail: verify chains and seals, seal the log, export its
+    /// head, prove an event, check a proof.
+    Audit {
+        /// What to do.
+        #[command(subcommand)]
+        command: AuditCommand,
     },
 }
 
@@ -290,6 +305,11 @@ pub async fn run_args(
 
 /// Runs a parsed command line, writing to `out`.
 pub async fn run(cli: Cli, rebuilds: &Rebuilds, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
+    if let Command::Audit { command } = &cli.command
+        && command.offline()
+    {
+        return audit::run_offline(command, cli.json, out);
+    }
     let target = cli
         .db
         .clone()
@@ -299,10 +319,11 @@ pub async fn run(cli: Cli, rebuilds: &Rebuilds, out: &mut (dyn Write + Send)) ->
     }
     // Only `reset` and `rebuild` write; every other command opens the
     // store read-only (nothing created, migrated or written).
-    let writes = matches!(
-        cli.command,
-        Command::Reset { .. } | Command::Rebuild { .. } | Command::Forget { .. }
-    );
+    let writes = match &cli.command {
+        Command::Reset { .. } | Command::Rebuild { .. } | Command::Forget { .. } => true,
+        Command::Audit { command } => command.writes(),
+        _ => false,
+    };
     let db = open(&target, &cli.schema, !writes).await?;
     match &cli.command {
         Command::Streams { aggregate_type, limit } => {
@@ -484,6 +505,7 @@ pub async fn run(cli: Cli, rebuilds: &Rebuilds, out: &mut (dyn Write + Send)) ->
                 t.write(out)?;
             }
         }
+        Command::Audit { command } => audit::run(&db, command, cli.json, out).await?,
         Command::Schema => unreachable!("handled before opening the store"),
     }
     Ok(())

@@ -25,6 +25,9 @@ pub(crate) struct Slot<A> {
     /// before the first load, and after a failure that may have left it
     /// half-applied.
     pub(crate) fresh: bool,
+    /// The link of the event at `version` in the stream's hash chain, kept
+    /// when the dispatcher verifies chains on load.
+    pub(crate) link: crate::store::Link,
 }
 
 impl<A: crate::Aggregate> Slot<A> {
@@ -34,6 +37,7 @@ impl<A: crate::Aggregate> Slot<A> {
             version: 0,
             stream: None,
             fresh: false,
+            link: crate::store::Link::GENESIS,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Shared code of the cross-crate test suites: the store conformance suite
 //! and test doubles.
 
+pub mod audit;
 pub mod conformance;
 pub mod crash;
 pub mod decoding;

@@ -103,7 +103,7 @@ impl Seal {
         out.extend_from_slice(&self.position.to_be_bytes());
         out.extend_from_slice(&self.previous.0);
         out.extend_from_slice(&self.sealed_at.to_be_bytes());
-        out.extend_from_slice(self.key.0.as_bytes());
+        out.extend_from_slice(&self.key.0);
         out
     }
 
@@ -126,7 +126,8 @@ impl Seal {
         let bytes = decode_hex(&self.signature).ok_or_else(bad)?;
         let signature = ed25519_dalek::Signature::from_slice(&bytes).map_err(|_| bad())?;
         self.key
-            .0
+            .verifying()
+            .ok_or_else(bad)?
             .verify_strict(&self.signed_bytes(), &signature)
             .map_err(|_| bad())?;
         if !trusted.is_empty() && !trusted.contains(&self.key) {
@@ -145,12 +146,18 @@ impl Seal {
 }
 
 /// An Ed25519 public key, shown as 64 hex digits.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct PublicKey(pub(crate) VerifyingKey);
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PublicKey([u8; 32]);
+
+impl PublicKey {
+    fn verifying(&self) -> Option<VerifyingKey> {
+        VerifyingKey::from_bytes(&self.0).ok()
+    }
+}
 
 impl fmt::Display for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&Link(self.0.to_bytes()), f)
+        fmt::Display::fmt(&Link(self.0), f)
     }
 }
 
@@ -168,9 +175,11 @@ impl FromStr for PublicKey {
             .trim()
             .parse::<Link>()
             .map_err(|_| AuditError::Unreadable("a public key is 64 hex digits".to_owned()))?;
-        VerifyingKey::from_bytes(&bytes.0)
-            .map(PublicKey)
-            .map_err(|_| AuditError::Unreadable("not an Ed25519 public key".to_owned()))
+        let key = PublicKey(bytes.0);
+        match key.verifying() {
+            Some(_) => Ok(key),
+            None => Err(AuditError::Unreadable("not an Ed25519 public key".to_owned())),
+        }
     }
 }
 
@@ -253,7 +262,7 @@ impl SealKey {
 
     /// The public key, which verifies its seals.
     pub fn public_key(&self) -> PublicKey {
-        PublicKey(self.0.verifying_key())
+        PublicKey(self.0.verifying_key().to_bytes())
     }
 
     /// A seal of the tree `frontier` (of the log up to `position`),

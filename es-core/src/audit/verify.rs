@@ -76,7 +76,7 @@ pub enum Problem {
         last: u64,
     },
     /// A seal that does not hold for another reason: its signature, its
-    /// key, its predecessor, or more events than came before it.
+    /// key, its predecessor, or the position it names.
     BadSeal {
         /// The seal's position in the log.
         seal_position: u64,
@@ -250,10 +250,20 @@ impl Verifier<'_> {
         // The leaves before this seal's own.
         let before = self.tree.len() - 1;
         if seal.size > before {
-            self.problem(bad(format!(
-                "it covers {} events, but {before} come before it",
-                seal.size
-            )));
+            // Fewer events than it covers: some after the seal before it
+            // were removed.
+            let since = self.report.last_seal.as_ref().map_or(0, |s| s.size.min(before));
+            let first = match before {
+                0 => 1,
+                _ => self.positions[since.min(before - 1) as usize],
+            };
+            let (first, last) = (first, at - 1);
+            self.problem(Problem::SealMismatch {
+                seal_position: at,
+                size: seal.size,
+                first,
+                last,
+            });
         } else if let Some((first, last)) = self.difference(&seal) {
             self.problem(Problem::SealMismatch {
                 seal_position: at,

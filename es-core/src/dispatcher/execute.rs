@@ -11,7 +11,7 @@ use crate::command::Command;
 use crate::envelope::{Metadata, StreamId};
 use crate::error::{AppendError, DispatchError};
 use crate::event::{Event, IntoEvents};
-use crate::store::{AppendOutcome, AppendRequest, Appended, EventStore, ExpectedVersion};
+use crate::store::{AppendOutcome, AppendRequest, Appended, EventStore, ExpectedVersion, Link, link_batch};
 
 use super::encode::encode_batch;
 use super::{Committed, Dispatcher};
@@ -110,7 +110,15 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         match appended {
             Ok(AppendOutcome::Appended(appended)) => {
                 let metadata = (!metadata.is_empty()).then(|| Arc::new(metadata));
-                self.after_commit(&stream, slot, before, &appended).await;
+                let head = self.head_link(
+                    &stream,
+                    &slot,
+                    before,
+                    batch.as_slice(),
+                    &encoded_metadata,
+                    encoded.recorded_at,
+                );
+                self.after_commit(&stream, slot, before, &appended, head).await;
                 Ok(encoded.committed(stream, appended, list, metadata))
             }
             Ok(AppendOutcome::Duplicate(record)) => {
@@ -126,12 +134,42 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         }
     }
 
+    /// The link of the last event of a batch just appended after `before`,
+    /// when chains are verified on load: the store chained it from the head
+    /// the slot holds, as [`link_batch`] does.
+    fn head_link<A: Aggregate>(
+        &self,
+        stream: &StreamId,
+        slot: &Slot<A>,
+        before: u64,
+        batch: &[crate::store::NewEvent<'_>],
+        metadata: &[u8],
+        recorded_at: crate::Timestamp,
+    ) -> Option<Link> {
+        if !self.inner.verify_chains {
+            return None;
+        }
+        link_batch(slot.link, stream, before + 1, batch, metadata, recorded_at)
+            .last()
+            .copied()
+    }
+
     /// After a commit at versions after `before`: the slot holds the
     /// committed state, a snapshot is taken when one is due, and inline
     /// projections are fed once the slot is released. Most commits need
     /// neither, and then nothing here waits.
-    async fn after_commit<A: Aggregate>(&self, stream: &StreamId, mut slot: Held<A>, before: u64, appended: &Appended) {
+    async fn after_commit<A: Aggregate>(
+        &self,
+        stream: &StreamId,
+        mut slot: Held<A>,
+        before: u64,
+        appended: &Appended,
+        head: Option<Link>,
+    ) {
         slot.version = appended.last_version;
+        if let Some(head) = head {
+            slot.link = head;
+        }
         slot.fresh = true;
         if snapshot_due::<A>(before, slot.version) {
             self.save_snapshot(stream, &slot).await;
@@ -296,7 +334,15 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             crate::metrics::append(S::NAME, &clock);
             match appended {
                 Ok(AppendOutcome::Appended(appended)) => {
-                    self.after_commit(&stream, slot, before, &appended).await;
+                    let head = self.head_link(
+                        &stream,
+                        &slot,
+                        before,
+                        batch.as_slice(),
+                        &encoded_metadata,
+                        encoded.recorded_at,
+                    );
+                    self.after_commit(&stream, slot, before, &appended, head).await;
                     return finish(probe, Ok(encoded.committed(stream, appended, events, metadata)));
                 }
                 Ok(AppendOutcome::Duplicate(record)) => {

@@ -12,7 +12,7 @@ use crate::envelope::{Envelope, Metadata, StreamId, Timestamp};
 use crate::error::{DecodeError, DispatchError, StoreError};
 use crate::event::Event;
 use crate::personal::seal::{At, Scope};
-use crate::store::{CommandRecord, ContextFields, EventStore, RecordedEvent, Snapshot};
+use crate::store::{CommandRecord, ContextFields, EventStore, Linked, RecordedEvent, Snapshot};
 
 use super::{Committed, Dispatcher, LoadError, Versioned};
 
@@ -122,7 +122,8 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             let kept = slot.stream.take();
             *slot = Slot::empty();
             slot.stream = kept;
-            let restored = A::SNAPSHOT_EVERY > 0 && self.restore_snapshot(stream, slot).await?;
+            let restored =
+                A::SNAPSHOT_EVERY > 0 && !self.inner.verify_chains && self.restore_snapshot(stream, slot).await?;
             if !span.is_disabled() {
                 span.record("es.snapshot", restored);
             }
@@ -255,7 +256,10 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         mut scope: Option<&mut Scope>,
     ) -> Result<bool, LoadError> {
         let codec = &self.inner.codec;
-        let fields = if scope.is_some() {
+        let verify = self.inner.verify_chains;
+        let fields = if verify {
+            ContextFields::ALL
+        } else if scope.is_some() {
             ContextFields::LOAD.union(ContextFields::EVENT_ID)
         } else {
             ContextFields::LOAD
@@ -263,10 +267,12 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         let mut failure: Option<LoadError> = None;
         let from = if confirm { slot.version } else { slot.version + 1 };
         let mut unconfirmed = confirm;
-        let Slot { state, version, .. } = slot;
+        let Slot {
+            state, version, link, ..
+        } = slot;
         let visit = |e: &RecordedEvent<'_>| {
             if unconfirmed {
-                unconfirmed = e.version != *version;
+                unconfirmed = e.version != *version || (verify && e.link != *link);
                 return if unconfirmed {
                     ControlFlow::Break(())
                 } else {
@@ -286,6 +292,17 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                 }));
                 return ControlFlow::Break(());
             }
+            if verify && Linked::recorded(e).link(link) != e.link {
+                failure = Some(LoadError::Store(StoreError::Corrupt {
+                    store: S::NAME,
+                    detail: format!(
+                        "version {} of stream `{stream}` (position {}) does not match its link in the stream's hash \
+                         chain: it was changed after it was written; `es audit verify` lists every such place",
+                        e.version, e.position
+                    ),
+                }));
+                return ControlFlow::Break(());
+            }
             let applied = match scope.as_deref_mut() {
                 None => state.apply_stored(codec, e.name, e.schema_version, e.payload),
                 Some(scope) => {
@@ -296,6 +313,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             match applied {
                 Ok(()) => {
                     *version = e.version;
+                    *link = e.link;
                     ControlFlow::Continue(())
                 }
                 Err(source) => {

@@ -48,6 +48,7 @@ pub struct DispatcherBuilder<S, C = Json> {
     services: TypeMap<Box<dyn Any + Send + Sync>>,
     cache_capacity: usize,
     max_attempts: u32,
+    verify_chains: bool,
 }
 
 impl<S: EventStore, C: Codec> DispatcherBuilder<S, C> {
@@ -63,6 +64,7 @@ impl<S: EventStore, C: Codec> DispatcherBuilder<S, C> {
             services: self.services,
             cache_capacity: self.cache_capacity,
             max_attempts: self.max_attempts,
+            verify_chains: self.verify_chains,
         }
     }
 
@@ -86,6 +88,18 @@ impl<S: EventStore, C: Codec> DispatcherBuilder<S, C> {
         self
     }
 
+    /// Checks each stream's hash chain as it loads (off by default): every
+    /// event read must hash to its stored link, chained from the one
+    /// before, or the load fails with [`StoreError::Corrupt`] naming the
+    /// stream, version and position, so a command is never decided on a
+    /// tampered aggregate. Loads then replay from the first event (a
+    /// snapshot is not chained, so none is used) and read every field. See
+    /// [`audit`](crate::audit) for what the chain proves.
+    pub fn verify_chains(mut self, on: bool) -> Self {
+        self.verify_chains = on;
+        self
+    }
+
     /// Adds something to feed after each commit (`inline`, defined by the
     /// read side, calls it: the write side knows no read model).
     pub(crate) fn push_inline(mut self, inline: Box<dyn InlineProjection<S>>) -> Self {
@@ -104,6 +118,7 @@ impl<S: EventStore, C: Codec> DispatcherBuilder<S, C> {
                 caches: Mutex::new(TypeMap::default()),
                 cache_capacity: self.cache_capacity,
                 max_attempts: self.max_attempts,
+                verify_chains: self.verify_chains,
             }),
         }
     }
@@ -128,6 +143,7 @@ struct Inner<S, C> {
     caches: Mutex<TypeMap<Box<dyn Any + Send>>>,
     cache_capacity: usize,
     max_attempts: u32,
+    verify_chains: bool,
 }
 
 impl<S, C> Clone for Dispatcher<S, C> {
@@ -164,6 +180,7 @@ impl<S: EventStore> Dispatcher<S, Json> {
             services: TypeMap::default(),
             cache_capacity: 10_000,
             max_attempts: 5,
+            verify_chains: false,
         }
     }
 }
