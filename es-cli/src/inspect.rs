@@ -130,12 +130,20 @@ pub(crate) async fn require_postgres_schema(store: &es_postgres::PostgresStore) 
         .fetch_one(store.pool())
         .await
         .map_err(pg_error("look for the store's tables"))?;
-    match found {
-        Some(_) => Ok(()),
-        None => Err(fail(format!(
+    if found.is_none() {
+        return Err(fail(format!(
             "schema `{s}` holds no es store; pass --schema, or migrate the store first"
-        ))),
+        )));
     }
+    let version = postgres_schema_version(store).await?;
+    if version < 4 {
+        return Err(fail(format!(
+            "schema `{s}` is at version {version}, from before events were hash-chained; `es` reads version 4: \
+             start the application (or `PostgresStore::migrate`) with this release once, which migrates it \
+             and chains the stored events"
+        )));
+    }
+    Ok(())
 }
 
 /// The schema's version.

@@ -149,7 +149,7 @@ fn inspects(db: &[&str]) {
     );
 
     let schema = json_of(&with(&["--json", "schema"]));
-    assert_eq!(schema["schema_version"], json!(3));
+    assert_eq!(schema["schema_version"], json!(4));
     let kinds: Vec<(String, u64, u64)> = schema["events"]
         .as_array()
         .expect("an array")

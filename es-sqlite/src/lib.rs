@@ -47,6 +47,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use es_core::StoreError;
+use es_core::store::ContextFields;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::watch;
@@ -114,6 +115,10 @@ struct Inner {
     options: SqliteOptions,
     head: watch::Sender<u64>,
     last_position: AtomicU64,
+    /// Whether the file has the `link` column: a file opened read-only
+    /// below schema 4 (written before chaining) has none, and reads of it
+    /// give every event [`Link::GENESIS`](es_core::store::Link::GENESIS).
+    chained: bool,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -224,11 +229,12 @@ impl SqliteStore {
     }
 
     fn finish(mut writer: Connection, path: Option<PathBuf>, options: SqliteOptions) -> Result<Self, StoreError> {
-        if options.read_only {
-            check_readable(&writer)?;
+        let chained = if options.read_only {
+            check_readable(&writer)? >= schema::CHAINED_FROM
         } else {
             migrate(&mut writer)?;
-        }
+            true
+        };
         let last: i64 = writer
             .query_row("SELECT COALESCE(MAX(position), 0) FROM es_events", [], |r| r.get(0))
             .map_err(error("read the last position"))?;
@@ -242,9 +248,19 @@ impl SqliteStore {
                 options,
                 head: watch::channel(last).0,
                 last_position: AtomicU64::new(last),
+                chained,
             }),
             keyring: None,
         })
+    }
+
+    /// The fields a read selects: all asked for, but the link where the
+    /// file has none.
+    pub(crate) fn readable(&self, fields: ContextFields) -> ContextFields {
+        match self.inner.chained {
+            true => fields,
+            false => ContextFields::from_bits(fields.bits() & !ContextFields::LINK.bits()),
+        }
     }
 
     /// The file, or `None` for an in-memory store.
@@ -290,8 +306,8 @@ impl SqliteStore {
 }
 
 /// Refuses a file a read-only store cannot read: one written by a newer
-/// es-sqlite, or one without a store.
-fn check_readable(conn: &Connection) -> Result<(), StoreError> {
+/// es-sqlite, or one without a store. Returns its schema version.
+fn check_readable(conn: &Connection) -> Result<i64, StoreError> {
     let found: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(error("read the schema version"))?;
@@ -304,7 +320,7 @@ fn check_readable(conn: &Connection) -> Result<(), StoreError> {
     if found < 1 {
         return Err(corrupt(format!("the file holds no es store (schema version {found})")));
     }
-    Ok(())
+    Ok(found)
 }
 
 /// Gives the events stored before chaining their links, in log order: what

@@ -33,7 +33,7 @@ impl EventStore for SqliteStore {
     ) -> Result<(), StoreError> {
         es_core::store::validate_stream(STORE, stream)?;
         let from = to_i64(from_version, "version")?;
-        let fields = stream_fields(fields);
+        let fields = self.readable(stream_fields(fields));
         let columns = Columns::of(fields);
         blocking(|| {
             self.read(|conn| {
@@ -68,6 +68,7 @@ impl EventStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let after = to_i64(after, "position")?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let fields = self.readable(fields);
         let columns = Columns::of(fields);
         blocking(|| {
             self.read(|conn| {

@@ -151,3 +151,46 @@ async fn a_running_sealer_seals_by_count_and_by_time() {
         .unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
 }
+
+/// A store from before chaining (schema 3: no `link` column) is chained
+/// by its migration, in log order, to the very links appends make.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_migration_chains_events_stored_before() {
+    use es_core::store::EventStoreExt;
+    let path = tests::sqlite::temp_dir().join("events.db");
+    let store = es_sqlite::SqliteStore::open(&path).await.unwrap();
+    let filled = tests::audit::fill(&store).await;
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("ALTER TABLE es_events DROP COLUMN link; PRAGMA user_version = 3;")
+        .unwrap();
+    drop(conn);
+    let store = es_sqlite::SqliteStore::open(&path).await.unwrap();
+    assert_eq!(store.read_all_vec(0, 1_000).await.unwrap(), filled.log);
+    let report = tests::audit::check(&store, &filled, true).await;
+    assert!(report.is_clean(), "{:?}", report.problems);
+
+    let Some(pg) = tests::postgres::store().await else {
+        return;
+    };
+    let filled = tests::audit::fill(&pg).await;
+    let s = pg.schema().to_owned();
+    for sql in [
+        format!(r#"ALTER TABLE "{s}".events DROP COLUMN link"#),
+        format!(r#"UPDATE "{s}".schema_version SET version = 3"#),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pg.pool()).await.unwrap();
+    }
+    let again = es_postgres::PostgresStore::from_pool_with(
+        pg.pool().clone(),
+        es_postgres::PostgresOptions {
+            schema: s,
+            ..es_postgres::PostgresOptions::default()
+        },
+    )
+    .unwrap();
+    again.migrate().await.unwrap();
+    assert_eq!(again.read_all_vec(0, 1_000).await.unwrap(), filled.log);
+    let report = tests::audit::check(&again, &filled, true).await;
+    assert!(report.is_clean(), "{:?}", report.problems);
+}

@@ -295,7 +295,10 @@ impl ContextFields {
     pub const LINK: Self = ContextFields(1 << 7);
     /// What loading an aggregate uses: the version and commit time.
     pub const LOAD: Self = ContextFields(Self::VERSION.0 | Self::RECORDED_AT.0);
-    /// Every field.
+    /// Every field an [`EventContext`](crate::EventContext) carries: all
+    /// but the link.
+    pub const CONTEXT: Self = ContextFields(Self::LINK.0 - 1);
+    /// Every field, the link included.
     pub const ALL: Self = ContextFields(u8::MAX);
 
     /// The fields of both.

@@ -182,7 +182,7 @@ fn context_fields(krate: &syn::Path, fns: &[&ProjectFn]) -> TokenStream {
     let mut names: Vec<&'static str> = Vec::new();
     for p in fns {
         let Some(used) = &p.fields else {
-            return quote!(#krate::store::ContextFields::ALL);
+            return quote!(#krate::store::ContextFields::CONTEXT);
         };
         for &name in used {
             if !names.contains(&name) {
