@@ -2,25 +2,10 @@
 //! verify, prove an event and check the proof offline; a store changed with
 //! the sqlite3 shell's means fails verification, naming the place.
 
-use std::process::{Command, Output};
-
 use serde_json::Value;
 
-fn es(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_es"))
-        .args(args)
-        .env_remove("ES_DB")
-        .env_remove("ES_SEAL_KEY")
-        .output()
-        .expect("run es")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = es(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "es {args:?} failed: {stderr}");
-    String::from_utf8(out.stdout).expect("UTF-8 output")
-}
+mod common;
+use common::{es, ok};
 
 fn failing(args: &[&str]) -> (String, String) {
     let out = es(args);

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use es_cli::{Db, Rebuilds};
@@ -14,20 +14,8 @@ use examples::bank::{AccountId, BankCommand, Deposit, OpenAccount, Withdraw};
 use serde_json::{Value, json};
 use tests::ledger::{SQLITE_LEDGER, SqliteLedger};
 
-fn es(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_es"))
-        .args(args)
-        .env_remove("ES_DB")
-        .output()
-        .expect("run es")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = es(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "es {args:?} failed: {stderr}");
-    String::from_utf8(out.stdout).expect("UTF-8 output")
-}
+mod common;
+use common::{es, ok};
 
 fn failing(args: &[&str]) -> String {
     let out = es(args);

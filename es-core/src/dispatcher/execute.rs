@@ -104,20 +104,13 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             command_id: metadata.command_id.as_deref(),
             recorded_at: encoded.recorded_at,
         };
+        let head = self.head_link(&slot, &request);
         let clock = crate::metrics::Clock::start();
         let appended = self.inner.store.append(request).await;
         crate::metrics::append(S::NAME, &clock);
         match appended {
             Ok(AppendOutcome::Appended(appended)) => {
                 let metadata = (!metadata.is_empty()).then(|| Arc::new(metadata));
-                let head = self.head_link(
-                    &stream,
-                    &slot,
-                    before,
-                    batch.as_slice(),
-                    &encoded_metadata,
-                    encoded.recorded_at,
-                );
                 self.after_commit(&stream, slot, before, &appended, head).await;
                 Ok(encoded.committed(stream, appended, list, metadata))
             }
@@ -134,22 +127,20 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         }
     }
 
-    /// The link of the last event of a batch just appended after `before`,
-    /// when chains are verified on load: the store chained it from the head
-    /// the slot holds, as [`link_batch`] does.
-    fn head_link<A: Aggregate>(
-        &self,
-        stream: &StreamId,
-        slot: &Slot<A>,
-        before: u64,
-        batch: &[crate::store::NewEvent<'_>],
-        metadata: &[u8],
-        recorded_at: crate::Timestamp,
-    ) -> Option<Link> {
+    /// The link the last event of `request` gets if it is appended, when
+    /// chains are verified on load: the store chains it from the head the
+    /// slot holds (the request expects the slot's version), as
+    /// [`link_batch`] does.
+    fn head_link<A: Aggregate>(&self, slot: &Slot<A>, request: &AppendRequest<'_>) -> Option<Link> {
         if !self.inner.verify_chains {
             return None;
         }
-        link_batch(slot.link, stream, before + 1, batch, metadata, recorded_at)
+        let r = request;
+        let before = match r.expected {
+            ExpectedVersion::Exact(v) => v,
+            _ => slot.version,
+        };
+        link_batch(slot.link, r.stream, before + 1, r.events, r.metadata, r.recorded_at)
             .last()
             .copied()
     }
@@ -329,19 +320,12 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                 command_id,
                 recorded_at: encoded.recorded_at,
             };
+            let head = self.head_link(&slot, &request);
             let clock = crate::metrics::Clock::start();
             let appended = inner.store.append(request).await;
             crate::metrics::append(S::NAME, &clock);
             match appended {
                 Ok(AppendOutcome::Appended(appended)) => {
-                    let head = self.head_link(
-                        &stream,
-                        &slot,
-                        before,
-                        batch.as_slice(),
-                        &encoded_metadata,
-                        encoded.recorded_at,
-                    );
                     self.after_commit(&stream, slot, before, &appended, head).await;
                     return finish(probe, Ok(encoded.committed(stream, appended, events, metadata)));
                 }

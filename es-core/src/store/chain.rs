@@ -264,58 +264,58 @@ mod tests {
             payload: br#"{"amount":100}"#,
         };
         let at = Timestamp::from_micros(1_000);
-        let link = Linked::new_event(&stream, 1, &base, b"{}", at).link(&Link::GENESIS);
+        let link_of = |stream: &StreamId, version: u64, event: NewEvent<'_>, metadata: &[u8], at: Timestamp| {
+            Linked::new_event(stream, version, &event, metadata, at).link(&Link::GENESIS)
+        };
+        let link = link_of(&stream, 1, base, b"{}", at);
         let other_stream = StreamId::new("account", "a-2");
+        let other_id = EventId::from(uuid::Uuid::from_u128(8));
         let changed = [
             Linked::new_event(&stream, 1, &base, b"{}", at).link(&Link([1; 32])),
-            Linked::new_event(&other_stream, 1, &base, b"{}", at).link(&Link::GENESIS),
-            Linked::new_event(&stream, 2, &base, b"{}", at).link(&Link::GENESIS),
-            Linked::new_event(&stream, 1, &base, b"{ }", at).link(&Link::GENESIS),
-            Linked::new_event(&stream, 1, &base, b"{}", Timestamp::from_micros(1_001)).link(&Link::GENESIS),
-            Linked::new_event(
+            link_of(&other_stream, 1, base, b"{}", at),
+            link_of(&stream, 2, base, b"{}", at),
+            link_of(&stream, 1, base, b"{ }", at),
+            link_of(&stream, 1, base, b"{}", Timestamp::from_micros(1_001)),
+            link_of(
                 &stream,
                 1,
-                &NewEvent {
+                NewEvent {
                     payload: br#"{"amount":900}"#,
                     ..base
                 },
                 b"{}",
                 at,
-            )
-            .link(&Link::GENESIS),
-            Linked::new_event(
+            ),
+            link_of(
                 &stream,
                 1,
-                &NewEvent {
+                NewEvent {
                     name: "Withdrawn",
                     ..base
                 },
                 b"{}",
                 at,
-            )
-            .link(&Link::GENESIS),
-            Linked::new_event(
+            ),
+            link_of(
                 &stream,
                 1,
-                &NewEvent {
+                NewEvent {
                     schema_version: 2,
                     ..base
                 },
                 b"{}",
                 at,
-            )
-            .link(&Link::GENESIS),
-            Linked::new_event(
+            ),
+            link_of(
                 &stream,
                 1,
-                &NewEvent {
-                    event_id: EventId::from(uuid::Uuid::from_u128(8)),
+                NewEvent {
+                    event_id: other_id,
                     ..base
                 },
                 b"{}",
                 at,
-            )
-            .link(&Link::GENESIS),
+            ),
         ];
         for c in changed {
             assert_ne!(c, link);
