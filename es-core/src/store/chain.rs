@@ -269,56 +269,26 @@ mod tests {
         };
         let link = link_of(&stream, 1, base, b"{}", at);
         let other_stream = StreamId::new("account", "a-2");
-        let other_id = EventId::from(uuid::Uuid::from_u128(8));
         let changed = [
             Linked::new_event(&stream, 1, &base, b"{}", at).link(&Link([1; 32])),
             link_of(&other_stream, 1, base, b"{}", at),
             link_of(&stream, 2, base, b"{}", at),
             link_of(&stream, 1, base, b"{ }", at),
             link_of(&stream, 1, base, b"{}", Timestamp::from_micros(1_001)),
-            link_of(
-                &stream,
-                1,
-                NewEvent {
-                    payload: br#"{"amount":900}"#,
-                    ..base
-                },
-                b"{}",
-                at,
-            ),
-            link_of(
-                &stream,
-                1,
-                NewEvent {
-                    name: "Withdrawn",
-                    ..base
-                },
-                b"{}",
-                at,
-            ),
-            link_of(
-                &stream,
-                1,
-                NewEvent {
-                    schema_version: 2,
-                    ..base
-                },
-                b"{}",
-                at,
-            ),
-            link_of(
-                &stream,
-                1,
-                NewEvent {
-                    event_id: other_id,
-                    ..base
-                },
-                b"{}",
-                at,
-            ),
         ];
         for c in changed {
             assert_ne!(c, link);
+        }
+        let changes: [fn(&mut NewEvent<'static>); 4] = [
+            |e| e.payload = br#"{"amount":900}"#,
+            |e| e.name = "Withdrawn",
+            |e| e.schema_version = 2,
+            |e| e.event_id = EventId::from(uuid::Uuid::from_u128(8)),
+        ];
+        for change in changes {
+            let mut event = base;
+            change(&mut event);
+            assert_ne!(link_of(&stream, 1, event, b"{}", at), link);
         }
         // Length prefixes: moving a byte from one field to the next changes it.
         let a = StreamId::new("ab", "c");
