@@ -19,7 +19,7 @@ use benches::stores::runtime;
 use benches::workloads::{cold_load_framework, stored_account};
 use criterion::{Criterion, criterion_group, criterion_main};
 use es_core::audit::{self, SealKey, Sealer, VerifyOptions};
-use es_core::store::{AppendRequest, ContextFields, Link, Linked, NewEvent, RecordedEvent};
+use es_core::store::{AppendRequest, ContextFields, Link, NewEvent, RecordedEvent};
 use es_core::{Dispatcher, EventId, EventStore, ExpectedVersion, Json, StreamId, Timestamp};
 
 /// 1,000 deposits as stored: stream, id, time, metadata, payload.
@@ -45,18 +45,20 @@ fn link_1000_events(c: &mut Criterion) {
         b.iter(|| {
             let mut head = Link::GENESIS;
             for (i, (stream, id, payload)) in events.iter().enumerate() {
-                head = Linked {
+                head = RecordedEvent {
+                    event_id: *id,
                     aggregate_type: stream.aggregate_type(),
                     aggregate_id: stream.aggregate_id(),
                     version: i as u64 + 1,
-                    event_id: *id,
+                    position: i as u64 + 1,
                     name: "bank.MoneyDeposited",
                     schema_version: 1,
-                    recorded_at: at,
-                    metadata: METADATA,
                     payload,
+                    metadata: METADATA,
+                    recorded_at: at,
+                    link: Link::GENESIS,
                 }
-                .link(&head);
+                .compute_link(&head);
             }
             black_box(head)
         })

@@ -325,50 +325,38 @@ impl PostgresStore {
 /// that nothing changed after the migration (see the README's "Audit trail
 /// you can prove").
 async fn chain_stored_events(tx: &mut PgConnection, s: &str) -> Result<(), StoreError> {
+    let ddl = |text: String| AssertSqlSafe(text).into_sql_str();
+    // Every field the link covers, read as any read reads them.
+    let fields = ContextFields::CONTEXT;
     let select = format!(
-        r#"SELECT position, event_id, aggregate_type, aggregate_id, version, name, schema_version, payload, metadata,
-                  (EXTRACT(EPOCH FROM recorded_at) * 1000000)::BIGINT
-           FROM "{s}".events WHERE position > $1 ORDER BY position LIMIT 1000"#
+        r#"SELECT {} FROM "{s}".events WHERE position > $1 ORDER BY position LIMIT 1000"#,
+        fields.sql_columns()
     );
     let update = format!(
         r#"UPDATE "{s}".events e SET link = u.link FROM UNNEST($1::BIGINT[], $2::BYTEA[]) AS u(position, link)
            WHERE e.position = u.position"#
     );
-    use sqlx::Row;
-    let ddl = |text: String| AssertSqlSafe(text).into_sql_str();
     let mut heads = es_core::store::Heads::default();
-    let mut after = 0_i64;
+    let mut after = 0_u64;
     let mut count = 0_u64;
     loop {
         let rows = sqlx::query(ddl(select.clone()))
-            .bind(after)
+            .bind(to_i64(after, "position")?)
             .fetch_all(&mut *tx)
             .await
             .map_err(error("read the events to chain"))?;
-        let Some(last) = rows.last() else { break };
-        after = last.try_get(0).map_err(error("read an event to chain"))?;
+        if rows.is_empty() {
+            break;
+        }
         let mut positions = Vec::with_capacity(rows.len());
         let mut links = Vec::with_capacity(rows.len());
         for row in &rows {
-            let get = error("read an event to chain");
-            let position: i64 = row.try_get(0).map_err(&get)?;
-            let version: i64 = row.try_get(4).map_err(&get)?;
-            let schema_version: i32 = row.try_get(6).map_err(&get)?;
-            let event = es_core::store::Linked {
-                event_id: es_core::EventId::from(row.try_get::<uuid::Uuid, _>(1).map_err(&get)?),
-                aggregate_type: row.try_get(2).map_err(&get)?,
-                aggregate_id: row.try_get(3).map_err(&get)?,
-                version: append::stored_u64(version, || {
-                    format!("the event at position {position} has version {version}")
-                })?,
-                name: row.try_get(5).map_err(&get)?,
-                schema_version: schema_version as u32,
-                payload: row.try_get(7).map_err(&get)?,
-                metadata: row.try_get(8).map_err(&get)?,
-                recorded_at: es_core::Timestamp::from_micros(row.try_get(9).map_err(&get)?),
-            };
-            positions.push(position);
-            links.push(heads.advance(&event).as_bytes().to_vec());
+            let _ = read::visit_row(row, fields, None, &mut |e: &es_core::store::RecordedEvent<'_>| {
+                after = e.position;
+                positions.push(e.position as i64);
+                links.push(heads.advance(e).as_bytes().to_vec());
+                std::ops::ControlFlow::Continue(())
+            })?;
         }
         count += rows.len() as u64;
         sqlx::query(ddl(update.clone()))

@@ -328,11 +328,14 @@ fn check_readable(conn: &Connection) -> Result<i64, StoreError> {
 /// README's "Audit trail you can prove").
 fn chain_stored_events(tx: &Connection) -> Result<(), StoreError> {
     let mut heads = es_core::store::Heads::default();
+    // Every field the link covers, read as any read reads them.
+    let fields = ContextFields::CONTEXT;
+    let columns = read::Columns::of(fields);
     let mut select = tx
-        .prepare(
-            "SELECT position, event_id, aggregate_type, aggregate_id, version, name, schema_version, payload, \
-             metadata, recorded_at FROM es_events ORDER BY position",
-        )
+        .prepare(&format!(
+            "SELECT {} FROM es_events ORDER BY position",
+            fields.sql_columns()
+        ))
         .map_err(error("read the events to chain"))?;
     let mut update = tx
         .prepare("UPDATE es_events SET link = ?1 WHERE position = ?2")
@@ -340,26 +343,20 @@ fn chain_stored_events(tx: &Connection) -> Result<(), StoreError> {
     let mut rows = select.query([]).map_err(error("read the events to chain"))?;
     let mut count = 0_u64;
     while let Some(row) = rows.next().map_err(error("read the events to chain"))? {
-        let position: i64 = row.get(0).map_err(error("read an event to chain"))?;
-        let at = || format!("the event at position {position}");
-        let id = read::cell(row, 1, "event_id", &at, |v| v.as_blob())?;
-        let event = es_core::store::Linked {
-            event_id: read::uuid_from(id)
-                .ok_or_else(|| corrupt(format!("{} has an id of {} bytes", at(), id.len())))?,
-            aggregate_type: read::cell(row, 2, "aggregate_type", &at, |v| v.as_str())?,
-            aggregate_id: read::cell(row, 3, "aggregate_id", &at, |v| v.as_str())?,
-            version: read::version_cell(row, 4, &at)?,
-            name: read::cell(row, 5, "name", &at, |v| v.as_str())?,
-            schema_version: read::schema_version_cell(row, 6, &at)?,
-            payload: read::cell(row, 7, "payload", &at, |v| v.as_blob())?,
-            metadata: read::cell(row, 8, "metadata", &at, |v| v.as_blob())?,
-            recorded_at: es_core::Timestamp::from_micros(read::cell(row, 9, "recorded_at", &at, |v| v.as_i64())?),
-        };
-        let link = heads.advance(&event);
-        update
-            .execute(rusqlite::params![link.as_bytes().as_slice(), position])
-            .map_err(error("chain the stored events"))?;
-        count += 1;
+        let mut linked = None;
+        let _ = read::visit_row(row, &columns, None, &mut |e: &es_core::store::RecordedEvent<'_>| {
+            linked = Some((e.position, heads.advance(e)));
+            std::ops::ControlFlow::Continue(())
+        })?;
+        if let Some((position, link)) = linked {
+            update
+                .execute(rusqlite::params![
+                    link.as_bytes().as_slice(),
+                    to_i64(position, "position")?
+                ])
+                .map_err(error("chain the stored events"))?;
+            count += 1;
+        }
     }
     tracing::info!(
         events = count,

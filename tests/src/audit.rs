@@ -4,7 +4,7 @@
 //! the place. One suite; a store joins through a [`Raw`] handle.
 
 use es_core::audit::{self, Problem, Report, Seal, SealKey, Sealer, VerifyOptions};
-use es_core::store::{EventStoreExt, Heads, Link, Linked, StoredEvent};
+use es_core::store::{EventStoreExt, Heads, Link, StoredEvent};
 use es_core::{Dispatcher, EventStore, StreamId};
 use examples::bank::{AccountId, BankAccount, Deposit, OpenAccount, Withdraw};
 
@@ -314,7 +314,7 @@ async fn relink(raw: &Raw, log: &[StoredEvent], change: impl Fn(&mut StoredEvent
     for e in log {
         let mut e = e.clone();
         change(&mut e);
-        let link = heads.advance(&Linked::recorded(&e.as_recorded()));
+        let link = heads.advance(&e.as_recorded());
         if link != e.link {
             raw.set_link(e.position, link).await;
         }

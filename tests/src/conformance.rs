@@ -833,7 +833,7 @@ pub async fn reads_stop_when_asked<S: EventStore>(store: S) {
 /// interleaved streams all chain, and every read that asks for the link
 /// returns the same one.
 pub async fn streams_are_hash_chained<S: EventStore + Clone>(store: S) {
-    use es_core::store::{Heads, Link, Linked};
+    use es_core::store::{Heads, Link};
     let a = StreamId::new("chain", "a");
     let b = StreamId::new("chain", "b");
     committed(
@@ -864,7 +864,7 @@ pub async fn streams_are_hash_chained<S: EventStore + Clone>(store: S) {
     assert_eq!(log.len(), 3 + 1 + 2 + 4 * 19);
     let mut heads = Heads::default();
     for e in &log {
-        let expected = heads.advance(&Linked::recorded(&e.as_recorded()));
+        let expected = heads.advance(&e.as_recorded());
         assert_eq!(e.link, expected, "the link of version {} of `{}`", e.version, e.stream);
         assert_ne!(e.link, Link::GENESIS);
     }

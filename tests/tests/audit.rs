@@ -194,3 +194,69 @@ async fn the_migration_chains_events_stored_before() {
     let report = tests::audit::check(&again, &filled, true).await;
     assert!(report.is_clean(), "{:?}", report.problems);
 }
+
+/// Two PostgreSQL stores on one schema (two processes) writing one stream
+/// in turns and at once: each one's remembered head goes stale, the append
+/// statement refuses links computed from it and reports the head, and the
+/// chain comes out whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_postgres_writers_keep_one_chain() {
+    use es_core::store::{AppendRequest, EventStoreExt, ExpectedVersion, Heads, NewEvent};
+    use es_core::{EventId, EventStore, StreamId, Timestamp};
+    let Some(first) = tests::postgres::store().await else {
+        return;
+    };
+    let options = es_postgres::PostgresOptions {
+        schema: first.schema().to_owned(),
+        max_concurrent_appends: 1,
+        ..es_postgres::PostgresOptions::default()
+    };
+    let second = es_postgres::PostgresStore::from_pool_with(first.pool().clone(), options).unwrap();
+    let stream = StreamId::new("race", "one");
+    let append = |store: es_postgres::PostgresStore, expected, i: u32| {
+        let stream = stream.clone();
+        async move {
+            let payload = format!("{{\"i\":{i}}}");
+            store
+                .append(AppendRequest {
+                    stream: &stream,
+                    expected,
+                    events: &[NewEvent {
+                        event_id: EventId::new(),
+                        name: "e",
+                        schema_version: 1,
+                        payload: payload.as_bytes(),
+                    }],
+                    metadata: b"",
+                    command_id: None,
+                    recorded_at: Timestamp::now(),
+                })
+                .await
+                .unwrap()
+        }
+    };
+    // In turns, at exact versions: each store's head is stale every time.
+    for i in 0..10_u32 {
+        let store = if i % 2 == 0 { first.clone() } else { second.clone() };
+        append(store, ExpectedVersion::Exact(u64::from(i)), i).await;
+    }
+    // At once, at any version, through group commit.
+    let mut tasks = Vec::new();
+    for i in 10..50_u32 {
+        let store = if i % 2 == 0 { first.clone() } else { second.clone() };
+        tasks.push(tokio::spawn(append(store, ExpectedVersion::Any, i)));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let log = first.read_all_vec(0, 1_000).await.unwrap();
+    assert_eq!(log.len(), 50);
+    let mut heads = Heads::default();
+    for e in &log {
+        assert_eq!(e.link, heads.advance(&e.as_recorded()), "version {}", e.version);
+    }
+    let report = audit::verify(&second, &VerifyOptions::default(), |_, _| {})
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+}

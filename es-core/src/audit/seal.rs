@@ -171,10 +171,8 @@ impl FromStr for PublicKey {
     type Err = AuditError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bytes = s
-            .trim()
-            .parse::<Link>()
-            .map_err(|_| AuditError::Unreadable("a public key is 64 hex digits".to_owned()))?;
+        let bytes = Link::from_hex(s.trim())
+            .ok_or_else(|| AuditError::Unreadable("a public key is 64 hex digits".to_owned()))?;
         let key = PublicKey(bytes.0);
         match key.verifying() {
             Some(_) => Ok(key),

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::merkle::{MerkleLog, verify_inclusion};
 use super::seal::{AuditError, PublicKey, SEAL_EVENT, SEAL_STREAM_ID, SEAL_STREAM_TYPE, Seal, decode_hex};
-use crate::store::{ContextFields, EventStore, FOREIGN, Heads, Link, Linked, RecordedEvent};
+use crate::store::{ContextFields, EventStore, FOREIGN, Heads, Link, RecordedEvent};
 use crate::{EventId, StreamId, Timestamp};
 
 /// What [`verify`] checks against besides the store itself.
@@ -211,7 +211,7 @@ impl Verifier<'_> {
                 found: e.version,
                 position: e.position,
             });
-        } else if Linked::recorded(e).link(&previous) != e.link {
+        } else if e.compute_link(&previous) != e.link {
             self.problem(Problem::Changed {
                 stream: e.stream(),
                 version: e.version,
@@ -506,18 +506,20 @@ pub fn check_proof(proof: &InclusionProof, key: &PublicKey) -> Result<Link, Audi
     let metadata = decode_hex(&proof.event.metadata).ok_or_else(|| refused("its metadata is not hex"))?;
     let payload = decode_hex(&proof.event.payload).ok_or_else(|| refused("its payload is not hex"))?;
     let e = &proof.event;
-    let link = Linked {
+    let link = RecordedEvent {
+        event_id: e.event_id,
         aggregate_type: &e.aggregate_type,
         aggregate_id: &e.aggregate_id,
         version: e.version,
-        event_id: e.event_id,
+        position: e.position,
         name: &e.name,
         schema_version: e.schema_version,
-        recorded_at: Timestamp::from_micros(e.recorded_at),
-        metadata: &metadata,
         payload: &payload,
+        metadata: &metadata,
+        recorded_at: Timestamp::from_micros(e.recorded_at),
+        link: Link::GENESIS,
     }
-    .link(&proof.previous);
+    .compute_link(&proof.previous);
     proof.seal.verify(std::slice::from_ref(key))?;
     if !verify_inclusion(&link, proof.index, proof.seal.size, &proof.path, &proof.seal.root) {
         return Err(refused(

@@ -12,7 +12,7 @@ use crate::envelope::{Envelope, Metadata, StreamId, Timestamp};
 use crate::error::{DecodeError, DispatchError, StoreError};
 use crate::event::Event;
 use crate::personal::seal::{At, Scope};
-use crate::store::{CommandRecord, ContextFields, EventStore, Linked, RecordedEvent, Snapshot};
+use crate::store::{CommandRecord, ContextFields, EventStore, RecordedEvent, Snapshot};
 
 use super::{Committed, Dispatcher, LoadError, Versioned};
 
@@ -292,7 +292,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                 }));
                 return ControlFlow::Break(());
             }
-            if verify && Linked::recorded(e).link(link) != e.link {
+            if verify && e.compute_link(link) != e.link {
                 failure = Some(LoadError::Store(StoreError::Corrupt {
                     store: S::NAME,
                     detail: format!(

@@ -10,8 +10,8 @@ use hashbrown::HashTable;
 use tokio::sync::watch;
 
 use super::{
-    AppendOutcome, AppendRequest, Appended, CommandRecord, ContextFields, EventStore, Link, Linked, Positions,
-    RecordedEvent, Snapshot,
+    AppendOutcome, AppendRequest, Appended, CommandRecord, ContextFields, EventStore, Link, Positions, RecordedEvent,
+    Snapshot,
 };
 use crate::envelope::{EventId, StreamId, Timestamp};
 use crate::error::{AppendError, Conflict, StoreError};
@@ -378,7 +378,9 @@ impl InMemoryStore {
             let payload_at = state.payloads.len() as u64;
             state.payloads.extend_from_slice(event.payload);
             let version = actual + 1 + i as u64;
-            link = Linked::new_event(request.stream, version, event, request.metadata, request.recorded_at).link(&link);
+            link =
+                super::chain::Linked::new_event(request.stream, version, event, request.metadata, request.recorded_at)
+                    .link(&link);
             state.links.push(link);
             state.log.push(Entry {
                 event_id: event.event_id,

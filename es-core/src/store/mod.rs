@@ -16,7 +16,7 @@ mod memory_keys;
 mod records;
 mod validate;
 
-pub use chain::{Heads, Link, Linked, link_batch};
+pub use chain::{Heads, Link, link_batch};
 pub use memory::InMemoryStore;
 pub use records::{
     AppendOutcome, AppendRequest, Appended, CommandRecord, ContextFields, ExpectedVersion, NewEvent, Positions,
