@@ -113,7 +113,9 @@ impl State {
         &self.payloads[at..at + e.payload_len as usize]
     }
 
-    fn recorded(&self, index: usize) -> RecordedEvent<'_> {
+    /// The event at `index`; its link only if `fields` asks for it (the
+    /// links live apart: a read that needs none touches none).
+    fn recorded(&self, index: usize, fields: ContextFields) -> RecordedEvent<'_> {
         let e = &self.log[index];
         let stream = &self.streams[e.stream as usize].id;
         let (name, schema_version) = &self.kinds[e.kind as usize];
@@ -132,7 +134,10 @@ impl State {
                 &self.metadata[e.metadata as usize - 1]
             },
             recorded_at: e.recorded_at,
-            link: self.links[index],
+            link: match fields.contains(ContextFields::LINK) {
+                true => self.links[index],
+                false => Link::GENESIS,
+            },
         }
     }
 
@@ -441,13 +446,14 @@ impl InMemoryStore {
         &self,
         after: u64,
         limit: usize,
+        fields: ContextFields,
         mut visit: impl FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send,
     ) {
         let state = self.shared.read();
         let start = usize::try_from(after).unwrap_or(usize::MAX).min(state.log.len());
         let end = start.saturating_add(limit).min(state.log.len());
         for index in start..end {
-            if visit(&state.recorded(index)).is_break() {
+            if visit(&state.recorded(index, fields)).is_break() {
                 return;
             }
         }
@@ -469,14 +475,14 @@ impl EventStore for InMemoryStore {
         &self,
         stream: &StreamId,
         from_version: u64,
-        _fields: ContextFields,
+        fields: ContextFields,
         mut visit: impl FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        // Every field is at hand: leaving some out saves nothing.
+        // Every field but the link is at hand: leaving some out saves nothing.
         if let Err(e) = super::validate_stream(Self::NAME, stream) {
             return ready(Err(e));
         }
-        self.visit_stream(stream, from_version, |state, index| visit(&state.recorded(index)));
+        self.visit_stream(stream, from_version, |state, index| visit(&state.recorded(index, fields)));
         ready(Ok(()))
     }
 
@@ -484,10 +490,10 @@ impl EventStore for InMemoryStore {
         &self,
         after: u64,
         limit: usize,
-        _fields: ContextFields,
+        fields: ContextFields,
         visit: impl FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.read_all_now(after, limit, visit);
+        self.read_all_now(after, limit, fields, visit);
         ready(Ok(()))
     }
 
