@@ -103,6 +103,21 @@ const GROUPS: &[(&str, &str, &str)] = &[
         "report",
     ),
     (
+        "link_1000_events",
+        "links of 1,000 deposits, SHA-256 framed (against unframed SHA-256)",
+        "report",
+    ),
+    (
+        "cold_load_1000_verified",
+        "cold load, 1,000 events, chain verified (against unverified)",
+        "report",
+    ),
+    (
+        "verify_1m_sqlite",
+        "verify a 1,000,000-event SQLite store (against reading it)",
+        "report",
+    ),
+    (
         "sqlite_driver_200_commands",
         "SQLite driver choice, 200 commands",
         "report",

@@ -177,8 +177,8 @@ impl Report {
     }
 }
 
-struct Verifier<'a> {
-    options: &'a VerifyOptions,
+struct Verifier {
+    options: VerifyOptions,
     heads: Heads,
     tree: MerkleLog,
     /// The log position of each leaf.
@@ -186,7 +186,7 @@ struct Verifier<'a> {
     report: Report,
 }
 
-impl Verifier<'_> {
+impl Verifier {
     fn problem(&mut self, problem: Problem) {
         if self.report.problems.len() < self.options.max_problems {
             self.report.problems.push(problem);
@@ -325,45 +325,138 @@ impl Verifier<'_> {
     }
 }
 
+/// A page of the log copied out of the store's buffers into one arena, to
+/// be checked on another thread while the next page is read.
+#[derive(Default)]
+struct Page {
+    bytes: Vec<u8>,
+    events: Vec<Packed>,
+}
+
+/// An event of a [`Page`]: its fixed-size fields, and where its
+/// variable-length ones are in the arena.
+struct Packed {
+    event_id: EventId,
+    version: u64,
+    position: u64,
+    schema_version: u32,
+    recorded_at: Timestamp,
+    link: Link,
+    /// The ends of aggregate type, aggregate id, name, metadata and payload,
+    /// back to back from `start`.
+    start: usize,
+    ends: [usize; 5],
+}
+
+impl Page {
+    fn push(&mut self, e: &RecordedEvent<'_>) {
+        let start = self.bytes.len();
+        let mut ends = [0; 5];
+        for (end, part) in ends.iter_mut().zip([
+            e.aggregate_type.as_bytes(),
+            e.aggregate_id.as_bytes(),
+            e.name.as_bytes(),
+            e.metadata,
+            e.payload,
+        ]) {
+            self.bytes.extend_from_slice(part);
+            *end = self.bytes.len();
+        }
+        self.events.push(Packed {
+            event_id: e.event_id,
+            version: e.version,
+            position: e.position,
+            schema_version: e.schema_version,
+            recorded_at: e.recorded_at,
+            link: e.link,
+            start,
+            ends,
+        });
+    }
+
+    fn each(&self, mut f: impl FnMut(&RecordedEvent<'_>)) {
+        for p in &self.events {
+            let part = |i: usize| &self.bytes[if i == 0 { p.start } else { p.ends[i - 1] }..p.ends[i]];
+            // Copied from `&str`s: still UTF-8.
+            let text = |i: usize| std::str::from_utf8(part(i)).unwrap_or_default();
+            f(&RecordedEvent {
+                event_id: p.event_id,
+                aggregate_type: text(0),
+                aggregate_id: text(1),
+                version: p.version,
+                position: p.position,
+                name: text(2),
+                schema_version: p.schema_version,
+                payload: part(4),
+                metadata: part(3),
+                recorded_at: p.recorded_at,
+                link: p.link,
+            });
+        }
+    }
+}
+
 /// Reads the whole log of `store` once and checks every stream's chain,
 /// every seal (root, signature, predecessor) and, given one, the exported
 /// head. `progress` hears of each page: events read, last position.
 ///
-/// Memory: the Merkle tree's levels (64 bytes per event) and one head per
-/// stream.
+/// Reading and checking overlap: each page is copied out of the store's
+/// buffers and checked on a blocking thread while the next is read.
+/// Memory: the Merkle tree's levels (64 bytes per event), one head per
+/// stream, and two pages.
 pub async fn verify<S: EventStore>(
     store: &S,
     options: &VerifyOptions,
     mut progress: impl FnMut(u64, u64) + Send,
 ) -> Result<Report, AuditError> {
     let mut v = Verifier {
-        options,
+        options: options.clone(),
         heads: Heads::default(),
         tree: MerkleLog::new(),
         positions: Vec::new(),
         report: Report::default(),
     };
+    let (pages, checked) = std::sync::mpsc::sync_channel::<Page>(2);
+    let checker = tokio::task::spawn_blocking(move || {
+        for page in checked {
+            page.each(|e| v.event(e));
+        }
+        v
+    });
     let mut after = 0;
-    loop {
-        let mut read = 0;
-        store
-            .read_all(
-                after,
-                options.page.max(1),
-                ContextFields::ALL,
-                |e: &RecordedEvent<'_>| {
-                    read += 1;
-                    after = e.position;
-                    v.event(e);
-                    ControlFlow::Continue(())
-                },
-            )
-            .await?;
-        progress(v.report.events, after);
-        if read == 0 {
-            break;
+    let mut events = 0;
+    let read = async {
+        loop {
+            let mut page = Page::default();
+            store
+                .read_all(
+                    after,
+                    options.page.max(1),
+                    ContextFields::ALL,
+                    |e: &RecordedEvent<'_>| {
+                        after = e.position;
+                        page.push(e);
+                        ControlFlow::Continue(())
+                    },
+                )
+                .await?;
+            if page.events.is_empty() {
+                return Ok::<_, AuditError>(());
+            }
+            events += page.events.len() as u64;
+            progress(events, after);
+            if pages.send(page).is_err() {
+                // The checker stopped: its panic is reported below.
+                return Ok(());
+            }
         }
     }
+    .await;
+    drop(pages);
+    let mut v = checker
+        .await
+        .map_err(|e| AuditError::Unreadable(format!("the verification failed: {e}")))?;
+    read?;
     if let Some(head) = &options.head {
         v.head(head);
     }

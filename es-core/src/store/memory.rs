@@ -482,7 +482,9 @@ impl EventStore for InMemoryStore {
         if let Err(e) = super::validate_stream(Self::NAME, stream) {
             return ready(Err(e));
         }
-        self.visit_stream(stream, from_version, |state, index| visit(&state.recorded(index, fields)));
+        self.visit_stream(stream, from_version, |state, index| {
+            visit(&state.recorded(index, fields))
+        });
         ready(Ok(()))
     }
 
