@@ -31,14 +31,17 @@ pub struct InMemoryStore {
 
 pub(super) struct Shared {
     state: RwLock<State>,
+    /// The links of the log's first events, by log index: computed when a
+    /// read first asks for them, in log order, from the stored bytes (which
+    /// never change here), so appends hash nothing.
+    links: std::sync::Mutex<Vec<Link>>,
     head: watch::Sender<u64>,
     /// The data keys of personal data, by subject.
     pub(super) keys: std::sync::Mutex<std::collections::BTreeMap<String, StoredKey>>,
 }
 
 /// The data, laid out for memory: an event costs its 56-byte entry, its
-/// 32-byte link,
-/// payload bytes, 4 bytes in its stream's index and 4 in the index of
+/// payload bytes (and 32 bytes of link once a read asked for links), 4 bytes in its stream's index and 4 in the index of
 /// ascending event ids (about 10 in the event-id table instead, for an id
 /// that arrives out of order); names, streams and metadata are stored once
 /// each and referred to by number.
@@ -46,8 +49,6 @@ pub(super) struct Shared {
 struct State {
     /// The global log; position `p` is at index `p - 1`.
     log: Vec<Entry>,
-    /// Each event's link in its stream's hash chain, by log index.
-    links: Vec<Link>,
     /// Every payload, back to back; entries hold offsets.
     payloads: Vec<u8>,
     /// Each distinct (stored name, schema version), once.
@@ -113,9 +114,8 @@ impl State {
         &self.payloads[at..at + e.payload_len as usize]
     }
 
-    /// The event at `index`; its link only if `fields` asks for it (the
-    /// links live apart: a read that needs none touches none).
-    fn recorded(&self, index: usize, fields: ContextFields) -> RecordedEvent<'_> {
+    /// The event at `index`, with `link`.
+    fn recorded(&self, index: usize, link: Link) -> RecordedEvent<'_> {
         let e = &self.log[index];
         let stream = &self.streams[e.stream as usize].id;
         let (name, schema_version) = &self.kinds[e.kind as usize];
@@ -134,10 +134,7 @@ impl State {
                 &self.metadata[e.metadata as usize - 1]
             },
             recorded_at: e.recorded_at,
-            link: match fields.contains(ContextFields::LINK) {
-                true => self.links[index],
-                false => Link::GENESIS,
-            },
+            link,
         }
     }
 
@@ -254,6 +251,7 @@ impl InMemoryStore {
         InMemoryStore {
             shared: Arc::new(Shared {
                 state: RwLock::new(State::default()),
+                links: std::sync::Mutex::default(),
                 head: watch::channel(0).0,
                 keys: std::sync::Mutex::default(),
             }),
@@ -370,12 +368,7 @@ impl InMemoryStore {
             state.metadata.len() as u32
         };
         let first_position = state.log.len() as u64 + 1;
-        let mut link = match actual {
-            0 => Link::GENESIS,
-            v => state.links[state.streams[stream_at as usize].entries[v as usize - 1] as usize],
-        };
         state.log.reserve(request.events.len());
-        state.links.reserve(request.events.len());
         state.streams[stream_at as usize].entries.reserve(request.events.len());
         for (i, event) in request.events.iter().enumerate() {
             let index = state.log.len() as u32;
@@ -383,10 +376,6 @@ impl InMemoryStore {
             let payload_at = state.payloads.len() as u64;
             state.payloads.extend_from_slice(event.payload);
             let version = actual + 1 + i as u64;
-            link =
-                super::chain::Linked::new_event(request.stream, version, event, request.metadata, request.recorded_at)
-                    .link(&link);
-            state.links.push(link);
             state.log.push(Entry {
                 event_id: event.event_id,
                 version,
@@ -422,12 +411,14 @@ impl InMemoryStore {
         Ok(AppendOutcome::Appended(appended))
     }
 
-    /// Visits the entries of `stream` from `from_version`, by log index.
+    /// Visits the entries of `stream` from `from_version`, with their
+    /// links if `fields` asks for them.
     fn visit_stream(
         &self,
         stream: &StreamId,
         from_version: u64,
-        mut visit: impl FnMut(&State, usize) -> ControlFlow<()>,
+        fields: ContextFields,
+        mut visit: impl FnMut(&RecordedEvent<'_>) -> ControlFlow<()>,
     ) {
         let state = self.shared.read();
         let Some(&at) = state.stream_index.get(stream) else {
@@ -435,11 +426,38 @@ impl InMemoryStore {
         };
         let entries = &state.streams[at as usize].entries;
         let skip = from_version.saturating_sub(1).min(entries.len() as u64) as usize;
+        let links = self.links(&state, fields, entries.last().map_or(0, |&i| i as usize + 1));
         for &index in &entries[skip..] {
-            if visit(&state, index as usize).is_break() {
+            let link = links.as_ref().map_or(Link::GENESIS, |l| l[index as usize]);
+            if visit(&state.recorded(index as usize, link)).is_break() {
                 return;
             }
         }
+    }
+
+    /// The links of the log's first `end` events, computed as far as they
+    /// are not yet, if `fields` asks for links.
+    fn links<'a>(
+        &'a self,
+        state: &State,
+        fields: ContextFields,
+        end: usize,
+    ) -> Option<std::sync::MutexGuard<'a, Vec<Link>>> {
+        if !fields.contains(ContextFields::LINK) {
+            return None;
+        }
+        let mut links = self.shared.links.lock().unwrap_or_else(PoisonError::into_inner);
+        for index in links.len()..end {
+            let event = state.recorded(index, Link::GENESIS);
+            // The event before it in its stream is earlier in the log.
+            let previous = match event.version {
+                1 => Link::GENESIS,
+                v => links[state.streams[state.log[index].stream as usize].entries[v as usize - 2] as usize],
+            };
+            let link = event.compute_link(&previous);
+            links.push(link);
+        }
+        Some(links)
     }
 
     fn read_all_now(
@@ -452,8 +470,10 @@ impl InMemoryStore {
         let state = self.shared.read();
         let start = usize::try_from(after).unwrap_or(usize::MAX).min(state.log.len());
         let end = start.saturating_add(limit).min(state.log.len());
+        let links = self.links(&state, fields, end);
         for index in start..end {
-            if visit(&state.recorded(index, fields)).is_break() {
+            let link = links.as_ref().map_or(Link::GENESIS, |l| l[index]);
+            if visit(&state.recorded(index, link)).is_break() {
                 return;
             }
         }
@@ -476,15 +496,13 @@ impl EventStore for InMemoryStore {
         stream: &StreamId,
         from_version: u64,
         fields: ContextFields,
-        mut visit: impl FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send,
+        visit: impl FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         // Every field but the link is at hand: leaving some out saves nothing.
         if let Err(e) = super::validate_stream(Self::NAME, stream) {
             return ready(Err(e));
         }
-        self.visit_stream(stream, from_version, |state, index| {
-            visit(&state.recorded(index, fields))
-        });
+        self.visit_stream(stream, from_version, fields, visit);
         ready(Ok(()))
     }
 
