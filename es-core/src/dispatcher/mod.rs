@@ -90,7 +90,7 @@ impl<S: EventStore, C: Codec> DispatcherBuilder<S, C> {
 
     /// Checks each stream's hash chain as it loads (off by default): every
     /// event read must hash to its stored link, chained from the one
-    /// before, or the load fails with [`StoreError::Corrupt`] naming the
+    /// before, or the load fails with [`StoreError::Corrupt`](crate::StoreError::Corrupt) naming the
     /// stream, version and position, so a command is never decided on a
     /// tampered aggregate. Loads then replay from the first event (a
     /// snapshot is not chained, so none is used) and read every field. See
