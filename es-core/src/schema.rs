@@ -32,6 +32,10 @@
 //!   keep the old struct in `older = [..]`;
 //! - a version in the lock is no longer read by any struct — put it back.
 //!
+//! A version bump that only adds `#[serde(default)]` fields (no `older`
+//! list) passes: the older version's events decode into the new struct,
+//! and the report says so.
+//!
 //! A new event or a new version passes, and is written to the lock when
 //! the test runs with `ES_UPDATE_SCHEMA_LOCK=1` (the file is created on the
 //! first run). [`SchemaLock::markdown`] renders the same catalogue as the
@@ -204,6 +208,11 @@ pub struct Report {
     pub removed: Vec<String>,
     /// New events and versions: fine, to be recorded.
     pub added: Vec<String>,
+    /// Versions in the lock with no struct of their own that a newer
+    /// version's struct reads (it lists no `older` versions, so serde
+    /// decodes them into it: fields it added need `#[serde(default)]`):
+    /// fine, said so.
+    pub read_by_newer: Vec<String>,
 }
 
 impl Report {
@@ -267,7 +276,21 @@ impl SchemaLock {
                 .iter()
                 .find(|((g, n, v), _)| *g == key.0 && *n == key.1 && *v == key.2);
             let title = format!("`{}` version {} (in `{}`)", l.name, l.version, l.group);
+            // A struct without `older = [..]` reads every version below its
+            // own (a struct with them has each older version in the
+            // catalogue: the derive checks the chain has no gap).
+            let newer = current
+                .iter()
+                .filter(|((g, n, v), _)| *g == key.0 && *n == key.1 && *v > key.2)
+                .min_by_key(|((_, _, v), _)| *v);
             match found {
+                None if newer.is_some() => {
+                    let ((_, _, v), e) = newer.expect("checked");
+                    report.read_by_newer.push(format!(
+                        "{title} has no struct of its own: stored events of it decode into `{}` (version {v}), whose fields added since must have `#[serde(default)]`",
+                        e.rust_type
+                    ));
+                }
                 None => report.removed.push(format!(
                     "{title} is in the lock, but no struct reads it any more: stored events of that version would fail to decode, or decode into another version's struct. Put its struct back (in the current version's `older = [..]`), or, if no store holds such events, record the removal with {UPDATE_VARIABLE}=1."
                 )),
@@ -315,6 +338,9 @@ impl SchemaLock {
                         let _ = write!(message, "\n- {line}\n");
                     }
                     panic!("{message}");
+                }
+                for line in &report.read_by_newer {
+                    eprintln!("schema lock {}: {line}", self.path.display());
                 }
                 if !report.added.is_empty() {
                     eprintln!(

@@ -76,3 +76,47 @@ fn a_version_no_struct_reads_fails_and_a_new_one_passes() {
     );
     assert!(report.changed.is_empty());
 }
+
+/// The crate docs' way to add a field: `#[serde(default)]` and a version
+/// bump, with no struct kept for version 1. The lock accepts it (version 1
+/// events decode into the new struct, and the report says so), and a
+/// version 1 event does decode.
+#[test]
+fn a_defaulted_new_field_with_a_version_bump_passes() {
+    use es_core::Event;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, es_core::Event)]
+    #[event(name = "order.placed", version = 1)]
+    struct PlacedV1 {
+        total: u64,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, es_core::Event)]
+    #[event(name = "order.placed", version = 2)]
+    struct Placed {
+        total: u64,
+        #[serde(default)]
+        currency: String,
+    }
+
+    let dir = tests::sqlite::temp_dir();
+    let old = SchemaLock::new(dir.join("schema.lock")).events::<PlacedV1>("orders");
+    let lock_text = old.catalogue().lock_text();
+    let new = SchemaLock::new(dir.join("schema.lock")).events::<Placed>("orders");
+    let report = new.compare(&lock_text).unwrap();
+    assert!(report.ok(), "{report:#?}");
+    assert_eq!(report.read_by_newer.len(), 1, "{report:#?}");
+    assert!(report.read_by_newer[0].contains("decode into"), "{report:#?}");
+
+    let codec = es_core::Json;
+    let stored = PlacedV1 { total: 7 }.encode(&codec).unwrap();
+    let decoded = Placed::decode(&codec, "order.placed", 1, &stored).unwrap();
+    assert_eq!(
+        decoded,
+        Placed {
+            total: 7,
+            currency: String::new()
+        }
+    );
+}
