@@ -106,7 +106,7 @@ fn write_canonical(value: &serde_json::Value, out: &mut Vec<u8>) {
 
 /// Lower-case hex of a fingerprint, as it is stored in metadata.
 pub(crate) fn fingerprint_hex(fingerprint: &Fingerprint) -> String {
-    fingerprint.iter().map(|b| format!("{b:02x}")).collect()
+    crate::util::hex(fingerprint)
 }
 
 /// Anything [`Dispatcher::dispatch`] accepts: every [`Command`], and enums of

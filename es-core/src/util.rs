@@ -19,6 +19,30 @@ fn seed() -> (u64, u64) {
     (a | 1, h.finish() | 1)
 }
 
+/// Lower-case hex of `bytes`: how fingerprints, links, signatures and
+/// bytes that are not text are written out.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// The bytes `text` writes as hex digits (either case), or `None` for an
+/// odd length or any other character (a sign included).
+pub(crate) fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16);
+    text.as_bytes()
+        .chunks(2)
+        .map(|pair| Some((digit(pair[0])? * 16 + digit(pair[1])?) as u8))
+        .collect()
+}
+
 /// 128 pseudo-random bits from a per-thread xorshift128+ generator.
 pub(crate) fn random_u128() -> u128 {
     RNG.with(|cell| {

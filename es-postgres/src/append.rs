@@ -20,13 +20,32 @@ const ANY_ATTEMPTS: u32 = 100;
 /// it, it forgets them all and learns again, one statement per stream.
 const MAX_HEADS: usize = 100_000;
 
+/// The links of an append's events, and the head they were computed from
+/// (its version and link, `None` for an empty stream): the statement stores
+/// the events only if that is still the stream's head.
+pub(crate) struct Chained {
+    pub(crate) version: u64,
+    pub(crate) link: Option<Link>,
+    pub(crate) links: Vec<Link>,
+}
+
+/// What the append statement found at the stream's head.
+pub(crate) enum HeadCheck {
+    /// Not the expected version: nothing stored.
+    Expected,
+    /// Not the head the links were computed from: nothing stored.
+    Stale,
+    /// The head assumed: the events are stored.
+    Stored,
+}
+
 /// The link of a stream's head as the append statement read it (`link`,
 /// NULL for an empty stream).
-pub(crate) fn head_link(row: &PgRow, stream: &StreamId, version: u64) -> Result<Option<Link>, StoreError> {
-    let bytes: Option<Vec<u8>> = row.try_get("link").map_err(error("read the append's result"))?;
+fn head_link(row: &PgRow, stream: &StreamId, version: u64) -> Result<Option<Link>, StoreError> {
+    let bytes: Option<&[u8]> = row.try_get("link").map_err(error("read the append's result"))?;
     match (version, bytes) {
         (0, _) => Ok(None),
-        (_, Some(b)) => match Link::from_slice(&b) {
+        (_, Some(b)) => match Link::from_slice(b) {
             Some(link) => Ok(Some(link)),
             None => Err(corrupt(format!(
                 "version {version} of stream `{stream}` has a link of {} bytes, not 32",
@@ -186,16 +205,8 @@ impl PostgresStore {
             payloads.push(e.payload);
         }
         let stream = request.stream;
-        let (assumed_version, assumed_link) = self.assumed_head(stream, request.expected);
-        let links = link_batch(
-            assumed_link.unwrap_or(Link::GENESIS),
-            stream,
-            assumed_version + 1,
-            request.events,
-            request.metadata,
-            request.recorded_at,
-        );
-        let link_bytes: Vec<&[u8]> = links.iter().map(|l| l.as_bytes().as_slice()).collect();
+        let chained = self.chain(request);
+        let link_bytes: Vec<&[u8]> = chained.links.iter().map(|l| l.as_bytes().as_slice()).collect();
         let result = sqlx::query(self.inner.sql.append.clone())
             .bind(stream.aggregate_type())
             .bind(stream.aggregate_id())
@@ -208,8 +219,8 @@ impl PostgresStore {
             .bind(request.recorded_at.as_micros())
             .bind(request.command_id)
             .bind(&link_bytes)
-            .bind(to_i64(assumed_version, "version")?)
-            .bind(assumed_link.as_ref().map(|l| l.as_bytes().as_slice()))
+            .bind(to_i64(chained.version, "version")?)
+            .bind(chained.link.as_ref().map(|l| l.as_bytes().as_slice()))
             .fetch_one(&mut *conn)
             .await;
         let row = match result {
@@ -227,14 +238,10 @@ impl PostgresStore {
         let read = error("read the append's result");
         let actual: i64 = row.try_get("actual").map_err(&read)?;
         let actual = stored_u64(actual, || format!("stream `{stream}` has version {actual}"))?;
-        let head_link = head_link(&row, stream, actual)?;
-        if !request.expected.matches(actual) {
-            self.remember_head(stream, actual, head_link);
-            return Err(Lost::Expected(actual));
-        }
-        if n > 0 && (actual != assumed_version || head_link != assumed_link) {
-            self.remember_head(stream, actual, head_link);
-            return Err(Lost::Stale(actual));
+        match self.check_head(stream, request.expected, &chained, &row, actual)? {
+            HeadCheck::Expected => return Err(Lost::Expected(actual)),
+            HeadCheck::Stale => return Err(Lost::Stale(actual)),
+            HeadCheck::Stored => {}
         }
         let positions: Vec<i64> = row.try_get("positions").map_err(&read)?;
         let positions = positions
@@ -248,9 +255,6 @@ impl PostgresStore {
             ))
             .into());
         }
-        if let Some(last) = links.last() {
-            self.remember_head(stream, actual + n as u64, Some(*last));
-        }
         Ok(AppendOutcome::Appended(Appended {
             first_version: actual + 1,
             last_version: actual + n as u64,
@@ -258,11 +262,52 @@ impl PostgresStore {
         }))
     }
 
+    /// The links of `request`'s events, computed from the head it assumes.
+    pub(crate) fn chain(&self, request: &AppendRequest<'_>) -> Chained {
+        let (version, link) = self.assumed_head(request.stream, request.expected);
+        let r = request;
+        let links = link_batch(
+            link.unwrap_or(Link::GENESIS),
+            r.stream,
+            version + 1,
+            r.events,
+            r.metadata,
+            r.recorded_at,
+        );
+        Chained { version, link, links }
+    }
+
+    /// What the statement's `row` found at the head of `stream` (at version
+    /// `actual`) against what `chained` assumed; remembers the head the
+    /// append leaves: the one found, or the last new event.
+    pub(crate) fn check_head(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        chained: &Chained,
+        row: &PgRow,
+        actual: u64,
+    ) -> Result<HeadCheck, StoreError> {
+        let found = head_link(row, stream, actual)?;
+        if !expected.matches(actual) {
+            self.remember_head(stream, actual, found);
+            return Ok(HeadCheck::Expected);
+        }
+        if !chained.links.is_empty() && (actual != chained.version || found != chained.link) {
+            self.remember_head(stream, actual, found);
+            return Ok(HeadCheck::Stale);
+        }
+        if let Some(last) = chained.links.last() {
+            self.remember_head(stream, actual + chained.links.len() as u64, Some(*last));
+        }
+        Ok(HeadCheck::Stored)
+    }
+
     /// The head an append computes its links from: none for a new stream,
     /// else the one remembered (the statement checks it), else the
     /// expected version with no link, which the statement refuses for a
     /// stream with events, reporting its head.
-    pub(crate) fn assumed_head(&self, stream: &StreamId, expected: ExpectedVersion) -> (u64, Option<Link>) {
+    fn assumed_head(&self, stream: &StreamId, expected: ExpectedVersion) -> (u64, Option<Link>) {
         if expected == ExpectedVersion::NoStream {
             return (0, None);
         }
@@ -277,7 +322,7 @@ impl PostgresStore {
     }
 
     /// Remembers a stream's head for the next append's links.
-    pub(crate) fn remember_head(&self, stream: &StreamId, version: u64, link: Option<Link>) {
+    fn remember_head(&self, stream: &StreamId, version: u64, link: Option<Link>) {
         let mut heads = self.inner.heads.lock().unwrap_or_else(PoisonError::into_inner);
         match link {
             Some(link) if version > 0 => {

@@ -23,12 +23,12 @@
 use std::collections::HashSet;
 use std::sync::PoisonError;
 
-use es_core::store::{AppendOutcome, AppendRequest, Appended, ExpectedVersion, Link, NewEvent, Positions, link_batch};
+use es_core::store::{AppendOutcome, AppendRequest, Appended, ExpectedVersion, NewEvent, Positions};
 use es_core::{AppendError, StoreError, StreamId, Timestamp};
 use sqlx::Row;
 use tokio::sync::oneshot;
 
-use crate::append::{head_link, stored_u64};
+use crate::append::{Chained, HeadCheck, stored_u64};
 use crate::{PostgresStore, corrupt, error, to_i64};
 
 /// The most requests one combined statement carries.
@@ -235,22 +235,14 @@ impl PostgresStore {
         let (mut ev_request, mut ev_index, mut ev_ids, mut ev_names, mut ev_versions, mut ev_payloads) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut assumed_versions, mut assumed_links, mut ev_links) = (Vec::new(), Vec::new(), Vec::new());
-        let mut assumed = Vec::with_capacity(n);
+        let mut chains = Vec::with_capacity(n);
         for (r, p) in batch.iter().enumerate() {
-            let (version, link) = self.assumed_head(&p.stream, p.expected);
             let events = p.new_events();
-            let links = link_batch(
-                link.unwrap_or(Link::GENESIS),
-                &p.stream,
-                version + 1,
-                &events,
-                &p.metadata,
-                p.recorded_at,
-            );
-            assumed_versions.push(to_i64(version, "version").map_err(Some)?);
-            assumed_links.push(link.map(|l| l.as_bytes().to_vec()));
-            ev_links.extend(links.iter().map(|l| l.as_bytes().to_vec()));
-            assumed.push((version, link, links.last().copied()));
+            let chained = self.chain(&p.request(&events));
+            assumed_versions.push(to_i64(chained.version, "version").map_err(Some)?);
+            assumed_links.push(chained.link.map(|l| l.as_bytes().to_vec()));
+            ev_links.extend(chained.links.iter().map(|l| l.as_bytes().to_vec()));
+            chains.push(chained);
             types.push(p.stream.aggregate_type());
             ids.push(p.stream.aggregate_id());
             expected.push(match p.expected {
@@ -307,8 +299,8 @@ impl PostgresStore {
         }
         let mut outcomes = Vec::with_capacity(n);
         let mut last = None;
-        for ((p, row), assumed) in batch.iter().zip(&rows).zip(assumed) {
-            let outcome = batch_outcome(self, p, row, assumed).map_err(Some)?;
+        for ((p, row), chained) in batch.iter().zip(&rows).zip(&chains) {
+            let outcome = batch_outcome(self, p, row, chained).map_err(Some)?;
             if let Some(Ok(AppendOutcome::Appended(appended))) = &outcome {
                 last = last.max(appended.positions.last());
             }
@@ -328,28 +320,23 @@ fn batch_outcome(
     store: &PostgresStore,
     p: &Pending,
     row: &sqlx::postgres::PgRow,
-    (assumed_version, assumed_link, last_link): (u64, Option<Link>, Option<Link>),
+    chained: &Chained,
 ) -> Result<Option<Result<AppendOutcome, AppendError>>, StoreError> {
     let read = error("read a combined append's result");
     let actual: i64 = row.try_get("actual").map_err(&read)?;
     let stream = &p.stream;
     let actual = stored_u64(actual, || format!("stream `{stream}` has version {actual}"))?;
-    let head_link = head_link(row, stream, actual)?;
-    if !p.expected.matches(actual) {
-        store.remember_head(stream, actual, head_link);
-        return Ok(Some(Err(es_core::Conflict {
-            stream: stream.clone(),
-            expected: p.expected,
-            actual,
+    match store.check_head(stream, p.expected, chained, row, actual)? {
+        HeadCheck::Expected => {
+            return Ok(Some(Err(es_core::Conflict {
+                stream: stream.clone(),
+                expected: p.expected,
+                actual,
+            }
+            .into())));
         }
-        .into())));
-    }
-    if !p.events.is_empty() && (actual != assumed_version || head_link != assumed_link) {
-        store.remember_head(stream, actual, head_link);
-        return Ok(None);
-    }
-    if last_link.is_some() {
-        store.remember_head(stream, actual + p.events.len() as u64, last_link);
+        HeadCheck::Stale => return Ok(None),
+        HeadCheck::Stored => {}
     }
     let positions: Vec<i64> = row.try_get("positions").map_err(&read)?;
     let n = p.events.len();

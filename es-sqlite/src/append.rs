@@ -23,14 +23,15 @@ impl SqliteStore {
         {
             return Ok(AppendOutcome::Duplicate(record));
         }
-        let head: Option<(i64, Option<Vec<u8>>)> = tx
+        let head: Option<(i64, Option<Link>)> = tx
             .prepare_cached(
                 "SELECT version, link FROM es_events WHERE aggregate_type = ?1 AND aggregate_id = ?2 \
                  ORDER BY version DESC LIMIT 1",
             )
             .and_then(|mut s| {
                 s.query_row(params![stream.aggregate_type(), stream.aggregate_id()], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
+                    // Read in place: no allocation per append.
+                    Ok((r.get(0)?, r.get_ref(1)?.as_blob_or_null()?.and_then(Link::from_slice)))
                 })
                 .optional()
             })
@@ -39,10 +40,8 @@ impl SqliteStore {
             None => (0, Link::GENESIS),
             Some((v, link)) => {
                 let v = stored_u64(v, || format!("stream `{stream}` has version {v}"))?;
-                let link = link
-                    .as_deref()
-                    .and_then(Link::from_slice)
-                    .ok_or_else(|| corrupt(format!("version {v} of stream `{stream}` has no readable link")))?;
+                let link =
+                    link.ok_or_else(|| corrupt(format!("version {v} of stream `{stream}` has no readable link")))?;
                 (v, link)
             }
         };

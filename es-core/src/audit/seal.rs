@@ -123,7 +123,7 @@ impl Seal {
             size: self.size,
             key: self.key,
         };
-        let bytes = decode_hex(&self.signature).ok_or_else(bad)?;
+        let bytes = crate::util::from_hex(&self.signature).ok_or_else(bad)?;
         let signature = ed25519_dalek::Signature::from_slice(&bytes).map_err(|_| bad())?;
         self.key
             .verifying()
@@ -277,19 +277,9 @@ impl SealKey {
             frontier: frontier.roots().to_vec(),
         };
         let signature = self.0.sign(&seal.signed_bytes());
-        seal.signature = signature.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        seal.signature = crate::util::hex(&signature.to_bytes());
         seal
     }
-}
-
-pub(crate) fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]

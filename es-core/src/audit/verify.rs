@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 use serde::{Deserialize, Serialize};
 
 use super::merkle::{MerkleLog, verify_inclusion};
-use super::seal::{AuditError, PublicKey, SEAL_EVENT, SEAL_STREAM_ID, SEAL_STREAM_TYPE, Seal, decode_hex};
+use super::seal::{AuditError, PublicKey, SEAL_EVENT, SEAL_STREAM_ID, SEAL_STREAM_TYPE, Seal};
 use crate::store::{ContextFields, EventStore, FOREIGN, Heads, Link, RecordedEvent};
 use crate::{EventId, StreamId, Timestamp};
 
@@ -510,10 +510,6 @@ pub struct InclusionProof {
     pub seal: Seal,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// An inclusion proof for the event at `position` of `store`'s log, under
 /// `seal` (the latest seal when `None`), which must cover it.
 pub async fn prove<S: EventStore>(store: &S, position: u64, seal: Option<Seal>) -> Result<InclusionProof, AuditError> {
@@ -552,8 +548,8 @@ pub async fn prove<S: EventStore>(store: &S, position: u64, seal: Option<Seal>) 
                             name: e.name.to_owned(),
                             schema_version: e.schema_version,
                             recorded_at: e.recorded_at.as_micros(),
-                            metadata: hex(e.metadata),
-                            payload: hex(e.payload),
+                            metadata: crate::util::hex(e.metadata),
+                            payload: crate::util::hex(e.payload),
                         },
                     ));
                 }
@@ -596,8 +592,8 @@ pub async fn prove<S: EventStore>(store: &S, position: u64, seal: Option<Seal>) 
 /// signature by `key`. Returns the event's link.
 pub fn check_proof(proof: &InclusionProof, key: &PublicKey) -> Result<Link, AuditError> {
     let refused = |why: &str| AuditError::Unreadable(format!("the proof does not hold: {why}"));
-    let metadata = decode_hex(&proof.event.metadata).ok_or_else(|| refused("its metadata is not hex"))?;
-    let payload = decode_hex(&proof.event.payload).ok_or_else(|| refused("its payload is not hex"))?;
+    let metadata = crate::util::from_hex(&proof.event.metadata).ok_or_else(|| refused("its metadata is not hex"))?;
+    let payload = crate::util::from_hex(&proof.event.payload).ok_or_else(|| refused("its payload is not hex"))?;
     let e = &proof.event;
     let link = RecordedEvent {
         event_id: e.event_id,

@@ -128,21 +128,24 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
     }
 
     /// The link the last event of `request` gets if it is appended, when
-    /// chains are verified on load: the store chains it from the head the
-    /// slot holds (the request expects the slot's version), as
+    /// chains are verified on load: the request expects the slot's version,
+    /// so the store chains it from the head the slot holds, as
     /// [`link_batch`] does.
     fn head_link<A: Aggregate>(&self, slot: &Slot<A>, request: &AppendRequest<'_>) -> Option<Link> {
         if !self.inner.verify_chains {
             return None;
         }
         let r = request;
-        let before = match r.expected {
-            ExpectedVersion::Exact(v) => v,
-            _ => slot.version,
-        };
-        link_batch(slot.link, r.stream, before + 1, r.events, r.metadata, r.recorded_at)
-            .last()
-            .copied()
+        link_batch(
+            slot.link,
+            r.stream,
+            slot.version + 1,
+            r.events,
+            r.metadata,
+            r.recorded_at,
+        )
+        .last()
+        .copied()
     }
 
     /// After a commit at versions after `before`: the slot holds the

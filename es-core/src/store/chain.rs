@@ -34,16 +34,7 @@ impl Link {
 
     /// The link written as 64 hex digits (either case), or `None`.
     pub fn from_hex(text: &str) -> Option<Link> {
-        let text = text.as_bytes();
-        if text.len() != 64 {
-            return None;
-        }
-        let mut out = [0; 32];
-        for (i, pair) in text.chunks(2).enumerate() {
-            let digit = |c: u8| (c as char).to_digit(16);
-            out[i] = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
-        }
-        Some(Link(out))
+        Link::from_slice(&crate::util::from_hex(text)?)
     }
 
     /// The SHA-256 of `bytes`.
@@ -54,10 +45,7 @@ impl Link {
 
 impl fmt::Display for Link {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        f.write_str(&crate::util::hex(&self.0))
     }
 }
 
@@ -315,5 +303,7 @@ mod tests {
         assert_eq!(Link::from_hex(&link.to_string().to_uppercase()), Some(link));
         assert_eq!(Link::from_hex("zz"), None);
         assert_eq!(Link::from_hex(&"g".repeat(64)), None);
+        // A sign is not a digit, though `u8::from_str_radix` would take it.
+        assert_eq!(Link::from_hex(&format!("+f{}", "0".repeat(62))), None);
     }
 }

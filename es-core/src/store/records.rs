@@ -401,7 +401,6 @@ impl StoredEvent {
     /// (`{"undecodable": ..}` when it does not decode). An entry that is not
     /// an event ([`FOREIGN`]) renders as `{"position", "foreign", "bytes"}`.
     pub fn to_json(&self) -> serde_json::Value {
-        let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
         if self.name == FOREIGN {
             return serde_json::json!({
                 "position": self.position,
@@ -410,7 +409,7 @@ impl StoredEvent {
             });
         }
         let payload = serde_json::from_slice::<serde_json::Value>(&self.payload)
-            .unwrap_or_else(|_| serde_json::json!({ "hex": hex(&self.payload) }));
+            .unwrap_or_else(|_| serde_json::json!({ "hex": crate::util::hex(&self.payload) }));
         let metadata = match crate::Metadata::decode(&self.metadata) {
             Ok(m) => serde_json::to_value(m).unwrap_or_default(),
             Err(_) => serde_json::json!({ "undecodable": String::from_utf8_lossy(&self.metadata) }),
