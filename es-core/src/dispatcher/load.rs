@@ -176,19 +176,9 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             None => A::decode_snapshot(&self.inner.codec, &snapshot.payload),
             Some(mut scope) => {
                 let decoded = scope
-                    .retry_fetching(
-                        false,
-                        3,
-                        |d| matches!(d, Some(Err(_))),
-                        |scope| {
-                            scope.place(
-                                stream.aggregate_type(),
-                                stream.aggregate_id(),
-                                At::Snapshot(snapshot.version),
-                            );
-                            scope.run(|| A::decode_snapshot(&self.inner.codec, &snapshot.payload))
-                        },
-                    )
+                    .retry_on_snapshot(stream, snapshot.version, || {
+                        A::decode_snapshot(&self.inner.codec, &snapshot.payload)
+                    })
                     .await?;
                 if scope.forgotten {
                     // It holds a value whose subject was forgotten: what the
@@ -348,19 +338,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             Ok(None) => slot.state.encode_snapshot(&self.inner.codec),
             Ok(Some(mut scope)) => {
                 let sealed = scope
-                    .retry_fetching(
-                        false,
-                        3,
-                        |e| matches!(e, Some(Err(_))),
-                        |scope| {
-                            scope.place(
-                                stream.aggregate_type(),
-                                stream.aggregate_id(),
-                                At::Snapshot(slot.version),
-                            );
-                            scope.run(|| slot.state.encode_snapshot(&self.inner.codec))
-                        },
-                    )
+                    .retry_on_snapshot(stream, slot.version, || slot.state.encode_snapshot(&self.inner.codec))
                     .await;
                 match sealed {
                     Ok(encoded) => encoded,

@@ -124,6 +124,27 @@ impl Scope {
         }
     }
 
+    /// Runs `f`, a snapshot's decode or encode, placed at the snapshot of
+    /// `stream` at `version`, fetching missing keys and trying again (three
+    /// runs at most) while it fails.
+    pub(crate) async fn retry_on_snapshot<T, E>(
+        &mut self,
+        stream: &crate::StreamId,
+        version: u64,
+        f: impl Fn() -> Option<Result<T, E>>,
+    ) -> Result<Option<Result<T, E>>, crate::error::StoreError> {
+        self.retry_fetching(
+            false,
+            3,
+            |r| matches!(r, Some(Err(_))),
+            |scope| {
+                scope.place(stream.aggregate_type(), stream.aggregate_id(), At::Snapshot(version));
+                scope.run(&f)
+            },
+        )
+        .await
+    }
+
     /// Runs `f` with this scope current on this thread: what a
     /// [`Personal`](super::Personal) serialized or deserialized inside
     /// sees. `f` must not await (the scope is the thread's).
