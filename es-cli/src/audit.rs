@@ -1,7 +1,7 @@
 //! `es audit`: seal the log, export its head, verify a store, prove one
 //! event and check a proof offline.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
@@ -231,16 +231,7 @@ async fn verify(
         ..VerifyOptions::default()
     };
     let last = on_store!(db, s => es_core::EventStore::last_position(s).await?);
-    let bar = if std::io::stderr().is_terminal() && !json_out {
-        indicatif::ProgressBar::new(last)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("verifying [{bar:40}] {pos}/{len} ({per_sec}, {eta} left)")
-            .map_err(|e| fail(e.to_string()))?
-            .progress_chars("=> "),
-    );
+    let bar = crate::commands::progress_bar(last, "verifying".to_owned(), "", json_out)?;
     let report =
         on_store!(db, s => audit::verify(s, &options, |_, position| bar.set_position(position.min(last))).await)
             .map_err(audit_error)?;

@@ -75,6 +75,30 @@ async fn follow_tail<S: EventStore>(
     Ok(())
 }
 
+/// A progress bar of `len` steps on standard error, `message` before it
+/// and `unit` after the count; hidden when standard error is not a terminal
+/// or the output is JSON.
+pub(crate) fn progress_bar(
+    len: u64,
+    message: String,
+    unit: &str,
+    json_out: bool,
+) -> Result<indicatif::ProgressBar, CliError> {
+    let bar = if std::io::stderr().is_terminal() && !json_out {
+        indicatif::ProgressBar::new(len)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let template = format!("{{msg}} [{{bar:40}}] {{pos}}/{{len}}{unit} ({{per_sec}}, {{eta}} left)");
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&template)
+            .map_err(|e| fail(e.to_string()))?
+            .progress_chars("=> "),
+    );
+    bar.set_message(message);
+    Ok(bar)
+}
+
 pub(crate) async fn rebuild(
     db: &Db,
     rebuilds: &Rebuilds,
@@ -105,17 +129,7 @@ pub(crate) async fn rebuild(
             on_store!(db, s => s.events_after(0).await?)
         )));
     }
-    let bar = if std::io::stderr().is_terminal() && !json_out {
-        indicatif::ProgressBar::new(head)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} events ({per_sec}, {eta} left)")
-            .map_err(|e| fail(e.to_string()))?
-            .progress_chars("=> "),
-    );
-    bar.set_message(format!("rebuilding {name}"));
+    let bar = progress_bar(head, format!("rebuilding {name}"), " events", json_out)?;
     let task = tokio::spawn(rebuild(db.clone()));
     // The rebuild commits a page at a time; its checkpoint is the progress.
     let reached = loop {

@@ -281,21 +281,32 @@ impl<S: EventStore + Clone> Sealer<S> {
     }
 }
 
+/// The sealer's name as a subscription.
+const SEALER: &str = "es.audit.sealer";
+
+/// A sealer's failure as the engine reports it: the store's error as is,
+/// anything else (a seal that does not read) as the sealer's, at `position`.
+fn engine_error(error: AuditError, position: u64) -> SubscriptionError {
+    match error {
+        AuditError::Store(e) => e.into(),
+        e => SubscriptionError::Handler {
+            subscription: SEALER.to_owned(),
+            event_name: SEAL_EVENT.to_owned(),
+            position,
+            source: e.to_string().into(),
+        },
+    }
+}
+
 impl<S: EventStore + Clone> Sink for Sealer<S> {
     fn name(&self) -> &str {
-        "es.audit.sealer"
+        SEALER
     }
 
     async fn checkpoint(&mut self) -> Result<u64, SubscriptionError> {
         match self.load().await {
             Ok(state) => Ok(state.position),
-            Err(AuditError::Store(e)) => Err(e.into()),
-            Err(e) => Err(SubscriptionError::Handler {
-                subscription: "es.audit.sealer".to_owned(),
-                event_name: SEAL_EVENT.to_owned(),
-                position: 0,
-                source: e.to_string().into(),
-            }),
+            Err(e) => Err(engine_error(e, 0)),
         }
     }
 
@@ -326,18 +337,10 @@ impl<S: EventStore + Clone> Sink for Sealer<S> {
                 // Another sealer's seal: start again from it.
                 Ok(None) => {
                     return Err(SubscriptionError::Moved {
-                        subscription: self.name().to_owned(),
+                        subscription: SEALER.to_owned(),
                     });
                 }
-                Err(AuditError::Store(e)) => return Err(e.into()),
-                Err(e) => {
-                    return Err(SubscriptionError::Handler {
-                        subscription: self.name().to_owned(),
-                        event_name: SEAL_EVENT.to_owned(),
-                        position: to,
-                        source: e.to_string().into(),
-                    });
-                }
+                Err(e) => return Err(engine_error(e, to)),
             }
         }
         Ok(())
