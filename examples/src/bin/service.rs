@@ -77,31 +77,10 @@ async fn serve<S: EventStore + Clone>(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let (router, running) = service::start(store);
     let signal = async {
-        shutdown_signal().await;
+        es_axum::shutdown_signal().await;
         println!("stopping: finishing in-flight requests");
     };
     running.serve(listener, router, signal).await?;
     println!("stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
 }

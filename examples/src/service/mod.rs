@@ -28,36 +28,30 @@
 //! graceful shutdown waits for them. The live event stream is fed by one
 //! follower of the log for the whole service: an idle client costs nothing
 //! when a command commits.
+//!
+//! Everything that is not the bank's own comes from [`es_axum`]: the
+//! problems, the extractors, the event stream, health and readiness, the
+//! limits and the graceful shutdown. What is left here is the routes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::State;
 use axum::routing::{get, post};
+use es_axum::{After, EventFeed, IdempotencyKey, Json, Path, Problem, Query, Readiness, Server};
 use es_core::store::StoredEvent;
 use es_core::{
-    AnyRejection, DispatchError, Dispatcher, EventStore, EventStoreExt, Metadata, Projection, Runner, StoreError,
-    StreamId, Timestamp, Versioned,
+    AnyRejection, DispatchError, Dispatcher, EventStore, EventStoreExt, Projection, Runner, StoreError, StreamId,
+    Timestamp, Versioned,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::watch;
 
 use crate::bank::{AccountError, AccountId, BankAccount, BankCommand};
 use crate::views::{BalanceOf, Balances};
 
-mod events;
-mod serve;
-
-use events::{Feed, tail};
-pub use serve::Limits;
-use serve::limit_body;
+pub use es_axum::Limits;
 
 /// How long a read waits for its read model to reach the position it asked for.
 pub const READ_YOUR_WRITES_TIMEOUT: Duration = Duration::from_secs(5);
@@ -67,16 +61,12 @@ pub struct Service<S: EventStore + Clone> {
     dispatcher: Dispatcher<S>,
     store: S,
     balances: Projection<Balances>,
-    shutdown: watch::Receiver<bool>,
-    feed: Feed,
 }
 
-/// A running service's parts that outlive the router: stop them with
-/// [`Running::stop`] after the server has drained.
+/// A running service's parts that outlive the router: serve with
+/// [`Running::serve`], or stop them with [`Running::stop`].
 pub struct Running {
-    balances: Runner,
-    shutdown: watch::Sender<bool>,
-    limits: Limits,
+    server: Server,
 }
 
 /// Builds the router over `store` with the default [`Limits`], and starts
@@ -88,38 +78,48 @@ pub fn start<S: EventStore + Clone>(store: S) -> (Router, Running) {
 /// [`start`] with `limits`.
 pub fn start_with<S: EventStore + Clone>(store: S, limits: Limits) -> (Router, Running) {
     let balances = Projection::new("balances", Balances::default());
-    let runner = balances.spawn(store.clone(), Duration::from_millis(100));
-    let (shutdown_tx, shutdown) = watch::channel(false);
-    let feed = Feed::start(store.clone(), shutdown.clone());
+    let runner: Runner = balances.spawn(store.clone(), Duration::from_millis(100));
+    let feed = EventFeed::start(store.clone());
+    let readiness = Readiness::new(store.clone()).follower(balances.clone());
     let service = Arc::new(Service {
         dispatcher: Dispatcher::new(store.clone()),
         store,
         balances,
-        shutdown,
-        feed,
     });
-    let router = Router::new()
+    let routes = Router::new()
         .route("/commands", post(command::<S>))
         .route("/accounts/{id}", get(account::<S>))
         .route("/accounts/{id}/balance", get(balance::<S>))
         .route("/accounts/{id}/events", get(audit::<S>))
-        .route("/events", get(tail::<S>))
         .route("/subjects/{subject}/forget", post(forget::<S>))
-        .route("/health", get(|| async { "ok" }))
-        .route("/ready", get(ready::<S>))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(limits, limit_body))
-        .layer(middleware::from_fn(request_span))
+        .merge(feed.routes())
+        .merge(readiness.routes())
         .with_state(service);
-    (
-        router,
-        Running {
-            balances: runner,
-            shutdown: shutdown_tx,
-            limits,
-        },
-    )
+    let router = es_axum::protect(routes, limits);
+    let server = Server::new(limits).closing(feed.clone()).stopping(runner);
+    (router, Running { server })
+}
+
+impl Running {
+    /// Serves `router` on `listener` until `signal` resolves, within the
+    /// service's [`Limits`], then shuts down gracefully: no new connection
+    /// is taken, live event streams end, in-flight requests finish, the
+    /// connections left after [`Limits::shutdown_grace`] are closed, and the
+    /// read model's runner stops at a checkpoint ([`es_axum::Server`]).
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        router: Router,
+        signal: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        self.server.serve(listener, router, signal).await
+    }
+
+    /// Ends the live event streams and stops the read model's runner after
+    /// its current page (checkpoint kept), without serving.
+    pub async fn stop(self) {
+        self.server.stop().await;
+    }
 }
 
 /// Connects to PostgreSQL at `url` and creates or upgrades the store's
@@ -130,54 +130,9 @@ pub async fn postgres(url: &str) -> Result<es_postgres::PostgresStore, StoreErro
     Ok(store)
 }
 
-async fn not_found(request: Request) -> Response {
-    problem(
-        StatusCode::NOT_FOUND,
-        "no such route",
-        format!("nothing is served at {}", printable_path(request.uri().path())),
-        None,
-    )
-}
-
-async fn method_not_allowed(request: Request) -> Response {
-    problem(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method not allowed",
-        format!(
-            "{} is not served at {}",
-            request.method(),
-            printable_path(request.uri().path())
-        ),
-        None,
-    )
-}
-
-/// A path as it may be shown back: at most 200 characters.
-fn printable_path(path: &str) -> String {
-    let shown: String = path.chars().take(200).collect();
-    if shown.len() < path.len() {
-        format!("{shown}…")
-    } else {
-        shown
-    }
-}
-
-fn bad_query(rejection: QueryRejection) -> Response {
-    problem(
-        StatusCode::BAD_REQUEST,
-        "invalid query string",
-        rejection.body_text(),
-        None,
-    )
-}
-
-fn bad_path(rejection: PathRejection) -> Response {
-    problem(StatusCode::BAD_REQUEST, "invalid path", rejection.body_text(), None)
-}
-
 /// A 400 when `id` is no id an account can have: empty, or not storable on
 /// every store (a NUL, too long).
-fn invalid_account(id: &str) -> Option<Response> {
+fn check_account(id: &str) -> Result<StreamId, Problem> {
     let stream = StreamId::of::<BankAccount>(&AccountId::new(id));
     let checked = if id.is_empty() {
         Err("the account id is empty".to_owned())
@@ -185,138 +140,57 @@ fn invalid_account(id: &str) -> Option<Response> {
         es_core::store::validate_stream("http", &stream).map_err(|e| e.to_string())
     };
     checked
-        .err()
-        .map(|detail| problem(StatusCode::BAD_REQUEST, "invalid account id", detail, None))
-}
-/// An `application/problem+json` answer.
-fn problem(status: StatusCode, title: &str, detail: impl Into<String>, extra: Option<Value>) -> Response {
-    let mut body = json!({
-        "type": "about:blank",
-        "title": title,
-        "status": status.as_u16(),
-        "detail": detail.into(),
-    });
-    if let (Some(extra), Some(map)) = (extra, body.as_object_mut()) {
-        map.insert("error".into(), extra);
-    }
-    let mut response = (status, axum::Json(body)).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    response
+        .map(|()| stream)
+        .map_err(|detail| Problem::bad_request("invalid account id", detail))
 }
 
-fn store_problem(error: &StoreError) -> Response {
-    match error {
-        StoreError::Invalid { .. } => problem(StatusCode::BAD_REQUEST, "invalid request", error.to_string(), None),
-        StoreError::Backend { .. } | StoreError::Unavailable { .. } => problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the event store is unavailable",
-            error.to_string(),
-            None,
-        ),
-        _ => problem(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "store failure",
-            error.to_string(),
-            None,
-        ),
-    }
-}
-
+/// `POST /commands`.
 async fn command<S: EventStore + Clone>(
     State(service): State<Arc<Service<S>>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Some(refused) = not_json(&headers) {
-        return refused;
-    }
-    let command: BankCommand = match serde_json::from_slice(&body) {
-        Ok(command) => command,
-        Err(e) => {
-            return problem(
-                StatusCode::BAD_REQUEST,
-                "malformed command",
-                format!("{e}; send a JSON object with \"type\" one of open, deposit, withdraw, close and its fields"),
-                None,
-            );
-        }
-    };
-    if let Some(invalid) = invalid_account(command_account(&command)) {
-        return invalid;
-    }
-    let mut metadata = Metadata::new();
-    if let Some(key) = headers.get("idempotency-key") {
-        match key.to_str() {
-            Ok(key) => metadata.command_id = Some(key.to_owned()),
-            Err(_) => {
-                return problem(
-                    StatusCode::BAD_REQUEST,
-                    "invalid request",
-                    "the Idempotency-Key header must be visible ASCII",
-                    None,
-                );
-            }
-        }
-    }
-    match service.dispatcher.dispatch_with(command, metadata).await {
-        Ok(committed) => axum::Json(json!({
-            "stream": committed.stream.to_string(),
-            "version": committed.version,
-            "position": committed.position,
-            "events": committed.events,
-            "deduplicated": committed.deduplicated,
-        }))
-        .into_response(),
-        Err(error) => dispatch_problem(error),
-    }
-}
-
-/// A 415 unless the request says it is JSON: an HTML form cannot send
-/// that, so a cross-site form cannot post a command or a forget.
-fn not_json(headers: &HeaderMap) -> Option<Response> {
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    (!json).then(|| {
-        problem(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "commands are JSON",
-            "send the request with `Content-Type: application/json`",
-            None,
-        )
-    })
+    key: IdempotencyKey,
+    command: Result<Json<BankCommand>, Problem>,
+) -> Result<axum::Json<Value>, Problem> {
+    let Json(command) = command.map_err(|problem| match problem.status() {
+        axum::http::StatusCode::BAD_REQUEST => Problem::bad_request(
+            "malformed command",
+            format!(
+                "{}; send a JSON object with \"type\" one of open, deposit, withdraw, close and its fields",
+                problem.detail()
+            ),
+        ),
+        _ => problem,
+    })?;
+    check_account(command_account(&command))?;
+    let committed = service
+        .dispatcher
+        .dispatch_with(command, key.metadata())
+        .await
+        .map_err(dispatch_problem)?;
+    Ok(axum::Json(json!({
+        "stream": committed.stream.to_string(),
+        "version": committed.version,
+        "position": committed.position,
+        "events": committed.events,
+        "deduplicated": committed.deduplicated,
+    })))
 }
 
 /// `POST /subjects/{subject}/forget`.
 async fn forget<S: EventStore + Clone>(
     State(service): State<Arc<Service<S>>>,
-    headers: HeaderMap,
-    subject: Result<Path<String>, PathRejection>,
-) -> Response {
-    let Path(subject) = match subject {
-        Ok(subject) => subject,
-        Err(rejection) => return bad_path(rejection),
-    };
-    if let Some(refused) = not_json(&headers) {
-        return refused;
-    }
+    Path(subject): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Result<axum::Json<Value>, Problem> {
+    es_axum::require_json(&headers)?;
     if service.store.keyring().is_none() {
-        return problem(
-            StatusCode::NOT_IMPLEMENTED,
+        return Err(Problem::new(
+            axum::http::StatusCode::NOT_IMPLEMENTED,
             "this service keeps no personal data",
             "the store was opened without a key provider (start the service with ES_MASTER_KEYS)",
-            None,
-        );
+        ));
     }
-    match service.dispatcher.forget(subject.as_str()).await {
-        Ok(()) => axum::Json(json!({ "subject": subject, "forgotten": true })).into_response(),
-        Err(error) => store_problem(&error),
-    }
+    service.dispatcher.forget(subject.as_str()).await?;
+    Ok(axum::Json(json!({ "subject": subject, "forgotten": true })))
 }
 
 /// The account a command is for.
@@ -329,39 +203,11 @@ fn command_account(command: &BankCommand) -> &str {
     }
 }
 
-fn dispatch_problem(error: DispatchError<AnyRejection>) -> Response {
-    match &error {
-        DispatchError::Rejected { error: rejection, .. } => {
-            let detail = rejection.downcast_ref::<AccountError>().map(account_error);
-            problem(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "the account refused the command",
-                error.to_string(),
-                detail,
-            )
-        }
-        DispatchError::Conflict { .. } => problem(
-            StatusCode::CONFLICT,
-            "the account kept changing; try again",
-            error.to_string(),
-            None,
-        ),
-        // The IETF idempotency-key draft's answer to a key reused for
-        // another request (another command, or the same with another body).
-        DispatchError::CommandIdReused { .. } => problem(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "the Idempotency-Key was already used by another command",
-            error.to_string(),
-            None,
-        ),
-        DispatchError::Store(e) => store_problem(e),
-        _ => problem(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the command failed",
-            error.to_string(),
-            None,
-        ),
-    }
+/// A refusal names the account and carries the domain error as data.
+fn dispatch_problem(error: DispatchError<AnyRejection>) -> Problem {
+    Problem::from_dispatch(error, "the account refused the command", |rejection| {
+        rejection.downcast_ref::<AccountError>().map(account_error)
+    })
 }
 
 /// The domain error as data: a code and its numbers.
@@ -385,55 +231,20 @@ fn account_error(error: &AccountError) -> Value {
     value
 }
 
-/// A request's account id (from its path) and query string, or the
-/// problem to answer when either is invalid.
-fn account_request<Q>(
-    id: Result<Path<String>, PathRejection>,
-    query: Result<Query<Q>, QueryRejection>,
-) -> Result<(String, Q), Box<Response>> {
-    let (Path(id), Query(query)) = match (id, query) {
-        (Ok(id), Ok(query)) => (id, query),
-        (Err(rejection), _) => return Err(Box::new(bad_path(rejection))),
-        (_, Err(rejection)) => return Err(Box::new(bad_query(rejection))),
-    };
-    match invalid_account(&id) {
-        Some(invalid) => Err(Box::new(invalid)),
-        None => Ok((id, query)),
-    }
-}
-
-#[derive(Deserialize)]
-struct After {
-    after: Option<u64>,
-}
-
+/// `GET /accounts/{id}/balance[?after=P]`.
 async fn balance<S: EventStore + Clone>(
     State(service): State<Arc<Service<S>>>,
-    id: Result<Path<String>, PathRejection>,
-    after: Result<Query<After>, QueryRejection>,
-) -> Response {
-    let (id, after) = match account_request(id, after) {
-        Ok(request) => request,
-        Err(problem) => return *problem,
-    };
-    if let Some(position) = after.after
-        && let Err(timeout) = service.balances.wait_for(position, READ_YOUR_WRITES_TIMEOUT).await
-    {
-        return problem(
-            StatusCode::GATEWAY_TIMEOUT,
-            "the read model has not caught up",
-            timeout.to_string(),
-            None,
-        );
-    }
+    Path(id): Path<String>,
+    after: After,
+) -> Result<axum::Json<Value>, Problem> {
+    check_account(&id)?;
+    after.wait(&service.balances, READ_YOUR_WRITES_TIMEOUT).await?;
     match service.balances.query(BalanceOf { account: id.clone() }) {
-        Some(balance) => axum::Json(json!({ "account": id, "balance": balance })).into_response(),
-        None => problem(
-            StatusCode::NOT_FOUND,
+        Some(balance) => Ok(axum::Json(json!({ "account": id, "balance": balance }))),
+        None => Err(Problem::not_found(
             "no such account",
             format!("no account `{id}` is open in the read model"),
-            None,
-        ),
+        )),
     }
 }
 
@@ -443,91 +254,41 @@ struct AsOf {
     at: Option<i64>,
 }
 
+/// `GET /accounts/{id}[?version=N | ?at=MICROS]`.
 async fn account<S: EventStore + Clone>(
     State(service): State<Arc<Service<S>>>,
-    id: Result<Path<String>, PathRejection>,
-    as_of: Result<Query<AsOf>, QueryRejection>,
-) -> Response {
-    let (id, as_of) = match account_request(id, as_of) {
-        Ok(request) => request,
-        Err(problem) => return *problem,
-    };
+    Path(id): Path<String>,
+    Query(as_of): Query<AsOf>,
+) -> Result<axum::Json<Value>, Problem> {
+    check_account(&id)?;
     let id = AccountId::new(&id);
-    let loaded = match (as_of.version, as_of.at) {
+    let Versioned { state, version } = match (as_of.version, as_of.at) {
         (Some(_), Some(_)) => {
-            return problem(
-                StatusCode::BAD_REQUEST,
+            return Err(Problem::bad_request(
                 "invalid request",
                 "ask for a version or a time, not both",
-                None,
-            );
+            ));
         }
-        (Some(version), None) => service.dispatcher.load_at_version::<BankAccount>(&id, version).await,
+        (Some(version), None) => service.dispatcher.load_at_version::<BankAccount>(&id, version).await?,
         (None, Some(at)) => {
             service
                 .dispatcher
                 .load_as_of::<BankAccount>(&id, Timestamp::from_micros(at))
-                .await
+                .await?
         }
-        (None, None) => service.dispatcher.load_versioned::<BankAccount>(&id).await,
+        (None, None) => service.dispatcher.load_versioned::<BankAccount>(&id).await?,
     };
-    match loaded {
-        Ok(Versioned { state, version }) => {
-            axum::Json(json!({ "account": id.to_string(), "version": version, "state": state })).into_response()
-        }
-        Err(es_core::LoadError::Store(e)) => store_problem(&e),
-        Err(e) => problem(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "cannot load the account",
-            e.to_string(),
-            None,
-        ),
-    }
+    Ok(axum::Json(
+        json!({ "account": id.to_string(), "version": version, "state": state }),
+    ))
 }
 
+/// `GET /accounts/{id}/events`: the account's audit trail.
 async fn audit<S: EventStore + Clone>(
     State(service): State<Arc<Service<S>>>,
-    id: Result<Path<String>, PathRejection>,
-) -> Response {
-    let id = match id {
-        Ok(Path(id)) => id,
-        Err(rejection) => return bad_path(rejection),
-    };
-    if let Some(invalid) = invalid_account(&id) {
-        return invalid;
-    }
-    let stream = StreamId::of::<BankAccount>(&AccountId::new(&id));
-    match service.store.read_stream_vec(&stream, 1).await {
-        Ok(events) => axum::Json(Value::Array(events.iter().map(StoredEvent::to_json).collect())).into_response(),
-        Err(e) => store_problem(&e),
-    }
-}
-
-async fn ready<S: EventStore + Clone>(State(service): State<Arc<Service<S>>>) -> Response {
-    match service.store.last_position().await {
-        Ok(head) if service.balances.position() >= head => "ready".into_response(),
-        Ok(head) => problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "catching up",
-            format!(
-                "the read model is at position {} of {head}",
-                service.balances.position()
-            ),
-            None,
-        ),
-        Err(e) => store_problem(&e),
-    }
-}
-
-/// A span per request, with OpenTelemetry's HTTP field names.
-async fn request_span(request: Request, next: Next) -> Response {
-    let span = tracing::info_span!(
-        "http.request",
-        http.request.method = %request.method(),
-        url.path = request.uri().path(),
-        http.response.status_code = tracing::field::Empty,
-    );
-    let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
-    span.record("http.response.status_code", response.status().as_u16());
-    response
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, Problem> {
+    let stream = check_account(&id)?;
+    let events = service.store.read_stream_vec(&stream, 1).await?;
+    Ok(axum::Json(Value::Array(events.iter().map(StoredEvent::to_json).collect())))
 }
