@@ -83,4 +83,3 @@ impl<S> std::fmt::Debug for Readiness<S> {
         f.debug_struct("Readiness").field("followers", &names).finish()
     }
 }
-

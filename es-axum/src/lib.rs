@@ -47,7 +47,7 @@
 //!     State(dispatcher): State<Arc<Dispatcher<InMemoryStore>>>,
 //!     key: IdempotencyKey,
 //!     Json(command): Json<Add>,
-//! ) -> Result<axum::Json<u64>, Problem> {
+//! ) -> Result<axum::Json<Option<u64>>, Problem> {
 //!     let committed = dispatcher.dispatch_with(command, key.metadata()).await?;
 //!     Ok(axum::Json(committed.position))
 //! }

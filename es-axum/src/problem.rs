@@ -87,9 +87,7 @@ impl Problem {
     ) -> Problem {
         let data = error.rejection().and_then(rejection);
         let problem = match &error {
-            DispatchError::Rejected { .. } => {
-                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, title, error.to_string())
-            }
+            DispatchError::Rejected { .. } => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, title, error.to_string()),
             _ => Problem::from(error),
         };
         match data {

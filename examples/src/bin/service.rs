@@ -8,6 +8,10 @@
 //! commands finish, live event streams end, the read model's runner stops at
 //! a checkpoint.
 //!
+//! `RUST_LOG` filters what it logs to standard error (`RUST_LOG=info` shows
+//! a span per request); `GET /metrics` serves es's metrics in the
+//! Prometheus text format.
+//!
 //! With `ES_MASTER_KEYS` set (`id:base64key`, see `es_core::personal`),
 //! the store is opened with keys and `POST /subjects/{subject}/forget`
 //! forgets a data subject; without it, that route answers 501.
@@ -25,6 +29,7 @@ use examples::service;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    examples::init_tracing();
     let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     if let Ok(url) = std::env::var("NATS_URL") {
@@ -76,6 +81,8 @@ async fn serve<S: EventStore + Clone>(
     listener: tokio::net::TcpListener,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let (router, running) = service::start(store);
+    #[cfg(feature = "metrics")]
+    let router = service::with_metrics(router)?;
     let signal = async {
         es_axum::shutdown_signal().await;
         println!("stopping: finishing in-flight requests");

@@ -9,6 +9,7 @@
 //! | `GET /events[?from=P]` | the global log after position `P` as server-sent events, live; each event's SSE id is its position, so a client that reconnects with `Last-Event-ID` resumes where it stopped. |
 //! | `POST /subjects/{subject}/forget` | forgets a data subject ([`Dispatcher::forget`]): its key is erased, every personal value sealed for it reads as forgotten, and an `es.subject_forgotten` event is appended. Answers `{subject, forgotten: true}`; 501 when the store was opened without keys (the binary opens it with `ES_MASTER_KEYS`). JSON content type required, as for commands. |
 //! | `GET /health`, `GET /ready` | the process answers; the store answers and the read model has caught up. |
+//! | `GET /metrics` | es's metrics in the Prometheus text format (the binary; [`with_metrics`], feature `metrics`). |
 //!
 //! Errors are `application/problem+json` (RFC 9457), the framework's own
 //! included: 400 for malformed JSON, an unknown command, an invalid or
@@ -120,6 +121,15 @@ impl Running {
     pub async fn stop(self) {
         self.server.stop().await;
     }
+}
+
+/// `router` with `GET /metrics`: installs a Prometheus recorder as the
+/// process's metrics recorder (once per process; a second call fails) and
+/// serves es's metrics (commands, conflicts, appends, loads, each
+/// subscription's position and lag) in the Prometheus text format.
+#[cfg(feature = "metrics")]
+pub fn with_metrics(router: Router) -> Result<Router, es_axum::prometheus::BuildError> {
+    Ok(router.merge(es_axum::prometheus::install::<()>()?))
 }
 
 /// Connects to PostgreSQL at `url` and creates or upgrades the store's
@@ -290,5 +300,7 @@ async fn audit<S: EventStore + Clone>(
 ) -> Result<axum::Json<Value>, Problem> {
     let stream = check_account(&id)?;
     let events = service.store.read_stream_vec(&stream, 1).await?;
-    Ok(axum::Json(Value::Array(events.iter().map(StoredEvent::to_json).collect())))
+    Ok(axum::Json(Value::Array(
+        events.iter().map(StoredEvent::to_json).collect(),
+    )))
 }
