@@ -148,7 +148,7 @@ fn shape_fingerprint(c: &mut Criterion) {
     g.finish();
 }
 
-/// Event ids: ours (a per-thread generator, a shared atomic counter for
+/// Event ids: ours (rand's per-thread ChaCha12, seeded from the OS; a shared atomic counter for
 /// monotonicity) beside the `uuid` crate's `now_v7` (a mutex-guarded
 /// context and the OS's random source), 10,000 ids each, one thread.
 fn event_ids(c: &mut Criterion) {

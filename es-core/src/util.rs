@@ -1,23 +1,8 @@
 //! Small helpers with no better home.
 
 use std::any::TypeId;
-use std::cell::Cell;
 use std::collections::HashMap;
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
-
-thread_local! {
-    // Seeded from the OS-keyed `RandomState`, so two processes (or threads)
-    // draw independent sequences; ids need uniqueness, not secrecy.
-    static RNG: Cell<(u64, u64)> = Cell::new(seed());
-}
-
-fn seed() -> (u64, u64) {
-    let a = RandomState::new().build_hasher().finish();
-    let mut h = RandomState::new().build_hasher();
-    h.write_u64(a);
-    (a | 1, h.finish() | 1)
-}
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// Lower-case hex of `bytes`: how fingerprints, links, signatures and
 /// bytes that are not text are written out.
@@ -43,23 +28,11 @@ pub(crate) fn from_hex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// 128 pseudo-random bits from a per-thread xorshift128+ generator.
+/// 128 random bits from rand's thread-local generator: ChaCha12, seeded
+/// from the operating system and reseeded as it goes, a cryptographically
+/// secure source as RFC 9562 asks of a UUID's random bits.
 pub(crate) fn random_u128() -> u128 {
-    RNG.with(|cell| {
-        let (mut s0, mut s1) = cell.get();
-        let mut next = || {
-            let mut x = s0;
-            let y = s1;
-            s0 = y;
-            x ^= x << 23;
-            s1 = x ^ y ^ (x >> 17) ^ (y >> 26);
-            s1.wrapping_add(y)
-        };
-        let hi = next();
-        let lo = next();
-        cell.set((s0, s1));
-        (u128::from(hi) << 64) | u128::from(lo)
-    })
+    rand::random()
 }
 
 /// Hashes a `TypeId`, which is a hash already, by keeping its bits.
