@@ -159,6 +159,7 @@ pub(crate) async fn rebuild(
 pub(crate) async fn schema(target: &str, cli: &Cli, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
     // A SQLite file's version is read before the store opens it: opening
     // migrates it.
+    #[cfg(feature = "sqlite")]
     let sqlite_version = if is_nats(target) || is_postgres(target) {
         None
     } else {
@@ -166,12 +167,15 @@ pub(crate) async fn schema(target: &str, cli: &Cli, out: &mut (dyn Write + Send)
     };
     let db = open(target, &cli.schema, true).await?;
     let (version, newest) = match &db {
+        #[cfg(feature = "sqlite")]
         Db::Sqlite(_) => (sqlite_version.unwrap_or_default(), es_sqlite::SCHEMA_VERSION),
+        #[cfg(feature = "postgres")]
         Db::Postgres(store) => (
             inspect::postgres_schema_version(store).await?,
             i64::from(es_postgres::SCHEMA_VERSION),
         ),
         // Not a schema: the format of its event messages.
+        #[cfg(feature = "nats")]
         Db::Nats(_) => (2, 2),
     };
     let catalogue = inspect::catalogue(&db).await?;

@@ -6,8 +6,10 @@
 use std::path::Path;
 
 use es_core::{EventStore, Timestamp};
+#[cfg(feature = "sqlite")]
 use rusqlite::{OpenFlags, OptionalExtension};
 use serde::Serialize;
+#[cfg(feature = "postgres")]
 use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
 
 use crate::{CliError, Db, fail, last_position};
@@ -72,10 +74,12 @@ pub struct CatalogueEntry {
     pub last_recorded_at: String,
 }
 
+#[cfg(feature = "sqlite")]
 fn sqlite_error(what: &'static str) -> impl Fn(rusqlite::Error) -> CliError {
     move |e| fail(format!("{what}: {e}"))
 }
 
+#[cfg(feature = "postgres")]
 fn pg_error(what: &'static str) -> impl Fn(sqlx::Error) -> CliError {
     move |e| fail(format!("{what}: {e}"))
 }
@@ -88,10 +92,12 @@ fn unsigned(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
+#[cfg(feature = "postgres")]
 fn sql(text: String) -> sqlx::SqlStr {
     AssertSqlSafe(text).into_sql_str()
 }
 
+#[cfg(feature = "sqlite")]
 /// Refuses a file that is not an es store, before opening it as one (which
 /// would create the tables).
 pub(crate) fn require_sqlite_store(path: &Path) -> Result<(), CliError> {
@@ -114,6 +120,7 @@ pub(crate) fn require_sqlite_store(path: &Path) -> Result<(), CliError> {
     }
 }
 
+#[cfg(feature = "sqlite")]
 /// The schema version stored in the file's header, read without migrating.
 pub(crate) fn sqlite_schema_version(path: &Path) -> Result<i64, CliError> {
     require_sqlite_store(path)?;
@@ -123,6 +130,7 @@ pub(crate) fn sqlite_schema_version(path: &Path) -> Result<i64, CliError> {
         .map_err(sqlite_error("read the schema version"))
 }
 
+#[cfg(feature = "postgres")]
 /// Refuses a schema without an es store in it.
 pub(crate) async fn require_postgres_schema(store: &es_postgres::PostgresStore) -> Result<(), CliError> {
     let s = store.schema();
@@ -146,6 +154,7 @@ pub(crate) async fn require_postgres_schema(store: &es_postgres::PostgresStore) 
     Ok(())
 }
 
+#[cfg(feature = "postgres")]
 /// The schema's version.
 pub(crate) async fn postgres_schema_version(store: &es_postgres::PostgresStore) -> Result<i64, CliError> {
     let s = store.schema();
@@ -191,6 +200,7 @@ fn stream_row(
 pub(crate) async fn streams(db: &Db, aggregate_type: Option<&str>, limit: usize) -> Result<Vec<StreamInfo>, CliError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     match db {
+        #[cfg(feature = "sqlite")]
         Db::Sqlite(store) => store.read_with(|conn| {
             let mut stmt = conn
                 .prepare(
@@ -220,6 +230,7 @@ pub(crate) async fn streams(db: &Db, aggregate_type: Option<&str>, limit: usize)
             }
             Ok(out)
         })?,
+        #[cfg(feature = "postgres")]
         Db::Postgres(store) => {
             let s = store.schema();
             let rows = sqlx::query(sql(format!(
@@ -247,6 +258,7 @@ pub(crate) async fn streams(db: &Db, aggregate_type: Option<&str>, limit: usize)
                 })
                 .collect()
         }
+        #[cfg(feature = "nats")]
         Db::Nats(store) => {
             let heads = store.stream_heads().await?;
             let limit = usize::try_from(limit).unwrap_or(usize::MAX);
@@ -285,6 +297,7 @@ pub(crate) async fn streams(db: &Db, aggregate_type: Option<&str>, limit: usize)
 /// Every checkpoint with the log's head and its lag.
 pub(crate) async fn checkpoints(db: &Db) -> Result<Vec<CheckpointInfo>, CliError> {
     let named: Vec<(String, i64)> = match db {
+        #[cfg(feature = "sqlite")]
         Db::Sqlite(store) => store.read_with(|conn| {
             let mut stmt = conn
                 .prepare("SELECT name, position FROM es_checkpoints ORDER BY name")
@@ -295,6 +308,7 @@ pub(crate) async fn checkpoints(db: &Db) -> Result<Vec<CheckpointInfo>, CliError
             rows.collect::<Result<Vec<_>, _>>()
                 .map_err(sqlite_error("list checkpoints"))
         })??,
+        #[cfg(feature = "postgres")]
         Db::Postgres(store) => {
             let s = store.schema();
             sqlx::query_as(sql(format!(
@@ -304,6 +318,7 @@ pub(crate) async fn checkpoints(db: &Db) -> Result<Vec<CheckpointInfo>, CliError
             .await
             .map_err(pg_error("list checkpoints"))?
         }
+        #[cfg(feature = "nats")]
         Db::Nats(store) => store
             .checkpoints()
             .await?
@@ -337,6 +352,7 @@ pub(crate) async fn set_checkpoint(db: &Db, name: &str, position: u64) -> Result
 /// first and last written.
 pub(crate) async fn catalogue(db: &Db) -> Result<Vec<CatalogueEntry>, CliError> {
     match db {
+        #[cfg(feature = "sqlite")]
         Db::Sqlite(store) => store.read_with(|conn| {
             let mut stmt = conn
                 .prepare(
@@ -358,6 +374,7 @@ pub(crate) async fn catalogue(db: &Db) -> Result<Vec<CatalogueEntry>, CliError> 
             rows.collect::<Result<Vec<_>, _>>()
                 .map_err(sqlite_error("list the stored events"))
         })?,
+        #[cfg(feature = "postgres")]
         Db::Postgres(store) => {
             let s = store.schema();
             let rows = sqlx::query(sql(format!(
@@ -383,6 +400,7 @@ pub(crate) async fn catalogue(db: &Db) -> Result<Vec<CatalogueEntry>, CliError> 
                 .map_err(pg_error("list the stored events"))
         }
         // No index to ask: the whole log, read a page at a time.
+        #[cfg(feature = "nats")]
         Db::Nats(store) => {
             use es_core::EventStoreExt;
             let mut kinds: std::collections::BTreeMap<(String, u32), CatalogueEntry> = Default::default();
@@ -414,21 +432,33 @@ pub(crate) async fn catalogue(db: &Db) -> Result<Vec<CatalogueEntry>, CliError> 
 /// Up to `limit` foreign messages after `after`: only a NATS store's log
 /// can hold them.
 pub(crate) async fn foreign(db: &Db, after: u64, limit: usize) -> Result<Vec<ForeignInfo>, CliError> {
-    let Db::Nats(store) = db else {
-        return Ok(Vec::new());
-    };
-    Ok(store
-        .foreign_messages(after, limit)
-        .await?
-        .into_iter()
-        .map(|m| ForeignInfo {
-            position: m.sequence,
-            bytes: m.payload.len(),
-            payload: match std::str::from_utf8(&m.payload) {
-                Ok(text) => text.to_owned(),
-                Err(_) => m.payload.iter().map(|b| format!("{b:02x}")).collect(),
-            },
-            subject: m.subject,
-        })
-        .collect())
+    #[cfg(not(feature = "nats"))]
+    {
+        let _ = (db, after, limit);
+        Ok(Vec::new())
+    }
+    #[cfg(feature = "nats")]
+    {
+        #[allow(
+            irrefutable_let_patterns,
+            reason = "the only variant when NATS is the only store built in"
+        )]
+        let Db::Nats(store) = db else {
+            return Ok(Vec::new());
+        };
+        Ok(store
+            .foreign_messages(after, limit)
+            .await?
+            .into_iter()
+            .map(|m| ForeignInfo {
+                position: m.sequence,
+                bytes: m.payload.len(),
+                payload: match std::str::from_utf8(&m.payload) {
+                    Ok(text) => text.to_owned(),
+                    Err(_) => m.payload.iter().map(|b| format!("{b:02x}")).collect(),
+                },
+                subject: m.subject,
+            })
+            .collect())
+    }
 }

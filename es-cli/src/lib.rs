@@ -49,6 +49,13 @@
 //! While a rebuild runs, a progress bar on standard error (when it is a
 //! terminal) follows the read model's checkpoint towards the log's head.
 
+// A build with only some stores leaves helpers of the others unused; the
+// default build (every store) is held to every lint.
+#![cfg_attr(
+    not(all(feature = "sqlite", feature = "postgres", feature = "nats")),
+    allow(unused_imports, unused_variables, dead_code)
+)]
+
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::future::Future;
@@ -59,8 +66,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use es_core::{EventStore, EventStoreExt, StreamId};
+#[cfg(feature = "postgres")]
 use es_postgres::{PostgresOptions, PostgresStore};
+#[cfg(feature = "sqlite")]
 use es_sqlite::SqliteStore;
+
+#[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "nats")))]
+compile_error!("es-cli needs at least one store: enable its `sqlite`, `postgres` or `nats` feature");
 use serde_json::{Value, json};
 
 mod audit;
@@ -194,10 +206,13 @@ pub enum Command {
 #[derive(Clone)]
 pub enum Db {
     /// A SQLite file.
+    #[cfg(feature = "sqlite")]
     Sqlite(SqliteStore),
     /// A PostgreSQL schema.
+    #[cfg(feature = "postgres")]
     Postgres(PostgresStore),
     /// A NATS JetStream store.
+    #[cfg(feature = "nats")]
     Nats(es_nats::NatsStore),
 }
 
@@ -205,8 +220,11 @@ pub enum Db {
 macro_rules! on_store {
     ($db:expr, $s:ident => $body:expr) => {
         match $db {
+            #[cfg(feature = "sqlite")]
             Db::Sqlite($s) => $body,
+            #[cfg(feature = "postgres")]
             Db::Postgres($s) => $body,
+            #[cfg(feature = "nats")]
             Db::Nats($s) => $body,
         }
     };
@@ -530,33 +548,45 @@ fn is_postgres(target: &str) -> bool {
 
 async fn open(target: &str, schema: &str, read_only: bool) -> Result<Db, CliError> {
     if is_nats(target) {
-        // Inspecting never creates a store: a mistyped prefix is an error.
-        let options = es_nats::NatsOptions {
-            prefix: schema.to_owned(),
-            create: false,
-            ..es_nats::NatsOptions::default()
-        };
-        return Ok(Db::Nats(es_nats::NatsStore::connect_with(target, options).await?));
+        #[cfg(feature = "nats")]
+        {
+            // Inspecting never creates a store: a mistyped prefix is an error.
+            let options = es_nats::NatsOptions {
+                prefix: schema.to_owned(),
+                create: false,
+                ..es_nats::NatsOptions::default()
+            };
+            return Ok(Db::Nats(es_nats::NatsStore::connect_with(target, options).await?));
+        }
+        #[cfg(not(feature = "nats"))]
+        return Err(not_built("NATS", "nats"));
     }
     if is_postgres(target) {
-        let store = PostgresStore::connect_with(
-            target,
-            PostgresOptions {
-                schema: schema.to_owned(),
-                max_connections: 2,
-                ..PostgresOptions::default()
-            },
-        )
-        .await?;
-        inspect::require_postgres_schema(&store).await?;
-        Ok(Db::Postgres(store))
-    } else {
-        let path = PathBuf::from(target);
-        if !path.is_file() {
-            return Err(fail(format!(
-                "`{target}` is not a file; --db takes a SQLite file that exists, a postgres:// or a nats:// URL"
-            )));
+        #[cfg(feature = "postgres")]
+        {
+            let store = PostgresStore::connect_with(
+                target,
+                PostgresOptions {
+                    schema: schema.to_owned(),
+                    max_connections: 2,
+                    ..PostgresOptions::default()
+                },
+            )
+            .await?;
+            inspect::require_postgres_schema(&store).await?;
+            return Ok(Db::Postgres(store));
         }
+        #[cfg(not(feature = "postgres"))]
+        return Err(not_built("PostgreSQL", "postgres"));
+    }
+    let path = PathBuf::from(target);
+    if !path.is_file() {
+        return Err(fail(format!(
+            "`{target}` is not a file; --db takes a SQLite file that exists, a postgres:// or a nats:// URL"
+        )));
+    }
+    #[cfg(feature = "sqlite")]
+    {
         inspect::require_sqlite_store(&path)?;
         let options = es_sqlite::SqliteOptions {
             read_only,
@@ -564,6 +594,19 @@ async fn open(target: &str, schema: &str, read_only: bool) -> Result<Db, CliErro
         };
         Ok(Db::Sqlite(SqliteStore::open_with(&path, options).await?))
     }
+    #[cfg(not(feature = "sqlite"))]
+    {
+        let _ = (schema, read_only);
+        Err(not_built("SQLite", "sqlite"))
+    }
+}
+
+/// The error for a store this build of `es` leaves out.
+#[allow(dead_code, reason = "unused when every store is built in")]
+fn not_built(store: &str, feature: &str) -> CliError {
+    fail(format!(
+        "this `es` was built without {store}: install it with `--features {feature}` (or the default features)"
+    ))
 }
 
 async fn load_checkpoint(db: &Db, name: &str) -> Result<Option<u64>, CliError> {

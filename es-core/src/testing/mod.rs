@@ -1,4 +1,7 @@
-//! Given / when / then tests for aggregates.
+//! Given / when / then tests: [`AggregateTest`] for aggregates,
+//! [`ReadModelTest`] for read models, [`ProcessTest`] for process
+//! managers. A failed expectation shows a diff of what was expected and
+//! what came.
 //!
 //! ```
 //! # use es_core::prelude::*;
@@ -46,6 +49,11 @@
 use std::fmt::Debug;
 use std::panic::Location;
 
+mod diff;
+mod read_side;
+
+use self::diff::diff;
+pub use self::read_side::{ProcessTest, ReadModelTest};
 use crate::aggregate::{Aggregate, Handle};
 use crate::codec::{Codec, Json};
 use crate::event::{Event, IntoEvents};
@@ -154,8 +162,9 @@ where
         };
         assert!(
             produced == want,
-            "{caller}: `{}` produced other events than expected\n produced: {produced:#?}\n expected: {want:#?}",
-            A::NAME
+            "{caller}: `{}` produced other events than expected\n{}",
+            A::NAME,
+            diff(&want, &produced)
         );
         check_snapshot_shape::<A>(caller);
         let decoded = check_round_trips::<A, C>(&self.codec, self.given.iter().chain(&produced), caller);
@@ -174,8 +183,9 @@ where
         match self.result {
             Err(error) => assert!(
                 error == expected,
-                "{caller}: `{}` rejected the command with another error\n got:      {error:?}\n expected: {expected:?}",
-                A::NAME
+                "{caller}: `{}` rejected the command with another error\n{}",
+                A::NAME,
+                diff(&expected, &error)
             ),
             Ok(events) => panic!(
                 "{caller}: `{}` accepted the command, producing {events:#?}\n expected the error {expected:?}",
