@@ -285,6 +285,18 @@ async fn readiness_names_the_follower_behind() {
     readiness.check().await.unwrap();
 }
 
+/// Reads the SSE stream until `text` holds `frames` events.
+async fn read_frames(response: &mut reqwest::Response, text: &mut String, frames: usize) {
+    while text.matches("\n\n").count() < frames {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .expect("the stream stays open");
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_event_stream_resumes_and_a_graceful_stop_ends_it() {
     let running = serve(Limits::default()).await;
@@ -302,23 +314,9 @@ async fn the_event_stream_resumes_and_a_graceful_stop_ends_it() {
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let mut text = String::new();
     // Stored events after 1, then one committed while the stream is open.
-    while text.matches("\n\n").count() < 2 {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        text.push_str(std::str::from_utf8(&chunk).unwrap());
-    }
+    read_frames(&mut response, &mut text, 2).await;
     dispatcher.dispatch(Add { id: 3, by: 4 }).await.unwrap();
-    while text.matches("\n\n").count() < 3 {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        text.push_str(std::str::from_utf8(&chunk).unwrap());
-    }
+    read_frames(&mut response, &mut text, 3).await;
     let ids: Vec<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("id:"))

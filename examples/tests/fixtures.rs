@@ -13,6 +13,15 @@ fn account(id: &str) -> AccountId {
     AccountId::new(id)
 }
 
+/// Ada pays Bob 70.
+fn requested() -> TransferRequested {
+    TransferRequested {
+        from: account("ada"),
+        to: account("bob"),
+        amount: 70,
+    }
+}
+
 #[test]
 fn balances_follow_deposits_withdrawals_and_closing() {
     ReadModelTest::new(Balances::default())
@@ -37,14 +46,7 @@ fn balances_follow_deposits_withdrawals_and_closing() {
 #[test]
 fn the_transfer_process_debits_then_credits() {
     ProcessTest::new(TransferProcess)
-        .given::<Transfer>(
-            &"t1".to_owned(),
-            TransferRequested {
-                from: account("ada"),
-                to: account("bob"),
-                amount: 70,
-            },
-        )
+        .given::<Transfer>(&"t1".to_owned(), requested())
         .then_commands([TransferStep::Debit(DebitForTransfer {
             account: account("ada"),
             transfer: "t1".into(),
@@ -72,14 +74,7 @@ fn the_transfer_process_debits_then_credits() {
 fn a_wrong_expectation_shows_a_diff() {
     let failed = std::panic::catch_unwind(|| {
         ProcessTest::new(TransferProcess)
-            .given::<Transfer>(
-                &"t2".to_owned(),
-                TransferRequested {
-                    from: account("ada"),
-                    to: account("bob"),
-                    amount: 70,
-                },
-            )
+            .given::<Transfer>(&"t2".to_owned(), requested())
             .then_commands([TransferStep::Debit(DebitForTransfer {
                 account: account("ada"),
                 transfer: "t2".into(),
