@@ -367,18 +367,27 @@ impl Cluster {
         }
     }
 
-    /// Another store on the same prefix and cluster: another process.
+    /// Another store on the same prefix and cluster: another process. Like
+    /// an application starting while the cluster recovers (after a power
+    /// cut a stream may lose its leader again while the others catch up),
+    /// it connects again for up to 60 s while the store is unavailable.
     pub async fn same(&self, store: &NatsStore, options: NatsOptions) -> NatsStore {
-        NatsStore::connect_with(
-            &self.url,
-            NatsOptions {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let options = NatsOptions {
                 prefix: store.prefix().to_owned(),
                 replicas: 3,
-                ..options
-            },
-        )
-        .await
-        .expect("connect again")
+                ..options.clone()
+            };
+            match NatsStore::connect_with(&self.url, options).await {
+                Ok(store) => return store,
+                Err(e @ es_core::StoreError::Unavailable { .. }) if Instant::now() < deadline => {
+                    eprintln!("the cluster does not answer yet: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => panic!("connect again: {e}"),
+            }
+        }
     }
 }
 
