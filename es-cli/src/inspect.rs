@@ -432,21 +432,9 @@ pub(crate) async fn catalogue(db: &Db) -> Result<Vec<CatalogueEntry>, CliError> 
 /// Up to `limit` foreign messages after `after`: only a NATS store's log
 /// can hold them.
 pub(crate) async fn foreign(db: &Db, after: u64, limit: usize) -> Result<Vec<ForeignInfo>, CliError> {
-    #[cfg(not(feature = "nats"))]
-    {
-        let _ = (db, after, limit);
-        Ok(Vec::new())
-    }
-    #[cfg(feature = "nats")]
-    {
-        #[allow(
-            irrefutable_let_patterns,
-            reason = "the only variant when NATS is the only store built in"
-        )]
-        let Db::Nats(store) = db else {
-            return Ok(Vec::new());
-        };
-        Ok(store
+    match db {
+        #[cfg(feature = "nats")]
+        Db::Nats(store) => Ok(store
             .foreign_messages(after, limit)
             .await?
             .into_iter()
@@ -459,6 +447,8 @@ pub(crate) async fn foreign(db: &Db, after: u64, limit: usize) -> Result<Vec<For
                 },
                 subject: m.subject,
             })
-            .collect())
+            .collect()),
+        #[allow(unreachable_patterns, reason = "no other store when NATS is the only one built in")]
+        _ => Ok(Vec::new()),
     }
 }
