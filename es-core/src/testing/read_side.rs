@@ -8,6 +8,7 @@ use super::diff::diff;
 use crate::aggregate::Aggregate;
 use crate::codec::{Codec, Json};
 use crate::envelope::{EventId, StreamId, Timestamp};
+use crate::error::EventDecodeError;
 use crate::event::{Event, IntoEvents};
 use crate::process::Process;
 use crate::projection::{Answer, EventContext, Query, ReadModel};
@@ -32,12 +33,15 @@ impl<C: Codec> Log<C> {
     }
 
     /// Records `events` on the stream of aggregate `A` `id`, handing each
-    /// to `each` in its stored form.
+    /// in its stored form to `each`, which decodes it for the `reader` (a
+    /// read model, a process) it names; an event it cannot decode fails
+    /// the test.
     fn record<A: Aggregate>(
         &mut self,
         id: &A::Id,
         events: impl IntoEvents<A::Event>,
-        mut each: impl FnMut(&C, &RecordedEvent<'_>),
+        reader: &str,
+        mut each: impl FnMut(&C, &RecordedEvent<'_>) -> Result<bool, EventDecodeError>,
         caller: &Location<'_>,
     ) {
         let stream = StreamId::of::<A>(id);
@@ -64,7 +68,12 @@ impl<C: Codec> Log<C> {
                 recorded_at: Timestamp::now(),
                 link: Link::GENESIS,
             };
-            each(&self.codec, &recorded);
+            if let Err(e) = each(&self.codec, &recorded) {
+                panic!(
+                    "{caller}: the {reader} cannot decode `{name}` at version {} of `{stream}`: {e}",
+                    recorded.version
+                );
+            }
         }
     }
 }
@@ -144,14 +153,8 @@ impl<R: ReadModel, C: Codec> ReadModelTest<R, C> {
         self.log.record::<A>(
             id,
             events,
-            |codec, recorded| {
-                if let Err(e) = model.apply_recorded(codec, recorded) {
-                    panic!(
-                        "{caller}: the read model cannot decode `{}` at version {} of `{}/{}`: {e}",
-                        recorded.name, recorded.version, recorded.aggregate_type, recorded.aggregate_id
-                    );
-                }
-            },
+            "read model",
+            |codec, recorded| model.apply_recorded(codec, recorded),
             caller,
         );
         self
@@ -222,15 +225,8 @@ impl<P: Process, C: Codec> ProcessTest<P, C> {
         self.log.record::<A>(
             id,
             events,
-            |codec, recorded| {
-                let context = EventContext::from(recorded);
-                if let Err(e) = process.react_recorded(codec, recorded, &context, sent) {
-                    panic!(
-                        "{caller}: the process cannot decode `{}` at version {} of `{}/{}`: {e}",
-                        recorded.name, recorded.version, recorded.aggregate_type, recorded.aggregate_id
-                    );
-                }
-            },
+            "process",
+            |codec, recorded| process.react_recorded(codec, recorded, &EventContext::from(recorded), sent),
             caller,
         );
         self
