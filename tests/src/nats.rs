@@ -349,22 +349,8 @@ impl Cluster {
 
     /// [`Cluster::store`] with `options` (its prefix and replicas replaced).
     pub async fn store_with(&self, options: NatsOptions) -> NatsStore {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let options = NatsOptions {
-                prefix: fresh_prefix(),
-                replicas: 3,
-                ..options.clone()
-            };
-            match NatsStore::connect_with(&self.url, options).await {
-                Ok(store) => return store,
-                Err(e) if Instant::now() < deadline => {
-                    eprintln!("cluster not ready yet: {e}");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(e) => panic!("the test cluster never became ready: {e}"),
-            }
-        }
+        // A fresh cluster refuses in many ways until JetStream has a leader.
+        self.connect(options, fresh_prefix, |_| true).await
     }
 
     /// Another store on the same prefix and cluster: another process. Like
@@ -372,20 +358,37 @@ impl Cluster {
     /// cut a stream may lose its leader again while the others catch up),
     /// it connects again for up to 60 s while the store is unavailable.
     pub async fn same(&self, store: &NatsStore, options: NatsOptions) -> NatsStore {
+        let prefix = store.prefix().to_owned();
+        self.connect(
+            options,
+            || prefix.clone(),
+            |e| matches!(e, es_core::StoreError::Unavailable { .. }),
+        )
+        .await
+    }
+
+    /// Connects with three replicas under `prefix()`, again every 500 ms
+    /// for up to 60 s while the failure is one `retry` accepts.
+    async fn connect(
+        &self,
+        options: NatsOptions,
+        prefix: impl Fn() -> String,
+        retry: impl Fn(&es_core::StoreError) -> bool,
+    ) -> NatsStore {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let options = NatsOptions {
-                prefix: store.prefix().to_owned(),
+                prefix: prefix(),
                 replicas: 3,
                 ..options.clone()
             };
             match NatsStore::connect_with(&self.url, options).await {
                 Ok(store) => return store,
-                Err(e @ es_core::StoreError::Unavailable { .. }) if Instant::now() < deadline => {
+                Err(e) if retry(&e) && Instant::now() < deadline => {
                     eprintln!("the cluster does not answer yet: {e}");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                Err(e) => panic!("connect again: {e}"),
+                Err(e) => panic!("the test cluster did not answer: {e}"),
             }
         }
     }
