@@ -64,20 +64,16 @@ pub struct Service<S: EventStore + Clone> {
     balances: Projection<Balances>,
 }
 
-/// A running service's parts that outlive the router: serve with
-/// [`Running::serve`], or stop them with [`Running::stop`].
-pub struct Running {
-    server: Server,
-}
-
 /// Builds the router over `store` with the default [`Limits`], and starts
-/// the read model's runner and the event feed.
-pub fn start<S: EventStore + Clone>(store: S) -> (Router, Running) {
+/// the read model's runner and the event feed. The [`Server`] serves the
+/// router ([`Server::serve`]) and, when it stops, ends the live event
+/// streams and stops the read model's runner at a checkpoint.
+pub fn start<S: EventStore + Clone>(store: S) -> (Router, Server) {
     start_with(store, Limits::default())
 }
 
 /// [`start`] with `limits`.
-pub fn start_with<S: EventStore + Clone>(store: S, limits: Limits) -> (Router, Running) {
+pub fn start_with<S: EventStore + Clone>(store: S, limits: Limits) -> (Router, Server) {
     let balances = Projection::new("balances", Balances::default());
     let runner: Runner = balances.spawn(store.clone(), Duration::from_millis(100));
     let feed = EventFeed::start(store.clone());
@@ -97,30 +93,7 @@ pub fn start_with<S: EventStore + Clone>(store: S, limits: Limits) -> (Router, R
         .merge(readiness.routes())
         .with_state(service);
     let router = es_axum::protect(routes, limits);
-    let server = Server::new(limits).closing(feed.clone()).stopping(runner);
-    (router, Running { server })
-}
-
-impl Running {
-    /// Serves `router` on `listener` until `signal` resolves, within the
-    /// service's [`Limits`], then shuts down gracefully: no new connection
-    /// is taken, live event streams end, in-flight requests finish, the
-    /// connections left after [`Limits::shutdown_grace`] are closed, and the
-    /// read model's runner stops at a checkpoint ([`es_axum::Server`]).
-    pub async fn serve(
-        self,
-        listener: tokio::net::TcpListener,
-        router: Router,
-        signal: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        self.server.serve(listener, router, signal).await
-    }
-
-    /// Ends the live event streams and stops the read model's runner after
-    /// its current page (checkpoint kept), without serving.
-    pub async fn stop(self) {
-        self.server.stop().await;
-    }
+    (router, Server::new(limits).closing(feed).stopping(runner))
 }
 
 /// `router` with `GET /metrics`: installs a Prometheus recorder as the
