@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
-use es_core::{Metadata, WaitTimeout};
+use es_core::Metadata;
 use serde::de::DeserializeOwned;
 
 use crate::Problem;
@@ -111,10 +111,7 @@ impl After {
     /// stale answer.
     pub async fn wait(self, follower: &impl Follower, timeout: std::time::Duration) -> Result<(), Problem> {
         match self.0 {
-            Some(position) => follower
-                .wait_for(position, timeout)
-                .await
-                .map_err(|e: WaitTimeout| Problem::from(e)),
+            Some(position) => follower.wait_for(position, timeout).await.map_err(Problem::from),
             None => Ok(()),
         }
     }
