@@ -39,8 +39,9 @@
 //! async fn main() -> std::process::ExitCode {
 //!     let rebuilds = Rebuilds::new().register("ledger", "projection:ledger", |db| async move {
 //!         let Db::Sqlite(store) = db else { return Err("the ledger lives in SQLite".into()) };
-//!         let projection = SqliteProjection::new(store, "ledger", SqliteLedger::default());
-//!         Ok(projection.rebuild(|tx| tx.execute("DELETE FROM ledger", []).map(drop)).await?)
+//!         let projection = SqliteProjection::new(store, "ledger", SqliteLedger::default())
+//!             .tables(SqliteLedger::tables());
+//!         Ok(projection.rebuild().await?)
 //!     });
 //!     es_cli::main_with(rebuilds).await
 //! }

@@ -249,10 +249,8 @@ async fn rebuild_clears_and_replays_a_registered_read_model() {
         let Db::Sqlite(store) = db else {
             return Err("the ledger lives in SQLite".into());
         };
-        let projection = SqliteProjection::new(store, "ledger", SqliteLedger::default());
-        Ok(projection
-            .rebuild(|tx| tx.execute("DELETE FROM ledger", []).map(drop))
-            .await?)
+        let projection = SqliteProjection::new(store, "ledger", SqliteLedger::default()).tables(SqliteLedger::tables());
+        Ok(projection.rebuild().await?)
     });
     let mut out = Vec::new();
     // Without --yes it says what it would do, and does nothing.

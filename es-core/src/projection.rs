@@ -431,3 +431,104 @@ impl<S: EventStore, C: Codec> crate::DispatcherBuilder<S, C> {
         self.push_inline(Box::new(projection))
     }
 }
+
+/// The tables a read model kept in a database owns, declared beside it so
+/// that its runner creates and upgrades them and a rebuild knows what to
+/// empty.
+///
+/// Migrations are SQL scripts run in order, each once: the first takes the
+/// tables from nothing to version 1, the next from 1 to 2, and so on. A
+/// runner applies the ones its database lacks, each in one transaction with
+/// the version it reaches, before its first page; a database whose tables
+/// are at a version newer than the migrations declared (written by a later
+/// release) is refused rather than written with the wrong shape. Add a
+/// migration to change the tables; never edit one that has run.
+///
+/// ```
+/// use es_core::Tables;
+///
+/// let tables = Tables::new()
+///     .migration("CREATE TABLE balances (account TEXT PRIMARY KEY, balance BIGINT NOT NULL)")
+///     .migration("ALTER TABLE balances ADD COLUMN updated_at BIGINT")
+///     .owns("balances");
+/// assert_eq!(tables.version(), 2);
+/// assert_eq!(tables.owned(), ["balances"]);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tables {
+    migrations: Vec<String>,
+    owned: Vec<String>,
+}
+
+impl Tables {
+    /// No tables yet.
+    pub fn new() -> Self {
+        Tables::default()
+    }
+
+    /// Adds the next migration: a script of one or more statements.
+    pub fn migration(mut self, sql: impl Into<String>) -> Self {
+        self.migrations.push(sql.into());
+        self
+    }
+
+    /// Declares `table` as the read model's: a rebuild deletes its rows in
+    /// the transaction that resets the checkpoint. A table shared with
+    /// anything else must not be declared.
+    pub fn owns(mut self, table: impl Into<String>) -> Self {
+        self.owned.push(table.into());
+        self
+    }
+
+    /// The version the migrations reach: how many there are.
+    pub fn version(&self) -> u64 {
+        self.migrations.len() as u64
+    }
+
+    /// The migrations, the one reaching version 1 first.
+    pub fn migrations(&self) -> &[String] {
+        &self.migrations
+    }
+
+    /// The tables a rebuild empties.
+    pub fn owned(&self) -> &[String] {
+        &self.owned
+    }
+
+    /// The tables a rebuild of read model `name` empties; for `store` (its
+    /// name in errors) an error when it declared none, since a rebuild would
+    /// then apply every event a second time on top of the rows it has.
+    pub fn for_rebuild(&self, store: &'static str, name: &str) -> Result<&[String], crate::StoreError> {
+        if self.owned.is_empty() {
+            return Err(crate::StoreError::Invalid {
+                store,
+                detail: format!(
+                    "to rebuild read model `{name}`: it declares no tables of its own, so a rebuild would apply \
+                     every event again on top of its rows; declare them with `.tables(Tables::new().owns(\"...\"))`"
+                ),
+            });
+        }
+        Ok(&self.owned)
+    }
+
+    /// The migrations a database at version `stored` lacks, paired with the
+    /// version each reaches; for `store` (its name in errors) an error
+    /// naming the read model `name` when the database is newer than these
+    /// migrations.
+    pub fn pending(&self, store: &'static str, name: &str, stored: u64) -> Result<Vec<(u64, &str)>, crate::StoreError> {
+        if stored > self.version() {
+            return Err(crate::StoreError::Corrupt {
+                store,
+                detail: format!(
+                    "read model `{name}`'s tables are at version {stored}, but this build declares {} migration(s); \
+                     a newer release wrote them, and this one will not update them",
+                    self.version()
+                ),
+            });
+        }
+        Ok((stored + 1..=self.version())
+            .zip(&self.migrations[stored as usize..])
+            .map(|(version, sql)| (version, sql.as_str()))
+            .collect())
+    }
+}

@@ -65,9 +65,13 @@ mod keys;
 mod notify;
 mod projection;
 mod read;
+mod read_models;
 mod schema;
 
 pub use projection::PgProjection;
+/// The sqlx this store is built on, for read models' handlers: depend on
+/// it through here and its version always matches the store's.
+pub use sqlx;
 
 /// The schema version this release writes (and the newest it reads).
 pub const SCHEMA_VERSION: i32 = schema::SCHEMA_VERSION;

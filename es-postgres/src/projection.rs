@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use es_core::store::StoredEvent;
 use es_core::subscription::{self, PageSink, Paged, RunOptions, Sink};
-use es_core::{Codec, Json, ReadModelIn, Runner, SubscriptionError};
+use es_core::{Codec, Json, ReadModelIn, Runner, SubscriptionError, Tables};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, SqlSafeStr, SqlStr};
 
 use crate::{PostgresStore, error};
@@ -33,12 +33,20 @@ const PAGE: usize = 500;
 ///
 /// A page needs one pooled connection at a time (it reads the log, then
 /// applies in one transaction), so a runner works with a pool of one.
+///
+/// # Its tables
+///
+/// The read model's tables are declared with [`tables`](Self::tables): a
+/// runner that takes the projection over runs the migrations the database
+/// lacks before its first page, and [`rebuild`](Self::rebuild) empties the
+/// tables the read model owns.
 pub struct PgProjection<R, C = Json> {
     store: PostgresStore,
     name: String,
     checkpoint: String,
     lock_key: String,
     sql: ProjectionSql,
+    tables: Tables,
     model: R,
     codec: C,
 }
@@ -80,6 +88,7 @@ impl<R: ReadModelIn<PgConnection>> PgProjection<R, Json> {
             sql: ProjectionSql::new(store.schema()),
             store,
             name,
+            tables: Tables::new(),
             model,
             codec: Json,
         }
@@ -95,9 +104,21 @@ impl<R: ReadModelIn<PgConnection>, C: Codec> PgProjection<R, C> {
             checkpoint: self.checkpoint,
             lock_key: self.lock_key,
             sql: self.sql,
+            tables: self.tables,
             model: self.model,
             codec,
         }
+    }
+
+    /// Declares the read model's tables: the runner that owns the
+    /// projection runs their migrations before its first page (each once,
+    /// in its own transaction with the version it reaches, recorded in the
+    /// store schema's `read_models` table), and a rebuild empties the
+    /// tables it owns. Name tables with their schema where the pool's
+    /// search path would not find them.
+    pub fn tables(mut self, tables: Tables) -> Self {
+        self.tables = tables;
+        self
     }
 
     /// The read model.
@@ -121,22 +142,25 @@ impl<R: ReadModelIn<PgConnection>, C: Codec> PgProjection<R, C> {
         result
     }
 
-    /// Resets the read model and replays the whole log into it: `reset`
-    /// clears the read model's tables, in the transaction that also zeroes
-    /// the checkpoint.
-    pub async fn rebuild<F>(&self, reset: F) -> Result<u64, SubscriptionError>
-    where
-        F: for<'c> FnOnce(
-            &'c mut PgConnection,
-        ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), sqlx::Error>> + Send + 'c>>,
-    {
+    /// Empties the tables the read model owns (see [`tables`](Self::tables))
+    /// and replays the whole log into them, once this caller owns the
+    /// projection; the emptied tables and the zeroed checkpoint commit
+    /// together, so a reader sees the old read model or the rebuilt one's
+    /// first page, never a mix.
+    pub async fn rebuild(&self) -> Result<u64, SubscriptionError> {
+        let owned = self.tables.for_rebuild("postgres", &self.name)?;
         let mut sink = Paged::new(Pages::new(self));
         sink.get_mut().wait_until_owned().await?;
         let epoch = sink.get_mut().epoch;
         let result = async {
             let mut tx = self.begin().await?;
             self.check_owner(&mut tx, epoch).await?;
-            reset(&mut tx).await.map_err(error("reset a read model"))?;
+            for table in owned {
+                sqlx::query(AssertSqlSafe(format!("DELETE FROM {table}")))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(error("empty a read model's table"))?;
+            }
             sqlx::query(self.sql.save.clone())
                 .bind(&self.checkpoint)
                 .bind(0i64)
@@ -249,8 +273,19 @@ where
         self.claim().await
     }
 
-    /// Takes a new epoch, fencing out every earlier owner.
+    /// Takes a new epoch, fencing out every earlier owner, and migrates the
+    /// read model's tables. On failure (a build older than the tables, a
+    /// broken migration) it gives the lock back, so a runner that can do
+    /// the work takes the projection instead of waiting behind this one.
     async fn claim(&mut self) -> Result<(), SubscriptionError> {
+        let claimed = self.take_epoch().await;
+        if claimed.is_err() {
+            self.release().await;
+        }
+        claimed
+    }
+
+    async fn take_epoch(&mut self) -> Result<(), SubscriptionError> {
         let p = self.projection.borrow();
         let epoch: i64 = sqlx::query_scalar(p.sql.claim.clone())
             .bind(&p.checkpoint)
@@ -258,6 +293,9 @@ where
             .await
             .map_err(error("claim a projection"))?;
         tracing::info!(projection = %p.name, epoch, "took over the projection");
+        if p.tables.version() > 0 {
+            crate::read_models::migrate(&p.store, &p.name, &p.tables).await?;
+        }
         self.epoch = Some(epoch);
         Ok(())
     }

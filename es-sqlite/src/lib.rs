@@ -36,10 +36,14 @@ mod append;
 mod keys;
 mod projection;
 mod read;
+mod read_models;
 mod schema;
 mod store;
 
 pub use projection::SqliteProjection;
+/// The rusqlite this store is built on, for read models' handlers: depend
+/// on it through here and its version always matches the store's.
+pub use rusqlite;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;

@@ -11,7 +11,7 @@ use std::task::{Context, Poll, Waker};
 
 use es_core::store::StoredEvent;
 use es_core::subscription::{self, PageSink, Paged, RunOptions};
-use es_core::{Codec, EventStore, Json, ReadModelIn, Runner, SubscriptionError};
+use es_core::{Codec, EventStore, Json, ReadModelIn, Runner, SubscriptionError, Tables};
 use rusqlite::Connection;
 
 use crate::{SqliteStore, blocking, error, lock};
@@ -30,10 +30,15 @@ const PAGE: usize = 500;
 /// Several runners of one projection (in one process or several sharing the
 /// file) never apply an event twice: a page commits only if the checkpoint
 /// is still where the page started, checked under SQLite's write lock.
+///
+/// The read model's tables are declared with [`tables`](Self::tables): the
+/// runner creates and upgrades them before its first page, and
+/// [`rebuild`](Self::rebuild) empties them.
 pub struct SqliteProjection<R, C = Json> {
     store: SqliteStore,
     name: String,
     checkpoint: String,
+    tables: Tables,
     model: R,
     codec: C,
 }
@@ -46,6 +51,7 @@ impl<R: ReadModelIn<Connection>> SqliteProjection<R, Json> {
             store,
             checkpoint: format!("projection:{name}"),
             name,
+            tables: Tables::new(),
             model,
             codec: Json,
         }
@@ -59,9 +65,19 @@ impl<R: ReadModelIn<Connection>, C: Codec> SqliteProjection<R, C> {
             store: self.store,
             name: self.name,
             checkpoint: self.checkpoint,
+            tables: self.tables,
             model: self.model,
             codec,
         }
+    }
+
+    /// Declares the read model's tables: their migrations run before the
+    /// first page (each once, in its own transaction with the version it
+    /// reaches, recorded in `es_read_models`), and a rebuild empties the
+    /// tables it owns.
+    pub fn tables(mut self, tables: Tables) -> Self {
+        self.tables = tables;
+        self
     }
 
     /// The read model.
@@ -74,31 +90,42 @@ impl<R: ReadModelIn<Connection>, C: Codec> SqliteProjection<R, C> {
         self.checkpoint.clone()
     }
 
-    /// Applies every event after the checkpoint, a page per transaction.
-    /// Returns the new checkpoint.
+    /// Migrates the read model's tables, then applies every event after the
+    /// checkpoint, a page per transaction. Returns the new checkpoint.
     pub async fn catch_up(&self) -> Result<u64, SubscriptionError> {
-        subscription::catch_up(&self.store, &mut self.sink()).await
+        self.migrate()?;
+        subscription::catch_up(&self.store, &mut Pages::paged(self)).await
     }
 
-    fn sink(&self) -> Paged<Pages<&Self, R, C>> {
-        Pages::paged(self)
-    }
-
-    /// Clears the read model with `reset` and replays the whole log into
-    /// it; the reset and the zeroed checkpoint commit together.
-    pub async fn rebuild(
-        &self,
-        reset: impl FnOnce(&Connection) -> rusqlite::Result<()>,
-    ) -> Result<u64, SubscriptionError> {
+    /// Empties the tables the read model owns (see [`tables`](Self::tables))
+    /// and replays the whole log into them; the emptied tables and the
+    /// zeroed checkpoint commit together, so a reader sees the old read
+    /// model or the rebuilt one's first page, never a mix.
+    pub async fn rebuild(&self) -> Result<u64, SubscriptionError> {
+        self.migrate()?;
+        let owned = self.tables.for_rebuild("sqlite", &self.name)?;
         blocking(|| {
             let mut conn = lock(&self.store.inner.writer);
             let tx = conn.transaction().map_err(error("begin a rebuild"))?;
-            reset(&tx).map_err(error("reset a read model"))?;
+            for table in owned {
+                tx.execute(&format!("DELETE FROM {table}"), [])
+                    .map_err(error("empty a read model's table"))?;
+            }
             tx.execute("DELETE FROM es_checkpoints WHERE name = ?1", [self.checkpoint.as_str()])
                 .map_err(error("reset a projection checkpoint"))?;
             tx.commit().map_err(error("commit a rebuild"))
         })?;
         self.catch_up().await
+    }
+
+    /// Runs the migrations the file lacks.
+    fn migrate(&self) -> Result<(), SubscriptionError> {
+        if self.tables.version() == 0 {
+            return Ok(());
+        }
+        Ok(blocking(|| {
+            crate::read_models::migrate(&mut lock(&self.store.inner.writer), &self.name, &self.tables)
+        })?)
     }
 
     /// Catches up now, then follows new events (woken by this process's
@@ -119,6 +146,8 @@ impl<R: ReadModelIn<Connection>, C: Codec> SqliteProjection<R, C> {
 /// transaction with the checkpoint.
 struct Pages<P, R, C> {
     projection: P,
+    /// Whether the read model's tables were migrated by this runner.
+    migrated: bool,
     _model: std::marker::PhantomData<fn() -> (R, C)>,
 }
 
@@ -134,6 +163,17 @@ where
 
     fn page_size(&self) -> usize {
         PAGE
+    }
+
+    /// The first time: migrates the read model's tables.
+    fn acquire(&mut self) -> impl Future<Output = Result<bool, SubscriptionError>> + Send {
+        let migrated = if self.migrated {
+            Ok(())
+        } else {
+            self.projection.borrow().migrate()
+        };
+        self.migrated = migrated.is_ok();
+        std::future::ready(migrated.map(|()| true))
     }
 
     fn checkpoint(&mut self) -> impl Future<Output = Result<u64, SubscriptionError>> + Send {
@@ -175,6 +215,7 @@ impl<P, R, C> Pages<P, R, C> {
     fn paged(projection: P) -> Paged<Self> {
         Paged::new(Pages {
             projection,
+            migrated: false,
             _model: std::marker::PhantomData,
         })
     }

@@ -20,6 +20,11 @@ pub const SQLITE_LEDGER: &str =
     "CREATE TABLE IF NOT EXISTS ledger (position INTEGER PRIMARY KEY, account TEXT NOT NULL, change INTEGER NOT NULL)";
 
 impl SqliteLedger {
+    /// The ledger's table, declared for its projection.
+    pub fn tables() -> es_core::Tables {
+        es_core::Tables::new().migration(SQLITE_LEDGER).owns("ledger")
+    }
+
     fn row(&self, tx: &rusqlite::Connection, position: u64, account: &str, change: i64) -> rusqlite::Result<()> {
         std::thread::sleep(self.slow);
         self.poison.strike(change.unsigned_abs());
@@ -91,6 +96,13 @@ impl PgLedger {
         format!(
             r#"CREATE TABLE IF NOT EXISTS "{schema}".ledger (position BIGINT NOT NULL, account TEXT NOT NULL, change BIGINT NOT NULL, runner TEXT NOT NULL)"#
         )
+    }
+
+    /// The ledger's table in `schema`, declared for its projection.
+    pub fn tables(schema: &str) -> es_core::Tables {
+        es_core::Tables::new()
+            .migration(Self::create(schema))
+            .owns(format!(r#""{schema}".ledger"#))
     }
 
     /// Creates the ledger's table in `schema`.
