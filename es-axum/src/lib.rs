@@ -11,6 +11,7 @@
 //! | [`Readiness`] | `GET /health` and `GET /ready` from the store and the read models |
 //! | [`protect`], [`Limits`], [`Server`] | problem fallbacks (404, 405), body size and time limits (413, 408), header timeouts, a connection limit, a span per request, and a graceful shutdown that ends event streams, drains requests and stops runners at a checkpoint |
 //! | [`prometheus`] (feature `prometheus`) | `GET /metrics`: es's metrics in the Prometheus text format |
+//! | [`openapi`] (feature `openapi`) | OpenAPI 3.1 descriptions (utoipa) of these routes and of `Problem`, a `default` problem response on every operation, and `GET /openapi.json` |
 //!
 //! A command route is a few lines:
 //!
@@ -68,6 +69,8 @@ mod health;
 mod problem;
 mod serve;
 
+#[cfg(feature = "openapi")]
+pub mod openapi;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
 

@@ -6,7 +6,7 @@ use es_core::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// An account number.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AccountId(pub String);
 
 impl AccountId {
@@ -208,7 +208,7 @@ pub enum AccountEvent {
 }
 
 /// Open a new account.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Command)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Command, utoipa::ToSchema)]
 #[command(aggregate = BankAccount)]
 pub struct OpenAccount {
     /// The new account's number.
@@ -219,7 +219,7 @@ pub struct OpenAccount {
 }
 
 /// Put money in.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Command)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Command, utoipa::ToSchema)]
 #[command(aggregate = BankAccount)]
 pub struct Deposit {
     /// The account.
@@ -230,7 +230,7 @@ pub struct Deposit {
 }
 
 /// Take money out.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Command)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Command, utoipa::ToSchema)]
 #[command(aggregate = BankAccount)]
 pub struct Withdraw {
     /// The account.
@@ -241,7 +241,7 @@ pub struct Withdraw {
 }
 
 /// Close the account; its balance must be zero.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Command)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Command, utoipa::ToSchema)]
 #[command(aggregate = BankAccount)]
 pub struct CloseAccount {
     /// The account.
@@ -295,7 +295,7 @@ pub struct RefundTransfer {
 }
 
 /// Any command for an account, as it arrives over HTTP or a queue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Command)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Command, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum BankCommand {
     /// See [`OpenAccount`].
@@ -345,7 +345,7 @@ pub enum AccountError {
 }
 
 /// The account's state, rebuilt from its events.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize, Aggregate)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize, Aggregate, utoipa::ToSchema)]
 #[aggregate(name = "bank_account", id = AccountId, event = AccountEvent, error = AccountError)]
 pub struct BankAccount {
     /// Who owns it.

@@ -9,6 +9,7 @@
 //! | `GET /events[?from=P]` | the global log after position `P` as server-sent events, live; each event's SSE id is its position, so a client that reconnects with `Last-Event-ID` resumes where it stopped. |
 //! | `POST /subjects/{subject}/forget` | forgets a data subject ([`Dispatcher::forget`]): its key is erased, every personal value sealed for it reads as forgotten, and an `es.subject_forgotten` event is appended. Answers `{subject, forgotten: true}`; 501 when the store was opened without keys (the binary opens it with `ES_MASTER_KEYS`). JSON content type required, as for commands. |
 //! | `GET /health`, `GET /ready` | the process answers; the store answers and the read model has caught up. |
+//! | `GET /openapi.json` | the OpenAPI 3.1 description of these routes ([`openapi`]), bodies and problems included. |
 //! | `GET /metrics` | es's metrics in the Prometheus text format (the binary; [`with_metrics`], feature `metrics`). |
 //!
 //! Errors are `application/problem+json` (RFC 9457), the framework's own
@@ -46,8 +47,9 @@ use es_core::{
     AnyRejection, DispatchError, Dispatcher, EventStore, EventStoreExt, Projection, Runner, StoreError, StreamId,
     Timestamp, Versioned,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::{OpenApi, ToSchema};
 
 use crate::bank::{AccountError, AccountId, BankAccount, BankCommand};
 use crate::views::{BalanceOf, Balances};
@@ -91,9 +93,31 @@ pub fn start_with<S: EventStore + Clone>(store: S, limits: Limits) -> (Router, S
         .route("/subjects/{subject}/forget", post(forget::<S>))
         .merge(feed.routes())
         .merge(readiness.routes())
+        .merge(es_axum::openapi::routes(&openapi()))
         .with_state(service);
     let router = es_axum::protect(routes, limits);
     (router, Server::new(limits).closing(feed).stopping(runner))
+}
+
+/// The service's routes as described at `GET /openapi.json`.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "bank", description = "The es example bank: commands in, queries and the event log out."),
+    paths(command, balance, account, audit, forget),
+    components(schemas(BankCommand, CommandAnswer, BalanceAnswer, AccountAnswer, Forgotten, BankAccount)),
+    tags(
+        (name = "commands", description = "Deciding: each command appends events or is refused."),
+        (name = "queries", description = "Reading: the read model, an account's state, its events."),
+        (name = "personal data", description = "Forgetting a data subject."),
+    )
+)]
+struct BankApi;
+
+/// The OpenAPI 3.1 description of the service: its routes, es-axum's
+/// (`/health`, `/ready`, `/events`), and the problem every operation may
+/// answer with.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    es_axum::openapi::problems(BankApi::openapi().merge_from(es_axum::openapi::description()))
 }
 
 /// `router` with `GET /metrics`: installs a Prometheus recorder as the
@@ -127,12 +151,45 @@ fn check_account(id: &str) -> Result<StreamId, Problem> {
         .map_err(|detail| Problem::bad_request("invalid account id", detail))
 }
 
-/// `POST /commands`.
+/// What a command committed.
+#[derive(Debug, Serialize, ToSchema)]
+struct CommandAnswer {
+    /// The account's stream.
+    stream: String,
+    /// The stream's version after the command.
+    version: u64,
+    /// The global position of its last event: pass it as `after` to read
+    /// your write. Null when it appended nothing.
+    position: Option<u64>,
+    /// The names of the events it appended (none: the command changed
+    /// nothing).
+    events: Vec<&'static str>,
+    /// Whether its `Idempotency-Key` had been used for the same command
+    /// before: nothing was appended this time, and this is the first
+    /// answer again.
+    deduplicated: bool,
+}
+
+/// Sends a command to an account.
+#[utoipa::path(
+    post,
+    path = "/commands",
+    tag = "commands",
+    request_body(content = BankCommand, content_type = "application/json"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "The command's id: a retried request with the same key and body is answered again and not run twice; with another body, 422.")),
+    responses(
+        (status = 200, description = "Committed (or deduplicated).", body = CommandAnswer),
+        (status = 400, description = "Malformed JSON, an unknown command type, an invalid account id.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Conflicting writers outlasted the retries.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not `application/json`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The account refused the command (`error` holds its code and numbers), or the key was used for another command.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn command<S: EventStore + Clone>(
     State(service): State<Arc<Service<S>>>,
     key: IdempotencyKey,
     command: Result<Json<BankCommand>, Problem>,
-) -> Result<axum::Json<Value>, Problem> {
+) -> Result<axum::Json<CommandAnswer>, Problem> {
     let Json(command) = command.map_err(|problem| match problem.status() {
         axum::http::StatusCode::BAD_REQUEST => Problem::bad_request(
             "malformed command",
@@ -149,21 +206,43 @@ async fn command<S: EventStore + Clone>(
         .dispatch_with(command, key.metadata())
         .await
         .map_err(dispatch_problem)?;
-    Ok(axum::Json(json!({
-        "stream": committed.stream.to_string(),
-        "version": committed.version,
-        "position": committed.position,
-        "events": committed.events,
-        "deduplicated": committed.deduplicated,
-    })))
+    Ok(axum::Json(CommandAnswer {
+        stream: committed.stream.to_string(),
+        version: committed.version,
+        position: committed.position,
+        events: committed.events,
+        deduplicated: committed.deduplicated,
+    }))
 }
 
-/// `POST /subjects/{subject}/forget`.
+/// A subject forgotten.
+#[derive(Debug, Serialize, ToSchema)]
+struct Forgotten {
+    /// The subject.
+    subject: String,
+    /// Always true.
+    forgotten: bool,
+}
+
+/// Forgets a data subject: its key is erased, and every personal value
+/// sealed for it reads as forgotten from now on.
+#[utoipa::path(
+    post,
+    path = "/subjects/{subject}/forget",
+    tag = "personal data",
+    params(("subject" = String, Path, description = "The data subject (for the bank, the account's owner).")),
+    request_body(content = Object, content_type = "application/json", description = "Ignored; a JSON content type is required, so that a cross-site form cannot post it."),
+    responses(
+        (status = 200, description = "Forgotten (again, for a subject forgotten before).", body = Forgotten),
+        (status = 415, description = "The request is not `application/json`.", body = Problem, content_type = "application/problem+json"),
+        (status = 501, description = "The store was opened without keys: no personal data is kept.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn forget<S: EventStore + Clone>(
     State(service): State<Arc<Service<S>>>,
     Path(subject): Path<String>,
     headers: axum::http::HeaderMap,
-) -> Result<axum::Json<Value>, Problem> {
+) -> Result<axum::Json<Forgotten>, Problem> {
     es_axum::require_json(&headers)?;
     if service.store.keyring().is_none() {
         return Err(Problem::new(
@@ -173,7 +252,10 @@ async fn forget<S: EventStore + Clone>(
         ));
     }
     service.dispatcher.forget(subject.as_str()).await?;
-    Ok(axum::Json(json!({ "subject": subject, "forgotten": true })))
+    Ok(axum::Json(Forgotten {
+        subject,
+        forgotten: true,
+    }))
 }
 
 /// The account a command is for.
@@ -214,16 +296,40 @@ fn account_error(error: &AccountError) -> Value {
     value
 }
 
-/// `GET /accounts/{id}/balance[?after=P]`.
+/// An account's balance, from the read model.
+#[derive(Debug, Serialize, ToSchema)]
+struct BalanceAnswer {
+    /// The account.
+    account: String,
+    /// In cents.
+    balance: u64,
+}
+
+/// An account's balance from the read model; with `after`, once the read
+/// model has seen that position (read-your-writes).
+#[utoipa::path(
+    get,
+    path = "/accounts/{id}/balance",
+    tag = "queries",
+    params(
+        ("id" = String, Path, description = "The account."),
+        ("after" = Option<u64>, Query, description = "Wait (up to 5 s) until the read model has seen this position: the one a command answered with."),
+    ),
+    responses(
+        (status = 200, description = "The balance.", body = BalanceAnswer),
+        (status = 404, description = "No such account is open in the read model.", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The read model did not reach `after` in time.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn balance<S: EventStore + Clone>(
     State(service): State<Arc<Service<S>>>,
     Path(id): Path<String>,
     after: After,
-) -> Result<axum::Json<Value>, Problem> {
+) -> Result<axum::Json<BalanceAnswer>, Problem> {
     check_account(&id)?;
     after.wait(&service.balances, READ_YOUR_WRITES_TIMEOUT).await?;
     match service.balances.query(BalanceOf { account: id.clone() }) {
-        Some(balance) => Ok(axum::Json(json!({ "account": id, "balance": balance }))),
+        Some(balance) => Ok(axum::Json(BalanceAnswer { account: id, balance })),
         None => Err(Problem::not_found(
             "no such account",
             format!("no account `{id}` is open in the read model"),
@@ -237,12 +343,38 @@ struct AsOf {
     at: Option<i64>,
 }
 
-/// `GET /accounts/{id}[?version=N | ?at=MICROS]`.
+/// An account's state at a version or a time.
+#[derive(Debug, Serialize, ToSchema)]
+struct AccountAnswer {
+    /// The account.
+    account: String,
+    /// The version the state is at (0: no events, a default state).
+    version: u64,
+    /// The state.
+    state: BankAccount,
+}
+
+/// An account's state, rebuilt from its events: now, after its `version`th
+/// event, or as of a time.
+#[utoipa::path(
+    get,
+    path = "/accounts/{id}",
+    tag = "queries",
+    params(
+        ("id" = String, Path, description = "The account."),
+        ("version" = Option<u64>, Query, description = "The state after this many events."),
+        ("at" = Option<i64>, Query, description = "The state as of this time, in Unix microseconds."),
+    ),
+    responses(
+        (status = 200, description = "The state (version 0 for an account with no events).", body = AccountAnswer),
+        (status = 400, description = "Both `version` and `at`, or an invalid account id.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn account<S: EventStore + Clone>(
     State(service): State<Arc<Service<S>>>,
     Path(id): Path<String>,
     Query(as_of): Query<AsOf>,
-) -> Result<axum::Json<Value>, Problem> {
+) -> Result<axum::Json<AccountAnswer>, Problem> {
     check_account(&id)?;
     let id = AccountId::new(&id);
     let Versioned { state, version } = match (as_of.version, as_of.at) {
@@ -261,12 +393,22 @@ async fn account<S: EventStore + Clone>(
         }
         (None, None) => service.dispatcher.load_versioned::<BankAccount>(&id).await?,
     };
-    Ok(axum::Json(
-        json!({ "account": id.to_string(), "version": version, "state": state }),
-    ))
+    Ok(axum::Json(AccountAnswer {
+        account: id.to_string(),
+        version,
+        state,
+    }))
 }
 
-/// `GET /accounts/{id}/events`: the account's audit trail.
+/// An account's audit trail: every event of its stream, decoded, with its
+/// metadata and place.
+#[utoipa::path(
+    get,
+    path = "/accounts/{id}/events",
+    tag = "queries",
+    params(("id" = String, Path, description = "The account.")),
+    responses((status = 200, description = "Its events, oldest first (none for an unknown account).", body = Vec<es_axum::openapi::EventJson>))
+)]
 async fn audit<S: EventStore + Clone>(
     State(service): State<Arc<Service<S>>>,
     Path(id): Path<String>,
