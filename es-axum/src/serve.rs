@@ -111,6 +111,7 @@ fn too_large(limits: Limits) -> Problem {
 async fn request_span(request: Request, next: Next) -> Response {
     let span = tracing::info_span!(
         "http.request",
+        otel.kind = "server",
         http.request.method = %request.method(),
         url.path = request.uri().path(),
         http.response.status_code = tracing::field::Empty,

@@ -15,13 +15,31 @@ pub mod views;
 /// when it is not set). Colours only on a terminal; tracing-subscriber
 /// (0.3.20 on) escapes control characters in logged values, so an id sent
 /// by a client cannot drive the terminal. A second call does nothing.
-pub fn init_tracing() {
+///
+/// With the `otlp` feature (on by default) and `OTEL_EXPORTER_OTLP_ENDPOINT`
+/// set, spans are also exported over OTLP (HTTP, JSON: an OpenTelemetry
+/// Collector's port 4318 takes it) to `$OTEL_EXPORTER_OTLP_ENDPOINT/v1/traces`,
+/// as service `OTEL_SERVICE_NAME` (else the binary's name), filtered by
+/// `OTEL_LOG_FILTER` (`info` when not set: every command and request). Keep
+/// the returned [`Telemetry`] until the end of `main`: dropping it sends
+/// the spans still batched.
+pub fn init_tracing() -> Telemetry {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
-        .try_init();
+        .with_filter(filter);
+    let (otlp, telemetry) = telemetry::layer();
+    let _ = tracing_subscriber::registry().with(fmt).with(otlp).try_init();
+    telemetry
 }
+
+pub use telemetry::Telemetry;
+
+mod telemetry;

@@ -19,7 +19,7 @@ use examples::views::{AllBalances, BalanceOf, Balances, History, HistoryOf, Tota
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    examples::init_tracing();
+    let _telemetry = examples::init_tracing();
     match std::env::var("NATS_URL") {
         Ok(url) => {
             let options = es_nats::NatsOptions {

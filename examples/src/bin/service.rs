@@ -29,7 +29,7 @@ use examples::service;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    examples::init_tracing();
+    let _telemetry = examples::init_tracing();
     let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     if let Ok(url) = std::env::var("NATS_URL") {
