@@ -172,6 +172,13 @@ impl Server {
         self
     }
 
+    /// Ends `task` (a background job of the service: a sealer, say) once
+    /// the requests have drained.
+    pub fn aborting(mut self, task: tokio::task::JoinHandle<()>) -> Server {
+        self.closing.push(Box::new(move || task.abort()));
+        self
+    }
+
     /// Stops `runner` at a checkpoint once the requests have drained.
     pub fn stopping(mut self, runner: Runner) -> Server {
         self.runners.push(runner);

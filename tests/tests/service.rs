@@ -806,3 +806,77 @@ async fn a_forget_request_forgets_the_subject() {
     assert_eq!(answer.headers()["content-type"], "application/problem+json");
     server.stop().await;
 }
+
+/// A service started with a sealer seals what it commits, and serves the
+/// last seal: signed by its key, covering the commands, and what a
+/// verification of the whole log ends at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_service_serves_its_last_seal_and_the_log_verifies() {
+    use es_core::audit::{Seal, SealKey, Sealer, VerifyOptions, verify};
+
+    let store = es_sqlite::SqliteStore::memory().await.unwrap();
+    let key = SealKey::generate();
+    let public = key.public_key();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let sealer = Sealer::new(store.clone(), key).every(Duration::from_millis(100));
+    let (router, running) = service::start_sealed(store.clone(), service::Limits::default(), sealer);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(running.serve(listener, router, async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    let head = || async {
+        let response = client.get(format!("{base}/audit/head")).send().await.unwrap();
+        let status = response.status();
+        (status, response.json::<Value>().await.unwrap())
+    };
+    let (status, problem) = head().await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+    assert_eq!(problem["title"], "nothing sealed yet");
+
+    for body in [
+        r#"{"type":"open","account":"sealed","owner":"Sue"}"#,
+        r#"{"type":"deposit","account":"sealed","amount":5}"#,
+        r#"{"type":"deposit","account":"sealed","amount":7}"#,
+    ] {
+        let status = client
+            .post(format!("{base}/commands"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, StatusCode::OK);
+    }
+    let mut seal = None;
+    for _ in 0..100 {
+        let (status, body) = head().await;
+        if status == StatusCode::OK && body["size"].as_u64() >= Some(3) {
+            seal = Some(serde_json::from_value::<Seal>(body).unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seal = seal.expect("a seal covering the three commands within 5 s");
+    assert_eq!(seal.key, public);
+
+    // The served head is one the whole log verifies against, signed by
+    // the service's key.
+    let options = VerifyOptions {
+        trusted: vec![public],
+        head: Some(seal.clone()),
+        ..VerifyOptions::default()
+    };
+    let report = verify(&store, &options, |_, _| {}).await.unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert!(report.head_checked && report.seals >= 1);
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the sealer stops with the server")
+        .unwrap()
+        .unwrap();
+}

@@ -209,6 +209,7 @@ async fn the_openapi_description_is_valid_complete_and_matches_every_answer() {
             ..call(Method::POST, "/subjects/Ada/forget", 501)
         },
         call(Method::POST, "/subjects/Ada/forget", 415),
+        call(Method::GET, "/audit/head", 404),
         call(Method::GET, "/health", 200),
         call(Method::GET, "/ready", 200),
         call(Method::DELETE, "/commands", 405),

@@ -20,20 +20,23 @@ use examples::views::{AllBalances, BalanceOf, Balances, History, HistoryOf, Tota
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _telemetry = examples::init_tracing();
-    match std::env::var("NATS_URL") {
-        Ok(url) => {
+    if let Ok(url) = std::env::var("NATS_URL") {
+        #[cfg(feature = "nats")]
+        {
             let options = es_nats::NatsOptions {
                 prefix: "bank".to_owned(),
                 ..Default::default()
             };
             let place = format!("NATS JetStream at {url}");
-            story(es_nats::NatsStore::connect_with(&url, options).await?, &place).await
+            return story(es_nats::NatsStore::connect_with(&url, options).await?, &place).await;
         }
-        Err(_) => {
-            let path = std::env::var("BANK_DB").unwrap_or_else(|_| "bank.db".to_owned());
-            story(SqliteStore::open(&path).await?, &path).await
-        }
+        #[cfg(not(feature = "nats"))]
+        return Err(
+            format!("NATS_URL is set ({url}), but this build has no NATS store: build with `--features nats`").into(),
+        );
     }
+    let path = std::env::var("BANK_DB").unwrap_or_else(|_| "bank.db".to_owned());
+    story(SqliteStore::open(&path).await?, &path).await
 }
 
 /// The story on `store`, which `path` names for people.

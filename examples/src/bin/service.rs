@@ -12,6 +12,10 @@
 //! a span per request); `GET /metrics` serves es's metrics in the
 //! Prometheus text format.
 //!
+//! With `ES_SEAL_KEY` set (an Ed25519 key in base64, as `es audit keygen`
+//! writes it), the log is sealed every 1,000 events or 10 s, and
+//! `GET /audit/head` serves the last seal.
+//!
 //! With `ES_MASTER_KEYS` set (`id:base64key`, see `es_core::personal`),
 //! the store is opened with keys and `POST /subjects/{subject}/forget`
 //! forgets a data subject; without it, that route answers 501.
@@ -33,39 +37,52 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     if let Ok(url) = std::env::var("NATS_URL") {
-        let options = es_nats::NatsOptions {
-            prefix: "bank".to_owned(),
-            ..Default::default()
-        };
-        let mut store = es_nats::NatsStore::connect_with(&url, options).await?;
-        if let Some(keys) = master_keys()? {
-            store = store.with_keys(keys);
+        #[cfg(feature = "nats")]
+        {
+            let options = es_nats::NatsOptions {
+                prefix: "bank".to_owned(),
+                ..Default::default()
+            };
+            let mut store = es_nats::NatsStore::connect_with(&url, options).await?;
+            if let Some(keys) = master_keys()? {
+                store = store.with_keys(keys);
+            }
+            println!(
+                "events in NATS JetStream at {url}; listening on http://{}",
+                listener.local_addr()?
+            );
+            return serve(store, listener).await;
         }
-        println!(
-            "events in NATS JetStream at {url}; listening on http://{}",
-            listener.local_addr()?
-        );
-        return serve(store, listener).await;
+        #[cfg(not(feature = "nats"))]
+        return Err(missing("NATS_URL", &url, "nats"));
     }
-    match std::env::var("DATABASE_URL") {
-        Ok(url) => {
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        #[cfg(feature = "postgres")]
+        {
             let mut store = service::postgres(&url).await?;
             if let Some(keys) = master_keys()? {
                 store = store.with_keys(keys);
             }
             println!("events in PostgreSQL; listening on http://{}", listener.local_addr()?);
-            serve(store, listener).await
+            return serve(store, listener).await;
         }
-        Err(_) => {
-            let path = std::env::var("BANK_DB").unwrap_or_else(|_| "bank-service.db".to_owned());
-            let mut store = es_sqlite::SqliteStore::open(&path).await?;
-            if let Some(keys) = master_keys()? {
-                store = store.with_keys(keys);
-            }
-            println!("events in {path}; listening on http://{}", listener.local_addr()?);
-            serve(store, listener).await
-        }
+        #[cfg(not(feature = "postgres"))]
+        return Err(missing("DATABASE_URL", &url, "postgres"));
     }
+    let path = std::env::var("BANK_DB").unwrap_or_else(|_| "bank-service.db".to_owned());
+    let mut store = es_sqlite::SqliteStore::open(&path).await?;
+    if let Some(keys) = master_keys()? {
+        store = store.with_keys(keys);
+    }
+    println!("events in {path}; listening on http://{}", listener.local_addr()?);
+    serve(store, listener).await
+}
+
+/// A store's variable is set, but this build left the store out. The URL
+/// is not repeated: it may hold a password.
+#[allow(dead_code)]
+fn missing(variable: &str, _url: &str, feature: &str) -> Box<dyn std::error::Error> {
+    format!("{variable} is set, but this build has no {feature} store: build with `--features {feature}`").into()
 }
 
 /// The master keys in `ES_MASTER_KEYS`, when it is set.
@@ -80,7 +97,18 @@ async fn serve<S: EventStore + Clone>(
     store: S,
     listener: tokio::net::TcpListener,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let (router, running) = service::start(store);
+    let (router, running) = match std::env::var_os("ES_SEAL_KEY") {
+        Some(_) => {
+            let key = es_core::audit::SealKey::from_env("ES_SEAL_KEY")?;
+            println!("sealing the log with public key {}", key.public_key());
+            service::start_sealed(
+                store.clone(),
+                service::Limits::default(),
+                es_core::audit::Sealer::new(store, key),
+            )
+        }
+        None => service::start(store),
+    };
     #[cfg(feature = "metrics")]
     let router = service::with_metrics(router)?;
     let signal = async {

@@ -8,6 +8,7 @@
 //! | `GET /accounts/{id}/events` | its audit trail: every event, decoded, with metadata. |
 //! | `GET /events[?from=P]` | the global log after position `P` as server-sent events, live; each event's SSE id is its position, so a client that reconnects with `Last-Event-ID` resumes where it stopped. |
 //! | `POST /subjects/{subject}/forget` | forgets a data subject ([`Dispatcher::forget`]): its key is erased, every personal value sealed for it reads as forgotten, and an `es.subject_forgotten` event is appended. Answers `{subject, forgotten: true}`; 501 when the store was opened without keys (the binary opens it with `ES_MASTER_KEYS`). JSON content type required, as for commands. |
+//! | `GET /audit/head` | the last signed seal of the log ([`es_core::audit`]): size, Merkle root, position, signature, public key; keep copies of it elsewhere, and `es audit verify --head` checks the log only grew since. 404 until the first seal ([`start_sealed`]; the binary seals when `ES_SEAL_KEY` holds a key). |
 //! | `GET /health`, `GET /ready` | the process answers; the store answers and the read model has caught up. |
 //! | `GET /openapi.json` | the OpenAPI 3.1 description of these routes ([`openapi`]), bodies and problems included. |
 //! | `GET /metrics` | es's metrics in the Prometheus text format (the binary; [`with_metrics`], feature `metrics`). |
@@ -44,8 +45,8 @@ use axum::routing::{get, post};
 use es_axum::{After, EventFeed, IdempotencyKey, Json, Path, Problem, Query, Readiness, Server};
 use es_core::store::StoredEvent;
 use es_core::{
-    AnyRejection, DispatchError, Dispatcher, EventStore, EventStoreExt, Projection, Runner, StoreError, StreamId,
-    Timestamp, Versioned,
+    AnyRejection, DispatchError, Dispatcher, EventStore, EventStoreExt, Projection, Runner, StreamId, Timestamp,
+    Versioned,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -76,6 +77,25 @@ pub fn start<S: EventStore + Clone>(store: S) -> (Router, Server) {
 
 /// [`start`] with `limits`.
 pub fn start_with<S: EventStore + Clone>(store: S, limits: Limits) -> (Router, Server) {
+    build(store, limits, None)
+}
+
+/// [`start_with`], and `sealer` running beside the service: it seals the
+/// log every so many events or seconds (as it was built), and stops when
+/// the server does.
+pub fn start_sealed<S: EventStore + Clone>(
+    store: S,
+    limits: Limits,
+    sealer: es_core::audit::Sealer<S>,
+) -> (Router, Server) {
+    build(store, limits, Some(sealer))
+}
+
+fn build<S: EventStore + Clone>(
+    store: S,
+    limits: Limits,
+    sealer: Option<es_core::audit::Sealer<S>>,
+) -> (Router, Server) {
     let balances = Projection::new("balances", Balances::default());
     let runner: Runner = balances.spawn(store.clone(), Duration::from_millis(100));
     let feed = EventFeed::start(store.clone());
@@ -91,24 +111,30 @@ pub fn start_with<S: EventStore + Clone>(store: S, limits: Limits) -> (Router, S
         .route("/accounts/{id}/balance", get(balance::<S>))
         .route("/accounts/{id}/events", get(audit::<S>))
         .route("/subjects/{subject}/forget", post(forget::<S>))
+        .route("/audit/head", get(audit_head::<S>))
         .merge(feed.routes())
         .merge(readiness.routes())
         .merge(es_axum::openapi::routes(&openapi()))
         .with_state(service);
     let router = es_axum::protect(routes, limits);
-    (router, Server::new(limits).closing(feed).stopping(runner))
+    let mut server = Server::new(limits).closing(feed).stopping(runner);
+    if let Some(sealer) = sealer {
+        server = server.aborting(tokio::spawn(sealer.run()));
+    }
+    (router, server)
 }
 
 /// The service's routes as described at `GET /openapi.json`.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "bank", description = "The es example bank: commands in, queries and the event log out."),
-    paths(command, balance, account, audit, forget),
+    paths(command, balance, account, audit, audit_head, forget),
     components(schemas(BankCommand, CommandAnswer, BalanceAnswer, AccountAnswer, Forgotten, BankAccount)),
     tags(
         (name = "commands", description = "Deciding: each command appends events or is refused."),
         (name = "queries", description = "Reading: the read model, an account's state, its events."),
         (name = "personal data", description = "Forgetting a data subject."),
+        (name = "audit", description = "The signed seals of the log."),
     )
 )]
 struct BankApi;
@@ -131,7 +157,8 @@ pub fn with_metrics(router: Router) -> Result<Router, es_axum::prometheus::Build
 
 /// Connects to PostgreSQL at `url` and creates or upgrades the store's
 /// tables: a service on a fresh database works from its first request.
-pub async fn postgres(url: &str) -> Result<es_postgres::PostgresStore, StoreError> {
+#[cfg(feature = "postgres")]
+pub async fn postgres(url: &str) -> Result<es_postgres::PostgresStore, es_core::StoreError> {
     let store = es_postgres::PostgresStore::connect(url).await?;
     store.migrate().await?;
     Ok(store)
@@ -418,4 +445,36 @@ async fn audit<S: EventStore + Clone>(
     Ok(axum::Json(Value::Array(
         events.iter().map(StoredEvent::to_json).collect(),
     )))
+}
+
+/// The last seal of the log: what an outsider keeps to check later that
+/// the log only grew.
+#[utoipa::path(
+    get,
+    path = "/audit/head",
+    tag = "audit",
+    responses(
+        (status = 200, description = "The last seal: `size` events covered, their Merkle `root`, the `position` of the last, the `previous` seal's hash, `sealed_at` (Unix microseconds), the signing `key` and its Ed25519 `signature`, and the tree's `frontier`.", body = Object),
+        (status = 404, description = "Nothing sealed yet.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn audit_head<S: EventStore + Clone>(
+    State(service): State<Arc<Service<S>>>,
+) -> Result<axum::Json<Value>, Problem> {
+    let (_, seal) = es_core::audit::latest_seal(&service.store).await.map_err(|e| {
+        Problem::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "the seals do not read",
+            e.to_string(),
+        )
+    })?;
+    let seal =
+        seal.ok_or_else(|| Problem::not_found("nothing sealed yet", "no seal of the log has been appended yet"))?;
+    serde_json::to_value(seal).map(axum::Json).map_err(|e| {
+        Problem::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "a seal did not serialize",
+            e.to_string(),
+        )
+    })
 }
