@@ -26,9 +26,13 @@ impl Server {
     }
 
     async fn start_with<S: es_core::EventStore + Clone>(store: S, limits: service::Limits) -> Server {
+        Self::serve(service::start_with(store, limits)).await
+    }
+
+    /// Serves what `service::start*` built.
+    async fn serve((router, running): (axum::Router, es_axum::Server)) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let (router, running) = service::start_with(store, limits);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             running
@@ -817,14 +821,9 @@ async fn a_sealed_service_serves_its_last_seal_and_the_log_verifies() {
     let store = es_sqlite::SqliteStore::memory().await.unwrap();
     let key = SealKey::generate();
     let public = key.public_key();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
     let sealer = Sealer::new(store.clone(), key).every(Duration::from_millis(100));
-    let (router, running) = service::start_sealed(store.clone(), service::Limits::default(), sealer);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(running.serve(listener, router, async {
-        let _ = stopped.await;
-    }));
+    let server = Server::serve(service::start_sealed(store.clone(), service::Limits::default(), sealer)).await;
+    let base = server.base.clone();
     let client = reqwest::Client::new();
     let head = || async {
         let response = client.get(format!("{base}/audit/head")).send().await.unwrap();
@@ -873,10 +872,6 @@ async fn a_sealed_service_serves_its_last_seal_and_the_log_verifies() {
     assert!(report.is_clean(), "{:?}", report.problems);
     assert!(report.head_checked && report.seals >= 1);
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("the sealer stops with the server")
-        .unwrap()
-        .unwrap();
+    // The sealer stops with the server.
+    server.stop().await;
 }
