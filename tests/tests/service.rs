@@ -839,15 +839,8 @@ async fn a_sealed_service_serves_its_last_seal_and_the_log_verifies() {
         r#"{"type":"deposit","account":"sealed","amount":5}"#,
         r#"{"type":"deposit","account":"sealed","amount":7}"#,
     ] {
-        let status = client
-            .post(format!("{base}/commands"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert_eq!(status, StatusCode::OK);
+        let (status, answer, _) = post(&client, &server, body, None).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
     }
     let mut seal = None;
     for _ in 0..100 {
