@@ -126,8 +126,8 @@ type Closing = Box<dyn FnOnce() + Send>;
 /// Serves a router within [`Limits`] until a signal, then shuts down
 /// gracefully: no new connection is taken, the event streams it was told
 /// of end, the requests in flight finish, the connections left after
-/// [`Limits::shutdown_grace`] are closed, and the runners it was given stop
-/// at a checkpoint.
+/// [`Limits::shutdown_grace`] are closed, the runners it was given stop
+/// at a checkpoint, and the background tasks it was given end.
 ///
 /// ```no_run
 /// # async fn run(router: axum::Router, runner: es_core::Runner, feed: es_axum::EventFeed<es_core::InMemoryStore>) -> std::io::Result<()> {
@@ -144,6 +144,7 @@ pub struct Server {
     limits: Limits,
     closing: Vec<Closing>,
     runners: Vec<Runner>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -152,6 +153,7 @@ impl std::fmt::Debug for Server {
             .field("limits", &self.limits)
             .field("closing", &self.closing.len())
             .field("runners", &self.runners)
+            .field("tasks", &self.tasks.len())
             .finish()
     }
 }
@@ -163,6 +165,7 @@ impl Server {
             limits,
             closing: Vec::new(),
             runners: Vec::new(),
+            tasks: Vec::new(),
         }
     }
 
@@ -175,7 +178,7 @@ impl Server {
     /// Ends `task` (a background job of the service: a sealer, say) once
     /// the requests have drained.
     pub fn aborting(mut self, task: tokio::task::JoinHandle<()>) -> Server {
-        self.closing.push(Box::new(move || task.abort()));
+        self.tasks.push(task);
         self
     }
 
@@ -197,6 +200,7 @@ impl Server {
             limits,
             closing: close_streams,
             runners,
+            tasks,
         } = self;
         let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
         let (close, closing) = watch::channel(false);
@@ -260,21 +264,28 @@ impl Server {
             );
             connections.abort_all();
         }
-        for runner in runners {
-            runner.stop().await;
-        }
+        stop_background(runners, tasks).await;
         Ok(())
     }
 
-    /// Shuts down without serving: ends the event streams and stops the
-    /// runners at a checkpoint.
+    /// Shuts down without serving: ends the event streams, stops the
+    /// runners at a checkpoint and ends the background tasks.
     pub async fn stop(self) {
         for close_stream in self.closing {
             close_stream();
         }
-        for runner in self.runners {
-            runner.stop().await;
-        }
+        stop_background(self.runners, self.tasks).await;
+    }
+}
+
+/// Stops the runners at a checkpoint and ends the background tasks.
+async fn stop_background(runners: Vec<Runner>, tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for runner in runners {
+        runner.stop().await;
+    }
+    for task in tasks {
+        task.abort();
+        let _ = task.await;
     }
 }
 
