@@ -34,7 +34,7 @@ use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::{ContentBuilder, OpenApi, RefOr, ResponseBuilder};
 use utoipa::{PartialSchema, ToSchema};
 
@@ -167,13 +167,6 @@ impl ToSchema for EventJson {
     fn name() -> Cow<'static, str> {
         Cow::Borrowed("Event")
     }
-}
-
-/// A list of [`EventJson`].
-pub fn events_schema() -> RefOr<Schema> {
-    ArrayBuilder::new()
-        .items(RefOr::Ref(utoipa::openapi::Ref::from_schema_name("Event")))
-        .into()
 }
 
 /// `GET /health` ([`Readiness::routes`](crate::Readiness::routes)).
