@@ -511,11 +511,16 @@ impl Tables {
         Ok(&self.owned)
     }
 
-    /// The migrations a database at version `stored` lacks, paired with the
-    /// version each reaches; for `store` (its name in errors) an error
-    /// naming the read model `name` when the database is newer than these
-    /// migrations.
-    pub fn pending(&self, store: &'static str, name: &str, stored: u64) -> Result<Vec<(u64, &str)>, crate::StoreError> {
+    /// The migration a database at version `stored` needs next, with the
+    /// version it reaches (`None` when it is current); for `store` (its
+    /// name in errors) an error naming the read model `name` when the
+    /// database is newer than these migrations.
+    pub fn next_migration(
+        &self,
+        store: &'static str,
+        name: &str,
+        stored: u64,
+    ) -> Result<Option<(u64, &str)>, crate::StoreError> {
         if stored > self.version() {
             return Err(crate::StoreError::Corrupt {
                 store,
@@ -526,9 +531,9 @@ impl Tables {
                 ),
             });
         }
-        Ok((stored + 1..=self.version())
-            .zip(&self.migrations[stored as usize..])
-            .map(|(version, sql)| (version, sql.as_str()))
-            .collect())
+        Ok(self
+            .migrations
+            .get(stored as usize)
+            .map(|sql| (stored + 1, sql.as_str())))
     }
 }

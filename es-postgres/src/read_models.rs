@@ -42,7 +42,7 @@ pub(crate) async fn migrate(store: &PostgresStore, name: &str, tables: &Tables) 
         let stored = crate::append::stored_u64(stored.unwrap_or(0), || {
             format!("read model `{name}`'s tables are at a negative version")
         })?;
-        let Some(&(version, sql)) = tables.pending("postgres", name, stored)?.first() else {
+        let Some((version, sql)) = tables.next_migration("postgres", name, stored)? else {
             return Ok(());
         };
         sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))

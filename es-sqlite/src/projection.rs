@@ -102,8 +102,8 @@ impl<R: ReadModelIn<Connection>, C: Codec> SqliteProjection<R, C> {
     /// zeroed checkpoint commit together, so a reader sees the old read
     /// model or the rebuilt one's first page, never a mix.
     pub async fn rebuild(&self) -> Result<u64, SubscriptionError> {
-        self.migrate()?;
         let owned = self.tables.for_rebuild("sqlite", &self.name)?;
+        self.migrate()?;
         blocking(|| {
             let mut conn = lock(&self.store.inner.writer);
             let tx = conn.transaction().map_err(error("begin a rebuild"))?;
@@ -115,7 +115,7 @@ impl<R: ReadModelIn<Connection>, C: Codec> SqliteProjection<R, C> {
                 .map_err(error("reset a projection checkpoint"))?;
             tx.commit().map_err(error("commit a rebuild"))
         })?;
-        self.catch_up().await
+        subscription::catch_up(&self.store, &mut Pages::paged(self)).await
     }
 
     /// Runs the migrations the file lacks.

@@ -29,7 +29,7 @@ pub(crate) fn migrate(conn: &mut Connection, name: &str, tables: &Tables) -> Res
             store: "sqlite",
             detail: format!("read model `{name}`'s tables are at version {stored}"),
         })?;
-        let Some(&(version, sql)) = tables.pending("sqlite", name, stored)?.first() else {
+        let Some((version, sql)) = tables.next_migration("sqlite", name, stored)? else {
             return Ok(());
         };
         tx.execute_batch(sql).map_err(|e| StoreError::Backend {
