@@ -45,41 +45,31 @@ fn postgres(c: &mut Criterion) {
     });
     g.finish();
 
-    let mut g = c.benchmark_group("pg_1000_commands_8_tasks");
-    g.sample_size(10).measurement_time(Duration::from_secs(20));
-    g.bench_function("framework", |b| {
-        b.iter_batched(
-            || rt.block_on(async { Dispatcher::new(pg_store(pool.clone(), &unique("es_bench_")).await) }),
-            |app| rt.block_on(framework_on_own_accounts(app)),
-            BatchSize::PerIteration,
-        )
-    });
-    g.bench_function("baseline", |b| {
-        b.iter_batched(
-            || rt.block_on(PgBank::setup(pool.clone(), &unique("es_bench_"))),
-            |bank| {
-                rt.block_on(async {
-                    let tasks: Vec<_> = (0..TASKS)
-                        .map(|t| {
-                            let bank = bank.clone();
-                            tokio::spawn(async move {
-                                let account = format!("t{t}");
-                                bank.handle(&open(&account)).await.expect("open");
-                                for _ in 0..COMMANDS / TASKS {
-                                    bank.handle(&deposit(&account)).await.expect("deposit");
-                                }
-                            })
-                        })
-                        .collect();
-                    for t in tasks {
-                        t.await.expect("task");
-                    }
-                })
-            },
-            BatchSize::PerIteration,
-        )
-    });
-    g.finish();
+    for tasks in [8, 32, 64] {
+        let mut g = c.benchmark_group(format!("pg_1000_commands_{tasks}_tasks"));
+        g.sample_size(10).measurement_time(Duration::from_secs(20));
+        g.bench_function("framework", |b| {
+            b.iter_batched(
+                || rt.block_on(async { Dispatcher::new(pg_store(pool.clone(), &unique("es_bench_")).await) }),
+                |app| rt.block_on(framework_writers(app, tasks)),
+                BatchSize::PerIteration,
+            )
+        });
+        for (name, how) in [
+            ("baseline", PgWriters::Naive),
+            ("baseline_cached", PgWriters::Cached),
+            ("baseline_one_committer", PgWriters::OneCommitter),
+        ] {
+            g.bench_function(name, |b| {
+                b.iter_batched(
+                    || rt.block_on(PgBank::setup(pool.clone(), &unique("es_bench_"))),
+                    |bank| rt.block_on(pg_writers(&bank, how, tasks)),
+                    BatchSize::PerIteration,
+                )
+            });
+        }
+        g.finish();
+    }
 
     let mut g = c.benchmark_group("pg_load_10000_events");
     g.sample_size(20);

@@ -33,6 +33,7 @@ pub struct PgBank {
     pool: PgPool,
     load: String,
     insert: String,
+    insert_many: String,
 }
 
 impl PgBank {
@@ -52,6 +53,11 @@ impl PgBank {
             load: format!(r#"SELECT name, payload FROM "{schema}".events WHERE stream = $1 ORDER BY version"#),
             insert: format!(
                 r#"INSERT INTO "{schema}".events (stream, version, name, payload) VALUES ($1, $2, $3, $4)"#
+            ),
+            insert_many: format!(
+                r#"INSERT INTO "{schema}".events (stream, version, name, payload)
+                   SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::BYTEA[])
+                   ON CONFLICT DO NOTHING RETURNING stream, version"#
             ),
         }
     }
@@ -109,6 +115,125 @@ impl PgBank {
             state.apply(&baseline::decode_json(row.get::<&str, _>(0), row.get::<&[u8], _>(1)));
         }
         (state, rows.len() as i64)
+    }
+}
+
+/// One writer of one account on PostgreSQL that keeps the account's state
+/// in memory (it is the account's only writer): decide, then insert at the
+/// next version, one transaction per command, the primary key as the
+/// conflict check. Through a [`PgCommitter`] when it has one.
+pub struct PgCachedAccount {
+    bank: PgBank,
+    committer: Option<PgCommitter>,
+    account: String,
+    state: Account,
+    version: i64,
+}
+
+impl PgCachedAccount {
+    /// A writer of `account`, nothing of it loaded yet (a new account).
+    pub fn new(bank: &PgBank, committer: Option<&PgCommitter>, account: &str) -> Self {
+        PgCachedAccount {
+            bank: bank.clone(),
+            committer: committer.cloned(),
+            account: account.to_owned(),
+            state: Account::default(),
+            version: 0,
+        }
+    }
+
+    /// Decides on the cached state, appends, evolves.
+    pub async fn handle(&mut self, cmd: &Command) -> Result<(), baseline::Error> {
+        let event = self.state.decide(cmd)?;
+        let (name, payload) = encode(&event);
+        let version = self.version + 1;
+        let stored = match &self.committer {
+            Some(committer) => committer.append(&self.account, version, name, payload).await,
+            None => sqlx::query(AssertSqlSafe(self.bank.insert.as_str()).into_sql_str())
+                .bind(&self.account)
+                .bind(version)
+                .bind(name)
+                .bind(payload)
+                .execute(&self.bank.pool)
+                .await
+                .is_ok(),
+        };
+        assert!(stored, "`{}` has no other writer: version {version} is free", self.account);
+        self.state.apply(&event);
+        self.version = version;
+        Ok(())
+    }
+}
+
+/// An append handed to a [`PgCommitter`], and where its outcome goes.
+struct Handed {
+    stream: String,
+    version: i64,
+    name: &'static str,
+    payload: Vec<u8>,
+    done: tokio::sync::oneshot::Sender<bool>,
+}
+
+/// The hand-written group commit: writers hand their appends to one task,
+/// which writes everything handed to it since its last statement in one
+/// `INSERT ... ON CONFLICT DO NOTHING` (one transaction), each append with
+/// its own version check (the primary key), and tells each writer whether
+/// its row went in.
+#[derive(Clone)]
+pub struct PgCommitter {
+    queue: tokio::sync::mpsc::UnboundedSender<Handed>,
+}
+
+impl PgCommitter {
+    /// Starts the committer task for `bank`'s table.
+    pub fn start(bank: &PgBank) -> Self {
+        let (queue, mut handed) = tokio::sync::mpsc::unbounded_channel::<Handed>();
+        let pool = bank.pool.clone();
+        let insert = bank.insert_many.clone();
+        tokio::spawn(async move {
+            let mut conn = pool.acquire().await.expect("a connection");
+            let mut batch = Vec::new();
+            while let Some(first) = handed.recv().await {
+                batch.push(first);
+                while batch.len() < 64
+                    && let Ok(next) = handed.try_recv()
+                {
+                    batch.push(next);
+                }
+                let streams: Vec<&str> = batch.iter().map(|h| h.stream.as_str()).collect();
+                let versions: Vec<i64> = batch.iter().map(|h| h.version).collect();
+                let names: Vec<&str> = batch.iter().map(|h| h.name).collect();
+                let payloads: Vec<&[u8]> = batch.iter().map(|h| h.payload.as_slice()).collect();
+                let stored: Vec<(String, i64)> = sqlx::query_as(AssertSqlSafe(insert.as_str()).into_sql_str())
+                    .bind(&streams)
+                    .bind(&versions)
+                    .bind(&names)
+                    .bind(&payloads)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .expect("insert a batch");
+                for h in batch.drain(..) {
+                    let ok = stored.iter().any(|(s, v)| *s == h.stream && *v == h.version);
+                    let _ = h.done.send(ok);
+                }
+            }
+        });
+        PgCommitter { queue }
+    }
+
+    /// Appends one event at `version` of `stream`: whether it went in.
+    pub async fn append(&self, stream: &str, version: i64, name: &'static str, payload: Vec<u8>) -> bool {
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        self.queue
+            .send(Handed {
+                stream: stream.to_owned(),
+                version,
+                name,
+                payload,
+                done,
+            })
+            .expect("the committer runs");
+        outcome.await.expect("the committer answers")
     }
 }
 

@@ -8,6 +8,7 @@ use es_core::{Dispatcher, EventStore, StreamId};
 use crate::baseline::Command;
 use crate::sql::framework_deposits;
 
+
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
 /// `prefix` with this process's id and a counter: a fresh schema or prefix.
@@ -63,10 +64,60 @@ pub async fn fill<S: EventStore>(store: &S, account: &str, n: usize) {
 
 /// `TASKS` tasks, each making its share of the deposits on its own account.
 pub async fn framework_on_own_accounts<S: EventStore + Clone>(app: Dispatcher<S>) {
-    let tasks: Vec<_> = (0..TASKS)
+    framework_writers(app, TASKS).await
+}
+
+/// `tasks` tasks, each making `COMMANDS / tasks` deposits on its own account.
+pub async fn framework_writers<S: EventStore + Clone>(app: Dispatcher<S>, tasks: usize) {
+    let tasks: Vec<_> = (0..tasks)
         .map(|t| {
             let app = app.clone();
-            tokio::spawn(async move { framework_deposits(&app, &format!("t{t}"), COMMANDS / TASKS).await })
+            tokio::spawn(async move { framework_deposits(&app, &format!("t{t}"), COMMANDS / tasks).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+}
+
+/// The PostgreSQL baselines of the many-writer workload.
+#[derive(Debug, Clone, Copy)]
+pub enum PgWriters {
+    /// Each command loads its stream, folds, decides, inserts.
+    Naive,
+    /// State cached by its only writer; one transaction per command.
+    Cached,
+    /// State cached; appends handed to one committer ([`PgCommitter`]).
+    OneCommitter,
+}
+
+/// `tasks` tasks, each opening its own account and making
+/// `COMMANDS / tasks` deposits on it, the hand-written way `how`.
+pub async fn pg_writers(bank: &crate::sql::PgBank, how: PgWriters, tasks: usize) {
+    use crate::sql::{PgCachedAccount, PgCommitter};
+    let committer = matches!(how, PgWriters::OneCommitter).then(|| PgCommitter::start(bank));
+    let tasks: Vec<_> = (0..tasks)
+        .map(|t| {
+            let bank = bank.clone();
+            let committer = committer.clone();
+            tokio::spawn(async move {
+                let account = format!("t{t}");
+                let commands = std::iter::once(open(&account))
+                    .chain(std::iter::repeat_with(|| deposit(&account)).take(COMMANDS / tasks));
+                match how {
+                    PgWriters::Naive => {
+                        for cmd in commands {
+                            bank.handle(&cmd).await.expect("accepted");
+                        }
+                    }
+                    PgWriters::Cached | PgWriters::OneCommitter => {
+                        let mut writer = PgCachedAccount::new(&bank, committer.as_ref(), &account);
+                        for cmd in commands {
+                            writer.handle(&cmd).await.expect("accepted");
+                        }
+                    }
+                }
+            })
         })
         .collect();
     for t in tasks {

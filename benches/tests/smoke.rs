@@ -75,6 +75,7 @@ async fn sql_workloads_agree() {
     bank.fill("big", 50);
     assert_eq!(bank.load("big").balance, (1..50u64).map(|i| i % 100 + 1).sum::<u64>());
 
+    use benches::stores::{PgWriters, pg_writers};
     let Some(pool) = pg_pool().await else {
         eprintln!("*** skipping the PostgreSQL part: no server answers");
         return;
@@ -98,6 +99,14 @@ async fn sql_workloads_agree() {
         .unwrap();
     }
     assert_eq!(framework_balance(&app, "a").await, bank.load("a").await.balance);
+    // The many-writer baselines: each of 4 accounts opened and given 250.
+    for how in [PgWriters::Naive, PgWriters::Cached, PgWriters::OneCommitter] {
+        let bank = PgBank::setup(pool.clone(), &format!("{schema}_{how:?}").to_lowercase()).await;
+        pg_writers(&bank, how, 4).await;
+        for t in 0..4 {
+            assert_eq!(bank.load(&format!("t{t}")).await.balance, 250, "{how:?}");
+        }
+    }
     pg_clean(&pool).await;
 }
 

@@ -80,13 +80,17 @@ impl From<StoreError> for Lost {
 }
 
 impl PostgresStore {
-    /// Appends on a pooled connection, one statement in its own transaction.
-    pub(crate) async fn append_alone(&self, request: &AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
-        let mut conn = self.inner.pool.acquire().await.map_err(error("acquire a connection"))?;
+    /// Appends on `conn` (a committer's, with no transaction open), one
+    /// statement in its own transaction.
+    pub(crate) async fn append_alone(
+        &self,
+        conn: &mut PgConnection,
+        request: &AppendRequest<'_>,
+    ) -> Result<AppendOutcome, AppendError> {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let lost = match self.try_append(&mut conn, request).await {
+            let lost = match self.try_append(conn, request).await {
                 Ok(outcome) => {
                     if let AppendOutcome::Appended(appended) = &outcome
                         && let Some(last) = appended.positions.last()
@@ -99,7 +103,7 @@ impl PostgresStore {
             };
             // The statement was its own transaction: the connection is
             // usable again for the follow-up questions.
-            match self.settle(&mut conn, request, lost, attempts).await? {
+            match self.settle(conn, request, lost, attempts).await? {
                 Some(outcome) => return Ok(outcome),
                 None => continue,
             }

@@ -1,15 +1,22 @@
-//! Group commit: when more appends arrive than may run at once, the waiting
-//! ones share one statement and one commit.
+//! Group commit: one committer per store takes every append waiting and
+//! writes them in one statement and one commit.
 //!
-//! Each store lets at most [`PostgresOptions::max_concurrent_appends`]
-//! statements append at a time. An append that finds a free slot runs
-//! alone, as one statement (the usual case for a single writer). One that
-//! finds none waits in a queue; when a running statement ends, everything
-//! queued by then (one request per stream, up to a batch's limit) is
-//! appended by one combined statement, which checks each stream's expected
-//! version on its own and reports each request's outcome. The server then
-//! parses, plans, starts and commits once for the whole batch, which is
-//! what bounds throughput when many writers share a database server.
+//! Writers do not run their own statements: they hand their appends to the
+//! store's committer (a task with a connection of its own) and wait for
+//! their outcome. The committer takes everything queued since its last
+//! statement (one request per stream, up to [`MAX_REQUESTS`] requests and
+//! [`MAX_EVENTS`] events) and appends it with one combined statement, which
+//! checks each stream's expected version on its own and reports each
+//! request's outcome: a conflict fails only its command. A lone writer's
+//! append goes at once, as the single-request statement. While a statement
+//! runs, the next batch fills; no append waits for a timer. The server then
+//! parses, plans, starts and commits once per batch, which is what bounds
+//! throughput when many writers share a database server.
+//!
+//! The committer's connection plans its statements once
+//! (`plan_cache_mode = force_generic_plan`): both statements have one plan
+//! whatever their arrays hold, and re-planning them cost more than running
+//! them. The setting stays on that connection; the pool's are untouched.
 //!
 //! A combined statement that the server refuses as a whole (a concurrent
 //! writer in another process took one of the versions, a command id or an
@@ -18,18 +25,25 @@
 //! reports that failure to every request in it, as a lone append would: its
 //! outcome is unknown, and only a retry with the same command id is safe.
 //!
-//! [`PostgresOptions::max_concurrent_appends`]: crate::PostgresOptions::max_concurrent_appends
+//! [`PostgresOptions::committers`] sets how many committers a store runs
+//! (default 1; each has its own connection and runs one statement at a
+//! time). The committers end when the last clone of the store is dropped;
+//! an append made after the runtime that ran them shut down starts new ones
+//! on its own runtime.
+//!
+//! [`PostgresOptions::committers`]: crate::PostgresOptions::committers
 
 use std::collections::HashSet;
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use es_core::store::{AppendOutcome, AppendRequest, Appended, ExpectedVersion, NewEvent, Positions};
 use es_core::{AppendError, StoreError, StreamId, Timestamp};
-use sqlx::Row;
-use tokio::sync::oneshot;
+use sqlx::{Connection, PgConnection, Row};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::append::{Chained, HeadCheck, stored_u64};
-use crate::{PostgresStore, corrupt, error, to_i64};
+use crate::{Inner, PostgresStore, corrupt, error, to_i64};
 
 /// The most requests one combined statement carries.
 const MAX_REQUESTS: usize = 64;
@@ -37,16 +51,17 @@ const MAX_REQUESTS: usize = 64;
 /// goes, alone).
 const MAX_EVENTS: usize = 1_000;
 
-/// The appends running and waiting.
-#[derive(Default)]
-pub(crate) struct Appends {
-    running: usize,
-    queue: Vec<Pending>,
-}
+/// How long the committer's connection may sit idle before it is checked
+/// (one round trip) ahead of the next batch.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// Where appends go to their committers: `None` until the first append, and
+/// replaced when the committers' runtime has shut down.
+pub(crate) type Queue = std::sync::Mutex<Option<mpsc::UnboundedSender<Pending>>>;
 
 /// An append waiting for a batch: its request, owned, and where its outcome
 /// goes.
-struct Pending {
+pub(crate) struct Pending {
     stream: StreamId,
     expected: ExpectedVersion,
     events: Vec<OwnedEvent>,
@@ -101,119 +116,132 @@ impl Pending {
     }
 }
 
-/// A running slot, given back (or passed to the next batch) when dropped,
-/// also when the append that held it is cancelled.
-struct Slot<'a>(&'a PostgresStore);
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        self.0.slot_freed();
-    }
-}
-
 impl PostgresStore {
-    /// Appends on a pooled connection: alone when a slot is free, otherwise
-    /// in the next combined statement.
+    /// Appends through the store's committer, alone or in a batch with the
+    /// appends waiting beside it.
     pub(crate) async fn append_pooled(&self, request: &AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
         es_core::store::validate_append(crate::STORE, request)?;
-        let waiting = {
-            let mut appends = self.inner.appends.lock().unwrap_or_else(PoisonError::into_inner);
-            if appends.running < self.inner.max_concurrent_appends && appends.queue.is_empty() {
-                appends.running += 1;
-                None
-            } else {
-                let (done, outcome) = oneshot::channel();
-                appends.queue.push(Pending {
-                    stream: request.stream.clone(),
-                    expected: request.expected,
-                    events: request.events.iter().map(OwnedEvent::from).collect(),
-                    metadata: request.metadata.to_vec(),
-                    command_id: request.command_id.map(str::to_owned),
-                    recorded_at: request.recorded_at,
-                    done,
-                });
-                Some(outcome)
+        let (done, outcome) = oneshot::channel();
+        self.enqueue(Pending {
+            stream: request.stream.clone(),
+            expected: request.expected,
+            events: request.events.iter().map(OwnedEvent::from).collect(),
+            metadata: request.metadata.to_vec(),
+            command_id: request.command_id.map(str::to_owned),
+            recorded_at: request.recorded_at,
+            done,
+        })?;
+        outcome.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable {
+                store: crate::STORE,
+                operation: "append in a batch",
+                source: "the committer stopped before the append ran (its runtime shut down)".into(),
             }
-        };
-        match waiting {
-            None => {
-                let _slot = Slot(self);
-                self.append_alone(request).await
-            }
-            Some(outcome) => outcome.await.unwrap_or_else(|_| {
-                Err(StoreError::Unavailable {
-                    store: crate::STORE,
-                    operation: "append in a batch",
-                    source: "the batch was dropped before it ran (the runtime shut down)".into(),
-                }
-                .into())
-            }),
-        }
+            .into())
+        })
     }
 
-    /// A running statement ended: its slot goes to the next batch, if any
-    /// append waits.
-    fn slot_freed(&self) {
-        let batch = {
-            let mut appends = self.inner.appends.lock().unwrap_or_else(PoisonError::into_inner);
-            if appends.queue.is_empty() {
-                appends.running -= 1;
-                return;
-            }
-            take_batch(&mut appends.queue)
+    /// Hands `pending` to the committers, starting them on this runtime if
+    /// none runs.
+    fn enqueue(&self, pending: Pending) -> Result<(), StoreError> {
+        let mut queue = self.inner.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let pending = match queue.as_ref() {
+            Some(sender) => match sender.send(pending) {
+                Ok(()) => return Ok(()),
+                // Its committers are gone with their runtime.
+                Err(mpsc::error::SendError(pending)) => pending,
+            },
+            None => pending,
         };
-        let store = self.clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    let _slot = Slot(&store);
-                    store.append_batch(batch).await;
-                });
-            }
-            // No runtime to run it on: the waiting appends are told so.
-            Err(_) => {
-                self.inner
-                    .appends
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .running -= 1;
-                drop(batch);
-            }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| StoreError::Unavailable {
+            store: crate::STORE,
+            operation: "append",
+            source: "no tokio runtime to run the store's committer on".into(),
+        })?;
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
+        for _ in 0..self.inner.committers {
+            runtime.spawn(commit_loop(Arc::downgrade(&self.inner), receiver.clone()));
         }
+        // The committers hold the receiver: this cannot fail.
+        let _ = sender.send(pending);
+        *queue = Some(sender);
+        Ok(())
     }
 
-    /// Appends `batch` in one statement, or one by one if the server refused
-    /// the statement as a whole.
-    async fn append_batch(&self, batch: Vec<Pending>) {
-        if batch.len() > 1 {
-            match self.try_batch(&batch).await {
-                Ok(outcomes) => {
-                    for (pending, outcome) in batch.into_iter().zip(outcomes) {
-                        let outcome = match outcome {
-                            Some(outcome) => outcome,
-                            None => {
-                                let events = pending.new_events();
-                                self.append_alone(&pending.request(&events)).await
-                            }
-                        };
-                        let _ = pending.done.send(outcome);
-                    }
-                    return;
-                }
-                Err(Some(e)) => {
+    /// The committer's connection: the pool's settings, generic plans.
+    async fn committer_connection(&self) -> Result<PgConnection, StoreError> {
+        let mut conn = self.own_connection().await?;
+        sqlx::query("SET plan_cache_mode = force_generic_plan")
+            .execute(&mut conn)
+            .await
+            .map_err(error("set up the committer's connection"))?;
+        Ok(conn)
+    }
+
+    /// Appends `batch` on the committer's connection (opened if `conn` has
+    /// none), in one statement, or one by one if the server refused the
+    /// statement as a whole. A connection that failed is dropped; the next
+    /// batch opens another.
+    async fn commit(&self, conn: &mut Option<(PgConnection, Instant)>, batch: Vec<Pending>) {
+        // A connection idle for a while may have been closed by the server
+        // meanwhile: asked first, so that a batch is not sent into it.
+        if let Some((c, last_used)) = conn.as_mut()
+            && last_used.elapsed() > IDLE_CHECK
+            && c.ping().await.is_err()
+        {
+            *conn = None;
+        }
+        let c = match conn {
+            Some((c, last_used)) => {
+                *last_used = Instant::now();
+                c
+            }
+            None => match self.committer_connection().await {
+                Ok(c) => &mut conn.insert((c, Instant::now())).0,
+                Err(e) => {
                     for pending in batch {
                         let _ = pending.done.send(Err(copy_error(&e).into()));
                     }
                     return;
                 }
+            },
+        };
+        let mut broken = false;
+        let mut alone = batch;
+        if alone.len() > 1 {
+            match self.try_batch(c, &alone).await {
+                Ok(outcomes) => {
+                    let mut again = Vec::new();
+                    for (pending, outcome) in alone.into_iter().zip(outcomes) {
+                        match outcome {
+                            Some(outcome) => {
+                                let _ = pending.done.send(outcome);
+                            }
+                            None => again.push(pending),
+                        }
+                    }
+                    alone = again;
+                }
+                Err(Some(e)) => {
+                    broken = matches!(e, StoreError::Unavailable { .. });
+                    for pending in alone {
+                        let _ = pending.done.send(Err(copy_error(&e).into()));
+                    }
+                    alone = Vec::new();
+                }
                 // Rolled back: each on its own below.
                 Err(None) => {}
             }
         }
-        for pending in batch {
+        for pending in alone {
             let events = pending.new_events();
-            let outcome = self.append_alone(&pending.request(&events)).await;
+            let outcome = self.append_alone(c, &pending.request(&events)).await;
+            broken |= matches!(outcome, Err(AppendError::Store(StoreError::Unavailable { .. })));
             let _ = pending.done.send(outcome);
+        }
+        if broken {
+            *conn = None;
         }
     }
 
@@ -222,6 +250,7 @@ impl PostgresStore {
     /// written), or the failure that leaves its outcome unknown.
     async fn try_batch(
         &self,
+        conn: &mut PgConnection,
         batch: &[Pending],
     ) -> Result<Vec<Option<Result<AppendOutcome, AppendError>>>, Option<StoreError>> {
         let n = batch.len();
@@ -280,7 +309,7 @@ impl PostgresStore {
             .bind(&assumed_versions)
             .bind(&assumed_links)
             .bind(&ev_links)
-            .fetch_all(&self.inner.pool)
+            .fetch_all(&mut *conn)
             .await;
         let rows = match rows {
             Ok(rows) => rows,
@@ -391,5 +420,34 @@ fn copy_error(e: &StoreError) -> StoreError {
             operation: "append a batch",
             source: other.to_string().into(),
         },
+    }
+}
+
+/// A committer: takes what is queued, appends it, until the store is gone.
+async fn commit_loop(store: Weak<Inner>, queue: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Pending>>>) {
+    let mut conn = None;
+    // Taken from the queue but left for a later batch (a second append to
+    // a stream in the batch, or past its limits).
+    let mut held = Vec::new();
+    loop {
+        let batch = {
+            let mut queue = queue.lock().await;
+            if held.is_empty() {
+                match queue.recv().await {
+                    Some(pending) => held.push(pending),
+                    // Every clone of the store is gone.
+                    None => return,
+                }
+            }
+            while held.len() < MAX_REQUESTS
+                && let Ok(pending) = queue.try_recv()
+            {
+                held.push(pending);
+            }
+            take_batch(&mut held)
+        };
+        let Some(inner) = store.upgrade() else { return };
+        let store = PostgresStore { inner, keyring: None };
+        store.commit(&mut conn, batch).await;
     }
 }

@@ -41,9 +41,14 @@
 //! - **Read models exactly once, one runner at a time**: see
 //!   [`PgProjection`].
 //!
-//! Connections: commands and reads take one pooled connection at a time; a
-//! projection runner keeps one connection of its own for its lock, and the
-//! store one for `LISTEN`, both outside the pool, so a pool of one works.
+//! - **Group commit.** Appends go to the store's committer, which writes
+//!   every append waiting for it in one statement and one commit, each with
+//!   its own version check and outcome (see [`PostgresOptions::committers`]).
+//!
+//! Connections: reads take one pooled connection at a time; the committer
+//! keeps one connection of its own for appends, a projection runner one for
+//! its lock, and the store one for `LISTEN`, all outside the pool, so a
+//! pool of one works.
 //!
 //! # Schema
 //!
@@ -109,10 +114,13 @@ pub struct PostgresOptions {
     /// wake at once instead of at their next poll. Runners in this process
     /// are woken either way.
     pub notify: bool,
-    /// How many append statements of this store run at once; appends beyond
-    /// wait and then share one statement and one commit (group commit, see
-    /// the crate docs). At least 1.
-    pub max_concurrent_appends: usize,
+    /// How many committers the store runs (default 1, at least 1). Appends
+    /// go to a committer, which writes all the appends waiting for it in
+    /// one statement and one commit (group commit: see the crate docs).
+    /// Each committer keeps one connection of its own, outside the pool,
+    /// and runs one statement at a time; more committers run more
+    /// statements at once, with fewer appends in each.
+    pub committers: usize,
 }
 
 impl Default for PostgresOptions {
@@ -123,7 +131,7 @@ impl Default for PostgresOptions {
             acquire_timeout: Duration::from_secs(5),
             gap_wait: Duration::from_millis(200),
             notify: true,
-            max_concurrent_appends: 2,
+            committers: 1,
         }
     }
 }
@@ -149,8 +157,9 @@ struct Inner {
     notify_pending: AtomicBool,
     notify_wanted: Arc<tokio::sync::Notify>,
     notifier: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    max_concurrent_appends: usize,
-    appends: Mutex<group::Appends>,
+    /// How many committers run (see [`PostgresOptions::committers`]).
+    committers: usize,
+    queue: group::Queue,
     /// The heads (version and link) of streams this store appended to or
     /// read the head of: what the next append's links are computed from. A
     /// hint only: the append statement stores its events only if the head
@@ -235,8 +244,8 @@ impl PostgresStore {
                 notify_pending: AtomicBool::new(false),
                 notify_wanted: Arc::default(),
                 notifier: Mutex::new(None),
-                max_concurrent_appends: options.max_concurrent_appends.max(1),
-                appends: Mutex::default(),
+                committers: options.committers.max(1),
+                queue: Mutex::default(),
                 heads: Mutex::default(),
             }),
             keyring: None,

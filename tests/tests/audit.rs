@@ -208,7 +208,7 @@ async fn two_postgres_writers_keep_one_chain() {
     };
     let options = es_postgres::PostgresOptions {
         schema: first.schema().to_owned(),
-        max_concurrent_appends: 1,
+        committers: 1,
         ..es_postgres::PostgresOptions::default()
     };
     let second = es_postgres::PostgresStore::from_pool_with(first.pool().clone(), options).unwrap();

@@ -540,7 +540,7 @@ async fn waiting_appends_share_a_statement_and_keep_their_own_outcomes() {
         pool,
         PostgresOptions {
             schema: tests::postgres::schema_name(),
-            max_concurrent_appends: 1,
+            committers: 1,
             ..Default::default()
         },
     )

@@ -100,10 +100,10 @@ fn main() {
                         es_postgres::PostgresOptions {
                             schema: format!("es_bench_w{run}_{n}"),
                             notify,
-                            max_concurrent_appends: std::env::var("ES_SLOTS")
+                            committers: std::env::var("ES_COMMITTERS")
                                 .ok()
                                 .and_then(|v| v.parse().ok())
-                                .unwrap_or(2),
+                                .unwrap_or(1),
                             ..Default::default()
                         },
                     )
