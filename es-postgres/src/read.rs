@@ -221,16 +221,20 @@ fn timestamp(row: &PgRow, index: usize, at: impl Fn() -> String) -> Result<Times
         Err(_) => return Err(corrupt(format!("{} has a timestamp of {} bytes", at(), bytes.len()))),
     };
     let micros = i64::from_be_bytes(bytes);
-    let shown = match micros {
-        i64::MAX => "infinity".to_owned(),
-        i64::MIN => "-infinity".to_owned(),
-        m => format!("{m} µs after 2000-01-01"),
+    // Described only when refused: nothing is formatted for a good row.
+    let refused = || {
+        let shown = match micros {
+            i64::MAX => "infinity".to_owned(),
+            i64::MIN => "-infinity".to_owned(),
+            m => format!("{m} µs after 2000-01-01"),
+        };
+        corrupt(format!("{} was recorded at {shown}, which is no point in time", at()))
     };
     micros
         .checked_add(PG_EPOCH_MICROS)
         .filter(|_| micros != i64::MIN && micros != i64::MAX)
         .map(Timestamp::from_micros)
-        .ok_or_else(|| corrupt(format!("{} was recorded at {shown}, which is no point in time", at())))
+        .ok_or_else(refused)
 }
 
 /// The next row of a streaming query.
