@@ -158,7 +158,11 @@ impl PgCachedAccount {
                 .await
                 .is_ok(),
         };
-        assert!(stored, "`{}` has no other writer: version {version} is free", self.account);
+        assert!(
+            stored,
+            "`{}` has no other writer: version {version} is free",
+            self.account
+        );
         self.state.apply(&event);
         self.version = version;
         Ok(())

@@ -8,7 +8,6 @@ use es_core::{Dispatcher, EventStore, StreamId};
 use crate::baseline::Command;
 use crate::sql::framework_deposits;
 
-
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
 /// `prefix` with this process's id and a counter: a fresh schema or prefix.

@@ -159,7 +159,7 @@ struct Inner {
     notifier: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// How many committers run (see [`PostgresOptions::committers`]).
     committers: usize,
-    queue: group::Queue,
+    group: es_core::store::GroupCommit,
     /// The heads (version and link) of streams this store appended to or
     /// read the head of: what the next append's links are computed from. A
     /// hint only: the append statement stores its events only if the head
@@ -245,7 +245,7 @@ impl PostgresStore {
                 notify_wanted: Arc::default(),
                 notifier: Mutex::new(None),
                 committers: options.committers.max(1),
-                queue: Mutex::default(),
+                group: Default::default(),
                 heads: Mutex::default(),
             }),
             keyring: None,

@@ -1,27 +1,116 @@
-//! Appending a batch: one write transaction that checks the version,
-//! records the command id and inserts the events.
+//! Appending: each append checks the version, records the command id and
+//! inserts the events; the store's committer writes every append waiting
+//! for it in one write transaction, each in a savepoint of its own.
 
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 
-use es_core::store::{AppendOutcome, AppendRequest, Appended, CommandRecord, Link, Positions, link_batch};
+use es_core::store::{
+    AppendOutcome, AppendRequest, Appended, BatchLimits, Batches, CommandRecord, Link, Pending, Positions, fail_all,
+    link_batch,
+};
 use es_core::{AppendError, Conflict, StoreError, StreamId};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::read::stored_u64;
-use crate::{STORE, SqliteStore, corrupt, error, lock, to_i64};
+use crate::{Inner, STORE, SqliteStore, blocking, corrupt, error, lock, to_i64};
+
+/// The most one batch carries: 64 appends, 1,000 events (a larger append
+/// still goes, alone).
+const LIMITS: BatchLimits = BatchLimits {
+    requests: 64,
+    events: 1_000,
+};
 
 impl SqliteStore {
-    pub(crate) fn append_now(&self, request: AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
+    /// Appends through the store's committer, which writes every append
+    /// waiting for it in one transaction (group commit: one disk flush for
+    /// them all). Without a tokio runtime to run the committer on, the
+    /// append runs here, alone.
+    pub(crate) async fn append_grouped(&self, request: AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
         es_core::store::validate_append(STORE, &request)?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return self.append_alone(&request);
+        }
+        let inner = Arc::downgrade(&self.inner);
+        self.inner
+            .group
+            .append(STORE, &request, 1, LIMITS, |batches| {
+                commit_loop(inner.clone(), batches)
+            })
+            .await
+    }
+
+    /// Appends `request` in a write transaction of its own.
+    fn append_alone(&self, request: &AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
         let mut conn = lock(&self.inner.writer);
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(error("begin an append"))?;
+        let (outcome, last_position) = self.append_in(&tx, request)?;
+        tx.commit().map_err(error("commit an append"))?;
+        self.published(last_position);
+        Ok(outcome)
+    }
+
+    /// Appends `batch` in one write transaction, each append in a savepoint
+    /// of its own: one that fails (a conflict, a reused event id) leaves
+    /// nothing and fails alone; the others commit together.
+    fn append_batch(&self, batch: Vec<Pending>) {
+        let mut conn = lock(&self.inner.writer);
+        let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(e) => return fail_all(batch, &error("begin a batch of appends")(e)),
+        };
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut last = 0;
+        for pending in &batch {
+            let events = pending.append.new_events();
+            let request = pending.append.request(&events);
+            let outcome = tx
+                .execute_batch("SAVEPOINT es_append")
+                .map_err(|e| error("begin an append")(e).into())
+                .and_then(|()| self.append_in(&tx, &request));
+            let end = match outcome {
+                Ok(_) => "RELEASE es_append",
+                Err(_) => "ROLLBACK TO es_append; RELEASE es_append",
+            };
+            if let Err(e) = tx.execute_batch(end) {
+                return fail_all(batch, &error("end an append in a batch")(e));
+            }
+            outcomes.push(outcome.map(|(outcome, position)| {
+                last = last.max(position);
+                outcome
+            }));
+        }
+        if let Err(e) = tx.commit() {
+            return fail_all(batch, &error("commit a batch of appends")(e));
+        }
+        drop(conn);
+        self.published(last);
+        for (pending, outcome) in batch.into_iter().zip(outcomes) {
+            pending.answer(outcome);
+        }
+    }
+
+    /// Readers learn of the events committed up to `last_position` (0: none).
+    fn published(&self, last_position: u64) {
+        if last_position > 0 {
+            self.inner.last_position.fetch_max(last_position, Ordering::Relaxed);
+            if self.inner.head.receiver_count() > 0 {
+                self.inner.head.send_replace(last_position);
+            }
+        }
+    }
+
+    /// Appends `request` inside `tx` (not committed): its outcome, and the
+    /// position of its last event (0 when it wrote none).
+    fn append_in(&self, tx: &Connection, request: &AppendRequest<'_>) -> Result<(AppendOutcome, u64), AppendError> {
         let stream = request.stream;
         if let Some(id) = request.command_id
             && let Some(record) = find_command(&tx, stream, id)?
         {
-            return Ok(AppendOutcome::Duplicate(record));
+            return Ok((AppendOutcome::Duplicate(record), 0));
         }
         let head: Option<(i64, Option<Link>)> = tx
             .prepare_cached(
@@ -117,13 +206,6 @@ impl SqliteStore {
             })
             .map_err(error("record a command id"))?;
         }
-        tx.commit().map_err(error("commit an append"))?;
-        if count > 0 {
-            self.inner.last_position.fetch_max(last_position, Ordering::Relaxed);
-            if self.inner.head.receiver_count() > 0 {
-                self.inner.head.send_replace(last_position);
-            }
-        }
         // One writer at a time: the rowids of one batch are consecutive.
         let positions = if count == 0 || last_position - first_position + 1 == count {
             Positions::Consecutive {
@@ -133,11 +215,21 @@ impl SqliteStore {
         } else {
             Positions::Listed((first_position..=last_position).collect())
         };
-        Ok(AppendOutcome::Appended(Appended {
+        let outcome = AppendOutcome::Appended(Appended {
             first_version: actual + 1,
             last_version: actual + count,
             positions,
-        }))
+        });
+        Ok((outcome, if count > 0 { last_position } else { 0 }))
+    }
+}
+
+/// The committer: appends each batch, until the store is gone.
+async fn commit_loop(store: Weak<Inner>, mut batches: Batches) {
+    while let Some(batch) = batches.next().await {
+        let Some(inner) = store.upgrade() else { return };
+        let store = SqliteStore { inner, keyring: None };
+        blocking(|| store.append_batch(batch));
     }
 }
 

@@ -123,6 +123,8 @@ struct Inner {
     /// below schema 4 (written before chaining) has none, and reads of it
     /// give every event [`Link::GENESIS`](es_core::store::Link::GENESIS).
     chained: bool,
+    /// Where appends wait for the committer.
+    group: es_core::store::GroupCommit,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -253,6 +255,7 @@ impl SqliteStore {
                 head: watch::channel(last).0,
                 last_position: AtomicU64::new(last),
                 chained,
+                group: Default::default(),
             }),
             keyring: None,
         })

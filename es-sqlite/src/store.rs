@@ -21,7 +21,7 @@ impl EventStore for SqliteStore {
     }
 
     fn append(&self, request: AppendRequest<'_>) -> impl Future<Output = Result<AppendOutcome, AppendError>> + Send {
-        std::future::ready(blocking(|| self.append_now(request)))
+        self.append_grouped(request)
     }
 
     async fn read_stream(

@@ -11,16 +11,18 @@ use crate::envelope::StreamId;
 use crate::error::{AppendError, StoreError};
 
 pub mod chain;
+mod group;
 mod memory;
 mod memory_keys;
 mod records;
 mod validate;
 
 pub use chain::{Heads, Link, link_batch};
+pub use group::{BatchLimits, Batches, GroupCommit, Pending, fail_all};
 pub use memory::InMemoryStore;
 pub use records::{
-    AppendOutcome, AppendRequest, Appended, CommandRecord, ContextFields, ExpectedVersion, NewEvent, Positions,
-    RecordedEvent, Snapshot, StoredEvent,
+    AppendOutcome, AppendRequest, Appended, CommandRecord, ContextFields, ExpectedVersion, NewEvent, OwnedAppend,
+    OwnedEvent, Positions, RecordedEvent, Snapshot, StoredEvent,
 };
 pub use validate::{validate_append, validate_command_id, validate_stream, validate_subject};
 

@@ -109,6 +109,86 @@ pub struct AppendRequest<'a> {
     pub recorded_at: Timestamp,
 }
 
+/// An [`AppendRequest`] that owns what it carries: for a store that hands
+/// appends to another task or thread (a group committer) and borrows them
+/// back as a request there.
+#[derive(Debug, Clone)]
+pub struct OwnedAppend {
+    /// The stream to append to.
+    pub stream: StreamId,
+    /// The version the writer loaded.
+    pub expected: ExpectedVersion,
+    /// The events, in order.
+    pub events: Vec<OwnedEvent>,
+    /// Encoded metadata, stored with every event.
+    pub metadata: Vec<u8>,
+    /// The command's id.
+    pub command_id: Option<String>,
+    /// The commit time recorded with every event.
+    pub recorded_at: Timestamp,
+}
+
+/// A [`NewEvent`] that owns its name and payload.
+#[derive(Debug, Clone)]
+pub struct OwnedEvent {
+    /// Its unique id.
+    pub event_id: EventId,
+    /// Its stored name.
+    pub name: String,
+    /// Its schema version.
+    pub schema_version: u32,
+    /// The encoded event.
+    pub payload: Vec<u8>,
+}
+
+impl OwnedAppend {
+    /// A copy of `request`.
+    pub fn new(request: &AppendRequest<'_>) -> Self {
+        OwnedAppend {
+            stream: request.stream.clone(),
+            expected: request.expected,
+            events: request
+                .events
+                .iter()
+                .map(|e| OwnedEvent {
+                    event_id: e.event_id,
+                    name: e.name.to_owned(),
+                    schema_version: e.schema_version,
+                    payload: e.payload.to_vec(),
+                })
+                .collect(),
+            metadata: request.metadata.to_vec(),
+            command_id: request.command_id.map(str::to_owned),
+            recorded_at: request.recorded_at,
+        }
+    }
+
+    /// Its events, borrowed as a request carries them.
+    pub fn new_events(&self) -> Vec<NewEvent<'_>> {
+        self.events
+            .iter()
+            .map(|e| NewEvent {
+                event_id: e.event_id,
+                name: &e.name,
+                schema_version: e.schema_version,
+                payload: &e.payload,
+            })
+            .collect()
+    }
+
+    /// The request, borrowing `events` (from [`new_events`](Self::new_events)).
+    pub fn request<'a>(&'a self, events: &'a [NewEvent<'a>]) -> AppendRequest<'a> {
+        AppendRequest {
+            stream: &self.stream,
+            expected: self.expected,
+            events,
+            metadata: &self.metadata,
+            command_id: self.command_id.as_deref(),
+            recorded_at: self.recorded_at,
+        }
+    }
+}
+
 /// Where an appended batch landed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
