@@ -108,7 +108,7 @@ impl SqliteStore {
     fn append_in(&self, tx: &Connection, request: &AppendRequest<'_>) -> Result<(AppendOutcome, u64), AppendError> {
         let stream = request.stream;
         if let Some(id) = request.command_id
-            && let Some(record) = find_command(&tx, stream, id)?
+            && let Some(record) = find_command(tx, stream, id)?
         {
             return Ok((AppendOutcome::Duplicate(record), 0));
         }
