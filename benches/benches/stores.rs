@@ -151,6 +151,13 @@ fn sqlite(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+    g.bench_function("baseline_one_committer", |b| {
+        b.iter_batched(
+            file,
+            |path| rt.block_on(sqlite_one_committer_writers(&path, TASKS)),
+            BatchSize::PerIteration,
+        )
+    });
     g.finish();
 
     let mut g = c.benchmark_group("sqlite_load_10000_events");

@@ -350,6 +350,113 @@ impl SqliteBank {
     }
 }
 
+/// An append handed to a [`SqliteCommitter`], and where its outcome goes.
+struct SqliteHanded {
+    stream: String,
+    version: i64,
+    name: &'static str,
+    payload: Vec<u8>,
+    done: tokio::sync::oneshot::Sender<bool>,
+}
+
+/// The hand-written group commit on SQLite: writers hand their appends to
+/// one thread, which writes everything handed to it since its last commit
+/// in one transaction (one disk flush), each append with its own version
+/// check (`INSERT OR IGNORE` on the primary key), and tells each writer
+/// whether its row went in.
+#[derive(Clone)]
+pub struct SqliteCommitter {
+    queue: std::sync::mpsc::Sender<SqliteHanded>,
+}
+
+impl SqliteCommitter {
+    /// Starts the committer thread on the file at `path`; it ends when the
+    /// last clone is dropped.
+    pub fn start(path: &std::path::Path) -> Self {
+        let (queue, handed) = std::sync::mpsc::channel::<SqliteHanded>();
+        let bank = SqliteBank::open(path);
+        std::thread::spawn(move || {
+            let conn = bank.conn;
+            let mut batch = Vec::new();
+            while let Ok(first) = handed.recv() {
+                batch.push(first);
+                while batch.len() < 64
+                    && let Ok(next) = handed.try_recv()
+                {
+                    batch.push(next);
+                }
+                conn.execute_batch("BEGIN IMMEDIATE").expect("begin");
+                let mut stored = Vec::with_capacity(batch.len());
+                {
+                    let mut insert = conn
+                        .prepare_cached(
+                            "INSERT OR IGNORE INTO events (stream, version, name, payload) VALUES (?1, ?2, ?3, ?4)",
+                        )
+                        .expect("prepare");
+                    for h in &batch {
+                        let n = insert
+                            .execute(params![h.stream, h.version, h.name, h.payload])
+                            .expect("insert");
+                        stored.push(n == 1);
+                    }
+                }
+                conn.execute_batch("COMMIT").expect("commit");
+                for (h, ok) in batch.drain(..).zip(stored) {
+                    let _ = h.done.send(ok);
+                }
+            }
+        });
+        SqliteCommitter { queue }
+    }
+
+    /// Appends one event at `version` of `stream`: whether it went in.
+    pub async fn append(&self, stream: &str, version: i64, name: &'static str, payload: Vec<u8>) -> bool {
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        self.queue
+            .send(SqliteHanded {
+                stream: stream.to_owned(),
+                version,
+                name,
+                payload,
+                done,
+            })
+            .expect("the committer runs");
+        outcome.await.expect("the committer answers")
+    }
+}
+
+/// `tasks` tasks, each the only writer of its account with the state
+/// cached, opening it and making `COMMANDS / tasks` deposits through one
+/// [`SqliteCommitter`] on the file at `path`.
+pub async fn sqlite_one_committer_writers(path: &std::path::Path, tasks: usize) {
+    let committer = SqliteCommitter::start(path);
+    let tasks: Vec<_> = (0..tasks)
+        .map(|t| {
+            let committer = committer.clone();
+            tokio::spawn(async move {
+                let account = format!("t{t}");
+                let commands = std::iter::once(crate::stores::open(&account)).chain(
+                    std::iter::repeat_with(|| crate::stores::deposit(&account)).take(crate::stores::COMMANDS / tasks),
+                );
+                let (mut state, mut version) = (Account::default(), 0);
+                for cmd in commands {
+                    let event = state.decide(&cmd).expect("accepted");
+                    let (name, payload) = encode(&event);
+                    assert!(
+                        committer.append(&account, version + 1, name, payload).await,
+                        "no other writer"
+                    );
+                    state.apply(&event);
+                    version += 1;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+}
+
 /// Opens `account` through the framework and makes `commands` deposits.
 pub async fn framework_deposits<S: es_core::EventStore>(app: &Dispatcher<S>, account: &str, commands: usize) {
     let id = AccountId::new(account);

@@ -72,6 +72,13 @@ async fn sql_workloads_agree() {
         .unwrap();
     }
     assert_eq!(framework_balance(&app, "a").await, bank.load("a").balance);
+    let committed = dir.join(format!("committed-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&committed);
+    sqlite_one_committer_writers(&committed, 4).await;
+    let bank_of_four = SqliteBank::open(&committed);
+    for t in 0..4 {
+        assert_eq!(bank_of_four.load(&format!("t{t}")).balance, 250);
+    }
     bank.fill("big", 50);
     assert_eq!(bank.load("big").balance, (1..50u64).map(|i| i % 100 + 1).sum::<u64>());
 
