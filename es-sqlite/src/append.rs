@@ -23,12 +23,18 @@ const LIMITS: BatchLimits = BatchLimits {
 };
 
 impl SqliteStore {
-    /// Appends through the store's committer, which writes every append
-    /// waiting for it in one transaction (group commit: one disk flush for
-    /// them all). Without a tokio runtime to run the committer on, the
-    /// append runs here, alone.
+    /// Appends alone when no other append is in flight, else through the
+    /// store's committer, which writes every append waiting for it in one
+    /// transaction (group commit: one disk flush for them all).
     pub(crate) async fn append_grouped(&self, request: AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
         es_core::store::validate_append(STORE, &request)?;
+        // No other append in flight: this one runs here, at once (the
+        // others that come meanwhile queue for the committer, which waits
+        // for the writer connection). Without a tokio runtime to run the
+        // committer on, it runs here too, after any in flight.
+        if let Some(_alone) = self.inner.group.alone() {
+            return blocking(|| self.append_alone(&request));
+        }
         if tokio::runtime::Handle::try_current().is_err() {
             return self.append_alone(&request);
         }
@@ -224,12 +230,21 @@ impl SqliteStore {
     }
 }
 
-/// The committer: appends each batch, until the store is gone.
+/// The committer: a thread of its own (SQLite blocks) that appends each
+/// batch, until the store is gone.
 async fn commit_loop(store: Weak<Inner>, mut batches: Batches) {
-    while let Some(batch) = batches.next().await {
-        let Some(inner) = store.upgrade() else { return };
-        let store = SqliteStore { inner, keyring: None };
-        blocking(|| store.append_batch(batch));
+    let runtime = tokio::runtime::Handle::current();
+    let spawned = std::thread::Builder::new()
+        .name("es-sqlite-committer".to_owned())
+        .spawn(move || {
+            while let Some(batch) = runtime.block_on(batches.next()) {
+                let Some(inner) = store.upgrade() else { return };
+                let store = SqliteStore { inner, keyring: None };
+                store.append_batch(batch);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the SQLite store's committer thread");
     }
 }
 

@@ -19,6 +19,7 @@
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{mpsc, oneshot};
@@ -33,6 +34,24 @@ pub struct Pending {
     /// The request.
     pub append: OwnedAppend,
     done: oneshot::Sender<Result<AppendOutcome, AppendError>>,
+    _in_flight: InFlight,
+}
+
+/// One append counted in [`GroupCommit::idle`] while it lives.
+#[derive(Debug)]
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        InFlight(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Pending {
@@ -106,7 +125,14 @@ pub struct BatchLimits {
 #[derive(Debug, Default)]
 pub struct GroupCommit {
     queue: Mutex<Option<mpsc::UnboundedSender<Pending>>>,
+    /// Appends queued or being committed, and appends running alone.
+    in_flight: Arc<AtomicUsize>,
 }
+
+/// An append running alone, outside the committers, counted in
+/// [`GroupCommit::idle`] until dropped.
+#[derive(Debug)]
+pub struct Alone(#[allow(dead_code)] InFlight);
 
 /// What one committer takes its batches from.
 #[derive(Debug)]
@@ -119,6 +145,18 @@ pub struct Batches {
 }
 
 impl GroupCommit {
+    /// Claims the store for a lone append when no other append is queued,
+    /// being committed or running alone: a store whose appends block (one
+    /// writer connection) can then run it on the caller's thread, without
+    /// the hand-over to its committer. `None` when another append is in
+    /// flight: queue it with [`append`](Self::append).
+    pub fn alone(&self) -> Option<Alone> {
+        self.in_flight
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| Alone(InFlight(self.in_flight.clone())))
+    }
+
     /// Queues `request` for a committer and waits for its outcome. When no
     /// committer runs (the first append, or the runtime that ran them shut
     /// down), `committers` new ones are spawned on the current runtime, each
@@ -141,6 +179,7 @@ impl GroupCommit {
             Pending {
                 append: OwnedAppend::new(request),
                 done,
+                _in_flight: InFlight::new(&self.in_flight),
             },
             committers,
             limits,
@@ -276,6 +315,7 @@ mod tests {
             Pending {
                 append: OwnedAppend::new(&request),
                 done,
+                _in_flight: InFlight::new(&Arc::default()),
             },
             outcome,
         )

@@ -18,7 +18,7 @@ mod records;
 mod validate;
 
 pub use chain::{Heads, Link, link_batch};
-pub use group::{BatchLimits, Batches, GroupCommit, Pending, fail_all};
+pub use group::{Alone, BatchLimits, Batches, GroupCommit, Pending, fail_all};
 pub use memory::InMemoryStore;
 pub use records::{
     AppendOutcome, AppendRequest, Appended, CommandRecord, ContextFields, ExpectedVersion, NewEvent, OwnedAppend,
