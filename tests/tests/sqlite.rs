@@ -218,3 +218,138 @@ async fn a_row_at_a_negative_version_fails_the_load() {
     })
     .await;
 }
+
+/// Appends that queue while another process holds the write lock go to the
+/// committer together, and each still gets its own exact outcome: commits,
+/// a conflict, a second append to a stream of the same batch, an append at
+/// any version with a command id, an empty batch, a reused event id, a
+/// repeated command id; the refused ones write nothing and take nothing
+/// from the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_committed_together_keep_their_own_outcomes() {
+    use es_core::store::{AppendOutcome, EventStoreExt};
+    use es_core::{AppendError, StoreError};
+    let path = tests::sqlite::temp_dir().join("group.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let one = |s: &StreamId, payload: &'static [u8], command_id| {
+        let stream = s.clone();
+        let store = store.clone();
+        async move {
+            store
+                .append(AppendRequest {
+                    stream: &stream,
+                    expected: ExpectedVersion::Any,
+                    events: &[NewEvent {
+                        event_id: EventId::new(),
+                        name: "e",
+                        schema_version: 1,
+                        payload,
+                    }],
+                    metadata: b"",
+                    command_id,
+                    recorded_at: Timestamp::now(),
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let stream = |id: &str| StreamId::new("g", id);
+    one(&stream("conflict"), b"before", None).await;
+    one(&stream("dup-cmd"), b"first", Some("c-1")).await;
+    let taken = store.read_all_vec(0, 10).await.unwrap()[0].event_id;
+    let before = store.last_position().await.unwrap();
+
+    // Another process holds the write lock: every append below waits, and
+    // all but the first (which waits alone, holding the store's writer)
+    // queue for the committer, which then commits them in one transaction.
+    let blocker = rusqlite::Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let spawn = |id: &'static str,
+                 expected: ExpectedVersion,
+                 events: usize,
+                 command: Option<&'static str>,
+                 reuse: Option<EventId>| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let s = StreamId::new("g", id);
+            let payloads: Vec<String> = (0..events).map(|i| format!("{id}-{i}")).collect();
+            let events: Vec<NewEvent<'_>> = payloads
+                .iter()
+                .map(|payload| NewEvent {
+                    event_id: reuse.unwrap_or_else(EventId::new),
+                    name: "e",
+                    schema_version: 1,
+                    payload: payload.as_bytes(),
+                })
+                .collect();
+            store
+                .append(AppendRequest {
+                    stream: &s,
+                    expected,
+                    events: &events,
+                    metadata: b"",
+                    command_id: command,
+                    recorded_at: Timestamp::now(),
+                })
+                .await
+        })
+    };
+    let mut tasks = Vec::new();
+    for (id, expected, events, command, reuse) in [
+        ("first", ExpectedVersion::NoStream, 1, None, None),
+        ("new", ExpectedVersion::NoStream, 3, None, None),
+        ("conflict", ExpectedVersion::Exact(7), 1, None, None),
+        ("any", ExpectedVersion::Any, 2, Some("c-any"), None),
+        ("empty", ExpectedVersion::Any, 0, None, None),
+        ("reused", ExpectedVersion::Any, 1, None, Some(taken)),
+        ("dup-cmd", ExpectedVersion::Any, 1, Some("c-1"), None),
+        ("new", ExpectedVersion::NoStream, 1, None, None),
+    ] {
+        tasks.push(spawn(id, expected, events, command, reuse));
+        // In this order: the second append to `new` comes after the first.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    blocker.execute_batch("COMMIT").unwrap();
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.unwrap());
+    }
+    let committed = |o: &Result<AppendOutcome, AppendError>| match o {
+        Ok(AppendOutcome::Appended(a)) => (a.first_version, a.last_version, a.positions.len()),
+        other => panic!("expected a commit, got {other:?}"),
+    };
+    assert_eq!(committed(&outcomes[0]), (1, 1, 1));
+    assert_eq!(committed(&outcomes[1]), (1, 3, 3));
+    match &outcomes[2] {
+        Err(AppendError::Conflict(c)) => assert_eq!((c.actual, c.expected), (1, ExpectedVersion::Exact(7))),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(committed(&outcomes[3]), (1, 2, 2));
+    assert_eq!(committed(&outcomes[4]), (1, 0, 0));
+    match &outcomes[5] {
+        Err(AppendError::Store(StoreError::DuplicateEventId { event_id, .. })) => assert_eq!(*event_id, taken),
+        other => panic!("expected a reused event id, got {other:?}"),
+    }
+    match &outcomes[6] {
+        Ok(AppendOutcome::Duplicate(record)) => assert_eq!((record.first_version, record.last_version), (1, 1)),
+        other => panic!("expected the first command's record, got {other:?}"),
+    }
+    match &outcomes[7] {
+        Err(AppendError::Conflict(c)) => assert_eq!((c.actual, c.expected), (3, ExpectedVersion::NoStream)),
+        other => panic!("expected a conflict with the first append to `new`, got {other:?}"),
+    }
+    // Stored: 1 + 3 + 2 new events and nothing of the refused ones, in
+    // order, and the command id of `any`.
+    let read = store.read_all_vec(before, 100).await.unwrap();
+    let mut stored: Vec<String> = read
+        .iter()
+        .map(|e| String::from_utf8(e.payload.clone()).unwrap())
+        .collect();
+    stored.sort();
+    assert_eq!(stored, ["any-0", "any-1", "first-0", "new-0", "new-1", "new-2"]);
+    assert!(read.windows(2).all(|w| w[0].position < w[1].position));
+    let any = store.find_command(&stream("any"), "c-any").await.unwrap().unwrap();
+    assert_eq!((any.first_version, any.last_version), (1, 2));
+    assert_eq!(store.stream_version(&stream("dup-cmd")).await.unwrap(), 1);
+}

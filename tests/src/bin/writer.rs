@@ -1,5 +1,6 @@
-//! A writer process for the crash tests: appends batches forever until it
-//! is killed. Each event's payload says which batch it belongs to and how
+//! A writer process for the crash tests: four tasks append batches to four
+//! streams forever until it is killed (the store's committer then writes
+//! several of them in one transaction). Each event's payload says which batch it belongs to and how
 //! big the batch is, so the test can check that no batch was stored in part.
 //!
 //! `writer sqlite <path>` or `writer postgres <url> <schema>`.
@@ -9,10 +10,20 @@ use es_core::{EventId, EventStore, ExpectedVersion, StreamId, Timestamp};
 
 const BATCH: usize = 50;
 
-async fn run<S: EventStore>(store: S) -> ! {
+/// Four writers at once, one per stream, so that the store's committer
+/// writes several of their batches in one transaction when it is killed.
+async fn run<S: EventStore + Clone + 'static>(store: S) -> ! {
+    for s in 1..4 {
+        let store = store.clone();
+        tokio::spawn(async move { write(&store, s).await });
+    }
+    write(&store, 0).await
+}
+
+async fn write<S: EventStore>(store: &S, s: u64) -> ! {
+    let stream = StreamId::new("crash", format!("s{s}"));
     let mut batch_no = 0u64;
     loop {
-        let stream = StreamId::new("crash", format!("s{}", batch_no % 4));
         let payloads: Vec<String> = (0..BATCH)
             .map(|i| format!("{batch_no}/{i}/{BATCH}/{}", "x".repeat(2_000)))
             .collect();
@@ -37,7 +48,7 @@ async fn run<S: EventStore>(store: S) -> ! {
             .await
             .expect("append");
         batch_no += 1;
-        if batch_no == 3 {
+        if s == 0 && batch_no == 3 {
             // The parent waits for this line before it starts the clock.
             println!("writing");
         }
