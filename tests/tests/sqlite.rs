@@ -276,7 +276,7 @@ async fn appends_committed_together_keep_their_own_outcomes() {
             let events: Vec<NewEvent<'_>> = payloads
                 .iter()
                 .map(|payload| NewEvent {
-                    event_id: reuse.unwrap_or_else(EventId::new),
+                    event_id: reuse.unwrap_or_default(),
                     name: "e",
                     schema_version: 1,
                     payload: payload.as_bytes(),
