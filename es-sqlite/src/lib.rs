@@ -31,6 +31,18 @@
 //! move to other workers while SQLite works; directly on a current-thread
 //! runtime. Reads use a small pool of connections and run beside the writer
 //! (WAL allows that).
+//!
+//! # Group commit
+//!
+//! An append made while no other is in flight runs at once on the calling
+//! task, as above. Appends made while one is in flight queue for the
+//! store's committer, a thread of its own, which writes every append
+//! waiting for it in one transaction (one disk flush for all of them), each
+//! in a savepoint of its own with its own version check: a conflict, a
+//! reused event id or a repeated command id fails (or answers) only its
+//! own append, and the others commit. A second append to a stream waits for
+//! the next transaction. The committer starts with the first queued append
+//! and ends when the last clone of the store is dropped.
 
 mod append;
 mod keys;
