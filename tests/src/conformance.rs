@@ -54,13 +54,7 @@ macro_rules! conformance_tests {
 }
 
 /// An event to append, owned (a request borrows its events: [`new_events`]).
-#[derive(Debug, Clone)]
-struct Ev {
-    event_id: EventId,
-    name: String,
-    schema_version: u32,
-    payload: Vec<u8>,
-}
+use es_core::store::OwnedEvent as Ev;
 
 fn event(name: &str, payload: &[u8]) -> Ev {
     Ev {
@@ -77,15 +71,7 @@ fn events(n: usize, tag: &str) -> Vec<Ev> {
 
 /// `events` as a request carries them.
 fn new_events(events: &[Ev]) -> Vec<NewEvent<'_>> {
-    events
-        .iter()
-        .map(|e| NewEvent {
-            event_id: e.event_id,
-            name: &e.name,
-            schema_version: e.schema_version,
-            payload: &e.payload,
-        })
-        .collect()
+    events.iter().map(Ev::as_new).collect()
 }
 
 async fn append<S: EventStore>(

@@ -89,3 +89,41 @@ macro_rules! on_every_store {
         }
     };
 }
+
+/// Spawns an append of `events` events to stream `g/{id}` (payloads
+/// `{id}-0`, `{id}-1`, …; each with a fresh event id, or `reuse` for all),
+/// for tests of appends that wait together for a store's committer.
+pub fn spawn_append<S: es_core::EventStore + Clone + 'static>(
+    store: &S,
+    id: &'static str,
+    expected: es_core::ExpectedVersion,
+    events: usize,
+    command_id: Option<&'static str>,
+    reuse: Option<es_core::EventId>,
+) -> tokio::task::JoinHandle<Result<es_core::store::AppendOutcome, es_core::AppendError>> {
+    use es_core::store::{AppendRequest, NewEvent};
+    let store = store.clone();
+    tokio::spawn(async move {
+        let stream = es_core::StreamId::new("g", id);
+        let payloads: Vec<String> = (0..events).map(|i| format!("{id}-{i}")).collect();
+        let events: Vec<NewEvent<'_>> = payloads
+            .iter()
+            .map(|payload| NewEvent {
+                event_id: reuse.unwrap_or_default(),
+                name: "e",
+                schema_version: 1,
+                payload: payload.as_bytes(),
+            })
+            .collect();
+        store
+            .append(AppendRequest {
+                stream: &stream,
+                expected,
+                events: &events,
+                metadata: b"",
+                command_id,
+                recorded_at: es_core::Timestamp::now(),
+            })
+            .await
+    })
+}

@@ -582,32 +582,7 @@ async fn waiting_appends_share_a_statement_and_keep_their_own_outcomes() {
 
     let before = store.last_position().await.unwrap();
     let outcomes = held_back(&store, || {
-        let spawn = |id: &'static str, expected: ExpectedVersion, events: usize, command: Option<&'static str>| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let s = StreamId::new("g", id);
-                let payloads: Vec<String> = (0..events).map(|i| format!("{id}-{i}")).collect();
-                let events: Vec<NewEvent<'_>> = payloads
-                    .iter()
-                    .map(|payload| NewEvent {
-                        event_id: EventId::new(),
-                        name: "e",
-                        schema_version: 1,
-                        payload: payload.as_bytes(),
-                    })
-                    .collect();
-                store
-                    .append(AppendRequest {
-                        stream: &s,
-                        expected,
-                        events: &events,
-                        metadata: b"",
-                        command_id: command,
-                        recorded_at: Timestamp::now(),
-                    })
-                    .await
-            })
-        };
+        let spawn = |id, expected, events, command| tests::spawn_append(&store, id, expected, events, command, None);
         vec![
             spawn("first", ExpectedVersion::NoStream, 1, None),
             spawn("new", ExpectedVersion::NoStream, 3, None),

@@ -264,36 +264,6 @@ async fn appends_committed_together_keep_their_own_outcomes() {
     // queue for the committer, which then commits them in one transaction.
     let blocker = rusqlite::Connection::open(&path).unwrap();
     blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let spawn = |id: &'static str,
-                 expected: ExpectedVersion,
-                 events: usize,
-                 command: Option<&'static str>,
-                 reuse: Option<EventId>| {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let s = StreamId::new("g", id);
-            let payloads: Vec<String> = (0..events).map(|i| format!("{id}-{i}")).collect();
-            let events: Vec<NewEvent<'_>> = payloads
-                .iter()
-                .map(|payload| NewEvent {
-                    event_id: reuse.unwrap_or_default(),
-                    name: "e",
-                    schema_version: 1,
-                    payload: payload.as_bytes(),
-                })
-                .collect();
-            store
-                .append(AppendRequest {
-                    stream: &s,
-                    expected,
-                    events: &events,
-                    metadata: b"",
-                    command_id: command,
-                    recorded_at: Timestamp::now(),
-                })
-                .await
-        })
-    };
     let mut tasks = Vec::new();
     for (id, expected, events, command, reuse) in [
         ("first", ExpectedVersion::NoStream, 1, None, None),
@@ -305,7 +275,7 @@ async fn appends_committed_together_keep_their_own_outcomes() {
         ("dup-cmd", ExpectedVersion::Any, 1, Some("c-1"), None),
         ("new", ExpectedVersion::NoStream, 1, None, None),
     ] {
-        tasks.push(spawn(id, expected, events, command, reuse));
+        tasks.push(tests::spawn_append(&store, id, expected, events, command, reuse));
         // In this order: the second append to `new` comes after the first.
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }

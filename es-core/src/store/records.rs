@@ -141,6 +141,18 @@ pub struct OwnedEvent {
     pub payload: Vec<u8>,
 }
 
+impl OwnedEvent {
+    /// The event, borrowed as a request carries it.
+    pub fn as_new(&self) -> NewEvent<'_> {
+        NewEvent {
+            event_id: self.event_id,
+            name: &self.name,
+            schema_version: self.schema_version,
+            payload: &self.payload,
+        }
+    }
+}
+
 impl OwnedAppend {
     /// A copy of `request`.
     pub fn new(request: &AppendRequest<'_>) -> Self {
@@ -165,15 +177,7 @@ impl OwnedAppend {
 
     /// Its events, borrowed as a request carries them.
     pub fn new_events(&self) -> Vec<NewEvent<'_>> {
-        self.events
-            .iter()
-            .map(|e| NewEvent {
-                event_id: e.event_id,
-                name: &e.name,
-                schema_version: e.schema_version,
-                payload: &e.payload,
-            })
-            .collect()
+        self.events.iter().map(OwnedEvent::as_new).collect()
     }
 
     /// The request, borrowing `events` (from [`new_events`](Self::new_events)).
