@@ -86,7 +86,7 @@ pub enum PgWriters {
     Naive,
     /// State cached by its only writer; one transaction per command.
     Cached,
-    /// State cached; appends handed to one committer ([`PgCommitter`]).
+    /// State cached; appends handed to one committer ([`crate::sql::PgCommitter`]).
     OneCommitter,
 }
 
