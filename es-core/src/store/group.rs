@@ -37,7 +37,7 @@ pub struct Pending {
     _in_flight: InFlight,
 }
 
-/// One append counted in [`GroupCommit::idle`] while it lives.
+/// One append counted in [`GroupCommit::alone`] while it lives.
 #[derive(Debug)]
 struct InFlight(Arc<AtomicUsize>);
 
@@ -130,7 +130,7 @@ pub struct GroupCommit {
 }
 
 /// An append running alone, outside the committers, counted in
-/// [`GroupCommit::idle`] until dropped.
+/// [`GroupCommit::alone`] until dropped.
 #[derive(Debug)]
 pub struct Alone(#[allow(dead_code)] InFlight);
 
