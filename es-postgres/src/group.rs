@@ -63,13 +63,12 @@ const IDLE_CHECK: Duration = Duration::from_millis(100);
 impl PostgresStore {
     /// Appends through the store's committer, alone or in a batch with the
     /// appends waiting beside it.
-    pub(crate) async fn append_pooled(&self, request: &AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
+    pub(crate) async fn append_grouped(&self, request: &AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
         es_core::store::validate_append(crate::STORE, request)?;
-        let inner = Arc::downgrade(&self.inner);
         self.inner
             .group
             .append(crate::STORE, request, self.inner.committers, LIMITS, |batches| {
-                commit_loop(inner.clone(), batches)
+                commit_loop(Arc::downgrade(&self.inner), batches)
             })
             .await
     }

@@ -391,7 +391,7 @@ impl EventStore for PostgresStore {
     }
 
     async fn append(&self, request: AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
-        self.append_pooled(&request).await
+        self.append_grouped(&request).await
     }
 
     fn read_stream(

@@ -31,18 +31,16 @@ impl SqliteStore {
         // No other append in flight: this one runs here, at once (the
         // others that come meanwhile queue for the committer, which waits
         // for the writer connection). Without a tokio runtime to run the
-        // committer on, it runs here too, after any in flight.
-        if let Some(_alone) = self.inner.group.alone() {
+        // committer on, it runs here too, after any in flight. `alone`
+        // counts it as in flight until it is done.
+        let alone = self.inner.group.alone();
+        if alone.is_some() || tokio::runtime::Handle::try_current().is_err() {
             return blocking(|| self.append_alone(&request));
         }
-        if tokio::runtime::Handle::try_current().is_err() {
-            return self.append_alone(&request);
-        }
-        let inner = Arc::downgrade(&self.inner);
         self.inner
             .group
             .append(STORE, &request, 1, LIMITS, |batches| {
-                commit_loop(inner.clone(), batches)
+                commit_loop(Arc::downgrade(&self.inner), batches)
             })
             .await
     }
@@ -53,9 +51,9 @@ impl SqliteStore {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(error("begin an append"))?;
-        let (outcome, last_position) = self.append_in(&tx, request)?;
+        let outcome = self.append_in(&tx, request)?;
         tx.commit().map_err(error("commit an append"))?;
-        self.published(last_position);
+        self.published(last_position(&outcome));
         Ok(outcome)
     }
 
@@ -84,10 +82,10 @@ impl SqliteStore {
             if let Err(e) = tx.execute_batch(end) {
                 return fail_all(batch, &error("end an append in a batch")(e));
             }
-            outcomes.push(outcome.map(|(outcome, position)| {
-                last = last.max(position);
-                outcome
-            }));
+            if let Ok(outcome) = &outcome {
+                last = last.max(last_position(outcome));
+            }
+            outcomes.push(outcome);
         }
         if let Err(e) = tx.commit() {
             return fail_all(batch, &error("commit a batch of appends")(e));
@@ -109,14 +107,13 @@ impl SqliteStore {
         }
     }
 
-    /// Appends `request` inside `tx` (not committed): its outcome, and the
-    /// position of its last event (0 when it wrote none).
-    fn append_in(&self, tx: &Connection, request: &AppendRequest<'_>) -> Result<(AppendOutcome, u64), AppendError> {
+    /// Appends `request` inside `tx` (not committed).
+    fn append_in(&self, tx: &Connection, request: &AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
         let stream = request.stream;
         if let Some(id) = request.command_id
             && let Some(record) = find_command(tx, stream, id)?
         {
-            return Ok((AppendOutcome::Duplicate(record), 0));
+            return Ok(AppendOutcome::Duplicate(record));
         }
         let head: Option<(i64, Option<Link>)> = tx
             .prepare_cached(
@@ -221,12 +218,19 @@ impl SqliteStore {
         } else {
             Positions::Listed((first_position..=last_position).collect())
         };
-        let outcome = AppendOutcome::Appended(Appended {
+        Ok(AppendOutcome::Appended(Appended {
             first_version: actual + 1,
             last_version: actual + count,
             positions,
-        });
-        Ok((outcome, if count > 0 { last_position } else { 0 }))
+        }))
+    }
+}
+
+/// The position of the last event `outcome` stored (0: none).
+fn last_position(outcome: &AppendOutcome) -> u64 {
+    match outcome {
+        AppendOutcome::Appended(appended) => appended.positions.last().unwrap_or(0),
+        AppendOutcome::Duplicate(_) => 0,
     }
 }
 
