@@ -6,6 +6,7 @@
 use benches::projections::{
     by_hand_over_store, by_hand_postgres, by_hand_postgres_catch_up_columns, by_hand_postgres_full_rows,
     by_hand_sqlite, by_hand_sqlite_catch_up_columns, by_hand_sqlite_full_rows, expected_total, fill, framework,
+    hand_written_file,
 };
 use benches::sql::{pg_clean, pg_pool, pg_store};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -35,7 +36,7 @@ fn projections(c: &mut Criterion) {
     let path = dir.join("p.db");
     let sqlite = rt.block_on(SqliteStore::open(&path)).expect("open");
     rt.block_on(fill(&sqlite));
-    let raw = rusqlite::Connection::open(&path).expect("open");
+    let raw = rt.block_on(hand_written_file(&sqlite, &dir.join("hand.db")));
     let by_hand_sqlite = || by_hand_sqlite(&raw);
     assert_eq!(rt.block_on(framework(&sqlite)), expected);
     assert_eq!(by_hand_sqlite(), expected);

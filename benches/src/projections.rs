@@ -105,6 +105,55 @@ pub async fn by_hand_over_store<S: EventStore>(store: &S) -> u64 {
     }
 }
 
+/// The hand-written loops' own SQLite file, at `path`, holding the events
+/// of `store`: a table with each field in a cell of its own (as es-sqlite
+/// stored them before its packed cells), as wide as the framework's.
+pub async fn hand_written_file<S: EventStore>(store: &S, path: &std::path::Path) -> rusqlite::Connection {
+    let _ = std::fs::remove_file(path);
+    let raw = rusqlite::Connection::open(path).expect("open");
+    raw.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         CREATE TABLE es_events (
+            position INTEGER PRIMARY KEY, event_id BLOB NOT NULL UNIQUE, aggregate_type TEXT NOT NULL,
+            aggregate_id TEXT NOT NULL, version INTEGER NOT NULL, name TEXT NOT NULL,
+            schema_version INTEGER NOT NULL, payload BLOB NOT NULL, metadata BLOB NOT NULL,
+            recorded_at INTEGER NOT NULL, link BLOB,
+            UNIQUE (aggregate_type, aggregate_id, version));",
+    )
+    .expect("create the table");
+    let mut after = 0;
+    loop {
+        let events = es_core::store::EventStoreExt::read_all_vec(store, after, 1_000)
+            .await
+            .expect("read");
+        let Some(last) = events.last() else {
+            return raw;
+        };
+        after = last.position;
+        let tx = raw.unchecked_transaction().expect("begin");
+        for e in &events {
+            tx.execute(
+                "INSERT INTO es_events VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                rusqlite::params![
+                    e.position as i64,
+                    e.event_id.as_uuid().as_bytes().as_slice(),
+                    e.stream.aggregate_type(),
+                    e.stream.aggregate_id(),
+                    e.version as i64,
+                    e.name,
+                    e.schema_version,
+                    e.payload,
+                    e.metadata,
+                    e.recorded_at.as_micros(),
+                    e.link.as_bytes().as_slice(),
+                ],
+            )
+            .expect("insert");
+        }
+        tx.commit().expect("commit");
+    }
+}
+
 /// The baseline on a SQLite file: one query of the three columns it needs.
 pub fn by_hand_sqlite(raw: &rusqlite::Connection) -> u64 {
     fold_sqlite(raw, "aggregate_id, name, payload", [0, 1, 2])

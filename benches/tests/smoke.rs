@@ -132,7 +132,7 @@ async fn projection_catch_ups_agree() {
     let _ = std::fs::remove_file(&path);
     let sqlite = es_sqlite::SqliteStore::open(&path).await.expect("open");
     fill(&sqlite).await;
-    let raw = rusqlite::Connection::open(&path).expect("open");
+    let raw = hand_written_file(&sqlite, &dir.join("hand.db")).await;
     assert_eq!(framework(&sqlite).await, expected);
     assert_eq!(by_hand_sqlite(&raw), expected);
     assert_eq!(by_hand_sqlite_catch_up_columns(&raw), expected);

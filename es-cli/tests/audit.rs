@@ -72,21 +72,19 @@ async fn seal_export_verify_prove_and_check_offline() {
     let (_, err) = failing(&["audit", "check", changed_file.to_str().unwrap(), "--key", &public]);
     assert!(err.contains("the proof does not hold"), "{err}");
 
-    // The sqlite3 shell's means: a deposit made 999,999.99.
+    // Editing the file directly: a deposit made 999,999.99 in its packed
+    // cell (see `es_sqlite::packed`).
     let conn = rusqlite::Connection::open(&path).unwrap();
-    let (position, payload): (i64, Vec<u8>) = conn
+    let (position, cell): (i64, Vec<u8>) = conn
         .query_row(
-            "SELECT position, payload FROM es_events WHERE aggregate_id = 'a' AND version = 2",
+            "SELECT position, packed FROM es_events WHERE aggregate_id = 'a' AND version = 2",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
+    let payload = es_sqlite::packed::Packed::read(&cell).unwrap().payload.to_vec();
     let forged = String::from_utf8(payload).unwrap().replace("100", "99999999");
-    conn.execute(
-        "UPDATE es_events SET payload = ?1 WHERE position = ?2",
-        rusqlite::params![forged.as_bytes(), position],
-    )
-    .unwrap();
+    tests::sqlite::set_payload(&path, position as u64, forged.as_bytes());
     let (out, err) = failing(&[
         "--db", db, "audit", "verify", "--key", &public, "--key", &app_key, "--head", head,
     ]);

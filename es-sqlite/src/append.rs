@@ -160,11 +160,20 @@ impl SqliteStore {
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO es_events (event_id, aggregate_type, aggregate_id, version, name, schema_version, \
-                     payload, metadata, recorded_at, link) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                     payload, metadata, recorded_at, link, packed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, x'', ?7, ?8, ?9, ?10)",
                 )
                 .map_err(error("prepare an append"))?;
+            let mut packed = Vec::new();
             for (i, event) in request.events.iter().enumerate() {
                 let version = to_i64(actual + 1 + i as u64, "version")?;
+                crate::packed::pack_into(
+                    &mut packed,
+                    stream.aggregate_type(),
+                    stream.aggregate_id(),
+                    event.name,
+                    event.schema_version,
+                    event.payload,
+                );
                 insert
                     .execute(params![
                         event.event_id.as_uuid().as_bytes().as_slice(),
@@ -173,10 +182,10 @@ impl SqliteStore {
                         version,
                         event.name,
                         event.schema_version,
-                        event.payload,
                         request.metadata,
                         request.recorded_at.as_micros(),
                         links[i].as_bytes().as_slice(),
+                        packed,
                     ])
                     .map_err(|e| match e.sqlite_error_code() {
                         Some(rusqlite::ErrorCode::ConstraintViolation) if e.to_string().contains("event_id") => {

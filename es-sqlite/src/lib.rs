@@ -46,6 +46,7 @@
 
 mod append;
 mod keys;
+pub mod packed;
 mod projection;
 mod read;
 mod read_models;
@@ -99,8 +100,9 @@ pub struct SqliteOptions {
     /// created, migrated or written (appends and checkpoint saves fail),
     /// so an inspection during a rolling upgrade cannot move the file to a
     /// schema the running application does not know. A file at an older
-    /// schema is read as it is (the log's table is the same in every
-    /// schema so far); a newer one is refused.
+    /// schema is read as it is (from schema version 5 on an event's
+    /// names and payload are in one `packed` cell; an older file is read
+    /// from its own cells); a newer one is refused.
     pub read_only: bool,
 }
 
@@ -135,6 +137,10 @@ struct Inner {
     /// below schema 4 (written before chaining) has none, and reads of it
     /// give every event [`Link::GENESIS`](es_core::store::Link::GENESIS).
     chained: bool,
+    /// Whether the file has the `packed` column (see [`packed`]): a file
+    /// opened read-only below schema 5 has none, and is read from the
+    /// cells each field had before.
+    packed: bool,
     /// Where appends wait for the committer.
     group: es_core::store::GroupCommit,
 }
@@ -247,11 +253,12 @@ impl SqliteStore {
     }
 
     fn finish(mut writer: Connection, path: Option<PathBuf>, options: SqliteOptions) -> Result<Self, StoreError> {
-        let chained = if options.read_only {
-            check_readable(&writer)? >= schema::CHAINED_FROM
+        let (chained, packed) = if options.read_only {
+            let found = check_readable(&writer)?;
+            (found >= schema::CHAINED_FROM, found >= schema::PACKED_FROM)
         } else {
             migrate(&mut writer)?;
-            true
+            (true, true)
         };
         let last: i64 = writer
             .query_row("SELECT COALESCE(MAX(position), 0) FROM es_events", [], |r| r.get(0))
@@ -267,6 +274,7 @@ impl SqliteStore {
                 head: watch::channel(last).0,
                 last_position: AtomicU64::new(last),
                 chained,
+                packed,
                 group: Default::default(),
             }),
             keyring: None,
@@ -348,13 +356,9 @@ fn check_readable(conn: &Connection) -> Result<i64, StoreError> {
 fn chain_stored_events(tx: &Connection) -> Result<(), StoreError> {
     let mut heads = es_core::store::Heads::default();
     // Every field the link covers, read as any read reads them.
-    let fields = ContextFields::CONTEXT;
-    let columns = read::Columns::of(fields);
+    let (list, columns) = read::Columns::select(ContextFields::CONTEXT, true);
     let mut select = tx
-        .prepare(&format!(
-            "SELECT {} FROM es_events ORDER BY position",
-            fields.sql_columns()
-        ))
+        .prepare(&format!("SELECT {list} FROM es_events ORDER BY position"))
         .map_err(error("read the events to chain"))?;
     let mut update = tx
         .prepare("UPDATE es_events SET link = ?1 WHERE position = ?2")
@@ -363,7 +367,7 @@ fn chain_stored_events(tx: &Connection) -> Result<(), StoreError> {
     let mut count = 0_u64;
     while let Some(row) = rows.next().map_err(error("read the events to chain"))? {
         let mut linked = None;
-        let _ = read::visit_row(row, &columns, None, &mut |e: &es_core::store::RecordedEvent<'_>| {
+        let _ = read::visit_row(tx, row, &columns, None, &mut |e: &es_core::store::RecordedEvent<'_>| {
             linked = Some((e.position, heads.advance(e)));
             std::ops::ControlFlow::Continue(())
         })?;
@@ -382,6 +386,54 @@ fn chain_stored_events(tx: &Connection) -> Result<(), StoreError> {
         streams = heads.len(),
         "chained the events stored before chaining"
     );
+    Ok(())
+}
+
+/// Moves each stored event's names, schema version and payload into its
+/// `packed` cell, emptying its `payload` cell, in the migration to schema
+/// version 5. A row whose cells do not read (corrupt) is left as it is:
+/// reads find no packed cell there and read its own cells, which name what
+/// is wrong with it.
+fn pack_stored_events(tx: &Connection) -> Result<(), StoreError> {
+    let (list, columns) =
+        read::Columns::select(ContextFields::AGGREGATE_TYPE.union(ContextFields::AGGREGATE_ID), false);
+    let mut select = tx
+        .prepare(&format!("SELECT {list} FROM es_events ORDER BY position"))
+        .map_err(error("read the events to pack"))?;
+    let mut update = tx
+        .prepare("UPDATE es_events SET packed = ?1, payload = x'' WHERE position = ?2")
+        .map_err(error("pack the stored events"))?;
+    let mut rows = select.query([]).map_err(error("read the events to pack"))?;
+    let (mut count, mut left) = (0_u64, 0_u64);
+    let mut cell = Vec::new();
+    while let Some(row) = rows.next().map_err(error("read the events to pack"))? {
+        let mut position = None;
+        let read = read::visit_row(tx, row, &columns, None, &mut |e: &es_core::store::RecordedEvent<'_>| {
+            packed::pack_into(
+                &mut cell,
+                e.aggregate_type,
+                e.aggregate_id,
+                e.name,
+                e.schema_version,
+                e.payload,
+            );
+            position = Some(e.position);
+            std::ops::ControlFlow::Continue(())
+        });
+        match (read, position) {
+            (Ok(_), Some(position)) => {
+                update
+                    .execute(rusqlite::params![cell, to_i64(position, "position")?])
+                    .map_err(error("pack the stored events"))?;
+                count += 1;
+            }
+            (read, _) => {
+                tracing::warn!(error = ?read.err(), "an event row does not read; it keeps its own cells");
+                left += 1;
+            }
+        }
+    }
+    tracing::info!(events = count, unreadable = left, "packed the stored events");
     Ok(())
 }
 
@@ -404,6 +456,9 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     for (version, migration) in schema::MIGRATIONS.iter().enumerate().skip(found as usize) {
         tx.execute_batch(migration).map_err(error("migrate the schema"))?;
         tracing::info!(from = version, to = version + 1, "migrated the es-sqlite schema");
+    }
+    if found > 0 && found < schema::PACKED_FROM {
+        pack_stored_events(&tx)?;
     }
     if found > 0 && found < schema::CHAINED_FROM {
         chain_stored_events(&tx)?;

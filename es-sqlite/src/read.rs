@@ -5,6 +5,7 @@ use std::ops::ControlFlow;
 use es_core::store::{ContextFields, Link, RecordedEvent};
 use es_core::{EventId, StoreError, StreamId, Timestamp};
 
+use crate::packed::Packed;
 use crate::{corrupt, error};
 
 /// A count, version or position read from a row, which must not be negative.
@@ -42,10 +43,16 @@ pub(crate) fn schema_version_cell(
 }
 
 /// Where a log read's columns are, worked out once per read from the
-/// fields it selects (`ContextFields::sql_columns`); `None` for a field
-/// left out.
+/// fields it selects; `None` for a field left out.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Columns {
+    /// The fields selected.
+    fields: ContextFields,
+    /// Whether the names, the schema version and the payload come from the
+    /// row's `packed` cell (column 1, see [`crate::packed`]) rather than
+    /// from cells of their own (columns 1 to 3, and the stream's names
+    /// where selected): a file of schema version 5 or later.
+    packed: bool,
     event_id: Option<usize>,
     aggregate_type: Option<usize>,
     aggregate_id: Option<usize>,
@@ -56,25 +63,60 @@ pub(crate) struct Columns {
 }
 
 impl Columns {
-    pub(crate) const fn of(fields: ContextFields) -> Self {
-        Columns {
-            event_id: fields.column(ContextFields::EVENT_ID),
-            aggregate_type: fields.column(ContextFields::AGGREGATE_TYPE),
-            aggregate_id: fields.column(ContextFields::AGGREGATE_ID),
-            version: fields.column(ContextFields::VERSION),
-            metadata: fields.column(ContextFields::METADATA),
-            recorded_at: fields.column(ContextFields::RECORDED_AT),
-            link: fields.column(ContextFields::LINK),
+    /// The select list of a read of `fields` and where each field is in
+    /// it. With `packed` cells: `position, packed`, then those of
+    /// `event_id, version, metadata, recorded_at, link` in `fields` (the
+    /// stream's names are in the packed cell). Without (a file from before
+    /// schema version 5, opened read-only): `ContextFields::sql_columns`.
+    pub(crate) fn select(fields: ContextFields, packed: bool) -> (String, Self) {
+        if !packed {
+            let columns = Columns {
+                fields,
+                packed,
+                event_id: fields.column(ContextFields::EVENT_ID),
+                aggregate_type: fields.column(ContextFields::AGGREGATE_TYPE),
+                aggregate_id: fields.column(ContextFields::AGGREGATE_ID),
+                version: fields.column(ContextFields::VERSION),
+                metadata: fields.column(ContextFields::METADATA),
+                recorded_at: fields.column(ContextFields::RECORDED_AT),
+                link: fields.column(ContextFields::LINK),
+            };
+            return (fields.sql_columns(), columns);
         }
+        let mut list = String::from("position, packed");
+        let mut count = 2;
+        let mut take = |field: ContextFields, name: &str| {
+            if !fields.contains(field) {
+                return None;
+            }
+            list.push_str(", ");
+            list.push_str(name);
+            count += 1;
+            Some(count - 1)
+        };
+        let columns = Columns {
+            fields,
+            packed,
+            event_id: take(ContextFields::EVENT_ID, "event_id"),
+            aggregate_type: None,
+            aggregate_id: None,
+            version: take(ContextFields::VERSION, "version"),
+            metadata: take(ContextFields::METADATA, "metadata"),
+            recorded_at: take(ContextFields::RECORDED_AT, "recorded_at"),
+            link: take(ContextFields::LINK, "link"),
+        };
+        (list, columns)
     }
 }
 
 /// Reads one event row with the columns of `columns`; the fields left out
 /// are empty. A row whose every cell has the type it should is read
 /// straight; any other goes to [`visit_checked_row`], which names what is
-/// wrong with it.
+/// wrong with it. `conn` is the connection reading: a row the migration
+/// to packed cells could not read is read again from its own cells.
 #[inline]
 pub(crate) fn visit_row(
+    conn: &rusqlite::Connection,
     row: &rusqlite::Row<'_>,
     columns: &Columns,
     stream: Option<&StreamId>,
@@ -82,7 +124,7 @@ pub(crate) fn visit_row(
 ) -> Result<ControlFlow<()>, StoreError> {
     match plain_row(row, columns, stream) {
         Some(event) => Ok(visit(&event)),
-        None => visit_checked_row(row, columns, stream, visit),
+        None => visit_checked_row(conn, row, columns, stream, visit),
     }
 }
 
@@ -119,22 +161,40 @@ fn plain_row<'r>(
             _ => None,
         },
     };
+    let (aggregate_type, aggregate_id, name, schema_version, payload) = if columns.packed {
+        let packed = Packed::read(blob(Some(1))?).ok()?;
+        (
+            packed.aggregate_type,
+            packed.aggregate_id,
+            packed.name,
+            packed.schema_version,
+            packed.payload,
+        )
+    } else {
+        (
+            text(columns.aggregate_type)?,
+            text(columns.aggregate_id)?,
+            text(Some(1))?,
+            u32::try_from(int(2)?).ok()?,
+            blob(Some(3))?,
+        )
+    };
     Some(RecordedEvent {
         position: u64::try_from(int(0)?).ok()?,
-        name: text(Some(1))?,
-        schema_version: u32::try_from(int(2)?).ok()?,
-        payload: blob(Some(3))?,
+        name,
+        schema_version,
+        payload,
         event_id: match columns.event_id {
             Some(_) => uuid_from(blob(columns.event_id)?)?,
             None => EventId::from(uuid::Uuid::nil()),
         },
         aggregate_type: match stream {
             Some(stream) => stream.aggregate_type(),
-            None => text(columns.aggregate_type)?,
+            None => aggregate_type,
         },
         aggregate_id: match stream {
             Some(stream) => stream.aggregate_id(),
-            None => text(columns.aggregate_id)?,
+            None => aggregate_id,
         },
         version: match columns.version {
             Some(i) => u64::try_from(int(i)?).ok()?,
@@ -157,6 +217,7 @@ fn plain_row<'r>(
 /// fields left out are empty.
 #[cold]
 pub(crate) fn visit_checked_row(
+    conn: &rusqlite::Connection,
     row: &rusqlite::Row<'_>,
     columns: &Columns,
     stream: Option<&StreamId>,
@@ -166,13 +227,37 @@ pub(crate) fn visit_checked_row(
     let position = u64::try_from(raw_position)
         .map_err(|_| corrupt(format!("the log holds an event at position {raw_position}")))?;
     let at_position = || format!("the event at position {position}");
+    let packed = match columns.packed {
+        false => None,
+        true => match row.get_ref(1).map_err(error("read an event row"))? {
+            // A row the migration could not read keeps its own cells.
+            rusqlite::types::ValueRef::Null => return visit_unpacked_row(conn, raw_position, columns, stream, visit),
+            value => {
+                // Named as the other errors name it, from the other cells:
+                // the packed one does not read.
+                let version = || columns.version.and_then(|i| row.get_ref(i).ok()?.as_i64().ok());
+                let at = || match (stream, version()) {
+                    (Some(stream), Some(version)) => format!("version {version} of stream `{stream}`"),
+                    _ => match stream_cells(conn, raw_position) {
+                        Some(names) => format!("{} (stream `{names}`)", at_position()),
+                        None => at_position(),
+                    },
+                };
+                let bytes = value
+                    .as_blob()
+                    .map_err(|e| corrupt(format!("{} has an unreadable `packed`: {e}", at())))?;
+                Some(Packed::read(bytes).map_err(|e| corrupt(format!("{} has an unreadable `packed`: {e}", at())))?)
+            }
+        },
+    };
     let text = |at: Option<usize>, column| match at {
         Some(i) => cell(row, i, column, &at_position, |v| v.as_str()),
         None => Ok(""),
     };
-    let (aggregate_type, aggregate_id) = match stream {
-        Some(stream) => (stream.aggregate_type(), stream.aggregate_id()),
-        None => (
+    let (aggregate_type, aggregate_id) = match (stream, packed) {
+        (Some(stream), _) => (stream.aggregate_type(), stream.aggregate_id()),
+        (None, Some(packed)) => (packed.aggregate_type, packed.aggregate_id),
+        (None, None) => (
             text(columns.aggregate_type, "aggregate_type")?,
             text(columns.aggregate_id, "aggregate_id")?,
         ),
@@ -195,15 +280,23 @@ pub(crate) fn visit_checked_row(
         }
         None => EventId::from(uuid::Uuid::nil()),
     };
+    let (name, schema_version, payload) = match packed {
+        Some(packed) => (packed.name, packed.schema_version, packed.payload),
+        None => (
+            cell(row, 1, "name", &at, |v| v.as_str())?,
+            schema_version_cell(row, 2, &at)?,
+            cell(row, 3, "payload", &at, |v| v.as_blob())?,
+        ),
+    };
     let event = RecordedEvent {
         event_id,
         aggregate_type,
         aggregate_id,
         version,
         position,
-        name: cell(row, 1, "name", &at, |v| v.as_str())?,
-        schema_version: schema_version_cell(row, 2, &at)?,
-        payload: cell(row, 3, "payload", &at, |v| v.as_blob())?,
+        name,
+        schema_version,
+        payload,
         metadata: match columns.metadata {
             Some(i) => cell(row, i, "metadata", &at, |v| v.as_blob())?,
             None => &[],
@@ -222,6 +315,40 @@ pub(crate) fn visit_checked_row(
         },
     };
     Ok(visit(&event))
+}
+
+/// Reads the row at `position` again from its own cells: a row without a
+/// packed cell (one the migration to schema version 5 could not read).
+#[cold]
+fn visit_unpacked_row(
+    conn: &rusqlite::Connection,
+    position: i64,
+    columns: &Columns,
+    stream: Option<&StreamId>,
+    visit: &mut (impl FnMut(&RecordedEvent<'_>) -> ControlFlow<()> + Send),
+) -> Result<ControlFlow<()>, StoreError> {
+    let (list, unpacked) = Columns::select(columns.fields, false);
+    let mut stmt = conn
+        .prepare(&format!("SELECT {list} FROM es_events WHERE position = ?1"))
+        .map_err(error("read an unpacked event row"))?;
+    let mut rows = stmt.query([position]).map_err(error("read an unpacked event row"))?;
+    match rows.next().map_err(error("read an unpacked event row"))? {
+        Some(row) => visit_row(conn, row, &unpacked, stream, visit),
+        None => Err(corrupt(format!(
+            "the event at position {position} went away while it was read"
+        ))),
+    }
+}
+
+/// The stream names in the cells of the row at `position`, as
+/// `type/id`, if they read: to name a row whose packed cell does not.
+fn stream_cells(conn: &rusqlite::Connection, position: i64) -> Option<String> {
+    conn.query_row(
+        "SELECT aggregate_type, aggregate_id FROM es_events WHERE position = ?1",
+        [position],
+        |r| Ok(format!("{}/{}", r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+    )
+    .ok()
 }
 
 pub(crate) fn uuid_from(bytes: &[u8]) -> Option<EventId> {

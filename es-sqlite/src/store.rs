@@ -34,23 +34,22 @@ impl EventStore for SqliteStore {
         es_core::store::validate_stream(STORE, stream)?;
         let from = to_i64(from_version, "version")?;
         let fields = self.readable(stream_fields(fields));
-        let columns = Columns::of(fields);
+        let (list, columns) = Columns::select(fields, self.inner.packed);
         blocking(|| {
             self.read(|conn| {
                 // Rows below version 1 come too, so that a read fails naming
                 // them rather than returning a shorter history.
                 let mut stmt = conn
                     .prepare_cached(&format!(
-                        "SELECT {} FROM es_events \
-                         WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND (version >= ?3 OR version < 1) ORDER BY version",
-                        fields.sql_columns()
+                        "SELECT {list} FROM es_events \
+                         WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND (version >= ?3 OR version < 1) ORDER BY version"
                     ))
                     .map_err(error("prepare a stream read"))?;
                 let mut rows = stmt
                     .query(params![stream.aggregate_type(), stream.aggregate_id(), from])
                     .map_err(error("read a stream"))?;
                 while let Some(row) = rows.next().map_err(error("read a stream"))? {
-                    if visit_row(row, &columns, Some(stream), &mut visit)?.is_break() {
+                    if visit_row(conn, row, &columns, Some(stream), &mut visit)?.is_break() {
                         break;
                     }
                 }
@@ -69,18 +68,17 @@ impl EventStore for SqliteStore {
         let after = to_i64(after, "position")?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let fields = self.readable(fields);
-        let columns = Columns::of(fields);
+        let (list, columns) = Columns::select(fields, self.inner.packed);
         blocking(|| {
             self.read(|conn| {
                 let mut stmt = conn
                     .prepare_cached(&format!(
-                        "SELECT {} FROM es_events WHERE position > ?1 ORDER BY position LIMIT ?2",
-                        fields.sql_columns()
+                        "SELECT {list} FROM es_events WHERE position > ?1 ORDER BY position LIMIT ?2"
                     ))
                     .map_err(error("prepare a log read"))?;
                 let mut rows = stmt.query(params![after, limit]).map_err(error("read the log"))?;
                 while let Some(row) = rows.next().map_err(error("read the log"))? {
-                    if visit_row(row, &columns, None, &mut visit)?.is_break() {
+                    if visit_row(conn, row, &columns, None, &mut visit)?.is_break() {
                         break;
                     }
                 }

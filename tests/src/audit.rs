@@ -61,6 +61,10 @@ impl Raw {
 
     /// Sets the payload of the event at `position`.
     pub async fn set_payload(&self, position: u64, payload: &[u8]) {
+        if let Raw::Sqlite(path) = self {
+            // In its packed cell (see `es_sqlite::packed`).
+            return crate::sqlite::set_payload(path, position, payload);
+        }
         self.exec(
             "UPDATE {t} SET payload = ?1 WHERE position = ?2",
             vec![Bind::Bytes(payload.to_vec()), Bind::Int(position as i64)],

@@ -161,6 +161,7 @@ async fn the_migration_chains_events_stored_before() {
     let store = es_sqlite::SqliteStore::open(&path).await.unwrap();
     let filled = tests::audit::fill(&store).await;
     drop(store);
+    tests::sqlite::unpack(&path);
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch("ALTER TABLE es_events DROP COLUMN link; PRAGMA user_version = 3;")
         .unwrap();

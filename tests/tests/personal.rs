@@ -129,13 +129,15 @@ async fn a_tampered_or_moved_value_fails_to_decrypt_and_names_the_event() {
         }),
     ];
     for (what, tampered) in cases {
-        rusqlite::Connection::open(&path)
+        let position: i64 = rusqlite::Connection::open(&path)
             .unwrap()
-            .execute(
-                "UPDATE es_events SET payload = ?1 WHERE aggregate_id = ?2 AND version = 1",
-                rusqlite::params![serde_json::to_vec(&tampered).unwrap(), a],
+            .query_row(
+                "SELECT position FROM es_events WHERE aggregate_id = ?1 AND version = 1",
+                [&a],
+                |r| r.get(0),
             )
             .unwrap();
+        tests::sqlite::set_payload(&path, position as u64, &serde_json::to_vec(&tampered).unwrap());
         let Err(LoadError::Decode(error)) = Dispatcher::new(store.clone()).load::<Guest>(&a).await else {
             panic!("{what}: a tampered event loaded");
         };

@@ -143,16 +143,17 @@ async fn a_version_1_file_migrates_its_command_records() {
     assert_eq!(version, es_sqlite::SCHEMA_VERSION);
 }
 
-/// Rows that cannot be right (a schema version past `u32`, a negative
-/// version, a short event id, a text payload) are reported as corrupt,
-/// naming the event's position and stream; nothing panics or wraps.
+/// Rows that cannot be right (a packed cell cut short, a negative
+/// version, a short event id, a packed cell of text, one of an unknown
+/// format) are reported as corrupt, naming the event's position and
+/// stream; nothing panics or wraps.
 #[tokio::test]
 async fn corrupt_rows_name_their_place() {
     use es_core::store::EventStoreExt;
     let path = tests::sqlite::temp_dir().join("corrupt.db");
     let store = SqliteStore::open(&path).await.unwrap();
     let app = Dispatcher::new(store.clone());
-    for id in ["a", "b", "c", "d"] {
+    for id in ["a", "b", "c", "d", "e"] {
         app.dispatch(OpenAccount {
             account: AccountId::new(id),
             owner: "o".into(),
@@ -162,8 +163,9 @@ async fn corrupt_rows_name_their_place() {
     }
     let damage = [
         (
-            "UPDATE es_events SET schema_version = 8589934592 WHERE aggregate_id = 'a'",
-            "the event at position 1 (stream `bank_account/a`) has schema version 8589934592, outside 0..=4294967295",
+            "UPDATE es_events SET packed = substr(packed, 1, 25) WHERE aggregate_id = 'a'",
+            "the event at position 1 (stream `bank_account/a`) has an unreadable `packed`: it ends after 25 bytes, \
+             inside its name",
         ),
         (
             "UPDATE es_events SET version = -3 WHERE aggregate_id = 'b'",
@@ -174,8 +176,13 @@ async fn corrupt_rows_name_their_place() {
             "the event at position 3 (stream `bank_account/c`) has an id of 1 bytes, not 16",
         ),
         (
-            "UPDATE es_events SET payload = 'text' WHERE aggregate_id = 'd'",
-            "the event at position 4 (stream `bank_account/d`) has an unreadable `payload`: Invalid type",
+            "UPDATE es_events SET packed = 'text' WHERE aggregate_id = 'd'",
+            "the event at position 4 (stream `bank_account/d`) has an unreadable `packed`: Invalid type",
+        ),
+        (
+            "UPDATE es_events SET packed = CAST(x'07' || substr(packed, 2) AS BLOB) WHERE aggregate_id = 'e'",
+            "the event at position 5 (stream `bank_account/e`) has an unreadable `packed`: it has format 7, and \
+             this release reads format 1",
         ),
     ];
     let raw = rusqlite::Connection::open(&path).unwrap();
@@ -189,17 +196,129 @@ async fn corrupt_rows_name_their_place() {
             other => panic!("{sql}: expected a corruption error, got {other:?}"),
         }
     }
-    // Loading the aggregate names the stream too.
+    // Loading the aggregate names the stream and the version too.
     let fresh = Dispatcher::new(store.clone());
     match fresh.load::<BankAccount>(&AccountId::new("a")).await {
         Err(es_core::LoadError::Store(StoreError::Corrupt { detail, .. })) => {
             assert_eq!(
                 detail,
-                "version 1 of stream `bank_account/a` has schema version 8589934592, outside 0..=4294967295"
+                "version 1 of stream `bank_account/a` has an unreadable `packed`: it ends after 25 bytes, inside \
+                 its name"
             )
         }
         other => panic!("expected a corruption error, got {other:?}"),
     }
+}
+
+/// A file of schema version 4 (each field in a cell of its own) reads the
+/// same opened read-only, without a migration, and after its migration to
+/// packed cells, which appends then write; a row the migration cannot read
+/// keeps its cells, and reads of it still name what is wrong with it while
+/// the rows around it read.
+#[tokio::test]
+async fn a_version_4_file_reads_the_same_before_and_after_packing() {
+    use es_core::store::EventStoreExt;
+    let path = tests::sqlite::temp_dir().join("v4.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let app = Dispatcher::new(store.clone());
+    for id in ["a", "b", "c"] {
+        app.dispatch(OpenAccount {
+            account: AccountId::new(id),
+            owner: "Ada".into(),
+        })
+        .await
+        .unwrap();
+        app.dispatch(Deposit {
+            account: AccountId::new(id),
+            amount: 5,
+        })
+        .await
+        .unwrap();
+    }
+    let log = store.read_all_vec(0, 100).await.unwrap();
+    let stream = store
+        .read_stream_vec(&StreamId::new("bank_account", "b"), 1)
+        .await
+        .unwrap();
+    drop((app, store));
+    tests::sqlite::unpack(&path);
+    let user_version = |path: &std::path::Path| -> i64 {
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(user_version(&path), 4);
+
+    let read_only = SqliteStore::open_with(
+        &path,
+        es_sqlite::SqliteOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(read_only.read_all_vec(0, 100).await.unwrap(), log);
+    assert_eq!(
+        read_only
+            .read_stream_vec(&StreamId::new("bank_account", "b"), 1)
+            .await
+            .unwrap(),
+        stream
+    );
+    drop(read_only);
+    assert_eq!(user_version(&path), 4, "a read-only open migrates nothing");
+
+    // One row the migration cannot read: a payload of text.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("UPDATE es_events SET payload = 'text' WHERE aggregate_id = 'c' AND version = 2")
+        .unwrap();
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(user_version(&path), es_sqlite::SCHEMA_VERSION);
+    let (packed, unpacked): (i64, i64) = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT count(packed), count(*) - count(packed) FROM es_events WHERE payload = x''",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (packed, unpacked),
+        (5, 0),
+        "every readable row is packed, its payload cell emptied"
+    );
+    assert_eq!(store.read_all_vec(0, 5).await.unwrap(), log[..5]);
+    assert_eq!(
+        store
+            .read_stream_vec(&StreamId::new("bank_account", "b"), 1)
+            .await
+            .unwrap(),
+        stream
+    );
+    match store.read_all_vec(5, 1).await {
+        Err(StoreError::Corrupt { detail, .. }) => assert_eq!(
+            detail,
+            "the event at position 6 (stream `bank_account/c`) has an unreadable `payload`: Invalid type"
+        ),
+        other => panic!("expected a corruption error, got {other:?}"),
+    }
+    // Appends after the migration write packed cells, and read back.
+    let app = Dispatcher::new(store.clone());
+    app.dispatch(Deposit {
+        account: AccountId::new("a"),
+        amount: 7,
+    })
+    .await
+    .unwrap();
+    assert_eq!(app.load::<BankAccount>(&AccountId::new("a")).await.unwrap().balance, 12);
+    let last = store.read_all_vec(6, 1).await.unwrap();
+    assert_eq!(
+        (last[0].position, last[0].version, last[0].payload.as_slice()),
+        (7, 3, &br#"{"amount":7}"#[..])
+    );
 }
 
 /// A row edited to a negative version fails the load, naming it.
