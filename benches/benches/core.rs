@@ -32,8 +32,18 @@ fn apply_dispatch(c: &mut Criterion) {
 }
 
 fn round_robin(c: &mut Criterion) {
-    let rt = runtime();
-    let mut g = c.benchmark_group("deposits_100k_on_1000_accounts");
+    round_robin_on(c, "deposits_100k_on_1000_accounts", runtime());
+    let multi_thread = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    round_robin_on(c, "deposits_100k_on_1000_accounts_multi_thread", multi_thread);
+}
+
+/// The round-robin deposits, the framework's driven by `rt`.
+fn round_robin_on(c: &mut Criterion, group: &str, rt: tokio::runtime::Runtime) {
+    let mut g = c.benchmark_group(group);
     g.sample_size(10).measurement_time(Duration::from_secs(10));
     g.bench_function("framework", |b| {
         b.iter_batched(

@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+use benches::nats::{RawMode, RawNats};
 use benches::sql::*;
 use benches::stores::*;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
@@ -48,8 +49,19 @@ fn bench(c: &mut Criterion) {
     };
     let three = || async { Dispatcher::new(cluster.store().await) };
 
+    // The hand-written baselines: a stream of their own on the same
+    // server(s), made before each iteration.
+    let raw = |url: String, replicas: usize| {
+        move || {
+            let url = url.clone();
+            async move { std::sync::Arc::new(RawNats::new(&url, replicas, &unique("r")).await) }
+        }
+    };
+    let raw_one = raw(single.clone(), 1);
+    let raw_three = raw(cluster.url.clone(), 3);
+
     macro_rules! groups {
-        ($label:literal, $nats:expr) => {{
+        ($label:literal, $nats:expr, $raw:expr) => {{
             let mut g = c.benchmark_group(concat!($label, "_1000_commands_1_task"));
             g.sample_size(10).measurement_time(Duration::from_secs(15));
             g.bench_function("framework", |b| {
@@ -66,6 +78,18 @@ fn bench(c: &mut Criterion) {
                     BatchSize::PerIteration,
                 )
             });
+            for (name, mode) in [
+                ("baseline_raw_publish", RawMode::Publish),
+                ("baseline_raw_batch", RawMode::Batch),
+            ] {
+                g.bench_function(name, |b| {
+                    b.iter_batched(
+                        || rt.block_on($raw()),
+                        |raw| rt.block_on(raw.deposits(mode, "a", COMMANDS)),
+                        BatchSize::PerIteration,
+                    )
+                });
+            }
             g.finish();
 
             let mut g = c.benchmark_group(concat!($label, "_1000_commands_8_tasks"));
@@ -84,6 +108,18 @@ fn bench(c: &mut Criterion) {
                     BatchSize::PerIteration,
                 )
             });
+            for (name, mode) in [
+                ("baseline_raw_publish", RawMode::Publish),
+                ("baseline_raw_batch", RawMode::Batch),
+            ] {
+                g.bench_function(name, |b| {
+                    b.iter_batched(
+                        || rt.block_on($raw()),
+                        |raw| rt.block_on(raw.writers(mode, TASKS)),
+                        BatchSize::PerIteration,
+                    )
+                });
+            }
             g.finish();
 
             let mut g = c.benchmark_group(concat!($label, "_load_10000_events"));
@@ -106,8 +142,8 @@ fn bench(c: &mut Criterion) {
             g.finish();
         }};
     }
-    groups!("nats1", one);
-    groups!("nats3", three);
+    groups!("nats1", one, raw_one);
+    groups!("nats3", three, raw_three);
 
     // Read models following the store while commands run: the cost of a
     // hundred idle followers (each woken by every commit) to the writer,

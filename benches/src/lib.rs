@@ -4,6 +4,7 @@
 //! once on tiny input so they never rot.
 
 pub mod baseline;
+pub mod nats;
 pub mod projections;
 pub mod sql;
 pub mod stores;

@@ -148,3 +148,20 @@ async fn loads_one_version_behind_agree() {
         assert_eq!(cold_load_framework(&app).await, 2);
     }
 }
+
+/// The hand-written NATS writers store one message per command (and its
+/// event-id record in a batch), each checked against its subject's head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_nats_writers_store_every_command() {
+    use benches::nats::{RawMode, RawNats};
+    let Some(url) = tests::nats::url() else {
+        return;
+    };
+    let tasks = 4;
+    let commands = (benches::stores::COMMANDS / tasks * tasks + tasks) as u64;
+    for (mode, per_command) in [(RawMode::Publish, 1), (RawMode::Batch, 2)] {
+        let raw = std::sync::Arc::new(RawNats::new(&url, 1, &benches::stores::unique("smoke")).await);
+        raw.clone().writers(mode, tasks).await;
+        assert_eq!(raw.stored().await, commands * per_command, "{mode:?}");
+    }
+}

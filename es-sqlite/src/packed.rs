@@ -12,9 +12,11 @@
 //! cells and no `packed` value, and reads from its cells.
 //!
 //! The layout, for tools that read or repair the file directly: a format
-//! byte (1), then the aggregate type, the aggregate id and the event's
-//! name, each as a little-endian `u32` length and its UTF-8 bytes, then the
-//! schema version as a little-endian `u32`, then the payload to the end.
+//! byte (1); the lengths in bytes of the aggregate type, the aggregate id
+//! and the event's name, each a little-endian `u32`; those three texts,
+//! UTF-8, one after another (checked as one: a cell is read with one UTF-8
+//! check); the schema version as a little-endian `u32`; the payload to the
+//! end.
 //!
 //! ```
 //! use es_sqlite::packed::{Packed, pack};
@@ -84,10 +86,12 @@ pub(crate) fn pack_into(
     cell.clear();
     cell.reserve(1 + 16 + aggregate_type.len() + aggregate_id.len() + name.len() + payload.len());
     cell.push(FORMAT);
+    // Stream ids and names are checked to be far shorter than 4 GiB before
+    // an append gets here.
     for text in [aggregate_type, aggregate_id, name] {
-        // Stream ids and names are checked to be far shorter than 4 GiB
-        // before an append gets here.
         cell.extend_from_slice(&(text.len() as u32).to_le_bytes());
+    }
+    for text in [aggregate_type, aggregate_id, name] {
         cell.extend_from_slice(text.as_bytes());
     }
     cell.extend_from_slice(&schema_version.to_le_bytes());
@@ -98,34 +102,45 @@ impl<'a> Packed<'a> {
     /// Reads a `packed` cell.
     #[inline]
     pub fn read(cell: &'a [u8]) -> Result<Self, PackedError> {
-        let mut rest = match cell.split_first() {
+        let short = |field| PackedError::Short { len: cell.len(), field };
+        let rest = match cell.split_first() {
             Some((&FORMAT, rest)) => rest,
             Some((&other, _)) => return Err(PackedError::Format(other)),
-            None => {
-                return Err(PackedError::Short {
-                    len: 0,
-                    field: "format",
-                });
-            }
+            None => return Err(short("format")),
         };
-        let short = |field| PackedError::Short { len: cell.len(), field };
-        let u32_of = |rest: &mut &'a [u8], field| -> Result<u32, PackedError> {
-            let (bytes, tail) = rest.split_first_chunk::<4>().ok_or_else(|| short(field))?;
-            *rest = tail;
-            Ok(u32::from_le_bytes(*bytes))
-        };
-        let text = |rest: &mut &'a [u8], field| -> Result<&'a str, PackedError> {
-            let len = u32_of(rest, field)? as usize;
-            if rest.len() < len {
-                return Err(short(field));
-            }
-            let (bytes, tail) = rest.split_at(len);
-            *rest = tail;
-            std::str::from_utf8(bytes).map_err(|_| PackedError::NotUtf8(field))
-        };
-        let aggregate_type = text(&mut rest, "aggregate type")?;
-        let aggregate_id = text(&mut rest, "aggregate id")?;
-        let name = text(&mut rest, "name")?;
+        let (lengths, rest) = rest.split_first_chunk::<12>().ok_or_else(|| short("lengths"))?;
+        let length =
+            |i: usize| u32::from_le_bytes([lengths[i], lengths[i + 1], lengths[i + 2], lengths[i + 3]]) as usize;
+        let (type_len, id_len, name_len) = (length(0), length(4), length(8));
+        // Each is under 4 GiB: on 64-bit targets their sum cannot overflow,
+        // and on 32-bit ones a sum that would is refused as running short.
+        let texts_len = type_len
+            .checked_add(id_len)
+            .and_then(|n| n.checked_add(name_len))
+            .ok_or_else(|| short("aggregate type"))?;
+        if rest.len() < texts_len {
+            let field = match rest.len() {
+                n if n < type_len => "aggregate type",
+                n if n < type_len + id_len => "aggregate id",
+                _ => "name",
+            };
+            return Err(short(field));
+        }
+        let (texts, rest) = rest.split_at(texts_len);
+        let texts = std::str::from_utf8(texts).map_err(|e| {
+            PackedError::NotUtf8(match e.valid_up_to() {
+                n if n < type_len => "aggregate type",
+                n if n < type_len + id_len => "aggregate id",
+                _ => "name",
+            })
+        })?;
+        // Valid as a whole, each must also start and end on a character.
+        let (aggregate_type, texts) = texts
+            .split_at_checked(type_len)
+            .ok_or(PackedError::NotUtf8("aggregate type"))?;
+        let (aggregate_id, name) = texts
+            .split_at_checked(id_len)
+            .ok_or(PackedError::NotUtf8("aggregate id"))?;
         let (schema_version, payload) = rest.split_first_chunk::<4>().ok_or_else(|| short("schema version"))?;
         Ok(Packed {
             aggregate_type,
@@ -167,10 +182,22 @@ mod tests {
                 payload: b"\x00\x01",
             }
         );
-        let fields = 1 + 4 + 1 + 4 + 5 + 4 + 1 + 4;
+        let fields = 1 + 12 + 1 + 5 + 1 + 4;
+        let expected = |len: usize| match len {
+            0 => "format",
+            1..13 => "lengths",
+            13 => "aggregate type",
+            14..19 => "aggregate id",
+            19 => "name",
+            _ => "schema version",
+        };
         for len in 0..fields {
-            assert!(
-                matches!(Packed::read(&cell[..len]), Err(PackedError::Short { .. })),
+            assert_eq!(
+                Packed::read(&cell[..len]),
+                Err(PackedError::Short {
+                    len,
+                    field: expected(len)
+                }),
                 "{len}"
             );
         }
@@ -179,8 +206,14 @@ mod tests {
         other[0] = 2;
         assert_eq!(Packed::read(&other), Err(PackedError::Format(2)));
         let mut bad = cell.clone();
-        bad[1 + 4 + 1 + 4] = 0xff;
+        bad[13 + 1 + 3] = 0xff;
         assert_eq!(Packed::read(&bad), Err(PackedError::NotUtf8("aggregate id")));
+        // Lengths that split the `é` of the id: the whole is UTF-8, the
+        // parts are not.
+        let mut split = cell.clone();
+        split[5] = 4;
+        split[9] = 2;
+        assert_eq!(Packed::read(&split), Err(PackedError::NotUtf8("aggregate id")));
         assert_eq!(
             PackedError::Short { len: 3, field: "name" }.to_string(),
             "it ends after 3 bytes, inside its name"

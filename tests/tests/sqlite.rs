@@ -163,8 +163,8 @@ async fn corrupt_rows_name_their_place() {
     }
     let damage = [
         (
-            "UPDATE es_events SET packed = substr(packed, 1, 25) WHERE aggregate_id = 'a'",
-            "the event at position 1 (stream `bank_account/a`) has an unreadable `packed`: it ends after 25 bytes, \
+            "UPDATE es_events SET packed = substr(packed, 1, 26) WHERE aggregate_id = 'a'",
+            "the event at position 1 (stream `bank_account/a`) has an unreadable `packed`: it ends after 26 bytes, \
              inside its name",
         ),
         (
@@ -202,7 +202,7 @@ async fn corrupt_rows_name_their_place() {
         Err(es_core::LoadError::Store(StoreError::Corrupt { detail, .. })) => {
             assert_eq!(
                 detail,
-                "version 1 of stream `bank_account/a` has an unreadable `packed`: it ends after 25 bytes, inside \
+                "version 1 of stream `bank_account/a` has an unreadable `packed`: it ends after 26 bytes, inside \
                  its name"
             )
         }

@@ -27,7 +27,12 @@ const GROUPS: &[(&str, &str, &str)] = &[
     (
         "deposits_100k_on_1000_accounts",
         "100,000 deposits round-robin on 1,000 accounts, in memory",
-        "≥ 0.40",
+        "≥ 0.5",
+    ),
+    (
+        "deposits_100k_on_1000_accounts_multi_thread",
+        "… the same on the multi-thread runtime",
+        "≥ 0.5",
     ),
     (
         "deposits_100k_on_1_account",
@@ -145,12 +150,12 @@ const GROUPS: &[(&str, &str, &str)] = &[
     (
         "projection_20000_events_sqlite",
         "projection catch-up, 20,000 events, SQLite",
-        "≥ 0.8",
+        "≥ 0.9",
     ),
     (
         "projection_20000_events_postgres",
         "projection catch-up, 20,000 events, PostgreSQL",
-        "≥ 0.8",
+        "≥ 0.9",
     ),
     (
         "http_1000_deposits_8_clients_memory",
@@ -303,6 +308,8 @@ const SECOND_TARGETS: &[(&str, &str, &str)] = &[
     ("pg_1000_commands_8_tasks", "baseline_cached", "≥ 1.5"),
     ("pg_1000_commands_8_tasks", "baseline_one_committer", "≥ 0.7"),
     ("sqlite_1000_commands_8_tasks", "baseline_one_committer", "≥ 0.7"),
+    ("nats1_1000_commands_1_task", "baseline_raw_publish", "≥ 0.6"),
+    ("nats1_1000_commands_8_tasks", "baseline_raw_publish", "≥ 0.6"),
 ];
 
 fn target(row: &Row, first: bool) -> &'static str {
