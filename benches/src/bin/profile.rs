@@ -51,7 +51,7 @@ fn main() {
                 if store.last_position().await.expect("position") == 0 {
                     benches::projections::fill(&store).await;
                 }
-                let raw = rusqlite::Connection::open(&path).expect("open");
+                let raw = benches::projections::hand_written_file(&store, &dir.join("hand.db")).await;
                 for _ in 0..20 {
                     let total = if what == "projection-sqlite" {
                         benches::projections::framework(&store).await
