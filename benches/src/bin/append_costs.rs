@@ -146,9 +146,7 @@ async fn main() {
     let mut versions = vec![0_i64; variants.len()];
     for round in 0..ROUNDS {
         for (n, (_, sql, commands)) in variants.iter().enumerate() {
-            let sql = sql
-                .replace("{t}", &format!("t{n}"))
-                .replace("{n}", &round.to_string());
+            let sql = sql.replace("{t}", &format!("t{n}")).replace("{n}", &round.to_string());
             let started = Instant::now();
             for _ in 0..PER_ROUND {
                 let v = versions[n];
