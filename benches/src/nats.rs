@@ -15,6 +15,23 @@ use crate::stores::COMMANDS;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 
+/// The server's code for an expected-sequence check it could not make
+/// yet.
+const IN_FLIGHT: u64 = 10164;
+
+/// The JetStream error code inside a publish error (0 for a transport
+/// failure).
+fn code_of(error: &(dyn std::error::Error + 'static)) -> u64 {
+    let mut source = error.source();
+    while let Some(e) = source {
+        if let Some(js) = e.downcast_ref::<async_nats::jetstream::Error>() {
+            return js.error_code().0;
+        }
+        source = e.source();
+    }
+    0
+}
+
 /// How a raw writer stores a command's event.
 #[derive(Debug, Clone, Copy)]
 pub enum RawMode {
@@ -108,45 +125,66 @@ impl RawNats {
             Event::Withdrawn(w) => serde_json::to_vec(w),
         }
         .expect("encodes");
-        match mode {
-            RawMode::Publish => {
-                let message = PublishMessage::build()
-                    .payload(payload.into())
-                    .expected_last_subject_sequence(last);
-                let ack = self
-                    .js
-                    .send_publish(subject.to_owned(), message)
-                    .await
-                    .expect("publish")
-                    .await
-                    .expect("stored");
-                ack.sequence
-            }
-            RawMode::Batch => {
-                let id = es_core::EventId::new().as_uuid().simple().to_string();
-                let mut headers = HeaderMap::new();
-                headers.insert("Nats-Batch-Id", id.as_str());
-                headers.insert("Nats-Batch-Sequence", "1");
-                headers.insert("Nats-Expected-Last-Subject-Sequence", last.to_string().as_str());
-                self.client
-                    .publish_with_headers(subject.to_owned(), headers, payload.into())
-                    .await
-                    .expect("publish");
-                let mut headers = HeaderMap::new();
-                headers.insert("Nats-Batch-Id", id.as_str());
-                headers.insert("Nats-Batch-Sequence", "2");
-                headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
-                headers.insert("Nats-Batch-Commit", "1");
-                let reply = self
-                    .client
-                    .request_with_headers(format!("{}.ids.{id}", self.prefix), headers, Default::default())
-                    .await
-                    .expect("commit");
-                let ack: serde_json::Value = serde_json::from_slice(&reply.payload).expect("an answer");
-                assert!(ack.get("error").is_none(), "the batch was refused: {ack}");
-                // The event is the first of the two.
-                ack["seq"].as_u64().expect("a sequence") - 1
+        // On a cluster the server may answer that it cannot check the
+        // expected sequence yet (another message for the stream is being
+        // replicated, error 10164): the writer asks again, as es-nats does.
+        let mut attempt = 0_u64;
+        loop {
+            attempt += 1;
+            let stored = match mode {
+                RawMode::Publish => self.publish(subject, last, &payload).await,
+                RawMode::Batch => self.batch(subject, last, &payload).await,
+            };
+            match stored {
+                Ok(sequence) => return sequence,
+                Err(code) if code == IN_FLIGHT && attempt < 100 => {
+                    tokio::time::sleep(std::time::Duration::from_micros(50 * attempt)).await
+                }
+                Err(code) => panic!("the server refused a write: error {code}"),
             }
         }
+    }
+
+    async fn publish(&self, subject: &str, last: u64, payload: &[u8]) -> Result<u64, u64> {
+        let message = PublishMessage::build()
+            .payload(payload.to_vec().into())
+            .expected_last_subject_sequence(last);
+        let acked = async {
+            self.js
+                .send_publish(subject.to_owned(), message)
+                .await
+                .map_err(|e| code_of(&e))?
+                .await
+                .map_err(|e| code_of(&e))
+        };
+        Ok(acked.await?.sequence)
+    }
+
+    async fn batch(&self, subject: &str, last: u64, payload: &[u8]) -> Result<u64, u64> {
+        let id = es_core::EventId::new().as_uuid().simple().to_string();
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Batch-Id", id.as_str());
+        headers.insert("Nats-Batch-Sequence", "1");
+        headers.insert("Nats-Expected-Last-Subject-Sequence", last.to_string().as_str());
+        self.client
+            .publish_with_headers(subject.to_owned(), headers, payload.to_vec().into())
+            .await
+            .expect("publish");
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Batch-Id", id.as_str());
+        headers.insert("Nats-Batch-Sequence", "2");
+        headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
+        headers.insert("Nats-Batch-Commit", "1");
+        let reply = self
+            .client
+            .request_with_headers(format!("{}.ids.{id}", self.prefix), headers, Default::default())
+            .await
+            .expect("commit");
+        let ack: serde_json::Value = serde_json::from_slice(&reply.payload).expect("an answer");
+        if let Some(error) = ack.get("error") {
+            return Err(error["err_code"].as_u64().unwrap_or(0));
+        }
+        // The event is the first of the two.
+        Ok(ack["seq"].as_u64().expect("a sequence") - 1)
     }
 }
