@@ -32,6 +32,18 @@ fn code_of(error: &(dyn std::error::Error + 'static)) -> u64 {
     0
 }
 
+/// A publish's JetStream error code; no responders (the stream has no
+/// leader yet, just made or electing one) counts as 503.
+fn publish_code(error: &async_nats::jetstream::context::PublishError) -> u64 {
+    match error.kind() {
+        async_nats::jetstream::context::PublishErrorKind::StreamNotFound => NO_LEADER,
+        _ => code_of(error),
+    }
+}
+
+/// No server answers for the stream yet.
+const NO_LEADER: u64 = 503;
+
 /// How a raw writer stores a command's event.
 #[derive(Debug, Clone, Copy)]
 pub enum RawMode {
@@ -66,6 +78,15 @@ impl RawNats {
         })
         .await
         .expect("create the stream");
+        // A replicated stream takes writes once it has elected a leader.
+        let mut stream = js.get_stream(format!("{prefix}_raw")).await.expect("the stream");
+        for _ in 0..200 {
+            let info = stream.info().await.expect("its state");
+            if info.cluster.as_ref().is_none_or(|c| c.leader.is_some()) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         RawNats {
             client,
             js,
@@ -137,7 +158,7 @@ impl RawNats {
             };
             match stored {
                 Ok(sequence) => return sequence,
-                Err(code) if code == IN_FLIGHT && attempt < 100 => {
+                Err(code) if (code == IN_FLIGHT || code == NO_LEADER) && attempt < 100 => {
                     tokio::time::sleep(std::time::Duration::from_micros(50 * attempt)).await
                 }
                 Err(code) => panic!("the server refused a write: error {code}"),
@@ -153,9 +174,9 @@ impl RawNats {
             self.js
                 .send_publish(subject.to_owned(), message)
                 .await
-                .map_err(|e| code_of(&e))?
+                .map_err(|e| publish_code(&e))?
                 .await
-                .map_err(|e| code_of(&e))
+                .map_err(|e| publish_code(&e))
         };
         Ok(acked.await?.sequence)
     }
