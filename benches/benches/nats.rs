@@ -15,7 +15,8 @@ use std::time::Duration;
 use benches::nats::{RawMode, RawNats};
 use benches::sql::*;
 use benches::stores::*;
-use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BatchSize, BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use es_core::Dispatcher;
 use es_nats::NatsStore;
 
@@ -78,18 +79,7 @@ fn bench(c: &mut Criterion) {
                     BatchSize::PerIteration,
                 )
             });
-            for (name, mode) in [
-                ("baseline_raw_publish", RawMode::Publish),
-                ("baseline_raw_batch", RawMode::Batch),
-            ] {
-                g.bench_function(name, |b| {
-                    b.iter_batched(
-                        || rt.block_on($raw()),
-                        |raw| rt.block_on(raw.deposits(mode, "a", COMMANDS)),
-                        BatchSize::PerIteration,
-                    )
-                });
-            }
+            raw_baselines(&mut g, &rt, &$raw, 1);
             g.finish();
 
             let mut g = c.benchmark_group(concat!($label, "_1000_commands_8_tasks"));
@@ -108,18 +98,7 @@ fn bench(c: &mut Criterion) {
                     BatchSize::PerIteration,
                 )
             });
-            for (name, mode) in [
-                ("baseline_raw_publish", RawMode::Publish),
-                ("baseline_raw_batch", RawMode::Batch),
-            ] {
-                g.bench_function(name, |b| {
-                    b.iter_batched(
-                        || rt.block_on($raw()),
-                        |raw| rt.block_on(raw.writers(mode, TASKS)),
-                        BatchSize::PerIteration,
-                    )
-                });
-            }
+            raw_baselines(&mut g, &rt, &$raw, TASKS);
             g.finish();
 
             let mut g = c.benchmark_group(concat!($label, "_load_10000_events"));
@@ -182,6 +161,29 @@ fn bench(c: &mut Criterion) {
         )
     });
     g.finish();
+}
+
+/// The hand-written writers of a group, a conditional publish and an
+/// atomic batch per command: `tasks` writers on their own accounts, on a
+/// stream `raw` makes before each iteration.
+fn raw_baselines<F: std::future::Future<Output = std::sync::Arc<RawNats>>>(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    rt: &tokio::runtime::Runtime,
+    raw: impl Fn() -> F,
+    tasks: usize,
+) {
+    for (name, mode) in [
+        ("baseline_raw_publish", RawMode::Publish),
+        ("baseline_raw_batch", RawMode::Batch),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || rt.block_on(raw()),
+                |raw| rt.block_on(raw.writers(mode, tasks)),
+                BatchSize::PerIteration,
+            )
+        });
+    }
 }
 
 criterion_group!(nats, bench);
