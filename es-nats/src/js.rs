@@ -119,7 +119,16 @@ pub(crate) async fn publish_batch(
         let reply = client
             .send_request(message.subject, request)
             .await
-            .map_err(|e| JsError::Transport(format!("commit a batch: {e}")))?;
+            .map_err(|e| match e.kind() {
+                // No stream listens on the subject yet (a stream just made,
+                // or electing its leader): nothing of the batch was stored,
+                // and the caller may send it again, as for the server's 503.
+                async_nats::RequestErrorKind::NoResponders => JsError::Refused {
+                    code: 503,
+                    description: "no server answers for the stream yet (no responders)".to_owned(),
+                },
+                _ => JsError::Transport(format!("commit a batch: {e}")),
+            })?;
         let ack: BatchAck = serde_json::from_slice(&reply.payload)
             .map_err(|e| JsError::Transport(format!("an answer to a batch that does not read: {e}")))?;
         if let Some(error) = ack.error {
