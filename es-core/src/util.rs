@@ -28,6 +28,14 @@ pub(crate) fn from_hex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// FNV-1a, 64 bits, over `parts`: a hash whose value is fixed by its
+/// definition (stored fingerprints, partitions), unlike `std`'s.
+pub(crate) fn fnv1a64<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u64 {
+    parts.into_iter().flatten().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// 128 random bits from rand's thread-local generator: ChaCha12, seeded
 /// from the operating system and reseeded as it goes, a cryptographically
 /// secure source as RFC 9562 asks of a UUID's random bits.

@@ -68,11 +68,15 @@ mod append;
 mod group;
 mod keys;
 mod notify;
+mod partitioned;
 mod projection;
 mod read;
 mod read_models;
 mod schema;
 
+pub use partitioned::{
+    PartitionOptions, PartitionRecord, PartitionRunner, PartitionStatus, PartitionsStatus, PgPartitioned,
+};
 pub use projection::PgProjection;
 /// The sqlx this store is built on, for read models' handlers: depend on
 /// it through here and its version always matches the store's.

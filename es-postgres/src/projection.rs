@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use es_core::store::StoredEvent;
-use es_core::subscription::{self, PageSink, Paged, RunOptions, Sink};
+use es_core::subscription::{self, PageSink, Paged, Partition, RunOptions, Sink};
 use es_core::{Codec, Json, ReadModelIn, Runner, SubscriptionError, Tables};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, SqlSafeStr, SqlStr};
 
@@ -52,11 +52,19 @@ pub struct PgProjection<R, C = Json> {
 }
 
 /// The statements a projection runs, with the store's schema filled in.
-struct ProjectionSql {
+pub(crate) struct ProjectionSql {
     load: SqlStr,
     claim: SqlStr,
     lock_row: SqlStr,
     save: SqlStr,
+    /// The names of a projection's checkpoints, of whatever partitioning.
+    layout: SqlStr,
+    /// The same, locked, for a rebuild.
+    layout_for_update: SqlStr,
+    /// Deletes them.
+    forget_layout: SqlStr,
+    /// Writes a new layout's checkpoints at 0, above every earlier epoch.
+    new_layout: SqlStr,
 }
 
 impl ProjectionSql {
@@ -74,6 +82,19 @@ impl ProjectionSql {
                 r#"SELECT position, epoch FROM "{s}".checkpoints WHERE name = $1 FOR UPDATE"#
             )),
             save: sql(format!(r#"UPDATE "{s}".checkpoints SET position = $2 WHERE name = $1"#)),
+            layout: sql(format!(
+                r#"SELECT name FROM "{s}".checkpoints WHERE name = $1 OR starts_with(name, $1 || '#')"#
+            )),
+            layout_for_update: sql(format!(
+                r#"SELECT name, epoch FROM "{s}".checkpoints WHERE name = $1 OR starts_with(name, $1 || '#')
+                   FOR UPDATE"#
+            )),
+            forget_layout: sql(format!(
+                r#"DELETE FROM "{s}".checkpoints WHERE name = $1 OR starts_with(name, $1 || '#')"#
+            )),
+            new_layout: sql(format!(
+                r#"INSERT INTO "{s}".checkpoints (name, position, epoch) SELECT unnest($1::text[]), 0, $2"#
+            )),
         }
     }
 }
@@ -135,7 +156,7 @@ impl<R: ReadModelIn<PgConnection>, C: Codec> PgProjection<R, C> {
     /// applies every event after its checkpoint, and gives ownership back.
     /// Returns the new checkpoint.
     pub async fn catch_up(&self) -> Result<u64, SubscriptionError> {
-        let mut sink = Paged::new(Pages::new(self));
+        let mut sink = Paged::new(Pages::new(self, Partition::WHOLE));
         sink.get_mut().wait_until_owned().await?;
         let result = subscription::catch_up(&self.store, &mut sink).await;
         sink.release().await;
@@ -147,27 +168,17 @@ impl<R: ReadModelIn<PgConnection>, C: Codec> PgProjection<R, C> {
     /// projection; the emptied tables and the zeroed checkpoint commit
     /// together, so a reader sees the old read model or the rebuilt one's
     /// first page, never a mix.
+    ///
+    /// A projection that ran in partitions ([`partitioned`](Self::partitioned))
+    /// runs as one again after this: its partitions' checkpoints go with
+    /// the tables, and their runners, fenced out, stop with
+    /// [`SubscriptionError::Partitions`].
     pub async fn rebuild(&self) -> Result<u64, SubscriptionError> {
-        let owned = self.tables.for_rebuild("postgres", &self.name)?;
-        let mut sink = Paged::new(Pages::new(self));
-        sink.get_mut().wait_until_owned().await?;
-        let epoch = sink.get_mut().epoch;
+        let mut sink = Paged::new(Pages::new(self, Partition::WHOLE));
+        sink.get_mut().lock().await?;
         let result = async {
-            let mut tx = self.begin().await?;
-            self.check_owner(&mut tx, epoch).await?;
-            for table in owned {
-                sqlx::query(AssertSqlSafe(format!("DELETE FROM {table}")))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(error("empty a read model's table"))?;
-            }
-            sqlx::query(self.sql.save.clone())
-                .bind(&self.checkpoint)
-                .bind(0i64)
-                .execute(&mut *tx)
-                .await
-                .map_err(error("reset a projection checkpoint"))?;
-            tx.commit().await.map_err(error("commit a rebuild"))?;
+            self.reset(1).await?;
+            sink.get_mut().claim().await?;
             subscription::catch_up(&self.store, &mut sink).await
         }
         .await;
@@ -187,11 +198,23 @@ impl<R: ReadModelIn<PgConnection>, C: Codec> PgProjection<R, C> {
         C: 'static,
     {
         let store = self.store.clone();
-        subscription::spawn(store, Paged::new(Pages::new(Arc::new(self))), options.into())
+        subscription::spawn(
+            store,
+            Paged::new(Pages::new(Arc::new(self), Partition::WHOLE)),
+            options.into(),
+        )
     }
 }
 
 impl<R: ReadModelIn<PgConnection>, C: Codec> PgProjection<R, C> {
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn store(&self) -> &PostgresStore {
+        &self.store
+    }
+
     fn fenced(&self, detail: impl Into<String>) -> SubscriptionError {
         SubscriptionError::Fenced {
             subscription: self.name.clone(),
@@ -199,17 +222,22 @@ impl<R: ReadModelIn<PgConnection>, C: Codec> PgProjection<R, C> {
         }
     }
 
-    /// Locks the checkpoint row in `tx` and returns the checkpoint, if the
-    /// runner that took `epoch` still owns the projection. Pages check this
+    /// Locks checkpoint `checkpoint`'s row in `tx` and returns its position,
+    /// if the runner that took `epoch` still owns it. Pages check this
     /// last, just before they commit: a takeover never waits behind the old
     /// owner's page, and that page is rolled back.
-    async fn check_owner(&self, tx: &mut PgConnection, epoch: Option<i64>) -> Result<u64, SubscriptionError> {
+    async fn check_owner(
+        &self,
+        tx: &mut PgConnection,
+        checkpoint: &str,
+        epoch: Option<i64>,
+    ) -> Result<u64, SubscriptionError> {
         let (position, current): (i64, i64) = sqlx::query_as(self.sql.lock_row.clone())
-            .bind(&self.checkpoint)
+            .bind(checkpoint)
             .fetch_optional(tx)
             .await
             .map_err(error("lock a projection checkpoint"))?
-            .ok_or_else(|| self.fenced("its checkpoint row is gone"))?;
+            .ok_or_else(|| self.fenced(format!("its checkpoint `{checkpoint}` is gone (a rebuild)")))?;
         if Some(current) != epoch {
             return Err(self.fenced(format!(
                 "another runner took it over (epoch {current}, this runner's is {})",
@@ -217,7 +245,7 @@ impl<R: ReadModelIn<PgConnection>, C: Codec> PgProjection<R, C> {
             )));
         }
         Ok(crate::append::stored_u64(position, || {
-            format!("checkpoint `{}` is at position {position}", self.checkpoint)
+            format!("checkpoint `{checkpoint}` is at position {position}")
         })?)
     }
 
@@ -229,16 +257,120 @@ impl<R: ReadModelIn<PgConnection>, C: Codec> PgProjection<R, C> {
             .await
             .map_err(error("begin a projection transaction"))?)
     }
+
+    /// Locks the projection's layout (how many partitions its checkpoints
+    /// are of) for the rest of `tx`.
+    async fn lock_layout(&self, tx: &mut PgConnection) -> Result<(), SubscriptionError> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(format!("{}#layout", self.lock_key))
+            .execute(tx)
+            .await
+            .map_err(error("lock a projection's partitions"))?;
+        Ok(())
+    }
+
+    /// Refuses to run `partition` if the store holds checkpoints of this
+    /// projection of another number of partitions.
+    fn check_layout(&self, names: &[String], partition: Partition) -> Result<(), SubscriptionError> {
+        let stored = names
+            .iter()
+            .filter_map(|n| n.strip_prefix(self.checkpoint.as_str()))
+            .filter_map(Partition::from_suffix)
+            .map(Partition::count)
+            .find(|&count| count != partition.count());
+        match stored {
+            None => Ok(()),
+            Some(stored) => Err(SubscriptionError::Partitions {
+                subscription: self.name.clone(),
+                stored: partitions_in_words(stored),
+                asked: partitions_in_words(partition.count()),
+            }),
+        }
+    }
+
+    /// Refuses `count` partitions if the store holds checkpoints of this
+    /// projection of another number.
+    pub(crate) async fn check_partitions(&self, count: u32) -> Result<(), SubscriptionError> {
+        let names: Vec<String> = sqlx::query_scalar(self.sql.layout.clone())
+            .bind(&self.checkpoint)
+            .fetch_all(self.store.pool())
+            .await
+            .map_err(error("read a projection's partitions"))?;
+        let partition = Partition::all(count).next().unwrap_or(Partition::WHOLE);
+        self.check_layout(&names, partition)
+    }
+
+    /// In one transaction: fences out every runner of the projection, of
+    /// any partitioning (their checkpoint rows are locked, then replaced),
+    /// empties the tables it owns, and writes `count` partitions'
+    /// checkpoints at position 0 with an epoch above every earlier one.
+    pub(crate) async fn reset(&self, count: u32) -> Result<(), SubscriptionError> {
+        let owned = self.tables.for_rebuild("postgres", &self.name)?;
+        let mut tx = self.begin().await?;
+        self.lock_layout(&mut tx).await?;
+        let rows: Vec<(String, i64)> = sqlx::query_as(self.sql.layout_for_update.clone())
+            .bind(&self.checkpoint)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(error("lock a projection's checkpoints"))?;
+        let epoch = rows.iter().map(|(_, e)| *e).max().unwrap_or(0) + 1;
+        for table in owned {
+            sqlx::query(AssertSqlSafe(format!("DELETE FROM {table}")))
+                .execute(&mut *tx)
+                .await
+                .map_err(error("empty a read model's table"))?;
+        }
+        sqlx::query(self.sql.forget_layout.clone())
+            .bind(&self.checkpoint)
+            .execute(&mut *tx)
+            .await
+            .map_err(error("reset a projection's checkpoints"))?;
+        let names: Vec<String> = Partition::all(count.max(1))
+            .map(|p| format!("{}{}", self.checkpoint, p.suffix()))
+            .collect();
+        sqlx::query(self.sql.new_layout.clone())
+            .bind(&names)
+            .bind(epoch)
+            .execute(&mut *tx)
+            .await
+            .map_err(error("reset a projection's checkpoints"))?;
+        tx.commit().await.map_err(error("commit a rebuild"))?;
+        Ok(())
+    }
 }
 
-/// A PostgreSQL projection as a [`PageSink`]: ownership through the lock
-/// connection and the epoch, pages applied in one transaction each.
-struct Pages<P, R, C> {
+/// "one partition" or "N partitions".
+fn partitions_in_words(count: u32) -> String {
+    if count == 1 {
+        "one partition (not partitioned)".to_owned()
+    } else {
+        format!("{count} partitions")
+    }
+}
+
+/// A PostgreSQL projection (or one partition of it) as a [`PageSink`]:
+/// ownership through the lock connection and the epoch, pages applied in
+/// one transaction each.
+pub(crate) struct Pages<P, R, C> {
     projection: P,
+    partition: Partition,
+    /// The projection's name, with the partition's suffix.
+    label: String,
+    /// The partition's checkpoint.
+    checkpoint: String,
+    /// The partition's advisory lock key.
+    lock_key: String,
     /// The connection holding the advisory lock (or asking for it).
     lock: Option<PgConnection>,
+    /// What lock connections call themselves (`application_name`), so a
+    /// runner whose lease ran out can be told apart.
+    tag: Option<String>,
     /// The epoch taken with the lock; `None` while not owned.
-    epoch: Option<i64>,
+    pub(crate) epoch: Option<i64>,
+    /// A partition's lease: how long a page's transaction may sit idle
+    /// before the database ends it (a runner that hung holding the
+    /// checkpoint's row lock must not hold up the runner that takes over).
+    lease: Option<std::time::Duration>,
     _model: std::marker::PhantomData<fn() -> (R, C)>,
 }
 
@@ -248,35 +380,65 @@ where
     R: ReadModelIn<PgConnection>,
     C: Codec,
 {
-    fn new(projection: P) -> Self {
+    pub(crate) fn new(projection: P, partition: Partition) -> Self {
+        let p = projection.borrow();
+        let suffix = partition.suffix();
         Pages {
+            label: format!("{}{suffix}", p.name),
+            checkpoint: format!("{}{suffix}", p.checkpoint),
+            lock_key: format!("{}{suffix}", p.lock_key),
             projection,
+            partition,
             lock: None,
+            tag: None,
             epoch: None,
+            lease: None,
             _model: std::marker::PhantomData,
         }
+    }
+
+    /// Takes over a connection that already holds this partition's lock
+    /// (or will ask for it), naming its lock connections `tag`, with pages
+    /// whose transactions the database ends when idle for `lease`.
+    pub(crate) fn with_lock(mut self, lock: Option<PgConnection>, tag: String, lease: std::time::Duration) -> Self {
+        self.lock = lock;
+        self.tag = Some(tag);
+        self.lease = Some(lease);
+        self
     }
 
     fn p(&self) -> &PgProjection<R, C> {
         self.projection.borrow()
     }
 
+    /// The partition's advisory lock key.
+    pub(crate) fn lock_key(&self) -> &str {
+        &self.lock_key
+    }
+
     /// Owns the projection, waiting for the lock if another runner holds it.
-    async fn wait_until_owned(&mut self) -> Result<(), SubscriptionError> {
+    pub(crate) async fn wait_until_owned(&mut self) -> Result<(), SubscriptionError> {
+        self.lock().await?;
+        self.claim().await
+    }
+
+    /// Waits for the lock, without taking an epoch.
+    async fn lock(&mut self) -> Result<(), SubscriptionError> {
         let mut conn = self.p().store.own_connection().await?;
         sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
-            .bind(&self.p().lock_key)
+            .bind(&self.lock_key)
             .execute(&mut conn)
             .await
             .map_err(error("take the projection lock"))?;
         self.lock = Some(conn);
-        self.claim().await
+        Ok(())
     }
 
     /// Takes a new epoch, fencing out every earlier owner, and migrates the
     /// read model's tables. On failure (a build older than the tables, a
-    /// broken migration) it gives the lock back, so a runner that can do
-    /// the work takes the projection instead of waiting behind this one.
+    /// broken migration, another partitioning) it gives the lock back, so a
+    /// runner that can do the work takes the projection instead of waiting
+    /// behind this one.
     async fn claim(&mut self) -> Result<(), SubscriptionError> {
         let claimed = self.take_epoch().await;
         if claimed.is_err() {
@@ -287,12 +449,21 @@ where
 
     async fn take_epoch(&mut self) -> Result<(), SubscriptionError> {
         let p = self.projection.borrow();
-        let epoch: i64 = sqlx::query_scalar(p.sql.claim.clone())
+        let mut tx = p.begin().await?;
+        p.lock_layout(&mut tx).await?;
+        let names: Vec<String> = sqlx::query_scalar(p.sql.layout.clone())
             .bind(&p.checkpoint)
-            .fetch_one(p.store.pool())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(error("read a projection's partitions"))?;
+        p.check_layout(&names, self.partition)?;
+        let epoch: i64 = sqlx::query_scalar(p.sql.claim.clone())
+            .bind(&self.checkpoint)
+            .fetch_one(&mut *tx)
             .await
             .map_err(error("claim a projection"))?;
-        tracing::info!(projection = %p.name, epoch, "took over the projection");
+        tx.commit().await.map_err(error("claim a projection"))?;
+        tracing::info!(projection = %self.label, epoch, "took over the projection");
         if p.tables.version() > 0 {
             crate::read_models::migrate(&p.store, &p.name, &p.tables).await?;
         }
@@ -308,11 +479,15 @@ where
     C: Codec,
 {
     fn name(&self) -> &str {
-        &self.p().name
+        &self.label
     }
 
     fn page_size(&self) -> usize {
         PAGE
+    }
+
+    fn partition(&self) -> Partition {
+        self.partition
     }
 
     /// Still owned if the lock connection answers; otherwise asks for the
@@ -326,17 +501,23 @@ where
             if alive {
                 return Ok(true);
             }
-            tracing::warn!(projection = %self.p().name, "the projection's lock connection is gone; asking for the lock again");
+            tracing::warn!(projection = %self.label, "the projection's lock connection is gone; asking for the lock again");
             self.epoch = None;
             self.lock = None;
         }
         if self.lock.is_none() {
-            self.lock = Some(self.p().store.own_connection().await?);
+            let mut conn = self.p().store.own_connection().await?;
+            if let Some(tag) = &self.tag {
+                crate::partitioned::name_connection(&mut conn, tag).await?;
+            }
+            self.lock = Some(conn);
         }
-        let key = self.p().lock_key.clone();
+        let key = self.lock_key.clone();
         let Some(conn) = self.lock.as_mut() else {
             return Ok(false);
         };
+        // Asked again by the session that holds it, the lock is granted
+        // again (and released with the connection).
         let got = sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock(hashtext($1))")
             .bind(key)
             .fetch_one(conn)
@@ -366,14 +547,15 @@ where
 
     fn checkpoint(&mut self) -> impl Future<Output = Result<u64, SubscriptionError>> + Send {
         let p = self.projection.borrow();
+        let checkpoint = &self.checkpoint;
         async move {
             let position: Option<i64> = sqlx::query_scalar(p.sql.load.clone())
-                .bind(&p.checkpoint)
+                .bind(checkpoint)
                 .fetch_optional(p.store.pool())
                 .await
                 .map_err(error("read a projection checkpoint"))?;
             Ok(crate::append::stored_u64(position.unwrap_or(0), || {
-                format!("checkpoint `{}` is at a negative position", p.checkpoint)
+                format!("checkpoint `{checkpoint}` is at a negative position")
             })?)
         }
     }
@@ -389,18 +571,28 @@ where
         events: Vec<StoredEvent>,
     ) -> impl Future<Output = Result<(), SubscriptionError>> + Send {
         let epoch = self.epoch;
+        let lease = self.lease;
         let p = self.projection.borrow();
+        let checkpoint = &self.checkpoint;
         async move {
+            let page = Page {
+                from,
+                to,
+                events: &events,
+                epoch,
+                checkpoint,
+                lease,
+            };
             // Personal values open with cached keys; a page that met a key
             // not cached yet is rolled back, the key fetched, and the page
             // applied again.
             let Some(keyring) = es_core::EventStore::keyring(&p.store) else {
-                return p.apply_page(from, to, &events, epoch, None).await;
+                return p.apply_page(&page, None).await;
             };
             let mut opener = es_core::personal::Opener::new(keyring);
             let mut runs = 0;
             loop {
-                let applied = p.apply_page(from, to, &events, epoch, Some(&mut opener)).await;
+                let applied = p.apply_page(&page, Some(&mut opener)).await;
                 if !opener.again(applied.is_err(), &mut runs).await? {
                     return applied;
                 }
@@ -409,46 +601,58 @@ where
     }
 }
 
+/// One page to apply: its events and where its checkpoint moves.
+struct Page<'a> {
+    from: u64,
+    to: u64,
+    events: &'a [StoredEvent],
+    epoch: Option<i64>,
+    checkpoint: &'a str,
+    lease: Option<std::time::Duration>,
+}
+
 impl<R: ReadModelIn<PgConnection>, C: Codec> PgProjection<R, C> {
     async fn apply_page(
         &self,
-        from: u64,
-        to: u64,
-        events: &[StoredEvent],
-        epoch: Option<i64>,
+        page: &Page<'_>,
         mut opener: Option<&mut es_core::personal::Opener>,
     ) -> Result<(), SubscriptionError> {
         let p = self;
-        {
-            let mut tx = p.begin().await?;
-            for event in events {
-                let recorded = event.as_recorded();
-                let apply = subscription::catch_panic_async(p.model.apply_recorded_in(&p.codec, &recorded, &mut tx));
-                let applied = match opener.as_deref_mut() {
-                    None => apply.await,
-                    Some(opener) => opener.run_async(&recorded, apply).await,
-                };
-                let applied = applied.map_err(|message| SubscriptionError::Panicked {
-                    subscription: p.name.clone(),
-                    event_name: event.name.clone(),
-                    position: event.position,
-                    message,
-                })?;
-                applied?;
-            }
-            if p.check_owner(&mut tx, epoch).await? != from {
-                return Err(SubscriptionError::Moved {
-                    subscription: p.name.clone(),
-                });
-            }
-            sqlx::query(p.sql.save.clone())
-                .bind(&p.checkpoint)
-                .bind(crate::to_i64(to, "position")?)
+        let mut tx = p.begin().await?;
+        if let Some(lease) = page.lease {
+            sqlx::query("SELECT set_config('idle_in_transaction_session_timeout', $1, true)")
+                .bind(format!("{}ms", lease.as_millis().max(1)))
                 .execute(&mut *tx)
                 .await
-                .map_err(error("save a projection checkpoint"))?;
-            tx.commit().await.map_err(error("commit a projection page"))?;
-            Ok(())
+                .map_err(error("bound a projection page's idle time"))?;
         }
+        for event in page.events {
+            let recorded = event.as_recorded();
+            let apply = subscription::catch_panic_async(p.model.apply_recorded_in(&p.codec, &recorded, &mut tx));
+            let applied = match opener.as_deref_mut() {
+                None => apply.await,
+                Some(opener) => opener.run_async(&recorded, apply).await,
+            };
+            let applied = applied.map_err(|message| SubscriptionError::Panicked {
+                subscription: p.name.clone(),
+                event_name: event.name.clone(),
+                position: event.position,
+                message,
+            })?;
+            applied?;
+        }
+        if p.check_owner(&mut tx, page.checkpoint, page.epoch).await? != page.from {
+            return Err(SubscriptionError::Moved {
+                subscription: p.name.clone(),
+            });
+        }
+        sqlx::query(p.sql.save.clone())
+            .bind(page.checkpoint)
+            .bind(crate::to_i64(page.to, "position")?)
+            .execute(&mut *tx)
+            .await
+            .map_err(error("save a projection checkpoint"))?;
+        tx.commit().await.map_err(error("commit a projection page"))?;
+        Ok(())
     }
 }

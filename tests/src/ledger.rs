@@ -159,3 +159,80 @@ impl PgLedger {
         self.row(tx, ctx.position, ctx.aggregate_id, -(e.amount as i64)).await
     }
 }
+
+/// A ledger for partitioned runs, in PostgreSQL: one row per applied
+/// deposit or withdrawal with no key, so an event applied twice shows as
+/// two rows, and each row records whether an event of its stream with a
+/// later position had been applied before it (`late`), so an order broken
+/// within a stream shows too.
+#[derive(Debug)]
+pub struct OrderedLedger {
+    insert: String,
+    /// Sleep this long in each handler.
+    pub slow: std::time::Duration,
+    /// Recorded with each row: which runner applied it.
+    pub runner: String,
+}
+
+impl OrderedLedger {
+    /// The ledger in table `table` of `schema`.
+    pub fn new(schema: &str, table: &str) -> Self {
+        OrderedLedger {
+            insert: format!(
+                r#"INSERT INTO "{schema}".{table} (position, account, change, runner, late)
+                   SELECT $1, $2, $3, $4,
+                          EXISTS (SELECT 1 FROM "{schema}".{table} WHERE account = $2 AND position > $1)"#
+            ),
+            slow: std::time::Duration::ZERO,
+            runner: String::new(),
+        }
+    }
+
+    /// The ledger's table, declared for its projection.
+    pub fn tables(schema: &str, table: &str) -> es_core::Tables {
+        es_core::Tables::new()
+            .migration(format!(
+                r#"CREATE TABLE "{schema}".{table} (position BIGINT NOT NULL, account TEXT NOT NULL,
+                   change BIGINT NOT NULL, runner TEXT NOT NULL, late BOOLEAN NOT NULL);
+                   CREATE INDEX ON "{schema}".{table} (account, position)"#
+            ))
+            .owns(format!(r#""{schema}".{table}"#))
+    }
+
+    async fn row(&self, tx: &mut sqlx::PgConnection, position: u64, account: &str, change: i64) -> sqlx::Result<()> {
+        if !self.slow.is_zero() {
+            tokio::time::sleep(self.slow).await;
+        }
+        sqlx::query(sqlx::AssertSqlSafe(self.insert.as_str()))
+            .bind(position as i64)
+            .bind(account)
+            .bind(change)
+            .bind(&self.runner)
+            .execute(tx)
+            .await
+            .map(drop)
+    }
+}
+
+#[es_core::handlers(read_model)]
+impl OrderedLedger {
+    #[apply]
+    async fn deposited(
+        &self,
+        e: &MoneyDeposited,
+        ctx: &EventContext<'_>,
+        tx: &mut sqlx::PgConnection,
+    ) -> sqlx::Result<()> {
+        self.row(tx, ctx.position, ctx.aggregate_id, e.amount as i64).await
+    }
+
+    #[apply]
+    async fn withdrawn(
+        &self,
+        e: &MoneyWithdrawn,
+        ctx: &EventContext<'_>,
+        tx: &mut sqlx::PgConnection,
+    ) -> sqlx::Result<()> {
+        self.row(tx, ctx.position, ctx.aggregate_id, -(e.amount as i64)).await
+    }
+}

@@ -119,10 +119,7 @@ impl Shape {
     /// stored). Renaming a Rust type does not change it; renaming, adding or
     /// retyping a field or a variant does.
     pub fn fingerprint(&self) -> u64 {
-        let hash = self.structure().bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
-        hash.max(1)
+        crate::util::fnv1a64([self.structure().as_bytes()]).max(1)
     }
 
     /// What is stored, without the Rust type names serde does not store:

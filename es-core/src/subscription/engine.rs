@@ -8,7 +8,7 @@ use std::task::Poll;
 
 use tracing::Instrument;
 
-use super::{Sink, SubscriptionError};
+use super::{Partition, Sink, SubscriptionError};
 use crate::error::DecodeError;
 use crate::personal::seal::{At, Scope};
 use crate::store::{ContextFields, EventStore, FOREIGN, RecordedEvent};
@@ -139,6 +139,12 @@ async fn read_and_commit_once<S: EventStore, K: Sink>(
         ),
         None => sink.fields(),
     };
+    let partition = sink.partition();
+    let fields = if partition == Partition::WHOLE {
+        fields
+    } else {
+        fields.union(ContextFields::AGGREGATE_TYPE.union(ContextFields::AGGREGATE_ID))
+    };
     let mut undecoded_at = None;
     let read = store
         .read_all(from, size, fields, |e: &RecordedEvent<'_>| {
@@ -152,7 +158,7 @@ async fn read_and_commit_once<S: EventStore, K: Sink>(
                     bytes = e.payload.len(),
                     "skipped an entry of the log that is not an event of this store"
                 );
-            } else if sink.handles(e.name) {
+            } else if sink.handles(e.name) && partition.holds(e.aggregate_type, e.aggregate_id) {
                 let visited = match scope.as_deref_mut() {
                     None => std::panic::catch_unwind(AssertUnwindSafe(|| sink.visit(e))),
                     Some(scope) => {

@@ -17,6 +17,8 @@
 //!   woken by the store's notifications or every `poll`; a failure is
 //!   retried with jittered exponential backoff and shown in its [`Status`];
 //!   a runner that cannot go on says so in its status instead of vanishing;
+//! - **partitions**: a sink that applies one [`Partition`] of the log gets
+//!   only the events of its streams, in their order;
 //! - **ownership**: a sink that must run in one place at a time (PostgreSQL)
 //!   claims it in [`Sink::acquire`] before each catch-up, and a runner that
 //!   lost it stands by;
@@ -33,11 +35,13 @@ use crate::error::{BoxError, DecodeError, DispatchError, StoreError};
 use crate::store::{ContextFields, RecordedEvent, StoredEvent};
 
 mod engine;
+mod partition;
 mod runner;
 mod tail;
 
 pub(crate) use engine::{Step, run_pages};
 pub use engine::{catch_panic_async, catch_up, panic_message};
+pub use partition::{Partition, stream_partition};
 pub use runner::{RunOptions, RunState, Runner, Status, WaitTimeout, spawn};
 pub use tail::Tail;
 
@@ -84,6 +88,13 @@ pub trait Sink: Send {
     /// Whether events stored under `name` go to [`visit`](Sink::visit);
     /// others only move the checkpoint, undecoded.
     fn handles(&self, name: &str) -> bool;
+
+    /// The part of the log this sink applies: events of streams in other
+    /// partitions only move its checkpoint, undecoded. The default is the
+    /// whole log.
+    fn partition(&self) -> Partition {
+        Partition::WHOLE
+    }
 
     /// The parts of each event's context that [`visit`](Sink::visit) uses:
     /// the store may leave the others empty and unread. The default is
@@ -139,6 +150,11 @@ pub trait PageSink: Send {
 
     /// See [`Sink::handles`].
     fn handles(&self, name: &str) -> bool;
+
+    /// See [`Sink::partition`].
+    fn partition(&self) -> Partition {
+        Partition::WHOLE
+    }
 
     /// In one transaction: checks that the checkpoint is still `from`
     /// ([`SubscriptionError::Moved`] otherwise) and, where the sink has an
@@ -199,6 +215,10 @@ impl<T: PageSink> Sink for Paged<T> {
 
     fn handles(&self, name: &str) -> bool {
         self.sink.handles(name)
+    }
+
+    fn partition(&self) -> Partition {
+        self.sink.partition()
     }
 
     fn visit(&mut self, event: &RecordedEvent<'_>) -> Result<(), SubscriptionError> {
@@ -331,12 +351,33 @@ pub enum SubscriptionError {
         /// Why.
         reason: String,
     },
+    /// The subscription's checkpoints in the store are of another number of
+    /// partitions than this runner was started with: it does not run, since
+    /// its partitions would apply events the others already applied. The
+    /// number changes only through a rebuild.
+    #[error(
+        "`{subscription}` is stored as {stored} but this runner was started with {asked}; \
+         run every runner with the stored number, or rebuild it with the new one \
+         (a rebuild is the one way to change it)"
+    )]
+    Partitions {
+        /// The subscription's name.
+        subscription: String,
+        /// What the store holds, in words ("2 partitions", "one partition").
+        stored: String,
+        /// What this runner was started with, in words.
+        asked: String,
+    },
 }
 
 impl SubscriptionError {
-    /// Whether retrying can help: false only for [`Stopped`](Self::Stopped).
+    /// Whether retrying can help: false for [`Stopped`](Self::Stopped) and
+    /// [`Partitions`](Self::Partitions).
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, SubscriptionError::Stopped { .. })
+        !matches!(
+            self,
+            SubscriptionError::Stopped { .. } | SubscriptionError::Partitions { .. }
+        )
     }
 }
 

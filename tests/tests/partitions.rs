@@ -1,0 +1,429 @@
+//! Read models run as partitions shared by several runners through leases:
+//! each event applied exactly once and each stream's events in order, while
+//! runners stop, are killed with SIGKILL, and join, with writers running;
+//! the number of partitions changed only by a rebuild.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::ops::ControlFlow;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use es_core::store::{ContextFields, RecordedEvent};
+use es_core::subscription::{Partition, RunOptions};
+use es_core::{Dispatcher, EventStore};
+use es_postgres::{PartitionOptions, PartitionRunner, PgPartitioned, PgProjection, PostgresStore};
+use examples::bank::{AccountId, Deposit, OpenAccount, Withdraw};
+use tests::ledger::OrderedLedger;
+
+/// A row of the ledger: position, account, change.
+type Row = (u64, String, i64);
+
+/// The ledger projection named after its table.
+fn ledger(store: &PostgresStore, table: &str) -> PgProjection<OrderedLedger> {
+    let schema = store.schema();
+    PgProjection::new(store.clone(), table, OrderedLedger::new(schema, table))
+        .tables(OrderedLedger::tables(schema, table))
+}
+
+fn partitioned(store: &PostgresStore, count: u32) -> PgPartitioned<OrderedLedger> {
+    ledger(store, "ledger").partitioned(count)
+}
+
+fn quick() -> PartitionOptions {
+    PartitionOptions {
+        run: RunOptions {
+            poll: Duration::from_millis(50),
+            retry_min: Duration::from_millis(20),
+            retry_max: Duration::from_millis(200),
+            coalesce: Duration::ZERO,
+        },
+        lease: Duration::from_secs(2),
+        heartbeat: Duration::from_millis(100),
+    }
+}
+
+/// Opens `accounts` accounts named `prefix<i>` and gives each `per_account`
+/// deposits, with a withdrawal after every fifth.
+async fn write(store: &PostgresStore, prefix: &str, accounts: usize, per_account: usize) {
+    let app = Dispatcher::new(store.clone());
+    for i in 0..accounts {
+        app.dispatch(OpenAccount {
+            account: AccountId::new(format!("{prefix}{i}")),
+            owner: "o".into(),
+        })
+        .await
+        .unwrap();
+    }
+    for k in 0..per_account {
+        for i in 0..accounts {
+            let account = AccountId::new(format!("{prefix}{i}"));
+            app.dispatch(Deposit {
+                account: account.clone(),
+                amount: (k % 7 + 1) as u64,
+            })
+            .await
+            .unwrap();
+            if k % 5 == 4 {
+                app.dispatch(Withdraw { account, amount: 1 }).await.unwrap();
+            }
+        }
+    }
+}
+
+/// Every deposit and withdrawal in the log, as the ledger should hold it.
+async fn expected(store: &PostgresStore) -> Vec<Row> {
+    let mut rows = Vec::new();
+    store
+        .read_all(0, usize::MAX, ContextFields::ALL, |e: &RecordedEvent<'_>| {
+            let sign = match e.name {
+                "account.deposited" => 1,
+                "account.withdrawn" => -1,
+                _ => return ControlFlow::Continue(()),
+            };
+            let v: serde_json::Value = serde_json::from_slice(e.payload).unwrap();
+            rows.push((
+                e.position,
+                e.aggregate_id.to_owned(),
+                sign * v["amount"].as_i64().unwrap(),
+            ));
+            ControlFlow::Continue(())
+        })
+        .await
+        .unwrap();
+    rows
+}
+
+/// The ledger table's rows in position order, after checking that no row
+/// was applied before an earlier event of its stream.
+async fn rows(store: &PostgresStore, table: &str) -> Vec<Row> {
+    let s = store.schema();
+    let late: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        r#"SELECT count(*) FROM "{s}".{table} WHERE late"#
+    )))
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(late, 0, "events of a stream were applied out of order");
+    sqlx::query_as::<_, (i64, String, i64)>(sqlx::AssertSqlSafe(format!(
+        r#"SELECT position, account, change FROM "{s}".{table} ORDER BY position, account"#
+    )))
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(p, a, c)| (p as u64, a, c))
+    .collect()
+}
+
+/// Waits until every partition's checkpoint is at the end of the log.
+async fn wait_caught_up(store: &PostgresStore, partitions: &PgPartitioned<OrderedLedger>, timeout: Duration) {
+    let last = store.last_position().await.unwrap();
+    let start = Instant::now();
+    loop {
+        let records = partitions.partitions(Duration::from_secs(2)).await.unwrap();
+        if records.iter().all(|r| r.position >= last) {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "the partitions did not reach position {last}: {records:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_for(runners: &[&PartitionRunner], what: &str, done: impl Fn(&[Vec<Partition>]) -> bool) {
+    let start = Instant::now();
+    loop {
+        let owned: Vec<Vec<Partition>> = runners.iter().map(|r| r.owned()).collect();
+        if done(&owned) {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{what}: {owned:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runners_share_the_partitions_and_one_takes_all_when_the_other_stops() {
+    let Some(store) = tests::postgres::store().await else {
+        return;
+    };
+    write(&store, "a", 24, 10).await;
+    let first = partitioned(&store, 8).spawn(quick());
+    let second = partitioned(&store, 8).spawn(quick());
+    wait_for(
+        &[&first, &second],
+        "the runners did not split eight partitions four and four",
+        |o| o[0].len() == 4 && o[1].len() == 4,
+    )
+    .await;
+    let mine: Vec<Partition> = first.owned().into_iter().chain(second.owned()).collect();
+    let mut sorted = mine.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 8, "a partition owned twice: {mine:?}");
+    let view = partitioned(&store, 8);
+    wait_caught_up(&store, &view, Duration::from_secs(30)).await;
+    assert_eq!(rows(&store, "ledger").await, expected(&store).await);
+    // The store lists each partition's owner.
+    let records = view.partitions(Duration::from_secs(2)).await.unwrap();
+    for record in &records {
+        let owner = if first.owned().contains(&record.partition) {
+            first.status().runner
+        } else {
+            second.status().runner
+        };
+        assert_eq!(record.owner.as_deref(), Some(owner.as_str()), "{records:?}");
+    }
+    let status = first.status();
+    assert_eq!((status.live, status.share), (2, 4));
+    assert!(status.owned.iter().all(|p| p.status.last_error.is_none()), "{status:?}");
+
+    // One stops: the other takes its partitions at its next heartbeat and
+    // goes on from their checkpoints while events keep coming.
+    second.stop().await;
+    wait_for(&[&first], "the remaining runner did not take all eight", |o| {
+        o[0].len() == 8
+    })
+    .await;
+    write(&store, "b", 8, 5).await;
+    wait_caught_up(&store, &view, Duration::from_secs(30)).await;
+    assert_eq!(rows(&store, "ledger").await, expected(&store).await);
+    first.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_number_of_partitions_changes_only_through_a_rebuild() {
+    let Some(store) = tests::postgres::store().await else {
+        return;
+    };
+    write(&store, "c", 10, 6).await;
+    let eight = partitioned(&store, 8).spawn(quick());
+    let view = partitioned(&store, 8);
+    wait_caught_up(&store, &view, Duration::from_secs(30)).await;
+
+    // A runner started with another number stops before it applies
+    // anything, and says why.
+    let four = partitioned(&store, 4).spawn(quick());
+    assert!(four.wait_until(Duration::from_secs(30), |s| s.stopped).await);
+    let status = four.status();
+    assert!(status.owned.is_empty(), "{status:?}");
+    let error = status.last_error.clone().unwrap_or_default();
+    assert!(
+        error.contains("stored as 8 partitions but this runner was started with 4 partitions")
+            && error.contains("rebuild"),
+        "{status:?}"
+    );
+    // An unpartitioned catch-up is refused the same way.
+    let whole = ledger(&store, "ledger").catch_up().await.unwrap_err();
+    assert!(
+        matches!(&whole, es_core::SubscriptionError::Partitions { .. }),
+        "{whole}"
+    );
+    assert_eq!(rows(&store, "ledger").await, expected(&store).await);
+
+    // The rebuild to four fences the running eight-partition runner out
+    // (it stops) and the four-partition runners replay the log.
+    partitioned(&store, 4).rebuild().await.unwrap();
+    assert!(eight.wait_until(Duration::from_secs(30), |s| s.stopped).await);
+    let four = partitioned(&store, 4).spawn(quick());
+    write(&store, "d", 4, 4).await;
+    let view = partitioned(&store, 4);
+    wait_caught_up(&store, &view, Duration::from_secs(30)).await;
+    assert_eq!(rows(&store, "ledger").await, expected(&store).await);
+    four.stop().await;
+
+    // And back to one, through the unpartitioned rebuild.
+    let last = store.last_position().await.unwrap();
+    assert_eq!(ledger(&store, "ledger").rebuild().await.unwrap(), last);
+    assert_eq!(rows(&store, "ledger").await, expected(&store).await);
+    let refused = partitioned(&store, 4).catch_up().await.unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("stored as one partition (not partitioned)"),
+        "{refused}"
+    );
+}
+
+/// A runner process of `tests/src/bin/partitioned.rs`.
+struct RunnerProcess {
+    child: Child,
+    name: String,
+}
+
+impl RunnerProcess {
+    fn start(url: &str, schema: &str) -> RunnerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_partitioned"))
+            .args([url, schema, "2000", "200"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start a runner process");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read from the runner");
+        let name = line
+            .trim()
+            .strip_prefix("running ")
+            .unwrap_or_else(|| panic!("the runner did not start: {line:?}"))
+            .to_owned();
+        RunnerProcess { child, name }
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to the process.
+    fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{signal}");
+    }
+
+    fn kill(mut self) {
+        self.child.kill().expect("SIGKILL the runner");
+        let status = self.child.wait().expect("reap the runner");
+        assert!(!status.success());
+    }
+}
+
+impl Drop for RunnerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Who owns which partition, as the store says: runner name -> partitions,
+/// with `None` for unowned ones.
+async fn owners(view: &PgPartitioned<OrderedLedger>) -> BTreeMap<Option<String>, Vec<u32>> {
+    let mut owners: BTreeMap<Option<String>, Vec<u32>> = BTreeMap::new();
+    for record in view.partitions(Duration::from_secs(2)).await.unwrap() {
+        owners.entry(record.owner).or_default().push(record.partition.index());
+    }
+    owners
+}
+
+async fn wait_owners(
+    view: &PgPartitioned<OrderedLedger>,
+    what: &str,
+    done: impl Fn(&BTreeMap<Option<String>, Vec<u32>>) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let owners = owners(view).await;
+        if done(&owners) {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{what}: {owners:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_runner_processes_one_killed_another_joining_apply_each_event_exactly_once() {
+    let Some(store) = tests::postgres::store().await else {
+        return;
+    };
+    let schema = store.schema().to_owned();
+    let url = tests::postgres::url();
+    write(&store, "e", 40, 3).await;
+
+    // Writers keep going through everything that follows.
+    let writing = Arc::new(AtomicBool::new(true));
+    let writers = {
+        let (store, writing) = (store.clone(), Arc::clone(&writing));
+        tokio::spawn(async move {
+            let mut round = 0;
+            while writing.load(Ordering::Relaxed) {
+                write(&store, &format!("w{round}-"), 8, 5).await;
+                round += 1;
+            }
+        })
+    };
+
+    let view = partitioned(&store, 8);
+    let a = RunnerProcess::start(&url, &schema);
+    let b = RunnerProcess::start(&url, &schema);
+    let c = RunnerProcess::start(&url, &schema);
+    let names = [a.name.clone(), b.name.clone(), c.name.clone()];
+    wait_owners(&view, "three runners did not share the eight partitions", |o| {
+        o.get(&None).is_none()
+            && names
+                .iter()
+                .all(|n| o.get(&Some(n.clone())).is_some_and(|p| p.len() >= 2))
+    })
+    .await;
+    let before = owners(&view).await;
+    let killed = b.name.clone();
+    let orphaned = before[&Some(killed.clone())].clone();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // SIGKILL one mid-page: its partitions go to the other two.
+    b.kill();
+    let takeover = wait_owners(&view, "the killed runner's partitions were not taken over", |o| {
+        o.get(&None).is_none() && !o.contains_key(&Some(killed.clone())) && o.len() == 2
+    })
+    .await;
+    println!("partitions {orphaned:?} of the killed runner taken over in {takeover:?}");
+    assert!(takeover < Duration::from_secs(10), "takeover took {takeover:?}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // A fourth joins: the others give partitions up to it.
+    let d = RunnerProcess::start(&url, &schema);
+    let joined = wait_owners(&view, "the runner that joined got no partitions", |o| {
+        o.get(&None).is_none() && o.get(&Some(d.name.clone())).is_some_and(|p| p.len() >= 2) && o.len() == 3
+    })
+    .await;
+    println!(
+        "a joining runner got its share in {joined:?}: {:?}",
+        owners(&view).await
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // One hangs (SIGSTOP) with its connections open: once its lease runs
+    // out (2 s) the others end its sessions and take its partitions; woken
+    // up, it finds itself fenced out, and commits nothing of what it held.
+    let hung = c.name.clone();
+    c.signal("STOP");
+    let stopped = Instant::now();
+    wait_owners(&view, "the hung runner's partitions were not taken over", |o| {
+        o.get(&None).is_none() && !o.contains_key(&Some(hung.clone())) && o.len() == 2
+    })
+    .await;
+    let takeover = stopped.elapsed();
+    println!("a hung runner's partitions taken over in {takeover:?}");
+    assert!(
+        takeover >= Duration::from_secs(2),
+        "taken over before its lease ran out: {takeover:?}"
+    );
+    assert!(takeover < Duration::from_secs(10), "takeover took {takeover:?}");
+    c.signal("CONT");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    writing.store(false, Ordering::Relaxed);
+    writers.await.unwrap();
+    wait_caught_up(&store, &view, Duration::from_secs(120)).await;
+    drop((a, c, d));
+
+    // Each event exactly once, in order per stream, several runners'
+    // work, and the same as a rebuild from scratch into a table of its own.
+    let applied = rows(&store, "ledger").await;
+    let want = expected(&store).await;
+    println!("{} deposits and withdrawals applied", want.len());
+    assert!(want.len() > 1_000, "only {} events were written", want.len());
+    assert_eq!(applied, want);
+    let runners: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        r#"SELECT DISTINCT runner FROM "{schema}".ledger"#
+    )))
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(runners.len(), 4, "the work of {runners:?} only");
+    ledger(&store, "rebuilt").catch_up().await.unwrap();
+    assert_eq!(rows(&store, "rebuilt").await, applied);
+}
