@@ -74,9 +74,7 @@ mod read;
 mod read_models;
 mod schema;
 
-pub use partitioned::{
-    PartitionOptions, PartitionRecord, PartitionRunner, PartitionStatus, PartitionsStatus, PgPartitioned,
-};
+pub use partitioned::{PartitionRecord, PgPartitioned};
 pub use projection::PgProjection;
 /// The sqlx this store is built on, for read models' handlers: depend on
 /// it through here and its version always matches the store's.

@@ -1,14 +1,14 @@
 //! A projection run as partitions shared by runners in several processes,
 //! through leases in the store.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use es_core::subscription::{self, Partition, RunOptions, RunState, Status};
-use es_core::{Codec, EventStore, Json, ReadModelIn, Runner, StoreError, SubscriptionError};
+use es_core::subscription::{
+    self, Member, OwnedPartitions, Partition, PartitionOptions, PartitionRunner, fair_share, free_partitions,
+};
+use es_core::{Codec, EventStore, Json, ReadModelIn, StoreError, SubscriptionError};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, SqlSafeStr, SqlStr};
-use tokio::sync::watch;
 
 use crate::projection::Pages;
 use crate::{PgProjection, PostgresStore, error};
@@ -82,59 +82,6 @@ impl<R: ReadModelIn<PgConnection>, C: Codec> PgProjection<R, C> {
             count: count.max(1),
         }
     }
-}
-
-/// How a partitioned runner shares its partitions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PartitionOptions {
-    /// How each partition's runner follows the log and retries.
-    pub run: RunOptions,
-    /// How long a runner's record lives without being renewed: a runner
-    /// not heard from for this long is taken for dead and its partitions
-    /// are taken over. Default 10 s.
-    pub lease: Duration,
-    /// How often a runner renews its record, counts the live runners and
-    /// claims or gives up partitions. Default 2 s; keep it well under the
-    /// lease.
-    pub heartbeat: Duration,
-}
-
-impl Default for PartitionOptions {
-    fn default() -> Self {
-        PartitionOptions {
-            run: RunOptions::default(),
-            lease: Duration::from_secs(10),
-            heartbeat: Duration::from_secs(2),
-        }
-    }
-}
-
-/// A partition this runner owns, and what its runner is doing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionStatus {
-    /// Which partition.
-    pub partition: Partition,
-    /// Its runner's status: position, lag, last error.
-    pub status: Status,
-}
-
-/// What a partitioned runner is doing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionsStatus {
-    /// This runner's name in the `runners` table (and in the
-    /// `application_name` of its lock connections).
-    pub runner: String,
-    /// The live runners it counted at its last heartbeat, itself included.
-    pub live: usize,
-    /// How many partitions it may own.
-    pub share: u32,
-    /// The partitions it owns.
-    pub owned: Vec<PartitionStatus>,
-    /// The last failure of its heartbeat, if the last one failed, or why
-    /// it stopped (the store holds another number of partitions).
-    pub last_error: Option<String>,
-    /// Stopped, on request or for [`last_error`](Self::last_error).
-    pub stopped: bool,
 }
 
 /// What the store says of one partition: where its checkpoint is and which
@@ -223,27 +170,15 @@ where
     /// the type's documentation for how runners share them.
     pub fn spawn(self, options: PartitionOptions) -> PartitionRunner {
         let runner = format!("{}-{:016x}", std::process::id(), rand_u64());
-        let (stop, stopped) = watch::channel(false);
-        let (report, status) = watch::channel(PartitionsStatus {
-            runner: runner.clone(),
-            live: 0,
-            share: 0,
-            owned: Vec::new(),
-            last_error: None,
-            stopped: false,
-        });
-        let member = Member {
+        PartitionRunner::spawn(PgMember {
+            sql: MemberSql::new(self.projection.store().schema()),
             projection: self.projection,
             count: self.count,
             options,
-            sql: MemberSql::new(""),
             tag: format!("es-runner {runner}"),
             runner,
-            owned: Owned(BTreeMap::new()),
             probe: None,
-        };
-        let task = tokio::spawn(member.run(report, stopped));
-        PartitionRunner { stop, status, task }
+        })
     }
 }
 
@@ -254,176 +189,79 @@ fn rand_u64() -> u64 {
     es_core::EventId::new().as_uuid().as_u64_pair().1
 }
 
-/// A partitioned projection's runner in this process: see
-/// [`PgPartitioned::spawn`].
-#[derive(Debug)]
-pub struct PartitionRunner {
-    stop: watch::Sender<bool>,
-    status: watch::Receiver<PartitionsStatus>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl PartitionRunner {
-    /// What it owns, and each owned partition's status.
-    pub fn status(&self) -> PartitionsStatus {
-        let mut status = self.status.borrow().clone();
-        status.stopped |= self.task.is_finished();
-        status
-    }
-
-    /// The partitions it owns.
-    pub fn owned(&self) -> Vec<Partition> {
-        self.status.borrow().owned.iter().map(|p| p.partition).collect()
-    }
-
-    /// Waits until `done` holds of its status, for at most `timeout`.
-    pub async fn wait_until(&self, timeout: Duration, done: impl Fn(&PartitionsStatus) -> bool) -> bool {
-        let mut watching = self.status.clone();
-        tokio::time::timeout(timeout, watching.wait_for(|s| done(s)))
-            .await
-            .is_ok_and(|r| r.is_ok())
-    }
-
-    /// Stops its partitions' runners after their pages, gives their locks
-    /// back and removes its record, so the others take its partitions at
-    /// their next heartbeat.
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
-    }
-
-    /// Stops at once, wherever it is, as a crash would (its record stays
-    /// until the lease runs out).
-    pub fn abort(self) {
-        self.task.abort();
-    }
-}
-
-/// The runners of the partitions this member owns; dropping it (the member
-/// task aborted) aborts them.
-struct Owned(BTreeMap<u32, Runner>);
-
-impl Drop for Owned {
-    fn drop(&mut self) {
-        for (_, runner) in std::mem::take(&mut self.0) {
-            runner.abort();
-        }
-    }
-}
-
-struct Member<R, C> {
+struct PgMember<R, C> {
     projection: Arc<PgProjection<R, C>>,
     count: u32,
     options: PartitionOptions,
     sql: MemberSql,
     runner: String,
     tag: String,
-    owned: Owned,
     /// A connection that asks for free partitions' locks; the one that gets
     /// a lock becomes that partition's lock connection.
     probe: Option<PgConnection>,
 }
 
-impl<R, C> Member<R, C>
+impl<R, C> Member for PgMember<R, C>
 where
     R: ReadModelIn<PgConnection> + 'static,
     C: Codec + 'static,
 {
-    async fn run(mut self, report: watch::Sender<PartitionsStatus>, mut stopped: watch::Receiver<bool>) {
-        self.sql = MemberSql::new(self.projection.store().schema());
-        loop {
-            if *stopped.borrow() {
-                break;
-            }
-            // Another number of partitions in the store stops the member
-            // before it claims anything: every partition would fail the
-            // same way.
-            let layout = match self.projection.check_partitions(self.count).await {
-                Err(e @ SubscriptionError::Partitions { .. }) => Some(e.to_string()),
-                _ => None,
-            };
-            let beat = match &layout {
-                None => self.beat().await.map_err(|e| e.to_string()),
-                Some(error) => Err(error.clone()),
-            };
-            let owned = self.owned_status();
-            // So does a partition that failed for good (fenced out by a
-            // rebuild to another number).
-            let failed = owned
-                .iter()
-                .find(|p| p.status.state == RunState::Failed)
-                .and_then(|p| p.status.last_error.clone());
-            let fatal = layout.or(failed);
-            report.send_modify(|s| {
-                match &beat {
-                    Ok((live, share)) => {
-                        s.live = *live;
-                        s.share = *share;
-                        s.last_error = None;
-                    }
-                    Err(e) => s.last_error = Some(e.clone()),
-                }
-                if let Some(error) = &fatal {
-                    s.last_error = Some(error.clone());
-                }
-                s.owned = owned;
-            });
-            if let Some(error) = fatal {
-                tracing::error!(projection = %self.projection.name(), %error, "a partitioned runner stops");
-                break;
-            }
-            if let Err(error) = &beat {
-                tracing::warn!(projection = %self.projection.name(), %error, "a partitioned runner's heartbeat failed");
-            }
-            tokio::select! {
-                _ = stopped.changed() => break,
-                _ = tokio::time::sleep(self.options.heartbeat) => {}
-            }
+    fn subscription(&self) -> &str {
+        self.projection.name()
+    }
+
+    fn runner(&self) -> &str {
+        &self.runner
+    }
+
+    fn count(&self) -> u32 {
+        self.count
+    }
+
+    fn heartbeat(&self) -> Duration {
+        self.options.heartbeat
+    }
+
+    /// Another number of partitions in the store stops the runner before
+    /// it claims anything.
+    async fn refuse(&mut self) -> Option<String> {
+        match self.projection.check_partitions(self.count).await {
+            Err(e @ SubscriptionError::Partitions { .. }) => Some(e.to_string()),
+            _ => None,
         }
-        for (_, runner) in std::mem::take(&mut self.owned.0) {
-            runner.stop().await;
-        }
-        if let Err(e) = self.leave().await {
+    }
+
+    /// Drops partitions whose runner lost them, renews the record, ends
+    /// expired runners' lock sessions, then gives up or claims partitions
+    /// to reach the share.
+    async fn beat(&mut self, owned: &mut OwnedPartitions) -> Result<(usize, u32), String> {
+        self.beat_now(owned).await.map_err(|e| e.to_string())
+    }
+
+    async fn leave(&mut self) {
+        let store = self.projection.store();
+        let left = sqlx::query(self.sql.leave.clone())
+            .bind(self.projection.checkpoint_name())
+            .bind(&self.runner)
+            .execute(store.pool())
+            .await;
+        if let Err(e) = left {
             tracing::warn!(projection = %self.projection.name(), error = %e, "could not remove a stopped runner's record");
         }
-        report.send_modify(|s| {
-            s.stopped = true;
-            s.owned = s
-                .owned
-                .iter()
-                .filter(|p| p.status.state == RunState::Failed)
-                .cloned()
-                .collect();
-        });
+        if let Some(probe) = self.probe.take() {
+            let _ = probe.close().await;
+        }
     }
+}
 
-    fn owned_status(&self) -> Vec<PartitionStatus> {
-        self.owned
-            .0
-            .iter()
-            .map(|(&index, runner)| PartitionStatus {
-                partition: Partition::new(index, self.count).unwrap_or(Partition::WHOLE),
-                status: runner.status(),
-            })
-            .collect()
-    }
-
-    /// One heartbeat: drops partitions whose runner lost them, renews the
-    /// record, ends expired runners' lock sessions, then gives up or claims
-    /// partitions to reach the share. Returns the live runners and the share.
-    async fn beat(&mut self) -> Result<(usize, u32), StoreError> {
-        let lost: Vec<u32> = self
-            .owned
-            .0
-            .iter()
-            .filter(|(_, r)| matches!(r.status().state, RunState::Standby | RunState::Stopped))
-            .map(|(&i, _)| i)
-            .collect();
-        for index in lost {
-            if let Some(runner) = self.owned.0.remove(&index) {
-                tracing::info!(projection = %self.projection.name(), partition = index, "lost a partition");
-                runner.stop().await;
-            }
+impl<R, C> PgMember<R, C>
+where
+    R: ReadModelIn<PgConnection> + 'static,
+    C: Codec + 'static,
+{
+    async fn beat_now(&mut self, owned: &mut OwnedPartitions) -> Result<(usize, u32), StoreError> {
+        for index in owned.drop_lost().await {
+            tracing::info!(projection = %self.projection.name(), partition = index, "lost a partition");
         }
         let store = self.projection.store().clone();
         ensure_table(&store).await?;
@@ -431,7 +269,7 @@ where
         // it live only while a session named after it exists.
         self.open_probe().await?;
         let subscription = self.projection.checkpoint_name();
-        let owns: Vec<i32> = self.owned.0.keys().map(|&i| i as i32).collect();
+        let owns: Vec<i32> = owned.indices().into_iter().map(|i| i as i32).collect();
         sqlx::query(self.sql.renew.clone())
             .bind(&subscription)
             .bind(&self.runner)
@@ -475,41 +313,30 @@ where
             .fetch_all(store.pool())
             .await
             .map_err(error("count the live runners"))?;
-        let members = live.len().max(1);
-        let share = self.count.div_ceil(members as u32);
-        // Over the share: give up the highest partitions, after their page.
-        while self.owned.0.len() > share as usize {
-            if let Some((index, runner)) = self.owned.0.pop_last() {
-                tracing::info!(projection = %self.projection.name(), partition = index, share, "giving a partition up to a runner that joined");
-                runner.stop().await;
+        let share = fair_share(self.count, live.len());
+        for index in owned.give_up_to(share).await {
+            tracing::info!(projection = %self.projection.name(), partition = index, share, "gave a partition up to a runner that joined");
+        }
+        let others: Vec<u32> = live
+            .iter()
+            .filter(|(runner, _)| *runner != self.runner)
+            .flat_map(|(_, owns)| owns.iter().map(|&i| i as u32))
+            .collect();
+        let start = (rand_u64() % u64::from(self.count)) as u32;
+        for index in free_partitions(self.count, &others, owned, start) {
+            if owned.len() >= share as usize {
+                break;
+            }
+            if self.try_take(index, owned).await? {
+                tracing::info!(projection = %self.projection.name(), partition = index, "took a partition");
             }
         }
-        if self.owned.0.len() < share as usize {
-            let taken: Vec<u32> = live
-                .iter()
-                .filter(|(runner, _)| *runner != self.runner)
-                .flat_map(|(_, owns)| owns.iter().map(|&i| i as u32))
-                .collect();
-            let start = (rand_u64() % u64::from(self.count)) as u32;
-            let free: Vec<u32> = (0..self.count)
-                .map(|i| (start + i) % self.count)
-                .filter(|i| !taken.contains(i) && !self.owned.0.contains_key(i))
-                .collect();
-            for index in free {
-                if self.owned.0.len() >= share as usize {
-                    break;
-                }
-                if self.try_take(index).await? {
-                    tracing::info!(projection = %self.projection.name(), partition = index, "took a partition");
-                }
-            }
-        }
-        Ok((members, share))
+        Ok((live.len().max(1), share))
     }
 
     /// Asks for partition `index`'s lock on the probe connection; if it gets
     /// it, that connection becomes the partition's and a runner starts.
-    async fn try_take(&mut self, index: u32) -> Result<bool, StoreError> {
+    async fn try_take(&mut self, index: u32, owned: &mut OwnedPartitions) -> Result<bool, StoreError> {
         let Some(partition) = Partition::new(index, self.count) else {
             return Ok(false);
         };
@@ -536,7 +363,7 @@ where
         let lock = self.probe.take();
         let pages = pages.with_lock(lock, self.tag.clone(), self.options.lease);
         let runner = subscription::spawn(store.clone(), subscription::Paged::new(pages), self.options.run);
-        self.owned.0.insert(index, runner);
+        owned.insert(index, runner);
         Ok(true)
     }
 
@@ -551,20 +378,6 @@ where
         let mut conn = self.projection.store().own_connection().await?;
         name_connection(&mut conn, &self.tag).await?;
         self.probe = Some(conn);
-        Ok(())
-    }
-
-    async fn leave(&mut self) -> Result<(), StoreError> {
-        let store = self.projection.store();
-        sqlx::query(self.sql.leave.clone())
-            .bind(self.projection.checkpoint_name())
-            .bind(&self.runner)
-            .execute(store.pool())
-            .await
-            .map_err(error("remove a runner's record"))?;
-        if let Some(probe) = self.probe.take() {
-            let _ = probe.close().await;
-        }
         Ok(())
     }
 }

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use es_core::store::{ContextFields, RecordedEvent};
 use es_core::subscription::{Partition, RunOptions};
+use es_core::subscription::{PartitionOptions, PartitionRunner};
 use es_core::{Dispatcher, EventStore};
-use es_postgres::{PartitionOptions, PartitionRunner, PgPartitioned, PgProjection, PostgresStore};
+use es_postgres::{PgPartitioned, PgProjection, PostgresStore};
 use examples::bank::{AccountId, Deposit, OpenAccount, Withdraw};
 use tests::ledger::OrderedLedger;
 

@@ -37,12 +37,17 @@ use crate::store::{ContextFields, RecordedEvent, StoredEvent};
 mod engine;
 mod partition;
 mod runner;
+mod shared;
 mod tail;
 
 pub(crate) use engine::{Step, run_pages};
 pub use engine::{catch_panic_async, catch_up, panic_message};
 pub use partition::{Partition, stream_partition};
 pub use runner::{RunOptions, RunState, Runner, Status, WaitTimeout, spawn};
+pub use shared::{
+    Member, OwnedPartitions, PartitionOptions, PartitionRunner, PartitionStatus, PartitionsStatus, fair_share,
+    free_partitions,
+};
 pub use tail::Tail;
 
 /// How many events a subscription reads per store round trip, unless its

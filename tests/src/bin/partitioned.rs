@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use es_postgres::{PartitionOptions, PgProjection, PostgresOptions, PostgresStore};
+use es_core::subscription::PartitionOptions;
+use es_postgres::{PgProjection, PostgresOptions, PostgresStore};
 use tests::ledger::OrderedLedger;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
