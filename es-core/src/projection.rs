@@ -27,6 +27,10 @@ use crate::error::{BoxError, EventDecodeError};
 use crate::store::{ContextFields, EventStore, RecordedEvent};
 use crate::subscription::{RunOptions, Runner, Sink, SubscriptionError, WaitTimeout};
 
+mod partitioned;
+
+pub use partitioned::PartitionedProjection;
+
 /// Where and when an event was stored: what a read model handler gets
 /// beside the event.
 ///

@@ -81,6 +81,7 @@ mod append;
 mod commit;
 mod js;
 mod keys;
+mod partitioned;
 mod personal;
 mod read;
 mod records;
@@ -88,6 +89,7 @@ mod setup;
 mod wire;
 
 pub use admin::{ForeignMessage, Heads, StreamHead};
+pub use partitioned::{Lease, NatsPartitioned};
 pub use setup::MIN_SERVER;
 
 pub(crate) use keys::{checkpoint_name, hex, is_hex_of, key_hash, unhex, validate_prefix};

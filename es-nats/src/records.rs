@@ -20,7 +20,7 @@ impl NatsStore {
 
     /// The record on `subject`, with its sequence (for a compare-and-set),
     /// from the records stream's leader.
-    async fn record(&self, subject: &str) -> Result<Option<(u64, Bytes)>, StoreError> {
+    pub(crate) async fn record(&self, subject: &str) -> Result<Option<(u64, Bytes)>, StoreError> {
         let read = || self.inner.records.raw_message_builder().last_by_subject(subject).send();
         Ok(self
             .leader_read(read, "read a record")
@@ -32,6 +32,17 @@ impl NatsStore {
     /// (0: there is none; `None`: whatever it is). `false` when another
     /// writer changed it first.
     async fn write_record(&self, subject: &str, value: Vec<u8>, revision: Option<u64>) -> Result<bool, StoreError> {
+        Ok(self.swap_record(subject, value, revision).await?.is_some())
+    }
+
+    /// [`write_record`](Self::write_record), returning the record's new
+    /// sequence, or `None` when another writer changed it first.
+    pub(crate) async fn swap_record(
+        &self,
+        subject: &str,
+        value: Vec<u8>,
+        revision: Option<u64>,
+    ) -> Result<Option<u64>, StoreError> {
         let mut message = jetstream::message::PublishMessage::build().payload(value.into());
         if let Some(revision) = revision {
             message = message.expected_last_subject_sequence(revision);
@@ -43,8 +54,8 @@ impl NatsStore {
             .await
             .map_err(failed(&self.inner.client, "write a record"))?;
         match sent.await {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => Ok(false),
+            Ok(ack) => Ok(Some(ack.sequence)),
+            Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => Ok(None),
             Err(e) => Err(failed(&self.inner.client, "write a record")(e)),
         }
     }

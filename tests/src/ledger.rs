@@ -236,3 +236,40 @@ impl OrderedLedger {
         self.row(tx, ctx.position, ctx.aggregate_id, -(e.amount as i64)).await
     }
 }
+
+/// An in-memory read model for partitioned runs: each account's versions
+/// in the order they were applied, and each application printed to stdout
+/// (`applied <position> <account> <version>`) as it happens, so a test can
+/// follow a runner process it kills.
+#[derive(Debug, Default)]
+pub struct AppliedOrder {
+    /// Each account's versions, in the order applied.
+    pub versions: std::collections::HashMap<String, Vec<u64>>,
+    /// Print each application.
+    pub print: bool,
+}
+
+impl AppliedOrder {
+    fn applied(&mut self, ctx: &EventContext<'_>) {
+        if self.print {
+            println!("applied {} {} {}", ctx.position, ctx.aggregate_id, ctx.version);
+        }
+        self.versions
+            .entry(ctx.aggregate_id.to_owned())
+            .or_default()
+            .push(ctx.version);
+    }
+}
+
+#[es_core::handlers(read_model)]
+impl AppliedOrder {
+    #[apply]
+    fn deposited(&mut self, _e: &MoneyDeposited, ctx: &EventContext<'_>) {
+        self.applied(ctx);
+    }
+
+    #[apply]
+    fn withdrawn(&mut self, _e: &MoneyWithdrawn, ctx: &EventContext<'_>) {
+        self.applied(ctx);
+    }
+}

@@ -48,7 +48,7 @@ fn quick() -> PartitionOptions {
 
 /// Opens `accounts` accounts named `prefix<i>` and gives each `per_account`
 /// deposits, with a withdrawal after every fifth.
-async fn write(store: &PostgresStore, prefix: &str, accounts: usize, per_account: usize) {
+async fn write<S: EventStore + Clone>(store: &S, prefix: &str, accounts: usize, per_account: usize) {
     let app = Dispatcher::new(store.clone());
     for i in 0..accounts {
         app.dispatch(OpenAccount {
@@ -75,7 +75,7 @@ async fn write(store: &PostgresStore, prefix: &str, accounts: usize, per_account
 }
 
 /// Every deposit and withdrawal in the log, as the ledger should hold it.
-async fn expected(store: &PostgresStore) -> Vec<Row> {
+async fn expected<S: EventStore>(store: &S) -> Vec<Row> {
     let mut rows = Vec::new();
     store
         .read_all(0, usize::MAX, ContextFields::ALL, |e: &RecordedEvent<'_>| {
@@ -251,29 +251,51 @@ async fn the_number_of_partitions_changes_only_through_a_rebuild() {
     );
 }
 
-/// A runner process of `tests/src/bin/partitioned.rs`.
+/// A runner process (`tests/src/bin/partitioned.rs`,
+/// `tests/src/bin/nats_partitioned.rs`), with the lines it printed after
+/// the first.
 struct RunnerProcess {
     child: Child,
     name: String,
+    lines: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl RunnerProcess {
     fn start(url: &str, schema: &str) -> RunnerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_partitioned"))
-            .args([url, schema, "2000", "200"])
+        Self::start_program(env!("CARGO_BIN_EXE_partitioned"), &[url, schema, "2000", "200"])
+    }
+
+    fn start_program(program: &str, args: &[&str]) -> RunnerProcess {
+        let mut child = Command::new(program)
+            .args(args)
             .stdout(Stdio::piped())
             .spawn()
             .expect("start a runner process");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read from the runner");
-        let name = line
-            .trim()
-            .strip_prefix("running ")
-            .unwrap_or_else(|| panic!("the runner did not start: {line:?}"))
-            .to_owned();
-        RunnerProcess { child, name }
+        let out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut process = RunnerProcess {
+            child,
+            name: String::new(),
+            lines: Arc::new(std::sync::Mutex::new(Vec::new())),
+        };
+        // Lines it prints after its name (it may apply events before it
+        // says it runs: those lines come first).
+        let (named, name) = std::sync::mpsc::channel();
+        let collected = Arc::clone(&process.lines);
+        std::thread::spawn(move || {
+            for line in out.lines() {
+                let Ok(line) = line else { break };
+                match line.strip_prefix("running ") {
+                    Some(name) => {
+                        let _ = named.send(name.to_owned());
+                    }
+                    None => collected.lock().unwrap().push(line),
+                }
+            }
+        });
+        process.name = name
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the runner did not say it runs");
+        process
     }
 
     /// Sends `signal` (`STOP`, `CONT`) to the process.
@@ -427,4 +449,244 @@ async fn three_runner_processes_one_killed_another_joining_apply_each_event_exac
     assert_eq!(runners.len(), 4, "the work of {runners:?} only");
     ledger(&store, "rebuilt").catch_up().await.unwrap();
     assert_eq!(rows(&store, "rebuilt").await, applied);
+}
+
+mod nats {
+    use super::*;
+    use es_core::projection::PartitionedProjection;
+    use es_nats::NatsPartitioned;
+    use std::collections::{BTreeSet, HashMap};
+    use tests::ledger::AppliedOrder;
+
+    type Holders = BTreeMap<Option<String>, Vec<u32>>;
+
+    async fn holders(view: &NatsPartitioned<AppliedOrder, es_core::Json>) -> Holders {
+        let mut holders = Holders::new();
+        for lease in view.leases().await.unwrap() {
+            holders.entry(lease.holder).or_default().push(lease.partition.index());
+        }
+        holders
+    }
+
+    async fn wait_holders(
+        view: &NatsPartitioned<AppliedOrder, es_core::Json>,
+        what: &str,
+        done: impl Fn(&Holders) -> bool,
+    ) -> Duration {
+        let start = Instant::now();
+        loop {
+            let holders = holders(view).await;
+            if done(&holders) {
+                return start.elapsed();
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "{what}: {holders:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Each process's applications: position, account, version.
+    fn applied(process: &RunnerProcess) -> Vec<(u64, String, u64)> {
+        process
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|line| {
+                let mut words = line.strip_prefix("applied ")?.split(' ');
+                let position = words.next()?.parse().ok()?;
+                let account = words.next()?.to_owned();
+                let version = words.next()?.parse().ok()?;
+                Some((position, account, version))
+            })
+            .collect()
+    }
+
+    /// Within each process, each account's events were applied once each,
+    /// in version order.
+    fn check_order(process: &RunnerProcess) {
+        let mut last: HashMap<String, u64> = HashMap::new();
+        for (position, account, version) in applied(process) {
+            let before = last.insert(account.clone(), version).unwrap_or(0);
+            assert!(
+                version > before,
+                "{}: `{account}` version {version} (position {position}) applied after version {before}",
+                process.name
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_runner_processes_one_killed_another_joining_apply_each_event_at_least_once_in_stream_order() {
+        let Some(store) = tests::nats::store().await else {
+            return;
+        };
+        let url = tests::nats::url().expect("a server");
+        let prefix = store.prefix().to_owned();
+        write(&store, "e", 40, 3).await;
+        let writing = Arc::new(AtomicBool::new(true));
+        let writers = {
+            let (store, writing) = (store.clone(), Arc::clone(&writing));
+            tokio::spawn(async move {
+                let mut round = 0;
+                while writing.load(Ordering::Relaxed) {
+                    write(&store, &format!("w{round}-"), 8, 5).await;
+                    round += 1;
+                }
+            })
+        };
+        let view = NatsPartitioned::new(
+            store.clone(),
+            PartitionedProjection::new("order", 8, AppliedOrder::default()),
+        );
+        let start =
+            || RunnerProcess::start_program(env!("CARGO_BIN_EXE_nats_partitioned"), &[&url, &prefix, "2000", "200"]);
+        let (a, b, c) = (start(), start(), start());
+        let names = [a.name.clone(), b.name.clone(), c.name.clone()];
+        wait_holders(&view, "three runners did not share the eight partitions", |h| {
+            !h.contains_key(&None)
+                && names
+                    .iter()
+                    .all(|n| h.get(&Some(n.clone())).is_some_and(|p| p.len() >= 2))
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+
+        let killed = b.name.clone();
+        let orphaned = holders(&view).await[&Some(killed.clone())].clone();
+        let b_applied = applied(&b).len();
+        check_order(&b);
+        b.kill();
+        let takeover = wait_holders(&view, "the killed runner's partitions were not taken over", |h| {
+            !h.contains_key(&None) && !h.contains_key(&Some(killed.clone())) && h.len() == 2
+        })
+        .await;
+        println!("NATS: partitions {orphaned:?} of the killed runner taken over in {takeover:?}");
+        assert!(takeover < Duration::from_secs(10), "takeover took {takeover:?}");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+
+        let d = start();
+        let joined = wait_holders(&view, "the runner that joined got no partitions", |h| {
+            !h.contains_key(&None) && h.get(&Some(d.name.clone())).is_some_and(|p| p.len() >= 2) && h.len() == 3
+        })
+        .await;
+        println!(
+            "NATS: a joining runner got its share in {joined:?}: {:?}",
+            holders(&view).await
+        );
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+
+        // One hangs (SIGSTOP): its leases, unrenewed, are taken over once
+        // seen unchanged for a lease; woken up, it finds them lost.
+        let hung = c.name.clone();
+        c.signal("STOP");
+        let takeover = wait_holders(&view, "the hung runner's partitions were not taken over", |h| {
+            !h.contains_key(&None) && !h.contains_key(&Some(hung.clone())) && h.len() == 2
+        })
+        .await;
+        println!("NATS: a hung runner's partitions taken over in {takeover:?}");
+        assert!(takeover >= Duration::from_secs(1), "taken over too soon: {takeover:?}");
+        c.signal("CONT");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        writing.store(false, Ordering::Relaxed);
+        writers.await.unwrap();
+
+        // Every deposit and withdrawal applied at least once, by the
+        // processes alive at the end (which hold every partition) or before.
+        let want: BTreeSet<u64> = expected(&store).await.into_iter().map(|(p, _, _)| p).collect();
+        let live = [&a, &c, &d];
+        let started = Instant::now();
+        loop {
+            let seen: BTreeSet<u64> = live.iter().flat_map(|p| applied(p)).map(|(p, _, _)| p).collect();
+            if want.is_subset(&seen) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{} events never applied by the live runners, e.g. {:?}",
+                want.difference(&seen).count(),
+                want.difference(&seen).next()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for process in [&a, &c, &d] {
+            check_order(process);
+            assert!(!applied(process).is_empty(), "{} applied nothing", process.name);
+        }
+        assert!(b_applied > 0, "the killed runner applied nothing before it was killed");
+        println!(
+            "NATS: {} deposits and withdrawals, each applied by a live runner",
+            want.len()
+        );
+        drop((a, c, d));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_runner_of_another_number_of_partitions_stops_until_repartitioned() {
+        let Some(store) = tests::nats::store().await else {
+            return;
+        };
+        write(&store, "f", 6, 4).await;
+        let projection = |count| PartitionedProjection::new("order", count, AppliedOrder::default());
+        let eight = NatsPartitioned::new(store.clone(), projection(8));
+        let running = eight.spawn(quick());
+        assert!(
+            running
+                .wait_until(Duration::from_secs(30), |s| s.owned.len() == 8)
+                .await
+        );
+        let four = NatsPartitioned::new(store.clone(), projection(4));
+        let refused = four.spawn(quick());
+        assert!(refused.wait_until(Duration::from_secs(30), |s| s.stopped).await);
+        let error = refused.status().last_error.unwrap_or_default();
+        assert!(
+            error.contains("stored as 8 partitions but this runner was started with 4 partitions"),
+            "{error}"
+        );
+        // Every event of its partitions, in order, in the one process.
+        let last = store.last_position().await.unwrap();
+        let caught_up = || {
+            let positions = eight.projection().positions();
+            positions.len() == 8 && positions.values().all(|&p| p >= last)
+        };
+        let started = Instant::now();
+        while !caught_up() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{:?}",
+                eight.projection().positions()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let applied: usize = eight.projection().read(|m| m.versions.values().map(Vec::len).sum());
+        assert_eq!(applied, expected(&store).await.len());
+        eight.projection().read(|m| {
+            for (account, versions) in &m.versions {
+                assert!(versions.windows(2).all(|w| w[0] < w[1]), "{account}: {versions:?}");
+            }
+        });
+
+        // Repartitioned to four: the eight-partition runner stops, and one
+        // of four runs.
+        four.repartition().await.unwrap();
+        assert!(running.wait_until(Duration::from_secs(30), |s| s.stopped).await);
+        let now = four.spawn(quick());
+        assert!(
+            now.wait_until(Duration::from_secs(30), |s| s.owned.len() == 4).await,
+            "{:?}",
+            now.status()
+        );
+        let leases = four.leases().await.unwrap();
+        assert!(
+            leases
+                .iter()
+                .all(|l| l.holder.as_deref() == Some(now.status().runner.as_str())),
+            "{leases:?}"
+        );
+        now.stop().await;
+        let freed = four.leases().await.unwrap();
+        assert!(
+            freed.iter().all(|l| l.holder.is_none()),
+            "a stopped runner frees its leases: {freed:?}"
+        );
+    }
 }
