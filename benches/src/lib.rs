@@ -5,6 +5,7 @@
 
 pub mod baseline;
 pub mod nats;
+pub mod partitions;
 pub mod projections;
 pub mod sql;
 pub mod stores;

@@ -57,6 +57,11 @@ pub struct CheckpointInfo {
     pub head: u64,
     /// Events it has yet to apply.
     pub lag: u64,
+    /// For a partition of a partitioned PostgreSQL read model
+    /// (`projection:<name>#<index>/<count>`): the runner whose last
+    /// heartbeat listed it, and how long ago that heartbeat was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// One kind of stored event: a name at a schema version.
@@ -326,9 +331,18 @@ pub(crate) async fn checkpoints(db: &Db) -> Result<Vec<CheckpointInfo>, CliError
             .map(|(name, position)| (name, i64::try_from(position).unwrap_or(i64::MAX)))
             .collect(),
     };
+    let owners = partition_owners(db).await?;
     let head = last_position(db).await?;
     let mut out = Vec::with_capacity(named.len());
     for (name, position) in named {
+        let owner = name.split_once('#').and_then(|(base, suffix)| {
+            let partition = es_core::subscription::Partition::from_suffix(&format!("#{suffix}"))?;
+            owners
+                .iter()
+                .filter(|(subscription, owns, _, _)| subscription == base && owns.contains(&(partition.index() as i32)))
+                .min_by(|a, b| a.3.total_cmp(&b.3))
+                .map(|(_, _, runner, age)| format!("{runner} (seen {age:.1} s ago)"))
+        });
         let position = unsigned(position);
         // Events, not positions: positions may leave gaps.
         let lag = crate::on_store!(db, store => store.events_after(position).await?);
@@ -337,9 +351,40 @@ pub(crate) async fn checkpoints(db: &Db) -> Result<Vec<CheckpointInfo>, CliError
             position,
             head,
             lag,
+            owner,
         });
     }
     Ok(out)
+}
+
+/// The partitioned PostgreSQL runners' records: subscription, partitions
+/// listed, runner, seconds since its heartbeat (none on other stores, or
+/// before any partitioned runner ran).
+async fn partition_owners(db: &Db) -> Result<Vec<(String, Vec<i32>, String, f64)>, CliError> {
+    match db {
+        #[cfg(feature = "postgres")]
+        Db::Postgres(store) => {
+            let s = store.schema();
+            let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+                .bind(format!(r#""{s}".runners"#))
+                .fetch_one(store.pool())
+                .await
+                .map_err(pg_error("look for the runners table"))?;
+            if exists.is_none() {
+                return Ok(Vec::new());
+            }
+            sqlx::query_as(sql(format!(
+                r#"SELECT subscription, owns, runner,
+                          extract(epoch FROM clock_timestamp() - seen_at)::float8
+                   FROM "{s}".runners"#
+            )))
+            .fetch_all(store.pool())
+            .await
+            .map_err(pg_error("list the partitioned runners"))
+        }
+        #[allow(unreachable_patterns)]
+        _ => Ok(Vec::new()),
+    }
 }
 
 /// Moves a checkpoint.

@@ -408,14 +408,33 @@ pub async fn run(cli: Cli, rebuilds: &Rebuilds, out: &mut (dyn Write + Send)) ->
             if cli.json {
                 writeln!(out, "{}", json!(checkpoints))?;
             } else {
-                let mut t = Table::new(["CHECKPOINT", "POSITION", "HEAD", "LAG"]);
+                // An owner column where partitioned read models have owners.
+                let owners = checkpoints.iter().any(|c| c.owner.is_some());
+                let mut t = if owners {
+                    Table::new(["CHECKPOINT", "POSITION", "HEAD", "LAG", "OWNER"])
+                } else {
+                    Table::new(["CHECKPOINT", "POSITION", "HEAD", "LAG"])
+                };
                 for c in &checkpoints {
-                    t.row([
+                    let cells = [
                         c.name.clone(),
                         c.position.to_string(),
                         c.head.to_string(),
                         c.lag.to_string(),
-                    ]);
+                    ];
+                    match &c.owner {
+                        _ if !owners => t.row(cells),
+                        owner => {
+                            let [name, position, head, lag] = cells;
+                            t.row([
+                                name,
+                                position,
+                                head,
+                                lag,
+                                owner.clone().unwrap_or_else(|| "-".to_owned()),
+                            ]);
+                        }
+                    }
                 }
                 t.write(out)?;
             }

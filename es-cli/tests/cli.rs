@@ -717,3 +717,46 @@ async fn forget_and_unsealed_on_a_sqlite_file() {
         .expect("loads");
     assert!(guest.name.as_ref().is_some_and(|n| n.is_forgotten()), "{guest:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projections_show_the_runner_that_owns_each_partition() {
+    use es_core::subscription::{PartitionOptions, RunOptions};
+    use std::time::Duration;
+    let Some(store) = tests::postgres::store().await else {
+        return;
+    };
+    bank(store.clone()).await;
+    let schema = store.schema().to_owned();
+    let runner = es_postgres::PgProjection::new(
+        store.clone(),
+        "ledger",
+        tests::ledger::OrderedLedger::new(&schema, "ledger"),
+    )
+    .tables(tests::ledger::OrderedLedger::tables(&schema, "ledger"))
+    .partitioned(4)
+    .spawn(PartitionOptions {
+        run: RunOptions::polling(Duration::from_millis(50)),
+        lease: Duration::from_secs(5),
+        heartbeat: Duration::from_millis(50),
+    });
+    // Owned, and listed as owned at the next heartbeat.
+    assert!(runner.wait_until(Duration::from_secs(30), |s| s.owned.len() == 4).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let name = runner.status().runner;
+    let url = tests::postgres::url();
+    let listed = json_of(&["--db", &url, "--schema", &schema, "--json", "projections"]);
+    for index in 0..4 {
+        let checkpoint = format!("projection:ledger#{index}/4");
+        let row = listed
+            .as_array()
+            .expect("a list")
+            .iter()
+            .find(|c| c["name"] == json!(checkpoint))
+            .unwrap_or_else(|| panic!("{checkpoint} not listed: {listed}"));
+        let owner = row["owner"].as_str().unwrap_or_default();
+        assert!(owner.starts_with(&format!("{name} (seen ")), "{row}");
+    }
+    let table = ok(&["--db", &url, "--schema", &schema, "projections"]);
+    assert!(table.lines().next().is_some_and(|h| h.contains("OWNER")), "{table}");
+    runner.stop().await;
+}

@@ -241,8 +241,8 @@ impl<R: ReadModel, C: Codec + Clone + 'static> Member for NatsMember<R, C> {
         }
     }
 
-    async fn beat(&mut self, owned: &mut OwnedPartitions) -> Result<(usize, u32), String> {
-        self.beat_now(owned).await.map_err(|e| e.to_string())
+    async fn beat(&mut self, owned: &mut OwnedPartitions, claim: bool) -> Result<(usize, u32), String> {
+        self.beat_now(owned, claim).await.map_err(|e| e.to_string())
     }
 
     async fn leave(&mut self) {
@@ -329,7 +329,7 @@ impl<R: ReadModel, C: Codec + Clone + 'static> NatsMember<R, C> {
         Ok(())
     }
 
-    async fn beat_now(&mut self, owned: &mut OwnedPartitions) -> Result<(usize, u32), StoreError> {
+    async fn beat_now(&mut self, owned: &mut OwnedPartitions, claim: bool) -> Result<(usize, u32), StoreError> {
         for index in owned.drop_lost().await {
             if let Some(held) = self.leases.remove(&index) {
                 held.held.store(false, Ordering::SeqCst);
@@ -410,7 +410,7 @@ impl<R: ReadModel, C: Codec + Clone + 'static> NatsMember<R, C> {
         // Partitions nobody lists first, then those whose holder went quiet.
         claimable.sort_by_key(|(index, _, _)| listed.contains(index));
         for (index, revision, holder) in claimable {
-            if owned.len() >= share as usize {
+            if !claim || owned.len() >= share as usize {
                 break;
             }
             self.take(index, revision, holder, owned).await?;

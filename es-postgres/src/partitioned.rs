@@ -178,6 +178,7 @@ where
             tag: format!("es-runner {runner}"),
             runner,
             probe: None,
+            table_ready: false,
         })
     }
 }
@@ -199,6 +200,8 @@ struct PgMember<R, C> {
     /// A connection that asks for free partitions' locks; the one that gets
     /// a lock becomes that partition's lock connection.
     probe: Option<PgConnection>,
+    /// Whether the `runners` table is known to exist.
+    table_ready: bool,
 }
 
 impl<R, C> Member for PgMember<R, C>
@@ -234,8 +237,8 @@ where
     /// Drops partitions whose runner lost them, renews the record, ends
     /// expired runners' lock sessions, then gives up or claims partitions
     /// to reach the share.
-    async fn beat(&mut self, owned: &mut OwnedPartitions) -> Result<(usize, u32), String> {
-        self.beat_now(owned).await.map_err(|e| e.to_string())
+    async fn beat(&mut self, owned: &mut OwnedPartitions, claim: bool) -> Result<(usize, u32), String> {
+        self.beat_now(owned, claim).await.map_err(|e| e.to_string())
     }
 
     async fn leave(&mut self) {
@@ -259,12 +262,15 @@ where
     R: ReadModelIn<PgConnection> + 'static,
     C: Codec + 'static,
 {
-    async fn beat_now(&mut self, owned: &mut OwnedPartitions) -> Result<(usize, u32), StoreError> {
+    async fn beat_now(&mut self, owned: &mut OwnedPartitions, claim: bool) -> Result<(usize, u32), StoreError> {
         for index in owned.drop_lost().await {
             tracing::info!(projection = %self.projection.name(), partition = index, "lost a partition");
         }
         let store = self.projection.store().clone();
-        ensure_table(&store).await?;
+        if !self.table_ready {
+            ensure_table(&store).await?;
+            self.table_ready = true;
+        }
         // The probe connection is this runner's presence: the others count
         // it live only while a session named after it exists.
         self.open_probe().await?;
@@ -324,7 +330,7 @@ where
             .collect();
         let start = (rand_u64() % u64::from(self.count)) as u32;
         for index in free_partitions(self.count, &others, owned, start) {
-            if owned.len() >= share as usize {
+            if !claim || owned.len() >= share as usize {
                 break;
             }
             if self.try_take(index, owned).await? {

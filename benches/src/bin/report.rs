@@ -158,6 +158,16 @@ const GROUPS: &[(&str, &str, &str)] = &[
         "≥ 0.9",
     ),
     (
+        "partitioned_1000_events_1ms_cpu_postgres",
+        "read model, 1 ms of CPU per event, two runner processes (against one)",
+        "≈ 2 (≥ 1.7)",
+    ),
+    (
+        "partitioned_1000_events_1ms_wait_postgres",
+        "read model, 1 ms wait per event, eight partitions in one runner (against unpartitioned)",
+        "report",
+    ),
+    (
         "http_1000_deposits_8_clients_memory",
         "HTTP, 1,000 deposits from 8 clients, memory",
         "report",

@@ -241,10 +241,17 @@ pub trait Member: Send + 'static {
         std::future::ready(None)
     }
 
-    /// One heartbeat: renews this runner's place and leases, then starts
-    /// runners for partitions it claims and stops those it gives up, in
-    /// `owned`. Returns the live runners (itself included) and its share.
-    fn beat(&mut self, owned: &mut OwnedPartitions) -> impl Future<Output = Result<(usize, u32), String>> + Send;
+    /// One heartbeat: renews this runner's place and leases, then stops the
+    /// runners of partitions it gives up and, if `claim`, starts runners
+    /// for partitions it claims, in `owned`. Returns the live runners
+    /// (itself included) and its share. The first heartbeat claims nothing:
+    /// runners started together hear of each other before they claim, and
+    /// split the partitions from the start.
+    fn beat(
+        &mut self,
+        owned: &mut OwnedPartitions,
+        claim: bool,
+    ) -> impl Future<Output = Result<(usize, u32), String>> + Send;
 
     /// Says this runner left (its partitions' runners are stopped), so the
     /// others need not wait for its lease to run out.
@@ -260,13 +267,14 @@ async fn run_member<M: Member>(
 ) {
     let mut owned = OwnedPartitions::default();
     let count = member.count();
+    let mut claim = false;
     loop {
         if *stopped.borrow() {
             break;
         }
         let refused = member.refuse().await;
         let beat = match &refused {
-            None => member.beat(&mut owned).await,
+            None => member.beat(&mut owned, std::mem::replace(&mut claim, true)).await,
             Some(reason) => Err(reason.clone()),
         };
         let statuses = owned.status(count);
