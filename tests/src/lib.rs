@@ -11,6 +11,7 @@ pub mod fixtures;
 pub mod guarantees;
 pub mod ledger;
 pub mod nats;
+pub mod partitioned;
 pub mod personal;
 pub mod postgres;
 pub mod read_side;

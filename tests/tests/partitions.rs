@@ -4,6 +4,7 @@
 //! the number of partitions changed only by a rebuild.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::ops::ControlFlow;
 use std::process::{Child, Command, Stdio};
@@ -298,19 +299,13 @@ impl RunnerProcess {
         process
     }
 
-    /// Sends `signal` (`STOP`, `CONT`) to the process.
+    /// Sends `signal` (`KILL`, `STOP`, `CONT`) to the process.
     fn signal(&self, signal: &str) {
         let sent = Command::new("kill")
             .args([format!("-{signal}"), self.child.id().to_string()])
             .status()
             .expect("run kill");
         assert!(sent.success(), "kill -{signal}");
-    }
-
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL the runner");
-        let status = self.child.wait().expect("reap the runner");
-        assert!(!status.success());
     }
 }
 
@@ -321,24 +316,33 @@ impl Drop for RunnerProcess {
     }
 }
 
-/// Who owns which partition, as the store says: runner name -> partitions,
-/// with `None` for unowned ones.
-async fn owners(view: &PgPartitioned<OrderedLedger>) -> BTreeMap<Option<String>, Vec<u32>> {
-    let mut owners: BTreeMap<Option<String>, Vec<u32>> = BTreeMap::new();
-    for record in view.partitions(Duration::from_secs(2)).await.unwrap() {
-        owners.entry(record.owner).or_default().push(record.partition.index());
+/// Who owns which partition: runner name (`None`: nobody) -> partitions.
+type Owners = BTreeMap<Option<String>, Vec<u32>>;
+
+fn owners_of(pairs: impl IntoIterator<Item = (Option<String>, Partition)>) -> Owners {
+    let mut owners = Owners::new();
+    for (owner, partition) in pairs {
+        owners.entry(owner).or_default().push(partition.index());
     }
     owners
 }
 
-async fn wait_owners(
-    view: &PgPartitioned<OrderedLedger>,
+/// Who owns which partition, as the PostgreSQL store says.
+async fn owners(view: &PgPartitioned<OrderedLedger>) -> Owners {
+    let records = view.partitions(Duration::from_secs(2)).await.unwrap();
+    owners_of(records.into_iter().map(|r| (r.owner, r.partition)))
+}
+
+/// Reads the owners with `read` until `done` holds of them (for at most a
+/// minute); returns how long that took.
+async fn wait_owners<F: Future<Output = Owners>>(
+    read: &impl Fn() -> F,
     what: &str,
-    done: impl Fn(&BTreeMap<Option<String>, Vec<u32>>) -> bool,
+    done: impl Fn(&Owners) -> bool,
 ) -> Duration {
     let start = Instant::now();
     loop {
-        let owners = owners(view).await;
+        let owners = read().await;
         if done(&owners) {
             return start.elapsed();
         }
@@ -347,16 +351,32 @@ async fn wait_owners(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_runner_processes_one_killed_another_joining_apply_each_event_exactly_once() {
-    let Some(store) = tests::postgres::store().await else {
-        return;
-    };
-    let schema = store.schema().to_owned();
-    let url = tests::postgres::url();
-    write(&store, "e", 40, 3).await;
+/// The runners left after [`faults`], and what the killed one printed.
+struct Survivors {
+    a: RunnerProcess,
+    c: RunnerProcess,
+    d: RunnerProcess,
+    killed: RunnerProcess,
+}
 
-    // Writers keep going through everything that follows.
+/// What runners of both stores go through, with writers running on
+/// `store` all along: three runner processes share eight partitions; one
+/// (b) is SIGKILLed, and the other two take its partitions; a fourth (d)
+/// joins and gets its share; one (c) hangs (SIGSTOP) and, no sooner than
+/// `hung_after`, the others take its partitions, then it wakes up. Each
+/// takeover is timed and printed. Returns the processes and the killed
+/// one's lines once the writers stopped.
+async fn faults<S, F>(
+    store: &S,
+    start: impl Fn() -> RunnerProcess,
+    read: impl Fn() -> F,
+    label: &str,
+    hung_after: Duration,
+) -> Survivors
+where
+    S: EventStore + Clone + 'static,
+    F: Future<Output = Owners>,
+{
     let writing = Arc::new(AtomicBool::new(true));
     let writers = {
         let (store, writing) = (store.clone(), Arc::clone(&writing));
@@ -368,68 +388,81 @@ async fn three_runner_processes_one_killed_another_joining_apply_each_event_exac
             }
         })
     };
-
-    let view = partitioned(&store, 8);
-    let a = RunnerProcess::start(&url, &schema);
-    let b = RunnerProcess::start(&url, &schema);
-    let c = RunnerProcess::start(&url, &schema);
+    let (a, b, c) = (start(), start(), start());
     let names = [a.name.clone(), b.name.clone(), c.name.clone()];
-    wait_owners(&view, "three runners did not share the eight partitions", |o| {
-        o.get(&None).is_none()
+    wait_owners(&read, "three runners did not share the eight partitions", |o| {
+        !o.contains_key(&None)
             && names
                 .iter()
                 .all(|n| o.get(&Some(n.clone())).is_some_and(|p| p.len() >= 2))
     })
     .await;
-    let before = owners(&view).await;
-    let killed = b.name.clone();
-    let orphaned = before[&Some(killed.clone())].clone();
+    let orphaned = read().await[&Some(b.name.clone())].clone();
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     // SIGKILL one mid-page: its partitions go to the other two.
-    b.kill();
-    let takeover = wait_owners(&view, "the killed runner's partitions were not taken over", |o| {
-        o.get(&None).is_none() && !o.contains_key(&Some(killed.clone())) && o.len() == 2
+    let killed = b.name.clone();
+    b.signal("KILL");
+    let takeover = wait_owners(&read, "the killed runner's partitions were not taken over", |o| {
+        !o.contains_key(&None) && !o.contains_key(&Some(killed.clone())) && o.len() == 2
     })
     .await;
-    println!("partitions {orphaned:?} of the killed runner taken over in {takeover:?}");
+    println!("{label}: partitions {orphaned:?} of a killed runner taken over in {takeover:?}");
     assert!(takeover < Duration::from_secs(10), "takeover took {takeover:?}");
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     // A fourth joins: the others give partitions up to it.
-    let d = RunnerProcess::start(&url, &schema);
-    let joined = wait_owners(&view, "the runner that joined got no partitions", |o| {
-        o.get(&None).is_none() && o.get(&Some(d.name.clone())).is_some_and(|p| p.len() >= 2) && o.len() == 3
+    let d = start();
+    let joined = wait_owners(&read, "the runner that joined got no partitions", |o| {
+        !o.contains_key(&None) && o.get(&Some(d.name.clone())).is_some_and(|p| p.len() >= 2) && o.len() == 3
     })
     .await;
     println!(
-        "a joining runner got its share in {joined:?}: {:?}",
-        owners(&view).await
+        "{label}: a joining runner got its share in {joined:?}: {:?}",
+        read().await
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
-    // One hangs (SIGSTOP) with its connections open: once its lease runs
-    // out (2 s) the others end its sessions and take its partitions; woken
-    // up, it finds itself fenced out, and commits nothing of what it held.
+    // One hangs with its connections open: once its lease runs out the
+    // others take its partitions; woken up, it finds itself fenced out.
     let hung = c.name.clone();
     c.signal("STOP");
-    let stopped = Instant::now();
-    wait_owners(&view, "the hung runner's partitions were not taken over", |o| {
-        o.get(&None).is_none() && !o.contains_key(&Some(hung.clone())) && o.len() == 2
+    let takeover = wait_owners(&read, "the hung runner's partitions were not taken over", |o| {
+        !o.contains_key(&None) && !o.contains_key(&Some(hung.clone())) && o.len() == 2
     })
     .await;
-    let takeover = stopped.elapsed();
-    println!("a hung runner's partitions taken over in {takeover:?}");
+    println!("{label}: a hung runner's partitions taken over in {takeover:?}");
     assert!(
-        takeover >= Duration::from_secs(2),
+        takeover >= hung_after,
         "taken over before its lease ran out: {takeover:?}"
     );
     assert!(takeover < Duration::from_secs(10), "takeover took {takeover:?}");
     c.signal("CONT");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-
     writing.store(false, Ordering::Relaxed);
     writers.await.unwrap();
+    Survivors { a, c, d, killed: b }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_runner_processes_one_killed_another_joining_apply_each_event_exactly_once() {
+    let Some(store) = tests::postgres::store().await else {
+        return;
+    };
+    let schema = store.schema().to_owned();
+    let url = tests::postgres::url();
+    write(&store, "e", 40, 3).await;
+
+    let view = partitioned(&store, 8);
+    let Survivors { a, c, d, .. } = faults(
+        &store,
+        || RunnerProcess::start(&url, &schema),
+        || owners(&view),
+        "PostgreSQL",
+        // Its sessions are ended once its record is older than the lease.
+        Duration::from_secs(2),
+    )
+    .await;
     wait_caught_up(&store, &view, Duration::from_secs(120)).await;
     drop((a, c, d));
 
@@ -458,30 +491,10 @@ mod nats {
     use std::collections::{BTreeSet, HashMap};
     use tests::ledger::AppliedOrder;
 
-    type Holders = BTreeMap<Option<String>, Vec<u32>>;
-
-    async fn holders(view: &NatsPartitioned<AppliedOrder, es_core::Json>) -> Holders {
-        let mut holders = Holders::new();
-        for lease in view.leases().await.unwrap() {
-            holders.entry(lease.holder).or_default().push(lease.partition.index());
-        }
-        holders
-    }
-
-    async fn wait_holders(
-        view: &NatsPartitioned<AppliedOrder, es_core::Json>,
-        what: &str,
-        done: impl Fn(&Holders) -> bool,
-    ) -> Duration {
-        let start = Instant::now();
-        loop {
-            let holders = holders(view).await;
-            if done(&holders) {
-                return start.elapsed();
-            }
-            assert!(start.elapsed() < Duration::from_secs(60), "{what}: {holders:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    /// Who holds which partition's lease, as the records stream says.
+    async fn holders(view: &NatsPartitioned<AppliedOrder, es_core::Json>) -> Owners {
+        let leases = view.leases().await.unwrap();
+        owners_of(leases.into_iter().map(|l| (l.holder, l.partition)))
     }
 
     /// Each process's applications: position, account, version.
@@ -523,72 +536,22 @@ mod nats {
         let url = tests::nats::url().expect("a server");
         let prefix = store.prefix().to_owned();
         write(&store, "e", 40, 3).await;
-        let writing = Arc::new(AtomicBool::new(true));
-        let writers = {
-            let (store, writing) = (store.clone(), Arc::clone(&writing));
-            tokio::spawn(async move {
-                let mut round = 0;
-                while writing.load(Ordering::Relaxed) {
-                    write(&store, &format!("w{round}-"), 8, 5).await;
-                    round += 1;
-                }
-            })
-        };
         let view = NatsPartitioned::new(
             store.clone(),
             PartitionedProjection::new("order", 8, AppliedOrder::default()),
         );
-        let start =
-            || RunnerProcess::start_program(env!("CARGO_BIN_EXE_nats_partitioned"), &[&url, &prefix, "2000", "200"]);
-        let (a, b, c) = (start(), start(), start());
-        let names = [a.name.clone(), b.name.clone(), c.name.clone()];
-        wait_holders(&view, "three runners did not share the eight partitions", |h| {
-            !h.contains_key(&None)
-                && names
-                    .iter()
-                    .all(|n| h.get(&Some(n.clone())).is_some_and(|p| p.len() >= 2))
-        })
+        let Survivors { a, c, d, killed } = faults(
+            &store,
+            || RunnerProcess::start_program(env!("CARGO_BIN_EXE_nats_partitioned"), &[&url, &prefix, "2000", "200"]),
+            || holders(&view),
+            "NATS",
+            // Its leases are taken once seen unchanged for the lease (2 s),
+            // counted from the last time another runner read them.
+            Duration::from_secs(1),
+        )
         .await;
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-
-        let killed = b.name.clone();
-        let orphaned = holders(&view).await[&Some(killed.clone())].clone();
-        let b_applied = applied(&b).len();
-        check_order(&b);
-        b.kill();
-        let takeover = wait_holders(&view, "the killed runner's partitions were not taken over", |h| {
-            !h.contains_key(&None) && !h.contains_key(&Some(killed.clone())) && h.len() == 2
-        })
-        .await;
-        println!("NATS: partitions {orphaned:?} of the killed runner taken over in {takeover:?}");
-        assert!(takeover < Duration::from_secs(10), "takeover took {takeover:?}");
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-
-        let d = start();
-        let joined = wait_holders(&view, "the runner that joined got no partitions", |h| {
-            !h.contains_key(&None) && h.get(&Some(d.name.clone())).is_some_and(|p| p.len() >= 2) && h.len() == 3
-        })
-        .await;
-        println!(
-            "NATS: a joining runner got its share in {joined:?}: {:?}",
-            holders(&view).await
-        );
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-
-        // One hangs (SIGSTOP): its leases, unrenewed, are taken over once
-        // seen unchanged for a lease; woken up, it finds them lost.
-        let hung = c.name.clone();
-        c.signal("STOP");
-        let takeover = wait_holders(&view, "the hung runner's partitions were not taken over", |h| {
-            !h.contains_key(&None) && !h.contains_key(&Some(hung.clone())) && h.len() == 2
-        })
-        .await;
-        println!("NATS: a hung runner's partitions taken over in {takeover:?}");
-        assert!(takeover >= Duration::from_secs(1), "taken over too soon: {takeover:?}");
-        c.signal("CONT");
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        writing.store(false, Ordering::Relaxed);
-        writers.await.unwrap();
+        let b_applied = applied(&killed).len();
+        check_order(&killed);
 
         // Every deposit and withdrawal applied at least once, by the
         // processes alive at the end (which hold every partition) or before.

@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use es_core::subscription::PartitionOptions;
 use es_postgres::{PgProjection, PostgresOptions, PostgresStore};
 use tests::ledger::OrderedLedger;
 
@@ -16,7 +15,6 @@ async fn main() {
     let [url, schema, lease, heartbeat] = &args[..] else {
         panic!("usage: partitioned <url> <schema> <lease ms> <heartbeat ms>");
     };
-    let ms = |s: &str| Duration::from_millis(s.parse().expect("milliseconds"));
     let options = PostgresOptions {
         schema: schema.clone(),
         ..Default::default()
@@ -28,22 +26,6 @@ async fn main() {
     let runner = PgProjection::new(store, "ledger", ledger)
         .tables(OrderedLedger::tables(schema, "ledger"))
         .partitioned(8)
-        .spawn(PartitionOptions {
-            run: es_core::subscription::RunOptions::polling(Duration::from_millis(100)),
-            lease: ms(lease),
-            heartbeat: ms(heartbeat),
-        });
-    assert!(
-        runner.wait_until(Duration::from_secs(30), |s| s.live > 0).await,
-        "no heartbeat: {:?}",
-        runner.status()
-    );
-    println!("running {}", runner.status().runner);
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let status = runner.status();
-        if status.stopped {
-            panic!("the runner stopped: {status:?}");
-        }
-    }
+        .spawn(tests::partitioned::options(lease, heartbeat));
+    tests::partitioned::run_until_killed(runner).await
 }
