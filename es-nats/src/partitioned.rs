@@ -384,7 +384,7 @@ impl<R: ReadModel, C: Codec + Clone + 'static> NatsMember<R, C> {
         };
         let live = others.len() + 1;
         let share = fair_share(self.names.count, live);
-        for index in owned.give_up_to(share).await {
+        for index in owned.give_up_to(share) {
             if let Some(held) = self.leases.remove(&index) {
                 held.held.store(false, Ordering::SeqCst);
                 self.store

@@ -320,7 +320,7 @@ where
             .await
             .map_err(error("count the live runners"))?;
         let share = fair_share(self.count, live.len());
-        for index in owned.give_up_to(share).await {
+        for index in owned.give_up_to(share) {
             tracing::info!(projection = %self.projection.name(), partition = index, share, "gave a partition up to a runner that joined");
         }
         let others: Vec<u32> = live

@@ -177,13 +177,15 @@ impl OwnedPartitions {
         lost
     }
 
-    /// Stops the runners of the highest partitions until it owns at most
-    /// `share`; returns their numbers.
-    pub async fn give_up_to(&mut self, share: u32) -> Vec<u32> {
+    /// Gives up the highest partitions until it owns at most `share`;
+    /// returns their numbers. Their runners stop in the background, after
+    /// the page each is applying (which may be long: a heartbeat must not
+    /// wait for it), and give their partition back then.
+    pub fn give_up_to(&mut self, share: u32) -> Vec<u32> {
         let mut given = Vec::new();
         while self.0.len() > share as usize {
             if let Some((index, runner)) = self.0.pop_last() {
-                runner.stop().await;
+                tokio::spawn(runner.stop());
                 given.push(index);
             }
         }
