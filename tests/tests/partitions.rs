@@ -464,8 +464,9 @@ async fn three_runner_processes_one_killed_another_joining_apply_each_event_exac
         || RunnerProcess::start(&url, &schema),
         || owners(&view),
         "PostgreSQL",
-        // Its sessions are ended once its record is older than the lease.
-        Duration::from_secs(2),
+        // Its sessions are ended once its record is older than the lease
+        // (2 s), renewed last up to a heartbeat (200 ms) before it hung.
+        Duration::from_millis(1_700),
     )
     .await;
     wait_caught_up(&store, &view, Duration::from_secs(120)).await;
