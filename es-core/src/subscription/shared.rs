@@ -118,7 +118,7 @@ impl PartitionRunner {
     }
 
     /// Stops at once, wherever it is, as a crash would (the others take its
-    /// partitions once its lease runs out).
+    /// partitions over as they would a crashed runner's).
     pub fn abort(self) {
         self.task.abort();
     }
