@@ -158,6 +158,14 @@ async fn two_runners_share_the_partitions_and_one_takes_all_when_the_other_stops
         return;
     };
     write(&store, "a", 24, 10).await;
+    // Before any runner: eight partitions at 0, owned by nobody, read
+    // without creating anything.
+    let before = partitioned(&store, 8).partitions(Duration::from_secs(2)).await.unwrap();
+    assert!(
+        before.iter().all(|r| r.position == 0 && r.owner.is_none()),
+        "{before:?}"
+    );
+    assert_eq!(before.len(), 8);
     let first = partitioned(&store, 8).spawn(quick());
     let second = partitioned(&store, 8).spawn(quick());
     wait_for(
