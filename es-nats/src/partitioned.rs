@@ -7,7 +7,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use es_core::projection::PartitionedProjection;
-use es_core::subscription::{Member, OwnedPartitions, Partition, PartitionOptions, PartitionRunner, fair_share};
+use es_core::subscription::{
+    Member, OwnedPartitions, Partition, PartitionOptions, PartitionRunner, fair_share, free_partitions, random_start,
+    runner_name,
+};
 use es_core::{Codec, ReadModel, StoreError, SubscriptionError};
 use futures_util::StreamExt;
 
@@ -79,10 +82,7 @@ impl<R: ReadModel, C: Codec + Clone + 'static> NatsPartitioned<R, C> {
         let names = Names::new(&self.store, &self.projection);
         let mut leases = Vec::new();
         for partition in Partition::all(self.projection.count()) {
-            let (revision, holder) = match self.store.record(&names.lease(partition.index())).await? {
-                None => (0, None),
-                Some((revision, value)) => (revision, holder_of(&value)),
-            };
+            let (revision, holder) = read_lease(&self.store, &names.lease(partition.index())).await?;
             leases.push(Lease {
                 partition,
                 holder,
@@ -114,7 +114,7 @@ impl<R: ReadModel, C: Codec + Clone + 'static> NatsPartitioned<R, C> {
 
     /// Runs this process's share of the partitions in the background.
     pub fn spawn(&self, options: PartitionOptions) -> PartitionRunner {
-        let runner = format!("{}-{:016x}", std::process::id(), rand_u64());
+        let runner = runner_name();
         PartitionRunner::spawn(NatsMember {
             names: Names::new(&self.store, &self.projection),
             store: self.store.clone(),
@@ -129,17 +129,16 @@ impl<R: ReadModel, C: Codec + Clone + 'static> NatsPartitioned<R, C> {
     }
 }
 
-/// 64 bits of a new event id, 62 of them random.
-fn rand_u64() -> u64 {
-    es_core::EventId::new().as_uuid().as_u64_pair().1
-}
-
-/// The holder a lease record names (empty: free).
-fn holder_of(value: &[u8]) -> Option<String> {
-    std::str::from_utf8(value)
-        .ok()
-        .filter(|h| !h.is_empty())
-        .map(str::to_owned)
+/// The lease record on `subject`: its sequence (0: never written) and the
+/// runner it names (none: free).
+async fn read_lease(store: &NatsStore, subject: &str) -> Result<(u64, Option<String>), StoreError> {
+    Ok(match store.record(subject).await? {
+        None => (0, None),
+        Some((revision, value)) => {
+            let holder = std::str::from_utf8(&value).ok().filter(|h| !h.is_empty());
+            (revision, holder.map(str::to_owned))
+        }
+    })
 }
 
 /// The subjects of one partitioned projection.
@@ -225,24 +224,106 @@ impl<R: ReadModel, C: Codec + Clone + 'static> Member for NatsMember<R, C> {
     }
 
     /// Records the number of partitions if none is; refuses another.
-    async fn refuse(&mut self) -> Option<String> {
+    async fn refuse(&mut self) -> Option<SubscriptionError> {
         match self.check_layout().await {
             Ok(None) => None,
-            Ok(Some(stored)) => Some(
-                SubscriptionError::Partitions {
-                    subscription: self.names.name.clone(),
-                    stored: format!("{stored} partitions"),
-                    asked: format!("{} partitions", self.names.count),
-                }
-                .to_string(),
-            ),
+            Ok(Some(stored)) => Some(SubscriptionError::partitions(
+                &self.names.name,
+                stored,
+                self.names.count,
+            )),
             // A store that does not answer: the heartbeat will say so.
             Err(_) => None,
         }
     }
 
-    async fn beat(&mut self, owned: &mut OwnedPartitions, claim: bool) -> Result<(usize, u32), String> {
-        self.beat_now(owned, claim).await.map_err(|e| e.to_string())
+    /// Drops partitions whose runner lost them, renews every lease held,
+    /// announces this runner, gives up partitions over the share, then reads
+    /// every other lease and claims free or stale ones up to the share.
+    async fn beat(&mut self, owned: &mut OwnedPartitions, claim: bool) -> Result<(usize, u32), StoreError> {
+        for index in owned.drop_lost().await {
+            if let Some(held) = self.leases.remove(&index) {
+                held.held.store(false, Ordering::SeqCst);
+            }
+        }
+        self.listen().await?;
+        // Renew every lease; one another runner took is lost.
+        for index in owned.indices() {
+            let Some(revision) = self.leases.get(&index).map(|h| h.revision) else {
+                continue;
+            };
+            let renewed = self
+                .store
+                .swap_record(
+                    &self.names.lease(index),
+                    self.runner.clone().into_bytes(),
+                    Some(revision),
+                )
+                .await?;
+            match renewed {
+                Some(revision) => {
+                    if let Some(held) = self.leases.get_mut(&index) {
+                        held.revision = revision;
+                    }
+                }
+                None => {
+                    tracing::warn!(subscription = %self.names.name, partition = index, "lost a partition's lease");
+                    if let Some(held) = self.leases.remove(&index) {
+                        held.held.store(false, Ordering::SeqCst);
+                    }
+                    owned.stop(index).await;
+                }
+            }
+        }
+        let owns: Vec<String> = owned.indices().iter().map(u32::to_string).collect();
+        let client = self.store.client();
+        client
+            .publish(
+                self.names.runners.clone(),
+                format!("beat {} {}", self.runner, owns.join(",")).into(),
+            )
+            .await
+            .map_err(failed(client, "announce a runner"))?;
+        let others: Vec<(String, Vec<u32>)> = {
+            let mut heard = self.heard.lock().unwrap_or_else(PoisonError::into_inner);
+            heard.retain(|_, (_, at)| at.elapsed() < self.options.lease);
+            heard
+                .iter()
+                .filter(|(runner, _)| **runner != self.runner)
+                .map(|(runner, (owns, _))| (runner.clone(), owns.clone()))
+                .collect()
+        };
+        let live = others.len() + 1;
+        let share = fair_share(self.names.count, live);
+        for index in owned.give_up_to(share) {
+            if let Some(held) = self.leases.remove(&index) {
+                held.held.store(false, Ordering::SeqCst);
+                self.store
+                    .swap_record(&self.names.lease(index), Vec::new(), Some(held.revision))
+                    .await?;
+                tracing::info!(subscription = %self.names.name, partition = index, share, "gave a partition up to a runner that joined");
+            }
+        }
+        // Every partition not owned here is read at each heartbeat, so a
+        // lease left by a runner that died has been watched for a whole
+        // lease by the time its runner is no longer heard from.
+        let listed: Vec<u32> = others.iter().flat_map(|(_, owns)| owns.iter().copied()).collect();
+        let count = self.names.count;
+        let mut claimable = Vec::new();
+        for index in free_partitions(count, &[], owned, random_start(count)) {
+            if let Some(found) = self.observe(index).await? {
+                claimable.push(found);
+            }
+        }
+        // Partitions nobody lists first, then those whose holder went quiet.
+        claimable.sort_by_key(|(index, _, _)| listed.contains(index));
+        for (index, revision, holder) in claimable {
+            if !claim || owned.len() >= share as usize {
+                break;
+            }
+            self.take(index, revision, holder, owned).await?;
+        }
+        Ok((live, share))
     }
 
     async fn leave(&mut self) {
@@ -329,103 +410,11 @@ impl<R: ReadModel, C: Codec + Clone + 'static> NatsMember<R, C> {
         Ok(())
     }
 
-    async fn beat_now(&mut self, owned: &mut OwnedPartitions, claim: bool) -> Result<(usize, u32), StoreError> {
-        for index in owned.drop_lost().await {
-            if let Some(held) = self.leases.remove(&index) {
-                held.held.store(false, Ordering::SeqCst);
-            }
-        }
-        self.listen().await?;
-        // Renew every lease; one another runner took is lost.
-        for index in owned.indices() {
-            let Some(revision) = self.leases.get(&index).map(|h| h.revision) else {
-                continue;
-            };
-            let renewed = self
-                .store
-                .swap_record(
-                    &self.names.lease(index),
-                    self.runner.clone().into_bytes(),
-                    Some(revision),
-                )
-                .await?;
-            match renewed {
-                Some(revision) => {
-                    if let Some(held) = self.leases.get_mut(&index) {
-                        held.revision = revision;
-                    }
-                }
-                None => {
-                    tracing::warn!(subscription = %self.names.name, partition = index, "lost a partition's lease");
-                    if let Some(held) = self.leases.remove(&index) {
-                        held.held.store(false, Ordering::SeqCst);
-                    }
-                    owned.stop(index).await;
-                }
-            }
-        }
-        let owns: Vec<String> = owned.indices().iter().map(u32::to_string).collect();
-        let client = self.store.client();
-        client
-            .publish(
-                self.names.runners.clone(),
-                format!("beat {} {}", self.runner, owns.join(",")).into(),
-            )
-            .await
-            .map_err(failed(client, "announce a runner"))?;
-        let others: Vec<(String, Vec<u32>)> = {
-            let mut heard = self.heard.lock().unwrap_or_else(PoisonError::into_inner);
-            heard.retain(|_, (_, at)| at.elapsed() < self.options.lease);
-            heard
-                .iter()
-                .filter(|(runner, _)| **runner != self.runner)
-                .map(|(runner, (owns, _))| (runner.clone(), owns.clone()))
-                .collect()
-        };
-        let live = others.len() + 1;
-        let share = fair_share(self.names.count, live);
-        for index in owned.give_up_to(share) {
-            if let Some(held) = self.leases.remove(&index) {
-                held.held.store(false, Ordering::SeqCst);
-                self.store
-                    .swap_record(&self.names.lease(index), Vec::new(), Some(held.revision))
-                    .await?;
-                tracing::info!(subscription = %self.names.name, partition = index, share, "gave a partition up to a runner that joined");
-            }
-        }
-        // Every partition not owned here is read at each heartbeat, so a
-        // lease left by a runner that died has been watched for a whole
-        // lease by the time its runner is no longer heard from.
-        let listed: Vec<u32> = others.iter().flat_map(|(_, owns)| owns.iter().copied()).collect();
-        let start = (rand_u64() % u64::from(self.names.count)) as u32;
-        let count = self.names.count;
-        let mut claimable = Vec::new();
-        for index in (0..count).map(|i| (start + i) % count) {
-            if !owned.contains(index)
-                && let Some(found) = self.observe(index).await?
-            {
-                claimable.push(found);
-            }
-        }
-        // Partitions nobody lists first, then those whose holder went quiet.
-        claimable.sort_by_key(|(index, _, _)| listed.contains(index));
-        for (index, revision, holder) in claimable {
-            if !claim || owned.len() >= share as usize {
-                break;
-            }
-            self.take(index, revision, holder, owned).await?;
-        }
-        Ok((live, share))
-    }
-
     /// Reads partition `index`'s lease: its revision and holder if it can
     /// be taken (free, or unchanged for a whole lease as this runner saw
     /// it).
     async fn observe(&mut self, index: u32) -> Result<Option<(u32, u64, Option<String>)>, StoreError> {
-        let (revision, holder) = match self.store.record(&self.names.lease(index)).await? {
-            None => (0, None),
-            Some((revision, value)) => (revision, holder_of(&value)),
-        };
+        let (revision, holder) = read_lease(&self.store, &self.names.lease(index)).await?;
         let stale = match self.seen.get(&index) {
             Some(&(seen, since)) if seen == revision => since.elapsed() >= self.options.lease,
             _ => {

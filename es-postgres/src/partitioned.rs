@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use es_core::subscription::{
     self, Member, OwnedPartitions, Partition, PartitionOptions, PartitionRunner, fair_share, free_partitions,
+    random_start, runner_name,
 };
 use es_core::{Codec, EventStore, Json, ReadModelIn, StoreError, SubscriptionError};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, SqlSafeStr, SqlStr};
@@ -178,7 +179,7 @@ where
     /// Runs this process's share of the partitions in the background: see
     /// the type's documentation for how runners share them.
     pub fn spawn(self, options: PartitionOptions) -> PartitionRunner {
-        let runner = format!("{}-{:016x}", std::process::id(), rand_u64());
+        let runner = runner_name();
         PartitionRunner::spawn(PgMember {
             sql: MemberSql::new(self.projection.store().schema()),
             projection: self.projection,
@@ -190,13 +191,6 @@ where
             table_ready: false,
         })
     }
-}
-
-/// 64 bits of a new event id, 62 of them random: runner names, and where a
-/// runner starts looking for free partitions, so runners that start
-/// together ask for different ones.
-fn rand_u64() -> u64 {
-    es_core::EventId::new().as_uuid().as_u64_pair().1
 }
 
 struct PgMember<R, C> {
@@ -236,9 +230,9 @@ where
 
     /// Another number of partitions in the store stops the runner before
     /// it claims anything.
-    async fn refuse(&mut self) -> Option<String> {
+    async fn refuse(&mut self) -> Option<SubscriptionError> {
         match self.projection.check_partitions(self.count).await {
-            Err(e @ SubscriptionError::Partitions { .. }) => Some(e.to_string()),
+            Err(e @ SubscriptionError::Partitions { .. }) => Some(e),
             _ => None,
         }
     }
@@ -246,32 +240,7 @@ where
     /// Drops partitions whose runner lost them, renews the record, ends
     /// expired runners' lock sessions, then gives up or claims partitions
     /// to reach the share.
-    async fn beat(&mut self, owned: &mut OwnedPartitions, claim: bool) -> Result<(usize, u32), String> {
-        self.beat_now(owned, claim).await.map_err(|e| e.to_string())
-    }
-
-    async fn leave(&mut self) {
-        let store = self.projection.store();
-        let left = sqlx::query(self.sql.leave.clone())
-            .bind(self.projection.checkpoint_name())
-            .bind(&self.runner)
-            .execute(store.pool())
-            .await;
-        if let Err(e) = left {
-            tracing::warn!(projection = %self.projection.name(), error = %e, "could not remove a stopped runner's record");
-        }
-        if let Some(probe) = self.probe.take() {
-            let _ = probe.close().await;
-        }
-    }
-}
-
-impl<R, C> PgMember<R, C>
-where
-    R: ReadModelIn<PgConnection> + 'static,
-    C: Codec + 'static,
-{
-    async fn beat_now(&mut self, owned: &mut OwnedPartitions, claim: bool) -> Result<(usize, u32), StoreError> {
+    async fn beat(&mut self, owned: &mut OwnedPartitions, claim: bool) -> Result<(usize, u32), StoreError> {
         for index in owned.drop_lost().await {
             tracing::info!(projection = %self.projection.name(), partition = index, "lost a partition");
         }
@@ -337,8 +306,7 @@ where
             .filter(|(runner, _)| *runner != self.runner)
             .flat_map(|(_, owns)| owns.iter().map(|&i| i as u32))
             .collect();
-        let start = (rand_u64() % u64::from(self.count)) as u32;
-        for index in free_partitions(self.count, &others, owned, start) {
+        for index in free_partitions(self.count, &others, owned, random_start(self.count)) {
             if !claim || owned.len() >= share as usize {
                 break;
             }
@@ -349,6 +317,27 @@ where
         Ok((live.len().max(1), share))
     }
 
+    async fn leave(&mut self) {
+        let store = self.projection.store();
+        let left = sqlx::query(self.sql.leave.clone())
+            .bind(self.projection.checkpoint_name())
+            .bind(&self.runner)
+            .execute(store.pool())
+            .await;
+        if let Err(e) = left {
+            tracing::warn!(projection = %self.projection.name(), error = %e, "could not remove a stopped runner's record");
+        }
+        if let Some(probe) = self.probe.take() {
+            let _ = probe.close().await;
+        }
+    }
+}
+
+impl<R, C> PgMember<R, C>
+where
+    R: ReadModelIn<PgConnection> + 'static,
+    C: Codec + 'static,
+{
     /// Asks for partition `index`'s lock on the probe connection; if it gets
     /// it, that connection becomes the partition's and a runner starts.
     async fn try_take(&mut self, index: u32, owned: &mut OwnedPartitions) -> Result<bool, StoreError> {

@@ -269,22 +269,18 @@ impl<R: ReadModelIn<PgConnection>, C: Codec> PgProjection<R, C> {
         Ok(())
     }
 
-    /// Refuses to run `partition` if the store holds checkpoints of this
-    /// projection of another number of partitions.
-    fn check_layout(&self, names: &[String], partition: Partition) -> Result<(), SubscriptionError> {
+    /// Refuses to run `count` partitions if `names` (the projection's
+    /// checkpoints) are of another number of partitions.
+    fn check_layout(&self, names: &[String], count: u32) -> Result<(), SubscriptionError> {
         let stored = names
             .iter()
             .filter_map(|n| n.strip_prefix(self.checkpoint.as_str()))
             .filter_map(Partition::from_suffix)
             .map(Partition::count)
-            .find(|&count| count != partition.count());
+            .find(|&stored| stored != count);
         match stored {
             None => Ok(()),
-            Some(stored) => Err(SubscriptionError::Partitions {
-                subscription: self.name.clone(),
-                stored: partitions_in_words(stored),
-                asked: partitions_in_words(partition.count()),
-            }),
+            Some(stored) => Err(SubscriptionError::partitions(&self.name, stored, count)),
         }
     }
 
@@ -296,8 +292,7 @@ impl<R: ReadModelIn<PgConnection>, C: Codec> PgProjection<R, C> {
             .fetch_all(self.store.pool())
             .await
             .map_err(error("read a projection's partitions"))?;
-        let partition = Partition::all(count).next().unwrap_or(Partition::WHOLE);
-        self.check_layout(&names, partition)
+        self.check_layout(&names, count)
     }
 
     /// In one transaction: fences out every runner of the projection, of
@@ -336,15 +331,6 @@ impl<R: ReadModelIn<PgConnection>, C: Codec> PgProjection<R, C> {
             .map_err(error("reset a projection's checkpoints"))?;
         tx.commit().await.map_err(error("commit a rebuild"))?;
         Ok(())
-    }
-}
-
-/// "one partition" or "N partitions".
-fn partitions_in_words(count: u32) -> String {
-    if count == 1 {
-        "one partition (not partitioned)".to_owned()
-    } else {
-        format!("{count} partitions")
     }
 }
 
@@ -456,7 +442,7 @@ where
             .fetch_all(&mut *tx)
             .await
             .map_err(error("read a projection's partitions"))?;
-        p.check_layout(&names, self.partition)?;
+        p.check_layout(&names, self.partition.count())?;
         let epoch: i64 = sqlx::query_scalar(p.sql.claim.clone())
             .bind(&self.checkpoint)
             .fetch_one(&mut *tx)

@@ -46,7 +46,7 @@ pub use partition::{Partition, stream_partition};
 pub use runner::{RunOptions, RunState, Runner, Status, WaitTimeout, spawn};
 pub use shared::{
     Member, OwnedPartitions, PartitionOptions, PartitionRunner, PartitionStatus, PartitionsStatus, fair_share,
-    free_partitions,
+    free_partitions, random_start, runner_name,
 };
 pub use tail::Tail;
 
@@ -376,6 +376,20 @@ pub enum SubscriptionError {
 }
 
 impl SubscriptionError {
+    /// [`Partitions`](Self::Partitions): `subscription` is stored as
+    /// `stored` partitions, and this runner was started with `asked`.
+    pub fn partitions(subscription: impl Into<String>, stored: u32, asked: u32) -> Self {
+        let words = |count: u32| match count {
+            1 => "one partition (not partitioned)".to_owned(),
+            n => format!("{n} partitions"),
+        };
+        SubscriptionError::Partitions {
+            subscription: subscription.into(),
+            stored: words(stored),
+            asked: words(asked),
+        }
+    }
+
     /// Whether retrying can help: false for [`Stopped`](Self::Stopped) and
     /// [`Partitions`](Self::Partitions).
     pub fn is_retryable(&self) -> bool {

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{Partition, RunOptions, RunState, Runner, Status};
+use super::{Partition, RunOptions, RunState, Runner, Status, SubscriptionError};
+use crate::error::StoreError;
 
 /// How a partitioned runner shares its partitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,8 +239,9 @@ pub trait Member: Send + 'static {
     fn heartbeat(&self) -> Duration;
 
     /// Why this runner must not run at all, if it must not (the store holds
-    /// another number of partitions): it stops, saying so.
-    fn refuse(&mut self) -> impl Future<Output = Option<String>> + Send {
+    /// another number of partitions: [`SubscriptionError::partitions`]): it
+    /// stops, saying so.
+    fn refuse(&mut self) -> impl Future<Output = Option<SubscriptionError>> + Send {
         std::future::ready(None)
     }
 
@@ -253,7 +255,7 @@ pub trait Member: Send + 'static {
         &mut self,
         owned: &mut OwnedPartitions,
         claim: bool,
-    ) -> impl Future<Output = Result<(usize, u32), String>> + Send;
+    ) -> impl Future<Output = Result<(usize, u32), StoreError>> + Send;
 
     /// Says this runner left (its partitions' runners are stopped), so the
     /// others need not wait for its lease to run out.
@@ -274,9 +276,12 @@ async fn run_member<M: Member>(
         if *stopped.borrow() {
             break;
         }
-        let refused = member.refuse().await;
+        let refused = member.refuse().await.map(|e| e.to_string());
         let beat = match &refused {
-            None => member.beat(&mut owned, std::mem::replace(&mut claim, true)).await,
+            None => member
+                .beat(&mut owned, std::mem::replace(&mut claim, true))
+                .await
+                .map_err(|e| e.to_string()),
             Some(reason) => Err(reason.clone()),
         };
         let statuses = owned.status(count);
@@ -317,6 +322,18 @@ async fn run_member<M: Member>(
         s.stopped = true;
         s.owned.retain(|p| p.status.state == RunState::Failed);
     });
+}
+
+/// A new runner's name: the process id and 64 random bits, unique among a
+/// subscription's runners.
+pub fn runner_name() -> String {
+    format!("{}-{:016x}", std::process::id(), crate::util::random_u128() as u64)
+}
+
+/// Where a runner starts looking among `count` partitions: a random one,
+/// so runners that look at once ask for different partitions.
+pub fn random_start(count: u32) -> u32 {
+    (crate::util::random_u128() % u128::from(count.max(1))) as u32
 }
 
 /// How many of `count` partitions each of `live` runners may own: the count
