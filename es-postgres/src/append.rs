@@ -27,6 +27,42 @@ pub(crate) struct Chained {
     pub(crate) version: u64,
     pub(crate) link: Option<Link>,
     pub(crate) links: Vec<Link>,
+    /// Whether that head is known to be committed (see [`HeadCache`]) and
+    /// is the one the request expects: a combined statement then writes
+    /// the events after it without reading it again, and the stream's
+    /// unique versions refuse them if it moved on.
+    pub(crate) known: bool,
+}
+
+/// A stream head the store remembers: its version, its link, and the
+/// committer connection whose committed statement showed it, if one did.
+#[derive(Clone, Copy)]
+struct Head {
+    version: u64,
+    link: Link,
+    /// The connection epoch (see [`HeadCache::epoch`]) the head was seen
+    /// committed in; `None` when it was seen inside a caller's transaction,
+    /// which may still roll back.
+    seen_in: Option<u64>,
+}
+
+/// The heads (version and link) of streams this store appended to or read
+/// the head of: what the next append's links are computed from.
+///
+/// A head is a hint for the statement, which checks it, except where it is
+/// *known*: seen by a committer's own statement (committed when it returns)
+/// on a connection opened since the last time any committer connected. A
+/// stream's events are never deleted, so a known head can only be behind
+/// the stream, and writing after it is refused by the stream's unique
+/// versions. A connection opened anew may reach a server that lost commits
+/// the old one acknowledged (a failover to a replica that had not received
+/// them, a crash with `synchronous_commit` off): each new committer
+/// connection starts a new epoch, and heads of earlier epochs are checked
+/// again.
+#[derive(Default)]
+pub(crate) struct HeadCache {
+    heads: std::collections::HashMap<StreamId, Head>,
+    epoch: u64,
 }
 
 /// What the append statement found at the stream's head.
@@ -80,17 +116,18 @@ impl From<StoreError> for Lost {
 }
 
 impl PostgresStore {
-    /// Appends on `conn` (a committer's, with no transaction open), one
-    /// statement in its own transaction.
+    /// Appends on `conn` (a committer's, with no transaction open, opened
+    /// in connection epoch `epoch`), one statement in its own transaction.
     pub(crate) async fn append_alone(
         &self,
         conn: &mut PgConnection,
+        epoch: u64,
         request: &AppendRequest<'_>,
     ) -> Result<AppendOutcome, AppendError> {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let lost = match self.try_append(conn, request).await {
+            let lost = match self.try_append(conn, request, Some(epoch)).await {
                 Ok(outcome) => {
                     if let AppendOutcome::Appended(appended) = &outcome
                         && let Some(last) = appended.positions.last()
@@ -128,7 +165,7 @@ impl PostgresStore {
         loop {
             attempts += 1;
             let mut savepoint = conn.begin().await.map_err(error("begin an append"))?;
-            let lost = match self.try_append(&mut savepoint, &request).await {
+            let lost = match self.try_append(&mut savepoint, &request, None).await {
                 Ok(outcome) => {
                     savepoint.commit().await.map_err(error("commit an append"))?;
                     return Ok(outcome);
@@ -190,8 +227,15 @@ impl PostgresStore {
         }
     }
 
-    /// One try of the append statement on `conn`.
-    async fn try_append(&self, conn: &mut PgConnection, request: &AppendRequest<'_>) -> Result<AppendOutcome, Lost> {
+    /// One try of the append statement on `conn`: a committer's opened in
+    /// connection epoch `committed` (its statement commits when it returns),
+    /// or `None` inside a caller's transaction.
+    async fn try_append(
+        &self,
+        conn: &mut PgConnection,
+        request: &AppendRequest<'_>,
+        committed: Option<u64>,
+    ) -> Result<AppendOutcome, Lost> {
         let expected = match request.expected {
             ExpectedVersion::Any => None,
             ExpectedVersion::NoStream => Some(0),
@@ -211,7 +255,7 @@ impl PostgresStore {
         let stream = request.stream;
         let chained = self.chain(request);
         let link_bytes: Vec<&[u8]> = chained.links.iter().map(|l| l.as_bytes().as_slice()).collect();
-        let result = sqlx::query(self.inner.sql.append.clone())
+        let result = sqlx::query(self.inner.sql.append.get(request.command_id.is_some()))
             .bind(stream.aggregate_type())
             .bind(stream.aggregate_id())
             .bind(expected)
@@ -242,7 +286,7 @@ impl PostgresStore {
         let read = error("read the append's result");
         let actual: i64 = row.try_get("actual").map_err(&read)?;
         let actual = stored_u64(actual, || format!("stream `{stream}` has version {actual}"))?;
-        match self.check_head(stream, request.expected, &chained, &row, actual)? {
+        match self.check_head(stream, request.expected, &chained, &row, actual, committed)? {
             HeadCheck::Expected => return Err(Lost::Expected(actual)),
             HeadCheck::Stale => return Err(Lost::Stale(actual)),
             HeadCheck::Stored => {}
@@ -268,7 +312,7 @@ impl PostgresStore {
 
     /// The links of `request`'s events, computed from the head it assumes.
     pub(crate) fn chain(&self, request: &AppendRequest<'_>) -> Chained {
-        let (version, link) = self.assumed_head(request.stream, request.expected);
+        let (version, link, known) = self.assumed_head(request.stream, request.expected);
         let r = request;
         let links = link_batch(
             link.unwrap_or(Link::GENESIS),
@@ -278,12 +322,19 @@ impl PostgresStore {
             r.metadata,
             r.recorded_at,
         );
-        Chained { version, link, links }
+        Chained {
+            version,
+            link,
+            links,
+            known,
+        }
     }
 
     /// What the statement's `row` found at the head of `stream` (at version
     /// `actual`) against what `chained` assumed; remembers the head the
-    /// append leaves: the one found, or the last new event.
+    /// append leaves: the one found, or the last new event. `committed` is
+    /// the connection epoch of a committer's statement, `None` inside a
+    /// caller's transaction.
     pub(crate) fn check_head(
         &self,
         stream: &StreamId,
@@ -291,54 +342,73 @@ impl PostgresStore {
         chained: &Chained,
         row: &PgRow,
         actual: u64,
+        committed: Option<u64>,
     ) -> Result<HeadCheck, StoreError> {
         let found = head_link(row, stream, actual)?;
         if !expected.matches(actual) {
-            self.remember_head(stream, actual, found);
+            self.remember_head(stream, actual, found, committed);
             return Ok(HeadCheck::Expected);
         }
         if !chained.links.is_empty() && (actual != chained.version || found != chained.link) {
-            self.remember_head(stream, actual, found);
+            self.remember_head(stream, actual, found, committed);
             return Ok(HeadCheck::Stale);
         }
         if let Some(last) = chained.links.last() {
-            self.remember_head(stream, actual + chained.links.len() as u64, Some(*last));
+            self.remember_head(stream, actual + chained.links.len() as u64, Some(*last), committed);
         }
         Ok(HeadCheck::Stored)
     }
 
-    /// The head an append computes its links from: none for a new stream,
-    /// else the one remembered (the statement checks it), else the
+    /// The head an append computes its links from, and whether it is known
+    /// committed and expected: none for a new stream, else the one
+    /// remembered (the statement checks it unless it is known), else the
     /// expected version with no link, which the statement refuses for a
     /// stream with events, reporting its head.
-    fn assumed_head(&self, stream: &StreamId, expected: ExpectedVersion) -> (u64, Option<Link>) {
+    fn assumed_head(&self, stream: &StreamId, expected: ExpectedVersion) -> (u64, Option<Link>, bool) {
         if expected == ExpectedVersion::NoStream {
-            return (0, None);
+            return (0, None, false);
         }
-        let heads = self.inner.heads.lock().unwrap_or_else(PoisonError::into_inner);
-        match heads.get(stream) {
-            Some(&(version, link)) => (version, Some(link)),
+        let cache = self.inner.heads.lock().unwrap_or_else(PoisonError::into_inner);
+        match cache.heads.get(stream) {
+            Some(head) => {
+                let known = head.seen_in == Some(cache.epoch) && expected.matches(head.version);
+                (head.version, Some(head.link), known)
+            }
             None => match expected {
-                ExpectedVersion::Exact(v) => (v, None),
-                _ => (0, None),
+                ExpectedVersion::Exact(v) => (v, None, false),
+                _ => (0, None, false),
             },
         }
     }
 
-    /// Remembers a stream's head for the next append's links.
-    fn remember_head(&self, stream: &StreamId, version: u64, link: Option<Link>) {
-        let mut heads = self.inner.heads.lock().unwrap_or_else(PoisonError::into_inner);
+    /// Remembers a stream's head for the next append's links, as seen in
+    /// connection epoch `committed` (or in a caller's transaction).
+    pub(crate) fn remember_head(&self, stream: &StreamId, version: u64, link: Option<Link>, committed: Option<u64>) {
+        let mut cache = self.inner.heads.lock().unwrap_or_else(PoisonError::into_inner);
         match link {
             Some(link) if version > 0 => {
-                if heads.len() >= MAX_HEADS && !heads.contains_key(stream) {
-                    heads.clear();
+                if cache.heads.len() >= MAX_HEADS && !cache.heads.contains_key(stream) {
+                    cache.heads.clear();
                 }
-                heads.insert(stream.clone(), (version, link));
+                let head = Head {
+                    version,
+                    link,
+                    seen_in: committed,
+                };
+                cache.heads.insert(stream.clone(), head);
             }
             _ => {
-                heads.remove(stream);
+                cache.heads.remove(stream);
             }
         }
+    }
+
+    /// Starts a new connection epoch, for a committer connection just
+    /// opened: heads seen before are checked again by the statement.
+    pub(crate) fn new_connection_epoch(&self) -> u64 {
+        let mut cache = self.inner.heads.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.epoch += 1;
+        cache.epoch
     }
 
     pub(crate) async fn version_on(&self, conn: &mut PgConnection, stream: &StreamId) -> Result<u64, StoreError> {

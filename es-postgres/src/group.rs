@@ -12,6 +12,15 @@
 //! parses, plans, starts and commits once per batch, which is what bounds
 //! throughput when many writers share a database server.
 //!
+//! Most batches need less: when every request writes after a stream head
+//! the store saw commit on this connection (see
+//! [`HeadCache`](crate::append::HeadCache)) and carries no command id, the
+//! statement only inserts the events, each at its own version, and the
+//! stream's unique versions refuse the whole statement if another writer
+//! moved a head on (it then goes one by one, as below). It costs the server
+//! about half the full statement (pg_stat_statements, 8 requests: 76 µs
+//! against 164 µs).
+//!
 //! The committer's connection plans its statements once
 //! (`plan_cache_mode = force_generic_plan`): both statements have one plan
 //! whatever their arrays hold, and re-planning them cost more than running
@@ -87,29 +96,36 @@ impl PostgresStore {
     /// none), in one statement, or one by one if the server refused the
     /// statement as a whole. A connection that failed is dropped; the next
     /// batch opens another.
-    async fn commit(&self, conn: &mut Option<(PgConnection, Instant)>, batch: Vec<Pending>) {
+    async fn commit(&self, conn: &mut Option<Committer>, batch: Vec<Pending>) {
         // A connection idle for a while may have been closed by the server
         // meanwhile: asked first, so that a batch is not sent into it.
-        if let Some((c, last_used)) = conn.as_mut()
-            && last_used.elapsed() > IDLE_CHECK
-            && c.ping().await.is_err()
+        if let Some(c) = conn.as_mut()
+            && c.last_used.elapsed() > IDLE_CHECK
+            && c.conn.ping().await.is_err()
         {
             *conn = None;
         }
-        let c = match conn {
-            Some((c, last_used)) => {
-                *last_used = Instant::now();
-                c
-            }
+        let Committer {
+            conn: c,
+            last_used,
+            epoch,
+        } = match conn {
+            Some(c) => c,
             None => match self.committer_connection().await {
-                Ok(c) => &mut conn.insert((c, Instant::now())).0,
+                Ok(c) => conn.insert(Committer {
+                    conn: c,
+                    last_used: Instant::now(),
+                    epoch: self.new_connection_epoch(),
+                }),
                 Err(e) => return fail_all(batch, &e),
             },
         };
+        *last_used = Instant::now();
+        let epoch = *epoch;
         let mut broken = false;
         let mut alone = batch;
         if alone.len() > 1 {
-            match self.try_batch(c, &alone).await {
+            match self.try_batch(c, epoch, &alone).await {
                 Ok(outcomes) => {
                     let mut again = Vec::new();
                     for (pending, outcome) in alone.into_iter().zip(outcomes) {
@@ -132,7 +148,7 @@ impl PostgresStore {
         }
         for pending in alone {
             let events = pending.append.new_events();
-            let outcome = self.append_alone(c, &pending.append.request(&events)).await;
+            let outcome = self.append_alone(c, epoch, &pending.append.request(&events)).await;
             broken |= matches!(outcome, Err(AppendError::Store(StoreError::Unavailable { .. })));
             pending.answer(outcome);
         }
@@ -141,14 +157,27 @@ impl PostgresStore {
         }
     }
 
-    /// One combined statement for `batch`: each request's outcome, or
+    /// One combined statement for `batch` on a committer's connection
+    /// opened in connection epoch `epoch`: each request's outcome, or
     /// `Err(None)` if the server refused it as a whole (nothing of it was
     /// written), or the failure that leaves its outcome unknown.
     async fn try_batch(
         &self,
         conn: &mut PgConnection,
+        epoch: u64,
         batch: &[Pending],
     ) -> Result<Vec<Option<Result<AppendOutcome, AppendError>>>, Option<StoreError>> {
+        let chains: Vec<Chained> = batch
+            .iter()
+            .map(|p| self.chain(&p.append.request(&p.append.new_events())))
+            .collect();
+        let lean = batch
+            .iter()
+            .zip(&chains)
+            .all(|(p, c)| c.known && p.append.command_id.is_none() && !p.append.events.is_empty());
+        if lean {
+            return self.try_known(conn, epoch, batch, &chains).await;
+        }
         let n = batch.len();
         let mut types = Vec::with_capacity(n);
         let mut ids = Vec::with_capacity(n);
@@ -160,14 +189,12 @@ impl PostgresStore {
         let (mut ev_request, mut ev_index, mut ev_ids, mut ev_names, mut ev_versions, mut ev_payloads) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut assumed_versions, mut assumed_links, mut ev_links) = (Vec::new(), Vec::new(), Vec::new());
-        let mut chains = Vec::with_capacity(n);
-        for (r, p) in batch.iter().enumerate() {
-            let events = p.append.new_events();
-            let chained = self.chain(&p.append.request(&events));
+        let mut known = Vec::with_capacity(n);
+        for (r, (p, chained)) in batch.iter().zip(&chains).enumerate() {
             assumed_versions.push(to_i64(chained.version, "version").map_err(Some)?);
             assumed_links.push(chained.link.map(|l| l.as_bytes().to_vec()));
+            known.push(chained.known);
             ev_links.extend(chained.links.iter().map(|l| l.as_bytes().to_vec()));
-            chains.push(chained);
             types.push(p.append.stream.aggregate_type());
             ids.push(p.append.stream.aggregate_id());
             expected.push(match p.append.expected {
@@ -188,7 +215,8 @@ impl PostgresStore {
                 ev_payloads.push(e.payload.as_slice());
             }
         }
-        let rows = sqlx::query(self.inner.sql.append_batch.clone())
+        let with_commands = command_ids.iter().any(Option::is_some);
+        let rows = sqlx::query(self.inner.sql.append_batch.get(with_commands))
             .bind(&types)
             .bind(&ids)
             .bind(&expected)
@@ -205,17 +233,10 @@ impl PostgresStore {
             .bind(&assumed_versions)
             .bind(&assumed_links)
             .bind(&ev_links)
+            .bind(&known)
             .fetch_all(&mut *conn)
             .await;
-        let rows = match rows {
-            Ok(rows) => rows,
-            // The server refused the statement: it was rolled back whole.
-            Err(sqlx::Error::Database(db)) => {
-                tracing::debug!(error = %db, requests = n, "a combined append was refused; appending one by one");
-                return Err(None);
-            }
-            Err(e) => return Err(Some(error("append a batch")(e))),
-        };
+        let rows = refused_whole(rows, n)?;
         if rows.len() != n {
             return Err(Some(corrupt(format!(
                 "a combined append of {n} requests returned {} rows",
@@ -225,7 +246,7 @@ impl PostgresStore {
         let mut outcomes = Vec::with_capacity(n);
         let mut last = None;
         for ((p, row), chained) in batch.iter().zip(&rows).zip(&chains) {
-            let outcome = batch_outcome(self, p, row, chained).map_err(Some)?;
+            let outcome = batch_outcome(self, p, row, chained, epoch).map_err(Some)?;
             if let Some(Ok(AppendOutcome::Appended(appended))) = &outcome {
                 last = last.max(appended.positions.last());
             }
@@ -238,20 +259,141 @@ impl PostgresStore {
     }
 }
 
-/// One request's outcome from its row of the combined statement, or `None`
-/// when its links were computed from a head that is no longer the stream's
-/// (nothing of it was written: it goes again, alone).
+impl PostgresStore {
+    /// The combined statement for a batch whose every request writes
+    /// events after a head known committed (see
+    /// [`crate::append::HeadCache`]) and carries no command id: only the
+    /// inserts, every event with its own version, the stream's unique
+    /// versions refusing the whole statement if a head moved on. Outcomes
+    /// as [`try_batch`](Self::try_batch)'s.
+    async fn try_known(
+        &self,
+        conn: &mut PgConnection,
+        epoch: u64,
+        batch: &[Pending],
+        chains: &[Chained],
+    ) -> Result<Vec<Option<Result<AppendOutcome, AppendError>>>, Option<StoreError>> {
+        let events: usize = batch.iter().map(|p| p.append.events.len()).sum();
+        let (mut types, mut ids, mut versions, mut event_ids, mut names) = (
+            Vec::with_capacity(events),
+            Vec::with_capacity(events),
+            Vec::with_capacity(events),
+            Vec::with_capacity(events),
+            Vec::with_capacity(events),
+        );
+        let (mut schema_versions, mut payloads, mut metadata, mut recorded_at, mut links) = (
+            Vec::with_capacity(events),
+            Vec::with_capacity(events),
+            Vec::with_capacity(events),
+            Vec::with_capacity(events),
+            Vec::with_capacity(events),
+        );
+        for (p, chained) in batch.iter().zip(chains) {
+            let a = &p.append;
+            for (k, (e, link)) in a.events.iter().zip(&chained.links).enumerate() {
+                types.push(a.stream.aggregate_type());
+                ids.push(a.stream.aggregate_id());
+                versions.push(to_i64(chained.version + 1 + k as u64, "version").map_err(Some)?);
+                event_ids.push(*e.event_id.as_uuid());
+                names.push(e.name.as_str());
+                schema_versions.push(e.schema_version as i32);
+                payloads.push(e.payload.as_slice());
+                metadata.push(a.metadata.as_slice());
+                recorded_at.push(a.recorded_at.as_micros());
+                links.push(link.as_bytes().as_slice());
+            }
+        }
+        let rows = sqlx::query(self.inner.sql.append_known.clone())
+            .bind(&types)
+            .bind(&ids)
+            .bind(&versions)
+            .bind(&event_ids)
+            .bind(&names)
+            .bind(&schema_versions)
+            .bind(&payloads)
+            .bind(&metadata)
+            .bind(&recorded_at)
+            .bind(&links)
+            .fetch_all(&mut *conn)
+            .await;
+        let rows = refused_whole(rows, batch.len())?;
+        let read = error("read a combined append's result");
+        let positions: Vec<i64> = match rows.first() {
+            Some(row) => row.try_get("positions").map_err(|e| Some(read(e)))?,
+            None => Vec::new(),
+        };
+        if positions.len() != events {
+            return Err(Some(corrupt(format!(
+                "a combined append of {events} events returned {} positions",
+                positions.len()
+            ))));
+        }
+        let mut positions = positions.into_iter();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for (p, chained) in batch.iter().zip(chains) {
+            let stream = &p.append.stream;
+            let n = p.append.events.len();
+            let mine = positions
+                .by_ref()
+                .take(n)
+                .map(|v| stored_u64(v, || format!("an append to `{stream}` got position {v}")))
+                .collect::<Result<Vec<u64>, StoreError>>()
+                .map_err(Some)?;
+            let last = chained.links.last().copied();
+            self.remember_head(stream, chained.version + n as u64, last, Some(epoch));
+            outcomes.push(Some(Ok(AppendOutcome::Appended(Appended {
+                first_version: chained.version + 1,
+                last_version: chained.version + n as u64,
+                positions: Positions::from_vec(mine),
+            }))));
+        }
+        if let Some(last) = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Some(Ok(AppendOutcome::Appended(a))) => a.positions.last(),
+                _ => None,
+            })
+            .max()
+        {
+            self.appended(last);
+        }
+        Ok(outcomes)
+    }
+}
+
+/// The rows of a combined statement, or `Err(None)` if the server refused
+/// it (it was rolled back whole: its `n` requests go again one by one), or
+/// the failure that leaves its outcome unknown.
+fn refused_whole(
+    rows: Result<Vec<sqlx::postgres::PgRow>, sqlx::Error>,
+    n: usize,
+) -> Result<Vec<sqlx::postgres::PgRow>, Option<StoreError>> {
+    match rows {
+        Ok(rows) => Ok(rows),
+        Err(sqlx::Error::Database(db)) => {
+            tracing::debug!(error = %db, requests = n, "a combined append was refused; appending one by one");
+            Err(None)
+        }
+        Err(e) => Err(Some(error("append a batch")(e))),
+    }
+}
+
+/// One request's outcome from its row of the combined statement (run on a
+/// connection of epoch `epoch`), or `None` when its links were computed
+/// from a head that is no longer the stream's (nothing of it was written:
+/// it goes again, alone).
 fn batch_outcome(
     store: &PostgresStore,
     p: &Pending,
     row: &sqlx::postgres::PgRow,
     chained: &Chained,
+    epoch: u64,
 ) -> Result<Option<Result<AppendOutcome, AppendError>>, StoreError> {
     let read = error("read a combined append's result");
     let actual: i64 = row.try_get("actual").map_err(&read)?;
     let stream = &p.append.stream;
     let actual = stored_u64(actual, || format!("stream `{stream}` has version {actual}"))?;
-    match store.check_head(stream, p.append.expected, chained, row, actual)? {
+    match store.check_head(stream, p.append.expected, chained, row, actual, Some(epoch))? {
         HeadCheck::Expected => {
             return Ok(Some(Err(es_core::Conflict {
                 stream: stream.clone(),
@@ -280,6 +422,14 @@ fn batch_outcome(
         last_version: actual + n as u64,
         positions: Positions::from_vec(positions),
     }))))
+}
+
+/// A committer's connection: when it was last used, and the connection
+/// epoch it opened in (see [`crate::append::HeadCache`]).
+struct Committer {
+    conn: PgConnection,
+    last_used: Instant,
+    epoch: u64,
 }
 
 /// A committer: appends each batch, until the store is gone.

@@ -162,11 +162,8 @@ struct Inner {
     /// How many committers run (see [`PostgresOptions::committers`]).
     committers: usize,
     group: es_core::store::GroupCommit,
-    /// The heads (version and link) of streams this store appended to or
-    /// read the head of: what the next append's links are computed from. A
-    /// hint only: the append statement stores its events only if the head
-    /// is still this one, and reports the head it found otherwise.
-    heads: Mutex<std::collections::HashMap<StreamId, (u64, es_core::store::Link)>>,
+    /// The heads of streams this store appended to or read the head of.
+    heads: Mutex<append::HeadCache>,
 }
 
 impl std::fmt::Debug for PostgresStore {

@@ -111,8 +111,9 @@ pub(crate) const MIGRATIONS: &[&str] = &[
 
 /// The statements the store runs, with its schema name filled in.
 pub(crate) struct Sql {
-    pub(crate) append: SqlStr,
-    pub(crate) append_batch: SqlStr,
+    pub(crate) append: ByCommandId,
+    pub(crate) append_batch: ByCommandId,
+    pub(crate) append_known: SqlStr,
     pub(crate) appenders: SqlStr,
     pub(crate) appenders_running: SqlStr,
     pub(crate) stream_version: SqlStr,
@@ -127,6 +128,35 @@ pub(crate) struct Sql {
     pub(crate) save_snapshot: SqlStr,
     pub(crate) load_checkpoint: SqlStr,
     pub(crate) save_checkpoint: SqlStr,
+}
+
+/// An append statement in two forms: one that records command ids, and
+/// one for appends that carry none (most), without the insert into the
+/// commands table, whose start-up costs the server even when it inserts
+/// nothing.
+pub(crate) struct ByCommandId {
+    with: SqlStr,
+    without: SqlStr,
+}
+
+impl ByCommandId {
+    /// Both forms of the statement `make` writes around the text that
+    /// records command ids (`cmd`).
+    fn new(make: impl Fn(&str) -> SqlStr, cmd: String) -> Self {
+        ByCommandId {
+            with: make(&cmd),
+            without: make(""),
+        }
+    }
+
+    /// The form for appends that carry a command id (`true`) or none.
+    pub(crate) fn get(&self, command_ids: bool) -> SqlStr {
+        if command_ids {
+            self.with.clone()
+        } else {
+            self.without.clone()
+        }
+    }
 }
 
 /// The first key of the appender lock, the same for every schema: "es" and 1.
@@ -156,8 +186,10 @@ impl Sql {
             // caller tells a mismatch by the version. Few plan nodes: this runs
             // for every command, and its planning and start-up cost the
             // server more than its inserts.
-            append: sql(format!(
-                r#"WITH head AS MATERIALIZED (
+            append: ByCommandId::new(
+                |cmd| {
+                    sql(format!(
+                        r#"WITH head AS MATERIALIZED (
                     SELECT version, link FROM "{s}".events WHERE aggregate_type = $1 AND aggregate_id = $2
                     ORDER BY version DESC LIMIT 1),
                 cur AS MATERIALIZED (
@@ -173,34 +205,47 @@ impl Sql {
                     WHERE ($3::BIGINT IS NULL OR cur.v = $3) AND cur.v = $12 AND cur.link IS NOT DISTINCT FROM $13
                     ORDER BY e.ord
                     RETURNING position, version
-                ),
+                ){cmd}
+                SELECT cur.v AS actual, cur.link AS link, ARRAY(SELECT position FROM ins ORDER BY version) AS positions
+                FROM cur"#
+                    ))
+                },
+                format!(
+                    r#",
                 cmd AS (
                     INSERT INTO "{s}".commands (command_id, aggregate_type, aggregate_id, first_version, last_version)
                     SELECT $10, $1, $2, cur.v + 1, cur.v + cardinality($4::UUID[])
                     FROM cur WHERE $10::TEXT IS NOT NULL AND ($3::BIGINT IS NULL OR cur.v = $3)
                       AND cur.v = $12 AND cur.link IS NOT DISTINCT FROM $13 AND cardinality($4::UUID[]) > 0
-                )
-                SELECT cur.v AS actual, cur.link AS link, ARRAY(SELECT position FROM ins ORDER BY version) AS positions
-                FROM cur"#
-            )),
+                )"#
+                ),
+            ),
             // Many requests in one statement (see `group.rs`): the requests
-            // ($1..$7, $14, $15, one element each) and their events ($8..$13,
-            // $16, each with its request's number and its place in it). Each
-            // request's head is read and checked on its own (its version
-            // against the expected one, and both against the head its links
-            // were computed from); one row per request.
-            append_batch: sql(format!(
-                r#"WITH cur AS MATERIALIZED (
-                    SELECT r.*, pg_current_xact_id() AS tx,
-                           pg_advisory_xact_lock_shared({APPENDERS}, {key}) AS locked,
-                           COALESCE(h.version, 0) AS v, h.link
-                    FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::BYTEA[], $6::BIGINT[],
-                                $7::INTEGER[], $14::BIGINT[], $15::BYTEA[])
+            // ($1..$7, $14, $15, $17, one element each) and their events
+            // ($8..$13, $16, each with its request's number and its place in
+            // it). Each request's head is read and checked on its own (its
+            // version against the expected one, and both against the head
+            // its links were computed from), unless it is known committed and
+            // expected ($17, see `append::HeadCache`): the stream's unique
+            // versions then refuse events written after a head that moved on.
+            // The lock and the transaction id are taken once, before any
+            // position is drawn; one row per request.
+            append_batch: ByCommandId::new(
+                |cmd| {
+                    sql(format!(
+                        r#"WITH lock AS MATERIALIZED (
+                    SELECT pg_current_xact_id() AS tx, pg_advisory_xact_lock_shared({APPENDERS}, {key}) AS locked),
+                cur AS MATERIALIZED (
+                    SELECT r.*, lock.tx,
+                           CASE WHEN r.known THEN r.assumed_v ELSE COALESCE(h.version, 0) END AS v,
+                           CASE WHEN r.known THEN r.assumed_link ELSE h.link END AS link
+                    FROM lock, UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::BYTEA[], $6::BIGINT[],
+                                      $7::INTEGER[], $14::BIGINT[], $15::BYTEA[], $17::BOOLEAN[])
                          WITH ORDINALITY AS r(aggregate_type, aggregate_id, expected, command_id, metadata,
-                                              recorded_at, n, assumed_v, assumed_link, req)
+                                              recorded_at, n, assumed_v, assumed_link, known, req)
                     LEFT JOIN LATERAL (
                         SELECT e.version, e.link FROM "{s}".events e
-                        WHERE e.aggregate_type = r.aggregate_type AND e.aggregate_id = r.aggregate_id
+                        WHERE NOT r.known AND e.aggregate_type = r.aggregate_type AND e.aggregate_id = r.aggregate_id
                         ORDER BY e.version DESC LIMIT 1) h ON TRUE),
                 ok AS (SELECT * FROM cur WHERE (expected IS NULL OR v = expected)
                        AND v = assumed_v AND link IS NOT DISTINCT FROM assumed_link),
@@ -216,17 +261,47 @@ impl Sql {
                     JOIN ok ON ok.req = e.req
                     ORDER BY e.ord
                     RETURNING position, aggregate_type, aggregate_id, version
-                ),
-                cmd AS (
-                    INSERT INTO "{s}".commands (command_id, aggregate_type, aggregate_id, first_version, last_version)
-                    SELECT command_id, aggregate_type, aggregate_id, v + 1, v + n FROM ok
-                    WHERE command_id IS NOT NULL AND n > 0
-                )
+                ){cmd}
                 SELECT cur.v AS actual, cur.link AS link,
                        ARRAY(SELECT i.position FROM ins i
                              WHERE i.aggregate_type = cur.aggregate_type AND i.aggregate_id = cur.aggregate_id
                              ORDER BY i.version) AS positions
                 FROM cur ORDER BY cur.req"#
+                    ))
+                },
+                format!(
+                    r#",
+                cmd AS (
+                    INSERT INTO "{s}".commands (command_id, aggregate_type, aggregate_id, first_version, last_version)
+                    SELECT command_id, aggregate_type, aggregate_id, v + 1, v + n FROM ok
+                    WHERE command_id IS NOT NULL AND n > 0
+                )"#
+                ),
+            ),
+            // A batch whose every request writes after a head known
+            // committed and carries no command id (see `group.rs`): one
+            // element per event ($1..$10), each at its own version; the
+            // stream's unique versions refuse the whole statement if a head
+            // moved on. The lock and the transaction id are taken before any
+            // position is drawn; the positions come back in the events'
+            // order (drawn in insertion order, which is theirs).
+            append_known: sql(format!(
+                r#"WITH lock AS MATERIALIZED (
+                    SELECT pg_current_xact_id() AS tx, pg_advisory_xact_lock_shared({APPENDERS}, {key}) AS locked),
+                ins AS (
+                    INSERT INTO "{s}".events (transaction_id, event_id, aggregate_type, aggregate_id, version, name,
+                                              schema_version, payload, metadata, recorded_at, link)
+                    SELECT lock.tx, e.event_id, e.aggregate_type, e.aggregate_id, e.version, e.name,
+                           e.schema_version, e.payload, e.metadata,
+                           TIMESTAMPTZ 'epoch' + e.recorded_at * INTERVAL '1 microsecond', e.link
+                    FROM lock, UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::UUID[], $5::TEXT[], $6::INTEGER[],
+                                      $7::BYTEA[], $8::BYTEA[], $9::BIGINT[], $10::BYTEA[])
+                         WITH ORDINALITY AS e(aggregate_type, aggregate_id, version, event_id, name, schema_version,
+                                              payload, metadata, recorded_at, link, ord)
+                    ORDER BY e.ord
+                    RETURNING position
+                )
+                SELECT COALESCE(array_agg(position ORDER BY position), '{{}}') AS positions FROM ins"#
             )),
             // The transactions holding the appender lock now, by virtual
             // transaction id (they exist from a transaction's start to end).

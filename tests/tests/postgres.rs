@@ -530,6 +530,35 @@ async fn committed_appends_wake_readers_in_other_processes() {
 /// and each still gets its own exact outcome: commits, a conflict, an append
 /// at any version, an empty batch, a duplicate command id; a batch the
 /// server refuses as a whole (a reused event id) falls back to one by one.
+/// Starts `lead` and then `rest` while a lock holds back every insert:
+/// the lead's append takes the committer and waits on the lock, the
+/// others queue; when the lock goes, the queued ones run as one combined
+/// statement. The outcomes, the lead's first.
+async fn held_back<T>(
+    store: &PostgresStore,
+    lead: impl FnOnce() -> tokio::task::JoinHandle<T>,
+    rest: impl FnOnce() -> Vec<tokio::task::JoinHandle<T>>,
+) -> Vec<T> {
+    let mut blocker = store.pool().begin().await.unwrap();
+    let s = store.schema();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        r#"LOCK TABLE "{s}".events IN EXCLUSIVE MODE"#
+    )))
+    .execute(&mut *blocker)
+    .await
+    .unwrap();
+    let mut tasks = vec![lead()];
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tasks.extend(rest());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    blocker.commit().await.unwrap();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_appends_share_a_statement_and_keep_their_own_outcomes() {
     use es_core::store::AppendOutcome;
@@ -555,42 +584,20 @@ async fn waiting_appends_share_a_statement_and_keep_their_own_outcomes() {
     cmd.command_id = Some("c-1");
     assert!(matches!(store.append(cmd).await.unwrap(), AppendOutcome::Appended(_)));
 
-    // Runs `make` while a lock holds back every insert: the first append
-    // takes the only slot and waits on the lock, the others queue; when the
-    // lock goes, the queued ones run as one batch.
-    async fn held_back<F, T>(store: &PostgresStore, make: F) -> Vec<T>
-    where
-        F: FnOnce() -> Vec<tokio::task::JoinHandle<T>>,
-    {
-        let mut blocker = store.pool().begin().await.unwrap();
-        let s = store.schema();
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            r#"LOCK TABLE "{s}".events IN EXCLUSIVE MODE"#
-        )))
-        .execute(&mut *blocker)
-        .await
-        .unwrap();
-        let tasks = make();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        blocker.commit().await.unwrap();
-        let mut out = Vec::new();
-        for t in tasks {
-            out.push(t.await.unwrap());
-        }
-        out
-    }
-
     let before = store.last_position().await.unwrap();
-    let outcomes = held_back(&store, || {
-        let spawn = |id, expected, events, command| tests::spawn_append(&store, id, expected, events, command, None);
-        vec![
-            spawn("first", ExpectedVersion::NoStream, 1, None),
-            spawn("new", ExpectedVersion::NoStream, 3, None),
-            spawn("conflict", ExpectedVersion::Exact(7), 1, None),
-            spawn("any", ExpectedVersion::Any, 2, Some("c-any")),
-            spawn("empty", ExpectedVersion::Any, 0, None),
-        ]
-    })
+    let spawn = |id, expected, events, command| tests::spawn_append(&store, id, expected, events, command, None);
+    let outcomes = held_back(
+        &store,
+        || spawn("first", ExpectedVersion::NoStream, 1, None),
+        || {
+            vec![
+                spawn("new", ExpectedVersion::NoStream, 3, None),
+                spawn("conflict", ExpectedVersion::Exact(7), 1, None),
+                spawn("any", ExpectedVersion::Any, 2, Some("c-any")),
+                spawn("empty", ExpectedVersion::Any, 0, None),
+            ]
+        },
+    )
     .await;
     // Each request's outcome, as if it had run alone.
     let committed = |o: &Result<AppendOutcome, AppendError>| match o {
@@ -616,36 +623,39 @@ async fn waiting_appends_share_a_statement_and_keep_their_own_outcomes() {
     // statement: the requests run one by one, each with its own outcome.
     let taken = read[0].event_id;
     let before = store.last_position().await.unwrap();
-    let outcomes = held_back(&store, || {
-        let spawn = |id: &'static str, event_id: EventId, command: Option<&'static str>| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let s = StreamId::new("g", id);
-                store
-                    .append(AppendRequest {
-                        stream: &s,
-                        expected: ExpectedVersion::Any,
-                        events: &[NewEvent {
-                            event_id,
-                            name: "e",
-                            schema_version: 1,
-                            payload: id.as_bytes(),
-                        }],
-                        metadata: b"",
-                        command_id: command,
-                        recorded_at: Timestamp::now(),
-                    })
-                    .await
-            })
-        };
-        vec![
-            spawn("lead", EventId::new(), None),
-            spawn("ok-1", EventId::new(), None),
-            spawn("reused", taken, None),
-            spawn("dup-cmd", EventId::new(), Some("c-1")),
-            spawn("ok-2", EventId::new(), None),
-        ]
-    })
+    let spawn = |id: &'static str, event_id: EventId, command: Option<&'static str>| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let s = StreamId::new("g", id);
+            store
+                .append(AppendRequest {
+                    stream: &s,
+                    expected: ExpectedVersion::Any,
+                    events: &[NewEvent {
+                        event_id,
+                        name: "e",
+                        schema_version: 1,
+                        payload: id.as_bytes(),
+                    }],
+                    metadata: b"",
+                    command_id: command,
+                    recorded_at: Timestamp::now(),
+                })
+                .await
+        })
+    };
+    let outcomes = held_back(
+        &store,
+        || spawn("lead", EventId::new(), None),
+        || {
+            vec![
+                spawn("ok-1", EventId::new(), None),
+                spawn("reused", taken, None),
+                spawn("dup-cmd", EventId::new(), Some("c-1")),
+                spawn("ok-2", EventId::new(), None),
+            ]
+        },
+    )
     .await;
     assert!(
         outcomes[0].is_ok() && outcomes[1].is_ok() && outcomes[4].is_ok(),
@@ -660,6 +670,159 @@ async fn waiting_appends_share_a_statement_and_keep_their_own_outcomes() {
         other => panic!("expected the earlier command, got {other:?}"),
     }
     assert_eq!(tags(&store.read_all_vec(before, 100).await.unwrap()).len(), 3);
+}
+
+/// The committer writes after a stream head it saw commit without reading
+/// it again; every head it cannot know is read again, so no stream gets a
+/// gap: one another writer moved on (the stream's unique versions refuse
+/// the write), one seen inside a caller's transaction that rolled back, and
+/// heads seen before its connection was lost, on a server that may since
+/// have lost commits it acknowledged (a failover to a replica that had not
+/// received them, played here by deleting the last event).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heads_the_committer_cannot_know_are_read_again_and_no_stream_gets_a_gap() {
+    use es_core::store::AppendOutcome;
+    let Some(pool) = tests::postgres::pool().await else {
+        return;
+    };
+    let options = || PostgresOptions {
+        schema: String::new(),
+        committers: 1,
+        ..Default::default()
+    };
+    let schema = tests::postgres::schema_name();
+    let store = PostgresStore::from_pool_with(
+        pool.clone(),
+        PostgresOptions {
+            schema: schema.clone(),
+            ..options()
+        },
+    )
+    .unwrap();
+    store.migrate().await.unwrap();
+    let other = PostgresStore::from_pool_with(pool.clone(), PostgresOptions { schema, ..options() }).unwrap();
+    let stream = |id: &str| StreamId::new("g", id);
+    let spawn = |id, expected| tests::spawn_append(&store, id, expected, 1, None, None);
+    let version = |o: &Result<AppendOutcome, AppendError>| match o {
+        Ok(AppendOutcome::Appended(a)) => a.last_version,
+        other => panic!("expected a commit, got {other:?}"),
+    };
+    let conflict = |o: &Result<AppendOutcome, AppendError>| match o {
+        Err(AppendError::Conflict(c)) => c.actual,
+        other => panic!("expected a conflict, got {other:?}"),
+    };
+    // Every stream at version 2, written in combined statements: heads the
+    // committer saw commit.
+    for expected in [ExpectedVersion::NoStream, ExpectedVersion::Exact(1)] {
+        let outcomes = held_back(
+            &store,
+            || spawn("lead", expected),
+            || {
+                ["moved", "rolled-back", "lost", "steady"]
+                    .into_iter()
+                    .map(|id| spawn(id, expected))
+                    .collect()
+            },
+        )
+        .await;
+        assert!(outcomes.iter().all(|o| o.is_ok()), "{outcomes:?}");
+    }
+
+    // Another writer moves `moved` on; a caller's transaction appends to
+    // `rolled-back` and rolls back.
+    other.append(request!(&stream("moved"), "other")).await.unwrap();
+    let mut tx = store.pool().begin().await.unwrap();
+    let s = stream("rolled-back");
+    let mut inside = request!(&s, "rolled back");
+    inside.expected = ExpectedVersion::Exact(2);
+    assert_eq!(version(&store.append_with(&mut tx, inside).await), 3);
+    tx.rollback().await.unwrap();
+
+    let outcomes = held_back(
+        &store,
+        || spawn("lead", ExpectedVersion::Exact(2)),
+        || {
+            vec![
+                spawn("moved", ExpectedVersion::Exact(2)),
+                spawn("rolled-back", ExpectedVersion::Exact(3)),
+                spawn("steady", ExpectedVersion::Exact(2)),
+            ]
+        },
+    )
+    .await;
+    assert_eq!(version(&outcomes[0]), 3);
+    assert_eq!(conflict(&outcomes[1]), 3, "the other writer's event is there");
+    assert_eq!(conflict(&outcomes[2]), 2, "the rolled-back event is not");
+    assert_eq!(version(&outcomes[3]), 3);
+
+    // Every head known and no command id: the lean statement, which the
+    // server refuses whole when one head moved on; each then goes alone.
+    other.append(request!(&stream("moved"), "other again")).await.unwrap();
+    let outcomes = held_back(
+        &store,
+        || spawn("lead", ExpectedVersion::Exact(3)),
+        || {
+            vec![
+                spawn("moved", ExpectedVersion::Exact(3)),
+                spawn("steady", ExpectedVersion::Exact(3)),
+            ]
+        },
+    )
+    .await;
+    assert_eq!(version(&outcomes[0]), 4);
+    assert_eq!(conflict(&outcomes[1]), 4);
+    assert_eq!(version(&outcomes[2]), 4);
+
+    // `lost` loses its last event, and every connection of the store ends,
+    // as in a failover.
+    let s = store.schema();
+    let ddl = |text: String| sqlx::AssertSqlSafe(text);
+    sqlx::query(ddl(format!(
+        r#"DELETE FROM "{s}".events WHERE aggregate_type = 'g' AND aggregate_id = 'lost' AND version = 2"#
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let mut admin = other_database("postgres").await;
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND query LIKE $1",
+    )
+    .bind(format!(r#"%"{s}".events%"#))
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(!ended.is_empty(), "the committer's connection was found");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let outcomes = held_back(
+        &store,
+        || spawn("lead", ExpectedVersion::Exact(4)),
+        || {
+            vec![
+                spawn("lost", ExpectedVersion::Exact(2)),
+                spawn("steady", ExpectedVersion::Exact(4)),
+            ]
+        },
+    )
+    .await;
+    assert_eq!(version(&outcomes[0]), 5);
+    assert_eq!(
+        conflict(&outcomes[1]),
+        1,
+        "the head is read again on the new connection"
+    );
+    assert_eq!(version(&outcomes[2]), 5);
+
+    for id in ["lead", "moved", "rolled-back", "lost", "steady"] {
+        let versions: Vec<u64> = store
+            .read_stream_vec(&stream(id), 0)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.version)
+            .collect();
+        let contiguous: Vec<u64> = (1..=versions.len() as u64).collect();
+        assert_eq!(versions, contiguous, "stream {id}");
+    }
 }
 
 /// A row edited to a negative version fails the load, naming it.

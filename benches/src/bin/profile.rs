@@ -130,32 +130,15 @@ fn main() {
                         return;
                     }
                     let bank = benches::sql::PgBank::setup(pool.clone(), &format!("es_bench_b{run}_{n}")).await;
+                    // ES_BASELINE picks the hand-written writers: naive
+                    // (default), cached or one-committer.
+                    let how = match std::env::var("ES_BASELINE").as_deref() {
+                        Ok("cached") => benches::stores::PgWriters::Cached,
+                        Ok("one-committer") => benches::stores::PgWriters::OneCommitter,
+                        _ => benches::stores::PgWriters::Naive,
+                    };
                     let start = std::time::Instant::now();
-                    let tasks: Vec<_> = (0..8)
-                        .map(|t| {
-                            let bank = bank.clone();
-                            tokio::spawn(async move {
-                                let account = format!("t{t}");
-                                bank.handle(&benches::baseline::Command::Open {
-                                    account: account.clone(),
-                                    owner: "a".into(),
-                                })
-                                .await
-                                .expect("open");
-                                for _ in 0..125 {
-                                    bank.handle(&benches::baseline::Command::Deposit {
-                                        account: account.clone(),
-                                        amount: 1,
-                                    })
-                                    .await
-                                    .expect("deposit");
-                                }
-                            })
-                        })
-                        .collect();
-                    for t in tasks {
-                        t.await.expect("task");
-                    }
+                    benches::stores::pg_writers(&bank, how, 8).await;
                     let baseline = start.elapsed();
                     println!(
                         "framework {framework:?} baseline {baseline:?} ratio {:.2}",
