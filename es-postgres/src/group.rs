@@ -330,6 +330,7 @@ impl PostgresStore {
         }
         let mut positions = positions.into_iter();
         let mut outcomes = Vec::with_capacity(batch.len());
+        let mut last = None;
         for (p, chained) in batch.iter().zip(chains) {
             let stream = &p.append.stream;
             let n = p.append.events.len();
@@ -339,22 +340,21 @@ impl PostgresStore {
                 .map(|v| stored_u64(v, || format!("an append to `{stream}` got position {v}")))
                 .collect::<Result<Vec<u64>, StoreError>>()
                 .map_err(Some)?;
-            let last = chained.links.last().copied();
-            self.remember_head(stream, chained.version + n as u64, last, Some(epoch));
-            outcomes.push(Some(Ok(AppendOutcome::Appended(Appended {
+            self.remember_head(
+                stream,
+                chained.version + n as u64,
+                chained.links.last().copied(),
+                Some(epoch),
+            );
+            let appended = Appended {
                 first_version: chained.version + 1,
                 last_version: chained.version + n as u64,
                 positions: Positions::from_vec(mine),
-            }))));
+            };
+            last = last.max(appended.positions.last());
+            outcomes.push(Some(Ok(AppendOutcome::Appended(appended))));
         }
-        if let Some(last) = outcomes
-            .iter()
-            .filter_map(|o| match o {
-                Some(Ok(AppendOutcome::Appended(a))) => a.positions.last(),
-                _ => None,
-            })
-            .max()
-        {
+        if let Some(last) = last {
             self.appended(last);
         }
         Ok(outcomes)
