@@ -36,7 +36,7 @@ fn bench(c: &mut Criterion) {
     };
     let pg = || {
         let pool = pool.clone();
-        async move { Dispatcher::new(pg_store(pool, &unique("es_bench_")).await) }
+        async move { pg_dispatcher(pool, &unique("es_bench_")).await }
     };
     let one = || {
         let url = single.clone();

@@ -24,7 +24,7 @@ fn postgres(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(20));
     g.bench_function("framework", |b| {
         b.iter_batched(
-            || rt.block_on(async { Dispatcher::new(pg_store(pool.clone(), &unique("es_bench_")).await) }),
+            || rt.block_on(pg_dispatcher(pool.clone(), &unique("es_bench_"))),
             |app| rt.block_on(framework_deposits(&app, "a", COMMANDS)),
             BatchSize::PerIteration,
         )
@@ -50,7 +50,7 @@ fn postgres(c: &mut Criterion) {
         g.sample_size(10).measurement_time(Duration::from_secs(20));
         g.bench_function("framework", |b| {
             b.iter_batched(
-                || rt.block_on(async { Dispatcher::new(pg_store(pool.clone(), &unique("es_bench_")).await) }),
+                || rt.block_on(pg_dispatcher(pool.clone(), &unique("es_bench_"))),
                 |app| rt.block_on(framework_writers(app, tasks)),
                 BatchSize::PerIteration,
             )

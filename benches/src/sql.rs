@@ -261,6 +261,21 @@ pub async fn pg_store(pool: PgPool, schema: &str) -> PostgresStore {
     store
 }
 
+/// A dispatcher on a fresh PostgreSQL store (`pg_store`) whose committer
+/// is already connected: an account of its own is opened first, so the
+/// timed part starts as the baselines' does, on open connections, and does
+/// not time one TLS connection being made.
+pub async fn pg_dispatcher(pool: PgPool, schema: &str) -> Dispatcher<PostgresStore> {
+    warmed(Dispatcher::new(pg_store(pool, schema).await)).await
+}
+
+/// `app` after it opened an account of its own (`warm-up`), which
+/// connects what a store connects on its first append.
+pub async fn warmed<S: es_core::EventStore>(app: Dispatcher<S>) -> Dispatcher<S> {
+    framework_deposits(&app, "warm-up", 0).await;
+    app
+}
+
 /// Drops benchmark schemas left by earlier runs.
 pub async fn pg_clean(pool: &PgPool) {
     let names: Vec<String> =

@@ -7,16 +7,25 @@
 //! conflicts; commands to different aggregates never wait for each other. Other processes can
 //! still append: the optimistic version check catches that and the
 //! dispatcher reads the missing events.
+//!
+//! The caches of all aggregate types sit under one lock, and a slot lives
+//! in its cache's map itself: taking it and putting it back are one short
+//! lock each, with no reference count or lock per instance.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::any::{Any, TypeId};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use tokio::sync::Notify;
+
 use crate::aggregate::Aggregate;
-use crate::util::FastMap;
+use crate::util::{FastMap, TypeMap};
 
 /// One aggregate instance and the stream version it reflects.
-pub(crate) struct Slot<A> {
+pub(crate) struct Slot<A: Aggregate> {
+    /// Whose instance it is.
+    pub(crate) id: A::Id,
+    /// Where in its cache it goes back.
+    place: Place,
     pub(crate) state: A,
     pub(crate) version: u64,
     /// The instance's stream id, made once and shared by its envelopes.
@@ -30,9 +39,11 @@ pub(crate) struct Slot<A> {
     pub(crate) link: crate::store::Link,
 }
 
-impl<A: crate::Aggregate> Slot<A> {
-    pub(crate) fn empty() -> Self {
+impl<A: Aggregate> Slot<A> {
+    pub(crate) fn empty(id: A::Id) -> Self {
         Slot {
+            id,
+            place: Place::default(),
             state: A::initial(),
             version: 0,
             stream: None,
@@ -40,71 +51,289 @@ impl<A: crate::Aggregate> Slot<A> {
             link: crate::store::Link::GENESIS,
         }
     }
+
+    /// Back to the initial state, before any event; the id and the stream
+    /// id stay.
+    pub(crate) fn reset(&mut self) {
+        self.state = A::initial();
+        self.version = 0;
+        self.fresh = false;
+        self.link = crate::store::Link::GENESIS;
+    }
 }
 
-/// Where one cached instance lives between commands. A command takes the
-/// slot out (so no lock is held across its awaits) and puts it back when it
-/// is done; a second command for the same instance waits for that.
-pub(crate) struct Cell<A> {
-    slot: Mutex<Option<Box<Slot<A>>>>,
-    returned: tokio::sync::Notify,
-    waiting: AtomicUsize,
+/// Where a slot lives in its cache: a position in the cache's entries and
+/// the generation of the entry there, so a slot finds its way back without
+/// hashing its id again, and never into an entry reused for another id.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct Place {
+    at: u32,
+    generation: u32,
+}
+
+/// Where one cached instance lives between commands.
+struct Entry<A: Aggregate> {
+    /// Bumped each time the entry is given up, so a slot of an earlier
+    /// generation is not put back into it.
+    generation: u32,
+    /// The instance; `None` while a command has it (or the entry is free).
+    slot: Option<Box<Slot<A>>>,
     /// Set on each use, cleared by each sweep: the "second chance" bit.
-    used: AtomicBool,
+    used: bool,
+    /// What commands waiting for the slot wait on, made by the first of
+    /// them; woken when the slot comes back.
+    waiters: Option<Arc<Notify>>,
+    /// Dropped from the cache while a command had the slot
+    /// ([`Caches::clear`]): the slot is not kept when it comes back.
+    dropped: bool,
 }
 
-impl<A: crate::Aggregate> Cell<A> {
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Cell {
-            slot: Mutex::new(Some(Box::new(Slot::empty()))),
-            returned: tokio::sync::Notify::new(),
-            waiting: AtomicUsize::new(0),
-            used: AtomicBool::new(true),
-        })
+/// Recently used instances of one aggregate type, at most about `capacity`.
+pub(crate) struct Cache<A: Aggregate> {
+    /// Where each cached id's entry is.
+    index: FastMap<A::Id, u32>,
+    entries: Vec<Entry<A>>,
+    /// Entries given up, to be used again.
+    free: Vec<u32>,
+    capacity: usize,
+}
+
+impl<A: Aggregate> Cache<A> {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Cache {
+            index: FastMap::default(),
+            entries: Vec::new(),
+            free: Vec::new(),
+            capacity,
+        }
     }
 
-    fn try_take(&self) -> Option<Box<Slot<A>>> {
-        self.slot.lock().unwrap_or_else(PoisonError::into_inner).take()
-    }
-
-    /// Exclusive use of the slot, waiting while another command has it.
-    /// Takes the caller's reference to the cell, which the slot keeps until
-    /// it goes back.
-    pub(crate) async fn take(self: Arc<Self>) -> Held<A> {
-        if let Some(slot) = self.try_take() {
-            return Held {
-                cell: self,
-                slot: Some(slot),
+    /// Takes `id`'s slot (an empty one if it is not cached), or, while
+    /// another command has it, what to wait on.
+    fn take(&mut self, id: &A::Id) -> Result<Box<Slot<A>>, Arc<Notify>> {
+        if let Some(&at) = self.index.get(id) {
+            let entry = &mut self.entries[at as usize];
+            entry.used = true;
+            return match entry.slot.take() {
+                Some(slot) => Ok(slot),
+                None => Err(entry.waiters.get_or_insert_with(Default::default).clone()),
             };
         }
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        let slot = loop {
-            let notified = self.returned.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(slot) = self.try_take() {
-                break slot;
+        if self.index.len() >= self.capacity {
+            self.sweep();
+        }
+        let at = match self.free.pop() {
+            Some(at) => at,
+            None => {
+                self.entries.push(Entry {
+                    generation: 0,
+                    slot: None,
+                    used: false,
+                    waiters: None,
+                    dropped: false,
+                });
+                (self.entries.len() - 1) as u32
             }
-            notified.await;
         };
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        Held {
-            cell: self,
-            slot: Some(slot),
+        let entry = &mut self.entries[at as usize];
+        entry.used = true;
+        entry.dropped = false;
+        self.index.insert(id.clone(), at);
+        let mut slot = Box::new(Slot::empty(id.clone()));
+        slot.place = Place {
+            at,
+            generation: entry.generation,
+        };
+        Ok(slot)
+    }
+
+    /// Puts a slot taken with [`Cache::take`] back, and wakes the commands
+    /// waiting for it.
+    fn put_back(&mut self, slot: Box<Slot<A>>) {
+        let Place { at, generation } = slot.place;
+        let Some(entry) = self.entries.get_mut(at as usize).filter(|e| e.generation == generation) else {
+            return;
+        };
+        let waiters = entry.waiters.take();
+        if entry.dropped {
+            self.index.remove(&slot.id);
+            self.give_up(at);
+        } else {
+            entry.slot = Some(slot);
+        }
+        if let Some(waiters) = waiters {
+            waiters.notify_waiters();
+        }
+    }
+
+    /// Frees entry `at` (its id is out of the index already) for reuse.
+    fn give_up(&mut self, at: u32) {
+        let entry = &mut self.entries[at as usize];
+        entry.generation = entry.generation.wrapping_add(1);
+        entry.slot = None;
+        entry.waiters = None;
+        entry.dropped = false;
+        self.free.push(at);
+    }
+
+    /// Gives up the entries for which `drop` says so, given only idle ones
+    /// or ones marked dropped.
+    fn retain(&mut self, mut keep: impl FnMut(&mut Entry<A>) -> bool) {
+        let mut given_up = Vec::new();
+        let entries = &mut self.entries;
+        self.index.retain(|_, &mut at| {
+            let kept = keep(&mut entries[at as usize]);
+            if !kept {
+                given_up.push(at);
+            }
+            kept
+        });
+        for at in given_up {
+            self.give_up(at);
+        }
+    }
+
+    /// Evicts instances not used since the last sweep (a clock /
+    /// second-chance policy); if that frees too little, evicts idle
+    /// instances down to three quarters of the capacity. Instances a
+    /// command is using are never evicted. Amortized O(1) per insertion: a
+    /// sweep runs when the cache is full and leaves it at most three
+    /// quarters full.
+    fn sweep(&mut self) {
+        let target = self.capacity - self.capacity / 4;
+        self.retain(|e| std::mem::take(&mut e.used) || e.slot.is_none());
+        if self.index.len() > target {
+            let mut excess = self.index.len() - target;
+            self.retain(|e| {
+                if excess > 0 && e.slot.is_some() {
+                    excess -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    #[cfg(test)]
+    fn holds(&self, id: &A::Id) -> bool {
+        self.index.contains_key(id)
+    }
+}
+
+/// A cache of some aggregate type, as the dispatcher keeps them.
+trait AnyCache: Any + Send {
+    fn as_any(&mut self) -> &mut dyn Any;
+    /// Drops every instance; one a command has goes when it comes back.
+    fn clear(&mut self);
+}
+
+impl<A: Aggregate> AnyCache for Cache<A> {
+    fn as_any(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn clear(&mut self) {
+        self.retain(|e| {
+            e.dropped = true;
+            e.slot.is_none()
+        });
+    }
+}
+
+/// The caches of all aggregate types of one dispatcher, under one lock.
+pub(crate) struct Caches {
+    by_type: Mutex<TypeMap<Box<dyn AnyCache>>>,
+    /// Instances per type; 0 keeps none.
+    capacity: usize,
+}
+
+impl Caches {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Caches {
+            by_type: Mutex::new(TypeMap::default()),
+            capacity,
+        }
+    }
+
+    /// Runs `f` on the cache of `A` under the lock.
+    fn with<A: Aggregate, T>(&self, f: impl FnOnce(&mut Cache<A>) -> T) -> T {
+        let mut by_type = self.by_type.lock().unwrap_or_else(PoisonError::into_inner);
+        f(cache_of::<A>(&mut by_type, self.capacity))
+    }
+
+    /// How many instances of each type it keeps.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Exclusive use of `id`'s slot, waiting while another command has it;
+    /// without a cache (capacity 0), an empty slot of its own.
+    pub(crate) async fn take<A: Aggregate>(&self, id: &A::Id) -> Held<'_, A> {
+        if self.capacity == 0 {
+            return Held {
+                home: None,
+                slot: Some(Box::new(Slot::empty(id.clone()))),
+            };
+        }
+        loop {
+            let waiters: Arc<Notify>;
+            let returned = {
+                let mut by_type = self.by_type.lock().unwrap_or_else(PoisonError::into_inner);
+                match cache_of::<A>(&mut by_type, self.capacity).take(id) {
+                    Ok(slot) => {
+                        return Held {
+                            home: Some(self),
+                            slot: Some(slot),
+                        };
+                    }
+                    Err(w) => waiters = w,
+                }
+                // Registered before the lock goes, so the slot cannot come
+                // back unseen in between (boxed: only a command that waits
+                // pays for it).
+                Box::pin(waiters.notified())
+            };
+            returned.await;
+        }
+    }
+
+    /// Drops every cached instance of every type; one a command has goes
+    /// when it comes back, and the commands waiting for it load afresh.
+    pub(crate) fn clear(&self) {
+        let mut by_type = self.by_type.lock().unwrap_or_else(PoisonError::into_inner);
+        for cache in by_type.values_mut() {
+            cache.clear();
         }
     }
 }
 
-/// A slot taken out of its cell; it goes back when this is dropped, also
+/// The cache of `A` in `by_type`, made at the type's first use.
+fn cache_of<A: Aggregate>(by_type: &mut TypeMap<Box<dyn AnyCache>>, capacity: usize) -> &mut Cache<A> {
+    by_type
+        .entry(TypeId::of::<A>())
+        .or_insert_with(|| Box::new(Cache::<A>::new(capacity)))
+        .as_any()
+        .downcast_mut::<Cache<A>>()
+        .expect("a type's cache is kept under its own type id")
+}
+
+/// A slot taken out of its cache; it goes back when this is dropped, also
 /// when the command's future is dropped half-way (the optimistic version
 /// check and the check of rejections keep a slot that missed its last
 /// events safe to use).
-pub(crate) struct Held<A> {
-    cell: Arc<Cell<A>>,
+pub(crate) struct Held<'a, A: Aggregate> {
+    /// The caches it goes back to; `None` for a slot of its own.
+    home: Option<&'a Caches>,
     slot: Option<Box<Slot<A>>>,
 }
 
-impl<A> std::ops::Deref for Held<A> {
+impl<A: Aggregate> std::ops::Deref for Held<'_, A> {
     type Target = Slot<A>;
 
     fn deref(&self) -> &Slot<A> {
@@ -112,75 +341,17 @@ impl<A> std::ops::Deref for Held<A> {
     }
 }
 
-impl<A> std::ops::DerefMut for Held<A> {
+impl<A: Aggregate> std::ops::DerefMut for Held<'_, A> {
     fn deref_mut(&mut self) -> &mut Slot<A> {
         self.slot.as_deref_mut().expect("held until dropped")
     }
 }
 
-impl<A> Drop for Held<A> {
+impl<A: Aggregate> Drop for Held<'_, A> {
     fn drop(&mut self) {
-        *self.cell.slot.lock().unwrap_or_else(PoisonError::into_inner) = self.slot.take();
-        if self.cell.waiting.load(Ordering::SeqCst) > 0 {
-            self.cell.returned.notify_waiters();
+        if let (Some(home), Some(slot)) = (self.home, self.slot.take()) {
+            home.with::<A, _>(|cache| cache.put_back(slot));
         }
-    }
-}
-
-/// Recently used instances of one aggregate type, at most about `capacity`.
-/// The dispatcher keeps the caches of all types under one lock, so finding
-/// a command's instance takes one lock.
-pub(crate) struct Cache<A: Aggregate> {
-    entries: FastMap<A::Id, Arc<Cell<A>>>,
-    capacity: usize,
-}
-
-impl<A: Aggregate> Cache<A> {
-    pub(crate) fn new(capacity: usize) -> Self {
-        Cache {
-            entries: FastMap::default(),
-            capacity,
-        }
-    }
-
-    /// The cell for `id`, created empty if it is not cached.
-    pub(crate) fn cell(&mut self, id: &A::Id) -> Arc<Cell<A>> {
-        if let Some(cell) = self.entries.get(id) {
-            cell.used.store(true, Ordering::Relaxed);
-            return cell.clone();
-        }
-        if self.entries.len() >= self.capacity {
-            sweep(&mut self.entries, self.capacity);
-        }
-        let cell = Cell::new();
-        self.entries.insert(id.clone(), cell.clone());
-        cell
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.entries.len()
-    }
-}
-
-/// Evicts instances not used since the last sweep (a clock / second-chance
-/// policy); if that frees too little, evicts idle instances down to three
-/// quarters of the capacity. Instances a command is using are never evicted.
-/// Amortized O(1) per insertion: a sweep runs when the cache is full and
-/// leaves it at most three quarters full.
-fn sweep<K, A, H>(entries: &mut HashMap<K, Arc<Cell<A>>, H>, capacity: usize) {
-    let target = capacity - capacity / 4;
-    entries.retain(|_, e| e.used.swap(false, Ordering::Relaxed) || Arc::strong_count(e) > 1);
-    if entries.len() > target {
-        let mut excess = entries.len() - target;
-        entries.retain(|_, e| {
-            if excess > 0 && Arc::strong_count(e) == 1 {
-                excess -= 1;
-                false
-            } else {
-                true
-            }
-        });
     }
 }
 
@@ -234,34 +405,83 @@ pub(crate) mod tests {
     #[test]
     fn the_cache_stays_bounded_and_keeps_recent_and_busy_instances() {
         let mut cache = Cache::<Agg>::new(100);
-        let busy = cache.cell(&0);
+        let busy = cache.take(&0).ok().unwrap();
+        let use_once = |cache: &mut Cache<Agg>, id: u32| {
+            let slot = cache.take(&id).ok().unwrap();
+            cache.put_back(slot);
+        };
         for id in 1..1_000 {
-            let _ = cache.cell(&id);
+            use_once(&mut cache, id);
             // id 1 is used again and again: it must survive every sweep.
-            let _ = cache.cell(&1);
+            use_once(&mut cache, 1);
             assert!(cache.len() <= 100, "{} entries at id {id}", cache.len());
         }
-        let entries = &cache.entries;
-        assert!(entries.contains_key(&0), "an instance in use was evicted");
-        assert!(entries.contains_key(&1), "a hot instance was evicted");
-        assert!(entries.contains_key(&999));
-        drop(busy);
+        assert!(cache.holds(&0), "an instance in use was evicted");
+        assert!(cache.holds(&1), "a hot instance was evicted");
+        assert!(cache.holds(&999));
+        cache.put_back(busy);
+        let at = cache.index[&0];
+        assert!(cache.entries[at as usize].slot.is_some(), "the busy instance did not come back");
+        // Entries are reused, not added: about the capacity in all.
+        assert!(cache.entries.len() <= 101, "{} entries", cache.entries.len());
     }
 
     #[tokio::test]
     async fn a_second_taker_waits_for_the_slot_to_come_back() {
-        let cell = Cell::<Agg>::new();
-        let mut first = cell.clone().take().await;
+        let caches = Arc::new(Caches::new(10));
+        let mut first = caches.take::<Agg>(&1).await;
         first.version = 7;
         let waiter = {
-            let cell = cell.clone();
-            tokio::spawn(async move { cell.take().await.version })
+            let caches = caches.clone();
+            tokio::spawn(async move { caches.take::<Agg>(&1).await.version })
         };
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
+        // Another instance is not held up.
+        assert_eq!(caches.take::<Agg>(&2).await.version, 0);
         drop(first);
         assert_eq!(waiter.await.unwrap(), 7);
         // Back again after the waiter's `Held` dropped.
-        assert_eq!(cell.clone().take().await.version, 7);
+        assert_eq!(caches.take::<Agg>(&1).await.version, 7);
+    }
+
+    /// Clearing the caches (forgetting a subject) while a command has a
+    /// slot: the slot is not kept when it comes back, and a command that
+    /// waited for it starts from an empty one instead of waiting forever.
+    #[tokio::test]
+    async fn a_slot_held_while_the_caches_are_cleared_is_not_kept() {
+        let caches = Arc::new(Caches::new(10));
+        let mut held = caches.take::<Agg>(&1).await;
+        held.version = 7;
+        let mut idle = caches.take::<Agg>(&2).await;
+        idle.version = 3;
+        drop(idle);
+        let waiter = {
+            let caches = caches.clone();
+            tokio::spawn(async move { caches.take::<Agg>(&1).await.version })
+        };
+        tokio::task::yield_now().await;
+        caches.clear();
+        assert_eq!(caches.take::<Agg>(&2).await.version, 0, "an idle instance was kept");
+        assert!(!waiter.is_finished());
+        drop(held);
+        let seen = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("the waiter was never woken")
+            .unwrap();
+        assert_eq!(seen, 0, "the waiter got the slot held across the clear");
+        assert_eq!(caches.take::<Agg>(&1).await.version, 0);
+    }
+
+    /// Without a cache every take gets an empty slot of its own, and two
+    /// takes of one id do not wait for each other.
+    #[tokio::test]
+    async fn capacity_zero_keeps_nothing() {
+        let caches = Caches::new(0);
+        let mut first = caches.take::<Agg>(&1).await;
+        first.version = 7;
+        assert_eq!(caches.take::<Agg>(&1).await.version, 0);
+        drop(first);
+        assert_eq!(caches.take::<Agg>(&1).await.version, 0);
     }
 }

@@ -109,7 +109,7 @@ fn main() {
                     )
                     .expect("store");
                     store.migrate().await.expect("migrate");
-                    let app = es_core::Dispatcher::new(store);
+                    let app = benches::sql::warmed(es_core::Dispatcher::new(store)).await;
                     let only = std::env::var("ES_ONLY").unwrap_or_default();
                     let start = std::time::Instant::now();
                     let tasks: Vec<_> = (0..8)

@@ -73,7 +73,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         let mut list = Vec::new();
         events.into_events(&mut list);
         bind_personal::<A>(&stream, &mut list)?;
-        let mut slot = self.slot::<A>(&id).take().await;
+        let mut slot = self.slot::<A>(&id).await;
         self.refresh(&stream, &mut slot, &tracing::Span::none()).await?;
         if list.is_empty() {
             return Ok(Committed::nothing(stream, slot.version));
@@ -111,7 +111,9 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
         match appended {
             Ok(AppendOutcome::Appended(appended)) => {
                 let metadata = (!metadata.is_empty()).then(|| Arc::new(metadata));
-                self.after_commit(&stream, slot, before, &appended, head).await;
+                if let Some(slot) = self.settle(slot, before, &appended, head) {
+                    self.after_commit(&stream, slot, before).await;
+                }
                 Ok(encoded.committed(stream, appended, list, metadata))
             }
             Ok(AppendOutcome::Duplicate(record)) => {
@@ -149,22 +151,29 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
     }
 
     /// After a commit at versions after `before`: the slot holds the
-    /// committed state, a snapshot is taken when one is due, and inline
-    /// projections are fed once the slot is released. Most commits need
-    /// neither, and then nothing here waits.
-    async fn after_commit<A: Aggregate>(
+    /// committed state. Returns the slot when a snapshot is due or inline
+    /// projections are to be fed, which [`Self::after_commit`] then does;
+    /// most commits need neither, and then the slot goes back here, with no
+    /// future to build.
+    #[inline]
+    fn settle<'a, A: Aggregate>(
         &self,
-        stream: &StreamId,
-        mut slot: Held<A>,
+        mut slot: Held<'a, A>,
         before: u64,
         appended: &Appended,
         head: Option<Link>,
-    ) {
+    ) -> Option<Held<'a, A>> {
         slot.version = appended.last_version;
         if let Some(head) = head {
             slot.link = head;
         }
         slot.fresh = true;
+        (snapshot_due::<A>(before, slot.version) || !self.inner.inline.is_empty()).then_some(slot)
+    }
+
+    /// What [`Self::settle`] leaves to wait for: the snapshot when one is
+    /// due, and inline projections fed once the slot is released.
+    async fn after_commit<A: Aggregate>(&self, stream: &StreamId, slot: Held<'_, A>, before: u64) {
         if snapshot_due::<A>(before, slot.version) {
             self.save_snapshot(stream, &slot).await;
         }
@@ -237,10 +246,13 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                 return finish(probe, self.earlier_outcome(record, metadata, Cmd::NAME).await);
             }
         }
-        let encoded_metadata = metadata.encode();
-        let metadata = (!metadata.is_empty()).then(|| Arc::new(metadata));
+        let (encoded_metadata, metadata) = if metadata.is_empty() {
+            (Vec::new(), None)
+        } else {
+            (metadata.encode(), Some(Arc::new(metadata)))
+        };
         let command_id = metadata.as_ref().and_then(|m| m.command_id.as_deref());
-        let mut slot = self.slot::<Cmd::Aggregate>(id).take().await;
+        let mut slot = self.slot::<Cmd::Aggregate>(id).await;
         let stream = slot
             .stream
             .get_or_insert_with(|| StreamId::of::<Cmd::Aggregate>(id))
@@ -329,7 +341,9 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             crate::metrics::append(S::NAME, &clock);
             match appended {
                 Ok(AppendOutcome::Appended(appended)) => {
-                    self.after_commit(&stream, slot, before, &appended, head).await;
+                    if let Some(slot) = self.settle(slot, before, &appended, head) {
+                        self.after_commit(&stream, slot, before).await;
+                    }
                     return finish(probe, Ok(encoded.committed(stream, appended, events, metadata)));
                 }
                 Ok(AppendOutcome::Duplicate(record)) => {

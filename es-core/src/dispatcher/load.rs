@@ -32,7 +32,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
     ) -> Result<Versioned<A>, LoadError> {
         let id = id.into_id();
         let stream = StreamId::of::<A>(&id);
-        let mut slot = self.slot::<A>(&id).take().await;
+        let mut slot = self.slot::<A>(&id).await;
         self.refresh(&stream, &mut slot, &tracing::Span::current()).await?;
         Ok(Versioned {
             state: slot.state.clone(),
@@ -68,7 +68,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
     ) -> Result<Versioned<A>, LoadError> {
         let stream = StreamId::of::<A>(id);
         crate::store::validate_stream(S::NAME, &stream)?;
-        let mut slot = Slot::<A>::empty();
+        let mut slot = Slot::<A>::empty(id.clone());
         self.read_into(&stream, &mut slot, false, keep).await?;
         Ok(Versioned {
             state: slot.state,
@@ -119,9 +119,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
     ) -> Result<(), LoadError> {
         if !slot.fresh {
             crate::store::validate_stream(S::NAME, stream)?;
-            let kept = slot.stream.take();
-            *slot = Slot::empty();
-            slot.stream = kept;
+            slot.reset();
             let restored =
                 A::SNAPSHOT_EVERY > 0 && !self.inner.verify_chains && self.restore_snapshot(stream, slot).await?;
             if !span.is_disabled() {
@@ -136,9 +134,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
                     return Ok(());
                 }
                 tracing::warn!(%stream, version = slot.version, "ignoring a snapshot ahead of its stream; replaying events");
-                let kept = slot.stream.take();
-                *slot = Slot::empty();
-                slot.stream = kept;
+                slot.reset();
             }
         }
         self.read_into(stream, slot, false, |_| true).await?;

@@ -15,10 +15,10 @@ pub use personal::{FORGOTTEN_STREAM, SubjectForgotten, forget_subject};
 
 use std::any::{Any, TypeId};
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use crate::aggregate::Aggregate;
-use crate::cache::{Cache, Cell};
+use crate::cache::{Caches, Held};
 use crate::codec::{Codec, Json};
 use crate::command::Dispatchable;
 use crate::envelope::Metadata;
@@ -115,8 +115,7 @@ impl<S: EventStore, C: Codec> DispatcherBuilder<S, C> {
                 codec: self.codec,
                 inline: self.inline,
                 services: self.services,
-                caches: Mutex::new(TypeMap::default()),
-                cache_capacity: self.cache_capacity,
+                caches: Caches::new(self.cache_capacity),
                 max_attempts: self.max_attempts,
                 verify_chains: self.verify_chains,
             }),
@@ -140,8 +139,7 @@ struct Inner<S, C> {
     codec: C,
     inline: Vec<Box<dyn InlineProjection<S>>>,
     services: TypeMap<Box<dyn Any + Send + Sync>>,
-    caches: Mutex<TypeMap<Box<dyn Any + Send>>>,
-    cache_capacity: usize,
+    caches: Caches,
     max_attempts: u32,
     verify_chains: bool,
 }
@@ -159,7 +157,7 @@ impl<S: fmt::Debug, C: Codec> fmt::Debug for Dispatcher<S, C> {
         f.debug_struct("Dispatcher")
             .field("store", &self.inner.store)
             .field("codec", &C::NAME)
-            .field("cache_capacity", &self.inner.cache_capacity)
+            .field("cache_capacity", &self.inner.caches.capacity())
             .field("max_attempts", &self.inner.max_attempts)
             .finish_non_exhaustive()
     }
@@ -242,19 +240,9 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             })
     }
 
-    pub(super) fn slot<A: Aggregate>(&self, id: &A::Id) -> Arc<Cell<A>> {
-        let capacity = self.inner.cache_capacity;
-        if capacity == 0 {
-            return Cell::new();
-        }
-        let mut caches = self.inner.caches.lock().unwrap_or_else(PoisonError::into_inner);
-        let cache = caches
-            .entry(TypeId::of::<A>())
-            .or_insert_with(|| Box::new(Cache::<A>::new(capacity)));
-        match cache.downcast_mut::<Cache<A>>() {
-            Some(cache) => cache.cell(id),
-            None => Cell::new(),
-        }
+    /// Exclusive use of the cached slot of `A`'s instance `id`.
+    pub(super) fn slot<'a, A: Aggregate>(&'a self, id: &'a A::Id) -> impl Future<Output = Held<'a, A>> + 'a {
+        self.inner.caches.take::<A>(id)
     }
 }
 

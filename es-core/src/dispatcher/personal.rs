@@ -1,7 +1,6 @@
 //! Personal data on the write side: the scope an aggregate's events are
 //! sealed and opened in, and forgetting a data subject.
 
-use std::sync::PoisonError;
 
 use super::Dispatcher;
 use crate::aggregate::Aggregate;
@@ -113,7 +112,7 @@ impl<S: EventStore, C: Codec> Dispatcher<S, C> {
             detail: "this store was opened without a key provider, so it holds no personal data to forget: open it with `.with_keys(provider)`".to_owned(),
         })?;
         keyring.forget(&subject).await?;
-        self.inner.caches.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        self.inner.caches.clear();
         record_forget(&self.inner.store, &subject).await
     }
 }

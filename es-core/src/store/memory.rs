@@ -138,31 +138,37 @@ impl State {
         }
     }
 
-    fn kind(&mut self, name: &str, schema_version: u32) -> u32 {
+    /// The kind of events named `name` at `schema_version`, added when it
+    /// is new. A name is checked when its first kind is added: the names of
+    /// kinds the store holds need no check again.
+    fn kind(&mut self, name: &str, schema_version: u32) -> Result<u32, StoreError> {
         // Runs of one kind are common (a stream of deposits): check the
         // last one before hashing the name.
         if let Some((last_name, last_version)) = self.kinds.get(self.last_kind as usize)
             && *last_version == schema_version
             && **last_name == *name
         {
-            return self.last_kind;
+            return Ok(self.last_kind);
         }
-        let k = self.find_or_add_kind(name, schema_version);
+        let k = self.find_or_add_kind(name, schema_version)?;
         self.last_kind = k;
-        k
+        Ok(k)
     }
 
-    fn find_or_add_kind(&mut self, name: &str, schema_version: u32) -> u32 {
-        if let Some(kinds) = self.kinds_by_name.get(name)
-            && let Some(&k) = kinds.iter().find(|&&k| self.kinds[k as usize].1 == schema_version)
-        {
-            return k;
+    fn find_or_add_kind(&mut self, name: &str, schema_version: u32) -> Result<u32, StoreError> {
+        match self.kinds_by_name.get(name) {
+            Some(kinds) => {
+                if let Some(&k) = kinds.iter().find(|&&k| self.kinds[k as usize].1 == schema_version) {
+                    return Ok(k);
+                }
+            }
+            None => super::validate_event_name(InMemoryStore::NAME, name)?,
         }
         let k = self.kinds.len() as u32;
         let name: Arc<str> = Arc::from(name);
         self.kinds.push((name.clone(), schema_version));
         self.kinds_by_name.entry(name).or_default().push(k);
-        k
+        Ok(k)
     }
 
     /// Whether `id` is greater than every stored id: then it is new.
@@ -287,7 +293,12 @@ impl InMemoryStore {
     }
 
     fn append_now(&self, request: AppendRequest<'_>) -> Result<AppendOutcome, AppendError> {
-        super::validate_append(Self::NAME, &request)?;
+        // What `validate_append` checks, but only what the store does not
+        // hold already: a stream it holds, and the name of a kind of event
+        // it holds, were checked when first written.
+        if let Some(id) = request.command_id {
+            super::validate_command_id(Self::NAME, id)?;
+        }
         let mut state = self.shared.write();
         let state = &mut *state;
         let stream_at = match state.stream_index.get(request.stream) {
@@ -298,8 +309,24 @@ impl InMemoryStore {
                 }
                 Some(at)
             }
-            None => None,
+            None => {
+                super::validate_stream(Self::NAME, request.stream)?;
+                None
+            }
         };
+        // The kind of each event, its name checked if it is new (a kind
+        // added for a batch refused below stays unused). One event, the
+        // usual batch, needs no list.
+        let mut first_kind = 0;
+        let mut more_kinds = Vec::new();
+        for (i, event) in request.events.iter().enumerate() {
+            let kind = state.kind(event.name, event.schema_version)?;
+            if i == 0 {
+                first_kind = kind;
+            } else {
+                more_kinds.push(kind);
+            }
+        }
         let actual = stream_at.map_or(0, |at| state.streams[at as usize].entries.len() as u64);
         if !request.expected.matches(actual) {
             return Err(Conflict {
@@ -372,7 +399,7 @@ impl InMemoryStore {
         state.streams[stream_at as usize].entries.reserve(request.events.len());
         for (i, event) in request.events.iter().enumerate() {
             let index = state.log.len() as u32;
-            let kind = state.kind(event.name, event.schema_version);
+            let kind = if i == 0 { first_kind } else { more_kinds[i - 1] };
             let payload_at = state.payloads.len() as u64;
             state.payloads.extend_from_slice(event.payload);
             let version = actual + 1 + i as u64;

@@ -24,7 +24,7 @@ pub use records::{
     AppendOutcome, AppendRequest, Appended, CommandRecord, ContextFields, ExpectedVersion, NewEvent, OwnedAppend,
     OwnedEvent, Positions, RecordedEvent, Snapshot, StoredEvent,
 };
-pub use validate::{validate_append, validate_command_id, validate_stream, validate_subject};
+pub use validate::{validate_append, validate_command_id, validate_event_name, validate_stream, validate_subject};
 
 /// The longest aggregate type name a store keeps, in bytes.
 pub const MAX_AGGREGATE_TYPE: usize = 255;

@@ -111,13 +111,22 @@ pub fn validate_append(store: &'static str, request: &AppendRequest<'_>) -> Resu
         validate_command_id(store, id)?;
     }
     for event in request.events {
-        check_text(store, "the event name", event.name, MAX_EVENT_NAME, true)?;
-        if event.name == FOREIGN {
-            return Err(StoreError::Invalid {
-                store,
-                detail: format!("the event name {FOREIGN:?}: it marks entries of the log that are not events"),
-            });
-        }
+        validate_event_name(store, event.name)?;
+    }
+    Ok(())
+}
+
+/// Checks that an event name can be stored: a text as [`validate_stream`]
+/// checks, and not [`FOREIGN`], which marks entries of the log that are
+/// not events.
+#[inline]
+pub fn validate_event_name(store: &'static str, name: &str) -> Result<(), StoreError> {
+    check_text(store, "the event name", name, MAX_EVENT_NAME, true)?;
+    if name == FOREIGN {
+        return Err(StoreError::Invalid {
+            store,
+            detail: format!("the event name {FOREIGN:?}: it marks entries of the log that are not events"),
+        });
     }
     Ok(())
 }
