@@ -15,10 +15,20 @@ use serde::{Deserialize, Serialize};
 ///
 /// Cloning is cheap (the id is shared), so every envelope of a stream can
 /// carry it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Eq, Hash, PartialOrd, Ord)]
 pub struct StreamId {
     aggregate_type: Cow<'static, str>,
     aggregate_id: Arc<str>,
+}
+
+/// Equal when type and id are: the usual case, one stream id cloned from
+/// another (the store's, the dispatcher's), is told by the addresses alone.
+impl PartialEq for StreamId {
+    fn eq(&self, other: &Self) -> bool {
+        let same_type = std::ptr::eq(self.aggregate_type.as_ref(), other.aggregate_type.as_ref())
+            || self.aggregate_type == other.aggregate_type;
+        same_type && self.aggregate_id == other.aggregate_id
+    }
 }
 
 impl StreamId {
