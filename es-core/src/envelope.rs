@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// Cloning is cheap (the id is shared), so every envelope of a stream can
 /// carry it.
-#[derive(Debug, Clone, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Eq, PartialOrd, Ord)]
 pub struct StreamId {
     aggregate_type: Cow<'static, str>,
     aggregate_id: Arc<str>,
@@ -28,6 +28,14 @@ impl PartialEq for StreamId {
         let same_type = std::ptr::eq(self.aggregate_type.as_ref(), other.aggregate_type.as_ref())
             || self.aggregate_type == other.aggregate_type;
         same_type && self.aggregate_id == other.aggregate_id
+    }
+}
+
+/// The text of type and id, as equality compares them.
+impl std::hash::Hash for StreamId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.aggregate_type.hash(state);
+        self.aggregate_id.hash(state);
     }
 }
 
