@@ -421,7 +421,10 @@ pub(crate) mod tests {
         assert!(cache.holds(&999));
         cache.put_back(busy);
         let at = cache.index[&0];
-        assert!(cache.entries[at as usize].slot.is_some(), "the busy instance did not come back");
+        assert!(
+            cache.entries[at as usize].slot.is_some(),
+            "the busy instance did not come back"
+        );
         // Entries are reused, not added: about the capacity in all.
         assert!(cache.entries.len() <= 101, "{} entries", cache.entries.len());
     }

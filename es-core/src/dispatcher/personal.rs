@@ -1,7 +1,6 @@
 //! Personal data on the write side: the scope an aggregate's events are
 //! sealed and opened in, and forgetting a data subject.
 
-
 use super::Dispatcher;
 use crate::aggregate::Aggregate;
 use crate::codec::{Codec, CodecError};
