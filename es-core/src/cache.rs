@@ -176,8 +176,8 @@ impl<A: Aggregate> Cache<A> {
         self.free.push(at);
     }
 
-    /// Gives up the entries for which `drop` says so, given only idle ones
-    /// or ones marked dropped.
+    /// Gives up the entries `keep` says no to (only idle ones: an entry a
+    /// command holds stays until its slot comes back).
     fn retain(&mut self, mut keep: impl FnMut(&mut Entry<A>) -> bool) {
         let mut given_up = Vec::new();
         let entries = &mut self.entries;

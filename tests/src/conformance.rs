@@ -604,6 +604,42 @@ pub async fn ids_are_checked_alike<S: EventStore>(store: S) {
     assert_eq!(record.stream, widest);
     let read = store.read_stream_vec(&widest, 1).await.unwrap();
     assert_eq!(read[0].name.len(), MAX_EVENT_NAME);
+
+    // A stream the store holds, a name it holds at another schema version,
+    // and a bad name after a good one in one batch: checked all the same,
+    // and the batch writes nothing (a store may skip checking what it
+    // already holds, never what it does not).
+    let mut again = event(&"n".repeat(MAX_EVENT_NAME), b"y");
+    again.schema_version = 2;
+    let kept = store
+        .append(AppendRequest {
+            stream: &widest,
+            expected: ExpectedVersion::Exact(1),
+            events: &new_events(&[again]),
+            metadata: b"",
+            command_id: None,
+            recorded_at: Timestamp::now(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(committed(kept).last_version, 2);
+    for name in ["", "a\0", es_core::store::FOREIGN] {
+        refused(
+            append(
+                &store,
+                &widest,
+                ExpectedVersion::Exact(2),
+                vec![event("fine", b"x"), event(name, b"x")],
+            )
+            .await,
+            "the event name",
+        );
+    }
+    assert_eq!(
+        store.stream_version(&widest).await.unwrap(),
+        2,
+        "a refused batch wrote something"
+    );
 }
 
 /// 16 tasks on 16 streams never get in each other's way.

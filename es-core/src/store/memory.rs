@@ -301,19 +301,10 @@ impl InMemoryStore {
         }
         let mut state = self.shared.write();
         let state = &mut *state;
-        let stream_at = match state.stream_index.get(request.stream) {
-            Some(&at) => {
-                let s = &state.streams[at as usize];
-                if let Some(record) = request.command_id.and_then(|id| s.command(request.stream, id)) {
-                    return Ok(AppendOutcome::Duplicate(record));
-                }
-                Some(at)
-            }
-            None => {
-                super::validate_stream(Self::NAME, request.stream)?;
-                None
-            }
-        };
+        let stream_at = state.stream_index.get(request.stream).copied();
+        if stream_at.is_none() {
+            super::validate_stream(Self::NAME, request.stream)?;
+        }
         // The kind of each event, its name checked if it is new (a kind
         // added for a batch refused below stays unused). One event, the
         // usual batch, needs no list.
@@ -326,6 +317,13 @@ impl InMemoryStore {
             } else {
                 more_kinds.push(kind);
             }
+        }
+        // Everything checked, as every store does before it looks for the
+        // command id.
+        if let (Some(at), Some(id)) = (stream_at, request.command_id)
+            && let Some(record) = state.streams[at as usize].command(request.stream, id)
+        {
+            return Ok(AppendOutcome::Duplicate(record));
         }
         let actual = stream_at.map_or(0, |at| state.streams[at as usize].entries.len() as u64);
         if !request.expected.matches(actual) {
