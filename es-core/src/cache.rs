@@ -282,24 +282,19 @@ impl Caches {
             };
         }
         loop {
-            let waiters: Arc<Notify>;
-            let returned = {
-                let mut by_type = self.by_type.lock().unwrap_or_else(PoisonError::into_inner);
-                match cache_of::<A>(&mut by_type, self.capacity).take(id) {
-                    Ok(slot) => {
-                        return Held {
-                            home: Some(self),
-                            slot: Some(slot),
-                        };
-                    }
-                    Err(w) => waiters = w,
+            // What to wait on is registered under the lock, so the slot
+            // cannot come back unseen before the wait begins (boxed: only a
+            // command that waits pays for it).
+            let taken = self.with::<A, _>(|cache| cache.take(id).map_err(|waiters| Box::pin(waiters.notified_owned())));
+            match taken {
+                Ok(slot) => {
+                    return Held {
+                        home: Some(self),
+                        slot: Some(slot),
+                    };
                 }
-                // Registered before the lock goes, so the slot cannot come
-                // back unseen in between (boxed: only a command that waits
-                // pays for it).
-                Box::pin(waiters.notified())
-            };
-            returned.await;
+                Err(returned) => returned.await,
+            }
         }
     }
 
