@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::Notify;
 
 use crate::aggregate::Aggregate;
-use crate::util::{FastMap, TypeMap};
+use crate::util::FastMap;
 
 /// One aggregate instance and the stream version it reflects.
 pub(crate) struct Slot<A: Aggregate> {
@@ -228,16 +228,11 @@ impl<A: Aggregate> Cache<A> {
 
 /// A cache of some aggregate type, as the dispatcher keeps them.
 trait AnyCache: Any + Send {
-    fn as_any(&mut self) -> &mut dyn Any;
     /// Drops every instance; one a command has goes when it comes back.
     fn clear(&mut self);
 }
 
 impl<A: Aggregate> AnyCache for Cache<A> {
-    fn as_any(&mut self) -> &mut dyn Any {
-        self
-    }
-
     fn clear(&mut self) {
         self.retain(|e| {
             e.dropped = true;
@@ -248,7 +243,10 @@ impl<A: Aggregate> AnyCache for Cache<A> {
 
 /// The caches of all aggregate types of one dispatcher, under one lock.
 pub(crate) struct Caches {
-    by_type: Mutex<TypeMap<Box<dyn AnyCache>>>,
+    /// Each type's cache beside its type id, in the order of first use: an
+    /// application has a few aggregate types, and comparing their ids one
+    /// after another is cheaper than hashing one.
+    by_type: Mutex<Vec<(TypeId, Box<dyn AnyCache>)>>,
     /// Instances per type; 0 keeps none.
     capacity: usize,
 }
@@ -256,7 +254,7 @@ pub(crate) struct Caches {
 impl Caches {
     pub(crate) fn new(capacity: usize) -> Self {
         Caches {
-            by_type: Mutex::new(TypeMap::default()),
+            by_type: Mutex::new(Vec::new()),
             capacity,
         }
     }
@@ -275,48 +273,62 @@ impl Caches {
     /// Exclusive use of `id`'s slot, waiting while another command has it;
     /// without a cache (capacity 0), an empty slot of its own.
     pub(crate) async fn take<A: Aggregate>(&self, id: &A::Id) -> Held<'_, A> {
-        if self.capacity == 0 {
-            return Held {
-                home: None,
-                slot: Some(Box::new(Slot::empty(id.clone()))),
-            };
-        }
         loop {
-            // What to wait on is registered under the lock, so the slot
-            // cannot come back unseen before the wait begins (boxed: only a
-            // command that waits pays for it).
-            let taken = self.with::<A, _>(|cache| cache.take(id).map_err(|waiters| Box::pin(waiters.notified_owned())));
-            match taken {
-                Ok(slot) => {
-                    return Held {
-                        home: Some(self),
-                        slot: Some(slot),
-                    };
-                }
+            match self.take_now(id) {
+                Ok(held) => return held,
                 Err(returned) => returned.await,
             }
         }
+    }
+
+    /// [`Caches::take`] when the slot is free, without a future; else what
+    /// to wait on before trying again.
+    pub(crate) fn take_now<A: Aggregate>(&self, id: &A::Id) -> Result<Held<'_, A>, SlotReturned> {
+        if self.capacity == 0 {
+            return Ok(Held {
+                home: None,
+                slot: Some(Box::new(Slot::empty(id.clone()))),
+            });
+        }
+        // What to wait on is registered under the lock, so the slot cannot
+        // come back unseen before the wait begins (boxed: only a command
+        // that waits pays for it).
+        let taken = self.with::<A, _>(|cache| cache.take(id).map_err(|waiters| Box::pin(waiters.notified_owned())));
+        taken.map(|slot| Held {
+            home: Some(self),
+            slot: Some(slot),
+        })
     }
 
     /// Drops every cached instance of every type; one a command has goes
     /// when it comes back, and the commands waiting for it load afresh.
     pub(crate) fn clear(&self) {
         let mut by_type = self.by_type.lock().unwrap_or_else(PoisonError::into_inner);
-        for cache in by_type.values_mut() {
+        for (_, cache) in by_type.iter_mut() {
             cache.clear();
         }
     }
 }
 
 /// The cache of `A` in `by_type`, made at the type's first use.
-fn cache_of<A: Aggregate>(by_type: &mut TypeMap<Box<dyn AnyCache>>, capacity: usize) -> &mut Cache<A> {
-    by_type
-        .entry(TypeId::of::<A>())
-        .or_insert_with(|| Box::new(Cache::<A>::new(capacity)))
-        .as_any()
+fn cache_of<A: Aggregate>(by_type: &mut Vec<(TypeId, Box<dyn AnyCache>)>, capacity: usize) -> &mut Cache<A> {
+    let key = TypeId::of::<A>();
+    let at = match by_type.iter().position(|(t, _)| *t == key) {
+        Some(at) => at,
+        None => {
+            by_type.push((key, Box::new(Cache::<A>::new(capacity))));
+            by_type.len() - 1
+        }
+    };
+    // Upcast, not a method: one call through the vtable (the type check).
+    let cache: &mut dyn Any = &mut *by_type[at].1;
+    cache
         .downcast_mut::<Cache<A>>()
         .expect("a type's cache is kept under its own type id")
 }
+
+/// Resolves when a slot another command has comes back.
+pub(crate) type SlotReturned = std::pin::Pin<Box<tokio::sync::futures::OwnedNotified>>;
 
 /// A slot taken out of its cache; it goes back when this is dropped, also
 /// when the command's future is dropped half-way (the optimistic version

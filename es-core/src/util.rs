@@ -43,6 +43,11 @@ pub(crate) fn random_u128() -> u128 {
     rand::random()
 }
 
+/// 64 random bits from the same generator as [`random_u128`].
+pub(crate) fn random_u64() -> u64 {
+    rand::random()
+}
+
 /// Hashes a `TypeId`, which is a hash already, by keeping its bits.
 #[derive(Default)]
 pub(crate) struct TypeIdHasher(u64);

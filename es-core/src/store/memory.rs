@@ -358,12 +358,11 @@ impl InMemoryStore {
             .into());
         }
         // Validate the whole batch before writing any of it.
-        let mut batch_ids = std::collections::HashSet::new();
+        let mut batch_ids = (request.events.len() > 16).then(std::collections::HashSet::new);
         for (i, event) in request.events.iter().enumerate() {
-            let in_batch = if request.events.len() <= 16 {
-                request.events[..i].iter().any(|e| e.event_id == event.event_id)
-            } else {
-                !batch_ids.insert(event.event_id)
+            let in_batch = match &mut batch_ids {
+                None => request.events[..i].iter().any(|e| e.event_id == event.event_id),
+                Some(ids) => !ids.insert(event.event_id),
             };
             if in_batch || state.holds_event_id(&event.event_id) {
                 return Err(StoreError::DuplicateEventId {
@@ -393,8 +392,10 @@ impl InMemoryStore {
             state.metadata.len() as u32
         };
         let first_position = state.log.len() as u64 + 1;
-        state.log.reserve(request.events.len());
-        state.streams[stream_at as usize].entries.reserve(request.events.len());
+        if request.events.len() > 1 {
+            state.log.reserve(request.events.len());
+            state.streams[stream_at as usize].entries.reserve(request.events.len());
+        }
         for (i, event) in request.events.iter().enumerate() {
             let index = state.log.len() as u32;
             let kind = if i == 0 { first_kind } else { more_kinds[i - 1] };
