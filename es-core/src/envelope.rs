@@ -176,9 +176,10 @@ static LAST_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 
 /// The timestamp and counter of the next id made at `millis`: one past the
 /// last id's when `millis` is not after it, else `millis` with the counter
-/// at `start()` (drawn only then: most ids continue the sequence). A time far before the last id's (an import of old events)
-/// gets `millis` and `start` and leaves the sequence alone: the ids made
-/// now, on other threads too, go on increasing.
+/// at `start()` (drawn only then: most ids continue the sequence). A time
+/// far before the last id's (an import of old events) gets `millis` and
+/// `start()` and leaves the sequence alone: the ids made now, on other
+/// threads too, go on increasing.
 fn next_millis_and_counter(millis: u64, start: impl Fn() -> u16) -> (u64, u16) {
     use std::sync::atomic::Ordering;
     let mut last = LAST_ID.load(Ordering::Relaxed);
