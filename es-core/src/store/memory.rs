@@ -751,6 +751,34 @@ mod tests {
         assert_eq!(store.last_position().await.unwrap(), stored.len() as u64 + 4);
     }
 
+    /// A batch longer than 16 events checks its own ids through a set
+    /// (shorter ones compare each with those before it): a repeat in it is
+    /// refused, and nothing of the batch is written.
+    #[tokio::test]
+    async fn a_long_batch_with_an_id_twice_is_refused_whole() {
+        let store = InMemoryStore::new();
+        let s = StreamId::new("t", "1");
+        let with_id = |n: u128| NewEvent {
+            event_id: EventId::from(uuid::Uuid::from_u128(n)),
+            ..event("a", "")
+        };
+        let mut ids: Vec<u128> = (1..=20).collect();
+        ids[17] = 3;
+        let events: Vec<NewEvent<'_>> = ids.iter().map(|&n| with_id(n)).collect();
+        let err = store
+            .append(request(&s, ExpectedVersion::Any, &events))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, AppendError::Store(StoreError::DuplicateEventId { event_id, .. }) if *event_id == with_id(3).event_id),
+            "{err}"
+        );
+        assert_eq!(store.last_position().await.unwrap(), 0);
+        let events: Vec<NewEvent<'_>> = (1..=20).map(with_id).collect();
+        store.append(request(&s, ExpectedVersion::Any, &events)).await.unwrap();
+        assert_eq!(store.last_position().await.unwrap(), 20);
+    }
+
     proptest::proptest! {
         /// Batches of small ids in any order, repeats among them: each
         /// batch is refused exactly when one of its ids is stored already or
