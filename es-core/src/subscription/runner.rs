@@ -64,7 +64,7 @@ impl RunOptions {
             .saturating_mul(1u32.checked_shl(failures.saturating_sub(1).min(31)).unwrap_or(u32::MAX));
         let delay = doubled.min(self.retry_max).max(self.retry_min.min(self.retry_max));
         let half = delay / 2;
-        let jitter = half.mul_f64((crate::util::random_u128() as u64 >> 11) as f64 / (1u64 << 53) as f64);
+        let jitter = half.mul_f64((crate::util::random_u64() >> 11) as f64 / (1u64 << 53) as f64);
         half + jitter
     }
 }

@@ -327,7 +327,7 @@ async fn run_member<M: Member>(
 /// A new runner's name: the process id and 64 random bits, unique among a
 /// subscription's runners.
 pub fn runner_name() -> String {
-    format!("{}-{:016x}", std::process::id(), crate::util::random_u128() as u64)
+    format!("{}-{:016x}", std::process::id(), crate::util::random_u64())
 }
 
 /// Where a runner starts looking among `count` partitions: a random one,
